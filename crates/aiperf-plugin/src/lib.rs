@@ -1,0 +1,66 @@
+//! Protocol types and SDK for aiperf plugins written in Rust.
+//!
+//! An aiperf plugin is an executable that aiperf (the *host*) starts as a child process. They
+//! talk over the plugin's stdin/stdout with one JSON message per line (protocol version 1,
+//! specified in `docs/plugin-protocol.md`). This crate provides:
+//!
+//! - [`protocol`]: serde types for every message ([`HostMessage`], [`PluginMessage`],
+//!   [`Event`], [`PhaseStats`], [`Hook`]) plus [`encode_line`] / [`decode_line`]. The host
+//!   uses these too.
+//! - The SDK (re-exported here from [`sdk`]): implement [`Plugin`] and call [`serve`], which
+//!   answers `hello` with a `handshake`, passes the config to [`Plugin::configure`], calls
+//!   [`Plugin::on_event`] for each event and acks it (a returned `Err` or a panic becomes an
+//!   ack with `error`), and returns on `shutdown` or end of input.
+//!
+//! **Stdout belongs to the protocol**: never `println!` in a plugin. Use [`log`] (sent to the
+//! host as a `log` message) or `eprintln!` (stderr, which the host copies to its log).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use aiperf_plugin::{serve, Event, Hook, Plugin};
+//! use serde_json::{json, Value};
+//!
+//! #[derive(Default)]
+//! struct Counter {
+//!     prefix: String,
+//! }
+//!
+//! impl Plugin for Counter {
+//!     fn name(&self) -> &str {
+//!         "counter"
+//!     }
+//!     fn version(&self) -> &str {
+//!         env!("CARGO_PKG_VERSION")
+//!     }
+//!     fn hooks(&self) -> Vec<Hook> {
+//!         vec![Hook::PhaseComplete]
+//!     }
+//!     fn config_schema(&self) -> Option<Value> {
+//!         Some(json!({"type": "object", "properties": {"prefix": {"type": "string"}}}))
+//!     }
+//!     fn configure(&mut self, config: Value) -> Result<(), String> {
+//!         self.prefix = config["prefix"].as_str().unwrap_or("").to_owned();
+//!         Ok(())
+//!     }
+//!     fn on_event(&mut self, event: &Event) -> Result<(), String> {
+//!         if let Some(stats) = &event.stats {
+//!             eprintln!("{}{}: {} completed", self.prefix, stats.phase, stats.completed);
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! fn main() -> std::io::Result<()> {
+//!     serve(Counter::default())
+//! }
+//! ```
+
+pub mod protocol;
+pub mod sdk;
+
+pub use protocol::{
+    decode_line, encode_line, Event, Hook, HostMessage, PhaseStats, PluginMessage, PROTOCOL_VERSION,
+};
+pub use sdk::*;
+pub use serde_json::Value;

@@ -1,0 +1,629 @@
+//! Wire types for the aiperf plugin process protocol, version 1.
+//!
+//! See `docs/plugin-protocol.md` in the aiperf repository for the full specification. In short:
+//! the host writes [`HostMessage`]s to the plugin's stdin and the plugin writes
+//! [`PluginMessage`]s to its stdout, one compact JSON object per line, each tagged by a string
+//! field `"type"`.
+//!
+//! Decoding rules implemented here:
+//!
+//! - Fields a side does not know are ignored (no `deny_unknown_fields` anywhere).
+//! - A line that is not a JSON object, or whose `type` is unknown, fails to decode; the caller
+//!   decides what to do with such *garbage*.
+//! - Lines longer than [`MAX_LINE_BYTES`] fail to decode.
+//! - In a `handshake`, hook names this crate does not know are **skipped** rather than failing
+//!   the whole message (see [`PluginMessage::Handshake`] and [`handshake_unknown_hooks`]).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::de::{self, DeserializeOwned, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The protocol version implemented by this crate.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Lines longer than this many bytes (excluding the terminating newline) are garbage.
+pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
+// ---------------------------------------------------------------------------------------------
+// Hook
+// ---------------------------------------------------------------------------------------------
+
+/// A lifecycle point at which the host sends an [`Event`] to the plugins that asked for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hook {
+    BenchmarkStart,
+    PhaseStart,
+    PhaseSendingComplete,
+    PhaseTimeout,
+    PhaseComplete,
+    BenchmarkComplete,
+}
+
+impl Hook {
+    /// Every hook, in the order they can fire during a run.
+    pub const ALL: [Hook; 6] = [
+        Hook::BenchmarkStart,
+        Hook::PhaseStart,
+        Hook::PhaseSendingComplete,
+        Hook::PhaseTimeout,
+        Hook::PhaseComplete,
+        Hook::BenchmarkComplete,
+    ];
+
+    /// The wire name, e.g. `"phase_start"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Hook::BenchmarkStart => "benchmark_start",
+            Hook::PhaseStart => "phase_start",
+            Hook::PhaseSendingComplete => "phase_sending_complete",
+            Hook::PhaseTimeout => "phase_timeout",
+            Hook::PhaseComplete => "phase_complete",
+            Hook::BenchmarkComplete => "benchmark_complete",
+        }
+    }
+
+    /// `true` for hooks that belong to a phase (their events carry `phase` and `stats`);
+    /// `false` for `benchmark_start` and `benchmark_complete`.
+    pub const fn is_phase_hook(self) -> bool {
+        !matches!(self, Hook::BenchmarkStart | Hook::BenchmarkComplete)
+    }
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Error returned by [`Hook::from_str`] for a name that is not a known hook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownHook(pub String);
+
+impl fmt::Display for UnknownHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown hook {:?}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownHook {}
+
+impl FromStr for Hook {
+    type Err = UnknownHook;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Hook::ALL
+            .iter()
+            .copied()
+            .find(|h| h.as_str() == s)
+            .ok_or_else(|| UnknownHook(s.to_owned()))
+    }
+}
+
+/// Splits hook names into the known hooks (in first-seen order, without duplicates) and the
+/// names that are not known hooks (in order, as given).
+pub fn split_hook_names<I, S>(names: I) -> (Vec<Hook>, Vec<String>)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut known = Vec::new();
+    let mut unknown = Vec::new();
+    for name in names {
+        let name = name.as_ref();
+        match name.parse::<Hook>() {
+            Ok(h) if !known.contains(&h) => known.push(h),
+            Ok(_) => {}
+            Err(_) => unknown.push(name.to_owned()),
+        }
+    }
+    (known, unknown)
+}
+
+/// Returns the hook names in a `handshake` line that are not known [`Hook`]s.
+///
+/// [`decode_line`] silently skips such names (so a plugin built against a newer protocol
+/// revision still handshakes); a host that wants to warn about them can call this on the same
+/// line. Returns an empty list when the line is not a handshake or not valid JSON.
+pub fn handshake_unknown_hooks(line: &str) -> Vec<String> {
+    let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(line) else {
+        return Vec::new();
+    };
+    if obj.get("type").and_then(Value::as_str) != Some("handshake") {
+        return Vec::new();
+    }
+    let Some(Value::Array(hooks)) = obj.get("hooks") else {
+        return Vec::new();
+    };
+    let names = hooks.iter().filter_map(Value::as_str);
+    split_hook_names(names).1
+}
+
+/// Deserializes a list of hook names, skipping names that are not known hooks and dropping
+/// duplicates. Entries that are not strings are an error.
+fn deserialize_known_hooks<'de, D>(deserializer: D) -> Result<Vec<Hook>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct HooksVisitor;
+
+    impl<'de> Visitor<'de> for HooksVisitor {
+        type Value = Vec<Hook>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of hook names")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut names: Vec<String> = Vec::new();
+            while let Some(name) = seq.next_element::<String>()? {
+                names.push(name);
+            }
+            Ok(split_hook_names(names).0)
+        }
+    }
+
+    deserializer.deserialize_seq(HooksVisitor)
+}
+
+// ---------------------------------------------------------------------------------------------
+// PhaseStats / Event
+// ---------------------------------------------------------------------------------------------
+
+/// Request counters and timestamps for one phase (`"warmup"` or `"profiling"`).
+///
+/// Missing fields take their default value and unknown fields are ignored.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PhaseStats {
+    /// `"warmup"` or `"profiling"`.
+    pub phase: String,
+    pub sent: u64,
+    /// Requests that finished, with or without error (errors ⊂ completed).
+    pub completed: u64,
+    pub errors: u64,
+    /// Requests cancelled before they finished (not counted in `completed`).
+    pub cancelled: u64,
+    /// `sent − completed − cancelled`.
+    pub in_flight: u64,
+    /// The request count the phase aims for; `None` when it is bounded by time.
+    pub expected: Option<u64>,
+    /// Seconds since the phase started (up to `end_time_ns` once it ended).
+    pub duration_sec: f64,
+    /// Wall-clock nanoseconds since the Unix epoch.
+    pub start_time_ns: u64,
+    pub sending_complete_time_ns: Option<u64>,
+    pub end_time_ns: Option<u64>,
+    pub timed_out: bool,
+}
+
+/// A hook firing, delivered to the plugin; it must be answered with an [`PluginMessage::Ack`]
+/// carrying the same `id`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Increasing integer, unique per plugin process.
+    pub id: u64,
+    pub hook: Hook,
+    /// `"warmup"` or `"profiling"` for phase hooks; `None` (JSON `null`) for benchmark hooks.
+    pub phase: Option<String>,
+    /// Phase statistics for phase hooks; `None` (JSON `null`) for benchmark hooks.
+    pub stats: Option<PhaseStats>,
+    /// Metric summary (shape of `profile_export_aiperf.json`) on `phase_complete` and
+    /// `benchmark_complete`; `None` (JSON `null`) otherwise.
+    pub summary: Option<Value>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+// ---------------------------------------------------------------------------------------------
+
+/// Messages from the host (aiperf) to the plugin, read from the plugin's stdin.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HostMessage {
+    /// First message: the protocol versions the host speaks, and who it is.
+    Hello {
+        protocol_versions: Vec<u32>,
+        #[serde(default)]
+        host: String,
+        #[serde(default)]
+        host_version: String,
+        /// The name the plugin is configured under.
+        #[serde(default)]
+        plugin_name: String,
+    },
+    /// The plugin's config section. A missing `config` field decodes as JSON `null`.
+    Configure {
+        #[serde(default)]
+        config: Value,
+    },
+    /// A hook firing; answer with an `ack`.
+    Event(Event),
+    /// Finish and exit with status 0.
+    Shutdown,
+}
+
+/// Messages from the plugin to the host, written to the plugin's stdout.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PluginMessage {
+    /// Answer to `hello`.
+    ///
+    /// On decode, `hooks` keeps only known hook names, in first-seen order and without
+    /// duplicates; unknown names are skipped (use [`handshake_unknown_hooks`] to see them) and a
+    /// missing `hooks` field means no hooks. `config_schema` is omitted when `None`.
+    Handshake {
+        protocol_version: u32,
+        name: String,
+        version: String,
+        #[serde(default, deserialize_with = "deserialize_known_hooks")]
+        hooks: Vec<Hook>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        config_schema: Option<Value>,
+    },
+    /// The config was accepted.
+    Configured,
+    /// An event was handled; `error` (omitted when `None`) counts as a hook error.
+    Ack {
+        id: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A log line; `level` is one of `debug`, `info`, `warning`, `error`.
+    Log { level: String, message: String },
+    /// Fatal: wrong protocol version (answer to `hello`) or rejected config (answer to
+    /// `configure`).
+    Error { message: String },
+}
+
+// ---------------------------------------------------------------------------------------------
+// Framing
+// ---------------------------------------------------------------------------------------------
+
+/// Encodes a message as one compact JSON line terminated by `\n`.
+///
+/// # Panics
+///
+/// Panics if `msg` cannot be represented as JSON (e.g. a map with non-string keys). The message
+/// types of this module always can.
+pub fn encode_line<T: Serialize + ?Sized>(msg: &T) -> String {
+    let mut line = serde_json::to_string(msg).expect("protocol message must serialize to JSON");
+    line.push('\n');
+    line
+}
+
+/// Decodes one line (a trailing `\n` or `\r\n` is allowed) into a message.
+///
+/// Fails for lines longer than [`MAX_LINE_BYTES`], non-JSON, non-objects, missing or unknown
+/// `type`, and missing required fields. Unknown fields are ignored.
+pub fn decode_line<T: DeserializeOwned>(line: &str) -> Result<T, serde_json::Error> {
+    let line = line.strip_suffix('\n').unwrap_or(line);
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.len() > MAX_LINE_BYTES {
+        return Err(de::Error::custom(format!(
+            "line of {} bytes exceeds the {MAX_LINE_BYTES}-byte limit",
+            line.len()
+        )));
+    }
+    serde_json::from_str(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample_stats() -> PhaseStats {
+        PhaseStats {
+            phase: "profiling".into(),
+            sent: 100,
+            completed: 98,
+            errors: 2,
+            cancelled: 0,
+            in_flight: 2,
+            expected: Some(100),
+            duration_sec: 1.532,
+            start_time_ns: 1_764_121_200_000_000_000,
+            sending_complete_time_ns: Some(1_764_121_201_000_000_000),
+            end_time_ns: None,
+            timed_out: false,
+        }
+    }
+
+    fn round_trip_host(msg: HostMessage) {
+        let line = encode_line(&msg);
+        assert!(line.ends_with('\n'));
+        assert_eq!(line.matches('\n').count(), 1, "one line: {line:?}");
+        let back: HostMessage = decode_line(&line).unwrap();
+        assert_eq!(back, msg);
+    }
+
+    fn round_trip_plugin(msg: PluginMessage) {
+        let line = encode_line(&msg);
+        assert!(line.ends_with('\n'));
+        assert_eq!(line.matches('\n').count(), 1, "one line: {line:?}");
+        let back: PluginMessage = decode_line(&line).unwrap();
+        assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn hook_names() {
+        assert_eq!(Hook::ALL.len(), 6);
+        for h in Hook::ALL {
+            assert_eq!(h.as_str().parse::<Hook>().unwrap(), h);
+            assert_eq!(h.to_string(), h.as_str());
+            assert_eq!(serde_json::to_value(h).unwrap(), json!(h.as_str()));
+            assert_eq!(
+                serde_json::from_value::<Hook>(json!(h.as_str())).unwrap(),
+                h
+            );
+        }
+        assert_eq!(
+            Hook::PhaseSendingComplete.as_str(),
+            "phase_sending_complete"
+        );
+        assert_eq!("nope".parse::<Hook>(), Err(UnknownHook("nope".to_owned())));
+        assert!(Hook::PhaseTimeout.is_phase_hook());
+        assert!(!Hook::BenchmarkComplete.is_phase_hook());
+    }
+
+    #[test]
+    fn round_trip_all_host_messages() {
+        round_trip_host(HostMessage::Hello {
+            protocol_versions: vec![1, 2],
+            host: "aiperf".into(),
+            host_version: "0.1.0".into(),
+            plugin_name: "datadog".into(),
+        });
+        round_trip_host(HostMessage::Configure {
+            config: json!({"api_key": "k", "nested": {"a": [1, 2]}}),
+        });
+        round_trip_host(HostMessage::Event(Event {
+            id: 3,
+            hook: Hook::PhaseComplete,
+            phase: Some("profiling".into()),
+            stats: Some(sample_stats()),
+            summary: Some(json!({"request_latency": {"unit": "ms", "avg": 1.5, "p50": 1.2}})),
+        }));
+        round_trip_host(HostMessage::Event(Event {
+            id: 1,
+            hook: Hook::BenchmarkStart,
+            phase: None,
+            stats: None,
+            summary: None,
+        }));
+        round_trip_host(HostMessage::Shutdown);
+    }
+
+    #[test]
+    fn round_trip_all_plugin_messages() {
+        round_trip_plugin(PluginMessage::Handshake {
+            protocol_version: 1,
+            name: "datadog".into(),
+            version: "1.0.0".into(),
+            hooks: vec![Hook::PhaseStart, Hook::PhaseComplete],
+            config_schema: Some(json!({"type": "object", "required": ["api_key"]})),
+        });
+        round_trip_plugin(PluginMessage::Handshake {
+            protocol_version: 1,
+            name: "x".into(),
+            version: "0".into(),
+            hooks: Hook::ALL.to_vec(),
+            config_schema: None,
+        });
+        round_trip_plugin(PluginMessage::Configured);
+        round_trip_plugin(PluginMessage::Ack { id: 3, error: None });
+        round_trip_plugin(PluginMessage::Ack {
+            id: 4,
+            error: Some("boom\nwith newline".into()),
+        });
+        round_trip_plugin(PluginMessage::Log {
+            level: "warning".into(),
+            message: "statsd host not reachable".into(),
+        });
+        round_trip_plugin(PluginMessage::Error {
+            message: "protocol version mismatch".into(),
+        });
+    }
+
+    #[test]
+    fn wire_shapes_match_spec() {
+        assert_eq!(
+            encode_line(&HostMessage::Shutdown),
+            "{\"type\":\"shutdown\"}\n"
+        );
+        assert_eq!(
+            encode_line(&PluginMessage::Configured),
+            "{\"type\":\"configured\"}\n"
+        );
+        assert_eq!(
+            encode_line(&PluginMessage::Ack { id: 3, error: None }),
+            "{\"type\":\"ack\",\"id\":3}\n"
+        );
+        let v = serde_json::to_value(HostMessage::Event(Event {
+            id: 1,
+            hook: Hook::BenchmarkStart,
+            phase: None,
+            stats: None,
+            summary: None,
+        }))
+        .unwrap();
+        assert_eq!(
+            v,
+            json!({"type": "event", "id": 1, "hook": "benchmark_start",
+                   "phase": null, "stats": null, "summary": null})
+        );
+        let v = serde_json::to_value(sample_stats()).unwrap();
+        assert_eq!(v["expected"], json!(100));
+        assert_eq!(v["end_time_ns"], Value::Null);
+        assert_eq!(v["in_flight"], json!(2));
+        let v = serde_json::to_value(PluginMessage::Handshake {
+            protocol_version: 1,
+            name: "n".into(),
+            version: "v".into(),
+            hooks: vec![Hook::PhaseTimeout],
+            config_schema: None,
+        })
+        .unwrap();
+        assert_eq!(
+            v,
+            json!({"type": "handshake", "protocol_version": 1, "name": "n", "version": "v",
+                   "hooks": ["phase_timeout"]})
+        );
+    }
+
+    #[test]
+    fn decodes_spec_examples() {
+        let hello: HostMessage = decode_line(
+            r#"{"type":"hello","protocol_versions":[1],"host":"aiperf","host_version":"0.1.0","plugin_name":"datadog"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            hello,
+            HostMessage::Hello {
+                protocol_versions: vec![1],
+                host: "aiperf".into(),
+                host_version: "0.1.0".into(),
+                plugin_name: "datadog".into(),
+            }
+        );
+        let stats: PhaseStats = serde_json::from_str(
+            r#"{"phase":"profiling","sent":100,"completed":98,"errors":2,"cancelled":0,
+                "in_flight":0,"expected":null,"duration_sec":1.532,
+                "start_time_ns":1764121200000000000,"sending_complete_time_ns":null,
+                "end_time_ns":1764121201532000000,"timed_out":true}"#,
+        )
+        .unwrap();
+        assert_eq!(stats.expected, None);
+        assert_eq!(stats.end_time_ns, Some(1_764_121_201_532_000_000));
+        assert!(stats.timed_out);
+        let ack: PluginMessage =
+            decode_line("{\"type\":\"ack\",\"id\":3,\"error\":\"ConnectionRefusedError\"}\r\n")
+                .unwrap();
+        assert_eq!(
+            ack,
+            PluginMessage::Ack {
+                id: 3,
+                error: Some("ConnectionRefusedError".into())
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let m: HostMessage = decode_line(
+            r#"{"type":"event","id":7,"hook":"phase_start","phase":"warmup","future":1,
+                "stats":{"phase":"warmup","sent":0,"new_counter":5},"summary":null}"#,
+        )
+        .unwrap();
+        let HostMessage::Event(ev) = m else {
+            panic!("not an event: {m:?}")
+        };
+        assert_eq!(ev.id, 7);
+        assert_eq!(ev.hook, Hook::PhaseStart);
+        assert_eq!(ev.phase.as_deref(), Some("warmup"));
+        assert_eq!(ev.stats.unwrap().phase, "warmup");
+
+        let m: HostMessage = decode_line(r#"{"type":"shutdown","reason":"done"}"#).unwrap();
+        assert_eq!(m, HostMessage::Shutdown);
+        let m: HostMessage =
+            decode_line(r#"{"type":"configure","config":{},"extra":[1]}"#).unwrap();
+        assert_eq!(m, HostMessage::Configure { config: json!({}) });
+        let m: PluginMessage = decode_line(r#"{"type":"configured","took_ms":3}"#).unwrap();
+        assert_eq!(m, PluginMessage::Configured);
+        let m: PluginMessage =
+            decode_line(r#"{"type":"log","level":"info","message":"hi","ts":1}"#).unwrap();
+        assert_eq!(
+            m,
+            PluginMessage::Log {
+                level: "info".into(),
+                message: "hi".into()
+            }
+        );
+        let m: PluginMessage = decode_line(
+            r#"{"type":"handshake","protocol_version":1,"name":"n","version":"v","hooks":[],"capabilities":{}}"#,
+        )
+        .unwrap();
+        assert!(matches!(m, PluginMessage::Handshake { .. }));
+    }
+
+    #[test]
+    fn event_missing_optional_fields_are_none() {
+        let m: HostMessage =
+            decode_line(r#"{"type":"event","id":1,"hook":"benchmark_start"}"#).unwrap();
+        assert_eq!(
+            m,
+            HostMessage::Event(Event {
+                id: 1,
+                hook: Hook::BenchmarkStart,
+                phase: None,
+                stats: None,
+                summary: None,
+            })
+        );
+    }
+
+    #[test]
+    fn handshake_with_unknown_hooks_still_parses() {
+        let line = r#"{"type":"handshake","protocol_version":1,"name":"n","version":"v",
+            "hooks":["phase_start","request_complete","phase_start","benchmark_complete","later_hook"]}"#;
+        let m: PluginMessage = decode_line(line).unwrap();
+        let PluginMessage::Handshake { hooks, .. } = m else {
+            panic!("not a handshake")
+        };
+        assert_eq!(hooks, vec![Hook::PhaseStart, Hook::BenchmarkComplete]);
+        assert_eq!(
+            handshake_unknown_hooks(line),
+            vec!["request_complete".to_owned(), "later_hook".to_owned()]
+        );
+        assert!(handshake_unknown_hooks(r#"{"type":"ack","id":1}"#).is_empty());
+        assert!(handshake_unknown_hooks("not json").is_empty());
+
+        // Missing hooks: no hooks. Non-string entries: an error.
+        let m: PluginMessage =
+            decode_line(r#"{"type":"handshake","protocol_version":1,"name":"n","version":"v"}"#)
+                .unwrap();
+        assert!(matches!(m, PluginMessage::Handshake { ref hooks, .. } if hooks.is_empty()));
+        assert!(decode_line::<PluginMessage>(
+            r#"{"type":"handshake","protocol_version":1,"name":"n","version":"v","hooks":[1]}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn split_hook_names_works() {
+        let (known, unknown) = split_hook_names(["phase_timeout", "x", "phase_timeout", "y"]);
+        assert_eq!(known, vec![Hook::PhaseTimeout]);
+        assert_eq!(unknown, vec!["x".to_owned(), "y".to_owned()]);
+    }
+
+    #[test]
+    fn garbage_is_rejected() {
+        for line in [
+            "",
+            "not json",
+            "[1,2]",
+            "42",
+            "{}",
+            r#"{"type":"bogus"}"#,
+            r#"{"type":7}"#,
+            r#"{"type":"ack"}"#,
+            r#"{"type":"event","id":1,"hook":"unknown_hook"}"#,
+        ] {
+            assert!(decode_line::<HostMessage>(line).is_err(), "{line:?}");
+            assert!(decode_line::<PluginMessage>(line).is_err(), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn overlong_line_is_rejected() {
+        let mut line = String::from(r#"{"type":"log","level":"info","message":""#);
+        line.push_str(&"a".repeat(MAX_LINE_BYTES));
+        line.push_str("\"}");
+        let err = decode_line::<PluginMessage>(&line).unwrap_err();
+        assert!(err.to_string().contains("limit"), "{err}");
+    }
+}

@@ -1,0 +1,697 @@
+//! The plugin-author side: implement [`Plugin`] and hand it to [`serve`].
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::fmt;
+use std::io::{self, BufRead, Write};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::Value;
+
+use crate::protocol::{
+    decode_line, encode_line, Event, Hook, HostMessage, PluginMessage, MAX_LINE_BYTES,
+    PROTOCOL_VERSION,
+};
+
+/// A plugin, as seen by its author. [`serve`] drives it through the protocol.
+///
+/// Callbacks run one at a time on the thread that called [`serve`]. Do not write to stdout
+/// (no `println!`): stdout carries the protocol. Use [`log`] or `eprintln!` instead.
+pub trait Plugin {
+    /// The plugin's own name (shown by `aiperf plugins list`).
+    fn name(&self) -> &str;
+
+    /// The plugin's own version.
+    fn version(&self) -> &str;
+
+    /// The hooks to receive events for. Events for other hooks are never sent.
+    fn hooks(&self) -> Vec<Hook>;
+
+    /// A JSON Schema the host validates this plugin's config against before `configure`.
+    fn config_schema(&self) -> Option<Value> {
+        None
+    }
+
+    /// Receives the plugin's config section. `Err(why)` rejects it (the host disables the
+    /// plugin and reports `why`). A panic counts as a rejection.
+    fn configure(&mut self, config: Value) -> Result<(), String> {
+        let _ = config;
+        Ok(())
+    }
+
+    /// Handles one event. `Err(msg)` (or a panic) is reported to the host as a hook error; the
+    /// plugin stays enabled and keeps receiving events.
+    fn on_event(&mut self, event: &Event) -> Result<(), String>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logging
+// ---------------------------------------------------------------------------------------------
+
+/// Severity of a [`log`] message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warning,
+    Error,
+}
+
+impl LogLevel {
+    /// The wire name: `debug`, `info`, `warning` or `error`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warning => "warning",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+thread_local! {
+    /// `Some` while a plugin callback runs inside `serve_io` on this thread: log calls made by
+    /// the callback are queued here and written to the protocol writer before the reply.
+    static CALLBACK_LOGS: RefCell<Option<Vec<(LogLevel, String)>>> = const { RefCell::new(None) };
+}
+
+/// Set while [`serve`] runs on the real stdout and the handshake has been sent.
+static STDOUT_PROTOCOL_ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// Sends a log message to the host, which copies it to its own log.
+///
+/// - Called from inside a [`Plugin::configure`] or [`Plugin::on_event`] callback: the message
+///   becomes a protocol `log` message written just before that callback's reply.
+/// - Called from another thread while [`serve`] runs (after the handshake): written to stdout
+///   as a `log` message right away. Every protocol line is written with a single locked write,
+///   so lines never interleave.
+/// - Otherwise (before the handshake, after `serve` returns, or from another thread under
+///   [`serve_io`]): written to stderr as `<level>: <message>`, which the host also logs.
+pub fn log(level: LogLevel, message: impl Into<String>) {
+    let message = message.into();
+    let pending = CALLBACK_LOGS.with(|cell| match cell.borrow_mut().as_mut() {
+        Some(queue) => {
+            queue.push((level, message));
+            None
+        }
+        None => Some(message),
+    });
+    let Some(message) = pending else { return };
+    if STDOUT_PROTOCOL_ACTIVE.load(Ordering::SeqCst) {
+        let line = encode_line(&log_message(level, message.clone()));
+        let mut out = io::stdout().lock();
+        if out
+            .write_all(line.as_bytes())
+            .and_then(|()| out.flush())
+            .is_ok()
+        {
+            return;
+        }
+    }
+    eprintln!("{level}: {message}");
+}
+
+fn log_message(level: LogLevel, message: String) -> PluginMessage {
+    PluginMessage::Log {
+        level: level.as_str().to_owned(),
+        message,
+    }
+}
+
+/// Runs `f` with log capture enabled on this thread and panics caught. Returns the callback's
+/// result (a panic becomes `Err`) and the messages it logged.
+fn run_callback<F>(what: &str, f: F) -> (Result<(), String>, Vec<(LogLevel, String)>)
+where
+    F: FnOnce() -> Result<(), String>,
+{
+    CALLBACK_LOGS.with(|cell| *cell.borrow_mut() = Some(Vec::new()));
+    let result = panic::catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|payload| Err(format!("panic in {what}: {}", panic_message(&*payload))));
+    let logs = CALLBACK_LOGS.with(|cell| cell.borrow_mut().take().unwrap_or_default());
+    (result, logs)
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "(non-string panic payload)"
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Serving
+// ---------------------------------------------------------------------------------------------
+
+/// Runs the protocol for `plugin` on the process's stdin and stdout until `shutdown` or end of
+/// input.
+///
+/// Returns `Ok(())` on `shutdown` or EOF. Returns an error if the host offers no protocol version
+/// this crate speaks (after writing an `error` message), or on an I/O error. A typical `main`:
+///
+/// ```no_run
+/// # use aiperf_plugin::{Plugin, Event, Hook};
+/// # struct P;
+/// # impl Plugin for P {
+/// #     fn name(&self) -> &str { "p" }
+/// #     fn version(&self) -> &str { "0" }
+/// #     fn hooks(&self) -> Vec<Hook> { vec![] }
+/// #     fn on_event(&mut self, _: &Event) -> Result<(), String> { Ok(()) }
+/// # }
+/// fn main() -> std::io::Result<()> {
+///     aiperf_plugin::serve(P)
+/// }
+/// ```
+pub fn serve<P: Plugin>(plugin: P) -> io::Result<()> {
+    let stdin = io::stdin();
+    // `Stdout` (not a long-held `StdoutLock`) so that `log` from other threads can interleave
+    // whole lines; `write_all` on `Stdout` holds the lock for the whole line.
+    let result = serve_impl(plugin, stdin.lock(), io::stdout(), MAX_LINE_BYTES, &|| {
+        STDOUT_PROTOCOL_ACTIVE.store(true, Ordering::SeqCst)
+    });
+    STDOUT_PROTOCOL_ACTIVE.store(false, Ordering::SeqCst);
+    result
+}
+
+/// Like [`serve`], on any reader and writer (for tests, or for custom transports).
+///
+/// [`log`] calls made inside the plugin's `configure` / `on_event` callbacks are written to
+/// `writer`; log calls from other threads go to stderr.
+pub fn serve_io<P, R, W>(plugin: P, reader: R, writer: W) -> io::Result<()>
+where
+    P: Plugin,
+    R: BufRead,
+    W: Write,
+{
+    serve_impl(plugin, reader, writer, MAX_LINE_BYTES, &|| {})
+}
+
+fn send<W: Write>(writer: &mut W, msg: &PluginMessage) -> io::Result<()> {
+    writer.write_all(encode_line(msg).as_bytes())?;
+    writer.flush()
+}
+
+fn send_logs<W: Write>(writer: &mut W, logs: Vec<(LogLevel, String)>) -> io::Result<()> {
+    for (level, message) in logs {
+        send(writer, &log_message(level, message))?;
+    }
+    Ok(())
+}
+
+/// Outcome of reading one line.
+enum Line {
+    Eof,
+    Text(String),
+    /// Longer than the limit, or not UTF-8; the rest of the line has been consumed.
+    Garbage(&'static str),
+}
+
+/// Reads one `\n`-terminated line of at most `max` bytes (excluding the terminator), without
+/// buffering more than `max + 1` bytes of an overlong line. A final line without `\n` counts.
+fn read_line_bounded<R: BufRead>(reader: &mut R, max: usize) -> io::Result<Line> {
+    let mut buf = Vec::new();
+    let mut overlong = false;
+    let mut saw_any = false;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            if !saw_any {
+                return Ok(Line::Eof);
+            }
+            break;
+        }
+        saw_any = true;
+        let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (&available[..i], Some(i + 1)),
+            None => (available, None),
+        };
+        if !overlong {
+            if buf.len() + chunk.len() > max {
+                overlong = true;
+                buf = Vec::new();
+            } else {
+                buf.extend_from_slice(chunk);
+            }
+        }
+        let consumed = done.unwrap_or(available.len());
+        reader.consume(consumed);
+        if done.is_some() {
+            break;
+        }
+    }
+    if overlong {
+        return Ok(Line::Garbage("line exceeds the length limit"));
+    }
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    match String::from_utf8(buf) {
+        Ok(s) => Ok(Line::Text(s)),
+        Err(_) => Ok(Line::Garbage("line is not valid UTF-8")),
+    }
+}
+
+/// If `line` looks like an event (has `"type":"event"` and a numeric `id`) return its id, so an
+/// event we cannot decode (e.g. a hook newer than this crate) can still be acked with an error.
+fn undecodable_event_id(line: &str) -> Option<u64> {
+    let value: Value = serde_json::from_str(line).ok()?;
+    if value.get("type")?.as_str()? != "event" {
+        return None;
+    }
+    value.get("id")?.as_u64()
+}
+
+fn serve_impl<P, R, W>(
+    mut plugin: P,
+    mut reader: R,
+    mut writer: W,
+    max_line: usize,
+    after_handshake: &dyn Fn(),
+) -> io::Result<()>
+where
+    P: Plugin,
+    R: BufRead,
+    W: Write,
+{
+    loop {
+        let line = match read_line_bounded(&mut reader, max_line)? {
+            Line::Eof => return Ok(()),
+            Line::Text(line) => line,
+            Line::Garbage(why) => {
+                eprintln!("aiperf-plugin: ignoring input: {why}");
+                continue;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let msg: HostMessage = match decode_line(&line) {
+            Ok(msg) => msg,
+            Err(err) => {
+                if let Some(id) = undecodable_event_id(&line) {
+                    let error = format!("cannot decode event: {err}");
+                    send(
+                        &mut writer,
+                        &PluginMessage::Ack {
+                            id,
+                            error: Some(error),
+                        },
+                    )?;
+                } else {
+                    eprintln!("aiperf-plugin: ignoring unrecognized message: {err}");
+                }
+                continue;
+            }
+        };
+        match msg {
+            HostMessage::Hello {
+                protocol_versions, ..
+            } => {
+                if !protocol_versions.contains(&PROTOCOL_VERSION) {
+                    let message = format!(
+                        "protocol version mismatch: plugin speaks [{PROTOCOL_VERSION}], \
+                         host offered {protocol_versions:?}"
+                    );
+                    send(
+                        &mut writer,
+                        &PluginMessage::Error {
+                            message: message.clone(),
+                        },
+                    )?;
+                    return Err(io::Error::new(io::ErrorKind::Unsupported, message));
+                }
+                let handshake = PluginMessage::Handshake {
+                    protocol_version: PROTOCOL_VERSION,
+                    name: plugin.name().to_owned(),
+                    version: plugin.version().to_owned(),
+                    hooks: plugin.hooks(),
+                    config_schema: plugin.config_schema(),
+                };
+                send(&mut writer, &handshake)?;
+                after_handshake();
+            }
+            HostMessage::Configure { config } => {
+                let (result, logs) = run_callback("configure", || plugin.configure(config));
+                send_logs(&mut writer, logs)?;
+                let reply = match result {
+                    Ok(()) => PluginMessage::Configured,
+                    Err(message) => PluginMessage::Error { message },
+                };
+                send(&mut writer, &reply)?;
+            }
+            HostMessage::Event(event) => {
+                let (result, logs) = run_callback("on_event", || plugin.on_event(&event));
+                send_logs(&mut writer, logs)?;
+                send(
+                    &mut writer,
+                    &PluginMessage::Ack {
+                        id: event.id,
+                        error: result.err(),
+                    },
+                )?;
+            }
+            HostMessage::Shutdown => {
+                writer.flush()?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::io::Cursor;
+
+    #[derive(Default)]
+    struct TestPlugin {
+        config: Option<Value>,
+        seen: Vec<(u64, Hook, Option<String>)>,
+    }
+
+    impl Plugin for TestPlugin {
+        fn name(&self) -> &str {
+            "test-plugin"
+        }
+        fn version(&self) -> &str {
+            "1.2.3"
+        }
+        fn hooks(&self) -> Vec<Hook> {
+            vec![Hook::PhaseStart, Hook::PhaseComplete]
+        }
+        fn config_schema(&self) -> Option<Value> {
+            Some(json!({"type": "object", "required": ["key"]}))
+        }
+        fn configure(&mut self, config: Value) -> Result<(), String> {
+            if config.get("key").and_then(Value::as_str) == Some("bad") {
+                return Err("key must not be bad".into());
+            }
+            if config.get("key").and_then(Value::as_str) == Some("panic") {
+                panic!("configure exploded");
+            }
+            self.config = Some(config);
+            Ok(())
+        }
+        fn on_event(&mut self, event: &Event) -> Result<(), String> {
+            self.seen.push((event.id, event.hook, event.phase.clone()));
+            match event.phase.as_deref() {
+                Some("panic") => panic!("hook exploded {}", event.id),
+                Some("fail") => Err("it failed".into()),
+                Some("log") => {
+                    log(LogLevel::Warning, "careful");
+                    log(LogLevel::Debug, format!("event {}", event.id));
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+
+    fn hello(versions: &[u32]) -> String {
+        encode_line(&HostMessage::Hello {
+            protocol_versions: versions.to_vec(),
+            host: "aiperf".into(),
+            host_version: "0.1.0".into(),
+            plugin_name: "test".into(),
+        })
+    }
+
+    fn event(id: u64, hook: Hook, phase: Option<&str>) -> String {
+        encode_line(&HostMessage::Event(Event {
+            id,
+            hook,
+            phase: phase.map(str::to_owned),
+            stats: None,
+            summary: None,
+        }))
+    }
+
+    fn run(input: &str) -> (io::Result<()>, Vec<PluginMessage>) {
+        let mut out = Vec::new();
+        let result = serve_io(
+            TestPlugin::default(),
+            Cursor::new(input.as_bytes().to_vec()),
+            &mut out,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.is_empty() || text.ends_with('\n'));
+        let msgs = text
+            .lines()
+            .map(|l| decode_line::<PluginMessage>(l).unwrap())
+            .collect();
+        (result, msgs)
+    }
+
+    #[test]
+    fn full_session() {
+        let mut input = hello(&[1]);
+        input += &encode_line(&HostMessage::Configure {
+            config: json!({"key": "k"}),
+        });
+        input += &event(1, Hook::PhaseStart, Some("warmup"));
+        input += &event(2, Hook::PhaseComplete, Some("panic"));
+        input += &event(3, Hook::PhaseComplete, Some("fail"));
+        input += &event(4, Hook::PhaseStart, Some("log"));
+        input += &event(5, Hook::PhaseComplete, Some("profiling"));
+        input += &encode_line(&HostMessage::Shutdown);
+        input += &event(6, Hook::PhaseComplete, None); // after shutdown: never read
+
+        let (result, msgs) = run(&input);
+        result.unwrap();
+        assert_eq!(msgs.len(), 9, "{msgs:#?}");
+        assert_eq!(
+            msgs[0],
+            PluginMessage::Handshake {
+                protocol_version: 1,
+                name: "test-plugin".into(),
+                version: "1.2.3".into(),
+                hooks: vec![Hook::PhaseStart, Hook::PhaseComplete],
+                config_schema: Some(json!({"type": "object", "required": ["key"]})),
+            }
+        );
+        assert_eq!(msgs[1], PluginMessage::Configured);
+        assert_eq!(msgs[2], PluginMessage::Ack { id: 1, error: None });
+        match &msgs[3] {
+            PluginMessage::Ack {
+                id: 2,
+                error: Some(e),
+            } => assert!(e.contains("panic in on_event: hook exploded 2"), "{e}"),
+            other => panic!("expected error ack for 2, got {other:?}"),
+        }
+        assert_eq!(
+            msgs[4],
+            PluginMessage::Ack {
+                id: 3,
+                error: Some("it failed".into())
+            }
+        );
+        assert_eq!(
+            msgs[5],
+            PluginMessage::Log {
+                level: "warning".into(),
+                message: "careful".into()
+            }
+        );
+        assert_eq!(
+            msgs[6],
+            PluginMessage::Log {
+                level: "debug".into(),
+                message: "event 4".into()
+            }
+        );
+        assert_eq!(msgs[7], PluginMessage::Ack { id: 4, error: None });
+        assert_eq!(msgs[8], PluginMessage::Ack { id: 5, error: None });
+    }
+
+    #[test]
+    fn plugin_state_survives_panics() {
+        let mut input = hello(&[1]);
+        input += &event(1, Hook::PhaseStart, Some("panic"));
+        input += &event(2, Hook::PhaseStart, Some("warmup"));
+        let mut plugin = TestPlugin::default();
+        let mut out = Vec::new();
+        // Drive a `&mut` plugin through a small adapter to inspect it afterwards.
+        struct ByRef<'a>(&'a mut TestPlugin);
+        impl Plugin for ByRef<'_> {
+            fn name(&self) -> &str {
+                self.0.name()
+            }
+            fn version(&self) -> &str {
+                self.0.version()
+            }
+            fn hooks(&self) -> Vec<Hook> {
+                self.0.hooks()
+            }
+            fn on_event(&mut self, event: &Event) -> Result<(), String> {
+                self.0.on_event(event)
+            }
+        }
+        serve_io(
+            ByRef(&mut plugin),
+            Cursor::new(input.into_bytes()),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            plugin.seen,
+            vec![
+                (1, Hook::PhaseStart, Some("panic".into())),
+                (2, Hook::PhaseStart, Some("warmup".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn unsupported_version_is_an_error() {
+        let (result, msgs) = run(&(hello(&[99]) + &encode_line(&HostMessage::Shutdown)));
+        let err = result.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::Unsupported);
+        assert_eq!(msgs.len(), 1, "{msgs:#?}");
+        match &msgs[0] {
+            PluginMessage::Error { message } => {
+                assert!(message.contains("protocol version mismatch"), "{message}");
+                assert!(message.contains("99"), "{message}");
+            }
+            other => panic!("expected error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn multiple_versions_offered() {
+        let (result, msgs) = run(&hello(&[3, 1, 2]));
+        result.unwrap();
+        assert!(matches!(
+            msgs[..],
+            [PluginMessage::Handshake {
+                protocol_version: 1,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn config_rejection_and_panic_become_error_messages() {
+        let mut input = hello(&[1]);
+        input += &encode_line(&HostMessage::Configure {
+            config: json!({"key": "bad"}),
+        });
+        input += &encode_line(&HostMessage::Configure {
+            config: json!({"key": "panic"}),
+        });
+        let (result, msgs) = run(&input);
+        result.unwrap();
+        assert_eq!(
+            msgs[1],
+            PluginMessage::Error {
+                message: "key must not be bad".into()
+            }
+        );
+        match &msgs[2] {
+            PluginMessage::Error { message } => {
+                assert!(message.contains("panic in configure: configure exploded"))
+            }
+            other => panic!("expected error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn eof_without_shutdown_is_clean() {
+        let (result, msgs) = run("");
+        result.unwrap();
+        assert!(msgs.is_empty());
+        let input = hello(&[1]) + &event(1, Hook::PhaseStart, None);
+        let (result, msgs) = run(input.trim_end()); // last line without newline still counts
+        result.unwrap();
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[1], PluginMessage::Ack { id: 1, error: None });
+    }
+
+    #[test]
+    fn unknown_and_garbage_input_is_tolerated() {
+        let mut input = hello(&[1]);
+        input += "\n";
+        input += "not json at all\n";
+        input += "{\"type\":\"future_message\",\"x\":1}\n";
+        input += "{\"type\":\"event\",\"id\":9,\"hook\":\"request_done\",\"phase\":null}\n";
+        input += "{\"type\":\"event\",\"id\":10,\"hook\":\"phase_start\",\"phase\":\"warmup\",\"stats\":null,\"summary\":null,\"extra\":true}\r\n";
+        let (result, msgs) = run(&input);
+        result.unwrap();
+        assert_eq!(msgs.len(), 3, "{msgs:#?}");
+        match &msgs[1] {
+            PluginMessage::Ack {
+                id: 9,
+                error: Some(e),
+            } => assert!(e.contains("cannot decode event"), "{e}"),
+            other => panic!("expected error ack for 9, got {other:?}"),
+        }
+        assert_eq!(
+            msgs[2],
+            PluginMessage::Ack {
+                id: 10,
+                error: None
+            }
+        );
+    }
+
+    #[test]
+    fn overlong_lines_are_skipped() {
+        let long = format!("{{\"type\":\"log\",\"pad\":\"{}\"}}\n", "x".repeat(200));
+        let input = hello(&[1]) + &long + &event(1, Hook::PhaseStart, None);
+        let mut out = Vec::new();
+        serve_impl(
+            TestPlugin::default(),
+            // Tiny buffer so the long line spans several fill_buf calls.
+            io::BufReader::with_capacity(8, Cursor::new(input.into_bytes())),
+            &mut out,
+            110,
+            &|| {},
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let text = String::from_utf8(out).unwrap();
+        let msgs: Vec<PluginMessage> = text.lines().map(|l| decode_line(l).unwrap()).collect();
+        assert_eq!(msgs.len(), 2, "{msgs:#?}");
+        assert!(matches!(msgs[0], PluginMessage::Handshake { .. }));
+        assert_eq!(msgs[1], PluginMessage::Ack { id: 1, error: None });
+    }
+
+    #[test]
+    fn read_line_bounded_edges() {
+        let mut r =
+            io::BufReader::with_capacity(3, Cursor::new(b"abcdef\nxy\r\n\xff\nlast".to_vec()));
+        assert!(matches!(read_line_bounded(&mut r, 6).unwrap(), Line::Text(s) if s == "abcdef"));
+        assert!(matches!(read_line_bounded(&mut r, 6).unwrap(), Line::Text(s) if s == "xy"));
+        assert!(matches!(
+            read_line_bounded(&mut r, 6).unwrap(),
+            Line::Garbage(_)
+        ));
+        assert!(matches!(read_line_bounded(&mut r, 6).unwrap(), Line::Text(s) if s == "last"));
+        assert!(matches!(read_line_bounded(&mut r, 6).unwrap(), Line::Eof));
+        let mut r = Cursor::new(b"abcdefg\nok\n".to_vec());
+        assert!(matches!(
+            read_line_bounded(&mut r, 6).unwrap(),
+            Line::Garbage(_)
+        ));
+        assert!(matches!(read_line_bounded(&mut r, 6).unwrap(), Line::Text(s) if s == "ok"));
+    }
+
+    #[test]
+    fn log_outside_callbacks_does_not_panic() {
+        // Goes to stderr (no serve running on this thread, stdout protocol inactive).
+        log(LogLevel::Info, "hello from a test");
+        assert_eq!(LogLevel::Warning.to_string(), "warning");
+    }
+}

@@ -1,0 +1,319 @@
+//! One benchmark run, end to end: dataset, phases, records, reports.
+
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiperf_plugin::Hook;
+use anyhow::Context;
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{is_mock_url, BenchmarkConfig, ConfigError};
+use crate::dataset::Dataset;
+use crate::export::{self, jsonl::JsonlWriter, RunReport};
+use crate::metrics::processor::RecordProcessor;
+use crate::metrics::{PhaseKind, PhaseSummary};
+use crate::mock::{parse_mock_url, InProcessMock};
+use crate::plugin::HookRegistry;
+use crate::timing::{run_phase, Clock, PhaseSpec, PhaseTracker, RunContext};
+use crate::tokenizer::Tokenizer;
+use crate::transport::Transport;
+
+/// How a run ended, for the exit code.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub report: RunReport,
+    /// 0: success; 1: every request failed or a strict check failed.
+    pub exit_code: u8,
+}
+
+/// Progress display on stderr, fed from the phase trackers.
+struct Progress {
+    bar: indicatif::ProgressBar,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Progress {
+    fn start(
+        kind: PhaseKind,
+        tracker: Arc<PhaseTracker>,
+        total: Option<u64>,
+        duration: Option<Duration>,
+    ) -> Self {
+        let bar = match total {
+            Some(n) => indicatif::ProgressBar::new(n),
+            None => indicatif::ProgressBar::new(duration.map(|d| d.as_secs()).unwrap_or(0)),
+        };
+        let template = if total.is_some() {
+            "{prefix:>9} [{elapsed_precise}] {bar:40.cyan/blue} {pos}/{len} requests {msg}"
+        } else {
+            "{prefix:>9} [{elapsed_precise}] {bar:40.cyan/blue} {pos}/{len} s {msg}"
+        };
+        bar.set_style(indicatif::ProgressStyle::with_template(template).expect("valid template"));
+        bar.set_prefix(kind.as_str().to_string());
+        let b = bar.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                let s = tracker.stats();
+                if total.is_some() {
+                    b.set_position(s.completed + s.cancelled);
+                } else {
+                    b.set_position(s.duration_sec as u64);
+                }
+                b.set_message(format!("({} in flight, {} errors)", s.in_flight, s.errors));
+            }
+        });
+        Self { bar, task }
+    }
+
+    fn finish(self) {
+        self.task.abort();
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Ctrl-C / SIGTERM: the first stops sending and lets in-flight requests finish within the
+/// grace period; the second exits at once (the JSONL on disk holds whole lines only).
+fn install_signal_handler(stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut count = 0;
+        loop {
+            #[cfg(unix)]
+            {
+                let mut term =
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(s) => s,
+                        Err(_) => return,
+                    };
+                tokio::select! {
+                    r = tokio::signal::ctrl_c() => if r.is_err() { return },
+                    _ = term.recv() => {}
+                }
+            }
+            #[cfg(not(unix))]
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            count += 1;
+            if count == 1 {
+                eprintln!("\nInterrupted: no new requests; waiting for in-flight requests (interrupt again to quit now)");
+                stop.cancel();
+            } else {
+                eprintln!("\nInterrupted twice: exiting now");
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+async fn load_tokenizer(spec: &str) -> Result<Tokenizer, ConfigError> {
+    let spec = spec.to_string();
+    tokio::task::spawn_blocking(move || Tokenizer::load(&spec))
+        .await
+        .expect("tokenizer thread")
+        .map_err(|e| ConfigError::Usage(e.to_string()))
+}
+
+/// Runs a benchmark. `hooks` receives the lifecycle events.
+pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Result<RunOutcome> {
+    let clock = Clock::new();
+    let tokenizer = tokio::spawn({
+        let spec = cfg.tokenizer.clone();
+        async move { load_tokenizer(&spec).await }
+    });
+    let mut mock = None;
+    if is_mock_url(&cfg.urls[0]) {
+        let mock_cfg = parse_mock_url(&cfg.urls[0])
+            .expect("checked by config")
+            .map_err(ConfigError::Usage)?;
+        let m = InProcessMock::start(mock_cfg)
+            .await
+            .context("cannot start the built-in mock server")?;
+        tracing::info!("built-in mock server listening on {}", m.url());
+        cfg.urls = vec![m.url()];
+        mock = Some(m);
+    }
+    let tokenizer = tokenizer.await.expect("tokenizer task")?;
+    let dataset = {
+        let (c, t) = (cfg.clone(), tokenizer.clone());
+        tokio::task::spawn_blocking(move || Dataset::synthetic(&c, &t))
+            .await
+            .expect("dataset thread")
+    };
+
+    let dir = cfg.artifact_dir.clone();
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create artifact directory {}", dir.display()))?;
+    export::write_inputs(&dir, &dataset).context("cannot write inputs.json")?;
+    let jsonl = JsonlWriter::create(&dir.join(export::JSONL_FILE), clock)
+        .with_context(|| format!("cannot create {}", dir.join(export::JSONL_FILE).display()))?;
+    let processor = RecordProcessor::start(tokenizer.clone(), false, jsonl);
+
+    let transport = Transport::new(
+        &cfg.urls,
+        &cfg.endpoint_path,
+        cfg.api_key.as_deref(),
+        &cfg.headers,
+        cfg.request_timeout,
+        clock,
+    )
+    .map_err(|e| ConfigError::Usage(e.to_string()))?;
+    let stop_sending = CancellationToken::new();
+    install_signal_handler(stop_sending.clone());
+    let ctx = Arc::new(RunContext {
+        clock,
+        transport,
+        dataset,
+        streaming: cfg.streaming && cfg.endpoint_type != crate::cli::EndpointType::Embeddings,
+        records: processor.sender(),
+        next_request: AtomicU64::new(0),
+        stop_sending: stop_sending.clone(),
+        cancel_in_flight: CancellationToken::new(),
+    });
+
+    let run_start = clock.now_ns();
+    hooks.emit(Hook::BenchmarkStart, None, None, None);
+    let mut phase_stats = Map::new();
+    let mut warmup = None;
+    let mut phases = Vec::new();
+    if cfg.warmup_request_count > 0 {
+        phases.push(PhaseSpec {
+            kind: PhaseKind::Warmup,
+            request_count: Some(cfg.warmup_request_count),
+            duration: None,
+            grace_period: cfg.grace_period,
+            concurrency: cfg.concurrency,
+        });
+    }
+    phases.push(PhaseSpec {
+        kind: PhaseKind::Profiling,
+        request_count: cfg.request_count,
+        duration: cfg.benchmark_duration,
+        grace_period: cfg.grace_period,
+        concurrency: cfg.concurrency,
+    });
+    let mut profiling = PhaseSummary::default();
+    for spec in phases {
+        if stop_sending.is_cancelled() {
+            break;
+        }
+        let kind = spec.kind;
+        let progress =
+            (cfg.ui == crate::cli::UiType::Simple).then(|| (spec.request_count, spec.duration));
+        let (tracker, summary) = {
+            let run = run_phase(&ctx, spec.clone(), &hooks, |t| {
+                progress.map(|(total, dur)| Progress::start(kind, t, total, dur))
+            });
+            let (tracker, progress) = run.await;
+            if let Some(p) = progress {
+                p.finish();
+            }
+            let summary = processor.summarize(kind).await;
+            (tracker, summary)
+        };
+        let stats = tracker.stats();
+        phase_stats.insert(
+            kind.as_str().into(),
+            serde_json::to_value(&stats).unwrap_or(Value::Null),
+        );
+        hooks.emit(
+            Hook::PhaseComplete,
+            Some(kind),
+            Some(stats),
+            Some(Value::Object(summary.metrics_json())),
+        );
+        match kind {
+            PhaseKind::Warmup => warmup = Some(summary),
+            PhaseKind::Profiling => profiling = summary,
+        }
+    }
+    let run_end = clock.now_ns();
+    hooks.emit(
+        Hook::BenchmarkComplete,
+        None,
+        None,
+        Some(Value::Object(profiling.metrics_json())),
+    );
+    let plugins = hooks.finish().await;
+    drop(ctx);
+    processor
+        .finish()
+        .await
+        .context("cannot write profile_export.jsonl")?;
+    if let Some(m) = mock {
+        m.stop().await;
+    }
+
+    let was_cancelled = stop_sending.is_cancelled();
+    let mut warnings = Vec::new();
+    if was_cancelled {
+        warnings.push(
+            "the run was interrupted: results cover only the requests that finished".to_string(),
+        );
+    }
+    let report = RunReport {
+        benchmark_id: uuid::Uuid::new_v4().to_string(),
+        input_config: cfg.to_json(),
+        profiling,
+        warmup,
+        was_cancelled,
+        start_time: clock.iso(run_start),
+        end_time: clock.iso(run_end),
+        urls: cfg.urls.clone(),
+        warnings,
+        plugins: plugins.to_json(),
+        phase_stats,
+    };
+    export::write_reports(&dir, &report).context("cannot write the reports")?;
+    let exit_code = finish_console(
+        &cfg,
+        &dir,
+        &report,
+        plugins.strict_failure(cfg.strict_plugins),
+    );
+    Ok(RunOutcome { report, exit_code })
+}
+
+fn finish_console(
+    cfg: &BenchmarkConfig,
+    dir: &Path,
+    report: &RunReport,
+    strict_failure: Option<String>,
+) -> u8 {
+    let s = &report.profiling;
+    let title = format!(
+        "NVIDIA AIPerf-compatible | LLM Metrics ({}{})",
+        cfg.model,
+        if report.was_cancelled {
+            ", interrupted"
+        } else {
+            ""
+        }
+    );
+    print!("{}", export::console::render(&title, s));
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!("Artifacts: {}", dir.display());
+    if let Some(why) = strict_failure {
+        eprintln!("error: --strict-plugins: {why}");
+        return 1;
+    }
+    if s.success == 0 && s.error_count > 0 {
+        eprintln!(
+            "error: every request failed ({} errors); see the error summary above",
+            s.error_count
+        );
+        return 1;
+    }
+    if s.success == 0 {
+        eprintln!("error: no request completed");
+        return 1;
+    }
+    0
+}

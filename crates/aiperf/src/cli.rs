@@ -1,0 +1,226 @@
+//! Command-line definitions only: what the user can type. Meaning and validation live in
+//! `config`, so the same flags can also come from a YAML file.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "aiperf",
+    version,
+    about = "Benchmark LLM inference servers (OpenAI-compatible), with plugins",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// Run `profile` with this YAML config file (same as `aiperf profile --config FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a benchmark against an inference server.
+    Profile(Box<ProfileArgs>),
+    /// Run the built-in mock OpenAI-compatible server.
+    MockServer(MockServerArgs),
+    /// Inspect plugins: `list`, `check NAME`.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// Show every discovered plugin and whether it is enabled.
+    List {
+        /// Config file whose `plugins:` section decides what is enabled.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Start a plugin, run its handshake and print the result.
+    Check {
+        name: String,
+        /// Config file holding the plugin's `plugins.<name>` section.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointType {
+    Chat,
+    Completions,
+    Embeddings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UiType {
+    None,
+    Simple,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestRateMode {
+    Constant,
+    Poisson,
+    Gamma,
+}
+
+/// Every flag of `aiperf profile`. The names follow NVIDIA AIPerf's so scripts carry over.
+/// Each one can also be written under `benchmark:` in the config file, `-` turned into `_`.
+#[derive(Debug, Clone, Args)]
+pub struct ProfileArgs {
+    /// YAML config file; flags given after it override its `benchmark:` section.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    // ---- target ----
+    /// Model name sent in every request.
+    #[arg(short = 'm', long = "model", visible_alias = "model-names")]
+    pub model: Option<String>,
+    /// Server URL; repeat for several servers (round-robin). `mock` starts the built-in mock.
+    #[arg(short = 'u', long = "url", value_name = "URL")]
+    pub url: Vec<String>,
+    /// API shape of the endpoint.
+    #[arg(long, value_enum, default_value = "chat")]
+    pub endpoint_type: EndpointType,
+    /// Custom path instead of the endpoint type's default (e.g. /v1/chat/completions).
+    #[arg(long, visible_alias = "custom-endpoint")]
+    pub endpoint: Option<String>,
+    /// Ask for a streamed (SSE) response: needed for TTFT and ITL.
+    #[arg(long)]
+    pub streaming: bool,
+
+    // ---- load ----
+    /// Number of requests in flight at once.
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Requests per second (open loop); combined with --concurrency as a cap.
+    #[arg(long, value_name = "R")]
+    pub request_rate: Option<f64>,
+    /// Arrival process for --request-rate.
+    #[arg(long, value_enum, visible_alias = "arrival-pattern")]
+    pub request_rate_mode: Option<RequestRateMode>,
+    /// Number of requests in the profiling phase (default 10 when no duration is given).
+    #[arg(long, value_name = "N", visible_alias = "num-requests")]
+    pub request_count: Option<u64>,
+    /// Stop sending after this many seconds.
+    #[arg(long, value_name = "S")]
+    pub benchmark_duration: Option<f64>,
+    /// After --benchmark-duration, how long in-flight requests may finish.
+    #[arg(long, value_name = "S", default_value_t = 30.0)]
+    pub benchmark_grace_period: f64,
+    /// Requests in a warmup phase before profiling, kept out of the summary.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub warmup_request_count: u64,
+
+    // ---- payload ----
+    /// Mean prompt length in tokens (synthetic prompts).
+    #[arg(
+        long,
+        value_name = "N",
+        visible_alias = "synthetic-input-tokens-mean",
+        default_value_t = 550
+    )]
+    pub isl: u32,
+    /// Standard deviation of the prompt length.
+    #[arg(
+        long,
+        value_name = "N",
+        visible_alias = "synthetic-input-tokens-stddev",
+        default_value_t = 0.0
+    )]
+    pub isl_stddev: f64,
+    /// Output tokens asked for (max_completion_tokens). Unset: the server decides.
+    #[arg(long, value_name = "N", visible_alias = "output-tokens-mean")]
+    pub osl: Option<u32>,
+    /// Standard deviation of the output length.
+    #[arg(
+        long,
+        value_name = "N",
+        visible_alias = "output-tokens-stddev",
+        default_value_t = 0.0
+    )]
+    pub osl_stddev: f64,
+    /// Send `max_tokens` instead of `max_completion_tokens`.
+    #[arg(long)]
+    pub use_legacy_max_tokens: bool,
+    /// Extra payload fields: `key:value` (value parsed as JSON when it can be) or a JSON object.
+    #[arg(long, value_name = "KEY:VALUE|JSON")]
+    pub extra_inputs: Vec<String>,
+    /// Tokenizer: `builtin` (o200k_base, embedded) or `builtin:cl100k_base`.
+    #[arg(long, default_value = "builtin")]
+    pub tokenizer: String,
+    /// Number of distinct prompts generated and cycled through.
+    #[arg(
+        long,
+        value_name = "N",
+        visible_alias = "num-prompts",
+        default_value_t = 100
+    )]
+    pub num_dataset_entries: usize,
+
+    // ---- http ----
+    /// Sent as `Authorization: Bearer <key>`.
+    #[arg(long, env = "AIPERF_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Extra HTTP header `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub header: Vec<String>,
+    /// Per-request timeout.
+    #[arg(long, value_name = "S", default_value_t = 600.0)]
+    pub request_timeout_seconds: f64,
+
+    // ---- output ----
+    /// Where artifacts are written (default artifacts/<model>-<endpoint>-<load>).
+    #[arg(long, value_name = "DIR")]
+    pub artifact_dir: Option<PathBuf>,
+    /// Progress display: simple (a progress bar) or none. Default: simple on a TTY.
+    #[arg(long, value_enum, visible_alias = "ui-type")]
+    pub ui: Option<UiType>,
+    /// Seed for every random choice, so a run's dataset is reproducible.
+    #[arg(long, value_name = "N")]
+    pub random_seed: Option<u64>,
+    /// Log more (-v: debug, -vv: trace).
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    // ---- plugins ----
+    /// Disable every plugin.
+    #[arg(long)]
+    pub no_plugins: bool,
+    /// Any plugin failure is an error (exit 1).
+    #[arg(long)]
+    pub strict_plugins: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MockServerArgs {
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Time to first token.
+    #[arg(long, default_value_t = 20.0)]
+    pub ttft_ms: f64,
+    /// Time between tokens.
+    #[arg(long, default_value_t = 5.0)]
+    pub itl_ms: f64,
+    /// Share of requests (percent) answered with HTTP 500.
+    #[arg(long, value_name = "PCT", default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Tokens generated when the request sets no max tokens.
+    #[arg(long, default_value_t = 16)]
+    pub default_tokens: u32,
+    #[arg(long)]
+    pub random_seed: Option<u64>,
+    /// Append each request's arrival time (Unix ns, one per line) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub log_arrivals: Option<PathBuf>,
+}

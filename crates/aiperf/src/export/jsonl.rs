@@ -1,0 +1,79 @@
+//! `profile_export.jsonl`: one line per request, written as requests complete.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::metrics::{ErrorDetails, RequestMetrics, RequestRecord};
+use crate::timing::Clock;
+
+pub struct JsonlWriter {
+    out: Option<BufWriter<File>>,
+    clock: Clock,
+}
+
+impl JsonlWriter {
+    pub fn create(path: &Path, clock: Clock) -> std::io::Result<Self> {
+        Ok(Self {
+            out: Some(BufWriter::with_capacity(256 * 1024, File::create(path)?)),
+            clock,
+        })
+    }
+
+    /// A writer that discards everything (tests, dry runs).
+    pub fn sink(clock: Clock) -> Self {
+        Self { out: None, clock }
+    }
+
+    fn metadata(&self, rec: &RequestRecord) -> Value {
+        let wall = |ns: u64| self.clock.wall_ns(ns);
+        json!({
+            "session_num": rec.request_index,
+            "x_request_id": format!("req-{}", rec.request_index),
+            "conversation_id": format!("conv-{}", rec.conversation_index),
+            "turn_index": rec.turn_index,
+            "request_start_ns": wall(rec.start_ns),
+            "request_ack_ns": rec.ack_ns.map(wall),
+            "request_end_ns": wall(rec.end_ns),
+            "benchmark_phase": rec.phase,
+            "url_index": rec.url_index,
+            "was_cancelled": rec.cancelled,
+            "cancellation_time_ns": rec.cancelled.then(|| wall(rec.end_ns)),
+        })
+    }
+
+    fn write_line(&mut self, v: &Value) -> std::io::Result<()> {
+        if let Some(out) = &mut self.out {
+            serde_json::to_writer(&mut *out, v)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
+    pub fn write_success(
+        &mut self,
+        rec: &RequestRecord,
+        m: &RequestMetrics,
+    ) -> std::io::Result<()> {
+        let line = json!({"metadata": self.metadata(rec), "metrics": m.to_json(), "error": null});
+        self.write_line(&line)
+    }
+
+    pub fn write_error(&mut self, rec: &RequestRecord, err: &ErrorDetails) -> std::io::Result<()> {
+        let line = json!({
+            "metadata": self.metadata(rec),
+            "metrics": {"error_isl": {"value": rec.isl, "unit": "tokens"}},
+            "error": err,
+        });
+        self.write_line(&line)
+    }
+
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.out {
+            Some(o) => o.flush(),
+            None => Ok(()),
+        }
+    }
+}

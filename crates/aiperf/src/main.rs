@@ -1,0 +1,105 @@
+//! The `aiperf` binary: parse the command line, call the library, map errors to exit codes.
+
+use std::process::ExitCode;
+
+use aiperf::cli::{Cli, Command, PluginsCommand};
+use aiperf::config::ConfigError;
+use clap::Parser;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,aiperf=debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AIPERF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// `aiperf --config FILE [flags]` is `aiperf profile --config FILE [flags]`.
+fn normalize_args(mut args: Vec<String>) -> Vec<String> {
+    if let Some(first) = args.get(1) {
+        if first == "--config" || first.starts_with("--config=") {
+            args.insert(1, "profile".into());
+        }
+    }
+    args
+}
+
+fn main() -> ExitCode {
+    let args = normalize_args(std::env::args().collect());
+    // `profile` arguments are parsed by the config layer (file + CLI merge); everything else
+    // by clap directly.
+    if args.get(1).map(String::as_str) == Some("profile") {
+        let rest = &args[2..];
+        if rest.iter().any(|a| a == "-h" || a == "--help") {
+            let _ = Cli::try_parse_from(&args).map_err(|e| e.exit());
+        }
+        let cfg = match aiperf::config::load(rest) {
+            Ok(c) => c,
+            Err(e) => return usage_error(&e),
+        };
+        init_logging(cfg.verbose);
+        return run_async(async move { aiperf::run_profile(cfg).await });
+    }
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging(0);
+    match cli.command {
+        Some(Command::MockServer(m)) => run_async(async move { aiperf::run_mock_server(m).await }),
+        Some(Command::Plugins(PluginsCommand::List { config })) => {
+            run_async(async move { aiperf::plugins_list(config.as_deref()).await })
+        }
+        Some(Command::Plugins(PluginsCommand::Check { name, config })) => {
+            run_async(async move { aiperf::plugins_check(&name, config.as_deref()).await })
+        }
+        Some(Command::Profile(_)) | None => {
+            eprintln!(
+                "error: nothing to do; try `aiperf profile --help` or `aiperf --config FILE`"
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn usage_error(e: &ConfigError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
+}
+
+fn run_async(fut: impl std::future::Future<Output = anyhow::Result<u8>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if let Some(c) = e.downcast_ref::<ConfigError>() {
+                return usage_error(c);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

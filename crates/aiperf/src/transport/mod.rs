@@ -1,0 +1,310 @@
+//! HTTP transport: pooled keep-alive connections, one request in, one record out.
+//!
+//! The start time is taken just before the request is handed to the connection, and each
+//! chunk's time as soon as its bytes come off the socket, before any parsing.
+
+pub mod sse;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use tokio_util::sync::CancellationToken;
+
+use crate::endpoint::parse_response;
+use crate::metrics::{ErrorDetails, RequestRecord};
+use crate::timing::Clock;
+use sse::SseFramer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("invalid header: {0}")]
+    Header(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+/// Sends requests to one or more base URLs, round-robin chosen by the caller.
+pub struct Transport {
+    client: reqwest::Client,
+    urls: Vec<reqwest::Url>,
+    headers: HeaderMap,
+    timeout: Duration,
+    clock: Clock,
+}
+
+impl Transport {
+    pub fn new(
+        base_urls: &[String],
+        path: &str,
+        api_key: Option<&str>,
+        headers: &[(String, String)],
+        timeout: Duration,
+        clock: Clock,
+    ) -> Result<Self, TransportError> {
+        let mut map = HeaderMap::new();
+        map.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(key) = api_key {
+            let mut v = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+                TransportError::Header("--api-key contains invalid characters".into())
+            })?;
+            v.set_sensitive(true);
+            map.insert(AUTHORIZATION, v);
+        }
+        for (k, v) in headers {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| TransportError::Header(format!("{k}: {e}")))?;
+            let value = HeaderValue::from_str(v)
+                .map_err(|e| TransportError::Header(format!("{k}: {e}")))?;
+            map.append(name, value);
+        }
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(usize::MAX)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .connect_timeout(timeout.min(Duration::from_secs(30)))
+            .no_proxy()
+            .build()
+            .map_err(|e| TransportError::Client(e.to_string()))?;
+        let urls = base_urls
+            .iter()
+            .map(|b| {
+                reqwest::Url::parse(&format!("{}{}", b.trim_end_matches('/'), path))
+                    .map_err(|e| TransportError::Client(format!("invalid URL {b}{path}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            client,
+            urls,
+            headers: map,
+            timeout,
+            clock,
+        })
+    }
+
+    pub fn url_count(&self) -> usize {
+        self.urls.len()
+    }
+
+    pub fn url(&self, i: usize) -> &reqwest::Url {
+        &self.urls[i]
+    }
+
+    /// Sends `body` and fills the record's timing, text and error fields.
+    pub async fn send(&self, rec: &mut RequestRecord, body: Bytes, cancel: &CancellationToken) {
+        let req = match self
+            .client
+            .post(self.urls[rec.url_index].clone())
+            .headers(self.headers.clone())
+            .body(body)
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                rec.start_ns = self.clock.now_ns();
+                rec.end_ns = rec.start_ns;
+                rec.error = Some(ErrorDetails::new(None, "RequestBuildError", e.to_string()));
+                return;
+            }
+        };
+        rec.start_ns = self.clock.now_ns();
+        let timeout = self.timeout;
+        let outcome = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err(true),
+            r = tokio::time::timeout(timeout, self.exchange(req, rec)) => r.map_err(|_| false),
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(cancelled) => {
+                rec.end_ns = self.clock.now_ns();
+                let secs = (rec.end_ns - rec.start_ns) as f64 / 1e9;
+                rec.error = Some(if cancelled {
+                    rec.cancelled = true;
+                    ErrorDetails::new(
+                        Some(499),
+                        "RequestCancellationError",
+                        format!("request was cancelled after {secs:.3} seconds"),
+                    )
+                } else {
+                    ErrorDetails::new(
+                        None,
+                        "RequestTimeout",
+                        format!(
+                            "no complete response within {:.3} s (--request-timeout-seconds)",
+                            timeout.as_secs_f64()
+                        ),
+                    )
+                });
+            }
+        }
+    }
+
+    async fn exchange(&self, req: reqwest::Request, rec: &mut RequestRecord) {
+        let mut resp = match self.client.execute(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                rec.end_ns = self.clock.now_ns();
+                rec.error = Some(connection_error(&e));
+                return;
+            }
+        };
+        rec.ack_ns = Some(self.clock.now_ns());
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.bytes().await.unwrap_or_default();
+            rec.end_ns = self.clock.now_ns();
+            let mut msg = String::new();
+            let mut reasoning = String::new();
+            let message = match parse_response(&body, &mut msg, &mut reasoning) {
+                Ok(p) if p.error.is_some() => p.error.unwrap_or_default(),
+                _ => String::from_utf8_lossy(&body[..body.len().min(300)])
+                    .trim()
+                    .to_string(),
+            };
+            let kind: String = status
+                .canonical_reason()
+                .unwrap_or("HTTPError")
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .collect();
+            rec.error = Some(ErrorDetails::new(Some(status.as_u16()), &kind, message));
+            return;
+        }
+        let is_sse = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if rec.streaming && is_sse {
+            self.read_stream(&mut resp, rec).await;
+        } else {
+            self.read_body(resp, rec).await;
+        }
+    }
+
+    async fn read_body(&self, resp: reqwest::Response, rec: &mut RequestRecord) {
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                rec.end_ns = self.clock.now_ns();
+                rec.error = Some(ErrorDetails::new(
+                    None,
+                    "ResponseReadError",
+                    error_chain(&e),
+                ));
+                return;
+            }
+        };
+        let t = self.clock.now_ns();
+        rec.end_ns = t;
+        match parse_response(&body, &mut rec.output_text, &mut rec.reasoning_text) {
+            Ok(p) => {
+                if let Some(err) = p.error {
+                    rec.error = Some(ErrorDetails::new(None, "ServerError", err));
+                    return;
+                }
+                rec.usage = p.usage;
+                if p.has_content {
+                    rec.content_ns.push(t);
+                }
+                if p.has_output {
+                    rec.first_output_ns = Some(t);
+                }
+            }
+            Err(e) => rec.error = Some(ErrorDetails::new(None, "InvalidResponse", e)),
+        }
+    }
+
+    async fn read_stream(&self, resp: &mut reqwest::Response, rec: &mut RequestRecord) {
+        let mut framer = SseFramer::new();
+        let mut done = false;
+        loop {
+            let chunk = match resp.chunk().await {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => {
+                    rec.end_ns = self.clock.now_ns();
+                    rec.error = Some(ErrorDetails::new(
+                        None,
+                        "StreamTruncated",
+                        format!("stream cut short: {}", error_chain(&e)),
+                    ));
+                    return;
+                }
+            };
+            // Stamp before any parsing: this is when the bytes came off the socket.
+            let t = self.clock.now_ns();
+            if done {
+                continue;
+            }
+            framer.push(&chunk);
+            while let Some((data, _event)) = framer.next_event() {
+                if data == b"[DONE]" {
+                    done = true;
+                    break;
+                }
+                match parse_response(data, &mut rec.output_text, &mut rec.reasoning_text) {
+                    Ok(p) => {
+                        if let Some(err) = p.error {
+                            rec.end_ns = t;
+                            rec.error = Some(ErrorDetails::new(None, "StreamError", err));
+                            return;
+                        }
+                        if p.usage.is_some() {
+                            rec.usage = p.usage;
+                        }
+                        if p.has_content {
+                            rec.content_ns.push(t);
+                            if p.has_output && rec.first_output_ns.is_none() {
+                                rec.first_output_ns = Some(t);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        rec.end_ns = t;
+                        rec.error = Some(ErrorDetails::new(None, "InvalidResponse", e));
+                        return;
+                    }
+                }
+            }
+        }
+        rec.end_ns = self.clock.now_ns();
+        if !done {
+            let why = if framer.has_partial() {
+                "in the middle of an event"
+            } else {
+                "without `data: [DONE]`"
+            };
+            rec.error = Some(ErrorDetails::new(
+                None,
+                "StreamTruncated",
+                format!("stream ended {why}"),
+            ));
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let s_msg = s.to_string();
+        if !msg.contains(&s_msg) {
+            msg.push_str(": ");
+            msg.push_str(&s_msg);
+        }
+        src = s.source();
+    }
+    msg
+}
+
+fn connection_error(e: &reqwest::Error) -> ErrorDetails {
+    let kind = if e.is_connect() {
+        "ConnectionError"
+    } else if e.is_timeout() {
+        "RequestTimeout"
+    } else {
+        "RequestError"
+    };
+    ErrorDetails::new(None, kind, error_chain(e))
+}

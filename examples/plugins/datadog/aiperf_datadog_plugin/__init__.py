@@ -1,0 +1,5 @@
+"""Datadog monitoring plugin for aiperf."""
+
+from .plugin import DatadogPhasePlugin
+
+__all__ = ["DatadogPhasePlugin"]

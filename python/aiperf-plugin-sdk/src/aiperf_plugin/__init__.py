@@ -1,0 +1,29 @@
+"""aiperf plugin SDK: write aiperf plugins in Python.
+
+A plugin is a class constructed with its config dict whose ``register_hooks()`` puts
+callbacks into :class:`PhaseHookRegistry`; it is published through an entry point in the
+``aiperf.plugins`` group and served to aiperf by the ``aiperf-plugin-python`` executable.
+
+Phase hook callbacks are called as ``callback(phase, tracker)``; benchmark hook callbacks
+as ``callback(tracker)`` (``tracker.phase is None``, ``tracker.create_stats() is None``,
+``tracker.summary`` set on ``benchmark_complete``). Callbacks may be sync or async.
+"""
+
+__version__ = "0.1.0"
+
+from .enums import CreditPhase, HookName
+from .phase_hooks import BENCHMARK_HOOKS, HOOK_NAMES, PHASE_HOOKS, PhaseHookRegistry
+from .tracker import CreditPhaseTracker, PhaseStats, PhaseTracker
+
+__all__ = [
+    "__version__",
+    "CreditPhase",
+    "HookName",
+    "PhaseHookRegistry",
+    "PhaseStats",
+    "PhaseTracker",
+    "CreditPhaseTracker",
+    "HOOK_NAMES",
+    "PHASE_HOOKS",
+    "BENCHMARK_HOOKS",
+]

@@ -1,0 +1,1 @@
+"""Mirror of aiperf's ``aiperf.common`` package path (seed-compatible imports)."""

@@ -1,0 +1,151 @@
+"""The global registry plugins put their hook callbacks in.
+
+A plugin's ``register_hooks()`` calls the ``register_*`` classmethods; the plugin host
+(``aiperf-plugin-python``) later fetches the callbacks with the ``get_*`` classmethods and
+calls them when aiperf sends the matching event.
+
+Callback signatures:
+
+- phase hooks (``phase_start``, ``phase_sending_complete``, ``phase_timeout``,
+  ``phase_complete``): ``callback(phase: CreditPhase, tracker: PhaseTracker)``
+- benchmark hooks (``benchmark_start``, ``benchmark_complete``):
+  ``callback(tracker: PhaseTracker)`` where ``tracker.phase is None``,
+  ``tracker.create_stats()`` returns ``None`` and ``tracker.summary`` is the profiling
+  phase's metric summary on ``benchmark_complete`` (``None`` on ``benchmark_start``).
+
+Callbacks may be ``async def`` (awaited) or plain functions (run in a worker thread).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Tuple
+
+__all__ = [
+    "PhaseHookRegistry",
+    "HOOK_NAMES",
+    "PHASE_HOOKS",
+    "BENCHMARK_HOOKS",
+]
+
+#: Hooks whose callbacks receive ``(phase, tracker)``.
+PHASE_HOOKS: Tuple[str, ...] = (
+    "phase_start",
+    "phase_sending_complete",
+    "phase_timeout",
+    "phase_complete",
+)
+#: Hooks whose callbacks receive ``(tracker)`` only.
+BENCHMARK_HOOKS: Tuple[str, ...] = ("benchmark_start", "benchmark_complete")
+#: Every hook name of protocol v1, in firing order.
+HOOK_NAMES: Tuple[str, ...] = (
+    "benchmark_start",
+    "phase_start",
+    "phase_sending_complete",
+    "phase_timeout",
+    "phase_complete",
+    "benchmark_complete",
+)
+
+
+class PhaseHookRegistry:
+    """Global registry for phase lifecycle callbacks (class-level state, like the seed)."""
+
+    _benchmark_start_callbacks: List[Callable] = []
+    _phase_start_callbacks: List[Callable] = []
+    _phase_sending_complete_callbacks: List[Callable] = []
+    _phase_timeout_callbacks: List[Callable] = []
+    _phase_complete_callbacks: List[Callable] = []
+    _benchmark_complete_callbacks: List[Callable] = []
+
+    # -- generic access ----------------------------------------------------------------
+
+    @classmethod
+    def _list_for(cls, hook: str) -> List[Callable]:
+        hook = str(hook)
+        if hook not in HOOK_NAMES:
+            raise ValueError(f"unknown hook {hook!r}; expected one of {', '.join(HOOK_NAMES)}")
+        return getattr(PhaseHookRegistry, f"_{hook}_callbacks")
+
+    @classmethod
+    def register(cls, hook: str, callback: Callable) -> None:
+        """Register ``callback`` for the hook named ``hook`` (e.g. ``"phase_complete"``)."""
+        if not callable(callback):
+            raise TypeError(f"hook callback must be callable, got {callback!r}")
+        cls._list_for(hook).append(callback)
+
+    @classmethod
+    def get_callbacks(cls, hook: str) -> List[Callable]:
+        """A copy of the callbacks registered for ``hook``, in registration order."""
+        return list(cls._list_for(hook))
+
+    @classmethod
+    def registered_hooks(cls) -> List[str]:
+        """The hook names that have at least one callback, in firing order."""
+        return [hook for hook in HOOK_NAMES if cls._list_for(hook)]
+
+    @classmethod
+    def callbacks_by_hook(cls) -> Dict[str, List[Callable]]:
+        """A snapshot ``{hook: [callbacks]}`` of every hook."""
+        return {hook: cls.get_callbacks(hook) for hook in HOOK_NAMES}
+
+    @classmethod
+    def clear(cls) -> None:
+        """Remove every registered callback (the host does this before ``configure``)."""
+        for hook in HOOK_NAMES:
+            cls._list_for(hook).clear()
+
+    # -- seed-compatible named methods -----------------------------------------------
+
+    @classmethod
+    def register_phase_start(cls, callback: Callable) -> None:
+        """``callback(phase, tracker)`` when a phase starts (before its first request)."""
+        cls.register("phase_start", callback)
+
+    @classmethod
+    def register_phase_sending_complete(cls, callback: Callable) -> None:
+        """``callback(phase, tracker)`` when a phase has sent its last request."""
+        cls.register("phase_sending_complete", callback)
+
+    @classmethod
+    def register_phase_timeout(cls, callback: Callable) -> None:
+        """``callback(phase, tracker)`` when a duration/grace limit ends a phase."""
+        cls.register("phase_timeout", callback)
+
+    @classmethod
+    def register_phase_complete(cls, callback: Callable) -> None:
+        """``callback(phase, tracker)`` when a phase has completed (summary available)."""
+        cls.register("phase_complete", callback)
+
+    @classmethod
+    def register_benchmark_start(cls, callback: Callable) -> None:
+        """``callback(tracker)`` once, before the first phase."""
+        cls.register("benchmark_start", callback)
+
+    @classmethod
+    def register_benchmark_complete(cls, callback: Callable) -> None:
+        """``callback(tracker)`` once, after the last phase."""
+        cls.register("benchmark_complete", callback)
+
+    @classmethod
+    def get_phase_start_callbacks(cls) -> List[Callable]:
+        return cls.get_callbacks("phase_start")
+
+    @classmethod
+    def get_phase_sending_complete_callbacks(cls) -> List[Callable]:
+        return cls.get_callbacks("phase_sending_complete")
+
+    @classmethod
+    def get_phase_timeout_callbacks(cls) -> List[Callable]:
+        return cls.get_callbacks("phase_timeout")
+
+    @classmethod
+    def get_phase_complete_callbacks(cls) -> List[Callable]:
+        return cls.get_callbacks("phase_complete")
+
+    @classmethod
+    def get_benchmark_start_callbacks(cls) -> List[Callable]:
+        return cls.get_callbacks("benchmark_start")
+
+    @classmethod
+    def get_benchmark_complete_callbacks(cls) -> List[Callable]:
+        return cls.get_callbacks("benchmark_complete")

@@ -1,0 +1,1 @@
+"""Mirror of aiperf's ``aiperf.timing`` package path (seed-compatible imports)."""
