@@ -204,7 +204,7 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
         }
         let kind = spec.kind;
         let progress =
-            (cfg.ui == crate::cli::UiType::Simple).then(|| (spec.request_count, spec.duration));
+            (cfg.ui == crate::cli::UiType::Simple).then_some((spec.request_count, spec.duration));
         let (tracker, summary) = {
             let run = run_phase(&ctx, spec.clone(), &hooks, |t| {
                 progress.map(|(total, dur)| Progress::start(kind, t, total, dur))

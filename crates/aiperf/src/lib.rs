@@ -19,10 +19,25 @@ pub mod transport;
 use std::path::Path;
 use std::time::Duration;
 
-/// `aiperf profile`: runs the benchmark and returns the exit code.
+/// `aiperf profile`: loads the plugins, runs the benchmark and returns the exit code.
 pub async fn run_profile(cfg: config::BenchmarkConfig) -> anyhow::Result<u8> {
     mock::raise_fd_limit();
-    let hooks = plugin::HookRegistry::empty();
+    let mut secrets: Vec<String> = cfg.api_key.iter().cloned().collect();
+    secrets.extend(
+        cfg.headers
+            .iter()
+            .filter(|(k, _)| config::is_secret_key(k))
+            .map(|(_, v)| v.clone()),
+    );
+    let redactor = plugin::Redactor::new(&cfg.plugins, &secrets);
+    let hooks = plugin::HookRegistry::load(&cfg.plugins, cfg.no_plugins, &redactor).await;
+    if cfg.strict_plugins {
+        if let Some(why) = hooks.startup_failure() {
+            hooks.finish().await;
+            eprintln!("error: --strict-plugins: {why}");
+            return Ok(1);
+        }
+    }
     let outcome = benchmark::run(cfg, hooks).await?;
     Ok(outcome.exit_code)
 }
@@ -65,16 +80,158 @@ pub async fn run_mock_server(a: cli::MockServerArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// `aiperf plugins list`.
-pub async fn plugins_list(config: Option<&Path>) -> anyhow::Result<u8> {
-    let _ = config::load_plugins_section(config)?;
-    println!("(no plugins)");
+/// `aiperf plugins list`: every discovered plugin, and whether the config enables it.
+pub async fn plugins_list(config_path: Option<&Path>) -> anyhow::Result<u8> {
+    let section = config::load_plugins_section(config_path)?;
+    let search = plugin::discovery::SearchPath::from_env();
+    let mut python = plugin::discovery::PythonPlugins::default();
+    let found = plugin::discovery::discover_all(&search, &mut python).await;
+    let mut names: Vec<String> = found.keys().cloned().collect();
+    for e in &section.entries {
+        if !names.contains(&e.name) {
+            names.push(e.name.clone());
+        }
+    }
+    let probes = futures_util::future::join_all(names.iter().map(|name| {
+        let loc = found.get(name).cloned();
+        async move {
+            match &loc {
+                Some(l) if l.kind != plugin::PluginKind::Builtin => {
+                    let path = l.path.clone().expect("external path");
+                    Some(
+                        plugin::process::probe_handshake(
+                            name,
+                            &path,
+                            &l.args,
+                            Duration::from_secs(10),
+                        )
+                        .await,
+                    )
+                }
+                _ => None,
+            }
+        }
+    }))
+    .await;
+    println!(
+        "{:<18} {:<9} {:<10} {:<40} {:<32} STATUS",
+        "NAME", "KIND", "VERSION", "PATH", "HOOKS"
+    );
+    for (name, probe) in names.iter().zip(probes) {
+        let loc = found.get(name);
+        let entry = section.entries.iter().find(|e| &e.name == name);
+        let (version, hooks) = match (&probe, loc) {
+            (Some(Ok((v, h))), _) => (
+                v.clone(),
+                h.iter().map(|h| h.as_str()).collect::<Vec<_>>().join(","),
+            ),
+            (Some(Err(e)), _) => ("?".into(), format!("(handshake failed: {e})")),
+            (None, Some(l)) if l.kind == plugin::PluginKind::Builtin => {
+                (env!("CARGO_PKG_VERSION").to_string(), "all".to_string())
+            }
+            _ => ("-".into(), "-".into()),
+        };
+        let status = match (loc, entry) {
+            (None, _) => "disabled: configured but not found".to_string(),
+            (Some(_), None) => "disabled: not configured under `plugins:`".to_string(),
+            (Some(_), Some(e)) if !e.enabled => format!(
+                "disabled: {}",
+                e.disabled_reason.clone().unwrap_or_default()
+            ),
+            (Some(_), Some(_)) => match &probe {
+                Some(Err(_)) => "disabled: handshake failed".to_string(),
+                _ => "enabled".to_string(),
+            },
+        };
+        let path = match loc {
+            Some(l) => match &l.path {
+                Some(p) => format!("{} ({})", p.display(), l.source),
+                None => l.source.clone(),
+            },
+            None => "-".into(),
+        };
+        let kind = loc.map(|l| l.kind.as_str()).unwrap_or("-");
+        println!("{name:<18} {kind:<9} {version:<10} {path:<40} {hooks:<32} {status}");
+    }
     Ok(0)
 }
 
-/// `aiperf plugins check NAME`.
-pub async fn plugins_check(name: &str, config: Option<&Path>) -> anyhow::Result<u8> {
-    let _ = config::load_plugins_section(config)?;
-    eprintln!("plugin `{name}` not found");
-    Ok(1)
+/// `aiperf plugins check NAME`: runs the handshake (and the config, when a file gives one).
+pub async fn plugins_check(name: &str, config_path: Option<&Path>) -> anyhow::Result<u8> {
+    let section = config::load_plugins_section(config_path)?;
+    let entry = section.entries.iter().find(|e| e.name == name);
+    let search = plugin::discovery::SearchPath::from_env();
+    let mut python = plugin::discovery::PythonPlugins::default();
+    let explicit = entry.and_then(|e| e.path.as_deref());
+    let loc = match plugin::discovery::locate(name, explicit, &search, &mut python).await {
+        Ok(l) => l,
+        Err(e) => {
+            println!("{name}: {e}");
+            return Ok(1);
+        }
+    };
+    let timeout = entry.map(|e| e.timeout).unwrap_or(Duration::from_secs(5));
+    println!(
+        "{name}: {} plugin ({})",
+        loc.kind.as_str(),
+        loc.path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| loc.source.clone())
+    );
+    if loc.kind == plugin::PluginKind::Builtin {
+        let b = plugin::builtin::find(name).expect("located built-in");
+        println!("  {}", b.description);
+        if let Some(e) = entry {
+            let schema = (b.config_schema)();
+            let checked = match schema {
+                Some(s) => plugin::validate_config(&s, &e.config),
+                None => Ok(()),
+            }
+            .and_then(|_| (b.build)(&e.config).map(|_| ()));
+            return Ok(match checked {
+                Ok(()) => {
+                    println!("  config: ok");
+                    0
+                }
+                Err(why) => {
+                    println!("  config: {why}");
+                    1
+                }
+            });
+        }
+        return Ok(0);
+    }
+    let path = loc.path.clone().expect("external path");
+    let result = match entry {
+        Some(e) => plugin::process::probe(name, &path, &loc.args, &e.config, timeout).await,
+        None => plugin::process::probe_handshake(name, &path, &loc.args, timeout).await,
+    };
+    match result {
+        Ok((version, hooks)) => {
+            println!(
+                "  handshake: ok (protocol v{})",
+                aiperf_plugin::PROTOCOL_VERSION
+            );
+            println!("  version: {version}");
+            println!(
+                "  hooks: {}",
+                hooks
+                    .iter()
+                    .map(|h| h.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            if entry.is_some() {
+                println!("  config: ok");
+            } else {
+                println!("  config: not checked (no `plugins.{name}` section; pass --config FILE)");
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            println!("  failed: {e}");
+            Ok(1)
+        }
+    }
 }

@@ -169,7 +169,10 @@ class PluginProcess:
             out.append(self.parse_line(line))
 
     def wait(self, timeout: float = 10.0) -> int:
-        return self.proc.wait(timeout=timeout)
+        rc = self.proc.wait(timeout=timeout)
+        for t in self._threads:  # let the pumps collect everything the process wrote
+            t.join(timeout=5)
+        return rc
 
     # -- protocol steps ----------------------------------------------------------------------
 

@@ -438,12 +438,7 @@ pub fn load(cli_args: &[String]) -> Result<BenchmarkConfig, ConfigError> {
         .map_err(|e| usage(first_line(&e.to_string())))?;
     let args =
         ProfileArgs::from_arg_matches(&matches).map_err(|e| usage(first_line(&e.to_string())))?;
-    let mut cmd = String::from("aiperf profile");
-    for a in cli_args {
-        cmd.push(' ');
-        cmd.push_str(&shell_quote(a));
-    }
-    resolve(args, plugins, redact_cli(&cmd))
+    resolve(args, plugins, redacted_command(cli_args))
 }
 
 fn shell_quote(s: &str) -> String {
@@ -457,36 +452,41 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-/// Hides the value of `--api-key` and of secret-looking headers in the echoed command.
-fn redact_cli(cmd: &str) -> String {
-    let parts: Vec<&str> = cmd.split(' ').collect();
-    let mut out = Vec::with_capacity(parts.len());
-    let mut hide_next = false;
-    for p in parts {
-        if hide_next {
-            out.push("<redacted>".to_string());
-            hide_next = false;
-            continue;
-        }
-        if p == "--api-key" {
-            hide_next = true;
-            out.push(p.to_string());
-        } else if let Some(rest) = p.strip_prefix("--api-key=") {
-            let _ = rest;
-            out.push("--api-key=<redacted>".into());
-        } else {
-            out.push(p.to_string());
-        }
+/// The command line as typed, with `--api-key` and secret-looking headers hidden.
+fn redacted_command(args: &[String]) -> String {
+    let hide_header = |h: &str| match h.split_once(':') {
+        Some((name, _)) if is_secret_key(name) => format!("{name}: <redacted>"),
+        _ => h.to_string(),
+    };
+    let mut cmd = String::from("aiperf profile");
+    let mut prev = "";
+    for a in args {
+        let shown = match prev {
+            "--api-key" => "<redacted>".to_string(),
+            "-H" | "--header" => hide_header(a),
+            _ if a.starts_with("--api-key=") => "--api-key=<redacted>".to_string(),
+            _ if a.starts_with("--header=") => {
+                format!("--header={}", hide_header(&a["--header=".len()..]))
+            }
+            _ => a.clone(),
+        };
+        cmd.push(' ');
+        cmd.push_str(&shell_quote(&shown));
+        prev = a;
     }
-    out.join(" ")
+    cmd
 }
 
-/// Whether a config key names a secret whose value must never be shown.
+/// Whether a config key names a secret whose value must never be shown: it contains `key`,
+/// `token`, `secret`, `password` or `authorization`. Token *counts* (`max_tokens`,
+/// `min_tokens`) are not secrets.
 pub fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["key", "token", "secret", "password", "authorization"]
+    ["key", "secret", "password", "authorization"]
         .iter()
         .any(|s| k.contains(s))
+        || k.match_indices("token")
+            .any(|(i, _)| !k[i + 5..].starts_with('s'))
 }
 
 /// A copy of `value` with every secret-keyed value replaced by `"<redacted>"`.
@@ -906,6 +906,49 @@ mod tests {
         assert!(e[1].enabled);
         assert_eq!(e[1].config, serde_json::json!({"x": "y"}));
         assert!(!e[2].enabled);
+    }
+
+    #[test]
+    fn secret_keys() {
+        for k in [
+            "api_key",
+            "API_KEY",
+            "token",
+            "auth_token",
+            "hf_token_path",
+            "client_secret",
+            "password",
+            "Authorization",
+        ] {
+            assert!(is_secret_key(k), "{k}");
+        }
+        for k in [
+            "max_tokens",
+            "min_tokens",
+            "max_completion_tokens",
+            "site",
+            "tags",
+        ] {
+            assert!(!is_secret_key(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn echoed_command_hides_secrets() {
+        let c = redacted_command(&args(&[
+            "--api-key",
+            "s1",
+            "-H",
+            "Authorization: Bearer s2",
+            "--header=X-Api-Key: s3",
+            "-H",
+            "X-Trace: t",
+        ]));
+        assert!(
+            !c.contains("s1") && !c.contains("s2") && !c.contains("s3"),
+            "{c}"
+        );
+        assert!(c.contains("X-Trace: t"), "{c}");
     }
 
     #[test]

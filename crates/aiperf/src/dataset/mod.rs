@@ -97,7 +97,7 @@ impl Dataset {
                     &cfg.extra_inputs,
                 );
                 Entry {
-                    conversation_id: format!("conv-{i:06}-{:08x}", rng.gen::<u32>()),
+                    conversation_id: format!("conv-{i}"),
                     isl,
                     osl,
                     payload: Bytes::from(serde_json::to_vec(&payload).expect("payload serializes")),

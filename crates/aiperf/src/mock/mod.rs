@@ -405,7 +405,12 @@ pub fn parse_mock_url(url: &str) -> Option<Result<MockConfig, String>> {
         match k {
             "ttft_ms" => cfg.ttft = Duration::from_secs_f64(num / 1e3),
             "itl_ms" => cfg.itl = Duration::from_secs_f64(num / 1e3),
-            "error_rate" => cfg.error_rate = num,
+            "error_rate" if num <= 100.0 => cfg.error_rate = num,
+            "error_rate" => {
+                return Some(Err(format!(
+                    "invalid mock option `{pair}`: a percentage from 0 to 100"
+                )))
+            }
             "tokens" => cfg.default_tokens = num as u32,
             _ => {
                 return Some(Err(format!(

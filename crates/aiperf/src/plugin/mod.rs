@@ -1,57 +1,726 @@
-//! The hook registry: the orchestrator emits phase events here, plugins receive them.
-//! (Placeholder until the plugin system lands: no plugins.)
+//! The plugin system: the hook registry the orchestrator emits to, the [`Plugin`] trait,
+//! and failure isolation.
+//!
+//! Every active plugin gets its own task and event queue, so a slow plugin delays only
+//! itself, never requests or other plugins. Each hook call is bounded by the plugin's
+//! timeout; a plugin that times out, crashes or misbehaves is disabled and the run goes on.
+
+pub mod builtin;
+pub mod discovery;
+pub mod process;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aiperf_plugin::{Hook, PhaseStats};
-use serde_json::Value;
+use futures_util::FutureExt;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
 
+use crate::config::{is_secret_key, PluginEntry, PluginsSection};
 use crate::metrics::PhaseKind;
 
+/// One lifecycle event, as every plugin sees it.
+#[derive(Debug, Clone)]
+pub struct HookEvent {
+    pub hook: Hook,
+    /// `None` for benchmark hooks.
+    pub phase: Option<PhaseKind>,
+    /// The phase's stats (the seed's `tracker.create_stats()`); `None` for benchmark hooks.
+    pub stats: Option<PhaseStats>,
+    /// The metric summary (shape of `profile_export_aiperf.json`) on `phase_complete` and
+    /// `benchmark_complete`.
+    pub summary: Option<Arc<Value>>,
+}
+
+/// Why a hook call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HookError {
+    /// The hook failed; the plugin stays enabled.
+    #[error("{0}")]
+    Hook(String),
+    /// The plugin can't go on (process died, wrote garbage); it is disabled.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+pub type HookResult = Result<(), HookError>;
+
+/// A plugin: built from its config, it says which hooks it wants; every hook is async and
+/// does nothing unless implemented (the shape of ripgrep's `Sink`).
+#[async_trait::async_trait]
+pub trait Plugin: Send {
+    /// The hooks to call (the seed's `register_hooks()`).
+    fn hooks(&self) -> Vec<Hook>;
+
+    async fn on_benchmark_start(&mut self, _e: &HookEvent) -> HookResult {
+        Ok(())
+    }
+    async fn on_phase_start(&mut self, _e: &HookEvent) -> HookResult {
+        Ok(())
+    }
+    async fn on_phase_sending_complete(&mut self, _e: &HookEvent) -> HookResult {
+        Ok(())
+    }
+    async fn on_phase_timeout(&mut self, _e: &HookEvent) -> HookResult {
+        Ok(())
+    }
+    async fn on_phase_complete(&mut self, _e: &HookEvent) -> HookResult {
+        Ok(())
+    }
+    async fn on_benchmark_complete(&mut self, _e: &HookEvent) -> HookResult {
+        Ok(())
+    }
+
+    /// Routes an event to its hook method. External plugins override this to forward it.
+    async fn on_event(&mut self, e: &HookEvent) -> HookResult {
+        match e.hook {
+            Hook::BenchmarkStart => self.on_benchmark_start(e).await,
+            Hook::PhaseStart => self.on_phase_start(e).await,
+            Hook::PhaseSendingComplete => self.on_phase_sending_complete(e).await,
+            Hook::PhaseTimeout => self.on_phase_timeout(e).await,
+            Hook::PhaseComplete => self.on_phase_complete(e).await,
+            Hook::BenchmarkComplete => self.on_benchmark_complete(e).await,
+        }
+    }
+
+    /// Called once at the end (external plugins stop their process here).
+    async fn shutdown(&mut self) {}
+}
+
+/// Where a plugin came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginKind {
+    Builtin,
+    External,
+    Python,
+}
+
+impl PluginKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PluginKind::Builtin => "builtin",
+            PluginKind::External => "external",
+            PluginKind::Python => "python",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct HookCounts {
+    pub calls: u64,
+    pub errors: u64,
+    pub timeouts: u64,
+}
+
+/// One configured plugin's fate during the run.
+#[derive(Debug, Clone)]
+pub struct PluginStatus {
+    pub name: String,
+    pub kind: Option<PluginKind>,
+    pub path: Option<String>,
+    pub version: Option<String>,
+    pub active: bool,
+    /// Why it is disabled (or was disabled mid-run).
+    pub reason: Option<String>,
+    /// A failure that `--strict-plugins` turns into exit 1 (`enabled: false` is not one).
+    pub failed: bool,
+    pub hooks: BTreeMap<Hook, HookCounts>,
+}
+
+impl PluginStatus {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            kind: None,
+            path: None,
+            version: None,
+            active: false,
+            reason: None,
+            failed: false,
+            hooks: BTreeMap::new(),
+        }
+    }
+}
+
+struct Delivery {
+    event: Arc<HookEvent>,
+    ack: Option<oneshot::Sender<()>>,
+}
+
+struct Runner {
+    tx: mpsc::UnboundedSender<Delivery>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Replaces every known secret value in text headed for a log.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Arc<Vec<String>>,
+}
+
+impl Redactor {
+    /// Collects the values of secret-looking keys in every plugin config, plus `extra`.
+    pub fn new(plugins: &PluginsSection, extra: &[String]) -> Self {
+        fn walk(v: &Value, secret: bool, out: &mut Vec<String>) {
+            match v {
+                Value::Object(m) => {
+                    for (k, v) in m {
+                        walk(v, secret || is_secret_key(k), out);
+                    }
+                }
+                Value::Array(a) => a.iter().for_each(|v| walk(v, secret, out)),
+                Value::String(s) if secret && s.len() >= 4 => out.push(s.clone()),
+                Value::Number(n) if secret => out.push(n.to_string()),
+                _ => {}
+            }
+        }
+        let mut secrets: Vec<String> = extra.iter().filter(|s| s.len() >= 4).cloned().collect();
+        for p in &plugins.entries {
+            walk(&p.config, false, &mut secrets);
+        }
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Self {
+            secrets: Arc::new(secrets),
+        }
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in self.secrets.iter() {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), "<redacted>");
+            }
+        }
+        out
+    }
+}
+
+/// Built once at startup and shared read-only: the orchestrator emits, plugins receive.
 #[derive(Default)]
-pub struct HookRegistry {}
+pub struct HookRegistry {
+    runners: Vec<Runner>,
+    statuses: Vec<Arc<Mutex<PluginStatus>>>,
+    /// The longest hook timeout, to bound waits on `phase_start`.
+    max_timeout: Duration,
+}
+
+fn warn_disabled(name: &str, why: &str) {
+    eprintln!("warning: plugin `{name}` disabled: {why}");
+}
 
 impl HookRegistry {
+    /// A registry with no plugins.
     pub fn empty() -> Self {
         Self::default()
     }
 
-    /// Queues an event for every plugin that wants it; never blocks.
-    pub fn emit(
-        &self,
-        _hook: Hook,
-        _phase: Option<PhaseKind>,
-        _stats: Option<PhaseStats>,
-        _summary: Option<Value>,
-    ) {
+    /// Discovers, starts and configures every plugin enabled under `plugins:`. A plugin that
+    /// can't start is disabled with a one-line warning; it never stops the run.
+    pub async fn load(section: &PluginsSection, no_plugins: bool, redactor: &Redactor) -> Self {
+        let mut reg = Self::default();
+        let search = discovery::SearchPath::from_env();
+        let mut python_cache = discovery::PythonPlugins::default();
+        let starts = section.entries.iter().map(|entry| {
+            let status = Arc::new(Mutex::new(PluginStatus::new(&entry.name)));
+            reg.statuses.push(status.clone());
+            (entry, status)
+        });
+        let mut pending = Vec::new();
+        for (entry, status) in starts {
+            if no_plugins {
+                status.lock().expect("status").reason = Some("--no-plugins".into());
+                continue;
+            }
+            if !entry.enabled {
+                let why = entry
+                    .disabled_reason
+                    .clone()
+                    .unwrap_or_else(|| "disabled".into());
+                let mut st = status.lock().expect("status");
+                // A missing variable is worth a warning; `enabled: false` is a choice.
+                if !why.starts_with("enabled: false") {
+                    warn_disabled(&entry.name, &why);
+                    st.failed = true;
+                }
+                st.reason = Some(why);
+                continue;
+            }
+            let found = discovery::locate(
+                &entry.name,
+                entry.path.as_deref(),
+                &search,
+                &mut python_cache,
+            )
+            .await;
+            pending.push((entry.clone(), status, found));
+        }
+        // Start external plugins concurrently: handshakes can take a while (Python startup).
+        let started =
+            futures_util::future::join_all(pending.into_iter().map(|(entry, status, found)| {
+                let redactor = redactor.clone();
+                async move {
+                    let result = match found {
+                        Ok(loc) => start_plugin(&entry, &loc, &redactor)
+                            .await
+                            .map(|p| (p, loc)),
+                        Err(e) => Err(e),
+                    };
+                    (entry, status, result)
+                }
+            }))
+            .await;
+        for (entry, status, result) in started {
+            match result {
+                Ok((plugin, loc)) => {
+                    {
+                        let mut st = status.lock().expect("status");
+                        st.kind = Some(loc.kind.clone());
+                        st.path = loc.path.as_ref().map(|p| p.display().to_string());
+                        st.version = plugin.1.clone();
+                        st.active = true;
+                        for h in plugin.0.hooks() {
+                            st.hooks.insert(h, HookCounts::default());
+                        }
+                    }
+                    reg.max_timeout = reg.max_timeout.max(entry.timeout);
+                    reg.runners
+                        .push(spawn_runner(plugin.0, entry.timeout, status.clone()));
+                    tracing::info!("plugin `{}` active", entry.name);
+                }
+                Err(why) => {
+                    let mut st = status.lock().expect("status");
+                    warn_disabled(&entry.name, &why);
+                    st.reason = Some(why);
+                    st.failed = true;
+                }
+            }
+        }
+        reg
     }
 
-    /// Delivers an event and waits (bounded by each plugin's timeout) until all plugins acked.
+    /// A plugin that failed to start (for `--strict-plugins`, before any request is sent).
+    pub fn startup_failure(&self) -> Option<String> {
+        let failures: Vec<String> = self
+            .statuses
+            .iter()
+            .filter_map(|s| {
+                let s = s.lock().expect("status");
+                s.failed.then(|| {
+                    format!(
+                        "plugin `{}`: {}",
+                        s.name,
+                        s.reason.clone().unwrap_or_default()
+                    )
+                })
+            })
+            .collect();
+        (!failures.is_empty()).then(|| failures.join("; "))
+    }
+
+    /// Queues an event for every active plugin that wants it; never blocks.
+    pub fn emit(
+        &self,
+        hook: Hook,
+        phase: Option<PhaseKind>,
+        stats: Option<PhaseStats>,
+        summary: Option<Value>,
+    ) {
+        let event = Arc::new(HookEvent {
+            hook,
+            phase,
+            stats,
+            summary: summary.map(Arc::new),
+        });
+        for r in &self.runners {
+            let _ = r.tx.send(Delivery {
+                event: event.clone(),
+                ack: None,
+            });
+        }
+    }
+
+    /// Delivers an event and waits until every plugin has handled it, each bounded by its
+    /// own timeout (used for `phase_start`, which must finish before the first request).
     pub async fn emit_and_wait(
         &self,
-        _hook: Hook,
-        _phase: Option<PhaseKind>,
-        _stats: Option<PhaseStats>,
+        hook: Hook,
+        phase: Option<PhaseKind>,
+        stats: Option<PhaseStats>,
     ) {
+        let event = Arc::new(HookEvent {
+            hook,
+            phase,
+            stats,
+            summary: None,
+        });
+        let mut acks = Vec::new();
+        for r in &self.runners {
+            let (tx, rx) = oneshot::channel();
+            if r.tx
+                .send(Delivery {
+                    event: event.clone(),
+                    ack: Some(tx),
+                })
+                .is_ok()
+            {
+                acks.push(rx);
+            }
+        }
+        // Queued earlier events count against the bound too; this is a backstop only.
+        let backstop = self.max_timeout * 4 + Duration::from_secs(1);
+        let _ = tokio::time::timeout(backstop, futures_util::future::join_all(acks)).await;
     }
+
+    /// Delivers what is queued, shuts every plugin down and reports what happened.
+    pub async fn finish(self) -> PluginsReport {
+        let mut tasks = Vec::new();
+        for r in self.runners {
+            drop(r.tx);
+            tasks.push(r.task);
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        PluginsReport {
+            plugins: self
+                .statuses
+                .iter()
+                .map(|s| s.lock().expect("status").clone())
+                .collect(),
+        }
+    }
+}
+
+/// A started plugin and its version (when it told us one).
+type Started = (Box<dyn Plugin>, Option<String>);
+
+async fn start_plugin(
+    entry: &PluginEntry,
+    loc: &discovery::Located,
+    redactor: &Redactor,
+) -> Result<Started, String> {
+    match &loc.kind {
+        PluginKind::Builtin => {
+            let b = builtin::find(&entry.name)
+                .ok_or_else(|| format!("no built-in plugin `{}`", entry.name))?;
+            if let Some(schema) = (b.config_schema)() {
+                validate_config(&schema, &entry.config)?;
+            }
+            let p = (b.build)(&entry.config)?;
+            Ok((p, Some(env!("CARGO_PKG_VERSION").to_string())))
+        }
+        PluginKind::External | PluginKind::Python => {
+            let path = loc.path.clone().expect("external plugins have a path");
+            let p = process::ProcessPlugin::start(
+                &entry.name,
+                &path,
+                &loc.args,
+                &entry.config,
+                entry.timeout,
+                redactor.clone(),
+            )
+            .await?;
+            let version = Some(p.version().to_string());
+            Ok((Box::new(p), version))
+        }
+    }
+}
+
+/// Checks a config against a plugin's JSON Schema; the error lists what is wrong.
+pub fn validate_config(schema: &Value, config: &Value) -> Result<(), String> {
+    let validator = jsonschema::validator_for(schema)
+        .map_err(|e| format!("its config_schema is not a valid JSON Schema: {e}"))?;
+    let errors: Vec<String> = validator
+        .iter_errors(config)
+        .map(|e| {
+            let at = e.instance_path.to_string();
+            if at.is_empty() {
+                e.to_string()
+            } else {
+                format!("{at}: {e}")
+            }
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "config rejected by its schema: {}",
+            errors.join("; ")
+        ))
+    }
+}
+
+fn spawn_runner(
+    mut plugin: Box<dyn Plugin>,
+    timeout: Duration,
+    status: Arc<Mutex<PluginStatus>>,
+) -> Runner {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Delivery>();
+    let wanted: HashSet<Hook> = plugin.hooks().into_iter().collect();
+    let task = tokio::spawn(async move {
+        let mut alive = true;
+        let name = status.lock().expect("status").name.clone();
+        while let Some(d) = rx.recv().await {
+            if alive && wanted.contains(&d.event.hook) {
+                let call = std::panic::AssertUnwindSafe(plugin.on_event(&d.event)).catch_unwind();
+                let outcome = tokio::time::timeout(timeout, call).await;
+                let disable = {
+                    let mut st = status.lock().expect("status");
+                    let counts = st.hooks.entry(d.event.hook).or_default();
+                    counts.calls += 1;
+                    let disable = match outcome {
+                        Ok(Ok(Ok(()))) => None,
+                        Ok(Ok(Err(HookError::Hook(msg)))) => {
+                            counts.errors += 1;
+                            eprintln!(
+                                "warning: plugin `{name}` hook {} failed: {msg}",
+                                d.event.hook
+                            );
+                            None
+                        }
+                        Ok(Ok(Err(HookError::Fatal(msg)))) => {
+                            counts.errors += 1;
+                            Some(msg)
+                        }
+                        Ok(Err(_panic)) => {
+                            counts.errors += 1;
+                            Some(format!("panicked in {}", d.event.hook))
+                        }
+                        Err(_) => {
+                            counts.timeouts += 1;
+                            Some(format!(
+                                "hook {} timed out after {:.1} s",
+                                d.event.hook,
+                                timeout.as_secs_f64()
+                            ))
+                        }
+                    };
+                    if let Some(why) = &disable {
+                        warn_disabled(&name, why);
+                        st.active = false;
+                        st.failed = true;
+                        st.reason = Some(why.clone());
+                    }
+                    disable
+                };
+                if disable.is_some() {
+                    alive = false;
+                    plugin.shutdown().await;
+                }
+            }
+            if let Some(ack) = d.ack {
+                let _ = ack.send(());
+            }
+        }
+        if alive {
+            plugin.shutdown().await;
+        }
+    });
+    Runner { tx, task }
 }
 
 /// What the plugins did during a run: status and per-hook counts.
 #[derive(Debug, Default)]
-pub struct PluginsReport {}
+pub struct PluginsReport {
+    pub plugins: Vec<PluginStatus>,
+}
 
 impl PluginsReport {
+    /// The export's `plugins` section.
     pub fn to_json(&self) -> Value {
-        Value::Object(Default::default())
+        let mut out = serde_json::Map::new();
+        for p in &self.plugins {
+            let hooks: serde_json::Map<String, Value> = p
+                .hooks
+                .iter()
+                .map(|(h, c)| (h.as_str().to_string(), json!(c)))
+                .collect();
+            out.insert(
+                p.name.clone(),
+                json!({
+                    "kind": p.kind.as_ref().map(|k| k.as_str()),
+                    "path": p.path,
+                    "version": p.version,
+                    "status": if p.active { "active" } else { "disabled" },
+                    "reason": p.reason,
+                    "hooks": hooks,
+                }),
+            );
+        }
+        Value::Object(out)
     }
 
-    /// With `--strict-plugins`, the first plugin failure, if any.
-    pub fn strict_failure(&self, _strict: bool) -> Option<String> {
-        None
+    /// With `--strict-plugins`, a description of the plugin failures, if any.
+    pub fn strict_failure(&self, strict: bool) -> Option<String> {
+        if !strict {
+            return None;
+        }
+        let failures: Vec<String> = self
+            .plugins
+            .iter()
+            .filter_map(|p| {
+                let hook_errors: u64 = p.hooks.values().map(|c| c.errors + c.timeouts).sum();
+                if p.failed || hook_errors > 0 {
+                    Some(format!(
+                        "plugin `{}`: {}",
+                        p.name,
+                        p.reason
+                            .clone()
+                            .unwrap_or_else(|| format!("{hook_errors} hook failures"))
+                    ))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        (!failures.is_empty()).then(|| failures.join("; "))
     }
 }
 
-impl HookRegistry {
-    /// Delivers queued events, shuts every plugin down and reports.
-    pub async fn finish(self) -> PluginsReport {
-        PluginsReport::default()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A built-in-style plugin that records calls and misbehaves on demand.
+    struct Probe {
+        log: Arc<Mutex<Vec<String>>>,
+        fail_on: Option<Hook>,
+        hang_on: Option<Hook>,
+        panic_on: Option<Hook>,
+    }
+
+    #[async_trait::async_trait]
+    impl Plugin for Probe {
+        fn hooks(&self) -> Vec<Hook> {
+            Hook::ALL.to_vec()
+        }
+        async fn on_event(&mut self, e: &HookEvent) -> HookResult {
+            self.log.lock().unwrap().push(e.hook.to_string());
+            if self.panic_on == Some(e.hook) {
+                panic!("probe panic");
+            }
+            if self.hang_on == Some(e.hook) {
+                std::future::pending::<()>().await;
+            }
+            if self.fail_on == Some(e.hook) {
+                return Err(HookError::Hook("nope".into()));
+            }
+            Ok(())
+        }
+    }
+
+    fn registry(p: Probe, timeout: Duration) -> (HookRegistry, Arc<Mutex<PluginStatus>>) {
+        let status = Arc::new(Mutex::new(PluginStatus::new("probe")));
+        status.lock().unwrap().active = true;
+        let runner = spawn_runner(Box::new(p), timeout, status.clone());
+        let reg = HookRegistry {
+            runners: vec![runner],
+            statuses: vec![status.clone()],
+            max_timeout: timeout,
+        };
+        (reg, status)
+    }
+
+    #[tokio::test]
+    async fn hook_errors_are_counted_and_the_plugin_stays() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (reg, _) = registry(
+            Probe {
+                log: log.clone(),
+                fail_on: Some(Hook::PhaseStart),
+                hang_on: None,
+                panic_on: None,
+            },
+            Duration::from_secs(1),
+        );
+        reg.emit_and_wait(Hook::PhaseStart, Some(PhaseKind::Profiling), None)
+            .await;
+        reg.emit(Hook::PhaseComplete, Some(PhaseKind::Profiling), None, None);
+        let report = reg.finish().await;
+        let p = &report.plugins[0];
+        assert!(p.active);
+        assert_eq!(p.hooks[&Hook::PhaseStart].errors, 1);
+        assert_eq!(p.hooks[&Hook::PhaseComplete].calls, 1);
+        assert_eq!(*log.lock().unwrap(), vec!["phase_start", "phase_complete"]);
+        assert!(report.strict_failure(true).is_some());
+        assert!(report.strict_failure(false).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_hanging_hook_times_out_and_disables_the_plugin() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (reg, _) = registry(
+            Probe {
+                log: log.clone(),
+                fail_on: None,
+                hang_on: Some(Hook::PhaseStart),
+                panic_on: None,
+            },
+            Duration::from_millis(100),
+        );
+        reg.emit_and_wait(Hook::PhaseStart, Some(PhaseKind::Profiling), None)
+            .await;
+        reg.emit(Hook::PhaseComplete, Some(PhaseKind::Profiling), None, None);
+        let report = reg.finish().await;
+        let p = &report.plugins[0];
+        assert!(!p.active);
+        assert_eq!(p.hooks[&Hook::PhaseStart].timeouts, 1);
+        assert!(p.reason.as_ref().unwrap().contains("timed out"));
+        assert_eq!(
+            *log.lock().unwrap(),
+            vec!["phase_start"],
+            "no events after it was disabled"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_hook_disables_the_plugin() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (reg, _) = registry(
+            Probe {
+                log,
+                fail_on: None,
+                hang_on: None,
+                panic_on: Some(Hook::BenchmarkStart),
+            },
+            Duration::from_secs(1),
+        );
+        reg.emit(Hook::BenchmarkStart, None, None, None);
+        let report = reg.finish().await;
+        assert!(!report.plugins[0].active);
+        assert!(report.plugins[0]
+            .reason
+            .as_ref()
+            .unwrap()
+            .contains("panicked"));
+    }
+
+    #[test]
+    fn redactor_hides_secret_values() {
+        let section = PluginsSection {
+            entries: vec![PluginEntry {
+                name: "x".into(),
+                config: json!({"api_key": "sekrit-123", "nested": {"token": "tok-456"}, "site": "public"}),
+                enabled: true,
+                disabled_reason: None,
+                path: None,
+                timeout: Duration::from_secs(5),
+            }],
+        };
+        let r = Redactor::new(&section, &["bearer-789".into()]);
+        let out = r.redact("key=sekrit-123 tok-456 bearer-789 site=public");
+        assert_eq!(out, "key=<redacted> <redacted> <redacted> site=public");
+    }
+
+    #[test]
+    fn schema_validation_messages() {
+        let schema = json!({"type": "object", "properties": {"port": {"type": "integer"}}, "required": ["host"]});
+        let err = validate_config(&schema, &json!({"port": "x"})).unwrap_err();
+        assert!(err.contains("host") && err.contains("/port"), "{err}");
+        assert!(validate_config(&schema, &json!({"host": "h", "port": 1})).is_ok());
     }
 }

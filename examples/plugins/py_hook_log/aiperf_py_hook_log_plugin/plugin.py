@@ -13,19 +13,19 @@ class PyHookLogPlugin:
     CONFIG_SCHEMA = {
         "type": "object",
         "properties": {
-            "path": {"type": "string", "minLength": 1},
+            "file": {"type": "string", "minLength": 1},
             "sleep_seconds": {"type": "number", "minimum": 0},
             "sleep_hooks": {"type": "array", "items": {"type": "string"}},
             "fail_hooks": {"type": "array", "items": {"type": "string"}},
         },
-        "required": ["path"],
+        "required": ["file"],
     }
 
     def __init__(self, config: dict):
         config = config or {}
-        path = config.get("path")
+        path = config.get("file")
         if not path:
-            raise ValueError("py_hook_log: config key 'path' is required")
+            raise ValueError("py_hook_log: config key 'file' is required")
         self.path = str(path)
         self.sleep_seconds = float(config.get("sleep_seconds") or 0.0)
         sleep_hooks = config.get("sleep_hooks")

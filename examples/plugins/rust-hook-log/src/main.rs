@@ -1,7 +1,7 @@
 //! Example aiperf plugin written in Rust.
 //!
 //! Subscribes to every hook and, for each event, appends one line
-//! `rust-hook-log <hook> <phase-or-->` to the file named by the required config key `path`,
+//! `rust-hook-log <hook> <phase-or-->` to the file named by the required config key `file`,
 //! e.g. `rust-hook-log phase_start warmup` or `rust-hook-log benchmark_start -`.
 
 use std::fs::{File, OpenOptions};
@@ -32,16 +32,16 @@ impl Plugin for HookLog {
     fn config_schema(&self) -> Option<Value> {
         Some(json!({
             "type": "object",
-            "properties": { "path": { "type": "string" } },
-            "required": ["path"]
+            "properties": { "file": { "type": "string" } },
+            "required": ["file"]
         }))
     }
 
     fn configure(&mut self, config: Value) -> Result<(), String> {
         let path = config
-            .get("path")
+            .get("file")
             .and_then(Value::as_str)
-            .ok_or("config key `path` (a string) is required")?;
+            .ok_or("config key `file` (a string) is required")?;
         let file = OpenOptions::new()
             .create(true)
             .append(true)

@@ -37,7 +37,7 @@ SUPPORTED_PROTOCOL_VERSIONS = (PROTOCOL_VERSION,)
 #: Lines longer than this are garbage (protocol v1: 16 MiB).
 MAX_LINE_BYTES = 16 * 1024 * 1024
 #: After ``shutdown``/EOF, how long events that were already received may still run.
-DEFAULT_SHUTDOWN_GRACE_SEC = 1.5
+DEFAULT_SHUTDOWN_GRACE_SEC = 1.0
 
 logger = logging.getLogger("aiperf_plugin.host")
 

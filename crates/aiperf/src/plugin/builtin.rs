@@ -1,0 +1,103 @@
+//! Plugins compiled into aiperf.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use aiperf_plugin::Hook;
+use serde_json::{json, Value};
+
+use super::{HookError, HookEvent, HookResult, Plugin};
+
+/// A built-in plugin's entry in the catalogue.
+pub struct BuiltinPlugin {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub config_schema: fn() -> Option<Value>,
+    pub build: fn(&Value) -> Result<Box<dyn Plugin>, String>,
+}
+
+pub const BUILTINS: &[BuiltinPlugin] = &[BuiltinPlugin {
+    name: "event_log",
+    description: "appends every lifecycle event to a file (JSON lines, or text with format: text)",
+    config_schema: event_log_schema,
+    build: EventLog::build,
+}];
+
+pub fn find(name: &str) -> Option<&'static BuiltinPlugin> {
+    BUILTINS
+        .iter()
+        .find(|b| b.name == name || b.name.replace('_', "-") == name)
+}
+
+fn event_log_schema() -> Option<Value> {
+    Some(json!({
+        "type": "object",
+        "properties": {
+            "file": {"type": "string"},
+            "format": {"enum": ["json", "text"]},
+            "hooks": {"type": "array", "items": {"enum": Hook::ALL.iter().map(|h| h.as_str()).collect::<Vec<_>>()}}
+        },
+        "required": ["file"]
+    }))
+}
+
+/// `event_log`: one line per event. `format: text` writes `event_log <hook> <phase|->`;
+/// the default `json` writes the whole event (hook, phase, stats, summary).
+pub struct EventLog {
+    path: PathBuf,
+    text: bool,
+    hooks: Vec<Hook>,
+}
+
+impl EventLog {
+    fn build(config: &Value) -> Result<Box<dyn Plugin>, String> {
+        let path = config["file"].as_str().ok_or("`file` is required")?;
+        let hooks = match config.get("hooks").and_then(Value::as_array) {
+            Some(list) => list
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|s| s.parse::<Hook>().map_err(|e| e.to_string()))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Hook::ALL.to_vec(),
+        };
+        // Open once now so a bad path is reported at startup, not at the first event.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("cannot open {path}: {e}"))?;
+        Ok(Box::new(EventLog {
+            path: PathBuf::from(path),
+            text: config["format"].as_str() == Some("text"),
+            hooks,
+        }))
+    }
+}
+
+#[async_trait::async_trait]
+impl Plugin for EventLog {
+    fn hooks(&self) -> Vec<Hook> {
+        self.hooks.clone()
+    }
+
+    async fn on_event(&mut self, e: &HookEvent) -> HookResult {
+        let phase = e.phase.map(|p| p.as_str()).unwrap_or("-");
+        let line = if self.text {
+            format!("event_log {} {phase}\n", e.hook)
+        } else {
+            let v = json!({"hook": e.hook, "phase": e.phase, "stats": e.stats, "summary": e.summary.as_deref()});
+            format!("{v}\n")
+        };
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
+            f.write_all(line.as_bytes())
+        })
+        .await
+        .map_err(|e| HookError::Hook(e.to_string()))?
+        .map_err(|e| HookError::Hook(format!("cannot write event log: {e}")))
+    }
+}
