@@ -61,6 +61,13 @@ impl EventLog {
             None => Hook::ALL.to_vec(),
         };
         // Open once now so a bad path is reported at startup, not at the first event.
+        if let Some(dir) = std::path::Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)

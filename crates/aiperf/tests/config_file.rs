@@ -1,0 +1,367 @@
+//! The YAML config file: `aiperf --config FILE`, `aiperf profile --config FILE`, CLI
+//! overrides, `${VAR}` substitution, and its error messages.
+
+mod common;
+
+use common::{write_file, Aiperf, Output};
+use serde_json::Value;
+
+/// Runs `PREFIX... --config FILE EXTRA... --ui none --artifact-dir DIR` in a tempdir.
+struct ConfigRun {
+    out: Output,
+    dir: std::path::PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl ConfigRun {
+    fn json(&self) -> Value {
+        let text = std::fs::read_to_string(self.dir.join("profile_export_aiperf.json"))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "no JSON export ({e})\nstdout:\n{}\nstderr:\n{}",
+                    self.out.stdout, self.out.stderr
+                )
+            });
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn payload_models(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.dir.join("inputs.json")).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|d| d["payloads"].as_array().unwrap().clone())
+            .map(|p| p["model"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn ok(&self) -> &Self {
+        assert_eq!(
+            self.out.code, 0,
+            "stdout:\n{}\nstderr:\n{}",
+            self.out.stdout, self.out.stderr
+        );
+        self
+    }
+}
+
+fn run_config(
+    subcommand: bool,
+    yaml: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    unset: &[&str],
+) -> ConfigRun {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = write_file(tmp.path(), "bench.yaml", yaml);
+    let dir = tmp.path().join("artifacts");
+    let mut args: Vec<String> = Vec::new();
+    if subcommand {
+        args.push("profile".into());
+    }
+    args.push("--config".into());
+    args.push(file.display().to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend([
+        "--ui".into(),
+        "none".into(),
+        "--artifact-dir".into(),
+        dir.display().to_string(),
+    ]);
+    let mut cmd = Aiperf::raw(&args).current_dir(tmp.path());
+    for (k, v) in env {
+        cmd = cmd.env(k, v);
+    }
+    for k in unset {
+        cmd = cmd.env_remove(k);
+    }
+    ConfigRun {
+        out: cmd.run(),
+        dir,
+        _tmp: tmp,
+    }
+}
+
+const BASIC: &str = "\
+benchmark:
+  url: mock?ttft_ms=1&itl_ms=0
+  model: file-model
+  request_count: 5
+  concurrency: 2
+  osl: 6
+  extra_inputs:
+    temperature: 0.5
+";
+
+#[test]
+fn config_works_with_and_without_the_profile_subcommand() {
+    for subcommand in [false, true] {
+        let run = run_config(subcommand, BASIC, &[], &[], &[]);
+        run.ok();
+        let j = run.json();
+        assert_eq!(j["request_count"]["avg"], 5.0, "subcommand={subcommand}");
+        assert_eq!(j["output_sequence_length"]["avg"], 6.0);
+        assert_eq!(j["input_config"]["loadgen"]["concurrency"], 2);
+        assert!(run.payload_models().iter().all(|m| m == "file-model"));
+        let text = std::fs::read_to_string(run.dir.join("inputs.json")).unwrap();
+        assert!(text.contains("\"temperature\":0.5"), "extra_inputs mapping");
+    }
+}
+
+#[test]
+fn cli_flags_after_the_file_override_it() {
+    let run = run_config(
+        false,
+        BASIC,
+        &["--request-count", "7", "-m", "cli-model"],
+        &[],
+        &[],
+    );
+    run.ok();
+    let j = run.json();
+    assert_eq!(j["request_count"]["avg"], 7.0);
+    assert_eq!(j["input_config"]["loadgen"]["request_count"], 7);
+    assert!(run.payload_models().iter().all(|m| m == "cli-model"));
+    // Keys the CLI did not give still come from the file.
+    assert_eq!(j["output_sequence_length"]["avg"], 6.0);
+    let lines = std::fs::read_to_string(run.dir.join("profile_export.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 7);
+
+    let run = run_config(true, BASIC, &["--request-count", "3"], &[], &[]);
+    run.ok();
+    assert_eq!(run.json()["request_count"]["avg"], 3.0);
+}
+
+#[test]
+fn environment_variables_are_substituted() {
+    let yaml = "\
+benchmark:
+  url: mock?ttft_ms=1&itl_ms=0
+  model: ${AIPERF_IT_MODEL_NAME}
+  request_count: ${AIPERF_IT_REQUESTS:-4}
+  osl: ${AIPERF_IT_OSL:-3}
+";
+    let run = run_config(
+        false,
+        yaml,
+        &[],
+        &[
+            ("AIPERF_IT_MODEL_NAME", "env-model"),
+            ("AIPERF_IT_OSL", "5"),
+        ],
+        &["AIPERF_IT_REQUESTS"],
+    );
+    run.ok();
+    let j = run.json();
+    assert!(run.payload_models().iter().all(|m| m == "env-model"));
+    assert_eq!(j["request_count"]["avg"], 4.0, "default used when unset");
+    assert_eq!(j["output_sequence_length"]["avg"], 5.0, "set value wins");
+
+    let run = run_config(
+        true,
+        yaml,
+        &[],
+        &[
+            ("AIPERF_IT_MODEL_NAME", "env-model-2"),
+            ("AIPERF_IT_REQUESTS", "2"),
+        ],
+        &["AIPERF_IT_OSL"],
+    );
+    run.ok();
+    let j = run.json();
+    assert!(run.payload_models().iter().all(|m| m == "env-model-2"));
+    assert_eq!(j["request_count"]["avg"], 2.0);
+    assert_eq!(j["output_sequence_length"]["avg"], 3.0);
+}
+
+#[test]
+fn missing_variable_without_default_is_a_usage_error() {
+    let yaml = "\
+benchmark:
+  url: mock
+  model: ${AIPERF_IT_SURELY_NOT_SET_VAR}
+  request_count: 1
+";
+    let run = run_config(false, yaml, &[], &[], &["AIPERF_IT_SURELY_NOT_SET_VAR"]);
+    let line = run.out.assert_usage_error();
+    assert!(line.contains("AIPERF_IT_SURELY_NOT_SET_VAR"), "{line}");
+    assert!(
+        !run.dir.join("profile_export_aiperf.json").exists(),
+        "nothing runs on a config error"
+    );
+}
+
+#[test]
+fn unknown_key_names_file_line_key_and_suggestion() {
+    let yaml = "\
+# a comment
+benchmark:
+  url: mock
+  model: m
+
+  request_cont: 5
+";
+    let run = run_config(true, yaml, &[], &[], &[]);
+    let line = run.out.assert_usage_error();
+    assert!(line.contains("bench.yaml:6"), "file and line: {line}");
+    assert!(line.contains("request_cont"), "the key: {line}");
+    assert!(line.contains("request_count"), "a suggestion: {line}");
+
+    // The same through `aiperf --config`, with another misspelling.
+    let yaml = "benchmark:\n  url: mock\n  concurency: 4\n";
+    let run = run_config(false, yaml, &[], &[], &[]);
+    let line = run.out.assert_usage_error();
+    assert!(line.contains("bench.yaml:3"), "{line}");
+    assert!(line.contains("concurency"), "{line}");
+    assert!(line.contains("`concurrency`"), "{line}");
+}
+
+#[test]
+fn unknown_top_level_section_is_a_usage_error() {
+    let yaml = "benchmark:\n  url: mock\nplugin:\n  x: {}\n";
+    let run = run_config(false, yaml, &[], &[], &[]);
+    let line = run.out.assert_usage_error();
+    assert!(line.contains("bench.yaml:3"), "{line}");
+    assert!(line.contains("plugins"), "suggests `plugins`: {line}");
+}
+
+#[test]
+fn plugins_section_parses() {
+    let yaml = "\
+benchmark:
+  url: mock?ttft_ms=1&itl_ms=0
+  request_count: 2
+plugins:
+  example_off:
+    enabled: false
+    some_setting: 3
+  needs_a_secret:
+    enabled: false
+    api_key: ${AIPERF_IT_PLUGIN_SECRET_UNSET}
+";
+    let run = run_config(false, yaml, &[], &[], &["AIPERF_IT_PLUGIN_SECRET_UNSET"]);
+    run.ok();
+    assert_eq!(run.json()["request_count"]["avg"], 2.0);
+
+    let yaml = "benchmark:\n  url: mock?ttft_ms=1&itl_ms=0\n  request_count: 1\nplugins:\n";
+    let run = run_config(true, yaml, &[], &[], &[]);
+    run.ok();
+}
+
+#[test]
+fn bad_value_in_the_file_points_at_its_line() {
+    let yaml = "benchmark:\n  url: mock\n  request_count: 1\n  concurrency: lots\n";
+    let run = run_config(false, yaml, &[], &[], &[]);
+    let line = run.out.assert_usage_error();
+    assert!(line.contains("bench.yaml:4"), "{line}");
+    assert!(line.contains("concurrency"), "{line}");
+}
+
+#[test]
+fn missing_config_file_is_a_usage_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nope.yaml");
+    let out = Aiperf::raw(&["--config", missing.to_str().unwrap(), "--ui", "none"])
+        .current_dir(tmp.path())
+        .run();
+    let line = out.assert_usage_error();
+    assert!(line.contains("nope.yaml"), "{line}");
+}
+
+#[test]
+fn booleans_lists_and_secrets_from_the_file() {
+    let server = common::TestServer::start(common::Behavior::ChatJson);
+    let yaml = format!(
+        "\
+benchmark:
+  url: {}
+  model: m
+  request_count: 2
+  api_key: ${{AIPERF_IT_FILE_KEY}}
+  header:
+    - 'X-From-File: yes'
+    - 'X-Second: 2'
+  use_legacy_max_tokens: true
+  osl: 4
+",
+        server.url()
+    );
+    let run = run_config(
+        false,
+        &yaml,
+        &[],
+        &[("AIPERF_IT_FILE_KEY", "sk-file-9f8e7d")],
+        &[],
+    );
+    run.ok();
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2);
+    for r in &reqs {
+        assert_eq!(
+            r.header_values("authorization"),
+            vec!["Bearer sk-file-9f8e7d"]
+        );
+        assert_eq!(r.header_values("x-from-file"), vec!["yes"]);
+        assert_eq!(r.header_values("x-second"), vec!["2"]);
+        assert_eq!(r.json()["max_tokens"], 4, "boolean key applied");
+        assert!(r.json().get("max_completion_tokens").is_none());
+    }
+    for entry in std::fs::read_dir(&run.dir).unwrap().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        assert!(
+            !text.contains("sk-file-9f8e7d"),
+            "the API key leaked into {}",
+            entry.path().display()
+        );
+    }
+
+    let yaml =
+        "benchmark:\n  url: mock?ttft_ms=1&itl_ms=0\n  request_count: 2\n  streaming: true\n";
+    let run = run_config(true, yaml, &[], &[], &[]);
+    run.ok();
+    assert_eq!(run.json()["time_to_first_token"]["count"], 2);
+}
+
+#[test]
+fn plugin_flags_decide_what_a_broken_plugin_does() {
+    let yaml = "\
+benchmark:
+  url: mock?ttft_ms=1&itl_ms=0
+  request_count: 2
+plugins:
+  aiperf_it_missing_plugin:
+    path: /nonexistent/aiperf-it-plugin
+";
+    // By default a plugin that cannot start is skipped with a warning; the run goes on.
+    let run = run_config(false, yaml, &[], &[], &[]);
+    run.ok();
+    assert_eq!(run.json()["request_count"]["avg"], 2.0);
+    assert!(
+        run.out.stderr.contains("aiperf_it_missing_plugin"),
+        "a warning names the plugin: {}",
+        run.out.stderr
+    );
+
+    // --strict-plugins: any plugin failure is an error.
+    let run = run_config(false, yaml, &["--strict-plugins"], &[], &[]);
+    assert_eq!(run.out.code, 1, "{}", run.out.stderr);
+    assert!(
+        run.out
+            .stderr
+            .lines()
+            .any(|l| l.starts_with("error: ") && l.contains("aiperf_it_missing_plugin")),
+        "{}",
+        run.out.stderr
+    );
+
+    // --no-plugins: nothing is started, so nothing fails.
+    let run = run_config(true, yaml, &["--no-plugins", "--strict-plugins"], &[], &[]);
+    run.ok();
+    assert!(
+        !run.out.stderr.contains("warning"),
+        "no plugin warnings with --no-plugins: {}",
+        run.out.stderr
+    );
+}

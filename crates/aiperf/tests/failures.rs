@@ -1,0 +1,290 @@
+//! Failure kinds: each is counted and summarised in `error_summary`, and the run never
+//! crashes. Usage errors print one line and exit 2.
+
+mod common;
+
+use common::{free_port, profile, Aiperf, Behavior, Profile, TestServer};
+use serde_json::Value;
+
+/// Asserts every request failed with one error kind, and the run ended as it should.
+fn assert_all_failed(run: &Profile, requests: u64, kind: &str) -> String {
+    run.expect_code(1);
+    let errors = run.errors();
+    assert_eq!(errors.len(), 1, "one kind of error expected: {errors:?}");
+    let (_, got_kind, message, count) = &errors[0];
+    assert_eq!(got_kind, kind, "{errors:?}");
+    assert_eq!(*count, requests, "{errors:?}");
+    assert_eq!(run.stat("error_request_count", "avg"), requests as f64);
+    assert_eq!(run.stat("request_count", "avg"), 0.0);
+    // No latency statistics from failed requests.
+    let j = run.json();
+    assert!(
+        j.get("request_latency").is_none(),
+        "{}",
+        j["request_latency"]
+    );
+    // The console shows the error summary, stderr says why the exit code is 1.
+    assert!(
+        run.out.stdout.contains(kind),
+        "error summary not printed:\n{}",
+        run.out.stdout
+    );
+    assert!(
+        run.out.stderr.contains("every request failed"),
+        "{}",
+        run.out.stderr
+    );
+    // Every request still has its JSONL line, with the error.
+    let recs = run.jsonl();
+    assert_eq!(recs.len() as u64, requests);
+    for r in &recs {
+        assert_eq!(r["error"]["type"], kind, "{r}");
+    }
+    message.clone()
+}
+
+#[test]
+fn refused_connection() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let run = profile(&["--url", &url, "-m", "m", "--request-count", "3"]);
+    assert_all_failed(&run, 3, "ConnectionError");
+    let errors = run.errors();
+    assert_eq!(errors[0].0, None, "no HTTP status for a refused connection");
+}
+
+#[test]
+fn http_500_some_requests() {
+    let run = profile(&[
+        "--url",
+        "mock?ttft_ms=1&itl_ms=0&error_rate=30",
+        "--request-count",
+        "40",
+        "--concurrency",
+        "4",
+    ]);
+    run.ok();
+    let failed = run.stat("error_request_count", "avg");
+    let succeeded = run.stat("request_count", "avg");
+    assert!(failed > 0.0 && succeeded > 0.0, "{failed} / {succeeded}");
+    assert_eq!(failed + succeeded, 40.0);
+    let errors = run.errors();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let (code, kind, message, count) = &errors[0];
+    assert_eq!(*code, Some(500));
+    assert_eq!(kind, "InternalServerError");
+    assert!(message.contains("mock server injected error"), "{message}");
+    assert_eq!(*count as f64, failed);
+    // Only successes enter the latency statistics.
+    assert_eq!(
+        run.json()["request_latency"]["count"].as_f64(),
+        Some(succeeded)
+    );
+    let recs = run.jsonl();
+    assert_eq!(recs.len(), 40);
+    let errored = recs.iter().filter(|r| !r["error"].is_null()).count();
+    assert_eq!(errored as f64, failed);
+    for r in recs.iter().filter(|r| !r["error"].is_null()) {
+        assert_eq!(r["error"]["code"], 500, "{r}");
+    }
+}
+
+#[test]
+fn http_500_every_request() {
+    let run = profile(&[
+        "--url",
+        "mock?ttft_ms=1&itl_ms=0&error_rate=100",
+        "--request-count",
+        "5",
+    ]);
+    assert_all_failed(&run, 5, "InternalServerError");
+    assert_eq!(run.errors()[0].0, Some(500));
+}
+
+#[test]
+fn stream_cut_short() {
+    let server = TestServer::start(Behavior::TruncatedSse);
+    let run = profile(&[
+        "--url",
+        &server.url(),
+        "-m",
+        "m",
+        "--streaming",
+        "--request-count",
+        "3",
+    ]);
+    assert_all_failed(&run, 3, "StreamTruncated");
+    assert_eq!(server.requests().len(), 3);
+}
+
+#[test]
+fn request_timeout() {
+    let server = TestServer::start(Behavior::Stall);
+    let run = profile(&[
+        "--url",
+        &server.url(),
+        "-m",
+        "m",
+        "--streaming",
+        "--request-timeout-seconds",
+        "0.5",
+        "--request-count",
+        "2",
+    ]);
+    assert_all_failed(&run, 2, "RequestTimeout");
+}
+
+#[test]
+fn garbage_events() {
+    let server = TestServer::start(Behavior::GarbageSse);
+    let run = profile(&[
+        "--url",
+        &server.url(),
+        "-m",
+        "m",
+        "--streaming",
+        "--request-count",
+        "3",
+    ]);
+    let message = assert_all_failed(&run, 3, "InvalidResponse");
+    assert!(message.contains("not-json"), "{message}");
+}
+
+#[test]
+fn sse_error_event() {
+    let server = TestServer::start(Behavior::ErrorEventSse);
+    let run = profile(&[
+        "--url",
+        &server.url(),
+        "-m",
+        "m",
+        "--streaming",
+        "--request-count",
+        "3",
+    ]);
+    let message = assert_all_failed(&run, 3, "StreamError");
+    assert_eq!(message, "boom");
+}
+
+#[test]
+fn error_summary_in_json_has_the_documented_shape() {
+    let run = profile(&[
+        "--url",
+        "mock?ttft_ms=1&itl_ms=0&error_rate=100",
+        "--request-count",
+        "2",
+    ]);
+    run.expect_code(1);
+    let j = run.json();
+    let summary = j["error_summary"].as_array().unwrap();
+    assert_eq!(summary.len(), 1);
+    let entry = &summary[0];
+    assert_eq!(entry["count"], 2);
+    let d = &entry["error_details"];
+    assert_eq!(d["code"], 500);
+    assert_eq!(d["type"], "InternalServerError");
+    assert!(d["message"].is_string());
+}
+
+fn usage(args: &[&str]) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a");
+    let mut all = vec!["profile"];
+    all.extend_from_slice(args);
+    all.extend(["--ui", "none", "--artifact-dir", dir.to_str().unwrap()]);
+    let out = Aiperf::raw(&all).current_dir(tmp.path()).run();
+    let line = out.assert_usage_error();
+    assert!(
+        !dir.exists(),
+        "{args:?}: nothing is written on a usage error"
+    );
+    line
+}
+
+#[test]
+fn usage_errors_print_one_line_and_exit_2() {
+    let line = usage(&["--url", "mock", "--no-such-flag"]);
+    assert!(line.contains("--no-such-flag"), "{line}");
+
+    let line = usage(&["--url", "mock", "--concurrency", "0"]);
+    assert!(line.contains("concurrency"), "{line}");
+
+    let line = usage(&["--url", "mock", "--concurrency", "many"]);
+    assert!(line.contains("concurrency"), "{line}");
+
+    let line = usage(&["--url", "mock", "--header", "NoColonHere"]);
+    assert!(line.contains("NoColonHere"), "{line}");
+
+    let line = usage(&["--url", "ftp://x", "-m", "m"]);
+    assert!(line.contains("ftp://x"), "{line}");
+
+    let line = usage(&["--url", "mock", "--request-count", "0"]);
+    assert!(line.contains("request-count"), "{line}");
+
+    let line = usage(&["--url", "mock", "--request-timeout-seconds", "0"]);
+    assert!(line.contains("request-timeout-seconds"), "{line}");
+
+    let line = usage(&["--url", "mock", "--extra-inputs", "novalue"]);
+    assert!(line.contains("novalue"), "{line}");
+
+    let line = usage(&["--url", "mock", "--endpoint-type", "rerank"]);
+    assert!(line.contains("rerank"), "{line}");
+
+    let line = usage(&["--url", "http://127.0.0.1:9"]);
+    assert!(
+        line.contains("--model"),
+        "a real server needs a model: {line}"
+    );
+
+    let line = usage(&["--url", "mock?bogus=1"]);
+    assert!(line.contains("bogus"), "{line}");
+
+    let line = usage(&["--url", "mock?error_rate=150"]);
+    assert!(line.contains("error_rate"), "{line}");
+}
+
+#[test]
+fn no_subcommand_is_a_usage_error() {
+    let out = Aiperf::raw::<&str>(&[]).run();
+    out.assert_usage_error();
+}
+
+#[test]
+fn jsonl_error_records_carry_the_error_details() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let run = profile(&["--url", &url, "-m", "m", "--request-count", "2"]);
+    run.expect_code(1);
+    for r in run.jsonl() {
+        let e = &r["error"];
+        assert_eq!(e["type"], "ConnectionError", "{r}");
+        assert!(e["code"].is_null(), "{r}");
+        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{r}");
+        assert!(r["metadata"]["request_start_ns"].as_u64().is_some(), "{r}");
+        assert_eq!(r["metadata"]["benchmark_phase"], Value::from("profiling"));
+    }
+}
+
+#[test]
+fn cancelled_requests_are_summarised_as_one_kind() {
+    let run = profile(&[
+        "--url",
+        "mock?ttft_ms=1000&itl_ms=0&tokens=2",
+        "--benchmark-duration",
+        "0.3",
+        "--benchmark-grace-period",
+        "0",
+        "--concurrency",
+        "3",
+    ]);
+    run.expect_code(1);
+    let errors = run.errors();
+    assert_eq!(
+        errors.len(),
+        1,
+        "one summary entry for one kind of error: {errors:?}"
+    );
+    assert_eq!(errors[0].0, Some(499));
+    assert_eq!(errors[0].1, "RequestCancellationError");
+    assert_eq!(errors[0].3, 3);
+}
