@@ -118,13 +118,12 @@ impl Transport {
             Ok(()) => {}
             Err(cancelled) => {
                 rec.end_ns = self.clock.now_ns();
-                let secs = (rec.end_ns - rec.start_ns) as f64 / 1e9;
                 rec.error = Some(if cancelled {
                     rec.cancelled = true;
                     ErrorDetails::new(
                         Some(499),
                         "RequestCancellationError",
-                        format!("request was cancelled after {secs:.3} seconds"),
+                        "request was cancelled before it finished",
                     )
                 } else {
                     ErrorDetails::new(
