@@ -198,6 +198,11 @@ pub struct PhaseStats {
     pub sending_complete_time_ns: Option<u64>,
     pub end_time_ns: Option<u64>,
     pub timed_out: bool,
+    /// Requests that left more than 1 ms after their scheduled time (rate and trace modes).
+    pub late_sends: u64,
+    /// The largest send lag (actual minus scheduled send time) so far, in ms; `None` when
+    /// requests have no schedule (closed-loop concurrency).
+    pub max_send_lag_ms: Option<f64>,
 }
 
 /// A hook firing, delivered to the plugin; it must be answered with an [`PluginMessage::Ack`]
@@ -330,6 +335,8 @@ mod tests {
             sending_complete_time_ns: Some(1_764_121_201_000_000_000),
             end_time_ns: None,
             timed_out: false,
+            late_sends: 0,
+            max_send_lag_ms: None,
         }
     }
 

@@ -17,7 +17,7 @@ use crate::metrics::processor::RecordProcessor;
 use crate::metrics::{PhaseKind, PhaseSummary};
 use crate::mock::{parse_mock_url, InProcessMock};
 use crate::plugin::HookRegistry;
-use crate::timing::{run_phase, Clock, PhaseSpec, PhaseTracker, RunContext};
+use crate::timing::{run_phase, Clock, PhaseSpec, PhaseTracker, RateSpec, RunContext};
 use crate::tokenizer::Tokenizer;
 use crate::transport::Transport;
 
@@ -181,13 +181,29 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
     let mut phase_stats = Map::new();
     let mut warmup = None;
     let mut phases = Vec::new();
-    if cfg.warmup_request_count > 0 {
+    let rate = |r: Option<f64>, seed: u64| {
+        r.map(|rate| RateSpec {
+            rate,
+            mode: cfg.request_rate_mode,
+            smoothness: cfg.arrival_smoothness,
+            ramp: cfg.request_rate_ramp,
+            seed,
+        })
+    };
+    if cfg.warmup_request_count > 0 || cfg.warmup_duration.is_some() {
         phases.push(PhaseSpec {
             kind: PhaseKind::Warmup,
-            request_count: Some(cfg.warmup_request_count),
-            duration: None,
+            request_count: (cfg.warmup_request_count > 0).then_some(cfg.warmup_request_count),
+            duration: cfg.warmup_duration,
             grace_period: cfg.grace_period,
-            concurrency: cfg.concurrency,
+            concurrency: cfg.warmup_concurrency.or(cfg.concurrency),
+            concurrency_ramp: None,
+            rate: rate(
+                cfg.warmup_request_rate.or(cfg.request_rate),
+                cfg.random_seed ^ 0x5741_524D,
+            ),
+            cancellation: None,
+            seed: cfg.random_seed ^ 0x5741_524D,
         });
     }
     phases.push(PhaseSpec {
@@ -196,6 +212,10 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
         duration: cfg.benchmark_duration,
         grace_period: cfg.grace_period,
         concurrency: cfg.concurrency,
+        concurrency_ramp: cfg.concurrency_ramp,
+        rate: rate(cfg.request_rate, cfg.random_seed),
+        cancellation: cfg.cancellation,
+        seed: cfg.random_seed,
     });
     let mut profiling = PhaseSummary::default();
     for spec in phases {
@@ -255,6 +275,15 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
         warnings.push(
             "the run was interrupted: results cover only the requests that finished".to_string(),
         );
+    }
+    if let Some(crate::metrics::MetricValue::Stats(lag)) = profiling.get("send_lag") {
+        if lag.p99 > 1.0 {
+            warnings.push(format!(
+                "the client could not keep the request schedule: send lag p99 {:.2} ms, max {:.2} ms; \
+                 latencies may include client delay (lower the rate or use a less loaded machine)",
+                lag.p99, lag.max
+            ));
+        }
     }
     let report = RunReport {
         benchmark_id: uuid::Uuid::new_v4().to_string(),

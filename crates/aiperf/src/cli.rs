@@ -104,9 +104,24 @@ pub struct ProfileArgs {
     /// Requests per second (open loop); combined with --concurrency as a cap.
     #[arg(long, value_name = "R")]
     pub request_rate: Option<f64>,
-    /// Arrival process for --request-rate.
+    /// Arrival process for --request-rate (default poisson).
     #[arg(long, value_enum, visible_alias = "arrival-pattern")]
     pub request_rate_mode: Option<RequestRateMode>,
+    /// Gamma shape for `--request-rate-mode gamma`: 1 is Poisson, larger is smoother.
+    #[arg(long, value_name = "K", default_value_t = 1.0)]
+    pub arrival_smoothness: f64,
+    /// Ramp the request rate linearly from 0 to --request-rate over this many seconds.
+    #[arg(long, value_name = "S")]
+    pub request_rate_ramp_duration: Option<f64>,
+    /// Ramp concurrency linearly from 1 to --concurrency over this many seconds.
+    #[arg(long, value_name = "S")]
+    pub concurrency_ramp_duration: Option<f64>,
+    /// Percent of requests to cancel after --request-cancellation-delay.
+    #[arg(long, value_name = "PCT")]
+    pub request_cancellation_rate: Option<f64>,
+    /// Seconds after sending at which a request chosen for cancellation is cancelled.
+    #[arg(long, value_name = "S", default_value_t = 0.0)]
+    pub request_cancellation_delay: f64,
     /// Number of requests in the profiling phase (default 10 when no duration is given).
     #[arg(long, value_name = "N", visible_alias = "num-requests")]
     pub request_count: Option<u64>,
@@ -119,6 +134,15 @@ pub struct ProfileArgs {
     /// Requests in a warmup phase before profiling, kept out of the summary.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub warmup_request_count: u64,
+    /// Warmup phase length in seconds (instead of, or with, a request count).
+    #[arg(long, value_name = "S")]
+    pub warmup_duration: Option<f64>,
+    /// Concurrency during warmup (default: --concurrency).
+    #[arg(long, value_name = "N")]
+    pub warmup_concurrency: Option<usize>,
+    /// Request rate during warmup (default: --request-rate).
+    #[arg(long, value_name = "R")]
+    pub warmup_request_rate: Option<f64>,
 
     // ---- payload ----
     /// Mean prompt length in tokens (synthetic prompts).

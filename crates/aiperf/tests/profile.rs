@@ -821,9 +821,6 @@ fn benchmark_duration_stops_sending_and_grace_period_bounds_the_drain() {
 }
 
 #[test]
-#[ignore = "BUG: --request-rate and --request-rate-mode are parsed into BenchmarkConfig but never \
-            used: timing::PhaseSpec has no rate and run_phase sends closed-loop, so requests \
-            start back to back (measured gaps of 1-10 ms at --request-rate 5)"]
 fn request_rate_paces_the_requests() {
     for (mode, min_span_s) in [("constant", 0.35), ("poisson", 0.1)] {
         // 11 requests at 20/s: 10 gaps, 0.5 s on average. Even Poisson arrivals spread

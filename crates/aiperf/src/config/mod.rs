@@ -62,9 +62,18 @@ pub struct BenchmarkConfig {
     pub endpoint_type: EndpointType,
     pub endpoint_path: String,
     pub streaming: bool,
-    pub concurrency: usize,
+    /// In-flight cap; `None` with a request rate means no cap. Closed loop uses 1 if unset.
+    pub concurrency: Option<usize>,
     pub request_rate: Option<f64>,
     pub request_rate_mode: RequestRateMode,
+    pub arrival_smoothness: f64,
+    pub request_rate_ramp: Option<Duration>,
+    pub concurrency_ramp: Option<Duration>,
+    /// (percent, delay) for request cancellation.
+    pub cancellation: Option<(f64, Duration)>,
+    pub warmup_duration: Option<Duration>,
+    pub warmup_concurrency: Option<usize>,
+    pub warmup_request_rate: Option<f64>,
     pub request_count: Option<u64>,
     pub benchmark_duration: Option<Duration>,
     pub grace_period: Duration,
@@ -628,13 +637,45 @@ fn resolve(
             ))
         }
     };
-    let concurrency = a.concurrency.unwrap_or(1);
-    if concurrency == 0 {
+    let concurrency = a.concurrency;
+    if concurrency == Some(0) || a.warmup_concurrency == Some(0) {
         return Err(usage("--concurrency must be at least 1"));
     }
     if let Some(r) = a.request_rate {
         positive("request-rate", r)?;
     }
+    if let Some(r) = a.warmup_request_rate {
+        positive("warmup-request-rate", r)?;
+    }
+    positive("arrival-smoothness", a.arrival_smoothness)?;
+    for (name, v) in [
+        ("request-rate-ramp-duration", a.request_rate_ramp_duration),
+        ("concurrency-ramp-duration", a.concurrency_ramp_duration),
+        ("warmup-duration", a.warmup_duration),
+    ] {
+        if let Some(v) = v {
+            positive(name, v)?;
+        }
+    }
+    if a.request_rate_ramp_duration.is_some() && a.request_rate.is_none() {
+        return Err(usage("--request-rate-ramp-duration needs --request-rate"));
+    }
+    let cancellation = match a.request_cancellation_rate {
+        Some(p) if (0.0..=100.0).contains(&p) => {
+            if !(a.request_cancellation_delay.is_finite() && a.request_cancellation_delay >= 0.0) {
+                return Err(usage(
+                    "--request-cancellation-delay must be zero or more seconds",
+                ));
+            }
+            (p > 0.0).then(|| (p, Duration::from_secs_f64(a.request_cancellation_delay)))
+        }
+        Some(p) => {
+            return Err(usage(format!(
+                "--request-cancellation-rate must be a percentage from 0 to 100, got {p}"
+            )))
+        }
+        None => None,
+    };
     if let Some(d) = a.benchmark_duration {
         positive("benchmark-duration", d)?;
     }
@@ -685,7 +726,7 @@ fn resolve(
     };
     let load_label = match a.request_rate {
         Some(r) => format!("request_rate{r}"),
-        None => format!("concurrency{concurrency}"),
+        None => format!("concurrency{}", concurrency.unwrap_or(1)),
     };
     let endpoint_label = match a.endpoint_type {
         EndpointType::Chat => "openai-chat",
@@ -721,6 +762,13 @@ fn resolve(
         concurrency,
         request_rate: a.request_rate,
         request_rate_mode: a.request_rate_mode.unwrap_or(RequestRateMode::Poisson),
+        arrival_smoothness: a.arrival_smoothness,
+        request_rate_ramp: a.request_rate_ramp_duration.map(Duration::from_secs_f64),
+        concurrency_ramp: a.concurrency_ramp_duration.map(Duration::from_secs_f64),
+        cancellation,
+        warmup_duration: a.warmup_duration.map(Duration::from_secs_f64),
+        warmup_concurrency: a.warmup_concurrency,
+        warmup_request_rate: a.warmup_request_rate,
         request_count,
         benchmark_duration: a.benchmark_duration.map(Duration::from_secs_f64),
         grace_period: Duration::from_secs_f64(a.benchmark_grace_period),
@@ -803,6 +851,14 @@ impl BenchmarkConfig {
                 "concurrency": self.concurrency,
                 "request_rate": self.request_rate,
                 "request_rate_mode": self.request_rate_mode,
+                "arrival_smoothness": self.arrival_smoothness,
+                "request_rate_ramp_duration": self.request_rate_ramp.map(|d| d.as_secs_f64()),
+                "concurrency_ramp_duration": self.concurrency_ramp.map(|d| d.as_secs_f64()),
+                "request_cancellation_rate": self.cancellation.map(|c| c.0),
+                "request_cancellation_delay": self.cancellation.map(|c| c.1.as_secs_f64()),
+                "warmup_duration": self.warmup_duration.map(|d| d.as_secs_f64()),
+                "warmup_concurrency": self.warmup_concurrency,
+                "warmup_request_rate": self.warmup_request_rate,
                 "request_count": self.request_count,
                 "benchmark_duration": self.benchmark_duration.map(|d| d.as_secs_f64()),
                 "benchmark_grace_period": self.grace_period.as_secs_f64(),
@@ -851,7 +907,7 @@ mod tests {
         let p = f.path().to_str().unwrap();
         let c = load(&args(&["--config", p, "--concurrency", "7"])).unwrap();
         assert_eq!(c.model, "m1");
-        assert_eq!(c.concurrency, 7);
+        assert_eq!(c.concurrency, Some(7));
         assert!(c.streaming);
         assert_eq!(c.urls, vec!["http://a:1"]);
         assert_eq!(c.headers, vec![("X-A".to_string(), "1".to_string())]);

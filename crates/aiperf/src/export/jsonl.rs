@@ -39,6 +39,8 @@ impl JsonlWriter {
             "request_end_ns": wall(rec.end_ns),
             "benchmark_phase": rec.phase,
             "url_index": rec.url_index,
+            "scheduled_ns": rec.scheduled_ns.map(wall),
+            "send_lag_ms": rec.scheduled_ns.map(|s| (rec.start_ns as f64 - s as f64) / 1e6),
             "was_cancelled": rec.cancelled,
             "cancellation_time_ns": rec.cancelled.then(|| wall(rec.end_ns)),
         })

@@ -167,6 +167,7 @@ pub const METRICS: &[MetricInfo] = &[
         Aggregate,
         false,
     ),
+    m("send_lag", "Send Lag", "ms", PerRequest, false),
 ];
 
 pub fn metric_info(tag: &str) -> Option<&'static MetricInfo> {
@@ -190,6 +191,8 @@ pub struct RequestMetrics {
     pub isl: u64,
     /// End of the request for the benchmark duration: the last content response.
     pub end_ns: u64,
+    /// Actual minus scheduled send time (rate and trace modes).
+    pub send_lag_ms: Option<f64>,
 }
 
 /// Computes a successful request's metrics. OSL is the tokenizer's count of all output text
@@ -245,6 +248,9 @@ pub fn compute(
         reasoning_tokens,
         isl,
         end_ns,
+        send_lag_ms: rec
+            .scheduled_ns
+            .map(|s| (rec.start_ns as f64 - s as f64) / NS_PER_MS),
     }
 }
 
@@ -327,6 +333,7 @@ impl PhaseAccumulator {
             push("reasoning_token_count", Some(m.reasoning_tokens as f64));
         }
         push("input_sequence_length", Some(m.isl as f64));
+        push("send_lag", m.send_lag_ms);
         if !m.icl_ms.is_empty() {
             self.values
                 .entry("inter_chunk_latency")
@@ -336,6 +343,10 @@ impl PhaseAccumulator {
     }
 
     pub fn add_error(&mut self, rec: &RequestRecord, err: &ErrorDetails) {
+        if let Some(s) = rec.scheduled_ns.filter(|_| rec.start_ns > 0) {
+            let lag = (rec.start_ns as f64 - s as f64) / NS_PER_MS;
+            self.values.entry("send_lag").or_default().push(lag);
+        }
         if rec.cancelled {
             self.cancelled += 1;
         }
@@ -482,6 +493,7 @@ mod tests {
             url_index: 0,
             streaming: true,
             start_ns: 1_000_000,
+            scheduled_ns: None,
             ack_ns: Some(2_000_000),
             end_ns: *content_ns.last().unwrap_or(&5_000_000) + 100,
             first_output_ns: content_ns.first().copied(),

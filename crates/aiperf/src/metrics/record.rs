@@ -73,6 +73,9 @@ pub struct RequestRecord {
     pub url_index: usize,
     pub streaming: bool,
     pub start_ns: u64,
+    /// When the schedule wanted it sent (rate and trace modes); `start_ns - scheduled_ns` is
+    /// its send lag.
+    pub scheduled_ns: Option<u64>,
     /// When the response headers arrived.
     pub ack_ns: Option<u64>,
     /// When the last byte was read (or the request failed).

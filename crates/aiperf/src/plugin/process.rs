@@ -182,11 +182,17 @@ impl ProcessPlugin {
         if let Some(schema) = self.hello(timeout).await? {
             validate_config(&schema, config)?;
         }
-        self.send(&HostMessage::Configure {
-            config: config.clone(),
-        })
-        .await
-        .map_err(|e| format!("cannot send config: {e}"))?;
+        if let Err(e) = self
+            .send(&HostMessage::Configure {
+                config: config.clone(),
+            })
+            .await
+        {
+            return Err(format!(
+                "exited before taking its config ({}; {e})",
+                self.exit_status().await
+            ));
+        }
         let reply = tokio::time::timeout(timeout, self.recv())
             .await
             .map_err(|_| {

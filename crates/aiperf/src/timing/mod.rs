@@ -2,25 +2,44 @@
 //!
 //! The orchestrator runs each phase CREATED → STARTED → SENDING_COMPLETE → COMPLETE and emits
 //! the phase hooks to the [`HookRegistry`]; it knows nothing about which plugins exist.
+//!
+//! Two ways to load a server: closed loop (N workers, each sending its next request when the
+//! last one finishes) and open loop (a scheduler sends on absolute deadlines at a target rate,
+//! optionally capped by a concurrency limit; a request held back by the cap waits, and its
+//! send lag is recorded: nothing is dropped).
 
 pub mod clock;
 pub mod hires;
+pub mod schedule;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aiperf_plugin::{Hook, PhaseStats};
-use tokio::sync::Notify;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use clock::Clock;
 
+use crate::cli::RequestRateMode;
 use crate::dataset::Dataset;
 use crate::metrics::processor::{ProcessorMsg, RecordSender};
 use crate::metrics::{PhaseKind, RequestRecord};
 use crate::plugin::HookRegistry;
 use crate::transport::Transport;
+use schedule::Schedule;
+
+/// An open-loop request rate.
+#[derive(Debug, Clone)]
+pub struct RateSpec {
+    pub rate: f64,
+    pub mode: RequestRateMode,
+    pub smoothness: f64,
+    pub ramp: Option<Duration>,
+    pub seed: u64,
+}
 
 /// What bounds a phase and how it is loaded.
 #[derive(Debug, Clone)]
@@ -29,8 +48,17 @@ pub struct PhaseSpec {
     pub request_count: Option<u64>,
     pub duration: Option<Duration>,
     pub grace_period: Duration,
-    pub concurrency: usize,
+    /// Closed loop: the number of workers (1 if unset). Open loop: a cap on in-flight requests.
+    pub concurrency: Option<usize>,
+    pub concurrency_ramp: Option<Duration>,
+    pub rate: Option<RateSpec>,
+    /// (percent, delay): cancel that share of requests that long after sending.
+    pub cancellation: Option<(f64, Duration)>,
+    pub seed: u64,
 }
+
+/// A send more than this late counts as late.
+pub const LATE_SEND_NS: u64 = 1_000_000;
 
 /// Live counters of one phase, shared by its workers; the source of [`PhaseStats`].
 #[derive(Debug)]
@@ -46,6 +74,9 @@ pub struct PhaseTracker {
     pub sending_complete_ns: AtomicU64,
     pub end_ns: AtomicU64,
     pub timed_out: AtomicBool,
+    pub late_sends: AtomicU64,
+    /// Largest send lag in ns, plus one (0: no scheduled request yet).
+    pub max_send_lag_ns: AtomicU64,
     clock: Clock,
 }
 
@@ -62,6 +93,8 @@ impl PhaseTracker {
             sending_complete_ns: AtomicU64::new(0),
             end_ns: AtomicU64::new(0),
             timed_out: AtomicBool::new(false),
+            late_sends: AtomicU64::new(0),
+            max_send_lag_ns: AtomicU64::new(0),
             clock,
         }
     }
@@ -89,6 +122,11 @@ impl PhaseTracker {
             sending_complete_time_ns: opt(sc),
             end_time_ns: opt(end),
             timed_out: self.timed_out.load(Ordering::Acquire),
+            late_sends: ld(&self.late_sends),
+            max_send_lag_ms: match ld(&self.max_send_lag_ns) {
+                0 => None,
+                v => Some((v - 1) as f64 / 1e6),
+            },
         }
     }
 }
@@ -108,15 +146,13 @@ pub struct RunContext {
     pub cancel_in_flight: CancellationToken,
 }
 
-/// Per-phase state the workers consult for credits.
+/// Per-phase state shared by its workers.
 struct PhaseRun {
     spec: PhaseSpec,
     tracker: Arc<PhaseTracker>,
     /// Credits handed out in this phase.
     issued: AtomicU64,
     stop: CancellationToken,
-    sending_done: Notify,
-    sending_done_flag: AtomicBool,
     cancel: CancellationToken,
 }
 
@@ -131,7 +167,8 @@ impl PhaseRun {
             Some(limit) if n >= limit => None,
             Some(limit) => {
                 if n + 1 == limit {
-                    self.mark_sending_done();
+                    // The last credit is out: sending is complete.
+                    self.stop.cancel();
                 }
                 Some(n)
             }
@@ -139,59 +176,133 @@ impl PhaseRun {
         }
     }
 
-    fn mark_sending_done(&self) {
-        if !self.sending_done_flag.swap(true, Ordering::AcqRel) {
-            self.sending_done.notify_one();
+    /// Whether this credit's request is to be cancelled, decided by a seeded hash so a run
+    /// is reproducible.
+    fn cancel_after(&self, credit: u64) -> Option<Duration> {
+        let (pct, delay) = self.spec.cancellation?;
+        let mut z = self.spec.seed ^ credit.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z ^= z >> 29;
+        let u = (z >> 11) as f64 / (1u64 << 53) as f64;
+        (u * 100.0 < pct).then_some(delay)
+    }
+}
+
+/// Sends one request and hands its record to the processor.
+async fn execute(
+    ctx: &RunContext,
+    phase: &PhaseRun,
+    credit: u64,
+    scheduled_ns: Option<u64>,
+) -> bool {
+    let request_index = ctx.next_request.fetch_add(1, Ordering::Relaxed);
+    let n_entries = ctx.dataset.entries.len();
+    let entry_index = (credit as usize) % n_entries;
+    let entry = &ctx.dataset.entries[entry_index];
+    let mut rec = RequestRecord {
+        phase: phase.spec.kind,
+        request_index,
+        conversation_index: entry_index,
+        turn_index: 0,
+        url_index: (request_index as usize) % ctx.transport.url_count(),
+        streaming: ctx.streaming,
+        start_ns: 0,
+        scheduled_ns,
+        ack_ns: None,
+        end_ns: 0,
+        content_ns: Vec::new(),
+        first_output_ns: None,
+        output_text: String::new(),
+        reasoning_text: String::new(),
+        usage: None,
+        isl: entry.isl,
+        error: None,
+        cancelled: false,
+    };
+    let tracker = &phase.tracker;
+    tracker.sent.fetch_add(1, Ordering::AcqRel);
+    ctx.transport
+        .send(
+            &mut rec,
+            entry.payload.clone(),
+            &phase.cancel,
+            phase.cancel_after(credit),
+        )
+        .await;
+    if let Some(s) = scheduled_ns {
+        let lag = rec.start_ns.saturating_sub(s);
+        if lag > LATE_SEND_NS {
+            tracker.late_sends.fetch_add(1, Ordering::AcqRel);
+        }
+        tracker.max_send_lag_ns.fetch_max(lag + 1, Ordering::AcqRel);
+    }
+    if rec.cancelled {
+        tracker.cancelled.fetch_add(1, Ordering::AcqRel);
+    } else {
+        if rec.error.is_some() {
+            tracker.errors.fetch_add(1, Ordering::AcqRel);
+        }
+        tracker.completed.fetch_add(1, Ordering::AcqRel);
+    }
+    ctx.records
+        .send(ProcessorMsg::Record(Box::new(rec)))
+        .is_ok()
+}
+
+/// Closed loop: send, wait for the answer, send the next.
+async fn worker(ctx: Arc<RunContext>, phase: Arc<PhaseRun>, start_at: Option<Instant>) {
+    if let Some(t) = start_at {
+        // Concurrency ramp: this worker joins later.
+        tokio::select! {
+            _ = tokio::time::sleep_until(t.into()) => {}
+            _ = phase.stop.cancelled() => return,
+        }
+    }
+    while let Some(credit) = phase.next_credit() {
+        if !execute(&ctx, &phase, credit, None).await {
+            break;
         }
     }
 }
 
-async fn worker(ctx: Arc<RunContext>, phase: Arc<PhaseRun>) {
-    let n_entries = ctx.dataset.entries.len();
-    let n_urls = ctx.transport.url_count();
-    while let Some(credit) = phase.next_credit() {
-        let request_index = ctx.next_request.fetch_add(1, Ordering::Relaxed);
-        let entry_index = (credit as usize) % n_entries;
-        let entry = &ctx.dataset.entries[entry_index];
-        let mut rec = RequestRecord {
-            phase: phase.spec.kind,
-            request_index,
-            conversation_index: entry_index,
-            turn_index: 0,
-            url_index: (request_index as usize) % n_urls,
-            streaming: ctx.streaming,
-            start_ns: 0,
-            ack_ns: None,
-            end_ns: 0,
-            content_ns: Vec::new(),
-            first_output_ns: None,
-            output_text: String::new(),
-            reasoning_text: String::new(),
-            usage: None,
-            isl: entry.isl,
-            error: None,
-            cancelled: false,
+/// Open loop: issue credits on absolute deadlines; each request runs in its own task.
+async fn scheduler(
+    ctx: Arc<RunContext>,
+    phase: Arc<PhaseRun>,
+    rate: RateSpec,
+    requests: &mut JoinSet<()>,
+) {
+    let mut schedule = Schedule::new(rate.rate, rate.mode, rate.smoothness, rate.ramp, rate.seed);
+    let cap = phase.spec.concurrency.map(|c| Arc::new(Semaphore::new(c)));
+    let t0 = ctx
+        .clock
+        .instant_at(phase.tracker.start_ns.load(Ordering::Acquire));
+    loop {
+        let offset = schedule.next_offset();
+        let deadline = t0 + offset;
+        tokio::select! {
+            biased;
+            _ = phase.stop.cancelled() => return,
+            _ = hires::sleep_until(deadline) => {}
+        }
+        // Drain finished request tasks so the set stays small.
+        while requests.try_join_next().is_some() {}
+        let Some(credit) = phase.next_credit() else {
+            return;
         };
-        let tracker = &phase.tracker;
-        tracker.sent.fetch_add(1, Ordering::AcqRel);
-        ctx.transport
-            .send(&mut rec, entry.payload.clone(), &phase.cancel)
-            .await;
-        if rec.cancelled {
-            tracker.cancelled.fetch_add(1, Ordering::AcqRel);
-        } else {
-            if rec.error.is_some() {
-                tracker.errors.fetch_add(1, Ordering::AcqRel);
-            }
-            tracker.completed.fetch_add(1, Ordering::AcqRel);
-        }
-        if ctx
-            .records
-            .send(ProcessorMsg::Record(Box::new(rec)))
-            .is_err()
-        {
-            break;
-        }
+        let permit = match &cap {
+            Some(sem) => tokio::select! {
+                p = sem.clone().acquire_owned() => Some(p.expect("semaphore open")),
+                _ = phase.cancel.cancelled() => return,
+            },
+            None => None,
+        };
+        let scheduled_ns = ctx.clock.instant_ns(deadline);
+        let (ctx, phase) = (ctx.clone(), phase.clone());
+        requests.spawn(async move {
+            execute(&ctx, &phase, credit, Some(scheduled_ns)).await;
+            drop(permit);
+        });
     }
 }
 
@@ -210,8 +321,6 @@ pub async fn run_phase<P>(
         spec: spec.clone(),
         tracker: tracker.clone(),
         issued: AtomicU64::new(0),
-        sending_done: Notify::new(),
-        sending_done_flag: AtomicBool::new(false),
     });
 
     // STARTED: phase_start hooks finish (bounded) before the first request goes out.
@@ -226,20 +335,38 @@ pub async fn run_phase<P>(
         .store(ctx.clock.now_ns().max(1), Ordering::Release);
     let observer = on_start(tracker.clone());
 
-    let mut workers = tokio::task::JoinSet::new();
-    let n_workers = match spec.request_count {
-        Some(c) => (c.min(spec.concurrency as u64)) as usize,
-        None => spec.concurrency,
-    };
-    for _ in 0..n_workers {
-        workers.spawn(worker(ctx.clone(), phase.clone()));
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let mut scheduler_task = None;
+    match &spec.rate {
+        Some(rate) => {
+            let (ctx, phase, rate) = (ctx.clone(), phase.clone(), rate.clone());
+            scheduler_task = Some(tokio::spawn(async move {
+                let mut requests = JoinSet::new();
+                scheduler(ctx, phase, rate, &mut requests).await;
+                requests
+            }));
+        }
+        None => {
+            let workers = spec.concurrency.unwrap_or(1);
+            let workers = match spec.request_count {
+                Some(c) => (c.min(workers as u64)) as usize,
+                None => workers,
+            };
+            let t0 = Instant::now();
+            for i in 0..workers {
+                let start_at = spec
+                    .concurrency_ramp
+                    .filter(|_| i > 0)
+                    .map(|r| t0 + r.mul_f64(i as f64 / workers.max(1) as f64));
+                tasks.spawn(worker(ctx.clone(), phase.clone(), start_at));
+            }
+        }
     }
 
-    // Sending ends when the last credit is claimed, the duration passes, or the user stops.
+    // SENDING_COMPLETE: the last credit is claimed, the duration passes, or the user stops.
     let deadline = spec.duration.map(|d| tokio::time::Instant::now() + d);
     let mut timed_out = false;
     tokio::select! {
-        _ = phase.sending_done.notified() => {}
         _ = phase.stop.cancelled() => {}
         _ = async {
             match deadline {
@@ -247,10 +374,14 @@ pub async fn run_phase<P>(
                 None => std::future::pending().await,
             }
         } => { timed_out = true; }
-        _ = async { while workers.join_next().await.is_some() {} } => {}
+        _ = async { while tasks.join_next().await.is_some() {} }, if scheduler_task.is_none() => {}
     }
     phase.stop.cancel();
-    phase.mark_sending_done();
+    if let Some(s) = scheduler_task {
+        if let Ok(requests) = s.await {
+            tasks = requests;
+        }
+    }
     tracker
         .sending_complete_ns
         .store(ctx.clock.now_ns(), Ordering::Release);
@@ -261,31 +392,32 @@ pub async fn run_phase<P>(
         None,
     );
 
-    // Drain: count-bounded phases wait for every request (each bounded by its own timeout);
-    // time-bounded or interrupted phases get the grace period, then in-flight requests are
-    // cancelled and counted.
+    // COMPLETE: count-bounded phases wait for every request (each bounded by its own
+    // timeout); time-bounded or interrupted phases get the grace period, then in-flight
+    // requests are cancelled and counted.
     let bounded = timed_out || ctx.stop_sending.is_cancelled();
     if bounded {
         let grace = tokio::time::sleep(spec.grace_period);
         tokio::pin!(grace);
         loop {
             tokio::select! {
-                r = workers.join_next() => if r.is_none() { break },
+                r = tasks.join_next() => if r.is_none() { break },
                 _ = &mut grace => {
-                    if workers.is_empty() { break; }
-                    timed_out = true;
-                    phase.cancel.cancel();
-                    while workers.join_next().await.is_some() {}
+                    if !tasks.is_empty() {
+                        timed_out = true;
+                        phase.cancel.cancel();
+                        while tasks.join_next().await.is_some() {}
+                    }
                     break;
                 }
                 _ = ctx.cancel_in_flight.cancelled() => {
-                    while workers.join_next().await.is_some() {}
+                    while tasks.join_next().await.is_some() {}
                     break;
                 }
             }
         }
     } else {
-        while workers.join_next().await.is_some() {}
+        while tasks.join_next().await.is_some() {}
     }
     tracker.end_ns.store(ctx.clock.now_ns(), Ordering::Release);
     if timed_out {

@@ -91,7 +91,15 @@ impl Transport {
     }
 
     /// Sends `body` and fills the record's timing, text and error fields.
-    pub async fn send(&self, rec: &mut RequestRecord, body: Bytes, cancel: &CancellationToken) {
+    /// `cancel_after`: cancel the request this long after it was sent
+    /// (`--request-cancellation-rate`).
+    pub async fn send(
+        &self,
+        rec: &mut RequestRecord,
+        body: Bytes,
+        cancel: &CancellationToken,
+        cancel_after: Option<Duration>,
+    ) {
         let req = match self
             .client
             .post(self.urls[rec.url_index].clone())
@@ -112,6 +120,12 @@ impl Transport {
         let outcome = tokio::select! {
             biased;
             _ = cancel.cancelled() => Err(true),
+            _ = async {
+                match cancel_after {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            } => Err(true),
             r = tokio::time::timeout(timeout, self.exchange(req, rec)) => r.map_err(|_| false),
         };
         match outcome {

@@ -1,0 +1,154 @@
+//! When each request of an open-loop phase should leave: offsets from the phase start for a
+//! constant, Poisson or gamma arrival process, optionally ramped up linearly.
+//!
+//! Offsets are absolute (request i goes at `t0 + offset_i`), so a late send never pushes the
+//! rest of the schedule back.
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, Exp, Gamma};
+
+use crate::cli::RequestRateMode;
+
+/// Generates send offsets for a target rate.
+pub struct Schedule {
+    rate: f64,
+    gaps: Gaps,
+    rng: StdRng,
+    /// Cumulative time of the unramped process, in seconds.
+    u: f64,
+    ramp: Option<f64>,
+    first: bool,
+}
+
+enum Gaps {
+    Constant,
+    Exponential(Exp<f64>),
+    Gamma(Gamma<f64>),
+}
+
+impl Schedule {
+    pub fn new(
+        rate: f64,
+        mode: RequestRateMode,
+        smoothness: f64,
+        ramp: Option<Duration>,
+        seed: u64,
+    ) -> Self {
+        let gaps = match mode {
+            RequestRateMode::Constant => Gaps::Constant,
+            RequestRateMode::Poisson => Gaps::Exponential(Exp::new(rate).expect("positive rate")),
+            // shape k, scale 1/(k r): mean gap 1/r, coefficient of variation 1/sqrt(k).
+            RequestRateMode::Gamma => Gaps::Gamma(
+                Gamma::new(smoothness, 1.0 / (smoothness * rate)).expect("positive shape"),
+            ),
+        };
+        Self {
+            rate,
+            gaps,
+            rng: StdRng::seed_from_u64(seed),
+            u: 0.0,
+            ramp: ramp.map(|d| d.as_secs_f64()).filter(|r| *r > 0.0),
+            first: true,
+        }
+    }
+
+    /// The next request's offset from the phase start.
+    pub fn next_offset(&mut self) -> Duration {
+        // The first request goes at once (as AIPerf does); later ones follow the gaps.
+        if self.first {
+            self.first = false;
+        } else {
+            self.u += match &self.gaps {
+                Gaps::Constant => 1.0 / self.rate,
+                Gaps::Exponential(e) => e.sample(&mut self.rng),
+                Gaps::Gamma(g) => g.sample(&mut self.rng),
+            };
+        }
+        Duration::from_secs_f64(self.ramped(self.u))
+    }
+
+    /// Maps time of the full-rate process onto a linear ramp of length T: the expected count
+    /// by time t is r t² / 2T while ramping, then r T / 2 + r (t − T). Inverting it keeps the
+    /// arrival process's shape while its rate grows linearly from 0.
+    fn ramped(&self, u: f64) -> f64 {
+        match self.ramp {
+            None => u,
+            Some(t) => {
+                if u < t / 2.0 {
+                    (2.0 * t * u).sqrt()
+                } else {
+                    t + (u - t / 2.0)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offsets(s: &mut Schedule, n: usize) -> Vec<f64> {
+        (0..n).map(|_| s.next_offset().as_secs_f64()).collect()
+    }
+
+    #[test]
+    fn constant_rate_is_evenly_spaced() {
+        let mut s = Schedule::new(500.0, RequestRateMode::Constant, 1.0, None, 1);
+        let o = offsets(&mut s, 1001);
+        assert_eq!(o[0], 0.0);
+        assert!((o[1000] - 2.0).abs() < 1e-9);
+        assert!((o[1] - 0.002).abs() < 1e-12);
+    }
+
+    #[test]
+    fn poisson_mean_rate_and_cv() {
+        let mut s = Schedule::new(500.0, RequestRateMode::Poisson, 1.0, None, 7);
+        let o = offsets(&mut s, 50_001);
+        let gaps: Vec<f64> = o.windows(2).map(|w| w[1] - w[0]).collect();
+        let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+        let sd = (gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64).sqrt();
+        assert!(
+            (1.0 / mean - 500.0).abs() < 500.0 * 0.02,
+            "rate {}",
+            1.0 / mean
+        );
+        assert!((sd / mean - 1.0).abs() < 0.03, "cv {}", sd / mean);
+    }
+
+    #[test]
+    fn gamma_smoothness_lowers_cv() {
+        let mut s = Schedule::new(100.0, RequestRateMode::Gamma, 4.0, None, 3);
+        let o = offsets(&mut s, 20_001);
+        let gaps: Vec<f64> = o.windows(2).map(|w| w[1] - w[0]).collect();
+        let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+        let sd = (gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64).sqrt();
+        assert!((mean - 0.01).abs() < 0.0005, "mean gap {mean}");
+        assert!((sd / mean - 0.5).abs() < 0.03, "cv {}", sd / mean);
+    }
+
+    #[test]
+    fn ramp_starts_slow_and_reaches_the_rate() {
+        // 100/s with a 2 s ramp: 100 requests arrive in the ramp, then 100/s.
+        let mut s = Schedule::new(
+            100.0,
+            RequestRateMode::Constant,
+            1.0,
+            Some(Duration::from_secs(2)),
+            1,
+        );
+        let o = offsets(&mut s, 301);
+        let in_ramp = o.iter().filter(|t| **t < 2.0).count();
+        assert!((99..=101).contains(&in_ramp), "{in_ramp}");
+        assert!(
+            o[1] > 0.1,
+            "first gaps are long while the rate is low: {}",
+            o[1]
+        );
+        assert!((o[300] - o[299] - 0.01).abs() < 1e-9);
+        assert!(o.windows(2).all(|w| w[1] >= w[0]));
+    }
+}
