@@ -82,66 +82,67 @@ pub async fn run_mock_server(a: cli::MockServerArgs) -> anyhow::Result<u8> {
 
 /// `aiperf plugins list`: every discovered plugin, and whether the config enables it.
 pub async fn plugins_list(config_path: Option<&Path>) -> anyhow::Result<u8> {
+    use plugin::discovery::{self, Located};
     let section = config::load_plugins_section(config_path)?;
-    let search = plugin::discovery::SearchPath::from_env();
-    let mut python = plugin::discovery::PythonPlugins::default();
-    let found = plugin::discovery::discover_all(&search, &mut python).await;
-    let mut names: Vec<String> = found.keys().cloned().collect();
+    let search = discovery::SearchPath::from_env();
+    let mut python = discovery::PythonPlugins::default();
+    let mut found = discovery::discover_all(&search, &mut python).await;
+    // Configured plugins first, located as a run would (explicit `path:`, `_`/`-` names);
+    // then everything else that was discovered.
+    let mut rows: Vec<(String, Option<Located>, Option<&config::PluginEntry>)> = Vec::new();
     for e in &section.entries {
-        if !names.contains(&e.name) {
-            names.push(e.name.clone());
+        let loc = discovery::locate(&e.name, e.path.as_deref(), &search, &mut python)
+            .await
+            .ok();
+        if let Some(l) = &loc {
+            found.retain(|_, f| !(f.kind == l.kind && f.path == l.path && f.args == l.args));
         }
+        rows.push((e.name.clone(), loc, Some(e)));
     }
-    let probes = futures_util::future::join_all(names.iter().map(|name| {
-        let loc = found.get(name).cloned();
-        async move {
-            match &loc {
-                Some(l) if l.kind != plugin::PluginKind::Builtin => {
-                    let path = l.path.clone().expect("external path");
-                    Some(
-                        plugin::process::probe_handshake(
-                            name,
-                            &path,
-                            &l.args,
-                            Duration::from_secs(10),
-                        )
-                        .await,
+    rows.extend(found.into_iter().map(|(name, loc)| (name, Some(loc), None)));
+    let probes = futures_util::future::join_all(rows.iter().map(|(name, loc, _)| async move {
+        match loc {
+            Some(l) if l.kind != plugin::PluginKind::Builtin => {
+                let path = l.path.clone().expect("external path");
+                Some(
+                    plugin::process::probe_handshake(
+                        name,
+                        &path,
+                        &l.args,
+                        plugin::process::STARTUP_TIMEOUT,
                     )
-                }
-                _ => None,
+                    .await,
+                )
             }
+            _ => None,
         }
     }))
     .await;
     println!(
-        "{:<18} {:<9} {:<10} {:<40} {:<32} STATUS",
+        "{:<18} {:<9} {:<8} {:<44} {:<30} STATUS",
         "NAME", "KIND", "VERSION", "PATH", "HOOKS"
     );
-    for (name, probe) in names.iter().zip(probes) {
-        let loc = found.get(name);
-        let entry = section.entries.iter().find(|e| &e.name == name);
+    for ((name, loc, entry), probe) in rows.iter().zip(probes) {
         let (version, hooks) = match (&probe, loc) {
             (Some(Ok((v, h))), _) => (
                 v.clone(),
                 h.iter().map(|h| h.as_str()).collect::<Vec<_>>().join(","),
             ),
             (Some(Err(e)), _) => ("?".into(), format!("(handshake failed: {e})")),
-            (None, Some(l)) if l.kind == plugin::PluginKind::Builtin => {
-                (env!("CARGO_PKG_VERSION").to_string(), "all".to_string())
-            }
-            _ => ("-".into(), "-".into()),
+            (None, Some(_)) => (env!("CARGO_PKG_VERSION").to_string(), "all".to_string()),
+            (None, None) => ("-".into(), "-".into()),
         };
-        let status = match (loc, entry) {
-            (None, _) => "disabled: configured but not found".to_string(),
-            (Some(_), None) => "disabled: not configured under `plugins:`".to_string(),
-            (Some(_), Some(e)) if !e.enabled => format!(
-                "disabled: {}",
-                e.disabled_reason.clone().unwrap_or_default()
-            ),
-            (Some(_), Some(_)) => match &probe {
-                Some(Err(_)) => "disabled: handshake failed".to_string(),
-                _ => "enabled".to_string(),
-            },
+        let status = match (entry, loc, &probe) {
+            (Some(e), _, _) if !e.enabled => {
+                format!(
+                    "disabled: {}",
+                    e.disabled_reason.clone().unwrap_or_default()
+                )
+            }
+            (Some(_), None, _) => "disabled: configured but not found".to_string(),
+            (Some(_), Some(_), Some(Err(_))) => "disabled: handshake failed".to_string(),
+            (Some(_), Some(_), _) => "enabled".to_string(),
+            (None, _, _) => "disabled: not configured under `plugins:`".to_string(),
         };
         let path = match loc {
             Some(l) => match &l.path {
@@ -150,8 +151,8 @@ pub async fn plugins_list(config_path: Option<&Path>) -> anyhow::Result<u8> {
             },
             None => "-".into(),
         };
-        let kind = loc.map(|l| l.kind.as_str()).unwrap_or("-");
-        println!("{name:<18} {kind:<9} {version:<10} {path:<40} {hooks:<32} {status}");
+        let kind = loc.as_ref().map(|l| l.kind.as_str()).unwrap_or("-");
+        println!("{name:<18} {kind:<9} {version:<8} {path:<44} {hooks:<30} {status}");
     }
     Ok(0)
 }

@@ -9,10 +9,13 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info,aiperf=debug",
+/// Logs go to stderr. By default: warnings, plus plugins' own output (their stderr and
+/// `log` messages), which is how a plugin talks to its user.
+fn init_logging(verbose: u8, plugin_output: bool) {
+    let default = match (verbose, plugin_output) {
+        (0, true) => "warn,aiperf::plugin=info",
+        (0, false) => "warn",
+        (1, _) => "info,aiperf=debug",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("AIPERF_LOG")
@@ -20,6 +23,7 @@ fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }
@@ -47,7 +51,7 @@ fn main() -> ExitCode {
             Ok(c) => c,
             Err(e) => return usage_error(&e),
         };
-        init_logging(cfg.verbose);
+        init_logging(cfg.verbose, true);
         return run_async(async move { aiperf::run_profile(cfg).await });
     }
     let cli = match Cli::try_parse_from(&args) {
@@ -58,7 +62,8 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_logging(0);
+    // `plugins list/check` start plugins only to ask them who they are: keep them quiet.
+    init_logging(0, false);
     match cli.command {
         Some(Command::MockServer(m)) => run_async(async move { aiperf::run_mock_server(m).await }),
         Some(Command::Plugins(PluginsCommand::List { config })) => {

@@ -51,6 +51,11 @@ pub fn substitute(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
     Ok(out)
 }
 
+/// The string is exactly one `${...}` reference.
+fn is_single_reference(s: &str) -> bool {
+    s.starts_with("${") && s.ends_with('}') && s[2..].find('}') == Some(s.len() - 3)
+}
+
 fn is_var_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
@@ -64,7 +69,18 @@ pub fn substitute_yaml(
 ) -> Result<(), String> {
     match value {
         serde_yaml::Value::String(s) => {
-            *s = substitute(s, lookup)?;
+            let whole = is_single_reference(s);
+            let out = substitute(s, lookup)?;
+            // `port: ${PORT}` should be a number, as if the value had been written in place.
+            if whole {
+                if let Ok(v @ (serde_yaml::Value::Number(_) | serde_yaml::Value::Bool(_))) =
+                    serde_yaml::from_str::<serde_yaml::Value>(&out)
+                {
+                    *value = v;
+                    return Ok(());
+                }
+            }
+            *s = out;
         }
         serde_yaml::Value::Sequence(seq) => {
             for v in seq {
@@ -126,6 +142,25 @@ mod tests {
         assert_eq!(substitute("$${A}", &env).unwrap(), "${A}");
         assert_eq!(substitute("${not closed", &env).unwrap(), "${not closed");
         assert_eq!(substitute("${1bad}", &env).unwrap(), "${1bad}");
+    }
+
+    #[test]
+    fn whole_value_references_keep_their_type() {
+        let lookup = |n: &str| match n {
+            "PORT" => Some("8125".to_string()),
+            "ON" => Some("true".to_string()),
+            "NAME" => Some("host".to_string()),
+            _ => None,
+        };
+        let mut v: serde_yaml::Value = serde_yaml::from_str(
+            "{port: '${PORT}', on: '${ON}', name: '${NAME}', url: 'h:${PORT}'}",
+        )
+        .unwrap();
+        substitute_yaml(&mut v, &lookup).unwrap();
+        assert_eq!(v["port"], serde_yaml::Value::from(8125));
+        assert_eq!(v["on"], serde_yaml::Value::from(true));
+        assert_eq!(v["name"], serde_yaml::Value::from("host"));
+        assert_eq!(v["url"], serde_yaml::Value::from("h:8125"));
     }
 
     proptest! {

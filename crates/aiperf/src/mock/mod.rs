@@ -80,12 +80,6 @@ struct GenRequest {
     max_tokens: Option<u32>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
-    #[serde(default)]
-    messages: Option<Vec<serde_json::Value>>,
-    #[serde(default)]
-    prompt: Option<serde_json::Value>,
-    #[serde(default)]
-    input: Option<serde_json::Value>,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -110,18 +104,6 @@ fn mix(seed: u64, n: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-/// Rough prompt size for `usage.prompt_tokens` (the mock does not tokenize).
-fn prompt_chars(r: &GenRequest) -> usize {
-    let msgs = r
-        .messages
-        .as_ref()
-        .map(|m| m.iter().map(|v| v.to_string().len()).sum())
-        .unwrap_or(0);
-    let p = r.prompt.as_ref().map(|p| p.to_string().len()).unwrap_or(0);
-    let i = r.input.as_ref().map(|p| p.to_string().len()).unwrap_or(0);
-    msgs + p + i
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
@@ -193,7 +175,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         }
     }
     let model = gen.model.clone().unwrap_or_else(|| "mock-model".into());
-    let prompt_tokens = (prompt_chars(&gen) / 4).max(1) as u64;
+    // The mock does not tokenize: about four bytes of request per prompt token.
+    let prompt_tokens = (body.len() / 4).max(1) as u64;
     let cfg = &state.cfg;
     if path == "/v1/embeddings" {
         hires::sleep_until(arrival + cfg.ttft).await;

@@ -87,6 +87,11 @@ pub trait Plugin: Send {
 
     /// Called once at the end (external plugins stop their process here).
     async fn shutdown(&mut self) {}
+
+    /// Stops a plugin that failed or hung, at once (external plugins are killed).
+    async fn abort(&mut self) {
+        self.shutdown().await
+    }
 }
 
 /// Where a plugin came from.
@@ -286,11 +291,16 @@ impl HookRegistry {
                         }
                     }
                     reg.max_timeout = reg.max_timeout.max(entry.timeout);
-                    reg.runners
-                        .push(spawn_runner(plugin.0, entry.timeout, status.clone()));
+                    reg.runners.push(spawn_runner(
+                        plugin.0,
+                        entry.timeout,
+                        status.clone(),
+                        redactor.clone(),
+                    ));
                     tracing::info!("plugin `{}` active", entry.name);
                 }
                 Err(why) => {
+                    let why = redactor.redact(&why);
                     let mut st = status.lock().expect("status");
                     warn_disabled(&entry.name, &why);
                     st.reason = Some(why);
@@ -458,6 +468,7 @@ fn spawn_runner(
     mut plugin: Box<dyn Plugin>,
     timeout: Duration,
     status: Arc<Mutex<PluginStatus>>,
+    redactor: Redactor,
 ) -> Runner {
     let (tx, mut rx) = mpsc::unbounded_channel::<Delivery>();
     let wanted: HashSet<Hook> = plugin.hooks().into_iter().collect();
@@ -476,6 +487,7 @@ fn spawn_runner(
                         Ok(Ok(Ok(()))) => None,
                         Ok(Ok(Err(HookError::Hook(msg)))) => {
                             counts.errors += 1;
+                            let msg = redactor.redact(&msg);
                             eprintln!(
                                 "warning: plugin `{name}` hook {} failed: {msg}",
                                 d.event.hook
@@ -484,7 +496,7 @@ fn spawn_runner(
                         }
                         Ok(Ok(Err(HookError::Fatal(msg)))) => {
                             counts.errors += 1;
-                            Some(msg)
+                            Some(redactor.redact(&msg))
                         }
                         Ok(Err(_panic)) => {
                             counts.errors += 1;
@@ -509,7 +521,7 @@ fn spawn_runner(
                 };
                 if disable.is_some() {
                     alive = false;
-                    plugin.shutdown().await;
+                    plugin.abort().await;
                 }
             }
             if let Some(ack) = d.ack {
@@ -616,7 +628,7 @@ mod tests {
     fn registry(p: Probe, timeout: Duration) -> (HookRegistry, Arc<Mutex<PluginStatus>>) {
         let status = Arc::new(Mutex::new(PluginStatus::new("probe")));
         status.lock().unwrap().active = true;
-        let runner = spawn_runner(Box::new(p), timeout, status.clone());
+        let runner = spawn_runner(Box::new(p), timeout, status.clone(), Redactor::default());
         let reg = HookRegistry {
             runners: vec![runner],
             statuses: vec![status.clone()],

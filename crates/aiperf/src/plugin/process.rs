@@ -21,6 +21,8 @@ use tokio_util::codec::{FramedRead, LinesCodec};
 use super::{validate_config, HookError, HookEvent, HookResult, Plugin, Redactor};
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// The least time a plugin gets for its handshake and config.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 enum Incoming {
     Msg(PluginMessage),
@@ -61,7 +63,9 @@ impl ProcessPlugin {
         redactor: Redactor,
     ) -> Result<Self, String> {
         let mut plugin = Self::spawn(name, path, args, redactor)?;
-        match plugin.handshake(config, timeout).await {
+        // Startup gets at least STARTUP_TIMEOUT: an interpreter (Python) can take a second or
+        // more to start on a loaded machine, which says nothing about its hooks.
+        match plugin.handshake(config, timeout.max(STARTUP_TIMEOUT)).await {
             Ok(()) => Ok(plugin),
             Err(e) => {
                 plugin.kill().await;
@@ -302,6 +306,10 @@ impl Plugin for ProcessPlugin {
                 _ => continue,
             }
         }
+    }
+
+    async fn abort(&mut self) {
+        self.kill().await;
     }
 
     async fn shutdown(&mut self) {
