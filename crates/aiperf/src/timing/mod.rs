@@ -152,7 +152,10 @@ struct PhaseRun {
     tracker: Arc<PhaseTracker>,
     /// Credits handed out in this phase.
     issued: AtomicU64,
+    /// Stop sending now (duration reached, Ctrl-C): requests not yet sent are dropped.
     stop: CancellationToken,
+    /// Every credit of a count-bounded phase has been handed out.
+    all_issued: CancellationToken,
     cancel: CancellationToken,
 }
 
@@ -167,8 +170,7 @@ impl PhaseRun {
             Some(limit) if n >= limit => None,
             Some(limit) => {
                 if n + 1 == limit {
-                    // The last credit is out: sending is complete.
-                    self.stop.cancel();
+                    self.all_issued.cancel();
                 }
                 Some(n)
             }
@@ -256,6 +258,7 @@ async fn worker(ctx: Arc<RunContext>, phase: Arc<PhaseRun>, start_at: Option<Ins
         tokio::select! {
             _ = tokio::time::sleep_until(t.into()) => {}
             _ = phase.stop.cancelled() => return,
+            _ = phase.all_issued.cancelled() => return,
         }
     }
     while let Some(credit) = phase.next_credit() {
@@ -277,34 +280,53 @@ async fn scheduler(
     let t0 = ctx
         .clock
         .instant_at(phase.tracker.start_ns.load(Ordering::Acquire));
+    let mut last_deadline = t0;
     loop {
         let offset = schedule.next_offset();
         let deadline = t0 + offset;
+        // Hand the request to its own task a little early: that task then waits on the
+        // precise timer and is woken straight into its send, instead of queueing behind
+        // other ready tasks as a freshly spawned task would.
         tokio::select! {
             biased;
             _ = phase.stop.cancelled() => return,
-            _ = hires::sleep_until(deadline) => {}
+            _ = tokio::time::sleep_until(deadline.checked_sub(SPAWN_LEAD).unwrap_or(deadline).into()) => {}
         }
         // Drain finished request tasks so the set stays small.
         while requests.try_join_next().is_some() {}
         let Some(credit) = phase.next_credit() else {
-            return;
+            break;
         };
         let permit = match &cap {
+            // Blocked by the cap: the request waits (its send lag grows), it is not dropped.
             Some(sem) => tokio::select! {
                 p = sem.clone().acquire_owned() => Some(p.expect("semaphore open")),
-                _ = phase.cancel.cancelled() => return,
+                _ = phase.stop.cancelled() => return,
             },
             None => None,
         };
         let scheduled_ns = ctx.clock.instant_ns(deadline);
+        last_deadline = deadline;
         let (ctx, phase) = (ctx.clone(), phase.clone());
         requests.spawn(async move {
+            tokio::select! {
+                biased;
+                _ = phase.stop.cancelled() => return,
+                _ = hires::sleep_until(deadline) => {}
+            }
             execute(&ctx, &phase, credit, Some(scheduled_ns)).await;
             drop(permit);
         });
     }
+    // Sending is complete once the last scheduled request has actually gone out.
+    tokio::select! {
+        _ = phase.stop.cancelled() => {}
+        _ = hires::sleep_until(last_deadline) => {}
+    }
 }
+
+/// How early an open-loop request's task is spawned before its deadline.
+const SPAWN_LEAD: Duration = Duration::from_millis(3);
 
 /// Runs one phase to completion, emitting its hooks. `on_start` is given the live tracker
 /// once the phase has started (for a progress display). Returns the tracker.
@@ -317,6 +339,7 @@ pub async fn run_phase<P>(
     let tracker = Arc::new(PhaseTracker::new(spec.kind, spec.request_count, ctx.clock));
     let phase = Arc::new(PhaseRun {
         stop: ctx.stop_sending.child_token(),
+        all_issued: CancellationToken::new(),
         cancel: ctx.cancel_in_flight.child_token(),
         spec: spec.clone(),
         tracker: tracker.clone(),
@@ -368,15 +391,15 @@ pub async fn run_phase<P>(
     let mut timed_out = false;
     tokio::select! {
         _ = phase.stop.cancelled() => {}
+        _ = phase.all_issued.cancelled() => {}
         _ = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d).await,
                 None => std::future::pending().await,
             }
-        } => { timed_out = true; }
+        } => { timed_out = true; phase.stop.cancel(); }
         _ = async { while tasks.join_next().await.is_some() {} }, if scheduler_task.is_none() => {}
     }
-    phase.stop.cancel();
     if let Some(s) = scheduler_task {
         if let Ok(requests) = s.await {
             tasks = requests;
