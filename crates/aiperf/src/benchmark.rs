@@ -17,7 +17,7 @@ use crate::metrics::processor::RecordProcessor;
 use crate::metrics::{PhaseKind, PhaseSummary};
 use crate::mock::{parse_mock_url, InProcessMock};
 use crate::plugin::HookRegistry;
-use crate::timing::{run_phase, Clock, PhaseSpec, PhaseTracker, RateSpec, RunContext};
+use crate::timing::{run_phase, Clock, PhaseSpec, PhaseTracker, RateSpec, RunContext, Trace};
 use crate::tokenizer::Tokenizer;
 use crate::transport::Transport;
 
@@ -141,9 +141,19 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
     let tokenizer = tokenizer.await.expect("tokenizer task")?;
     let dataset = {
         let (c, t) = (cfg.clone(), tokenizer.clone());
-        tokio::task::spawn_blocking(move || Dataset::synthetic(&c, &t))
+        tokio::task::spawn_blocking(move || Dataset::build(&c, &t))
             .await
             .expect("dataset thread")
+            .map_err(|e| ConfigError::Usage(e.to_string()))?
+    };
+    let trace = fixed_schedule(&cfg, &dataset)?;
+    // With an input file and no --request-count: one request per entry (or per trace line).
+    let profiling_count = match (&trace, cfg.input_file.is_some()) {
+        (Some(t), _) => Some(t.len() as u64),
+        (None, true) if cfg.benchmark_duration.is_none() => {
+            Some(cfg.request_count.unwrap_or(dataset.entries.len() as u64))
+        }
+        _ => cfg.request_count,
     };
 
     let dir = cfg.artifact_dir.clone();
@@ -198,6 +208,7 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
             grace_period: cfg.grace_period,
             concurrency: cfg.warmup_concurrency.or(cfg.concurrency),
             concurrency_ramp: None,
+            trace: None,
             rate: rate(
                 cfg.warmup_request_rate.or(cfg.request_rate),
                 cfg.random_seed ^ 0x5741_524D,
@@ -208,12 +219,13 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
     }
     phases.push(PhaseSpec {
         kind: PhaseKind::Profiling,
-        request_count: cfg.request_count,
+        request_count: profiling_count,
         duration: cfg.benchmark_duration,
         grace_period: cfg.grace_period,
         concurrency: cfg.concurrency,
         concurrency_ramp: cfg.concurrency_ramp,
         rate: rate(cfg.request_rate, cfg.random_seed),
+        trace: trace.clone(),
         cancellation: cfg.cancellation,
         seed: cfg.random_seed,
     });
@@ -306,6 +318,58 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
         plugins.strict_failure(cfg.strict_plugins),
     );
     Ok(RunOutcome { report, exit_code })
+}
+
+/// The replay schedule of a trace, when the fixed schedule applies: entries with timestamps
+/// inside the offset window, in time order, offsets scaled by `--replay-speedup`.
+fn fixed_schedule(
+    cfg: &BenchmarkConfig,
+    dataset: &Dataset,
+) -> Result<Option<Arc<Trace>>, ConfigError> {
+    let wanted = match cfg.fixed_schedule {
+        Some(false) => return Ok(None),
+        Some(true) if !dataset.has_timestamps() => {
+            return Err(ConfigError::Usage(
+                "--fixed-schedule needs a `timestamp` (ms) on every line of --input-file".into(),
+            ))
+        }
+        _ => dataset.has_timestamps(),
+    };
+    if !wanted {
+        return Ok(None);
+    }
+    if cfg.request_rate.is_some() {
+        return Err(ConfigError::Usage(
+            "--request-rate conflicts with the trace's timestamps: drop it, or pass --no-fixed-schedule".into(),
+        ));
+    }
+    let start = cfg.fixed_schedule_start_offset;
+    let end = cfg.fixed_schedule_end_offset;
+    let mut items: Vec<(f64, usize)> = dataset
+        .entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| e.timestamp_ms.map(|t| (t, i)))
+        .filter(|(t, _)| start.is_none_or(|s| *t >= s) && end.is_none_or(|e| *t <= e))
+        .collect();
+    items.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let Some(first) = items.first().map(|x| x.0) else {
+        return Err(ConfigError::Usage(
+            "no trace entries inside the --fixed-schedule offsets".into(),
+        ));
+    };
+    let origin = start.unwrap_or(first);
+    Ok(Some(Arc::new(
+        items
+            .into_iter()
+            .map(|(t, i)| {
+                (
+                    Duration::from_secs_f64((t - origin) / 1e3 / cfg.replay_speedup),
+                    i,
+                )
+            })
+            .collect(),
+    )))
 }
 
 fn finish_console(

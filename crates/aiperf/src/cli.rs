@@ -59,6 +59,17 @@ pub enum EndpointType {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+pub enum CustomDatasetType {
+    /// JSONL of `{"text": ...}` or `{"texts": [...]}`, optional `output_length`.
+    #[value(name = "single_turn")]
+    SingleTurn,
+    /// JSONL of `{"timestamp" (ms)?, "input_length", "output_length"?, "hash_ids"?}`.
+    #[value(name = "mooncake_trace")]
+    MooncakeTrace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum UiType {
     None,
     Simple,
@@ -181,6 +192,27 @@ pub struct ProfileArgs {
     /// Tokenizer: `builtin` (o200k_base, embedded) or `builtin:cl100k_base`.
     #[arg(long, default_value = "builtin")]
     pub tokenizer: String,
+    /// Requests from a file instead of synthetic prompts (see --custom-dataset-type).
+    #[arg(long, value_name = "FILE")]
+    pub input_file: Option<PathBuf>,
+    /// Format of --input-file (default single_turn).
+    #[arg(long, value_enum)]
+    pub custom_dataset_type: Option<CustomDatasetType>,
+    /// Send each request at its trace timestamp (on by default when the file has them).
+    #[arg(long, overrides_with = "no_fixed_schedule")]
+    pub fixed_schedule: bool,
+    /// Ignore trace timestamps; load by --concurrency or --request-rate instead.
+    #[arg(long)]
+    pub no_fixed_schedule: bool,
+    /// Replay only timestamps at or after this offset (ms); it becomes time zero.
+    #[arg(long, value_name = "MS")]
+    pub fixed_schedule_start_offset: Option<f64>,
+    /// Replay only timestamps at or before this offset (ms).
+    #[arg(long, value_name = "MS")]
+    pub fixed_schedule_end_offset: Option<f64>,
+    /// Replay a trace this many times faster (2 = twice as fast).
+    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    pub replay_speedup: f64,
     /// Number of distinct prompts generated and cycled through.
     #[arg(
         long,

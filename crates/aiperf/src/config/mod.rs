@@ -14,7 +14,7 @@ use clap::parser::ValueSource;
 use clap::{ArgAction, Args, FromArgMatches};
 use serde_json::{Map, Value};
 
-use crate::cli::{EndpointType, ProfileArgs, RequestRateMode, UiType};
+use crate::cli::{CustomDatasetType, EndpointType, ProfileArgs, RequestRateMode, UiType};
 
 /// A usage or configuration error: printed as one line, exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +86,13 @@ pub struct BenchmarkConfig {
     pub extra_inputs: Map<String, Value>,
     pub tokenizer: String,
     pub num_dataset_entries: usize,
+    pub input_file: Option<PathBuf>,
+    pub custom_dataset_type: Option<CustomDatasetType>,
+    /// `Some(true)`: replay timestamps (required); `Some(false)`: ignore them; `None`: auto.
+    pub fixed_schedule: Option<bool>,
+    pub fixed_schedule_start_offset: Option<f64>,
+    pub fixed_schedule_end_offset: Option<f64>,
+    pub replay_speedup: f64,
     pub api_key: Option<String>,
     pub headers: Vec<(String, String)>,
     pub request_timeout: Duration,
@@ -688,9 +695,10 @@ fn resolve(
     if a.request_count == Some(0) {
         return Err(usage("--request-count must be at least 1"));
     }
-    let request_count = match (a.request_count, a.benchmark_duration) {
-        (None, None) => Some(10),
-        (rc, _) => rc,
+    // Default 10 requests; with an --input-file, one per entry (decided once it is loaded).
+    let request_count = match (a.request_count, a.benchmark_duration, &a.input_file) {
+        (None, None, None) => Some(10),
+        (rc, _, _) => rc,
     };
     if a.isl == 0 {
         return Err(usage("--isl must be at least 1 token"));
@@ -700,6 +708,33 @@ fn resolve(
     }
     if a.isl_stddev < 0.0 || a.osl_stddev < 0.0 {
         return Err(usage("--isl-stddev and --osl-stddev must not be negative"));
+    }
+    positive("replay-speedup", a.replay_speedup)?;
+    for (name, v) in [
+        ("fixed-schedule-start-offset", a.fixed_schedule_start_offset),
+        ("fixed-schedule-end-offset", a.fixed_schedule_end_offset),
+    ] {
+        if v.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+            return Err(usage(format!("--{name} must be zero or more milliseconds")));
+        }
+    }
+    if let (Some(s), Some(e)) = (a.fixed_schedule_start_offset, a.fixed_schedule_end_offset) {
+        if e < s {
+            return Err(usage(
+                "--fixed-schedule-end-offset must not be before --fixed-schedule-start-offset",
+            ));
+        }
+    }
+    if a.custom_dataset_type.is_some() && a.input_file.is_none() {
+        return Err(usage("--custom-dataset-type needs --input-file"));
+    }
+    if a.fixed_schedule && a.input_file.is_none() {
+        return Err(usage("--fixed-schedule needs an --input-file with timestamps (e.g. --custom-dataset-type mooncake_trace)"));
+    }
+    if let Some(f) = &a.input_file {
+        if !f.is_file() {
+            return Err(usage(format!("--input-file {}: no such file", f.display())));
+        }
     }
     if a.num_dataset_entries == 0 {
         return Err(usage("--num-dataset-entries must be at least 1"));
@@ -781,6 +816,18 @@ fn resolve(
         extra_inputs,
         tokenizer: a.tokenizer,
         num_dataset_entries: a.num_dataset_entries,
+        input_file: a.input_file,
+        custom_dataset_type: a.custom_dataset_type,
+        fixed_schedule: if a.fixed_schedule {
+            Some(true)
+        } else if a.no_fixed_schedule {
+            Some(false)
+        } else {
+            None
+        },
+        fixed_schedule_start_offset: a.fixed_schedule_start_offset,
+        fixed_schedule_end_offset: a.fixed_schedule_end_offset,
+        replay_speedup: a.replay_speedup,
         api_key: a.api_key,
         headers,
         request_timeout: Duration::from_secs_f64(a.request_timeout_seconds),
@@ -841,6 +888,12 @@ impl BenchmarkConfig {
             "input": {
                 "random_seed": self.random_seed,
                 "num_dataset_entries": self.num_dataset_entries,
+                "input_file": self.input_file,
+                "custom_dataset_type": self.custom_dataset_type,
+                "fixed_schedule": self.fixed_schedule,
+                "fixed_schedule_start_offset": self.fixed_schedule_start_offset,
+                "fixed_schedule_end_offset": self.fixed_schedule_end_offset,
+                "replay_speedup": self.replay_speedup,
                 "tokenizer": self.tokenizer,
                 "prompt": {
                     "input_tokens": {"mean": self.isl, "stddev": self.isl_stddev},

@@ -14,6 +14,8 @@ use crate::config::BenchmarkConfig;
 use crate::endpoint::build_payload;
 use crate::tokenizer::Tokenizer;
 
+pub mod input_file;
+
 const CORPUS: &str = include_str!("corpus.txt");
 
 /// One single-turn conversation, with its payload serialized once.
@@ -23,6 +25,8 @@ pub struct Entry {
     pub isl: u32,
     pub osl: Option<u32>,
     pub payload: Bytes,
+    /// When a trace says to send it, in ms from the trace's origin.
+    pub timestamp_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +68,11 @@ impl PromptGenerator {
         }
         s
     }
+
+    /// A random start position in the corpus.
+    pub fn random_start(&self, rng: &mut StdRng) -> usize {
+        rng.gen_range(0..self.corpus.len())
+    }
 }
 
 fn sample_len(rng: &mut StdRng, mean: f64, std: f64) -> u32 {
@@ -74,7 +83,45 @@ fn sample_len(rng: &mut StdRng, mean: f64, std: f64) -> u32 {
     normal.sample(rng).round().max(1.0) as u32
 }
 
+/// Serializes one request's payload for the configured endpoint.
+fn entry(
+    cfg: &BenchmarkConfig,
+    id: String,
+    prompt: &str,
+    isl: u32,
+    osl: Option<u32>,
+    timestamp_ms: Option<f64>,
+) -> Entry {
+    let payload = build_payload(
+        cfg.endpoint_type,
+        &cfg.model,
+        prompt,
+        osl,
+        cfg.streaming && cfg.endpoint_type != EndpointType::Embeddings,
+        cfg.use_legacy_max_tokens,
+        &cfg.extra_inputs,
+    );
+    Entry {
+        conversation_id: id,
+        isl,
+        osl,
+        payload: Bytes::from(serde_json::to_vec(&payload).expect("payload serializes")),
+        timestamp_ms,
+    }
+}
+
 impl Dataset {
+    /// Builds the requests: from `--input-file` when given, else synthetic prompts.
+    pub fn build(
+        cfg: &BenchmarkConfig,
+        tokenizer: &Tokenizer,
+    ) -> Result<Self, input_file::DatasetError> {
+        match &cfg.input_file {
+            Some(path) => input_file::load(cfg, path, tokenizer),
+            None => Ok(Self::synthetic(cfg, tokenizer)),
+        }
+    }
+
     /// Builds `num_dataset_entries` synthetic single-turn requests.
     pub fn synthetic(cfg: &BenchmarkConfig, tokenizer: &Tokenizer) -> Self {
         let generator = PromptGenerator::new(tokenizer.clone());
@@ -85,26 +132,17 @@ impl Dataset {
                 let osl = cfg
                     .osl
                     .map(|o| sample_len(&mut rng, o as f64, cfg.osl_stddev));
-                let start = rng.gen_range(0..generator.corpus.len());
+                let start = generator.random_start(&mut rng);
                 let prompt = generator.prompt(start, isl as usize);
-                let payload = build_payload(
-                    cfg.endpoint_type,
-                    &cfg.model,
-                    &prompt,
-                    osl,
-                    cfg.streaming && cfg.endpoint_type != EndpointType::Embeddings,
-                    cfg.use_legacy_max_tokens,
-                    &cfg.extra_inputs,
-                );
-                Entry {
-                    conversation_id: format!("conv-{i}"),
-                    isl,
-                    osl,
-                    payload: Bytes::from(serde_json::to_vec(&payload).expect("payload serializes")),
-                }
+                entry(cfg, format!("conv-{i}"), &prompt, isl, osl, None)
             })
             .collect();
         Dataset { entries }
+    }
+
+    /// Whether every entry carries a timestamp (a trace that can be replayed on schedule).
+    pub fn has_timestamps(&self) -> bool {
+        !self.entries.is_empty() && self.entries.iter().all(|e| e.timestamp_ms.is_some())
     }
 }
 

@@ -12,6 +12,7 @@ use crate::timing::Clock;
 pub struct JsonlWriter {
     out: Option<BufWriter<File>>,
     clock: Clock,
+    line: Vec<u8>,
 }
 
 impl JsonlWriter {
@@ -19,12 +20,17 @@ impl JsonlWriter {
         Ok(Self {
             out: Some(BufWriter::with_capacity(256 * 1024, File::create(path)?)),
             clock,
+            line: Vec::with_capacity(1024),
         })
     }
 
     /// A writer that discards everything (tests, dry runs).
     pub fn sink(clock: Clock) -> Self {
-        Self { out: None, clock }
+        Self {
+            out: None,
+            clock,
+            line: Vec::new(),
+        }
     }
 
     fn metadata(&self, rec: &RequestRecord) -> Value {
@@ -48,8 +54,15 @@ impl JsonlWriter {
 
     fn write_line(&mut self, v: &Value) -> std::io::Result<()> {
         if let Some(out) = &mut self.out {
-            serde_json::to_writer(&mut *out, v)?;
-            out.write_all(b"\n")?;
+            // One write per whole line: the buffer only ever flushes complete lines, so the
+            // file on disk never ends mid-record, even if the process is killed.
+            self.line.clear();
+            serde_json::to_writer(&mut self.line, v)?;
+            self.line.push(b'\n');
+            if out.capacity() - out.buffer().len() < self.line.len() {
+                out.flush()?;
+            }
+            out.write_all(&self.line)?;
         }
         Ok(())
     }

@@ -31,6 +31,9 @@ use crate::plugin::HookRegistry;
 use crate::transport::Transport;
 use schedule::Schedule;
 
+/// A fixed schedule: (offset from the phase start, dataset entry), in send order.
+pub type Trace = Vec<(Duration, usize)>;
+
 /// An open-loop request rate.
 #[derive(Debug, Clone)]
 pub struct RateSpec {
@@ -52,6 +55,8 @@ pub struct PhaseSpec {
     pub concurrency: Option<usize>,
     pub concurrency_ramp: Option<Duration>,
     pub rate: Option<RateSpec>,
+    /// Fixed schedule: what to send when.
+    pub trace: Option<Arc<Trace>>,
     /// (percent, delay): cancel that share of requests that long after sending.
     pub cancellation: Option<(f64, Duration)>,
     pub seed: u64,
@@ -195,11 +200,12 @@ async fn execute(
     ctx: &RunContext,
     phase: &PhaseRun,
     credit: u64,
+    entry: Option<usize>,
     scheduled_ns: Option<u64>,
 ) -> bool {
     let request_index = ctx.next_request.fetch_add(1, Ordering::Relaxed);
     let n_entries = ctx.dataset.entries.len();
-    let entry_index = (credit as usize) % n_entries;
+    let entry_index = entry.unwrap_or((credit as usize) % n_entries);
     let entry = &ctx.dataset.entries[entry_index];
     let mut rec = RequestRecord {
         phase: phase.spec.kind,
@@ -262,27 +268,38 @@ async fn worker(ctx: Arc<RunContext>, phase: Arc<PhaseRun>, start_at: Option<Ins
         }
     }
     while let Some(credit) = phase.next_credit() {
-        if !execute(&ctx, &phase, credit, None).await {
+        if !execute(&ctx, &phase, credit, None, None).await {
             break;
         }
     }
 }
 
 /// Open loop: issue credits on absolute deadlines; each request runs in its own task.
-async fn scheduler(
-    ctx: Arc<RunContext>,
-    phase: Arc<PhaseRun>,
-    rate: RateSpec,
-    requests: &mut JoinSet<()>,
-) {
-    let mut schedule = Schedule::new(rate.rate, rate.mode, rate.smoothness, rate.ramp, rate.seed);
+async fn scheduler(ctx: Arc<RunContext>, phase: Arc<PhaseRun>, requests: &mut JoinSet<()>) {
+    // The next (offset, dataset entry) to send: from the rate's arrival process, or a trace.
+    let mut next: Box<dyn FnMut() -> Option<(Duration, Option<usize>)> + Send> =
+        match (&phase.spec.trace, &phase.spec.rate) {
+            (Some(trace), _) => {
+                let trace = trace.clone();
+                let mut i = 0;
+                Box::new(move || {
+                    let item = trace.get(i).map(|(o, e)| (*o, Some(*e)));
+                    i += 1;
+                    item
+                })
+            }
+            (None, Some(rate)) => {
+                let mut s =
+                    Schedule::new(rate.rate, rate.mode, rate.smoothness, rate.ramp, rate.seed);
+                Box::new(move || Some((s.next_offset(), None)))
+            }
+            (None, None) => unreachable!("the scheduler runs only with a rate or a trace"),
+        };
     let cap = phase.spec.concurrency.map(|c| Arc::new(Semaphore::new(c)));
-    let t0 = ctx
-        .clock
-        .instant_at(phase.tracker.start_ns.load(Ordering::Acquire));
+    // Time zero lies one spawn lead ahead, so the first requests are not late by design.
+    let t0 = Instant::now() + SPAWN_LEAD;
     let mut last_deadline = t0;
-    loop {
-        let offset = schedule.next_offset();
+    while let Some((offset, entry)) = next() {
         let deadline = t0 + offset;
         // Hand the request to its own task a little early: that task then waits on the
         // precise timer and is woken straight into its send, instead of queueing behind
@@ -314,7 +331,7 @@ async fn scheduler(
                 _ = phase.stop.cancelled() => return,
                 _ = hires::sleep_until(deadline) => {}
             }
-            execute(&ctx, &phase, credit, Some(scheduled_ns)).await;
+            execute(&ctx, &phase, credit, entry, Some(scheduled_ns)).await;
             drop(permit);
         });
     }
@@ -360,16 +377,8 @@ pub async fn run_phase<P>(
 
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut scheduler_task = None;
-    match &spec.rate {
-        Some(rate) => {
-            let (ctx, phase, rate) = (ctx.clone(), phase.clone(), rate.clone());
-            scheduler_task = Some(tokio::spawn(async move {
-                let mut requests = JoinSet::new();
-                scheduler(ctx, phase, rate, &mut requests).await;
-                requests
-            }));
-        }
-        None => {
+    match (&spec.rate, &spec.trace) {
+        (None, None) => {
             let workers = spec.concurrency.unwrap_or(1);
             let workers = match spec.request_count {
                 Some(c) => (c.min(workers as u64)) as usize,
@@ -383,6 +392,14 @@ pub async fn run_phase<P>(
                     .map(|r| t0 + r.mul_f64(i as f64 / workers.max(1) as f64));
                 tasks.spawn(worker(ctx.clone(), phase.clone(), start_at));
             }
+        }
+        _ => {
+            let (ctx, phase) = (ctx.clone(), phase.clone());
+            scheduler_task = Some(tokio::spawn(async move {
+                let mut requests = JoinSet::new();
+                scheduler(ctx, phase, &mut requests).await;
+                requests
+            }));
         }
     }
 
