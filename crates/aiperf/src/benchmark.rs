@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{is_mock_url, BenchmarkConfig, ConfigError};
 use crate::dataset::Dataset;
+use crate::endpoint::ResponseParser;
 use crate::export::{self, jsonl::JsonlWriter, RunReport};
 use crate::metrics::processor::RecordProcessor;
 use crate::metrics::{PhaseKind, PhaseSummary};
@@ -162,7 +163,7 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
     export::write_inputs(&dir, &dataset).context("cannot write inputs.json")?;
     let jsonl = JsonlWriter::create(&dir.join(export::JSONL_FILE), clock)
         .with_context(|| format!("cannot create {}", dir.join(export::JSONL_FILE).display()))?;
-    let processor = RecordProcessor::start(tokenizer.clone(), false, jsonl);
+    let processor = RecordProcessor::start(tokenizer.clone(), cfg.use_server_token_count, jsonl);
 
     let transport = Transport::new(
         &cfg.urls,
@@ -171,6 +172,7 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
         &cfg.headers,
         cfg.request_timeout,
         clock,
+        ResponseParser::for_shape(&dataset.shape, &cfg.response_field),
     )
     .map_err(|e| ConfigError::Usage(e.to_string()))?;
     let stop_sending = CancellationToken::new();
@@ -287,6 +289,15 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
         warnings.push(
             "the run was interrupted: results cover only the requests that finished".to_string(),
         );
+    }
+    if profiling.count_mismatches > 0 {
+        warnings.push(format!(
+            "{} of {} requests: the client's and the server's output token counts differ by more than 10 % \
+             (is --tokenizer the model's tokenizer?); OSL uses the {} count",
+            profiling.count_mismatches,
+            profiling.success,
+            if cfg.use_server_token_count { "server's" } else { "client's" }
+        ));
     }
     if let Some(crate::metrics::MetricValue::Stats(lag)) = profiling.get("send_lag") {
         if lag.p99 > 1.0 {

@@ -55,6 +55,10 @@ pub enum EndpointType {
     Chat,
     Completions,
     Embeddings,
+    /// The OpenAI Responses API (`/v1/responses`).
+    Responses,
+    /// A user JSON template (`--payload-template`) for servers not shaped like OpenAI's.
+    Template,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -66,6 +70,26 @@ pub enum CustomDatasetType {
     /// JSONL of `{"timestamp" (ms)?, "input_length", "output_length"?, "hash_ids"?}`.
     #[value(name = "mooncake_trace")]
     MooncakeTrace,
+    /// JSONL of sessions `{"session_id"?, "turns": [{"text", "delay"? (ms), "output_length"?}]}`.
+    #[value(name = "multi_turn")]
+    MultiTurn,
+    /// JSONL of single-turn entries drawn at random (same line format as single_turn).
+    #[value(name = "random_pool")]
+    RandomPool,
+    /// ShareGPT JSON: `[{"conversations": [{"from": "human"|"gpt", "value"}, ...]}]`.
+    #[value(name = "sharegpt")]
+    Sharegpt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplingStrategy {
+    /// In file order, wrapping around.
+    Sequential,
+    /// Drawn at random with replacement.
+    Random,
+    /// Shuffled, then in that order; reshuffled at every pass.
+    Shuffle,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -213,6 +237,37 @@ pub struct ProfileArgs {
     /// Replay a trace this many times faster (2 = twice as fast).
     #[arg(long, value_name = "X", default_value_t = 1.0)]
     pub replay_speedup: f64,
+    /// How dataset entries are picked for each request.
+    #[arg(long, value_enum)]
+    pub dataset_sampling_strategy: Option<SamplingStrategy>,
+    /// Tokens per `hash_ids` block in a mooncake trace.
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    pub isl_block_size: u32,
+    /// Length in tokens of a shared prefix prepended to synthetic prompts.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub prefix_prompt_length: u32,
+    /// Number of distinct shared prefixes (each prompt gets one of them).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub num_prefix_prompts: u32,
+    /// Inputs per embeddings request.
+    #[arg(
+        short = 'b',
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        visible_alias = "batch-size-text"
+    )]
+    pub batch_size: u32,
+    /// JSON request template for `--endpoint-type template` (inline, or @FILE): `{{text}}`,
+    /// `{{max_tokens}}` and `{{model}}` are filled in.
+    #[arg(long, value_name = "JSON|@FILE")]
+    pub payload_template: Option<String>,
+    /// JSON pointer to the output text in a `template` response (or each SSE event).
+    #[arg(long, value_name = "POINTER", default_value = "/choices/0/text")]
+    pub response_field: String,
+    /// Count tokens from the server's `usage` (asks for it when streaming).
+    #[arg(long)]
+    pub use_server_token_count: bool,
     /// Number of distinct prompts generated and cycled through.
     #[arg(
         long,

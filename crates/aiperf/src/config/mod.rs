@@ -14,7 +14,9 @@ use clap::parser::ValueSource;
 use clap::{ArgAction, Args, FromArgMatches};
 use serde_json::{Map, Value};
 
-use crate::cli::{CustomDatasetType, EndpointType, ProfileArgs, RequestRateMode, UiType};
+use crate::cli::{
+    CustomDatasetType, EndpointType, ProfileArgs, RequestRateMode, SamplingStrategy, UiType,
+};
 
 /// A usage or configuration error: printed as one line, exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +95,16 @@ pub struct BenchmarkConfig {
     pub fixed_schedule_start_offset: Option<f64>,
     pub fixed_schedule_end_offset: Option<f64>,
     pub replay_speedup: f64,
+    /// `--dataset-sampling-strategy`; `None`: the dataset type's default.
+    pub sampling_explicit: Option<SamplingStrategy>,
+    pub isl_block_size: u32,
+    pub prefix_prompt_length: u32,
+    pub num_prefix_prompts: u32,
+    pub batch_size: u32,
+    /// The parsed `--payload-template` (for `--endpoint-type template`).
+    pub payload_template: Option<Value>,
+    pub response_field: String,
+    pub use_server_token_count: bool,
     pub api_key: Option<String>,
     pub headers: Vec<(String, String)>,
     pub request_timeout: Duration,
@@ -558,6 +570,23 @@ fn parse_header(h: &str) -> Result<(String, String), ConfigError> {
     Ok((name.to_string(), value.to_string()))
 }
 
+/// `--payload-template`: inline JSON or `@FILE`; must contain `{{text}}`.
+fn parse_template(t: &str) -> Result<Value, ConfigError> {
+    let text = match t.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| usage(format!("cannot read --payload-template {path}: {e}")))?,
+        None => t.to_string(),
+    };
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| usage(format!("--payload-template is not valid JSON: {e}")))?;
+    if !text.contains("{{text}}") {
+        return Err(usage(
+            "--payload-template must contain {{text}} where the prompt goes",
+        ));
+    }
+    Ok(v)
+}
+
 /// `key:value` (value parsed as JSON when it can be, else a string) or a JSON object.
 pub fn parse_extra_inputs(items: &[String]) -> Result<Map<String, Value>, ConfigError> {
     let mut out = Map::new();
@@ -736,6 +765,39 @@ fn resolve(
             return Err(usage(format!("--input-file {}: no such file", f.display())));
         }
     }
+    if a.isl_block_size == 0 || a.batch_size == 0 {
+        return Err(usage(
+            "--isl-block-size and --batch-size must be at least 1",
+        ));
+    }
+    if (a.prefix_prompt_length > 0) != (a.num_prefix_prompts > 0) {
+        return Err(usage(
+            "--prefix-prompt-length and --num-prefix-prompts go together",
+        ));
+    }
+    if a.batch_size > 1 && a.endpoint_type != EndpointType::Embeddings {
+        return Err(usage("--batch-size applies to --endpoint-type embeddings"));
+    }
+    if !a.response_field.is_empty() && !a.response_field.starts_with('/') {
+        return Err(usage(format!(
+            "--response-field `{}` must be a JSON pointer such as /choices/0/text",
+            a.response_field
+        )));
+    }
+    let payload_template = match (&a.payload_template, a.endpoint_type) {
+        (Some(t), EndpointType::Template) => Some(parse_template(t)?),
+        (None, EndpointType::Template) => {
+            return Err(usage(
+                "--endpoint-type template needs --payload-template JSON or @FILE",
+            ))
+        }
+        (Some(_), _) => {
+            return Err(usage(
+                "--payload-template applies to --endpoint-type template",
+            ))
+        }
+        (None, _) => None,
+    };
     if a.num_dataset_entries == 0 {
         return Err(usage("--num-dataset-entries must be at least 1"));
     }
@@ -757,6 +819,12 @@ fn resolve(
             EndpointType::Chat => "/v1/chat/completions".into(),
             EndpointType::Completions => "/v1/completions".into(),
             EndpointType::Embeddings => "/v1/embeddings".into(),
+            EndpointType::Responses => "/v1/responses".into(),
+            EndpointType::Template => {
+                return Err(usage(
+                    "--endpoint-type template needs --endpoint PATH (e.g. /generate)",
+                ))
+            }
         },
     };
     let load_label = match a.request_rate {
@@ -767,6 +835,8 @@ fn resolve(
         EndpointType::Chat => "openai-chat",
         EndpointType::Completions => "openai-completions",
         EndpointType::Embeddings => "openai-embeddings",
+        EndpointType::Responses => "openai-responses",
+        EndpointType::Template => "template",
     };
     let artifact_dir = a.artifact_dir.unwrap_or_else(|| {
         let safe_model: String = model
@@ -828,6 +898,14 @@ fn resolve(
         fixed_schedule_start_offset: a.fixed_schedule_start_offset,
         fixed_schedule_end_offset: a.fixed_schedule_end_offset,
         replay_speedup: a.replay_speedup,
+        sampling_explicit: a.dataset_sampling_strategy,
+        isl_block_size: a.isl_block_size,
+        prefix_prompt_length: a.prefix_prompt_length,
+        num_prefix_prompts: a.num_prefix_prompts,
+        batch_size: a.batch_size,
+        payload_template,
+        response_field: a.response_field,
+        use_server_token_count: a.use_server_token_count,
         api_key: a.api_key,
         headers,
         request_timeout: Duration::from_secs_f64(a.request_timeout_seconds),
@@ -884,6 +962,8 @@ impl BenchmarkConfig {
                 "extra_inputs": redact(&Value::Object(self.extra_inputs.clone())),
                 "timeout_seconds": self.request_timeout.as_secs_f64(),
                 "use_legacy_max_tokens": self.use_legacy_max_tokens,
+                "payload_template": self.payload_template,
+                "response_field": self.response_field,
             },
             "input": {
                 "random_seed": self.random_seed,
@@ -894,6 +974,12 @@ impl BenchmarkConfig {
                 "fixed_schedule_start_offset": self.fixed_schedule_start_offset,
                 "fixed_schedule_end_offset": self.fixed_schedule_end_offset,
                 "replay_speedup": self.replay_speedup,
+                "dataset_sampling_strategy": self.sampling_explicit,
+                "isl_block_size": self.isl_block_size,
+                "prefix_prompt_length": self.prefix_prompt_length,
+                "num_prefix_prompts": self.num_prefix_prompts,
+                "batch_size": self.batch_size,
+                "use_server_token_count": self.use_server_token_count,
                 "tokenizer": self.tokenizer,
                 "prompt": {
                     "input_tokens": {"mean": self.isl, "stddev": self.isl_stddev},

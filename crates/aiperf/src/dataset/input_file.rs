@@ -1,20 +1,27 @@
 //! `--input-file` loaders (`--custom-dataset-type`).
 //!
-//! - `single_turn`: JSONL, each line `{"text": ...}` or `{"texts": [...]}` (joined with a
-//!   space), optional `output_length`.
-//! - `mooncake_trace`: JSONL, each line `{"input_length", "output_length"?, "hash_ids"?,
-//!   "timestamp"? (ms)}`; prompts are synthetic with exactly `input_length` tokens, and
-//!   timestamps drive the fixed schedule.
+//! - `single_turn` / `random_pool`: JSONL, each line `{"text": ...}` or `{"texts": [...]}`
+//!   (joined with a space), optional `output_length`. `random_pool` is drawn at random.
+//! - `multi_turn`: JSONL of sessions `{"session_id"?, "turns": [{"text" | "texts",
+//!   "delay"? (ms), "output_length"?}]}`; each turn is sent with the conversation so far,
+//!   including the server's actual replies.
+//! - `mooncake_trace`: JSONL of `{"input_length", "output_length"?, "hash_ids"?,
+//!   "timestamp"? (ms)}`. Each hash id stands for a block of `--isl-block-size` tokens, so
+//!   equal ids give byte-identical prompt prefixes; timestamps drive the fixed schedule.
+//! - `sharegpt`: a JSON array of `{"conversations": [{"from": "human"|"gpt", "value"}]}`;
+//!   the first human message is the prompt, the reply's length its output length.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Deserialize;
 
-use super::{entry, Dataset, PromptGenerator};
-use crate::cli::CustomDatasetType;
+use super::{entry, mix, single, Entry, PromptGenerator, Turn};
+use crate::cli::{CustomDatasetType, SamplingStrategy};
 use crate::config::BenchmarkConfig;
+use crate::endpoint::RequestShape;
 use crate::tokenizer::Tokenizer;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,13 +34,12 @@ pub enum DatasetError {
         line: usize,
         message: String,
     },
-    #[error("--input-file {0} holds no requests")]
+    #[error("--input-file {0} holds no usable requests")]
     Empty(String),
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SingleTurn {
+struct TextTurn {
     #[serde(default)]
     text: Option<String>,
     #[serde(default)]
@@ -42,6 +48,26 @@ struct SingleTurn {
     output_length: Option<u32>,
     #[serde(default)]
     session_id: Option<String>,
+    /// ms to wait after the previous turn (multi_turn).
+    #[serde(default)]
+    delay: Option<f64>,
+}
+
+impl TextTurn {
+    fn text(&self) -> Result<String, String> {
+        match (&self.text, &self.texts) {
+            (Some(t), None) => Ok(t.clone()),
+            (None, Some(ts)) if !ts.is_empty() => Ok(ts.join(" ")),
+            _ => Err("expected `text` or a non-empty `texts`".into()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Session {
+    #[serde(default)]
+    session_id: Option<String>,
+    turns: Vec<TextTurn>,
 }
 
 #[derive(Deserialize)]
@@ -50,17 +76,77 @@ struct MooncakeLine {
     #[serde(default)]
     output_length: Option<u32>,
     #[serde(default)]
-    #[allow(dead_code)] // prefix sharing by hash id is not modelled yet
     hash_ids: Option<Vec<u64>>,
     #[serde(default)]
     timestamp: Option<f64>,
 }
 
+#[derive(Deserialize)]
+struct SharegptEntry {
+    conversations: Vec<SharegptMessage>,
+}
+
+#[derive(Deserialize)]
+struct SharegptMessage {
+    from: String,
+    value: String,
+}
+
+/// Prompt text for mooncake `hash_ids`: one block of text per id, the same for the same id.
+struct BlockCache<'a> {
+    generator: &'a PromptGenerator,
+    block: usize,
+    seed: u64,
+    blocks: HashMap<u64, String>,
+}
+
+impl BlockCache<'_> {
+    /// A full block: `block - 1` tokens of text and a newline, which no neighbour can merge
+    /// with, so the prompt's token count is the sum of its blocks'.
+    fn full(&mut self, id: u64) -> &str {
+        let (g, block, seed) = (self.generator, self.block, self.seed);
+        self.blocks.entry(id).or_insert_with(|| {
+            if block == 1 {
+                return "\n".to_string();
+            }
+            // Text that ends in a letter or digit: punctuation would merge with the newline.
+            let mut start = (mix(seed, id) % g.corpus.len() as u64) as usize;
+            let mut text = g.prompt(start, block - 1);
+            for _ in 0..64 {
+                if text.ends_with(|c: char| c.is_alphanumeric()) {
+                    break;
+                }
+                start += 1;
+                text = g.prompt(start, block - 1);
+            }
+            format!("{text}\n")
+        })
+    }
+
+    /// The prompt for a trace line: whole blocks for its ids, cut to `input_length` tokens.
+    fn prompt(&mut self, ids: &[u64], input_length: usize, rng: &mut StdRng) -> String {
+        let full_blocks = (input_length / self.block).min(ids.len());
+        let mut text = String::new();
+        for id in &ids[..full_blocks] {
+            text.push_str(self.full(*id));
+        }
+        let rest = input_length - full_blocks * self.block;
+        if rest > 0 {
+            // The tail: unique text after the shared blocks, exactly `rest` more tokens.
+            let start = self.generator.random_start(rng);
+            text = self.generator.with_prefix(&text, start, input_length);
+        }
+        text
+    }
+}
+
+/// Loads the file; returns its entries and the sampling its type defaults to.
 pub fn load(
     cfg: &BenchmarkConfig,
+    shape: &RequestShape,
     path: &Path,
     tokenizer: &Tokenizer,
-) -> Result<Dataset, DatasetError> {
+) -> Result<(Vec<Entry>, SamplingStrategy), DatasetError> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| DatasetError::Read {
         path: shown.clone(),
@@ -71,30 +157,100 @@ pub fn load(
         .unwrap_or(CustomDatasetType::SingleTurn);
     let generator = PromptGenerator::new(tokenizer.clone());
     let mut rng = StdRng::seed_from_u64(cfg.random_seed);
+    let mut blocks = BlockCache {
+        generator: &generator,
+        block: cfg.isl_block_size as usize,
+        seed: cfg.random_seed,
+        blocks: HashMap::new(),
+    };
     let mut entries = Vec::new();
+    let count = |t: &str| tokenizer.count(t) as u32;
+
+    if kind == CustomDatasetType::Sharegpt {
+        let rows: Vec<SharegptEntry> =
+            serde_json::from_str(&text).map_err(|e| DatasetError::Line {
+                path: shown.clone(),
+                line: e.line(),
+                message: format!("expected a ShareGPT JSON array: {e}"),
+            })?;
+        for row in rows {
+            let mut msgs = row.conversations.iter();
+            let (Some(q), Some(a)) = (msgs.next(), msgs.next()) else {
+                continue;
+            };
+            if q.from != "human" || a.from != "gpt" || q.value.trim().is_empty() {
+                continue;
+            }
+            let osl = cfg.osl.or(Some(count(&a.value).max(1)));
+            let id = format!("conv-{}", entries.len());
+            entries.push(single(
+                shape,
+                id,
+                q.value.clone(),
+                count(&q.value),
+                osl,
+                None,
+            ));
+        }
+        return if entries.is_empty() {
+            Err(DatasetError::Empty(shown))
+        } else {
+            Ok((entries, SamplingStrategy::Sequential))
+        };
+    }
+
     for (i, line) in text.lines().enumerate() {
-        let line_no = i + 1;
         if line.trim().is_empty() {
             continue;
         }
         let bad = |message: String| DatasetError::Line {
             path: shown.clone(),
-            line: line_no,
+            line: i + 1,
             message,
         };
-        let n = entries.len();
+        let id = format!("conv-{}", entries.len());
         match kind {
-            CustomDatasetType::SingleTurn => {
-                let row: SingleTurn = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
-                let prompt = match (row.text, row.texts) {
-                    (Some(t), None) => t,
-                    (None, Some(ts)) if !ts.is_empty() => ts.join(" "),
-                    _ => return Err(bad("expected `text` or a non-empty `texts`".into())),
-                };
-                let isl = tokenizer.count(&prompt) as u32;
-                let osl = row.output_length.or(cfg.osl);
-                let id = row.session_id.unwrap_or_else(|| format!("conv-{n}"));
-                entries.push(entry(cfg, id, &prompt, isl, osl, None));
+            CustomDatasetType::SingleTurn | CustomDatasetType::RandomPool => {
+                let row: TextTurn = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+                let prompt = row.text().map_err(bad)?;
+                let isl = count(&prompt);
+                let id = row.session_id.unwrap_or(id);
+                entries.push(single(
+                    shape,
+                    id,
+                    prompt,
+                    isl,
+                    row.output_length.or(cfg.osl),
+                    None,
+                ));
+            }
+            CustomDatasetType::MultiTurn => {
+                let row: Session = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+                if row.turns.is_empty() {
+                    return Err(bad("a session needs at least one turn".into()));
+                }
+                let mut turns = Vec::new();
+                for t in &row.turns {
+                    let text = t.text().map_err(bad)?;
+                    let delay_ms = t.delay.unwrap_or(0.0);
+                    if !(delay_ms.is_finite() && delay_ms >= 0.0) {
+                        return Err(bad(format!("`delay` must be ≥ 0 ms, got {delay_ms}")));
+                    }
+                    turns.push(Turn {
+                        isl: count(&text),
+                        osl: t.output_length.or(cfg.osl),
+                        delay_ms,
+                        text,
+                    });
+                }
+                let first = turns[0].text.clone();
+                entries.push(entry(
+                    shape,
+                    row.session_id.unwrap_or(id),
+                    vec![first],
+                    turns,
+                    None,
+                ));
             }
             CustomDatasetType::MooncakeTrace => {
                 let row: MooncakeLine =
@@ -107,22 +263,69 @@ pub fn load(
                         return Err(bad(format!("`timestamp` must be ≥ 0 ms, got {t}")));
                     }
                 }
-                let start = generator.random_start(&mut rng);
-                let prompt = generator.prompt(start, row.input_length as usize);
-                let osl = row.output_length.or(cfg.osl);
-                entries.push(entry(
-                    cfg,
-                    format!("conv-{n}"),
-                    &prompt,
-                    row.input_length,
-                    osl,
+                let prompt = match &row.hash_ids {
+                    Some(ids) if !ids.is_empty() => {
+                        blocks.prompt(ids, row.input_length as usize, &mut rng)
+                    }
+                    _ => {
+                        let start = generator.random_start(&mut rng);
+                        generator.prompt(start, row.input_length as usize)
+                    }
+                };
+                let isl = count(&prompt);
+                entries.push(single(
+                    shape,
+                    id,
+                    prompt,
+                    isl,
+                    row.output_length.or(cfg.osl),
                     row.timestamp,
                 ));
             }
+            CustomDatasetType::Sharegpt => unreachable!("handled above"),
         }
     }
     if entries.is_empty() {
         return Err(DatasetError::Empty(shown));
     }
-    Ok(Dataset { entries })
+    let sampling = match kind {
+        CustomDatasetType::RandomPool => SamplingStrategy::Random,
+        _ => SamplingStrategy::Sequential,
+    };
+    Ok((entries, sampling))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_id_blocks_share_prefixes_exactly_where_ids_match() {
+        let tok = Tokenizer::load("builtin").unwrap();
+        let g = PromptGenerator::new(tok.clone());
+        let mut cache = BlockCache {
+            generator: &g,
+            block: 16,
+            seed: 3,
+            blocks: HashMap::new(),
+        };
+        let mut rng = StdRng::seed_from_u64(1);
+        let a = cache.prompt(&[1, 2, 3], 40, &mut rng);
+        let b = cache.prompt(&[1, 2, 9], 40, &mut rng);
+        let c = cache.prompt(&[7, 2, 3], 48, &mut rng);
+        for (p, n) in [(&a, 40), (&b, 40), (&c, 48)] {
+            assert_eq!(tok.count(p), n, "{p:?}");
+        }
+        let block1 = cache.full(1).to_string();
+        let block2 = cache.full(2).to_string();
+        let block12 = format!("{block1}{block2}");
+        assert!(a.starts_with(&block12) && b.starts_with(&block12));
+        assert!(
+            !c.starts_with(&block1),
+            "different first id, different first block"
+        );
+        // Token-level: the shared blocks are the same tokens in both prompts.
+        let (ta, tb) = (tok.encode(&a), tok.encode(&b));
+        assert_eq!(ta[..32], tb[..32]);
+    }
 }

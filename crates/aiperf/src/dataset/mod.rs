@@ -4,34 +4,59 @@
 //! Synthetic prompts are cut from a bundled public-domain corpus and have exactly their
 //! sampled token count under the chosen tokenizer.
 
+use std::sync::{Arc, Mutex};
+
 use bytes::Bytes;
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
-use crate::cli::EndpointType;
+use crate::cli::SamplingStrategy;
 use crate::config::BenchmarkConfig;
-use crate::endpoint::build_payload;
+use crate::endpoint::{build_payload, Message, RequestShape};
 use crate::tokenizer::Tokenizer;
 
 pub mod input_file;
 
 const CORPUS: &str = include_str!("corpus.txt");
 
-/// One single-turn conversation, with its payload serialized once.
+/// One turn of a conversation.
+#[derive(Debug, Clone)]
+pub struct Turn {
+    /// The user text (kept for turns after the first, whose payload includes history).
+    pub text: String,
+    /// Tokens of the turn's input as the client tokenizer counts them.
+    pub isl: u32,
+    pub osl: Option<u32>,
+    /// Wait this long after the previous turn's reply before sending this one.
+    pub delay_ms: f64,
+}
+
+/// One conversation; its first turn's payload is serialized once, up front.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub conversation_id: String,
-    pub isl: u32,
-    pub osl: Option<u32>,
+    pub turns: Vec<Turn>,
     pub payload: Bytes,
     /// When a trace says to send it, in ms from the trace's origin.
     pub timestamp_ms: Option<f64>,
 }
 
+impl Entry {
+    pub fn isl(&self) -> u32 {
+        self.turns[0].isl
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Dataset {
     pub entries: Vec<Entry>,
+    pub shape: RequestShape,
+    pub sampling: SamplingStrategy,
+    pub seed: u64,
+    /// Shuffle-mode permutations, one per pass over the entries, made on demand.
+    permutations: Arc<Mutex<Vec<Vec<u32>>>>,
 }
 
 /// Cuts prompts of exact token lengths from the corpus.
@@ -46,14 +71,28 @@ impl PromptGenerator {
         Self { tokenizer, corpus }
     }
 
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
     /// A prompt of exactly `n` tokens starting near corpus position `start`.
     pub fn prompt(&self, start: usize, n: usize) -> String {
+        self.with_prefix("", start, n)
+    }
+
+    /// `prefix` followed by corpus text, exactly `n` tokens in all (`prefix` is kept byte
+    /// for byte, so prompts sharing it share a cacheable prefix).
+    pub fn with_prefix(&self, prefix: &str, start: usize, n: usize) -> String {
         let len = self.corpus.len();
-        let mut k = n;
+        let mut k = n.saturating_sub(self.tokenizer.count(prefix)).max(1);
         for _ in 0..16 {
             let tokens: Vec<u32> = (0..k).map(|i| self.corpus[(start + i) % len]).collect();
-            let text = self.tokenizer.decode(&tokens);
-            let text = text.trim_start().to_string();
+            let body = self.tokenizer.decode(&tokens);
+            let text = if prefix.is_empty() {
+                body.trim().to_string()
+            } else {
+                format!("{prefix}{}", body.trim_end())
+            };
             let got = self.tokenizer.count(&text);
             if got == n {
                 return text;
@@ -62,9 +101,11 @@ impl PromptGenerator {
             k = (k as i64 + n as i64 - got as i64).max(1) as usize;
         }
         // A string that tokenizes predictably: one token per repeated word.
-        let mut s = String::from("a");
-        for _ in 1..n {
-            s.push_str(" a");
+        let mut s = prefix.to_string();
+        let mut words = 0;
+        while self.tokenizer.count(&s) < n && words < 4 * n {
+            s.push_str(if s.is_empty() { "a" } else { " a" });
+            words += 1;
         }
         s
     }
@@ -83,31 +124,47 @@ fn sample_len(rng: &mut StdRng, mean: f64, std: f64) -> u32 {
     normal.sample(rng).round().max(1.0) as u32
 }
 
-/// Serializes one request's payload for the configured endpoint.
+/// splitmix64, for reproducible per-credit choices.
+pub(crate) fn mix(seed: u64, n: u64) -> u64 {
+    let mut z = seed.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Builds an entry; `inputs` are the first turn's texts (several for an embeddings batch).
 fn entry(
-    cfg: &BenchmarkConfig,
+    shape: &RequestShape,
     id: String,
-    prompt: &str,
+    inputs: Vec<String>,
+    turns: Vec<Turn>,
+    timestamp_ms: Option<f64>,
+) -> Entry {
+    let messages: Vec<Message> = inputs.into_iter().map(|t| ("user", t)).collect();
+    let payload = build_payload(shape, &messages, turns[0].osl);
+    Entry {
+        conversation_id: id,
+        turns,
+        payload: Bytes::from(serde_json::to_vec(&payload).expect("payload serializes")),
+        timestamp_ms,
+    }
+}
+
+fn single(
+    shape: &RequestShape,
+    id: String,
+    prompt: String,
     isl: u32,
     osl: Option<u32>,
     timestamp_ms: Option<f64>,
 ) -> Entry {
-    let payload = build_payload(
-        cfg.endpoint_type,
-        &cfg.model,
-        prompt,
-        osl,
-        cfg.streaming && cfg.endpoint_type != EndpointType::Embeddings,
-        cfg.use_legacy_max_tokens,
-        &cfg.extra_inputs,
-    );
-    Entry {
-        conversation_id: id,
+    let turn = Turn {
+        text: String::new(),
         isl,
         osl,
-        payload: Bytes::from(serde_json::to_vec(&payload).expect("payload serializes")),
-        timestamp_ms,
-    }
+        delay_ms: 0.0,
+    };
+    entry(shape, id, vec![prompt], vec![turn], timestamp_ms)
 }
 
 impl Dataset {
@@ -116,33 +173,99 @@ impl Dataset {
         cfg: &BenchmarkConfig,
         tokenizer: &Tokenizer,
     ) -> Result<Self, input_file::DatasetError> {
-        match &cfg.input_file {
-            Some(path) => input_file::load(cfg, path, tokenizer),
-            None => Ok(Self::synthetic(cfg, tokenizer)),
-        }
+        let shape = RequestShape::from_config(cfg);
+        let (entries, default_sampling) = match &cfg.input_file {
+            Some(path) => input_file::load(cfg, &shape, path, tokenizer)?,
+            None => (
+                Self::synthetic_entries(cfg, &shape, tokenizer),
+                SamplingStrategy::Sequential,
+            ),
+        };
+        Ok(Dataset {
+            entries,
+            shape,
+            sampling: cfg.sampling_explicit.unwrap_or(default_sampling),
+            seed: cfg.random_seed,
+            permutations: Arc::default(),
+        })
     }
 
-    /// Builds `num_dataset_entries` synthetic single-turn requests.
-    pub fn synthetic(cfg: &BenchmarkConfig, tokenizer: &Tokenizer) -> Self {
+    /// `num_dataset_entries` synthetic single-turn requests (with shared prefixes when asked).
+    fn synthetic_entries(
+        cfg: &BenchmarkConfig,
+        shape: &RequestShape,
+        tokenizer: &Tokenizer,
+    ) -> Vec<Entry> {
         let generator = PromptGenerator::new(tokenizer.clone());
         let mut rng = StdRng::seed_from_u64(cfg.random_seed);
-        let entries = (0..cfg.num_dataset_entries)
+        let prefixes: Vec<String> = (0..cfg.num_prefix_prompts)
+            .map(|_| {
+                let start = generator.random_start(&mut rng);
+                // A newline after the prefix: a token boundary no prompt can merge across.
+                format!(
+                    "{}\n",
+                    generator.prompt(
+                        start,
+                        cfg.prefix_prompt_length.saturating_sub(1).max(1) as usize
+                    )
+                )
+            })
+            .collect();
+        (0..cfg.num_dataset_entries)
             .map(|i| {
                 let isl = sample_len(&mut rng, cfg.isl as f64, cfg.isl_stddev);
                 let osl = cfg
                     .osl
                     .map(|o| sample_len(&mut rng, o as f64, cfg.osl_stddev));
-                let start = generator.random_start(&mut rng);
-                let prompt = generator.prompt(start, isl as usize);
-                entry(cfg, format!("conv-{i}"), &prompt, isl, osl, None)
+                let batch: Vec<String> = (0..cfg.batch_size.max(1))
+                    .map(|_| {
+                        let start = generator.random_start(&mut rng);
+                        if prefixes.is_empty() {
+                            generator.prompt(start, isl as usize)
+                        } else {
+                            let prefix = &prefixes[rng.gen_range(0..prefixes.len())];
+                            let total = tokenizer.count(prefix) + isl as usize;
+                            generator.with_prefix(prefix, start, total)
+                        }
+                    })
+                    .collect();
+                let isl = batch.iter().map(|p| tokenizer.count(p) as u32).sum();
+                let turn = Turn {
+                    text: String::new(),
+                    isl,
+                    osl,
+                    delay_ms: 0.0,
+                };
+                entry(shape, format!("conv-{i}"), batch, vec![turn], None)
             })
-            .collect();
-        Dataset { entries }
+            .collect()
     }
 
     /// Whether every entry carries a timestamp (a trace that can be replayed on schedule).
     pub fn has_timestamps(&self) -> bool {
         !self.entries.is_empty() && self.entries.iter().all(|e| e.timestamp_ms.is_some())
+    }
+
+    /// The entry a credit uses, by `--dataset-sampling-strategy`.
+    pub fn pick(&self, credit: u64) -> usize {
+        let n = self.entries.len() as u64;
+        match self.sampling {
+            SamplingStrategy::Sequential => (credit % n) as usize,
+            SamplingStrategy::Random => (mix(self.seed, credit) % n) as usize,
+            SamplingStrategy::Shuffle => {
+                let pass = (credit / n) as usize;
+                let mut perms = self.permutations.lock().unwrap_or_else(|e| e.into_inner());
+                while perms.len() <= pass {
+                    let mut p: Vec<u32> = (0..n as u32).collect();
+                    p.shuffle(&mut StdRng::seed_from_u64(mix(
+                        self.seed,
+                        perms.len() as u64,
+                    )));
+                    perms.push(p);
+                }
+                perms[pass][(credit % n) as usize] as usize
+            }
+        }
     }
 }
 

@@ -11,25 +11,86 @@ use serde_json::{json, Map, Value};
 use crate::cli::EndpointType;
 use crate::metrics::Usage;
 
-/// Builds the JSON payload for one prompt.
-pub fn build_payload(
-    endpoint: EndpointType,
-    model: &str,
-    prompt: &str,
-    max_tokens: Option<u32>,
-    streaming: bool,
-    legacy_max_tokens: bool,
-    extra: &Map<String, Value>,
-) -> Value {
-    let mut body = match endpoint {
+/// Everything about a request's shape that is fixed for a run.
+#[derive(Debug, Clone)]
+pub struct RequestShape {
+    pub endpoint: EndpointType,
+    pub model: String,
+    pub streaming: bool,
+    pub legacy_max_tokens: bool,
+    pub extra: Map<String, Value>,
+    pub template: Option<Value>,
+    /// Ask the server for `usage` in streams (`--use-server-token-count`).
+    pub include_usage: bool,
+}
+
+impl RequestShape {
+    pub fn from_config(cfg: &crate::config::BenchmarkConfig) -> Self {
+        Self {
+            endpoint: cfg.endpoint_type,
+            model: cfg.model.clone(),
+            streaming: cfg.streaming && cfg.endpoint_type != EndpointType::Embeddings,
+            legacy_max_tokens: cfg.use_legacy_max_tokens,
+            extra: cfg.extra_inputs.clone(),
+            template: cfg.payload_template.clone(),
+            include_usage: cfg.use_server_token_count,
+        }
+    }
+}
+
+/// One message of a conversation: `("user" | "assistant", text)`.
+pub type Message = (&'static str, String);
+
+/// Fills `{{text}}`, `{{max_tokens}}` and `{{model}}` in a template, recursively. A string
+/// that is exactly `{{max_tokens}}` becomes a number.
+fn fill_template(t: &Value, text: &str, max_tokens: Option<u32>, model: &str) -> Value {
+    match t {
+        Value::String(s) if s == "{{max_tokens}}" => {
+            max_tokens.map(|n| json!(n)).unwrap_or(Value::Null)
+        }
+        Value::String(s) => Value::String(
+            s.replace("{{text}}", text)
+                .replace("{{model}}", model)
+                .replace(
+                    "{{max_tokens}}",
+                    &max_tokens.map(|n| n.to_string()).unwrap_or_default(),
+                ),
+        ),
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .map(|v| fill_template(v, text, max_tokens, model))
+                .collect(),
+        ),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), fill_template(v, text, max_tokens, model)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Builds the JSON payload for a conversation so far (the last message is the new user
+/// turn). Embeddings send every message as one input of the batch.
+pub fn build_payload(shape: &RequestShape, messages: &[Message], max_tokens: Option<u32>) -> Value {
+    let model = shape.model.as_str();
+    let streaming = shape.streaming;
+    let joined = || {
+        messages
+            .iter()
+            .map(|(_, t)| t.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let mut body = match shape.endpoint {
         EndpointType::Chat => {
-            let mut b = json!({
-                "model": model,
-                "messages": [{"role": "user", "content": prompt}],
-                "stream": streaming,
-            });
+            let msgs: Vec<Value> = messages
+                .iter()
+                .map(|(r, t)| json!({"role": r, "content": t}))
+                .collect();
+            let mut b = json!({"model": model, "messages": msgs, "stream": streaming});
             if let Some(n) = max_tokens {
-                let key = if legacy_max_tokens {
+                let key = if shape.legacy_max_tokens {
                     "max_tokens"
                 } else {
                     "max_completion_tokens"
@@ -39,20 +100,105 @@ pub fn build_payload(
             b
         }
         EndpointType::Completions => {
-            let mut b = json!({"model": model, "prompt": prompt, "stream": streaming});
+            let mut b = json!({"model": model, "prompt": joined(), "stream": streaming});
             if let Some(n) = max_tokens {
                 b["max_tokens"] = json!(n);
             }
             b
         }
-        EndpointType::Embeddings => json!({"model": model, "input": [prompt]}),
+        EndpointType::Embeddings => {
+            let inputs: Vec<&str> = messages.iter().map(|(_, t)| t.as_str()).collect();
+            json!({"model": model, "input": inputs})
+        }
+        EndpointType::Responses => {
+            let input: Vec<Value> = messages
+                .iter()
+                .map(|(r, t)| json!({"role": r, "content": t}))
+                .collect();
+            let mut b = json!({"model": model, "input": input, "stream": streaming});
+            if let Some(n) = max_tokens {
+                b["max_output_tokens"] = json!(n);
+            }
+            b
+        }
+        EndpointType::Template => {
+            let t = shape.template.as_ref().expect("config requires a template");
+            fill_template(t, &joined(), max_tokens, model)
+        }
     };
     if let Value::Object(map) = &mut body {
-        for (k, v) in extra {
+        if shape.include_usage
+            && streaming
+            && matches!(
+                shape.endpoint,
+                EndpointType::Chat | EndpointType::Completions
+            )
+        {
+            map.insert("stream_options".into(), json!({"include_usage": true}));
+        }
+        for (k, v) in &shape.extra {
             map.insert(k.clone(), v.clone());
         }
     }
     body
+}
+
+/// How responses are read for the run's endpoint.
+#[derive(Debug, Clone)]
+pub enum ResponseParser {
+    /// OpenAI shapes: chat, completions, embeddings and the Responses API.
+    OpenAi,
+    /// `--endpoint-type template`: the text is at this JSON pointer.
+    Pointer(String),
+}
+
+impl ResponseParser {
+    pub fn for_shape(shape: &RequestShape, pointer: &str) -> Self {
+        match shape.endpoint {
+            EndpointType::Template => ResponseParser::Pointer(pointer.to_string()),
+            _ => ResponseParser::OpenAi,
+        }
+    }
+
+    pub fn parse(
+        &self,
+        bytes: &[u8],
+        out: &mut String,
+        reasoning: &mut String,
+    ) -> Result<Parsed, String> {
+        match self {
+            ResponseParser::OpenAi => parse_response(bytes, out, reasoning),
+            ResponseParser::Pointer(ptr) => {
+                let v: Value =
+                    serde_json::from_slice(bytes).map_err(|e| invalid_json(bytes, &e))?;
+                let mut p = Parsed::default();
+                if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+                    p.error = Some(
+                        err.get("message")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                            .unwrap_or_else(|| err.to_string()),
+                    );
+                    return Ok(p);
+                }
+                if let Some(text) = v
+                    .pointer(ptr)
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                {
+                    out.push_str(text);
+                    p.has_content = true;
+                    p.has_output = true;
+                }
+                Ok(p)
+            }
+        }
+    }
+}
+
+fn invalid_json(bytes: &[u8], e: &serde_json::Error) -> String {
+    let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(120)]).into_owned();
+    format!("invalid JSON in response ({e}): {shown}")
 }
 
 #[derive(Deserialize)]
@@ -65,6 +211,40 @@ struct Chunk<'a> {
     error: Option<ErrorBody<'a>>,
     #[serde(borrow, default)]
     data: Option<Vec<&'a serde_json::value::RawValue>>,
+    /// Responses API: the event type (`response.output_text.delta`, ...).
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    /// Responses API: a delta's text.
+    #[serde(borrow, default)]
+    delta: Option<Cow<'a, str>>,
+    /// Responses API, non-streaming: the output items.
+    #[serde(borrow, default)]
+    output: Option<Vec<OutputItem<'a>>>,
+    /// Responses API: `response.completed` carries the final response (with usage).
+    #[serde(default)]
+    response: Option<Box<ResponseBody>>,
+}
+
+#[derive(Deserialize)]
+struct OutputItem<'a> {
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    content: Option<Vec<OutputContent<'a>>>,
+    #[serde(borrow, default)]
+    summary: Option<Vec<OutputContent<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct OutputContent<'a> {
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct ResponseBody {
+    #[serde(default)]
+    usage: Option<RawUsage>,
 }
 
 #[derive(Deserialize)]
@@ -79,22 +259,24 @@ enum ErrorBody<'a> {
 
 #[derive(Deserialize, Default, Clone, Copy)]
 struct RawUsage {
+    #[serde(alias = "input_tokens")]
     prompt_tokens: Option<u64>,
+    #[serde(alias = "output_tokens")]
     completion_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
 struct Choice<'a> {
     #[serde(borrow, default)]
-    delta: Option<Message<'a>>,
+    delta: Option<ChoiceMessage<'a>>,
     #[serde(borrow, default)]
-    message: Option<Message<'a>>,
+    message: Option<ChoiceMessage<'a>>,
     #[serde(borrow, default)]
     text: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
-struct Message<'a> {
+struct ChoiceMessage<'a> {
     #[serde(borrow, default)]
     content: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -129,6 +311,8 @@ pub struct Parsed {
     pub usage: Option<Usage>,
     /// The server reported an error in the body or stream.
     pub error: Option<String>,
+    /// The event ends the stream (Responses API `response.completed`; `[DONE]` elsewhere).
+    pub done: bool,
 }
 
 /// Parses one JSON response and appends its text to `out` / `reasoning`.
@@ -138,10 +322,7 @@ pub fn parse_response(
     out: &mut String,
     reasoning: &mut String,
 ) -> Result<Parsed, String> {
-    let chunk: Chunk = serde_json::from_slice(bytes).map_err(|e| {
-        let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(120)]).into_owned();
-        format!("invalid JSON in response ({e}): {shown}")
-    })?;
+    let chunk: Chunk = serde_json::from_slice(bytes).map_err(|e| invalid_json(bytes, &e))?;
     let mut p = Parsed::default();
     if let Some(err) = chunk.error {
         p.error = Some(match err {
@@ -152,12 +333,52 @@ pub fn parse_response(
         });
         return Ok(p);
     }
-    if let Some(u) = chunk.usage {
+    if let Some(u) = chunk.usage.or(chunk.response.and_then(|r| r.usage)) {
         if u.prompt_tokens.is_some() || u.completion_tokens.is_some() {
             p.usage = Some(Usage {
                 prompt_tokens: u.prompt_tokens,
                 completion_tokens: u.completion_tokens,
             });
+        }
+    }
+    // Responses API streaming deltas and non-streaming output items.
+    if let Some(kind) = &chunk.kind {
+        p.done = matches!(kind.as_ref(), "response.completed" | "response.incomplete");
+        if kind == "response.failed" || kind == "error" {
+            p.error = Some(format!("server sent `{kind}`"));
+            return Ok(p);
+        }
+    }
+    if let (Some(kind), Some(delta)) = (&chunk.kind, &chunk.delta) {
+        if !delta.is_empty() {
+            if kind.contains("reasoning") {
+                reasoning.push_str(delta);
+            } else if kind.ends_with("output_text.delta")
+                || kind.ends_with("function_call_arguments.delta")
+            {
+                out.push_str(delta);
+                p.has_output = true;
+            }
+            p.has_content = kind.contains("reasoning") || p.has_output;
+        }
+    }
+    for item in chunk.output.unwrap_or_default() {
+        let is_reasoning = item.kind.as_deref() == Some("reasoning");
+        for c in item
+            .content
+            .unwrap_or_default()
+            .into_iter()
+            .chain(item.summary.unwrap_or_default())
+        {
+            if let Some(t) = c.text.filter(|t| !t.is_empty()) {
+                if is_reasoning {
+                    reasoning.push_str(&t);
+                } else {
+                    out.push_str(&t);
+                    p.has_output = true;
+                }
+                p.has_content = true;
+            }
         }
     }
     if let Some(data) = chunk.data {
@@ -280,48 +501,116 @@ mod tests {
         assert!(p.has_content);
     }
 
+    fn shape(endpoint: EndpointType, streaming: bool) -> RequestShape {
+        RequestShape {
+            endpoint,
+            model: "m".into(),
+            streaming,
+            legacy_max_tokens: false,
+            extra: Map::new(),
+            template: None,
+            include_usage: false,
+        }
+    }
+
+    fn user(t: &str) -> Vec<Message> {
+        vec![("user", t.to_string())]
+    }
+
     #[test]
     fn payload_shapes() {
-        let mut extra = Map::new();
-        extra.insert("temperature".into(), json!(0.1));
-        let c = build_payload(EndpointType::Chat, "m", "hi", Some(8), true, false, &extra);
+        let mut chat = shape(EndpointType::Chat, true);
+        chat.extra.insert("temperature".into(), json!(0.1));
         assert_eq!(
-            c,
+            build_payload(&chat, &user("hi"), Some(8)),
             json!({"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"max_completion_tokens":8,"temperature":0.1})
         );
-        let c = build_payload(
-            EndpointType::Chat,
-            "m",
-            "hi",
-            Some(8),
-            false,
-            true,
-            &Map::new(),
-        );
+        let mut legacy = shape(EndpointType::Chat, false);
+        legacy.legacy_max_tokens = true;
+        let c = build_payload(&legacy, &user("hi"), Some(8));
         assert_eq!(c["max_tokens"], 8);
         assert!(c.get("max_completion_tokens").is_none());
-        let c = build_payload(
-            EndpointType::Completions,
-            "m",
-            "hi",
-            Some(4),
-            true,
-            false,
-            &Map::new(),
-        );
         assert_eq!(
-            c,
+            build_payload(
+                &shape(EndpointType::Completions, true),
+                &user("hi"),
+                Some(4)
+            ),
             json!({"model":"m","prompt":"hi","stream":true,"max_tokens":4})
         );
-        let e = build_payload(
-            EndpointType::Embeddings,
-            "m",
-            "hi",
-            None,
-            false,
-            false,
-            &Map::new(),
+        let batch = vec![("user", "a".to_string()), ("user", "b".to_string())];
+        assert_eq!(
+            build_payload(&shape(EndpointType::Embeddings, false), &batch, None),
+            json!({"model":"m","input":["a","b"]})
         );
-        assert_eq!(e, json!({"model":"m","input":["hi"]}));
+        assert_eq!(
+            build_payload(&shape(EndpointType::Responses, true), &user("hi"), Some(5)),
+            json!({"model":"m","input":[{"role":"user","content":"hi"}],"stream":true,"max_output_tokens":5})
+        );
+    }
+
+    #[test]
+    fn multi_turn_history_and_usage_request() {
+        let mut chat = shape(EndpointType::Chat, true);
+        chat.include_usage = true;
+        let history = vec![
+            ("user", "q1".to_string()),
+            ("assistant", "a1".to_string()),
+            ("user", "q2".to_string()),
+        ];
+        let c = build_payload(&chat, &history, None);
+        assert_eq!(c["messages"][1], json!({"role":"assistant","content":"a1"}));
+        assert_eq!(c["stream_options"], json!({"include_usage": true}));
+        let c = build_payload(&shape(EndpointType::Completions, false), &history, None);
+        assert_eq!(c["prompt"], "q1\na1\nq2");
+    }
+
+    #[test]
+    fn template_payload_and_pointer_parsing() {
+        let mut t = shape(EndpointType::Template, false);
+        t.template = Some(
+            json!({"inputs": "{{text}}", "parameters": {"max_new_tokens": "{{max_tokens}}", "model": "{{model}}"}}),
+        );
+        assert_eq!(
+            build_payload(&t, &user("hello"), Some(7)),
+            json!({"inputs": "hello", "parameters": {"max_new_tokens": 7, "model": "m"}})
+        );
+        let parser = ResponseParser::Pointer("/generated_text".into());
+        let (mut o, mut r) = (String::new(), String::new());
+        let p = parser
+            .parse(br#"{"generated_text":"hey"}"#, &mut o, &mut r)
+            .unwrap();
+        assert!(p.has_content);
+        assert_eq!(o, "hey");
+        let p = parser.parse(br#"{"other":1}"#, &mut o, &mut r).unwrap();
+        assert!(!p.has_content);
+    }
+
+    #[test]
+    fn responses_api_events_and_bodies() {
+        let (p, o, _) =
+            parse(r#"{"type":"response.output_text.delta","item_id":"x","delta":"Hel"}"#);
+        assert!(p.has_content && p.has_output);
+        assert_eq!(o, "Hel");
+        let (p, _, r) = parse(r#"{"type":"response.reasoning_text.delta","delta":"hmm"}"#);
+        assert!(p.has_content && !p.has_output);
+        assert_eq!(r, "hmm");
+        let (p, _, _) = parse(r#"{"type":"response.created","response":{"id":"r"}}"#);
+        assert!(!p.has_content);
+        let (p, _, _) = parse(
+            r#"{"type":"response.completed","response":{"usage":{"input_tokens":3,"output_tokens":9}}}"#,
+        );
+        assert_eq!(
+            p.usage,
+            Some(Usage {
+                prompt_tokens: Some(3),
+                completion_tokens: Some(9)
+            })
+        );
+        let (p, o, r) = parse(
+            r#"{"output":[{"type":"reasoning","summary":[{"text":"why"}]},{"type":"message","content":[{"type":"output_text","text":"done"}]}],"usage":{"input_tokens":1,"output_tokens":2}}"#,
+        );
+        assert!(p.has_output);
+        assert_eq!((o.as_str(), r.as_str()), ("done", "why"));
     }
 }

@@ -193,6 +193,8 @@ pub struct RequestMetrics {
     pub end_ns: u64,
     /// Actual minus scheduled send time (rate and trace modes).
     pub send_lag_ms: Option<f64>,
+    /// The client's and the server's output token counts differ by more than 10 %.
+    pub count_mismatch: bool,
 }
 
 /// Computes a successful request's metrics. OSL is the tokenizer's count of all output text
@@ -206,6 +208,7 @@ pub fn compute(
     let content_tokens = tokenizer.count(&rec.output_text) as u64;
     let reasoning_tokens = tokenizer.count(&rec.reasoning_text) as u64;
     let mut osl = content_tokens + reasoning_tokens;
+    let client_osl = osl;
     let mut isl = rec.isl as u64;
     if use_server_counts {
         if let Some(u) = rec.usage {
@@ -251,6 +254,12 @@ pub fn compute(
         send_lag_ms: rec
             .scheduled_ns
             .map(|s| (rec.start_ns as f64 - s as f64) / NS_PER_MS),
+        count_mismatch: rec
+            .usage
+            .and_then(|u| u.completion_tokens)
+            .is_some_and(|server| {
+                (client_osl as f64 - server as f64).abs() > 0.1 * (server.max(client_osl) as f64)
+            }),
     }
 }
 
@@ -304,6 +313,7 @@ pub struct PhaseAccumulator {
     pub total_isl: u64,
     /// Per-URL request counts (success, error).
     pub per_url: BTreeMap<usize, (u64, u64)>,
+    pub count_mismatches: u64,
 }
 
 impl PhaseAccumulator {
@@ -316,6 +326,7 @@ impl PhaseAccumulator {
         );
         self.max_end_ns = Some(self.max_end_ns.map_or(m.end_ns, |e| e.max(m.end_ns)));
         self.total_osl += m.osl;
+        self.count_mismatches += m.count_mismatch as u64;
         self.total_isl += m.isl;
         let mut push = |tag: &'static str, v: Option<f64>| {
             if let Some(v) = v {
@@ -408,6 +419,7 @@ impl PhaseAccumulator {
             error_count: self.errors,
             cancelled: self.cancelled,
             per_url: self.per_url.clone(),
+            count_mismatches: self.count_mismatches,
         }
     }
 }
@@ -433,6 +445,8 @@ pub struct PhaseSummary {
     pub error_count: u64,
     pub cancelled: u64,
     pub per_url: BTreeMap<usize, (u64, u64)>,
+    /// Requests whose client and server output token counts differ by more than 10 %.
+    pub count_mismatches: u64,
 }
 
 impl PhaseSummary {

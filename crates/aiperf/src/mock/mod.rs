@@ -79,6 +79,8 @@ struct GenRequest {
     #[serde(default)]
     max_tokens: Option<u32>,
     #[serde(default)]
+    max_output_tokens: Option<u32>,
+    #[serde(default)]
     stream_options: Option<StreamOptions>,
 }
 
@@ -116,7 +118,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             let body = json!({"object": "list", "data": [{"id": "mock-model", "object": "model", "owned_by": "aiperf"}]});
             return Ok(full(StatusCode::OK, "application/json", body.to_string()));
         }
-        (Method::POST, "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings") => {}
+        (
+            Method::POST,
+            "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" | "/v1/responses",
+        ) => {}
         (
             _,
             "/v1/chat/completions"
@@ -189,9 +194,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         return Ok(full(StatusCode::OK, "application/json", body.to_string()));
     }
     let chat = path == "/v1/chat/completions";
+    let responses = path == "/v1/responses";
     let tokens = gen
         .max_completion_tokens
         .or(gen.max_tokens)
+        .or(gen.max_output_tokens)
         .unwrap_or(cfg.default_tokens)
         .max(1);
     let word = |i: u32| {
@@ -202,7 +209,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         let last = arrival + cfg.ttft + cfg.itl * (tokens - 1);
         hires::sleep_until(last).await;
         let text: String = (0..tokens).map(word).collect();
-        let body = if chat {
+        let body = if responses {
+            json!({"id": "resp-mock", "object": "response", "model": model, "status": "completed",
+                   "output": [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text}]}],
+                   "usage": {"input_tokens": prompt_tokens, "output_tokens": tokens}})
+        } else if chat {
             json!({"id": "chatcmpl-mock", "object": "chat.completion", "model": model,
                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}],
                    "usage": usage})
@@ -221,7 +232,25 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         let model_json = model_json.clone();
         let usage = usage.clone();
         async move {
-            let frame = if i == 0 {
+            let frame = if responses {
+                // The Responses API: named events, no [DONE]; `response.completed` ends it.
+                if i == 0 {
+                    "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp-mock\"}}\n\n".to_string()
+                } else if i <= tokens {
+                    hires::sleep_until(arrival + ttft + itl * (i - 1)).await;
+                    let w = WORDS[(mix(seed ^ 0xA5A5, n.wrapping_add((i - 1) as u64))
+                        % WORDS.len() as u64) as usize];
+                    format!("event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"delta\":\"{w}\"}}\n\n")
+                } else if i == tokens + 1 {
+                    let (p, c) = (
+                        usage["prompt_tokens"].clone(),
+                        usage["completion_tokens"].clone(),
+                    );
+                    format!("event: response.completed\ndata: {{\"type\":\"response.completed\",\"response\":{{\"id\":\"resp-mock\",\"status\":\"completed\",\"usage\":{{\"input_tokens\":{p},\"output_tokens\":{c}}}}}}}\n\n")
+                } else {
+                    return None;
+                }
+            } else if i == 0 {
                 if chat {
                     format!("data: {{\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion.chunk\",\"model\":{model_json},\"choices\":[{{\"index\":0,\"delta\":{{\"role\":\"assistant\",\"content\":\"\"}},\"finish_reason\":null}}]}}\n\n")
                 } else {

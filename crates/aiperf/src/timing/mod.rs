@@ -25,6 +25,7 @@ pub use clock::Clock;
 
 use crate::cli::RequestRateMode;
 use crate::dataset::Dataset;
+use crate::endpoint::{build_payload, Message};
 use crate::metrics::processor::{ProcessorMsg, RecordSender};
 use crate::metrics::{PhaseKind, RequestRecord};
 use crate::plugin::HookRegistry;
@@ -195,7 +196,8 @@ impl PhaseRun {
     }
 }
 
-/// Sends one request and hands its record to the processor.
+/// Sends one conversation (usually a single request) and hands each record to the
+/// processor. Later turns carry the history, including the server's actual replies.
 async fn execute(
     ctx: &RunContext,
     phase: &PhaseRun,
@@ -203,58 +205,91 @@ async fn execute(
     entry: Option<usize>,
     scheduled_ns: Option<u64>,
 ) -> bool {
-    let request_index = ctx.next_request.fetch_add(1, Ordering::Relaxed);
-    let n_entries = ctx.dataset.entries.len();
-    let entry_index = entry.unwrap_or((credit as usize) % n_entries);
+    let entry_index = entry.unwrap_or_else(|| ctx.dataset.pick(credit));
     let entry = &ctx.dataset.entries[entry_index];
-    let mut rec = RequestRecord {
-        phase: phase.spec.kind,
-        request_index,
-        conversation_index: entry_index,
-        turn_index: 0,
-        url_index: (request_index as usize) % ctx.transport.url_count(),
-        streaming: ctx.streaming,
-        start_ns: 0,
-        scheduled_ns,
-        ack_ns: None,
-        end_ns: 0,
-        content_ns: Vec::new(),
-        first_output_ns: None,
-        output_text: String::new(),
-        reasoning_text: String::new(),
-        usage: None,
-        isl: entry.isl,
-        error: None,
-        cancelled: false,
-    };
-    let tracker = &phase.tracker;
-    tracker.sent.fetch_add(1, Ordering::AcqRel);
-    ctx.transport
-        .send(
-            &mut rec,
-            entry.payload.clone(),
-            &phase.cancel,
-            phase.cancel_after(credit),
-        )
-        .await;
-    if let Some(s) = scheduled_ns {
-        let lag = rec.start_ns.saturating_sub(s);
-        if lag > LATE_SEND_NS {
-            tracker.late_sends.fetch_add(1, Ordering::AcqRel);
+    let mut history: Vec<Message> = Vec::new();
+    for (turn_index, turn) in entry.turns.iter().enumerate() {
+        if turn_index > 0 {
+            if turn.delay_ms > 0.0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs_f64(turn.delay_ms / 1e3)) => {}
+                    _ = phase.cancel.cancelled() => return true,
+                }
+            }
+            if phase.stop.is_cancelled() {
+                return true;
+            }
         }
-        tracker.max_send_lag_ns.fetch_max(lag + 1, Ordering::AcqRel);
-    }
-    if rec.cancelled {
-        tracker.cancelled.fetch_add(1, Ordering::AcqRel);
-    } else {
-        if rec.error.is_some() {
-            tracker.errors.fetch_add(1, Ordering::AcqRel);
+        let payload = if turn_index == 0 {
+            entry.payload.clone()
+        } else {
+            history.push(("user", turn.text.clone()));
+            let body = build_payload(&ctx.dataset.shape, &history, turn.osl);
+            bytes::Bytes::from(serde_json::to_vec(&body).expect("payload serializes"))
+        };
+        let request_index = ctx.next_request.fetch_add(1, Ordering::Relaxed);
+        let mut rec = RequestRecord {
+            phase: phase.spec.kind,
+            request_index,
+            conversation_index: entry_index,
+            turn_index: turn_index as u32,
+            url_index: (request_index as usize) % ctx.transport.url_count(),
+            streaming: ctx.streaming,
+            start_ns: 0,
+            scheduled_ns: scheduled_ns.filter(|_| turn_index == 0),
+            ack_ns: None,
+            end_ns: 0,
+            content_ns: Vec::new(),
+            first_output_ns: None,
+            output_text: String::new(),
+            reasoning_text: String::new(),
+            usage: None,
+            isl: turn.isl,
+            error: None,
+            cancelled: false,
+        };
+        let tracker = &phase.tracker;
+        tracker.sent.fetch_add(1, Ordering::AcqRel);
+        ctx.transport
+            .send(&mut rec, payload, &phase.cancel, phase.cancel_after(credit))
+            .await;
+        if let Some(s) = rec.scheduled_ns {
+            let lag = rec.start_ns.saturating_sub(s);
+            if lag > LATE_SEND_NS {
+                tracker.late_sends.fetch_add(1, Ordering::AcqRel);
+            }
+            tracker.max_send_lag_ns.fetch_max(lag + 1, Ordering::AcqRel);
         }
-        tracker.completed.fetch_add(1, Ordering::AcqRel);
+        let failed = rec.error.is_some();
+        if rec.cancelled {
+            tracker.cancelled.fetch_add(1, Ordering::AcqRel);
+        } else {
+            if failed {
+                tracker.errors.fetch_add(1, Ordering::AcqRel);
+            }
+            tracker.completed.fetch_add(1, Ordering::AcqRel);
+        }
+        let more_turns = turn_index + 1 < entry.turns.len();
+        if more_turns && !failed {
+            if turn_index == 0 {
+                let first = entry.turns[0].text.clone();
+                history.push(("user", first));
+            }
+            history.push(("assistant", rec.output_text.clone()));
+        }
+        if ctx
+            .records
+            .send(ProcessorMsg::Record(Box::new(rec)))
+            .is_err()
+        {
+            return false;
+        }
+        if failed {
+            // The conversation can't go on without this turn's reply.
+            break;
+        }
     }
-    ctx.records
-        .send(ProcessorMsg::Record(Box::new(rec)))
-        .is_ok()
+    true
 }
 
 /// Closed loop: send, wait for the answer, send the next.
@@ -433,31 +468,30 @@ pub async fn run_phase<P>(
     );
 
     // COMPLETE: count-bounded phases wait for every request (each bounded by its own
-    // timeout); time-bounded or interrupted phases get the grace period, then in-flight
-    // requests are cancelled and counted.
-    let bounded = timed_out || ctx.stop_sending.is_cancelled();
-    if bounded {
-        let grace = tokio::time::sleep(spec.grace_period);
-        tokio::pin!(grace);
-        loop {
-            tokio::select! {
-                r = tasks.join_next() => if r.is_none() { break },
-                _ = &mut grace => {
-                    if !tasks.is_empty() {
-                        timed_out = true;
-                        phase.cancel.cancel();
-                        while tasks.join_next().await.is_some() {}
-                    }
-                    break;
-                }
-                _ = ctx.cancel_in_flight.cancelled() => {
+    // timeout); time-bounded or interrupted phases (Ctrl-C may also come now, while
+    // draining) get the grace period, then in-flight requests are cancelled and counted.
+    let mut grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = (timed_out
+        || ctx.stop_sending.is_cancelled())
+    .then(|| Box::pin(tokio::time::sleep(spec.grace_period)));
+    loop {
+        tokio::select! {
+            r = tasks.join_next() => if r.is_none() { break },
+            _ = ctx.stop_sending.cancelled(), if grace.is_none() => {
+                grace = Some(Box::pin(tokio::time::sleep(spec.grace_period)));
+            }
+            _ = async { grace.as_mut().expect("guarded").await }, if grace.is_some() => {
+                if !tasks.is_empty() {
+                    timed_out = true;
+                    phase.cancel.cancel();
                     while tasks.join_next().await.is_some() {}
-                    break;
                 }
+                break;
+            }
+            _ = ctx.cancel_in_flight.cancelled() => {
+                while tasks.join_next().await.is_some() {}
+                break;
             }
         }
-    } else {
-        while tasks.join_next().await.is_some() {}
     }
     tracker.end_ns.store(ctx.clock.now_ns(), Ordering::Release);
     if timed_out {

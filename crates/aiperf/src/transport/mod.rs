@@ -11,7 +11,7 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use tokio_util::sync::CancellationToken;
 
-use crate::endpoint::parse_response;
+use crate::endpoint::{parse_response, ResponseParser};
 use crate::metrics::{ErrorDetails, RequestRecord};
 use crate::timing::Clock;
 use sse::SseFramer;
@@ -31,6 +31,7 @@ pub struct Transport {
     headers: HeaderMap,
     timeout: Duration,
     clock: Clock,
+    parser: ResponseParser,
 }
 
 impl Transport {
@@ -41,6 +42,7 @@ impl Transport {
         headers: &[(String, String)],
         timeout: Duration,
         clock: Clock,
+        parser: ResponseParser,
     ) -> Result<Self, TransportError> {
         let mut map = HeaderMap::new();
         map.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -79,6 +81,7 @@ impl Transport {
             headers: map,
             timeout,
             clock,
+            parser,
         })
     }
 
@@ -210,7 +213,10 @@ impl Transport {
         };
         let t = self.clock.now_ns();
         rec.end_ns = t;
-        match parse_response(&body, &mut rec.output_text, &mut rec.reasoning_text) {
+        match self
+            .parser
+            .parse(&body, &mut rec.output_text, &mut rec.reasoning_text)
+        {
             Ok(p) => {
                 if let Some(err) = p.error {
                     rec.error = Some(ErrorDetails::new(None, "ServerError", err));
@@ -256,12 +262,18 @@ impl Transport {
                     done = true;
                     break;
                 }
-                match parse_response(data, &mut rec.output_text, &mut rec.reasoning_text) {
+                match self
+                    .parser
+                    .parse(data, &mut rec.output_text, &mut rec.reasoning_text)
+                {
                     Ok(p) => {
                         if let Some(err) = p.error {
                             rec.end_ns = t;
                             rec.error = Some(ErrorDetails::new(None, "StreamError", err));
                             return;
+                        }
+                        if p.done {
+                            done = true;
                         }
                         if p.usage.is_some() {
                             rec.usage = p.usage;
