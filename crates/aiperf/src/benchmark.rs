@@ -161,8 +161,16 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create artifact directory {}", dir.display()))?;
     export::write_inputs(&dir, &dataset).context("cannot write inputs.json")?;
-    let jsonl = JsonlWriter::create(&dir.join(export::JSONL_FILE), clock)
-        .with_context(|| format!("cannot create {}", dir.join(export::JSONL_FILE).display()))?;
+    let jsonl = JsonlWriter::create(
+        &dir.join(export::JSONL_FILE),
+        clock,
+        dataset
+            .entries
+            .iter()
+            .map(|e| e.conversation_id.clone())
+            .collect(),
+    )
+    .with_context(|| format!("cannot create {}", dir.join(export::JSONL_FILE).display()))?;
     let processor = RecordProcessor::start(tokenizer.clone(), cfg.use_server_token_count, jsonl);
 
     let transport = Transport::new(
@@ -188,6 +196,7 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
         cancel_in_flight: CancellationToken::new(),
     });
 
+    let health = crate::timing::health::HealthMonitor::start();
     let run_start = clock.now_ns();
     hooks.emit(Hook::BenchmarkStart, None, None, None);
     let mut phase_stats = Map::new();
@@ -299,14 +308,16 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
             if cfg.use_server_token_count { "server's" } else { "client's" }
         ));
     }
-    if let Some(crate::metrics::MetricValue::Stats(lag)) = profiling.get("send_lag") {
-        if lag.p99 > 1.0 {
-            warnings.push(format!(
-                "the client could not keep the request schedule: send lag p99 {:.2} ms, max {:.2} ms; \
-                 latencies may include client delay (lower the rate or use a less loaded machine)",
-                lag.p99, lag.max
-            ));
-        }
+    let send_lag_p99 = match profiling.get("send_lag") {
+        Some(crate::metrics::MetricValue::Stats(s)) => Some(s.p99),
+        _ => None,
+    };
+    let health = health.finish(send_lag_p99);
+    if !health.ok {
+        warnings.push(format!(
+            "these numbers may describe the client rather than the server: {}",
+            health.reasons.join("; ")
+        ));
     }
     let report = RunReport {
         benchmark_id: uuid::Uuid::new_v4().to_string(),
@@ -320,6 +331,7 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
         warnings,
         plugins: plugins.to_json(),
         phase_stats,
+        client_health: health.json,
     };
     export::write_reports(&dir, &report).context("cannot write the reports")?;
     let exit_code = finish_console(
@@ -400,6 +412,15 @@ fn finish_console(
         }
     );
     print!("{}", export::console::render(&title, s));
+    let h = &report.client_health;
+    if h["verdict"] == "ok" {
+        println!(
+            "Client health: ok (runtime lag p99 {:.3} ms, aiperf CPU {:.0} % of one core, machine {:.0} % busy)",
+            h["runtime_lag_ms"]["p99"].as_f64().unwrap_or(0.0),
+            h["process_cpu_percent"].as_f64().unwrap_or(0.0),
+            h["machine_cpu_busy_percent"].as_f64().unwrap_or(0.0),
+        );
+    }
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }

@@ -13,14 +13,21 @@ pub struct JsonlWriter {
     out: Option<BufWriter<File>>,
     clock: Clock,
     line: Vec<u8>,
+    /// The dataset's conversation ids, by index (as in `inputs.json`).
+    conversation_ids: std::sync::Arc<[String]>,
 }
 
 impl JsonlWriter {
-    pub fn create(path: &Path, clock: Clock) -> std::io::Result<Self> {
+    pub fn create(
+        path: &Path,
+        clock: Clock,
+        conversation_ids: std::sync::Arc<[String]>,
+    ) -> std::io::Result<Self> {
         Ok(Self {
             out: Some(BufWriter::with_capacity(256 * 1024, File::create(path)?)),
             clock,
             line: Vec::with_capacity(1024),
+            conversation_ids,
         })
     }
 
@@ -30,6 +37,7 @@ impl JsonlWriter {
             out: None,
             clock,
             line: Vec::new(),
+            conversation_ids: std::sync::Arc::from(Vec::new()),
         }
     }
 
@@ -38,7 +46,11 @@ impl JsonlWriter {
         json!({
             "session_num": rec.request_index,
             "x_request_id": format!("req-{}", rec.request_index),
-            "conversation_id": format!("conv-{}", rec.conversation_index),
+            "conversation_id": self
+                .conversation_ids
+                .get(rec.conversation_index)
+                .cloned()
+                .unwrap_or_else(|| format!("conv-{}", rec.conversation_index)),
             "turn_index": rec.turn_index,
             "request_start_ns": wall(rec.start_ns),
             "request_ack_ns": rec.ack_ns.map(wall),

@@ -33,6 +33,8 @@ pub struct RunReport {
     pub plugins: Value,
     /// Phase stats as the plugin hooks saw them.
     pub phase_stats: Map<String, Value>,
+    /// Whether the client kept up (see `timing::health`).
+    pub client_health: Value,
 }
 
 /// Writes `bytes` to `dir/name` via a temporary file, so a reader never sees half a file.
@@ -89,6 +91,7 @@ pub fn report_json(r: &RunReport) -> Value {
     }
     out.insert("phase_stats".into(), Value::Object(r.phase_stats.clone()));
     out.insert("warnings".into(), json!(r.warnings));
+    out.insert("client_health".into(), r.client_health.clone());
     out.insert("plugins".into(), r.plugins.clone());
     out.insert("input_config".into(), r.input_config.clone());
     Value::Object(out)

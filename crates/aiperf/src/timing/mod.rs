@@ -9,6 +9,7 @@
 //! send lag is recorded: nothing is dropped).
 
 pub mod clock;
+pub mod health;
 pub mod hires;
 pub mod schedule;
 
