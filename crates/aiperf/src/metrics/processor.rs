@@ -35,6 +35,8 @@ enum Work {
     Marker(u64),
 }
 
+type SummaryRequest = (PhaseKind, oneshot::Sender<PhaseSummary>);
+
 enum Done {
     Record(Box<RequestRecord>, Option<RequestMetrics>),
     Marker(u64),
@@ -154,8 +156,7 @@ fn aggregate(
     let mut phases: BTreeMap<PhaseKind, PhaseAccumulator> = BTreeMap::new();
     let mut io_result = Ok(());
     // token -> (markers seen, the request once it arrived)
-    let mut pending: HashMap<u64, (usize, Option<(PhaseKind, oneshot::Sender<PhaseSummary>)>)> =
-        HashMap::new();
+    let mut pending: HashMap<u64, (usize, Option<SummaryRequest>)> = HashMap::new();
     loop {
         let msg = match rx.try_recv() {
             Ok(m) => m,
