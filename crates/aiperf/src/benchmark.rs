@@ -140,6 +140,11 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
         mock = Some(m);
     }
     let tokenizer = tokenizer.await.expect("tokenizer task")?;
+    tracing::debug!(
+        "tokenizer {} loaded at {:.1} ms",
+        tokenizer.name(),
+        clock.now_ns() as f64 / 1e6
+    );
     let dataset = {
         let (c, t) = (cfg.clone(), tokenizer.clone());
         tokio::task::spawn_blocking(move || Dataset::build(&c, &t))
@@ -147,10 +152,18 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
             .expect("dataset thread")
             .map_err(|e| ConfigError::Usage(e.to_string()))?
     };
+    tracing::debug!(
+        "{} dataset entries built at {:.1} ms",
+        dataset.entries.len(),
+        clock.now_ns() as f64 / 1e6
+    );
     let trace = fixed_schedule(&cfg, &dataset)?;
     // With an input file and no --request-count: one request per entry (or per trace line).
     let profiling_count = match (&trace, cfg.input_file.is_some()) {
-        (Some(t), _) => Some(t.len() as u64),
+        (Some(t), _) => Some(
+            cfg.request_count
+                .map_or(t.len() as u64, |c| c.min(t.len() as u64)),
+        ),
         (None, true) if cfg.benchmark_duration.is_none() => {
             Some(cfg.request_count.unwrap_or(dataset.entries.len() as u64))
         }

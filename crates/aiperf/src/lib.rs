@@ -171,7 +171,10 @@ pub async fn plugins_check(name: &str, config_path: Option<&Path>) -> anyhow::Re
             return Ok(1);
         }
     };
-    let timeout = entry.map(|e| e.timeout).unwrap_or(Duration::from_secs(5));
+    let timeout = entry
+        .map(|e| e.timeout)
+        .unwrap_or(Duration::from_secs(5))
+        .max(plugin::process::STARTUP_TIMEOUT);
     println!(
         "{name}: {} plugin ({})",
         loc.kind.as_str(),

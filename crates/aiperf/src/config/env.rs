@@ -67,12 +67,21 @@ pub fn substitute_yaml(
     value: &mut serde_yaml::Value,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(), String> {
+    substitute_value(value, lookup, false)
+}
+
+fn substitute_value(
+    value: &mut serde_yaml::Value,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    keep_string: bool,
+) -> Result<(), String> {
     match value {
         serde_yaml::Value::String(s) => {
             let whole = is_single_reference(s);
             let out = substitute(s, lookup)?;
-            // `port: ${PORT}` should be a number, as if the value had been written in place.
-            if whole {
+            // `port: ${PORT}` should be a number, as if the value had been written in place
+            // (but a secret stays a string, whatever it looks like).
+            if whole && !keep_string {
                 if let Ok(v @ (serde_yaml::Value::Number(_) | serde_yaml::Value::Bool(_))) =
                     serde_yaml::from_str::<serde_yaml::Value>(&out)
                 {
@@ -84,15 +93,16 @@ pub fn substitute_yaml(
         }
         serde_yaml::Value::Sequence(seq) => {
             for v in seq {
-                substitute_yaml(v, lookup)?;
+                substitute_value(v, lookup, keep_string)?;
             }
         }
         serde_yaml::Value::Mapping(map) => {
-            for (_, v) in map.iter_mut() {
-                substitute_yaml(v, lookup)?;
+            for (k, v) in map.iter_mut() {
+                let secret = k.as_str().is_some_and(super::is_secret_key);
+                substitute_value(v, lookup, keep_string || secret)?;
             }
         }
-        serde_yaml::Value::Tagged(t) => substitute_yaml(&mut t.value, lookup)?,
+        serde_yaml::Value::Tagged(t) => substitute_value(&mut t.value, lookup, keep_string)?,
         _ => {}
     }
     Ok(())

@@ -506,15 +506,15 @@ fn redacted_command(args: &[String]) -> String {
 }
 
 /// Whether a config key names a secret whose value must never be shown: it contains `key`,
-/// `token`, `secret`, `password` or `authorization`. Token *counts* (`max_tokens`,
-/// `min_tokens`) are not secrets.
+/// `token`, `secret`, `password` or `authorization`. `token` must not run on into a longer
+/// word: token counts (`max_tokens`) and `tokenizer` are not secrets.
 pub fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     ["key", "secret", "password", "authorization"]
         .iter()
         .any(|s| k.contains(s))
         || k.match_indices("token")
-            .any(|(i, _)| !k[i + 5..].starts_with('s'))
+            .any(|(i, _)| !k[i + 5..].starts_with(|c: char| c.is_ascii_alphabetic()))
 }
 
 /// A copy of `value` with every secret-keyed value replaced by `"<redacted>"`.

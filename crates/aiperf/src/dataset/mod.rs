@@ -211,34 +211,57 @@ impl Dataset {
                 )
             })
             .collect();
-        (0..cfg.num_dataset_entries)
-            .map(|i| {
-                let isl = sample_len(&mut rng, cfg.isl as f64, cfg.isl_stddev);
-                let osl = cfg
-                    .osl
-                    .map(|o| sample_len(&mut rng, o as f64, cfg.osl_stddev));
-                let batch: Vec<String> = (0..cfg.batch_size.max(1))
-                    .map(|_| {
-                        let start = generator.random_start(&mut rng);
-                        if prefixes.is_empty() {
-                            generator.prompt(start, isl as usize)
-                        } else {
-                            let prefix = &prefixes[rng.gen_range(0..prefixes.len())];
-                            let total = tokenizer.count(prefix) + isl as usize;
-                            generator.with_prefix(prefix, start, total)
-                        }
+        // Entries are independent (each has its own seeded generator), so they are built on
+        // every core: this is most of the time before the first request.
+        let make = |i: usize| {
+            let mut rng = StdRng::seed_from_u64(mix(cfg.random_seed, i as u64));
+            let isl = sample_len(&mut rng, cfg.isl as f64, cfg.isl_stddev);
+            let osl = cfg
+                .osl
+                .map(|o| sample_len(&mut rng, o as f64, cfg.osl_stddev));
+            let batch: Vec<String> = (0..cfg.batch_size.max(1))
+                .map(|_| {
+                    let start = generator.random_start(&mut rng);
+                    if prefixes.is_empty() {
+                        generator.prompt(start, isl as usize)
+                    } else {
+                        let prefix = &prefixes[rng.gen_range(0..prefixes.len())];
+                        let total = tokenizer.count(prefix) + isl as usize;
+                        generator.with_prefix(prefix, start, total)
+                    }
+                })
+                .collect();
+            let isl = batch.iter().map(|p| tokenizer.count(p) as u32).sum();
+            let turn = Turn {
+                text: String::new(),
+                isl,
+                osl,
+                delay_ms: 0.0,
+            };
+            entry(shape, format!("conv-{i}"), batch, vec![turn], None)
+        };
+        let n = cfg.num_dataset_entries;
+        let threads = std::thread::available_parallelism()
+            .map(|t| t.get())
+            .unwrap_or(1)
+            .min(n.max(1));
+        let chunk = n.div_ceil(threads);
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = (0..threads)
+                .map(|t| {
+                    let make = &make;
+                    scope.spawn(move || {
+                        (t * chunk..((t + 1) * chunk).min(n))
+                            .map(make)
+                            .collect::<Vec<_>>()
                     })
-                    .collect();
-                let isl = batch.iter().map(|p| tokenizer.count(p) as u32).sum();
-                let turn = Turn {
-                    text: String::new(),
-                    isl,
-                    osl,
-                    delay_ms: 0.0,
-                };
-                entry(shape, format!("conv-{i}"), batch, vec![turn], None)
-            })
-            .collect()
+                })
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|p| p.join().expect("dataset thread"))
+                .collect()
+        })
     }
 
     /// Whether every entry carries a timestamp (a trace that can be replayed on schedule).

@@ -127,6 +127,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             "/v1/chat/completions"
             | "/v1/completions"
             | "/v1/embeddings"
+            | "/v1/responses"
             | "/v1/models"
             | "/health",
         ) => {
