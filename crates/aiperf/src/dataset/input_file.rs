@@ -11,7 +11,7 @@
 //! - `sharegpt`: a JSON array of `{"conversations": [{"from": "human"|"gpt", "value"}]}`;
 //!   the first human message is the prompt, the reply's length its output length.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use rand::rngs::StdRng;
@@ -98,6 +98,8 @@ struct BlockCache<'a> {
     block: usize,
     seed: u64,
     blocks: HashMap<u64, String>,
+    /// Every block's text so far: different ids must get different text.
+    used: HashSet<String>,
 }
 
 impl BlockCache<'_> {
@@ -105,21 +107,10 @@ impl BlockCache<'_> {
     /// with, so the prompt's token count is the sum of its blocks'.
     fn full(&mut self, id: u64) -> &str {
         let (g, block, seed) = (self.generator, self.block, self.seed);
+        let used = &mut self.used;
         self.blocks.entry(id).or_insert_with(|| {
-            if block == 1 {
-                return "\n".to_string();
-            }
-            // Text that ends in a letter or digit: punctuation would merge with the newline.
-            let mut start = (mix(seed, id) % g.corpus.len() as u64) as usize;
-            let mut text = g.prompt(start, block - 1);
-            for _ in 0..64 {
-                if text.ends_with(|c: char| c.is_alphanumeric()) {
-                    break;
-                }
-                start += 1;
-                text = g.prompt(start, block - 1);
-            }
-            format!("{text}\n")
+            let start = (mix(seed, id) % g.corpus.len() as u64) as usize;
+            g.block(start, block, used)
         })
     }
 
@@ -162,6 +153,7 @@ pub fn load(
         block: cfg.isl_block_size as usize,
         seed: cfg.random_seed,
         blocks: HashMap::new(),
+        used: HashSet::new(),
     };
     let mut entries = Vec::new();
     let count = |t: &str| tokenizer.count(t) as u32;
@@ -308,6 +300,7 @@ mod tests {
             block: 16,
             seed: 3,
             blocks: HashMap::new(),
+            used: HashSet::new(),
         };
         let mut rng = StdRng::seed_from_u64(1);
         let a = cache.prompt(&[1, 2, 3], 40, &mut rng);

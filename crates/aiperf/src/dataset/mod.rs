@@ -4,6 +4,7 @@
 //! Synthetic prompts are cut from a bundled public-domain corpus and have exactly their
 //! sampled token count under the chosen tokenizer.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -110,6 +111,34 @@ impl PromptGenerator {
         s
     }
 
+    /// A block of exactly `n` tokens that ends in a newline, unlike every block in `used`.
+    /// Its text ends in a letter or digit, because punctuation merges with a following
+    /// newline into one token; so a prompt made of blocks counts as the sum of its blocks,
+    /// and prompts that share leading blocks share those tokens exactly.
+    pub fn block(&self, start: usize, n: usize, used: &mut HashSet<String>) -> String {
+        if n <= 1 {
+            return "\n".to_string();
+        }
+        let ends_well = |t: &str| t.ends_with(|c: char| c.is_alphanumeric());
+        // The corpus is small: walk it in strides that don't revisit the same windows soon.
+        for attempt in 0..256 {
+            let text = self.prompt(start + attempt * 37, n - 1);
+            if ends_well(&text) && self.tokenizer.count(&text) == n - 1 && !used.contains(&text) {
+                used.insert(text.clone());
+                return format!("{text}\n");
+            }
+        }
+        // Out of distinct windows: make one distinct by a leading number.
+        for tag in used.len().. {
+            let text = self.with_prefix(&format!("{tag} "), start, n - 1);
+            if ends_well(&text) && self.tokenizer.count(&text) == n - 1 && !used.contains(&text) {
+                used.insert(text.clone());
+                return format!("{text}\n");
+            }
+        }
+        unreachable!("the loop above returns")
+    }
+
     /// A random start position in the corpus.
     pub fn random_start(&self, rng: &mut StdRng) -> usize {
         rng.gen_range(0..self.corpus.len())
@@ -198,17 +227,12 @@ impl Dataset {
     ) -> Vec<Entry> {
         let generator = PromptGenerator::new(tokenizer.clone());
         let mut rng = StdRng::seed_from_u64(cfg.random_seed);
+        // Distinct prefixes, each ending in a newline: a token boundary no prompt merges across.
+        let mut used = HashSet::new();
         let prefixes: Vec<String> = (0..cfg.num_prefix_prompts)
             .map(|_| {
                 let start = generator.random_start(&mut rng);
-                // A newline after the prefix: a token boundary no prompt can merge across.
-                format!(
-                    "{}\n",
-                    generator.prompt(
-                        start,
-                        cfg.prefix_prompt_length.saturating_sub(1).max(1) as usize
-                    )
-                )
+                generator.block(start, cfg.prefix_prompt_length as usize, &mut used)
             })
             .collect();
         // Entries are independent (each has its own seeded generator), so they are built on
