@@ -295,6 +295,14 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
         None,
         Some(Value::Object(profiling.metrics_json())),
     );
+    if ctx
+        .dataset
+        .entries
+        .iter()
+        .any(|e| e.later_payloads.get().is_some())
+    {
+        export::write_inputs(&dir, &ctx.dataset).context("cannot write inputs.json")?;
+    }
     let plugins = hooks.finish().await;
     drop(ctx);
     processor

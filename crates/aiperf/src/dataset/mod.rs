@@ -42,6 +42,9 @@ pub struct Entry {
     pub payload: Bytes,
     /// When a trace says to send it, in ms from the trace's origin.
     pub timestamp_ms: Option<f64>,
+    /// Multi-turn: the later turns' payloads as first sent (they hold the server's replies,
+    /// so they exist only once the conversation has run).
+    pub later_payloads: std::sync::OnceLock<Vec<Bytes>>,
 }
 
 impl Entry {
@@ -176,6 +179,7 @@ fn entry(
         turns,
         payload: Bytes::from(serde_json::to_vec(&payload).expect("payload serializes")),
         timestamp_ms,
+        later_payloads: std::sync::OnceLock::new(),
     }
 }
 

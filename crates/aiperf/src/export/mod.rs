@@ -49,6 +49,8 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// `inputs.json`: the exact payloads, `{"data": [{"session_id", "payloads": [...]}]}`.
+/// Written before the run; rewritten after it when multi-turn conversations added the later
+/// turns' payloads (which carry the server's replies).
 pub fn write_inputs(dir: &Path, dataset: &Dataset) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(dataset.entries.iter().map(|e| e.payload.len() + 64).sum());
     buf.extend_from_slice(b"{\"data\":[");
@@ -61,6 +63,10 @@ pub fn write_inputs(dir: &Path, dataset: &Dataset) -> std::io::Result<()> {
         buf.extend_from_slice(b",\"payloads\":[");
         // Payloads are already JSON: written byte for byte as they were sent.
         buf.extend_from_slice(&e.payload);
+        for later in e.later_payloads.get().into_iter().flatten() {
+            buf.push(b',');
+            buf.extend_from_slice(later);
+        }
         buf.extend_from_slice(b"]}");
     }
     buf.extend_from_slice(b"]}\n");

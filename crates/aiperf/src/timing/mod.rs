@@ -209,6 +209,7 @@ async fn execute(
     let entry_index = entry.unwrap_or_else(|| ctx.dataset.pick(credit));
     let entry = &ctx.dataset.entries[entry_index];
     let mut history: Vec<Message> = Vec::new();
+    let mut sent_payloads = Vec::new();
     for (turn_index, turn) in entry.turns.iter().enumerate() {
         if turn_index > 0 {
             if turn.delay_ms > 0.0 {
@@ -226,7 +227,11 @@ async fn execute(
         } else {
             history.push(("user", turn.text.clone()));
             let body = build_payload(&ctx.dataset.shape, &history, turn.osl);
-            bytes::Bytes::from(serde_json::to_vec(&body).expect("payload serializes"))
+            let bytes = bytes::Bytes::from(serde_json::to_vec(&body).expect("payload serializes"));
+            if entry.later_payloads.get().is_none() {
+                sent_payloads.push(bytes.clone());
+            }
+            bytes
         };
         let request_index = ctx.next_request.fetch_add(1, Ordering::Relaxed);
         let mut rec = RequestRecord {
@@ -289,6 +294,10 @@ async fn execute(
             // The conversation can't go on without this turn's reply.
             break;
         }
+    }
+    if sent_payloads.len() + 1 == entry.turns.len() && !sent_payloads.is_empty() {
+        // Kept for inputs.json: the first complete run of this conversation.
+        let _ = entry.later_payloads.set(sent_payloads);
     }
     true
 }
