@@ -22,6 +22,7 @@ use serde_json::json;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
+use crate::dataset::mix;
 use crate::timing::hires;
 
 /// Words that are each exactly one token (with their leading space) in o200k_base and
@@ -98,14 +99,6 @@ fn json_error(status: StatusCode, message: &str) -> Response<Body> {
     let body =
         json!({"error": {"message": message, "type": "mock_error", "code": status.as_u16()}});
     full(status, "application/json", body.to_string())
-}
-
-/// splitmix64: a deterministic, well-mixed sequence from the seed and a counter.
-fn mix(seed: u64, n: u64) -> u64 {
-    let mut z = seed.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {

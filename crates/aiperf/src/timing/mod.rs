@@ -189,10 +189,8 @@ impl PhaseRun {
     /// is reproducible.
     fn cancel_after(&self, credit: u64) -> Option<Duration> {
         let (pct, delay) = self.spec.cancellation?;
-        let mut z = self.spec.seed ^ credit.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z ^= z >> 29;
-        let u = (z >> 11) as f64 / (1u64 << 53) as f64;
+        let u = (crate::dataset::mix(self.spec.seed ^ 0xCA9C_E11E, credit) >> 11) as f64
+            / (1u64 << 53) as f64;
         (u * 100.0 < pct).then_some(delay)
     }
 }
