@@ -184,7 +184,8 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
             .collect(),
     )
     .with_context(|| format!("cannot create {}", dir.join(export::JSONL_FILE).display()))?;
-    let processor = RecordProcessor::start(tokenizer.clone(), cfg.use_server_token_count, jsonl);
+    let mut processor =
+        RecordProcessor::start(tokenizer.clone(), cfg.use_server_token_count, jsonl);
 
     let transport = Transport::new(
         &cfg.urls,

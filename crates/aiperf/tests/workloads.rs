@@ -23,8 +23,8 @@ use serde_json::{json, Value};
 // helpers
 // ---------------------------------------------------------------------------------------
 
-fn o200k() -> &'static bpe_openai::Tokenizer {
-    bpe_openai::o200k_base()
+fn o200k() -> &'static common::Reference {
+    common::Reference::o200k()
 }
 
 fn strings(a: &[&str]) -> Vec<String> {

@@ -4,31 +4,33 @@
 //! `profile_export.jsonl`.
 //!
 //! ```text
-//! workers ─► dispatcher ─round robin─► tokenizer threads ─► aggregator (accumulators, JSONL)
+//! workers ─round robin─► tokenizer threads ─► aggregator (accumulators, JSONL)
 //! ```
 //!
-//! A summary request must see every record sent before it. The dispatcher passes a marker
-//! through every tokenizer thread; once the aggregator has the marker from all of them, each
-//! thread's earlier records have arrived (each thread's output is in order).
+//! A worker's hand-off is a push onto a queue, nothing more: the threads do not sleep on the
+//! queues while there is traffic, but poll them every [`BATCH_PAUSE`], so a busy run costs no
+//! thread wake-up (a futex call and a context switch) per record; they block only once a
+//! queue has been idle for a whole pause.
+//!
+//! A summary request must see every record sent before it. It passes a marker through every
+//! tokenizer thread; once the aggregator has the marker from all of them, each thread's
+//! earlier records have arrived (each thread's output is in order).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::{compute, PhaseAccumulator, PhaseKind, PhaseSummary, RequestMetrics, RequestRecord};
 use crate::export::jsonl::JsonlWriter;
 use crate::tokenizer::Tokenizer;
 
-/// Messages to the processor. One queue, so a summary request sent after a phase's workers
-/// finished is answered only after all their records.
-pub enum ProcessorMsg {
-    Record(Box<RequestRecord>),
-    Summarize(PhaseKind, oneshot::Sender<PhaseSummary>),
-}
-
-pub type RecordSender = mpsc::UnboundedSender<ProcessorMsg>;
+/// How long a processing thread lets its queue fill before draining it again.
+const BATCH_PAUSE: Duration = Duration::from_millis(2);
 
 enum Work {
     Record(Box<RequestRecord>),
@@ -43,9 +45,32 @@ enum Done {
     Summarize(u64, PhaseKind, oneshot::Sender<PhaseSummary>),
 }
 
+/// Where workers send finished requests: round robin over the tokenizer threads' queues.
+/// Sending never blocks. Cheap to clone.
+#[derive(Clone)]
+pub struct RecordSender {
+    queues: Arc<[std_mpsc::Sender<Work>]>,
+    next: Arc<AtomicUsize>,
+}
+
+/// The processor has stopped (its threads are gone).
+#[derive(Debug)]
+pub struct Closed;
+
+impl RecordSender {
+    pub fn send(&self, rec: RequestRecord) -> Result<(), Closed> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.queues.len();
+        self.queues[i]
+            .send(Work::Record(Box::new(rec)))
+            .map_err(|_| Closed)
+    }
+}
+
 /// Handle to the processing threads.
 pub struct RecordProcessor {
-    tx: RecordSender,
+    tx: Option<RecordSender>,
+    done_tx: std_mpsc::Sender<Done>,
+    next_token: u64,
     threads: Vec<JoinHandle<()>>,
     aggregator: JoinHandle<std::io::Result<()>>,
 }
@@ -57,22 +82,38 @@ fn spawn<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) 
         .expect("spawn record thread")
 }
 
+/// The next message: everything queued is taken at once; an empty queue gets one pause to
+/// fill before the thread blocks on it. `None` once every sender is gone.
+fn next_batched<T>(rx: &std_mpsc::Receiver<T>, on_idle: &mut impl FnMut()) -> Option<T> {
+    match rx.try_recv() {
+        Ok(m) => return Some(m),
+        Err(std_mpsc::TryRecvError::Disconnected) => return None,
+        Err(std_mpsc::TryRecvError::Empty) => {}
+    }
+    on_idle();
+    std::thread::sleep(BATCH_PAUSE);
+    match rx.try_recv() {
+        Ok(m) => Some(m),
+        Err(std_mpsc::TryRecvError::Disconnected) => None,
+        Err(std_mpsc::TryRecvError::Empty) => rx.recv().ok(),
+    }
+}
+
 impl RecordProcessor {
     pub fn start(tokenizer: Tokenizer, use_server_counts: bool, jsonl: JsonlWriter) -> Self {
         let n = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
             .clamp(1, 4);
-        let (tx, mut rx) = mpsc::unbounded_channel::<ProcessorMsg>();
         let (done_tx, done_rx) = std_mpsc::channel::<Done>();
         let mut threads = Vec::new();
-        let mut work_txs = Vec::new();
+        let mut queues = Vec::new();
         for i in 0..n {
             let (work_tx, work_rx) = std_mpsc::channel::<Work>();
-            work_txs.push(work_tx);
+            queues.push(work_tx);
             let (tokenizer, done_tx) = (tokenizer.clone(), done_tx.clone());
             threads.push(spawn(&format!("aiperf-tokenize-{i}"), move || {
-                for w in work_rx {
+                while let Some(w) = next_batched(&work_rx, &mut || {}) {
                     let out = match w {
                         Work::Record(rec) => {
                             let m = rec
@@ -89,29 +130,14 @@ impl RecordProcessor {
                 }
             }));
         }
-        let dispatch_done = done_tx;
-        threads.push(spawn("aiperf-records", move || {
-            let mut next = 0usize;
-            let mut token = 0u64;
-            while let Some(msg) = rx.blocking_recv() {
-                match msg {
-                    ProcessorMsg::Record(rec) => {
-                        let _ = work_txs[next % n].send(Work::Record(rec));
-                        next += 1;
-                    }
-                    ProcessorMsg::Summarize(phase, reply) => {
-                        token += 1;
-                        let _ = dispatch_done.send(Done::Summarize(token, phase, reply));
-                        for w in &work_txs {
-                            let _ = w.send(Work::Marker(token));
-                        }
-                    }
-                }
-            }
-        }));
         let aggregator = spawn("aiperf-aggregate", move || aggregate(done_rx, n, jsonl));
         Self {
-            tx,
+            tx: Some(RecordSender {
+                queues: queues.into(),
+                next: Arc::new(AtomicUsize::new(0)),
+            }),
+            done_tx,
+            next_token: 0,
             threads,
             aggregator,
         }
@@ -119,21 +145,34 @@ impl RecordProcessor {
 
     /// Where workers send finished requests.
     pub fn sender(&self) -> RecordSender {
-        self.tx.clone()
+        self.tx.clone().expect("sender taken only by finish")
     }
 
     /// The phase's summary, after every record queued so far has been processed.
-    pub async fn summarize(&self, phase: PhaseKind) -> PhaseSummary {
-        let (reply, rx) = oneshot::channel();
-        if self.tx.send(ProcessorMsg::Summarize(phase, reply)).is_err() {
+    pub async fn summarize(&mut self, phase: PhaseKind) -> PhaseSummary {
+        let Some(tx) = &self.tx else {
             return PhaseSummary::default();
+        };
+        self.next_token += 1;
+        let token = self.next_token;
+        let (reply, rx) = oneshot::channel();
+        if self
+            .done_tx
+            .send(Done::Summarize(token, phase, reply))
+            .is_err()
+        {
+            return PhaseSummary::default();
+        }
+        for q in tx.queues.iter() {
+            let _ = q.send(Work::Marker(token));
         }
         rx.await.unwrap_or_default()
     }
 
     /// Stops the threads once everything is processed (all senders must be dropped).
-    pub async fn finish(self) -> std::io::Result<()> {
-        drop(self.tx);
+    pub async fn finish(mut self) -> std::io::Result<()> {
+        drop(self.tx.take());
+        drop(self.done_tx);
         let (threads, aggregator) = (self.threads, self.aggregator);
         tokio::task::spawn_blocking(move || {
             for t in threads {
@@ -158,19 +197,14 @@ fn aggregate(
     // token -> (markers seen, the request once it arrived)
     let mut pending: HashMap<u64, (usize, Option<SummaryRequest>)> = HashMap::new();
     loop {
-        let msg = match rx.try_recv() {
-            Ok(m) => m,
-            Err(std_mpsc::TryRecvError::Empty) => {
-                // Caught up: flush, so the file on disk stays current.
-                if let (Err(e), Ok(())) = (jsonl.flush(), &io_result) {
-                    io_result = Err(e);
-                }
-                match rx.recv() {
-                    Ok(m) => m,
-                    Err(_) => break,
-                }
+        // Caught up: flush, so the file on disk stays current.
+        let mut flush = || {
+            if let (Err(e), Ok(())) = (jsonl.flush(), &io_result) {
+                io_result = Err(e);
             }
-            Err(std_mpsc::TryRecvError::Disconnected) => break,
+        };
+        let Some(msg) = next_batched(&rx, &mut flush) else {
+            break;
         };
         let token = match msg {
             Done::Record(rec, m) => {

@@ -27,7 +27,7 @@ pub use clock::Clock;
 use crate::cli::RequestRateMode;
 use crate::dataset::Dataset;
 use crate::endpoint::{build_payload, Message};
-use crate::metrics::processor::{ProcessorMsg, RecordSender};
+use crate::metrics::processor::RecordSender;
 use crate::metrics::{PhaseKind, RequestRecord};
 use crate::plugin::HookRegistry;
 use crate::transport::Transport;
@@ -281,11 +281,7 @@ async fn execute(
             }
             history.push(("assistant", rec.output_text.clone()));
         }
-        if ctx
-            .records
-            .send(ProcessorMsg::Record(Box::new(rec)))
-            .is_err()
-        {
+        if ctx.records.send(rec).is_err() {
             return false;
         }
         if failed {

@@ -648,3 +648,37 @@ pub fn max_overlap(records: &[Value]) -> usize {
     }
     max as usize
 }
+
+/// OpenAI's encodings from tiktoken-rs: a second, independent implementation to check the
+/// binary's built-in tokenizer (which uses the `bpe-openai` crate) against.
+pub struct Reference(tiktoken_rs::CoreBPE);
+
+impl Reference {
+    /// `builtin` / `builtin:o200k_base` or `builtin:cl100k_base`.
+    pub fn new(tokenizer: &str) -> Self {
+        let bpe = match tokenizer {
+            "builtin" | "builtin:o200k_base" => tiktoken_rs::o200k_base(),
+            "builtin:cl100k_base" => tiktoken_rs::cl100k_base(),
+            other => panic!("no reference tokenizer for {other}"),
+        };
+        Self(bpe.expect("tiktoken-rs loads its encoding"))
+    }
+
+    pub fn o200k() -> &'static Self {
+        static O200K: std::sync::OnceLock<Reference> = std::sync::OnceLock::new();
+        O200K.get_or_init(|| Self::new("builtin"))
+    }
+
+    pub fn count(&self, text: &str) -> usize {
+        self.0.encode_ordinary(text).len()
+    }
+
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        self.0.encode_ordinary(text)
+    }
+
+    /// `None` when the tokens cut a character.
+    pub fn decode(&self, tokens: &[u32]) -> Option<String> {
+        self.0.decode(tokens.to_vec()).ok()
+    }
+}
