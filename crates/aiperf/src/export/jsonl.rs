@@ -4,10 +4,73 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use serde_json::{json, Value};
+use serde::Serialize;
 
-use crate::metrics::{ErrorDetails, RequestMetrics, RequestRecord};
+use crate::metrics::{ErrorDetails, PhaseKind, RequestMetrics, RequestRecord};
 use crate::timing::Clock;
+
+/// One line: `{"metadata": {...}, "metrics": {...}, "error": null | {...}}`.
+#[derive(Serialize)]
+struct Line<'a, M> {
+    metadata: Metadata<'a>,
+    metrics: &'a M,
+    error: Option<&'a ErrorDetails>,
+}
+
+/// A line's `metadata`, in AIPerf's key order.
+#[derive(Serialize)]
+struct Metadata<'a> {
+    session_num: u64,
+    x_request_id: RequestId,
+    conversation_id: ConversationId<'a>,
+    turn_index: u32,
+    request_start_ns: u64,
+    request_ack_ns: Option<u64>,
+    request_end_ns: u64,
+    benchmark_phase: PhaseKind,
+    url_index: usize,
+    scheduled_ns: Option<u64>,
+    send_lag_ms: Option<f64>,
+    was_cancelled: bool,
+    cancellation_time_ns: Option<u64>,
+}
+
+/// `req-N`, written without an intermediate string.
+struct RequestId(u64);
+
+impl Serialize for RequestId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("req-{}", self.0))
+    }
+}
+
+/// The dataset's id for the conversation (as in `inputs.json`), else `conv-N`.
+enum ConversationId<'a> {
+    Known(&'a str),
+    Index(usize),
+}
+
+impl Serialize for ConversationId<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ConversationId::Known(id) => s.serialize_str(id),
+            ConversationId::Index(i) => s.collect_str(&format_args!("conv-{i}")),
+        }
+    }
+}
+
+/// One metric of a line: `{"value": v, "unit": "ms"}`.
+#[derive(Serialize)]
+pub(crate) struct Entry<T> {
+    pub value: T,
+    pub unit: &'static str,
+}
+
+/// A failed request's `metrics`.
+#[derive(Serialize)]
+struct ErrorMetrics {
+    error_isl: Entry<u32>,
+}
 
 pub struct JsonlWriter {
     out: Option<BufWriter<File>>,
@@ -41,42 +104,53 @@ impl JsonlWriter {
         }
     }
 
-    fn metadata(&self, rec: &RequestRecord) -> Value {
+    /// Serializes one record as a line and appends it (one write per whole line: the buffer
+    /// only ever flushes complete lines, so the file on disk never ends mid-record, even if
+    /// the process is killed).
+    fn write_record(
+        &mut self,
+        rec: &RequestRecord,
+        metrics: &impl Serialize,
+        error: Option<&ErrorDetails>,
+    ) -> std::io::Result<()> {
+        let Some(out) = &mut self.out else {
+            return Ok(());
+        };
         let wall = |ns: u64| self.clock.wall_ns(ns);
-        json!({
-            "session_num": rec.request_index,
-            "x_request_id": format!("req-{}", rec.request_index),
-            "conversation_id": self
-                .conversation_ids
-                .get(rec.conversation_index)
-                .cloned()
-                .unwrap_or_else(|| format!("conv-{}", rec.conversation_index)),
-            "turn_index": rec.turn_index,
-            "request_start_ns": wall(rec.start_ns),
-            "request_ack_ns": rec.ack_ns.map(wall),
-            "request_end_ns": wall(rec.end_ns),
-            "benchmark_phase": rec.phase,
-            "url_index": rec.url_index,
-            "scheduled_ns": rec.scheduled_ns.map(wall),
-            "send_lag_ms": rec.scheduled_ns.map(|s| (rec.start_ns as f64 - s as f64) / 1e6),
-            "was_cancelled": rec.cancelled,
-            "cancellation_time_ns": rec.cancelled.then(|| wall(rec.end_ns)),
-        })
-    }
-
-    fn write_line(&mut self, v: &Value) -> std::io::Result<()> {
-        if let Some(out) = &mut self.out {
-            // One write per whole line: the buffer only ever flushes complete lines, so the
-            // file on disk never ends mid-record, even if the process is killed.
-            self.line.clear();
-            serde_json::to_writer(&mut self.line, v)?;
-            self.line.push(b'\n');
-            if out.capacity() - out.buffer().len() < self.line.len() {
-                out.flush()?;
-            }
-            out.write_all(&self.line)?;
+        let metadata = Metadata {
+            session_num: rec.request_index,
+            x_request_id: RequestId(rec.request_index),
+            conversation_id: match self.conversation_ids.get(rec.conversation_index) {
+                Some(id) => ConversationId::Known(id),
+                None => ConversationId::Index(rec.conversation_index),
+            },
+            turn_index: rec.turn_index,
+            request_start_ns: wall(rec.start_ns),
+            request_ack_ns: rec.ack_ns.map(wall),
+            request_end_ns: wall(rec.end_ns),
+            benchmark_phase: rec.phase,
+            url_index: rec.url_index,
+            scheduled_ns: rec.scheduled_ns.map(wall),
+            send_lag_ms: rec
+                .scheduled_ns
+                .map(|s| (rec.start_ns as f64 - s as f64) / 1e6),
+            was_cancelled: rec.cancelled,
+            cancellation_time_ns: rec.cancelled.then(|| wall(rec.end_ns)),
+        };
+        self.line.clear();
+        serde_json::to_writer(
+            &mut self.line,
+            &Line {
+                metadata,
+                metrics,
+                error,
+            },
+        )?;
+        self.line.push(b'\n');
+        if out.capacity() - out.buffer().len() < self.line.len() {
+            out.flush()?;
         }
-        Ok(())
+        out.write_all(&self.line)
     }
 
     pub fn write_success(
@@ -84,17 +158,17 @@ impl JsonlWriter {
         rec: &RequestRecord,
         m: &RequestMetrics,
     ) -> std::io::Result<()> {
-        let line = json!({"metadata": self.metadata(rec), "metrics": m.to_json(), "error": null});
-        self.write_line(&line)
+        self.write_record(rec, m, None)
     }
 
     pub fn write_error(&mut self, rec: &RequestRecord, err: &ErrorDetails) -> std::io::Result<()> {
-        let line = json!({
-            "metadata": self.metadata(rec),
-            "metrics": {"error_isl": {"value": rec.isl, "unit": "tokens"}},
-            "error": err,
-        });
-        self.write_line(&line)
+        let metrics = ErrorMetrics {
+            error_isl: Entry {
+                value: rec.isl,
+                unit: "tokens",
+            },
+        };
+        self.write_record(rec, &metrics, Some(err))
     }
 
     pub fn flush(&mut self) -> std::io::Result<()> {
@@ -102,5 +176,156 @@ impl JsonlWriter {
             Some(o) => o.flush(),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(cancelled: bool, scheduled: bool) -> RequestRecord {
+        RequestRecord {
+            phase: PhaseKind::Profiling,
+            request_index: 7,
+            conversation_index: 1,
+            turn_index: 0,
+            url_index: 2,
+            streaming: true,
+            start_ns: 2_000_000,
+            scheduled_ns: scheduled.then_some(1_500_000),
+            ack_ns: Some(3_000_000),
+            end_ns: 9_000_000,
+            content_ns: vec![],
+            first_output_ns: None,
+            output_text: String::new(),
+            reasoning_text: String::new(),
+            usage: None,
+            isl: 12,
+            error: None,
+            cancelled,
+        }
+    }
+
+    /// Writes the records and returns the file's lines, key order kept.
+    fn written(ids: &[&str], f: impl FnOnce(&mut JsonlWriter)) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.jsonl");
+        let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        let mut w = JsonlWriter::create(&path, Clock::new(), ids.into()).unwrap();
+        f(&mut w);
+        w.flush().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with('\n'));
+        text.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn success_lines_have_aiperfs_layout_and_key_order() {
+        let m = RequestMetrics {
+            ttft_ms: Some(1.5),
+            ttst_ms: None,
+            ttfo_ms: Some(1.5),
+            latency_ms: 7.0,
+            itl_ms: Some(0.25),
+            icl_ms: vec![0.5, 0.0],
+            tps_per_user: Some(4000.0),
+            osl: 3,
+            reasoning_tokens: 0,
+            isl: 12,
+            ..Default::default()
+        };
+        let lines = written(&["c0", "conv-abc"], |w| {
+            w.write_success(&record(false, true), &m).unwrap()
+        });
+        assert_eq!(lines.len(), 1);
+        let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        let md = &v["metadata"];
+        let keys: Vec<&str> = md.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "session_num",
+                "x_request_id",
+                "conversation_id",
+                "turn_index",
+                "request_start_ns",
+                "request_ack_ns",
+                "request_end_ns",
+                "benchmark_phase",
+                "url_index",
+                "scheduled_ns",
+                "send_lag_ms",
+                "was_cancelled",
+                "cancellation_time_ns"
+            ]
+        );
+        assert_eq!(md["session_num"], 7);
+        assert_eq!(md["x_request_id"], "req-7");
+        assert_eq!(md["conversation_id"], "conv-abc");
+        assert_eq!(md["benchmark_phase"], "profiling");
+        assert_eq!(md["url_index"], 2);
+        assert_eq!(md["send_lag_ms"], 0.5);
+        assert_eq!(md["was_cancelled"], false);
+        assert!(md["cancellation_time_ns"].is_null());
+        let (start, end) = (
+            md["request_start_ns"].as_u64().unwrap(),
+            md["request_end_ns"].as_u64().unwrap(),
+        );
+        assert_eq!(end - start, 7_000_000);
+        assert_eq!(md["request_ack_ns"].as_u64().unwrap() - start, 1_000_000);
+        assert_eq!(start - md["scheduled_ns"].as_u64().unwrap(), 500_000);
+        let metrics = v["metrics"].as_object().unwrap();
+        let tags: Vec<&str> = metrics.keys().map(String::as_str).collect();
+        assert_eq!(
+            tags,
+            [
+                "input_sequence_length",
+                "time_to_first_token",
+                "time_to_first_output_token",
+                "request_latency",
+                "inter_chunk_latency",
+                "output_sequence_length",
+                "inter_token_latency",
+                "output_token_throughput_per_user"
+            ]
+        );
+        assert_eq!(
+            v["metrics"]["time_to_first_token"],
+            serde_json::json!({"value": 1.5, "unit": "ms"})
+        );
+        assert_eq!(
+            v["metrics"]["inter_chunk_latency"],
+            serde_json::json!({"value": [0.5, 0.0], "unit": "ms"})
+        );
+        assert_eq!(
+            v["metrics"]["output_sequence_length"],
+            serde_json::json!({"value": 3, "unit": "tokens"})
+        );
+        assert!(v["error"].is_null());
+    }
+
+    #[test]
+    fn error_lines_carry_the_error_and_the_isl() {
+        let mut rec = record(true, false);
+        rec.conversation_index = 9; // not in the dataset's ids
+        let err = ErrorDetails::new(Some(499), "RequestCancelled", "cancelled \"now\"");
+        let lines = written(&["c0"], |w| w.write_error(&rec, &err).unwrap());
+        let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(v["metadata"]["conversation_id"], "conv-9");
+        assert_eq!(v["metadata"]["was_cancelled"], true);
+        assert_eq!(
+            v["metadata"]["cancellation_time_ns"],
+            v["metadata"]["request_end_ns"]
+        );
+        assert!(v["metadata"]["scheduled_ns"].is_null());
+        assert!(v["metadata"]["send_lag_ms"].is_null());
+        assert_eq!(
+            v["metrics"],
+            serde_json::json!({"error_isl": {"value": 12, "unit": "tokens"}})
+        );
+        assert_eq!(
+            v["error"],
+            serde_json::json!({"code": 499, "type": "RequestCancelled", "message": "cancelled \"now\""})
+        );
     }
 }

@@ -263,39 +263,45 @@ pub fn compute(
     }
 }
 
-impl RequestMetrics {
-    /// `(tag, value)` pairs for the per-request JSONL record.
-    pub fn to_json(&self) -> Map<String, Value> {
-        let mut out = Map::new();
-        let mut put = |tag: &str, v: Value| {
+/// A JSONL record's `metrics` object: `{"tag": {"value": v, "unit": "ms"}, ...}`, written
+/// straight to the output without building a JSON value.
+impl serde::Serialize for RequestMetrics {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        fn put<M: SerializeMap, T: serde::Serialize>(
+            map: &mut M,
+            tag: &'static str,
+            value: T,
+        ) -> Result<(), M::Error> {
             let unit = metric_info(tag).map(|m| m.unit).unwrap_or("");
-            out.insert(tag.to_string(), json!({"value": v, "unit": unit}));
-        };
-        put("input_sequence_length", json!(self.isl));
+            map.serialize_entry(tag, &crate::export::jsonl::Entry { value, unit })
+        }
+        let mut m = s.serialize_map(None)?;
+        put(&mut m, "input_sequence_length", self.isl)?;
         if let Some(v) = self.ttft_ms {
-            put("time_to_first_token", json!(v));
+            put(&mut m, "time_to_first_token", v)?;
         }
         if let Some(v) = self.ttst_ms {
-            put("time_to_second_token", json!(v));
+            put(&mut m, "time_to_second_token", v)?;
         }
         if let Some(v) = self.ttfo_ms {
-            put("time_to_first_output_token", json!(v));
+            put(&mut m, "time_to_first_output_token", v)?;
         }
-        put("request_latency", json!(self.latency_ms));
+        put(&mut m, "request_latency", self.latency_ms)?;
         if !self.icl_ms.is_empty() {
-            put("inter_chunk_latency", json!(self.icl_ms));
+            put(&mut m, "inter_chunk_latency", &self.icl_ms)?;
         }
-        put("output_sequence_length", json!(self.osl));
+        put(&mut m, "output_sequence_length", self.osl)?;
         if self.reasoning_tokens > 0 {
-            put("reasoning_token_count", json!(self.reasoning_tokens));
+            put(&mut m, "reasoning_token_count", self.reasoning_tokens)?;
         }
         if let Some(v) = self.itl_ms {
-            put("inter_token_latency", json!(v));
+            put(&mut m, "inter_token_latency", v)?;
         }
         if let Some(v) = self.tps_per_user {
-            put("output_token_throughput_per_user", json!(v));
+            put(&mut m, "output_token_throughput_per_user", v)?;
         }
-        out
+        m.end()
     }
 }
 
