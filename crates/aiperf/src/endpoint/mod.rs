@@ -11,6 +11,8 @@ use serde_json::{json, Map, Value};
 use crate::cli::EndpointType;
 use crate::metrics::Usage;
 
+mod skim;
+
 /// Everything about a request's shape that is fixed for a run.
 #[derive(Debug, Clone)]
 pub struct RequestShape {
@@ -322,6 +324,15 @@ pub fn parse_response(
     out: &mut String,
     reasoning: &mut String,
 ) -> Result<Parsed, String> {
+    // Plain chat/completions chunks skip serde; anything else is left untouched for it.
+    if let Some(p) = skim::skim(bytes, out, reasoning) {
+        return Ok(p);
+    }
+    parse_serde(bytes, out, reasoning)
+}
+
+/// [`parse_response`] through serde, for every shape.
+fn parse_serde(bytes: &[u8], out: &mut String, reasoning: &mut String) -> Result<Parsed, String> {
     let chunk: Chunk = serde_json::from_slice(bytes).map_err(|e| invalid_json(bytes, &e))?;
     let mut p = Parsed::default();
     if let Some(err) = chunk.error {

@@ -1,5 +1,9 @@
 //! HTTP transport: pooled keep-alive connections, one request in, one record out.
 //!
+//! Built on hyper's pooled client directly (HTTP/1.1, and HTTP/2 when TLS negotiates it by
+//! ALPN): a request is one pooled connection task and the caller's own task, with no further
+//! layers between the socket and the record.
+//!
 //! The start time is taken just before the request is handed to the connection, and each
 //! chunk's time as soon as its bytes come off the socket, before any parsing.
 
@@ -8,7 +12,12 @@ pub mod sse;
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Method, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_util::sync::CancellationToken;
 
 use crate::endpoint::{parse_response, ResponseParser};
@@ -26,8 +35,8 @@ pub enum TransportError {
 
 /// Sends requests to one or more base URLs, round-robin chosen by the caller.
 pub struct Transport {
-    client: reqwest::Client,
-    urls: Vec<reqwest::Url>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    urls: Vec<Uri>,
     headers: HeaderMap,
     timeout: Duration,
     clock: Clock,
@@ -60,19 +69,30 @@ impl Transport {
                 .map_err(|e| TransportError::Header(format!("{k}: {e}")))?;
             map.append(name, value);
         }
-        let client = reqwest::Client::builder()
-            .tcp_nodelay(true)
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(timeout.min(Duration::from_secs(30))));
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| TransportError::Client(e.to_string()))?
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(usize::MAX)
             .pool_idle_timeout(Duration::from_secs(90))
-            .connect_timeout(timeout.min(Duration::from_secs(30)))
-            .no_proxy()
-            .build()
-            .map_err(|e| TransportError::Client(e.to_string()))?;
+            .pool_timer(TokioTimer::new())
+            .build(tls);
         let urls = base_urls
             .iter()
             .map(|b| {
-                reqwest::Url::parse(&format!("{}{}", b.trim_end_matches('/'), path))
-                    .map_err(|e| TransportError::Client(format!("invalid URL {b}{path}: {e}")))
+                let url = format!("{}{}", b.trim_end_matches('/'), path);
+                url.parse::<Uri>()
+                    .ok()
+                    .filter(|u| u.host().is_some())
+                    .ok_or_else(|| TransportError::Client(format!("invalid URL {url}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
@@ -89,7 +109,7 @@ impl Transport {
         self.urls.len()
     }
 
-    pub fn url(&self, i: usize) -> &reqwest::Url {
+    pub fn url(&self, i: usize) -> &Uri {
         &self.urls[i]
     }
 
@@ -103,21 +123,10 @@ impl Transport {
         cancel: &CancellationToken,
         cancel_after: Option<Duration>,
     ) {
-        let req = match self
-            .client
-            .post(self.urls[rec.url_index].clone())
-            .headers(self.headers.clone())
-            .body(body)
-            .build()
-        {
-            Ok(r) => r,
-            Err(e) => {
-                rec.start_ns = self.clock.now_ns();
-                rec.end_ns = rec.start_ns;
-                rec.error = Some(ErrorDetails::new(None, "RequestBuildError", e.to_string()));
-                return;
-            }
-        };
+        let mut req = hyper::Request::new(Full::new(body));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = self.urls[rec.url_index].clone();
+        *req.headers_mut() = self.headers.clone();
         rec.start_ns = self.clock.now_ns();
         let timeout = self.timeout;
         let outcome = tokio::select! {
@@ -156,8 +165,8 @@ impl Transport {
         }
     }
 
-    async fn exchange(&self, req: reqwest::Request, rec: &mut RequestRecord) {
-        let mut resp = match self.client.execute(req).await {
+    async fn exchange(&self, req: hyper::Request<Full<Bytes>>, rec: &mut RequestRecord) {
+        let resp = match self.client.request(req).await {
             Ok(r) => r,
             Err(e) => {
                 rec.end_ns = self.clock.now_ns();
@@ -167,8 +176,13 @@ impl Transport {
         };
         rec.ack_ns = Some(self.clock.now_ns());
         let status = resp.status();
+        let (head, body) = resp.into_parts();
         if !status.is_success() {
-            let body = resp.bytes().await.unwrap_or_default();
+            let body = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
             rec.end_ns = self.clock.now_ns();
             let mut msg = String::new();
             let mut reasoning = String::new();
@@ -186,21 +200,21 @@ impl Transport {
             rec.error = Some(ErrorDetails::new(Some(status.as_u16()), &kind, message));
             return;
         }
-        let is_sse = resp
-            .headers()
+        let is_sse = head
+            .headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if rec.streaming && is_sse {
-            self.read_stream(&mut resp, rec).await;
+            self.read_stream(body, rec).await;
         } else {
-            self.read_body(resp, rec).await;
+            self.read_body(body, rec).await;
         }
     }
 
-    async fn read_body(&self, resp: reqwest::Response, rec: &mut RequestRecord) {
-        let body = match resp.bytes().await {
-            Ok(b) => b,
+    async fn read_body(&self, body: hyper::body::Incoming, rec: &mut RequestRecord) {
+        let body = match body.collect().await {
+            Ok(b) => b.to_bytes(),
             Err(e) => {
                 rec.end_ns = self.clock.now_ns();
                 rec.error = Some(ErrorDetails::new(
@@ -234,14 +248,17 @@ impl Transport {
         }
     }
 
-    async fn read_stream(&self, resp: &mut reqwest::Response, rec: &mut RequestRecord) {
+    async fn read_stream(&self, mut body: hyper::body::Incoming, rec: &mut RequestRecord) {
         let mut framer = SseFramer::new();
         let mut done = false;
         loop {
-            let chunk = match resp.chunk().await {
-                Ok(Some(c)) => c,
-                Ok(None) => break,
-                Err(e) => {
+            let chunk = match body.frame().await {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(_) => continue, // trailers
+                },
+                None => break,
+                Some(Err(e)) => {
                     rec.end_ns = self.clock.now_ns();
                     rec.error = Some(ErrorDetails::new(
                         None,
@@ -323,11 +340,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     msg
 }
 
-fn connection_error(e: &reqwest::Error) -> ErrorDetails {
+fn connection_error(e: &hyper_util::client::legacy::Error) -> ErrorDetails {
     let kind = if e.is_connect() {
         "ConnectionError"
-    } else if e.is_timeout() {
-        "RequestTimeout"
     } else {
         "RequestError"
     };
