@@ -243,9 +243,11 @@ async fn execute(
             scheduled_ns: scheduled_ns.filter(|_| turn_index == 0),
             ack_ns: None,
             end_ns: 0,
-            content_ns: Vec::new(),
+            // Sized for the expected output once, not regrown token by token: with
+            // thousands of streams in flight the regrowth garbage is most of their memory.
+            content_ns: Vec::with_capacity(turn.osl.map_or(16, |n| n as usize + 2)),
             first_output_ns: None,
-            output_text: String::new(),
+            output_text: String::with_capacity(turn.osl.map_or(64, |n| 6 * n as usize)),
             reasoning_text: String::new(),
             usage: None,
             isl: turn.isl,

@@ -84,6 +84,9 @@ impl Transport {
             .pool_max_idle_per_host(usize::MAX)
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_timer(TokioTimer::new())
+            // Reads of at most 4 KiB (hyper's default starts at 8 KiB and adapts): stream
+            // events are small, and 10,000 open streams then hold half the buffer memory.
+            .http1_read_buf_exact_size(4096)
             .build(tls);
         let urls = base_urls
             .iter()
