@@ -44,6 +44,29 @@ fn assert_all_failed(run: &Profile, requests: u64, kind: &str) -> String {
 }
 
 #[test]
+fn requests_on_connections_the_server_closed_are_sent_again_on_new_ones() {
+    // Each answer is followed by the server closing the keep-alive connection; the client
+    // finds out only when it reuses it, and must then send the request on a fresh one.
+    let server = TestServer::start(Behavior::ChatJsonThenClose);
+    let run = profile(&[
+        "--url",
+        &server.url(),
+        "-m",
+        "m",
+        "--request-count",
+        "6",
+        "--concurrency",
+        "1",
+    ]);
+    run.ok();
+    let j = run.json();
+    assert_eq!(j["request_count"]["avg"], 6.0, "{j}");
+    assert!(run.errors().is_empty(), "{:?}", run.errors());
+    // Each request reached the server exactly once.
+    assert_eq!(server.requests().len(), 6);
+}
+
+#[test]
 fn refused_connection() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");

@@ -7,6 +7,7 @@
 //! The start time is taken just before the request is handed to the connection, and each
 //! chunk's time as soon as its bytes come off the socket, before any parsing.
 
+pub mod h1;
 pub mod sse;
 
 use std::time::Duration;
@@ -14,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use hyper::{Method, Uri};
+use hyper::{Method, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -37,6 +38,8 @@ pub enum TransportError {
 pub struct Transport {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     urls: Vec<Uri>,
+    /// Per URL: the lean HTTP/1.1 client for `http://`; `None` for `https://` (hyper).
+    h1: Vec<Option<h1::Endpoint>>,
     headers: HeaderMap,
     timeout: Duration,
     clock: Clock,
@@ -98,9 +101,18 @@ impl Transport {
                     .ok_or_else(|| TransportError::Client(format!("invalid URL {url}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let connect_timeout = timeout.min(Duration::from_secs(30));
+        let h1 = urls
+            .iter()
+            .map(|u| {
+                (u.scheme_str() == Some("http"))
+                    .then(|| h1::Endpoint::new(u, &map, connect_timeout))
+            })
+            .collect();
         Ok(Self {
             client,
             urls,
+            h1,
             headers: map,
             timeout,
             clock,
@@ -126,10 +138,6 @@ impl Transport {
         cancel: &CancellationToken,
         cancel_after: Option<Duration>,
     ) {
-        let mut req = hyper::Request::new(Full::new(body));
-        *req.method_mut() = Method::POST;
-        *req.uri_mut() = self.urls[rec.url_index].clone();
-        *req.headers_mut() = self.headers.clone();
         rec.start_ns = self.clock.now_ns();
         let timeout = self.timeout;
         let outcome = tokio::select! {
@@ -141,7 +149,7 @@ impl Transport {
                     None => std::future::pending().await,
                 }
             } => Err(true),
-            r = tokio::time::timeout(timeout, self.exchange(req, rec)) => r.map_err(|_| false),
+            r = tokio::time::timeout(timeout, self.exchange(body, rec)) => r.map_err(|_| false),
         };
         match outcome {
             Ok(()) => {}
@@ -168,7 +176,75 @@ impl Transport {
         }
     }
 
-    async fn exchange(&self, req: hyper::Request<Full<Bytes>>, rec: &mut RequestRecord) {
+    async fn exchange(&self, body: Bytes, rec: &mut RequestRecord) {
+        match &self.h1[rec.url_index] {
+            Some(endpoint) => self.exchange_h1(endpoint, &body, rec).await,
+            None => {
+                let mut req = hyper::Request::new(Full::new(body));
+                *req.method_mut() = Method::POST;
+                *req.uri_mut() = self.urls[rec.url_index].clone();
+                *req.headers_mut() = self.headers.clone();
+                self.exchange_hyper(req, rec).await
+            }
+        }
+    }
+
+    /// `http://`: the lean client, read by this task.
+    async fn exchange_h1(&self, endpoint: &h1::Endpoint, body: &[u8], rec: &mut RequestRecord) {
+        let mut x = match endpoint.send(body).await {
+            Ok(x) => x,
+            Err(e) => {
+                rec.end_ns = self.clock.now_ns();
+                let kind = if e.is_connect() {
+                    "ConnectionError"
+                } else {
+                    "RequestError"
+                };
+                rec.error = Some(ErrorDetails::new(None, kind, e.to_string()));
+                return;
+            }
+        };
+        rec.ack_ns = Some(self.clock.now_ns());
+        let status = StatusCode::from_u16(x.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        let mut buf = Vec::new();
+        if !status.is_success() {
+            let _ = x.read_to_end(&mut buf).await;
+            rec.end_ns = self.clock.now_ns();
+            rec.error = Some(http_error(status, &buf));
+            return;
+        }
+        if !(rec.streaming && x.event_stream) {
+            match x.read_to_end(&mut buf).await {
+                Ok(()) => self.take_body(&buf, rec),
+                Err(e) => self.read_failed(rec, &e),
+            }
+            return;
+        }
+        let mut stream = StreamReader::new();
+        loop {
+            buf.clear();
+            let end = match x.read_some(&mut buf).await {
+                Ok(end) => end,
+                Err(e) => {
+                    rec.end_ns = self.clock.now_ns();
+                    rec.error = Some(truncated(&e));
+                    return;
+                }
+            };
+            // Stamp before any parsing: this is when the bytes came off the socket.
+            let t = self.clock.now_ns();
+            if stream.take(&self.parser, &buf, t, rec) == Flow::Failed {
+                return;
+            }
+            if end {
+                break;
+            }
+        }
+        stream.finish(self.clock.now_ns(), rec);
+    }
+
+    /// `https://`: hyper's pooled client (TLS, HTTP/2 by ALPN).
+    async fn exchange_hyper(&self, req: hyper::Request<Full<Bytes>>, rec: &mut RequestRecord) {
         let resp = match self.client.request(req).await {
             Ok(r) => r,
             Err(e) => {
@@ -179,7 +255,7 @@ impl Transport {
         };
         rec.ack_ns = Some(self.clock.now_ns());
         let status = resp.status();
-        let (head, body) = resp.into_parts();
+        let (head, mut body) = resp.into_parts();
         if !status.is_success() {
             let body = body
                 .collect()
@@ -187,20 +263,7 @@ impl Transport {
                 .map(|c| c.to_bytes())
                 .unwrap_or_default();
             rec.end_ns = self.clock.now_ns();
-            let mut msg = String::new();
-            let mut reasoning = String::new();
-            let message = match parse_response(&body, &mut msg, &mut reasoning) {
-                Ok(p) if p.error.is_some() => p.error.unwrap_or_default(),
-                _ => String::from_utf8_lossy(&body[..body.len().min(300)])
-                    .trim()
-                    .to_string(),
-            };
-            let kind: String = status
-                .canonical_reason()
-                .unwrap_or("HTTPError")
-                .split(|c: char| !c.is_ascii_alphanumeric())
-                .collect();
-            rec.error = Some(ErrorDetails::new(Some(status.as_u16()), &kind, message));
+            rec.error = Some(http_error(status, &body));
             return;
         }
         let is_sse = head
@@ -208,31 +271,48 @@ impl Transport {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
-        if rec.streaming && is_sse {
-            self.read_stream(body, rec).await;
-        } else {
-            self.read_body(body, rec).await;
+        if !(rec.streaming && is_sse) {
+            match body.collect().await {
+                Ok(b) => self.take_body(&b.to_bytes(), rec),
+                Err(e) => self.read_failed(rec, &e),
+            }
+            return;
         }
-    }
-
-    async fn read_body(&self, body: hyper::body::Incoming, rec: &mut RequestRecord) {
-        let body = match body.collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
-                rec.end_ns = self.clock.now_ns();
-                rec.error = Some(ErrorDetails::new(
-                    None,
-                    "ResponseReadError",
-                    error_chain(&e),
-                ));
+        let mut stream = StreamReader::new();
+        loop {
+            let chunk = match body.frame().await {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(_) => continue, // trailers
+                },
+                None => break,
+                Some(Err(e)) => {
+                    rec.end_ns = self.clock.now_ns();
+                    rec.error = Some(truncated(&e));
+                    return;
+                }
+            };
+            // Stamp before any parsing: this is when the bytes came off the socket.
+            let t = self.clock.now_ns();
+            if stream.take(&self.parser, &chunk, t, rec) == Flow::Failed {
                 return;
             }
-        };
+        }
+        stream.finish(self.clock.now_ns(), rec);
+    }
+
+    fn read_failed(&self, rec: &mut RequestRecord, e: &dyn std::error::Error) {
+        rec.end_ns = self.clock.now_ns();
+        rec.error = Some(ErrorDetails::new(None, "ResponseReadError", error_chain(e)));
+    }
+
+    /// A whole (non-streamed) body, read at `now`.
+    fn take_body(&self, body: &[u8], rec: &mut RequestRecord) {
         let t = self.clock.now_ns();
         rec.end_ns = t;
         match self
             .parser
-            .parse(&body, &mut rec.output_text, &mut rec.reasoning_text)
+            .parse(body, &mut rec.output_text, &mut rec.reasoning_text)
         {
             Ok(p) => {
                 if let Some(err) = p.error {
@@ -250,72 +330,81 @@ impl Transport {
             Err(e) => rec.error = Some(ErrorDetails::new(None, "InvalidResponse", e)),
         }
     }
+}
 
-    async fn read_stream(&self, mut body: hyper::body::Incoming, rec: &mut RequestRecord) {
-        let mut framer = SseFramer::new();
-        let mut done = false;
-        loop {
-            let chunk = match body.frame().await {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => data,
-                    Err(_) => continue, // trailers
-                },
-                None => break,
-                Some(Err(e)) => {
-                    rec.end_ns = self.clock.now_ns();
-                    rec.error = Some(ErrorDetails::new(
-                        None,
-                        "StreamTruncated",
-                        format!("stream cut short: {}", error_chain(&e)),
-                    ));
-                    return;
-                }
-            };
-            // Stamp before any parsing: this is when the bytes came off the socket.
-            let t = self.clock.now_ns();
-            if done {
-                continue;
+#[derive(PartialEq)]
+enum Flow {
+    Continue,
+    Failed,
+}
+
+/// An SSE response being read: framing, `[DONE]`, and what each event adds to the record.
+struct StreamReader {
+    framer: SseFramer,
+    done: bool,
+}
+
+impl StreamReader {
+    fn new() -> Self {
+        Self {
+            framer: SseFramer::new(),
+            done: false,
+        }
+    }
+
+    /// Bytes read at `t`. `Failed` when the stream reported an error or sent garbage (the
+    /// record then holds the error).
+    fn take(
+        &mut self,
+        parser: &ResponseParser,
+        bytes: &[u8],
+        t: u64,
+        rec: &mut RequestRecord,
+    ) -> Flow {
+        if self.done {
+            return Flow::Continue;
+        }
+        self.framer.push(bytes);
+        while let Some((data, _event)) = self.framer.next_event() {
+            if data == b"[DONE]" {
+                self.done = true;
+                break;
             }
-            framer.push(&chunk);
-            while let Some((data, _event)) = framer.next_event() {
-                if data == b"[DONE]" {
-                    done = true;
-                    break;
-                }
-                match self
-                    .parser
-                    .parse(data, &mut rec.output_text, &mut rec.reasoning_text)
-                {
-                    Ok(p) => {
-                        if let Some(err) = p.error {
-                            rec.end_ns = t;
-                            rec.error = Some(ErrorDetails::new(None, "StreamError", err));
-                            return;
-                        }
-                        if p.done {
-                            done = true;
-                        }
-                        if p.usage.is_some() {
-                            rec.usage = p.usage;
-                        }
-                        if p.has_content {
-                            rec.content_ns.push(t);
-                            if p.has_output && rec.first_output_ns.is_none() {
-                                rec.first_output_ns = Some(t);
-                            }
-                        }
-                    }
-                    Err(e) => {
+            match parser.parse(data, &mut rec.output_text, &mut rec.reasoning_text) {
+                Ok(p) => {
+                    if let Some(err) = p.error {
                         rec.end_ns = t;
-                        rec.error = Some(ErrorDetails::new(None, "InvalidResponse", e));
-                        return;
+                        rec.error = Some(ErrorDetails::new(None, "StreamError", err));
+                        return Flow::Failed;
                     }
+                    if p.done {
+                        self.done = true;
+                    }
+                    if p.usage.is_some() {
+                        rec.usage = p.usage;
+                    }
+                    if p.has_content {
+                        rec.content_ns.push(t);
+                        if p.has_output && rec.first_output_ns.is_none() {
+                            rec.first_output_ns = Some(t);
+                        }
+                    }
+                }
+                Err(e) => {
+                    rec.end_ns = t;
+                    rec.error = Some(ErrorDetails::new(None, "InvalidResponse", e));
+                    return Flow::Failed;
                 }
             }
         }
-        rec.end_ns = self.clock.now_ns();
-        if !done {
-            let why = if framer.has_partial() {
+        Flow::Continue
+    }
+
+    /// The body ended at `t`.
+    fn finish(&self, t: u64, rec: &mut RequestRecord) {
+        rec.end_ns = t;
+        if !self.done {
+            let why = if self.framer.has_partial() {
                 "in the middle of an event"
             } else {
                 "without `data: [DONE]`"
@@ -327,6 +416,32 @@ impl Transport {
             ));
         }
     }
+}
+
+fn truncated(e: &dyn std::error::Error) -> ErrorDetails {
+    ErrorDetails::new(
+        None,
+        "StreamTruncated",
+        format!("stream cut short: {}", error_chain(e)),
+    )
+}
+
+/// A non-2xx response: the server's error message when the body carries one.
+fn http_error(status: StatusCode, body: &[u8]) -> ErrorDetails {
+    let mut msg = String::new();
+    let mut reasoning = String::new();
+    let message = match parse_response(body, &mut msg, &mut reasoning) {
+        Ok(p) if p.error.is_some() => p.error.unwrap_or_default(),
+        _ => String::from_utf8_lossy(&body[..body.len().min(300)])
+            .trim()
+            .to_string(),
+    };
+    let kind: String = status
+        .canonical_reason()
+        .unwrap_or("HTTPError")
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .collect();
+    ErrorDetails::new(Some(status.as_u16()), &kind, message)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

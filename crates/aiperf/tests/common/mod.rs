@@ -428,6 +428,9 @@ impl Captured {
 pub enum Behavior {
     /// A valid non-streaming chat completion (keep-alive, with Content-Length).
     ChatJson,
+    /// Like `ChatJson` (no `Connection: close`), but the server closes the connection right
+    /// after each answer, as servers do with idle keep-alive connections.
+    ChatJsonThenClose,
     /// Read the request, then never answer (the connection stays open).
     Stall,
     /// An SSE response with one content event, then the connection is closed.
@@ -572,7 +575,7 @@ async fn serve_connection(
     while let Some(req) = read_request(&mut stream, &mut buf).await? {
         captured.lock().expect("captured lock").push(req);
         match behavior {
-            Behavior::ChatJson => {
+            Behavior::ChatJson | Behavior::ChatJsonThenClose => {
                 let body = serde_json::json!({
                     "id": "chatcmpl-test",
                     "object": "chat.completion",
@@ -588,6 +591,9 @@ async fn serve_connection(
                 );
                 stream.write_all(resp.as_bytes()).await?;
                 stream.flush().await?;
+                if behavior == Behavior::ChatJsonThenClose {
+                    return Ok(());
+                }
                 // Keep-alive: wait for the next request on this connection.
             }
             Behavior::Stall => {

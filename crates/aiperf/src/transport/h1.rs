@@ -1,0 +1,480 @@
+//! A lean HTTP/1.1 client for `http://` URLs: a pool of keep-alive connections per URL, and
+//! each exchange driven by the requesting task itself.
+//!
+//! hyper's pooled client gives every connection its own task and a channel between that task
+//! and the caller, so each streamed token costs two task wake-ups, and each connection holds
+//! about 25 KB (the channel's first block, an 8 KiB write buffer, read buffers). Here the task
+//! that sent the request reads the socket itself: one wake-up per read, one 4 KiB buffer per
+//! connection. `https://` URLs (TLS, HTTP/2 by ALPN) still go through hyper.
+//!
+//! What it speaks: `POST` with a `Content-Length` body; responses with `Content-Length`,
+//! `Transfer-Encoding: chunked`, or delimited by the connection closing; interim 1xx responses
+//! are skipped. A request on a reused connection that the server had closed meanwhile (the
+//! write fails, or the connection ends before any byte of a response) is sent once more on a
+//! fresh connection.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use hyper::header::HeaderMap;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Read size: stream events are small.
+const READ_SIZE: usize = 4096;
+
+/// Why an exchange failed. `Connect` failures are `ConnectionError` in the record; the rest
+/// are request errors (or a truncated stream, once the body has started).
+#[derive(Debug, thiserror::Error)]
+pub enum H1Error {
+    #[error("tcp connect error: {0}")]
+    Connect(String),
+    #[error("{0}")]
+    Io(String),
+    #[error("connection closed before message completed")]
+    Closed,
+    #[error("invalid HTTP response: {0}")]
+    Invalid(String),
+}
+
+impl H1Error {
+    pub fn is_connect(&self) -> bool {
+        matches!(self, H1Error::Connect(_))
+    }
+}
+
+fn io(e: std::io::Error) -> H1Error {
+    H1Error::Io(e.to_string())
+}
+
+/// One `http://` URL: where to connect, the request head, and the idle connections.
+pub struct Endpoint {
+    /// `host:port` to connect to.
+    addr: String,
+    /// `POST <path> HTTP/1.1`, host, the run's headers, up to `content-length: `.
+    head: Vec<u8>,
+    connect_timeout: Duration,
+    idle: Mutex<Vec<Conn>>,
+}
+
+struct Conn {
+    stream: TcpStream,
+    /// Bytes read and not yet consumed.
+    buf: BytesMut,
+    /// The request being written (reused).
+    out: Vec<u8>,
+}
+
+impl Endpoint {
+    /// `uri` must be an `http://` URI with a host.
+    pub fn new(uri: &hyper::Uri, headers: &HeaderMap, connect_timeout: Duration) -> Self {
+        let host = uri.host().unwrap_or("localhost");
+        let port = uri.port_u16().unwrap_or(80);
+        let addr = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let authority = uri.authority().map_or(addr.as_str(), |a| a.as_str());
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut head = format!("POST {path} HTTP/1.1\r\nhost: {authority}\r\n").into_bytes();
+        for (name, value) in headers {
+            head.extend_from_slice(name.as_str().as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"content-length: ");
+        Self {
+            addr,
+            head,
+            connect_timeout,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, H1Error> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| H1Error::Connect(format!("{}: connect timed out", self.addr)))?
+            .map_err(|e| H1Error::Connect(format!("{}: {e}", self.addr)))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| H1Error::Connect(e.to_string()))?;
+        Ok(Conn {
+            stream,
+            buf: BytesMut::with_capacity(READ_SIZE),
+            out: Vec::new(),
+        })
+    }
+
+    fn checkout(&self) -> Option<Conn> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    fn checkin(&self, conn: Conn) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn);
+    }
+
+    /// Sends the request and reads the response head. The returned exchange reads the body;
+    /// dropping it before the body is finished closes the connection.
+    pub async fn send(&self, body: &[u8]) -> Result<Exchange<'_>, H1Error> {
+        if let Some(conn) = self.checkout() {
+            match self.try_send(conn, body).await {
+                Ok(x) => return Ok(x),
+                // The server closed the idle connection: once more on a fresh one.
+                Err((true, _)) => {}
+                Err((false, e)) => return Err(e),
+            }
+        }
+        let conn = self.connect().await?;
+        self.try_send(conn, body).await.map_err(|(_, e)| e)
+    }
+
+    /// `Err((retry, e))`: `retry` when nothing of a response arrived on this connection.
+    async fn try_send(&self, mut conn: Conn, body: &[u8]) -> Result<Exchange<'_>, (bool, H1Error)> {
+        conn.out.clear();
+        conn.out.extend_from_slice(&self.head);
+        conn.out
+            .extend_from_slice(format!("{}\r\n\r\n", body.len()).as_bytes());
+        conn.out.extend_from_slice(body);
+        if let Err(e) = conn.stream.write_all(&conn.out).await {
+            return Err((true, io(e)));
+        }
+        conn.buf.clear();
+        loop {
+            let head = match parse_head(&conn.buf) {
+                Ok(Some(h)) => h,
+                Ok(None) => {
+                    if conn.buf.len() >= MAX_HEAD {
+                        return Err((false, H1Error::Invalid("response head too large".into())));
+                    }
+                    match read_more(&mut conn).await {
+                        Ok(0) => return Err((conn.buf.is_empty(), H1Error::Closed)),
+                        Ok(_) => continue,
+                        Err(e) => return Err((conn.buf.is_empty(), e)),
+                    }
+                }
+                Err(e) => return Err((false, e)),
+            };
+            conn.buf.advance(head.len);
+            if (100..200).contains(&head.status) {
+                continue; // interim response
+            }
+            let framing = if head.status == 204 || head.status == 304 {
+                Framing::Length(0)
+            } else if head.chunked {
+                Framing::Chunked(ChunkState::Size)
+            } else if let Some(n) = head.content_length {
+                Framing::Length(n)
+            } else {
+                Framing::Close
+            };
+            let keep_alive = head.keep_alive && !matches!(framing, Framing::Close);
+            return Ok(Exchange {
+                endpoint: self,
+                conn: Some(conn),
+                status: head.status,
+                event_stream: head.event_stream,
+                framing,
+                keep_alive,
+                finished: false,
+            });
+        }
+    }
+}
+
+async fn read_more(conn: &mut Conn) -> Result<usize, H1Error> {
+    if conn.buf.capacity() - conn.buf.len() < READ_SIZE / 4 {
+        conn.buf.reserve(READ_SIZE);
+    }
+    conn.stream.read_buf(&mut conn.buf).await.map_err(io)
+}
+
+struct Head {
+    len: usize,
+    status: u16,
+    chunked: bool,
+    content_length: Option<u64>,
+    keep_alive: bool,
+    event_stream: bool,
+}
+
+fn parse_head(buf: &[u8]) -> Result<Option<Head>, H1Error> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(H1Error::Invalid(e.to_string())),
+    };
+    let mut head = Head {
+        len,
+        status: resp.code.unwrap_or(0),
+        chunked: false,
+        content_length: None,
+        keep_alive: resp.version == Some(1),
+        event_stream: false,
+    };
+    for h in resp.headers.iter() {
+        let value = std::str::from_utf8(h.value).unwrap_or("").trim();
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = value
+                .parse()
+                .map_err(|_| H1Error::Invalid(format!("content-length `{value}`")))?;
+            head.content_length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            head.chunked = value
+                .rsplit(',')
+                .next()
+                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for token in value.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    head.keep_alive = false;
+                } else if token.eq_ignore_ascii_case("keep-alive") {
+                    head.keep_alive = true;
+                }
+            }
+        } else if h.name.eq_ignore_ascii_case("content-type") {
+            head.event_stream = value
+                .get(..17)
+                .is_some_and(|v| v.eq_ignore_ascii_case("text/event-stream"));
+        }
+    }
+    Ok(Some(head))
+}
+
+enum Framing {
+    Length(u64),
+    Chunked(ChunkState),
+    Close,
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum ChunkState {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+}
+
+/// A response being read.
+pub struct Exchange<'e> {
+    endpoint: &'e Endpoint,
+    conn: Option<Conn>,
+    pub status: u16,
+    /// `content-type: text/event-stream`.
+    pub event_stream: bool,
+    framing: Framing,
+    keep_alive: bool,
+    finished: bool,
+}
+
+impl Exchange<'_> {
+    /// Appends the body bytes that can be had with at most one read of the socket to `out`.
+    /// Returns `Ok(true)` once the body is complete (`out` may then be empty); `Ok(false)`
+    /// means `out` got data and more follows.
+    pub async fn read_some(&mut self, out: &mut Vec<u8>) -> Result<bool, H1Error> {
+        if self.finished {
+            return Ok(true);
+        }
+        let start = out.len();
+        loop {
+            let conn = self.conn.as_mut().ok_or(H1Error::Closed)?;
+            self.finished = decode(&mut self.framing, &mut conn.buf, out)?;
+            if self.finished {
+                self.release();
+                return Ok(true);
+            }
+            if out.len() > start {
+                return Ok(false);
+            }
+            if read_more(conn).await? == 0 {
+                if matches!(self.framing, Framing::Close) {
+                    self.finished = true;
+                    self.conn = None;
+                    return Ok(true);
+                }
+                self.conn = None;
+                return Err(H1Error::Closed);
+            }
+        }
+    }
+
+    /// The whole (remaining) body.
+    pub async fn read_to_end(&mut self, out: &mut Vec<u8>) -> Result<(), H1Error> {
+        while !self.read_some(out).await? {}
+        Ok(())
+    }
+
+    fn release(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if self.keep_alive && conn.buf.is_empty() {
+                self.endpoint.checkin(conn);
+            }
+        }
+    }
+}
+
+/// Moves decoded body bytes from `buf` to `out`; `Ok(true)` when the body is complete.
+fn decode(framing: &mut Framing, buf: &mut BytesMut, out: &mut Vec<u8>) -> Result<bool, H1Error> {
+    match framing {
+        Framing::Length(left) => {
+            let n = (*left).min(buf.len() as u64) as usize;
+            out.extend_from_slice(&buf[..n]);
+            buf.advance(n);
+            *left -= n as u64;
+            Ok(*left == 0)
+        }
+        Framing::Close => {
+            out.extend_from_slice(buf);
+            buf.clear();
+            Ok(false)
+        }
+        Framing::Chunked(state) => loop {
+            match *state {
+                ChunkState::Size => {
+                    let Some(eol) = memchr::memmem::find(buf, b"\r\n") else {
+                        if buf.len() > 1024 {
+                            return Err(H1Error::Invalid("chunk size line too long".into()));
+                        }
+                        return Ok(false);
+                    };
+                    let line = std::str::from_utf8(&buf[..eol]).unwrap_or("");
+                    let hex = line.split(';').next().unwrap_or("").trim();
+                    let size = u64::from_str_radix(hex, 16)
+                        .map_err(|_| H1Error::Invalid(format!("chunk size `{hex}`")))?;
+                    buf.advance(eol + 2);
+                    *state = if size == 0 {
+                        ChunkState::Trailers
+                    } else {
+                        ChunkState::Data(size)
+                    };
+                }
+                ChunkState::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(false);
+                    }
+                    let n = left.min(buf.len() as u64) as usize;
+                    out.extend_from_slice(&buf[..n]);
+                    buf.advance(n);
+                    *state = if left == n as u64 {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left - n as u64)
+                    };
+                }
+                ChunkState::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(false);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(H1Error::Invalid("chunk not followed by CRLF".into()));
+                    }
+                    buf.advance(2);
+                    *state = ChunkState::Size;
+                }
+                ChunkState::Trailers => {
+                    let Some(eol) = memchr::memmem::find(buf, b"\r\n") else {
+                        return Ok(false);
+                    };
+                    buf.advance(eol + 2);
+                    if eol == 0 {
+                        return Ok(true);
+                    }
+                }
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(framing: Framing, pieces: &[&[u8]]) -> (Vec<u8>, bool) {
+        let mut f = framing;
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut done = false;
+        for p in pieces {
+            buf.extend_from_slice(p);
+            done = decode(&mut f, &mut buf, &mut out).unwrap();
+        }
+        (out, done)
+    }
+
+    #[test]
+    fn chunked_bodies_decode_across_any_split() {
+        let wire = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nx-trailer: 1\r\n\r\n";
+        for cut1 in 0..wire.len() {
+            for cut2 in cut1..wire.len() {
+                let (out, done) = run(
+                    Framing::Chunked(ChunkState::Size),
+                    &[&wire[..cut1], &wire[cut1..cut2], &wire[cut2..]],
+                );
+                assert_eq!(out, b"hello, world", "cuts {cut1} {cut2}");
+                assert!(done);
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_body_is_incomplete_until_the_last_chunk() {
+        let (out, done) = run(Framing::Chunked(ChunkState::Size), &[b"3\r\nabc\r\n"]);
+        assert_eq!(out, b"abc");
+        assert!(!done);
+    }
+
+    #[test]
+    fn bad_chunk_framing_is_an_error() {
+        for wire in [&b"zz\r\nabc\r\n"[..], b"3\r\nabcXY"] {
+            let mut f = Framing::Chunked(ChunkState::Size);
+            let mut buf = BytesMut::from(wire);
+            assert!(
+                decode(&mut f, &mut buf, &mut Vec::new()).is_err(),
+                "{wire:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn content_length_bodies_stop_at_the_length() {
+        let (out, done) = run(Framing::Length(5), &[b"he", b"lloEXTRA"]);
+        assert_eq!(out, b"hello");
+        assert!(done);
+    }
+
+    #[test]
+    fn heads_are_parsed_with_their_framing() {
+        let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nTransfer-Encoding: chunked\r\n\r\nrest")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (h.status, h.chunked, h.event_stream, h.keep_alive),
+            (200, true, true, true)
+        );
+        assert_eq!(h.len, 95);
+        let h = parse_head(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 12\r\nconnection: close\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (h.status, h.content_length, h.keep_alive),
+            (500, Some(12), false)
+        );
+        let h = parse_head(b"HTTP/1.0 200 OK\r\n\r\n").unwrap().unwrap();
+        assert!(!h.keep_alive);
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-le")
+            .unwrap()
+            .is_none());
+        assert!(parse_head(b"NOT HTTP AT ALL\r\n\r\n").is_err());
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n").is_err());
+    }
+}
