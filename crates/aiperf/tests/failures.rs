@@ -67,6 +67,18 @@ fn requests_on_connections_the_server_closed_are_sent_again_on_new_ones() {
 }
 
 #[test]
+fn https_to_a_plain_http_server_fails_cleanly_in_the_tls_handshake() {
+    // https:// goes through hyper and rustls; a peer that answers in plain HTTP (the mock
+    // answers the ClientHello with a 400) fails the handshake: a connection error for every
+    // request, not a hang or a crash.
+    let server = common::MockServerProcess::start(&[]);
+    let url = server.url().replacen("http://", "https://", 1);
+    let run = profile(&["--url", &url, "-m", "m", "--request-count", "2"]);
+    let message = assert_all_failed(&run, 2, "ConnectionError");
+    assert!(!message.is_empty());
+}
+
+#[test]
 fn refused_connection() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
