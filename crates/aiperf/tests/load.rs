@@ -829,6 +829,41 @@ fn concurrency_ramp_adds_workers_over_time_and_completes() {
 }
 
 #[test]
+fn concurrency_ramp_grows_the_cap_of_an_open_loop_phase() {
+    // 100 requests/s of 300 ms each would keep ~30 in flight; the cap of 4 ramps from 1 over
+    // the first second, so early on only one request is in flight at a time.
+    let run = profile(&[
+        "--url",
+        "mock?ttft_ms=300&itl_ms=0&tokens=1",
+        "--request-rate",
+        "100",
+        "--request-rate-mode",
+        "constant",
+        "--concurrency",
+        "4",
+        "--concurrency-ramp-duration",
+        "1",
+        "--request-count",
+        "30",
+    ]);
+    run.ok();
+    let recs = run.jsonl();
+    assert_eq!(recs.len(), 30);
+    assert_eq!(run.stat("request_count", "avg"), 30.0);
+    assert!(max_overlap(&recs) <= 4);
+    let start = ps_u64(&run.json(), "profiling", "start_time_ns");
+    let early: Vec<Value> = recs
+        .iter()
+        .filter(|r| meta_u64(r, "request_start_ns") < start + 240_000_000)
+        .cloned()
+        .collect();
+    assert!(!early.is_empty());
+    assert_eq!(max_overlap(&early), 1, "a cap of one in the first 0.25 s");
+    // Later the full cap is used: 4 at once.
+    assert_eq!(max_overlap(&recs), 4);
+}
+
+#[test]
 fn invalid_load_combinations_are_usage_errors() {
     let cases: &[(&[&str], &str)] = &[
         (&["--request-rate", "0"], "request-rate"),

@@ -336,9 +336,30 @@ async fn scheduler(ctx: Arc<RunContext>, phase: Arc<PhaseRun>, requests: &mut Jo
             }
             (None, None) => unreachable!("the scheduler runs only with a rate or a trace"),
         };
-    let cap = phase.spec.concurrency.map(|c| Arc::new(Semaphore::new(c)));
+    // With --concurrency-ramp-duration the cap starts at 1 and grows linearly to its full
+    // value (as closed-loop workers join), one permit at a time.
+    let ramp = phase.spec.concurrency_ramp;
+    let cap = phase
+        .spec
+        .concurrency
+        .map(|c| Arc::new(Semaphore::new(if ramp.is_some() { c.min(1) } else { c })));
     // Time zero lies one spawn lead ahead, so the first requests are not late by design.
     let t0 = Instant::now() + SPAWN_LEAD;
+    let _ramp_guard = match (ramp, &cap, phase.spec.concurrency) {
+        (Some(r), Some(sem), Some(c)) if c > 1 => {
+            let (sem, stop) = (sem.clone(), phase.stop.clone());
+            Some(AbortOnDrop(tokio::spawn(async move {
+                for i in 1..c {
+                    let at = t0 + r.mul_f64(i as f64 / c as f64);
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at.into()) => sem.add_permits(1),
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            })))
+        }
+        _ => None,
+    };
     let mut last_deadline = t0;
     while let Some((offset, entry)) = next() {
         let deadline = t0 + offset;
@@ -380,6 +401,15 @@ async fn scheduler(ctx: Arc<RunContext>, phase: Arc<PhaseRun>, requests: &mut Jo
     tokio::select! {
         _ = phase.stop.cancelled() => {}
         _ = hires::sleep_until(last_deadline) => {}
+    }
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
