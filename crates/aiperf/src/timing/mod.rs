@@ -21,6 +21,7 @@ use aiperf_plugin::{Hook, PhaseStats};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 pub use clock::Clock;
 
@@ -342,13 +343,13 @@ async fn scheduler(ctx: Arc<RunContext>, phase: Arc<PhaseRun>, requests: &mut Jo
     let cap = phase
         .spec
         .concurrency
-        .map(|c| Arc::new(Semaphore::new(if ramp.is_some() { c.min(1) } else { c })));
+        .map(|c| Arc::new(Semaphore::new(if ramp.is_some() { 1 } else { c })));
     // Time zero lies one spawn lead ahead, so the first requests are not late by design.
     let t0 = Instant::now() + SPAWN_LEAD;
     let _ramp_guard = match (ramp, &cap, phase.spec.concurrency) {
         (Some(r), Some(sem), Some(c)) if c > 1 => {
             let (sem, stop) = (sem.clone(), phase.stop.clone());
-            Some(AbortOnDrop(tokio::spawn(async move {
+            Some(AbortOnDropHandle::new(tokio::spawn(async move {
                 for i in 1..c {
                     let at = t0 + r.mul_f64(i as f64 / c as f64);
                     tokio::select! {
@@ -401,15 +402,6 @@ async fn scheduler(ctx: Arc<RunContext>, phase: Arc<PhaseRun>, requests: &mut Jo
     tokio::select! {
         _ = phase.stop.cancelled() => {}
         _ = hires::sleep_until(last_deadline) => {}
-    }
-}
-
-/// Aborts the task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -13,6 +13,7 @@
 //! write fails, or the connection ends before any byte of a response) is sent once more on a
 //! fresh connection.
 
+use std::io::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -71,13 +72,12 @@ struct Conn {
 impl Endpoint {
     /// `uri` must be an `http://` URI with a host.
     pub fn new(uri: &hyper::Uri, headers: &HeaderMap, connect_timeout: Duration) -> Self {
-        let host = uri.host().unwrap_or("localhost");
-        let port = uri.port_u16().unwrap_or(80);
-        let addr = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
+        // `host()` keeps an IPv6 address's brackets, so this is a valid socket address.
+        let addr = format!(
+            "{}:{}",
+            uri.host().unwrap_or("localhost"),
+            uri.port_u16().unwrap_or(80)
+        );
         let authority = uri.authority().map_or(addr.as_str(), |a| a.as_str());
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let mut head = format!("POST {path} HTTP/1.1\r\nhost: {authority}\r\n").into_bytes();
@@ -141,8 +141,8 @@ impl Endpoint {
     async fn try_send(&self, mut conn: Conn, body: &[u8]) -> Result<Exchange<'_>, (bool, H1Error)> {
         conn.out.clear();
         conn.out.extend_from_slice(&self.head);
-        conn.out
-            .extend_from_slice(format!("{}\r\n\r\n", body.len()).as_bytes());
+        // Writing into a Vec cannot fail.
+        let _ = write!(conn.out, "{}\r\n\r\n", body.len());
         conn.out.extend_from_slice(body);
         if let Err(e) = conn.stream.write_all(&conn.out).await {
             return Err((true, io(e)));
@@ -450,6 +450,32 @@ mod tests {
         let (out, done) = run(Framing::Length(5), &[b"he", b"lloEXTRA"]);
         assert_eq!(out, b"hello");
         assert!(done);
+    }
+
+    #[test]
+    fn endpoints_connect_to_host_and_port_and_name_the_authority() {
+        let headers = HeaderMap::new();
+        for (url, addr, head) in [
+            (
+                "http://127.0.0.1:8000/v1/chat",
+                "127.0.0.1:8000",
+                "POST /v1/chat HTTP/1.1\r\nhost: 127.0.0.1:8000\r\n",
+            ),
+            (
+                "http://localhost/v1/chat",
+                "localhost:80",
+                "POST /v1/chat HTTP/1.1\r\nhost: localhost\r\n",
+            ),
+            (
+                "http://[::1]:9000/v1/chat?x=1",
+                "[::1]:9000",
+                "POST /v1/chat?x=1 HTTP/1.1\r\nhost: [::1]:9000\r\n",
+            ),
+        ] {
+            let e = Endpoint::new(&url.parse().unwrap(), &headers, Duration::from_secs(1));
+            assert_eq!(e.addr, addr, "{url}");
+            assert!(e.head.starts_with(head.as_bytes()), "{url}");
+        }
     }
 
     #[test]

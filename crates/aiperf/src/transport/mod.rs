@@ -124,10 +124,6 @@ impl Transport {
         self.urls.len()
     }
 
-    pub fn url(&self, i: usize) -> &Uri {
-        &self.urls[i]
-    }
-
     /// Sends `body` and fills the record's timing, text and error fields.
     /// `cancel_after`: cancel the request this long after it was sent
     /// (`--request-cancellation-rate`).
@@ -195,12 +191,7 @@ impl Transport {
             Ok(x) => x,
             Err(e) => {
                 rec.end_ns = self.clock.now_ns();
-                let kind = if e.is_connect() {
-                    "ConnectionError"
-                } else {
-                    "RequestError"
-                };
-                rec.error = Some(ErrorDetails::new(None, kind, e.to_string()));
+                rec.error = Some(send_error(e.is_connect(), &e));
                 return;
             }
         };
@@ -249,7 +240,7 @@ impl Transport {
             Ok(r) => r,
             Err(e) => {
                 rec.end_ns = self.clock.now_ns();
-                rec.error = Some(connection_error(&e));
+                rec.error = Some(send_error(e.is_connect(), &e));
                 return;
             }
         };
@@ -458,8 +449,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     msg
 }
 
-fn connection_error(e: &hyper_util::client::legacy::Error) -> ErrorDetails {
-    let kind = if e.is_connect() {
+/// A request that got no response: no connection, or the exchange failed.
+fn send_error(is_connect: bool, e: &dyn std::error::Error) -> ErrorDetails {
+    let kind = if is_connect {
         "ConnectionError"
     } else {
         "RequestError"
