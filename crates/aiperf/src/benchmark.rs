@@ -10,13 +10,13 @@ use anyhow::Context;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{is_mock_url, BenchmarkConfig, ConfigError};
+use crate::config::{BenchmarkConfig, ConfigError};
 use crate::dataset::Dataset;
-use crate::endpoint::ResponseParser;
+use crate::endpoint::{RequestShape, ResponseParser};
 use crate::export::{self, jsonl::JsonlWriter, RunReport};
 use crate::metrics::processor::RecordProcessor;
 use crate::metrics::{PhaseKind, PhaseSummary};
-use crate::mock::{parse_mock_url, InProcessMock};
+use crate::mock::{is_mock_url, InProcessMock, MockConfig};
 use crate::plugin::HookRegistry;
 use crate::timing::{run_phase, Clock, PhaseSpec, PhaseTracker, RateSpec, RunContext, Trace};
 use crate::tokenizer::Tokenizer;
@@ -117,26 +117,24 @@ async fn load_tokenizer(spec: &str) -> Result<Tokenizer, ConfigError> {
     tokio::task::spawn_blocking(move || Tokenizer::load(&spec))
         .await
         .expect("tokenizer thread")
-        .map_err(|e| ConfigError::Usage(e.to_string()))
+        .map_err(ConfigError::from)
 }
 
 /// Runs a benchmark. `hooks` receives the lifecycle events.
 pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Result<RunOutcome> {
     let clock = Clock::new();
     let tokenizer = tokio::spawn({
-        let spec = cfg.tokenizer.clone();
+        let spec = cfg.input.tokenizer.clone();
         async move { load_tokenizer(&spec).await }
     });
     let mut mock = None;
-    if is_mock_url(&cfg.urls[0]) {
-        let mock_cfg = parse_mock_url(&cfg.urls[0])
-            .expect("checked by config")
-            .map_err(ConfigError::Usage)?;
+    if is_mock_url(&cfg.endpoint.urls[0]) {
+        let mock_cfg: MockConfig = cfg.endpoint.urls[0].parse().map_err(ConfigError::Usage)?;
         let m = InProcessMock::start(mock_cfg)
             .await
             .context("cannot start the built-in mock server")?;
         tracing::info!("built-in mock server listening on {}", m.url());
-        cfg.urls = vec![m.url()];
+        cfg.endpoint.urls = vec![m.url()];
         mock = Some(m);
     }
     let tokenizer = tokenizer.await.expect("tokenizer task")?;
@@ -146,11 +144,12 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
         clock.now_ns() as f64 / 1e6
     );
     let dataset = {
-        let (c, t) = (cfg.clone(), tokenizer.clone());
-        tokio::task::spawn_blocking(move || Dataset::build(&c, &t))
+        let (c, t) = (cfg.input.clone(), tokenizer.clone());
+        let shape = RequestShape::new(&cfg.endpoint, cfg.input.use_server_token_count);
+        tokio::task::spawn_blocking(move || Dataset::build(&c, shape, &t))
             .await
             .expect("dataset thread")
-            .map_err(|e| ConfigError::Usage(e.to_string()))?
+            .map_err(ConfigError::from)?
     };
     tracing::debug!(
         "{} dataset entries built at {:.1} ms",
@@ -159,18 +158,21 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
     );
     let trace = fixed_schedule(&cfg, &dataset)?;
     // With an input file and no --request-count: one request per entry (or per trace line).
-    let profiling_count = match (&trace, cfg.input_file.is_some()) {
+    let profiling_count = match (&trace, cfg.input.input_file.is_some()) {
         (Some(t), _) => Some(
-            cfg.request_count
+            cfg.load
+                .request_count
                 .map_or(t.len() as u64, |c| c.min(t.len() as u64)),
         ),
-        (None, true) if cfg.benchmark_duration.is_none() => {
-            Some(cfg.request_count.unwrap_or(dataset.entries.len() as u64))
-        }
-        _ => cfg.request_count,
+        (None, true) if cfg.load.benchmark_duration.is_none() => Some(
+            cfg.load
+                .request_count
+                .unwrap_or(dataset.entries.len() as u64),
+        ),
+        _ => cfg.load.request_count,
     };
 
-    let dir = cfg.artifact_dir.clone();
+    let dir = cfg.output.artifact_directory.clone();
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create artifact directory {}", dir.display()))?;
     export::write_inputs(&dir, &dataset).context("cannot write inputs.json")?;
@@ -185,16 +187,16 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
     )
     .with_context(|| format!("cannot create {}", dir.join(export::JSONL_FILE).display()))?;
     let mut processor =
-        RecordProcessor::start(tokenizer.clone(), cfg.use_server_token_count, jsonl);
+        RecordProcessor::start(tokenizer.clone(), cfg.input.use_server_token_count, jsonl);
 
     let transport = Transport::new(
-        &cfg.urls,
-        &cfg.endpoint_path,
-        cfg.api_key.as_deref(),
-        &cfg.headers,
-        cfg.request_timeout,
+        &cfg.endpoint.urls,
+        &cfg.endpoint.path,
+        cfg.endpoint.api_key.as_deref(),
+        &cfg.endpoint.headers,
+        cfg.endpoint.request_timeout,
         clock,
-        ResponseParser::for_shape(&dataset.shape, &cfg.response_field),
+        ResponseParser::for_shape(&dataset.shape, &cfg.endpoint.response_field),
     )
     .map_err(|e| ConfigError::Usage(e.to_string()))?;
     let stop_sending = CancellationToken::new();
@@ -203,7 +205,7 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
         clock,
         transport,
         dataset,
-        streaming: cfg.streaming && cfg.endpoint_type != crate::cli::EndpointType::Embeddings,
+        streaming: cfg.endpoint.streams(),
         records: processor.sender(),
         next_request: AtomicU64::new(0),
         stop_sending: stop_sending.clone(),
@@ -219,40 +221,41 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
     let rate = |r: Option<f64>, seed: u64| {
         r.map(|rate| RateSpec {
             rate,
-            mode: cfg.request_rate_mode,
-            smoothness: cfg.arrival_smoothness,
-            ramp: cfg.request_rate_ramp,
+            mode: cfg.load.request_rate_mode,
+            smoothness: cfg.load.arrival_smoothness,
+            ramp: cfg.load.request_rate_ramp_duration,
             seed,
         })
     };
-    if cfg.warmup_request_count > 0 || cfg.warmup_duration.is_some() {
+    if cfg.load.has_warmup() {
         phases.push(PhaseSpec {
             kind: PhaseKind::Warmup,
-            request_count: (cfg.warmup_request_count > 0).then_some(cfg.warmup_request_count),
-            duration: cfg.warmup_duration,
-            grace_period: cfg.grace_period,
-            concurrency: cfg.warmup_concurrency.or(cfg.concurrency),
+            request_count: (cfg.load.warmup_request_count > 0)
+                .then_some(cfg.load.warmup_request_count),
+            duration: cfg.load.warmup_duration,
+            grace_period: cfg.load.grace_period,
+            concurrency: cfg.load.warmup_concurrency.or(cfg.load.concurrency),
             concurrency_ramp: None,
             trace: None,
             rate: rate(
-                cfg.warmup_request_rate.or(cfg.request_rate),
-                cfg.random_seed ^ 0x5741_524D,
+                cfg.load.warmup_request_rate.or(cfg.load.request_rate),
+                cfg.input.random_seed ^ 0x5741_524D,
             ),
             cancellation: None,
-            seed: cfg.random_seed ^ 0x5741_524D,
+            seed: cfg.input.random_seed ^ 0x5741_524D,
         });
     }
     phases.push(PhaseSpec {
         kind: PhaseKind::Profiling,
         request_count: profiling_count,
-        duration: cfg.benchmark_duration,
-        grace_period: cfg.grace_period,
-        concurrency: cfg.concurrency,
-        concurrency_ramp: cfg.concurrency_ramp,
-        rate: rate(cfg.request_rate, cfg.random_seed),
+        duration: cfg.load.benchmark_duration,
+        grace_period: cfg.load.grace_period,
+        concurrency: cfg.load.concurrency,
+        concurrency_ramp: cfg.load.concurrency_ramp_duration,
+        rate: rate(cfg.load.request_rate, cfg.input.random_seed),
         trace: trace.clone(),
-        cancellation: cfg.cancellation,
-        seed: cfg.random_seed,
+        cancellation: cfg.load.cancellation(),
+        seed: cfg.input.random_seed,
     });
     let mut profiling = PhaseSummary::default();
     for spec in phases {
@@ -260,8 +263,8 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
             break;
         }
         let kind = spec.kind;
-        let progress =
-            (cfg.ui == crate::cli::UiType::Simple).then_some((spec.request_count, spec.duration));
+        let progress = (cfg.output.ui == crate::export::UiType::Simple)
+            .then_some((spec.request_count, spec.duration));
         let (tracker, summary) = {
             let run = run_phase(&ctx, spec.clone(), &hooks, |t| {
                 progress.map(|(total, dur)| Progress::start(kind, t, total, dur))
@@ -327,7 +330,7 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
              (is --tokenizer the model's tokenizer?); OSL uses the {} count",
             profiling.count_mismatches,
             profiling.success,
-            if cfg.use_server_token_count { "server's" } else { "client's" }
+            if cfg.input.use_server_token_count { "server's" } else { "client's" }
         ));
     }
     let send_lag_p99 = match profiling.get("send_lag") {
@@ -343,13 +346,13 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
     }
     let report = RunReport {
         benchmark_id: uuid::Uuid::new_v4().to_string(),
-        input_config: cfg.to_json(),
+        input_config: serde_json::to_value(&cfg).unwrap_or_default(),
         profiling,
         warmup,
         was_cancelled,
         start_time: clock.iso(run_start),
         end_time: clock.iso(run_end),
-        urls: cfg.urls.clone(),
+        urls: cfg.endpoint.urls.clone(),
         warnings,
         plugins: plugins.to_json(),
         phase_stats,
@@ -360,7 +363,7 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
         &cfg,
         &dir,
         &report,
-        plugins.strict_failure(cfg.strict_plugins),
+        plugins.strict_failure(cfg.plugins.strict),
     );
     Ok(RunOutcome { report, exit_code })
 }
@@ -371,7 +374,7 @@ fn fixed_schedule(
     cfg: &BenchmarkConfig,
     dataset: &Dataset,
 ) -> Result<Option<Arc<Trace>>, ConfigError> {
-    let wanted = match cfg.fixed_schedule {
+    let wanted = match cfg.input.fixed_schedule {
         Some(false) => return Ok(None),
         Some(true) if !dataset.has_timestamps() => {
             return Err(ConfigError::Usage(
@@ -383,13 +386,13 @@ fn fixed_schedule(
     if !wanted {
         return Ok(None);
     }
-    if cfg.request_rate.is_some() {
+    if cfg.load.request_rate.is_some() {
         return Err(ConfigError::Usage(
             "--request-rate conflicts with the trace's timestamps: drop it, or pass --no-fixed-schedule".into(),
         ));
     }
-    let start = cfg.fixed_schedule_start_offset;
-    let end = cfg.fixed_schedule_end_offset;
+    let start = cfg.input.fixed_schedule_start_offset;
+    let end = cfg.input.fixed_schedule_end_offset;
     let mut items: Vec<(f64, usize)> = dataset
         .entries
         .iter()
@@ -409,7 +412,7 @@ fn fixed_schedule(
             .into_iter()
             .map(|(t, i)| {
                 (
-                    Duration::from_secs_f64((t - origin) / 1e3 / cfg.replay_speedup),
+                    Duration::from_secs_f64((t - origin) / 1e3 / cfg.input.replay_speedup),
                     i,
                 )
             })
@@ -426,7 +429,7 @@ fn finish_console(
     let s = &report.profiling;
     let title = format!(
         "NVIDIA AIPerf-compatible | LLM Metrics ({}{})",
-        cfg.model,
+        cfg.endpoint.model,
         if report.was_cancelled {
             ", interrupted"
         } else {

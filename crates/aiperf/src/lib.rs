@@ -12,9 +12,11 @@ pub mod export;
 pub mod metrics;
 pub mod mock;
 pub mod plugin;
+pub mod secret;
 pub mod timing;
 pub mod tokenizer;
 pub mod transport;
+pub mod units;
 
 use std::path::Path;
 use std::time::Duration;
@@ -22,16 +24,17 @@ use std::time::Duration;
 /// `aiperf profile`: loads the plugins, runs the benchmark and returns the exit code.
 pub async fn run_profile(cfg: config::BenchmarkConfig) -> anyhow::Result<u8> {
     mock::raise_fd_limit();
-    let mut secrets: Vec<String> = cfg.api_key.iter().cloned().collect();
+    let mut secrets: Vec<String> = cfg.endpoint.api_key.iter().cloned().collect();
     secrets.extend(
-        cfg.headers
+        cfg.endpoint
+            .headers
             .iter()
-            .filter(|(k, _)| config::is_secret_key(k))
+            .filter(|(k, _)| secret::is_secret_key(k))
             .map(|(_, v)| v.clone()),
     );
     let redactor = plugin::Redactor::new(&cfg.plugins, &secrets);
-    let hooks = plugin::HookRegistry::load(&cfg.plugins, cfg.no_plugins, &redactor).await;
-    if cfg.strict_plugins {
+    let hooks = plugin::HookRegistry::load(&cfg.plugins, &redactor).await;
+    if cfg.plugins.strict {
         if let Some(why) = hooks.startup_failure() {
             hooks.finish().await;
             eprintln!("error: --strict-plugins: {why}");
@@ -46,26 +49,20 @@ pub async fn run_profile(cfg: config::BenchmarkConfig) -> anyhow::Result<u8> {
 pub async fn run_mock_server(a: cli::MockServerArgs) -> anyhow::Result<u8> {
     use anyhow::Context;
     mock::raise_fd_limit();
-    if a.error_rate < 0.0 || a.error_rate > 100.0 {
-        return Err(
-            config::ConfigError::Usage("--error-rate must be between 0 and 100".into()).into(),
-        );
-    }
-    if a.ttft_ms < 0.0 || a.itl_ms < 0.0 || !a.ttft_ms.is_finite() || !a.itl_ms.is_finite() {
-        return Err(config::ConfigError::Usage("--ttft-ms and --itl-ms must be ≥ 0".into()).into());
-    }
     let addr: std::net::SocketAddr = format!("{}:{}", a.host, a.port)
         .parse()
         .map_err(|e| config::ConfigError::Usage(format!("invalid --host/--port: {e}")))?;
-    let listener = mock::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let cfg = mock::MockConfig {
-        ttft: Duration::from_secs_f64(a.ttft_ms / 1e3),
-        itl: Duration::from_secs_f64(a.itl_ms / 1e3),
+        ttft: a.ttft_ms,
+        itl: a.itl_ms,
         error_rate: a.error_rate,
         default_tokens: a.default_tokens,
         seed: a.random_seed.unwrap_or(0),
         log_arrivals: a.log_arrivals,
     };
+    cfg.validate()
+        .map_err(|e| config::ConfigError::Usage(format!("--error-rate: {e}")))?;
+    let listener = mock::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     eprintln!(
         "aiperf mock server listening on http://{}",
         listener.local_addr()?
@@ -89,7 +86,7 @@ pub async fn plugins_list(config_path: Option<&Path>) -> anyhow::Result<u8> {
     let mut found = discovery::discover_all(&search, &mut python).await;
     // Configured plugins first, located as a run would (explicit `path:`, `_`/`-` names);
     // then everything else that was discovered.
-    let mut rows: Vec<(String, Option<Located>, Option<&config::PluginEntry>)> = Vec::new();
+    let mut rows: Vec<(String, Option<Located>, Option<&plugin::PluginEntry>)> = Vec::new();
     for e in &section.entries {
         let loc = discovery::locate(&e.name, e.path.as_deref(), &search, &mut python)
             .await
@@ -133,12 +130,14 @@ pub async fn plugins_list(config_path: Option<&Path>) -> anyhow::Result<u8> {
             (None, None) => ("-".into(), "-".into()),
         };
         let status = match (entry, loc, &probe) {
-            (Some(e), _, _) if !e.enabled => {
-                format!(
-                    "disabled: {}",
-                    e.disabled_reason.clone().unwrap_or_default()
-                )
-            }
+            (
+                Some(plugin::PluginEntry {
+                    disabled: Some(why),
+                    ..
+                }),
+                _,
+                _,
+            ) => format!("disabled: {why}"),
             (Some(_), None, _) => "disabled: configured but not found".to_string(),
             (Some(_), Some(_), Some(Err(_))) => "disabled: handshake failed".to_string(),
             (Some(_), Some(_), _) => "enabled".to_string(),

@@ -53,7 +53,7 @@ fn main() -> ExitCode {
             Ok(c) => c,
             Err(e) => return usage_error(&e),
         };
-        init_logging(cfg.verbose, true);
+        init_logging(cfg.output.verbose, true);
         return run_async(async move { aiperf::run_profile(cfg).await });
     }
     let cli = match Cli::try_parse_from(&args) {

@@ -98,7 +98,7 @@ fn substitute_value(
         }
         serde_yaml::Value::Mapping(map) => {
             for (k, v) in map.iter_mut() {
-                let secret = k.as_str().is_some_and(super::is_secret_key);
+                let secret = k.as_str().is_some_and(crate::secret::is_secret_key);
                 substitute_value(v, lookup, keep_string || secret)?;
             }
         }

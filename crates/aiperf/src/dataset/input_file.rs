@@ -19,8 +19,7 @@ use rand::SeedableRng;
 use serde::Deserialize;
 
 use super::{entry, mix, single, Entry, PromptGenerator, Turn};
-use crate::cli::{CustomDatasetType, SamplingStrategy};
-use crate::config::BenchmarkConfig;
+use super::{CustomDatasetType, InputSpec, SamplingStrategy};
 use crate::endpoint::RequestShape;
 use crate::tokenizer::Tokenizer;
 
@@ -133,7 +132,7 @@ impl BlockCache<'_> {
 
 /// Loads the file; returns its entries and the sampling its type defaults to.
 pub fn load(
-    cfg: &BenchmarkConfig,
+    cfg: &InputSpec,
     shape: &RequestShape,
     path: &Path,
     tokenizer: &Tokenizer,
@@ -173,7 +172,7 @@ pub fn load(
             if q.from != "human" || a.from != "gpt" || q.value.trim().is_empty() {
                 continue;
             }
-            let osl = cfg.osl.or(Some(count(&a.value).max(1)));
+            let osl = cfg.osl().or(Some(count(&a.value).max(1)));
             let id = format!("conv-{}", entries.len());
             entries.push(single(
                 shape,
@@ -212,7 +211,7 @@ pub fn load(
                     id,
                     prompt,
                     isl,
-                    row.output_length.or(cfg.osl),
+                    row.output_length.or(cfg.osl()),
                     None,
                 ));
             }
@@ -230,7 +229,7 @@ pub fn load(
                     }
                     turns.push(Turn {
                         isl: count(&text),
-                        osl: t.output_length.or(cfg.osl),
+                        osl: t.output_length.or(cfg.osl()),
                         delay_ms,
                         text,
                     });
@@ -270,7 +269,7 @@ pub fn load(
                     id,
                     prompt,
                     isl,
-                    row.output_length.or(cfg.osl),
+                    row.output_length.or(cfg.osl()),
                     row.timestamp,
                 ));
             }

@@ -13,12 +13,14 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
-use crate::cli::SamplingStrategy;
-use crate::config::BenchmarkConfig;
 use crate::endpoint::{build_payload, Message, RequestShape};
 use crate::tokenizer::Tokenizer;
 
 pub mod input_file;
+mod spec;
+
+pub use input_file::DatasetError;
+pub use spec::{CustomDatasetType, InputSpec, Lengths, PromptSpec, SamplingStrategy};
 
 const CORPUS: &str = include_str!("corpus.txt");
 
@@ -203,10 +205,10 @@ fn single(
 impl Dataset {
     /// Builds the requests: from `--input-file` when given, else synthetic prompts.
     pub fn build(
-        cfg: &BenchmarkConfig,
+        cfg: &InputSpec,
+        shape: RequestShape,
         tokenizer: &Tokenizer,
     ) -> Result<Self, input_file::DatasetError> {
-        let shape = RequestShape::from_config(cfg);
         let (entries, default_sampling) = match &cfg.input_file {
             Some(path) => input_file::load(cfg, &shape, path, tokenizer)?,
             None => (
@@ -217,7 +219,7 @@ impl Dataset {
         Ok(Dataset {
             entries,
             shape,
-            sampling: cfg.sampling_explicit.unwrap_or(default_sampling),
+            sampling: cfg.sampling.unwrap_or(default_sampling),
             seed: cfg.random_seed,
             permutations: Arc::default(),
         })
@@ -225,7 +227,7 @@ impl Dataset {
 
     /// `num_dataset_entries` synthetic single-turn requests (with shared prefixes when asked).
     fn synthetic_entries(
-        cfg: &BenchmarkConfig,
+        cfg: &InputSpec,
         shape: &RequestShape,
         tokenizer: &Tokenizer,
     ) -> Vec<Entry> {
@@ -243,10 +245,9 @@ impl Dataset {
         // every core: this is most of the time before the first request.
         let make = |i: usize| {
             let mut rng = StdRng::seed_from_u64(mix(cfg.random_seed, i as u64));
-            let isl = sample_len(&mut rng, cfg.isl as f64, cfg.isl_stddev);
-            let osl = cfg
-                .osl
-                .map(|o| sample_len(&mut rng, o as f64, cfg.osl_stddev));
+            let (isl, osl) = (cfg.prompt.input_tokens, cfg.prompt.output_tokens);
+            let isl = sample_len(&mut rng, isl.mean as f64, isl.stddev);
+            let osl = osl.mean.map(|o| sample_len(&mut rng, o as f64, osl.stddev));
             let batch: Vec<String> = (0..cfg.batch_size.max(1))
                 .map(|_| {
                     let start = generator.random_start(&mut rng);

@@ -8,10 +8,12 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::cli::EndpointType;
 use crate::metrics::Usage;
 
 mod skim;
+mod spec;
+
+pub use spec::{EndpointSpec, EndpointType};
 
 /// Everything about a request's shape that is fixed for a run.
 #[derive(Debug, Clone)]
@@ -27,15 +29,16 @@ pub struct RequestShape {
 }
 
 impl RequestShape {
-    pub fn from_config(cfg: &crate::config::BenchmarkConfig) -> Self {
+    /// The shape of an endpoint's requests; `include_usage` asks streams for `usage`.
+    pub fn new(spec: &EndpointSpec, include_usage: bool) -> Self {
         Self {
-            endpoint: cfg.endpoint_type,
-            model: cfg.model.clone(),
-            streaming: cfg.streaming && cfg.endpoint_type != EndpointType::Embeddings,
-            legacy_max_tokens: cfg.use_legacy_max_tokens,
-            extra: cfg.extra_inputs.clone(),
-            template: cfg.payload_template.clone(),
-            include_usage: cfg.use_server_token_count,
+            endpoint: spec.endpoint_type,
+            model: spec.model.clone(),
+            streaming: spec.streams(),
+            legacy_max_tokens: spec.use_legacy_max_tokens,
+            extra: spec.extra_inputs.clone(),
+            template: spec.payload_template.clone(),
+            include_usage,
         }
     }
 }

@@ -2,6 +2,9 @@
 
 pub mod console;
 pub mod jsonl;
+mod spec;
+
+pub use spec::{OutputSpec, UiType};
 
 use std::io::Write;
 use std::path::Path;

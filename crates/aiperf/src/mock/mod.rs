@@ -390,43 +390,83 @@ impl InProcessMock {
     }
 }
 
-/// Parses `mock` or `mock?ttft_ms=20&itl_ms=5&error_rate=10&tokens=16` into a mock config.
-pub fn parse_mock_url(url: &str) -> Option<Result<MockConfig, String>> {
-    let rest = url.strip_prefix("mock")?;
-    let query = match rest {
-        "" => "",
-        r => r.strip_prefix('?')?,
-    };
-    let mut cfg = MockConfig::default();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let num: f64 = match v.parse() {
-            Ok(n) if n >= 0.0 => n,
-            _ => {
-                return Some(Err(format!(
-                    "invalid mock option `{pair}`: expected a number ≥ 0"
-                )))
-            }
-        };
-        match k {
-            "ttft_ms" => cfg.ttft = Duration::from_secs_f64(num / 1e3),
-            "itl_ms" => cfg.itl = Duration::from_secs_f64(num / 1e3),
-            "error_rate" if num <= 100.0 => cfg.error_rate = num,
-            "error_rate" => {
-                return Some(Err(format!(
-                    "invalid mock option `{pair}`: a percentage from 0 to 100"
-                )))
-            }
-            "tokens" => cfg.default_tokens = num as u32,
-            _ => {
-                return Some(Err(format!(
-                    "unknown mock option `{k}`: use ttft_ms, itl_ms, error_rate or tokens"
-                )))
+/// Whether a `--url` names the built-in mock: `mock` or `mock?option=value&...`.
+pub fn is_mock_url(url: &str) -> bool {
+    let u = url.trim();
+    u == "mock" || u.starts_with("mock?")
+}
+
+impl MockConfig {
+    /// Checks what the types allow but the mock does not (shared by `--url mock?…` and
+    /// `aiperf mock-server`).
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=100.0).contains(&self.error_rate) {
+            return Err(format!(
+                "error rate must be a percentage from 0 to 100, got {}",
+                self.error_rate
+            ));
+        }
+        if self.default_tokens > MAX_TOKENS {
+            return Err(format!(
+                "default tokens must be at most {MAX_TOKENS}, got {}",
+                self.default_tokens
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The one grammar of the in-process mock's URL: `mock` or
+/// `mock?ttft_ms=20&itl_ms=5&error_rate=10&tokens=16`.
+impl std::str::FromStr for MockConfig {
+    type Err = String;
+
+    fn from_str(url: &str) -> Result<Self, String> {
+        let url = url.trim();
+        if !is_mock_url(url) {
+            return Err(format!(
+                "`{url}` is not a mock URL (`mock` or `mock?option=value`)"
+            ));
+        }
+        let query = url
+            .strip_prefix("mock")
+            .unwrap_or("")
+            .trim_start_matches('?');
+        let mut cfg = MockConfig::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let bad = |why: &str| format!("invalid mock option `{pair}`: {why}");
+            match k {
+                "ttft_ms" => cfg.ttft = crate::units::millis(v).map_err(|e| bad(&e))?,
+                "itl_ms" => cfg.itl = crate::units::millis(v).map_err(|e| bad(&e))?,
+                "error_rate" => {
+                    cfg.error_rate = v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|r| (0.0..=100.0).contains(r))
+                        .ok_or_else(|| bad("a percentage from 0 to 100"))?
+                }
+                "tokens" => {
+                    cfg.default_tokens = v
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|&n| n <= MAX_TOKENS)
+                        .ok_or_else(|| bad(&format!("a whole number from 0 to {MAX_TOKENS}")))?
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown mock option `{k}`: use ttft_ms, itl_ms, error_rate or tokens"
+                    ))
+                }
             }
         }
+        cfg.validate()?;
+        Ok(cfg)
     }
-    Some(Ok(cfg))
 }
+
+/// The most tokens the mock generates for one request.
+pub const MAX_TOKENS: u32 = 1_000_000;
 
 #[cfg(test)]
 mod tests {
@@ -447,13 +487,28 @@ mod tests {
 
     #[test]
     fn mock_url_options() {
-        let c = parse_mock_url("mock?ttft_ms=5&itl_ms=1.5&error_rate=10")
-            .unwrap()
-            .unwrap();
+        let c: MockConfig = "mock?ttft_ms=5&itl_ms=1.5&error_rate=10".parse().unwrap();
         assert_eq!(c.ttft, Duration::from_millis(5));
         assert_eq!(c.itl, Duration::from_micros(1500));
         assert_eq!(c.error_rate, 10.0);
-        assert!(parse_mock_url("mock?bogus=1").unwrap().is_err());
-        assert!(parse_mock_url("http://x").is_none());
+        assert_eq!(
+            "mock".parse::<MockConfig>().unwrap().ttft,
+            Duration::from_millis(20)
+        );
+        for bad in [
+            "mock?bogus=1",
+            "mock?ttft_ms=inf",
+            "mock?ttft_ms=nan",
+            "mock?itl_ms=1e300",
+            "mock?ttft_ms=-1",
+            "mock?error_rate=101",
+            "mock?tokens=1.5",
+            "mock?tokens=1e12",
+            "http://x",
+            "mockery",
+        ] {
+            assert!(bad.parse::<MockConfig>().is_err(), "{bad}");
+        }
+        assert!(is_mock_url(" mock?tokens=3") && !is_mock_url("mockery"));
     }
 }

@@ -8,6 +8,9 @@
 pub mod builtin;
 pub mod discovery;
 pub mod process;
+mod spec;
+
+pub use spec::{DisabledReason, PluginEntry, PluginsSection};
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -18,8 +21,8 @@ use futures_util::FutureExt;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{is_secret_key, PluginEntry, PluginsSection};
 use crate::metrics::PhaseKind;
+use crate::secret::is_secret_key;
 
 /// One lifecycle event, as every plugin sees it.
 #[derive(Debug, Clone)]
@@ -224,7 +227,7 @@ impl HookRegistry {
 
     /// Discovers, starts and configures every plugin enabled under `plugins:`. A plugin that
     /// can't start is disabled with a one-line warning; it never stops the run.
-    pub async fn load(section: &PluginsSection, no_plugins: bool, redactor: &Redactor) -> Self {
+    pub async fn load(section: &PluginsSection, redactor: &Redactor) -> Self {
         let mut reg = Self::default();
         let search = discovery::SearchPath::from_env();
         let mut python_cache = discovery::PythonPlugins::default();
@@ -235,22 +238,18 @@ impl HookRegistry {
         });
         let mut pending = Vec::new();
         for (entry, status) in starts {
-            if no_plugins {
+            if section.no_plugins {
                 status.lock().expect("status").reason = Some("--no-plugins".into());
                 continue;
             }
-            if !entry.enabled {
-                let why = entry
-                    .disabled_reason
-                    .clone()
-                    .unwrap_or_else(|| "disabled".into());
+            if let Some(why) = &entry.disabled {
                 let mut st = status.lock().expect("status");
                 // A missing variable is worth a warning; `enabled: false` is a choice.
-                if !why.starts_with("enabled: false") {
-                    warn_disabled(&entry.name, &why);
+                if !why.is_choice() {
+                    warn_disabled(&entry.name, &why.to_string());
                     st.failed = true;
                 }
-                st.reason = Some(why);
+                st.reason = Some(why.to_string());
                 continue;
             }
             let found = discovery::locate(
@@ -717,11 +716,11 @@ mod tests {
             entries: vec![PluginEntry {
                 name: "x".into(),
                 config: json!({"api_key": "sekrit-123", "nested": {"token": "tok-456"}, "site": "public"}),
-                enabled: true,
-                disabled_reason: None,
+                disabled: None,
                 path: None,
                 timeout: Duration::from_secs(5),
             }],
+            ..Default::default()
         };
         let r = Redactor::new(&section, &["bearer-789".into()]);
         let out = r.redact("key=sekrit-123 tok-456 bearer-789 site=public");

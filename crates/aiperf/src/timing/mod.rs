@@ -12,6 +12,7 @@ pub mod clock;
 pub mod health;
 pub mod hires;
 pub mod schedule;
+mod spec;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,14 +26,15 @@ use tokio_util::task::AbortOnDropHandle;
 
 pub use clock::Clock;
 
-use crate::cli::RequestRateMode;
 use crate::dataset::Dataset;
 use crate::endpoint::{build_payload, Message};
 use crate::metrics::processor::RecordSender;
 use crate::metrics::{PhaseKind, RequestRecord};
 use crate::plugin::HookRegistry;
 use crate::transport::Transport;
+pub use schedule::RequestRateMode;
 use schedule::Schedule;
+pub use spec::LoadSpec;
 
 /// A fixed schedule: (offset from the phase start, dataset entry), in send order.
 pub type Trace = Vec<(Duration, usize)>;

@@ -10,7 +10,14 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Exp, Gamma};
 
-use crate::cli::RequestRateMode;
+/// Arrival process of an open-loop phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestRateMode {
+    Constant,
+    Poisson,
+    Gamma,
+}
 
 /// Generates send offsets for a target rate.
 pub struct Schedule {

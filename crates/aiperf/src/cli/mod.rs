@@ -1,0 +1,337 @@
+//! Command-line definitions only: what the user can type. Meaning and validation live in
+//! `config`, so the same flags can also come from a YAML file.
+
+use std::path::PathBuf;
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::dataset::{CustomDatasetType, SamplingStrategy};
+use crate::endpoint::EndpointType;
+use crate::export::UiType;
+use crate::timing::schedule::RequestRateMode;
+use crate::units;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "aiperf",
+    version,
+    about = "Benchmark LLM inference servers (OpenAI-compatible), with plugins",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// Run `profile` with this YAML config file (same as `aiperf profile --config FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a benchmark against an inference server.
+    Profile(Box<ProfileArgs>),
+    /// Run the built-in mock OpenAI-compatible server.
+    MockServer(MockServerArgs),
+    /// Inspect plugins: `list`, `check NAME`.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// Show every discovered plugin and whether it is enabled.
+    List {
+        /// Config file whose `plugins:` section decides what is enabled.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Start a plugin, run its handshake and print the result.
+    Check {
+        name: String,
+        /// Config file holding the plugin's `plugins.<name>` section.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Every flag of `aiperf profile`, in groups shown under their own heading in `--help`. The
+/// names follow NVIDIA AIPerf's so scripts carry over. Each one can also be written under
+/// `benchmark:` in the config file, `-` turned into `_`.
+#[derive(Debug, Clone, Args)]
+pub struct ProfileArgs {
+    /// YAML config file; flags given after it override its `benchmark:` section.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten, next_help_heading = "Endpoint")]
+    pub endpoint: EndpointArgs,
+    #[command(flatten, next_help_heading = "Input")]
+    pub input: InputArgs,
+    #[command(flatten, next_help_heading = "Input Sequence Length (ISL)")]
+    pub isl: IslArgs,
+    #[command(flatten, next_help_heading = "Output Sequence Length (OSL)")]
+    pub osl: OslArgs,
+    #[command(flatten, next_help_heading = "Prefix Prompt")]
+    pub prefix: PrefixArgs,
+    #[command(flatten, next_help_heading = "Load Generator")]
+    pub load: LoadArgs,
+    #[command(flatten, next_help_heading = "Warmup")]
+    pub warmup: WarmupArgs,
+    #[command(flatten, next_help_heading = "Request Cancellation")]
+    pub cancellation: CancellationArgs,
+    #[command(flatten, next_help_heading = "Output")]
+    pub output: OutputArgs,
+    #[command(flatten, next_help_heading = "Plugins")]
+    pub plugins: PluginArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EndpointArgs {
+    /// Model name sent in every request.
+    #[arg(short = 'm', long = "model", visible_alias = "model-names")]
+    pub model: Option<String>,
+    /// Server URL; repeat for several servers (round-robin). `mock` starts the built-in mock.
+    #[arg(short = 'u', long = "url", value_name = "URL")]
+    pub url: Vec<String>,
+    /// API shape of the endpoint.
+    #[arg(long, value_enum, default_value = "chat")]
+    pub endpoint_type: EndpointType,
+    /// Custom path instead of the endpoint type's default (e.g. /v1/chat/completions).
+    #[arg(long, visible_alias = "custom-endpoint")]
+    pub endpoint: Option<String>,
+    /// Ask for a streamed (SSE) response: needed for TTFT and ITL.
+    #[arg(long)]
+    pub streaming: bool,
+    /// Sent as `Authorization: Bearer <key>`.
+    #[arg(long, env = "AIPERF_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Extra HTTP header `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub header: Vec<String>,
+    /// Per-request timeout in seconds.
+    #[arg(long, value_name = "S", default_value = "600", value_parser = units::positive_seconds)]
+    pub request_timeout_seconds: Duration,
+    /// Send `max_tokens` instead of `max_completion_tokens`.
+    #[arg(long)]
+    pub use_legacy_max_tokens: bool,
+    /// JSON request template for `--endpoint-type template` (inline, or @FILE): `{{text}}`,
+    /// `{{max_tokens}}` and `{{model}}` are filled in.
+    #[arg(long, value_name = "JSON|@FILE")]
+    pub payload_template: Option<String>,
+    /// JSON pointer to the output text in a `template` response (or each SSE event).
+    #[arg(long, value_name = "POINTER", default_value = "/choices/0/text")]
+    pub response_field: String,
+    /// Count tokens from the server's `usage` (asks for it when streaming).
+    #[arg(long)]
+    pub use_server_token_count: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InputArgs {
+    /// Extra payload fields: `key:value` (value parsed as JSON when it can be) or a JSON object.
+    #[arg(long, value_name = "KEY:VALUE|JSON")]
+    pub extra_inputs: Vec<String>,
+    /// Requests from a file instead of synthetic prompts (see --custom-dataset-type).
+    #[arg(long, value_name = "FILE")]
+    pub input_file: Option<PathBuf>,
+    /// Format of --input-file (default single_turn).
+    #[arg(long, value_enum)]
+    pub custom_dataset_type: Option<CustomDatasetType>,
+    /// Send each request at its trace timestamp (on by default when the file has them).
+    #[arg(long, overrides_with = "no_fixed_schedule")]
+    pub fixed_schedule: bool,
+    /// Ignore trace timestamps; load by --concurrency or --request-rate instead.
+    #[arg(long)]
+    pub no_fixed_schedule: bool,
+    /// Replay only timestamps at or after this offset (ms); it becomes time zero.
+    #[arg(long, value_name = "MS")]
+    pub fixed_schedule_start_offset: Option<f64>,
+    /// Replay only timestamps at or before this offset (ms).
+    #[arg(long, value_name = "MS")]
+    pub fixed_schedule_end_offset: Option<f64>,
+    /// Replay a trace this many times faster (2 = twice as fast).
+    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    pub replay_speedup: f64,
+    /// How dataset entries are picked for each request.
+    #[arg(long, value_enum)]
+    pub dataset_sampling_strategy: Option<SamplingStrategy>,
+    /// Number of distinct prompts generated and cycled through.
+    #[arg(
+        long,
+        value_name = "N",
+        visible_alias = "num-prompts",
+        default_value_t = 100
+    )]
+    pub num_dataset_entries: usize,
+    /// Inputs per embeddings request.
+    #[arg(
+        short = 'b',
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        visible_alias = "batch-size-text"
+    )]
+    pub batch_size: u32,
+    /// Seed for every random choice, so a run's dataset is reproducible.
+    #[arg(long, value_name = "N")]
+    pub random_seed: Option<u64>,
+    /// Tokenizer: `builtin` (o200k_base, embedded), `builtin:cl100k_base`, a tokenizer.json
+    /// path, or a Hugging Face id.
+    #[arg(long, default_value = "builtin")]
+    pub tokenizer: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IslArgs {
+    /// Mean prompt length in tokens (synthetic prompts).
+    #[arg(
+        long,
+        value_name = "N",
+        visible_alias = "synthetic-input-tokens-mean",
+        default_value_t = 550
+    )]
+    pub isl: u32,
+    /// Standard deviation of the prompt length.
+    #[arg(
+        long,
+        value_name = "N",
+        visible_alias = "synthetic-input-tokens-stddev",
+        default_value_t = 0.0
+    )]
+    pub isl_stddev: f64,
+    /// Tokens per `hash_ids` block in a mooncake trace.
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    pub isl_block_size: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct OslArgs {
+    /// Output tokens asked for (max_completion_tokens). Unset: the server decides.
+    #[arg(long, value_name = "N", visible_alias = "output-tokens-mean")]
+    pub osl: Option<u32>,
+    /// Standard deviation of the output length.
+    #[arg(
+        long,
+        value_name = "N",
+        visible_alias = "output-tokens-stddev",
+        default_value_t = 0.0
+    )]
+    pub osl_stddev: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PrefixArgs {
+    /// Length in tokens of a shared prefix prepended to synthetic prompts.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub prefix_prompt_length: u32,
+    /// Number of distinct shared prefixes (each prompt gets one of them).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub num_prefix_prompts: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// Number of requests in flight at once.
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Requests per second (open loop); combined with --concurrency as a cap.
+    #[arg(long, value_name = "R")]
+    pub request_rate: Option<f64>,
+    /// Arrival process for --request-rate (default poisson).
+    #[arg(long, value_enum, visible_alias = "arrival-pattern")]
+    pub request_rate_mode: Option<RequestRateMode>,
+    /// Gamma shape for `--request-rate-mode gamma`: 1 is Poisson, larger is smoother.
+    #[arg(long, value_name = "K", default_value_t = 1.0)]
+    pub arrival_smoothness: f64,
+    /// Ramp the request rate linearly from 0 to --request-rate over this many seconds.
+    #[arg(long, value_name = "S", value_parser = units::positive_seconds)]
+    pub request_rate_ramp_duration: Option<Duration>,
+    /// Ramp concurrency linearly from 1 to --concurrency over this many seconds.
+    #[arg(long, value_name = "S", value_parser = units::positive_seconds)]
+    pub concurrency_ramp_duration: Option<Duration>,
+    /// Number of requests in the profiling phase (default 10 when no duration is given).
+    #[arg(long, value_name = "N", visible_alias = "num-requests")]
+    pub request_count: Option<u64>,
+    /// Stop sending after this many seconds.
+    #[arg(long, value_name = "S", value_parser = units::positive_seconds)]
+    pub benchmark_duration: Option<Duration>,
+    /// After --benchmark-duration, how long in-flight requests may finish (seconds).
+    #[arg(long, value_name = "S", default_value = "30", value_parser = units::seconds)]
+    pub benchmark_grace_period: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WarmupArgs {
+    /// Requests in a warmup phase before profiling, kept out of the summary.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub warmup_request_count: u64,
+    /// Warmup phase length in seconds (instead of, or with, a request count).
+    #[arg(long, value_name = "S", value_parser = units::positive_seconds)]
+    pub warmup_duration: Option<Duration>,
+    /// Concurrency during warmup (default: --concurrency).
+    #[arg(long, value_name = "N")]
+    pub warmup_concurrency: Option<usize>,
+    /// Request rate during warmup (default: --request-rate).
+    #[arg(long, value_name = "R")]
+    pub warmup_request_rate: Option<f64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CancellationArgs {
+    /// Percent of requests to cancel after --request-cancellation-delay.
+    #[arg(long, value_name = "PCT")]
+    pub request_cancellation_rate: Option<f64>,
+    /// Seconds after sending at which a request chosen for cancellation is cancelled.
+    #[arg(long, value_name = "S", default_value = "0", value_parser = units::seconds)]
+    pub request_cancellation_delay: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// Where artifacts are written (default artifacts/<model>-<endpoint>-<load>).
+    #[arg(long, value_name = "DIR")]
+    pub artifact_dir: Option<PathBuf>,
+    /// Progress display: simple (a progress bar) or none. Default: simple on a TTY.
+    #[arg(long, value_enum, visible_alias = "ui-type")]
+    pub ui: Option<UiType>,
+    /// Log more (-v: debug, -vv: trace).
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PluginArgs {
+    /// Disable every plugin.
+    #[arg(long)]
+    pub no_plugins: bool,
+    /// Any plugin failure is an error (exit 1).
+    #[arg(long)]
+    pub strict_plugins: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MockServerArgs {
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Time to first token, in milliseconds.
+    #[arg(long, value_name = "MS", default_value = "20", value_parser = units::millis)]
+    pub ttft_ms: Duration,
+    /// Time between tokens, in milliseconds.
+    #[arg(long, value_name = "MS", default_value = "5", value_parser = units::millis)]
+    pub itl_ms: Duration,
+    /// Share of requests (percent) answered with HTTP 500.
+    #[arg(long, value_name = "PCT", default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Tokens generated when the request sets no max tokens.
+    #[arg(long, default_value_t = 16)]
+    pub default_tokens: u32,
+    #[arg(long)]
+    pub random_seed: Option<u64>,
+    /// Append each request's arrival time (Unix ns, one per line) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub log_arrivals: Option<PathBuf>,
+}

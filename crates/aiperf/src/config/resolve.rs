@@ -1,0 +1,401 @@
+//! Meaning for parsed flags: defaults that depend on other flags, checks across flags, and
+//! one typed section per consumer. Numbers with units were already checked by their value
+//! parsers (`crate::units`), so what is left here is what no single flag can know.
+
+use std::path::PathBuf;
+
+use serde_json::{Map, Value};
+
+use super::{usage, BenchmarkConfig, ConfigError};
+use crate::cli::{EndpointArgs, InputArgs, OutputArgs, ProfileArgs};
+use crate::dataset::{InputSpec, Lengths, PromptSpec};
+use crate::endpoint::{EndpointSpec, EndpointType};
+use crate::export::{OutputSpec, UiType};
+use crate::mock::{is_mock_url, MockConfig};
+use crate::plugin::PluginsSection;
+use crate::timing::{LoadSpec, RequestRateMode};
+
+pub(super) fn resolve(
+    a: ProfileArgs,
+    mut plugins: PluginsSection,
+    cli_command: String,
+) -> Result<BenchmarkConfig, ConfigError> {
+    let endpoint = endpoint(a.endpoint.clone(), &a.input)?;
+    let load = load(&a)?;
+    let input = input(&a, &endpoint)?;
+    let output = output(a.output, &endpoint, &load);
+    plugins.no_plugins = a.plugins.no_plugins;
+    plugins.strict = a.plugins.strict_plugins;
+    Ok(BenchmarkConfig {
+        endpoint,
+        input,
+        load,
+        output,
+        plugins,
+        cli_command,
+    })
+}
+
+/// Adds `http://` when a URL has no scheme.
+pub fn normalize_url(url: &str) -> String {
+    let url = url.trim().trim_end_matches('/');
+    if url.contains("://") {
+        url.to_string()
+    } else {
+        format!("http://{url}")
+    }
+}
+
+/// `--url`s, checked: `mock…` (alone) or http(s) URLs. Default `http://localhost:8000`.
+fn urls(given: &[String]) -> Result<Vec<String>, ConfigError> {
+    if given.is_empty() {
+        return Ok(vec!["http://localhost:8000".into()]);
+    }
+    let mut urls = Vec::new();
+    for u in given {
+        if is_mock_url(u) {
+            u.parse::<MockConfig>()
+                .map_err(|e| usage(format!("invalid --url `{u}`: {e}")))?;
+            urls.push(u.trim().to_string());
+            continue;
+        }
+        let u = normalize_url(u);
+        let parsed =
+            reqwest::Url::parse(&u).map_err(|e| usage(format!("invalid --url `{u}`: {e}")))?;
+        if parsed.scheme() != "http" && parsed.scheme() != "https" {
+            return Err(usage(format!(
+                "invalid --url `{u}`: scheme must be http or https"
+            )));
+        }
+        urls.push(u);
+    }
+    if urls.len() > 1 && urls.iter().any(|u| is_mock_url(u)) {
+        return Err(usage("--url mock cannot be combined with other URLs"));
+    }
+    Ok(urls)
+}
+
+fn parse_header(h: &str) -> Result<(String, String), ConfigError> {
+    let (name, value) = h
+        .split_once(':')
+        .ok_or_else(|| usage(format!("invalid --header `{h}`: expected `Name: value`")))?;
+    let name = name.trim();
+    if name.is_empty() || reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(usage(format!("invalid --header `{h}`: bad header name")));
+    }
+    let value = value.trim();
+    if reqwest::header::HeaderValue::from_str(value).is_err() {
+        return Err(usage(format!(
+            "invalid --header `{name}`: bad header value"
+        )));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// `--payload-template`: inline JSON or `@FILE`; must contain `{{text}}`.
+fn parse_template(t: &str) -> Result<Value, ConfigError> {
+    let text = match t.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| usage(format!("cannot read --payload-template {path}: {e}")))?,
+        None => t.to_string(),
+    };
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| usage(format!("--payload-template is not valid JSON: {e}")))?;
+    if !text.contains("{{text}}") {
+        return Err(usage(
+            "--payload-template must contain {{text}} where the prompt goes",
+        ));
+    }
+    Ok(v)
+}
+
+/// `key:value` (value parsed as JSON when it can be, else a string) or a JSON object.
+pub fn parse_extra_inputs(items: &[String]) -> Result<Map<String, Value>, ConfigError> {
+    let mut out = Map::new();
+    for item in items {
+        let trimmed = item.trim();
+        if trimmed.starts_with('{') {
+            match serde_json::from_str(trimmed) {
+                Ok(Value::Object(map)) => out.extend(map),
+                Ok(_) => unreachable!("text starting with `{{` parses as an object or fails"),
+                Err(e) => {
+                    return Err(usage(format!(
+                        "invalid --extra-inputs JSON `{trimmed}`: {e}"
+                    )))
+                }
+            }
+            continue;
+        }
+        let (k, v) = trimmed.split_once(':').ok_or_else(|| {
+            usage(format!(
+                "invalid --extra-inputs `{trimmed}`: expected `key:value` or a JSON object"
+            ))
+        })?;
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(usage(format!(
+                "invalid --extra-inputs `{trimmed}`: empty key"
+            )));
+        }
+        let v = v.trim();
+        let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
+        out.insert(k.to_string(), value);
+    }
+    Ok(out)
+}
+
+fn positive(name: &str, v: f64) -> Result<(), ConfigError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(usage(format!(
+            "--{name} must be a positive number, got {v}"
+        )))
+    }
+}
+
+fn endpoint(a: EndpointArgs, input: &InputArgs) -> Result<EndpointSpec, ConfigError> {
+    let urls = urls(&a.url)?;
+    let model = match a.model {
+        Some(m) if !m.trim().is_empty() => m,
+        _ if is_mock_url(&urls[0]) => "mock-model".to_string(),
+        _ => {
+            return Err(usage(
+                "missing --model (-m): the model name to send in requests",
+            ))
+        }
+    };
+    if !a.response_field.is_empty() && !a.response_field.starts_with('/') {
+        return Err(usage(format!(
+            "--response-field `{}` must be a JSON pointer such as /choices/0/text",
+            a.response_field
+        )));
+    }
+    let payload_template = match (&a.payload_template, a.endpoint_type) {
+        (Some(t), EndpointType::Template) => Some(parse_template(t)?),
+        (None, EndpointType::Template) => {
+            return Err(usage(
+                "--endpoint-type template needs --payload-template JSON or @FILE",
+            ))
+        }
+        (Some(_), _) => {
+            return Err(usage(
+                "--payload-template applies to --endpoint-type template",
+            ))
+        }
+        (None, _) => None,
+    };
+    let path = match (a.endpoint, a.endpoint_type.default_path()) {
+        (Some(p), _) if p.starts_with('/') => p,
+        (Some(p), _) => format!("/{p}"),
+        (None, Some(default)) => default.to_string(),
+        (None, None) => {
+            return Err(usage(
+                "--endpoint-type template needs --endpoint PATH (e.g. /generate)",
+            ))
+        }
+    };
+    let headers = a
+        .header
+        .iter()
+        .map(|h| parse_header(h))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(EndpointSpec {
+        model,
+        endpoint_type: a.endpoint_type,
+        path,
+        streaming: a.streaming,
+        urls,
+        api_key: a.api_key,
+        headers,
+        extra_inputs: parse_extra_inputs(&input.extra_inputs)?,
+        request_timeout: a.request_timeout_seconds,
+        use_legacy_max_tokens: a.use_legacy_max_tokens,
+        payload_template,
+        response_field: a.response_field,
+    })
+}
+
+fn load(a: &ProfileArgs) -> Result<LoadSpec, ConfigError> {
+    let (l, w, c) = (&a.load, &a.warmup, &a.cancellation);
+    if l.concurrency == Some(0) || w.warmup_concurrency == Some(0) {
+        return Err(usage("--concurrency must be at least 1"));
+    }
+    if let Some(r) = l.request_rate {
+        positive("request-rate", r)?;
+    }
+    if let Some(r) = w.warmup_request_rate {
+        positive("warmup-request-rate", r)?;
+    }
+    positive("arrival-smoothness", l.arrival_smoothness)?;
+    if l.request_rate_ramp_duration.is_some() && l.request_rate.is_none() {
+        return Err(usage("--request-rate-ramp-duration needs --request-rate"));
+    }
+    let cancel_rate = match c.request_cancellation_rate {
+        Some(p) if (0.0..=100.0).contains(&p) => (p > 0.0).then_some(p),
+        Some(p) => {
+            return Err(usage(format!(
+                "--request-cancellation-rate must be a percentage from 0 to 100, got {p}"
+            )))
+        }
+        None => None,
+    };
+    if l.request_count == Some(0) {
+        return Err(usage("--request-count must be at least 1"));
+    }
+    // Default 10 requests; with an --input-file, one per entry (decided once it is loaded).
+    let request_count = match (l.request_count, l.benchmark_duration, &a.input.input_file) {
+        (None, None, None) => Some(10),
+        (rc, _, _) => rc,
+    };
+    Ok(LoadSpec {
+        concurrency: l.concurrency,
+        request_rate: l.request_rate,
+        request_rate_mode: l.request_rate_mode.unwrap_or(RequestRateMode::Poisson),
+        arrival_smoothness: l.arrival_smoothness,
+        request_rate_ramp_duration: l.request_rate_ramp_duration,
+        concurrency_ramp_duration: l.concurrency_ramp_duration,
+        request_cancellation_rate: cancel_rate,
+        request_cancellation_delay: cancel_rate.map(|_| c.request_cancellation_delay),
+        warmup_duration: w.warmup_duration,
+        warmup_concurrency: w.warmup_concurrency,
+        warmup_request_rate: w.warmup_request_rate,
+        request_count,
+        benchmark_duration: l.benchmark_duration,
+        grace_period: l.benchmark_grace_period,
+        warmup_request_count: w.warmup_request_count,
+    })
+}
+
+/// Checks of the input flags that need no file access beyond the input file's existence.
+fn check_input(a: &ProfileArgs, endpoint: &EndpointSpec) -> Result<(), ConfigError> {
+    let i = &a.input;
+    if a.isl.isl == 0 {
+        return Err(usage("--isl must be at least 1 token"));
+    }
+    if a.osl.osl == Some(0) {
+        return Err(usage("--osl must be at least 1 token"));
+    }
+    if a.isl.isl_stddev < 0.0 || a.osl.osl_stddev < 0.0 {
+        return Err(usage("--isl-stddev and --osl-stddev must not be negative"));
+    }
+    positive("replay-speedup", i.replay_speedup)?;
+    for (name, v) in [
+        ("fixed-schedule-start-offset", i.fixed_schedule_start_offset),
+        ("fixed-schedule-end-offset", i.fixed_schedule_end_offset),
+    ] {
+        if v.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+            return Err(usage(format!("--{name} must be zero or more milliseconds")));
+        }
+    }
+    if let (Some(s), Some(e)) = (i.fixed_schedule_start_offset, i.fixed_schedule_end_offset) {
+        if e < s {
+            return Err(usage(
+                "--fixed-schedule-end-offset must not be before --fixed-schedule-start-offset",
+            ));
+        }
+    }
+    if i.custom_dataset_type.is_some() && i.input_file.is_none() {
+        return Err(usage("--custom-dataset-type needs --input-file"));
+    }
+    if i.fixed_schedule && i.input_file.is_none() {
+        return Err(usage("--fixed-schedule needs an --input-file with timestamps (e.g. --custom-dataset-type mooncake_trace)"));
+    }
+    if let Some(f) = &i.input_file {
+        if !f.is_file() {
+            return Err(usage(format!("--input-file {}: no such file", f.display())));
+        }
+    }
+    if a.isl.isl_block_size == 0 || i.batch_size == 0 {
+        return Err(usage(
+            "--isl-block-size and --batch-size must be at least 1",
+        ));
+    }
+    if (a.prefix.prefix_prompt_length > 0) != (a.prefix.num_prefix_prompts > 0) {
+        return Err(usage(
+            "--prefix-prompt-length and --num-prefix-prompts go together",
+        ));
+    }
+    if i.batch_size > 1 && endpoint.endpoint_type != EndpointType::Embeddings {
+        return Err(usage("--batch-size applies to --endpoint-type embeddings"));
+    }
+    if i.num_dataset_entries == 0 {
+        return Err(usage("--num-dataset-entries must be at least 1"));
+    }
+    Ok(())
+}
+
+fn input(a: &ProfileArgs, endpoint: &EndpointSpec) -> Result<InputSpec, ConfigError> {
+    check_input(a, endpoint)?;
+    let i = &a.input;
+    Ok(InputSpec {
+        random_seed: i.random_seed.unwrap_or_else(rand::random),
+        num_dataset_entries: i.num_dataset_entries,
+        input_file: i.input_file.clone(),
+        custom_dataset_type: i.custom_dataset_type,
+        fixed_schedule: if i.fixed_schedule {
+            Some(true)
+        } else if i.no_fixed_schedule {
+            Some(false)
+        } else {
+            None
+        },
+        fixed_schedule_start_offset: i.fixed_schedule_start_offset,
+        fixed_schedule_end_offset: i.fixed_schedule_end_offset,
+        replay_speedup: i.replay_speedup,
+        sampling: i.dataset_sampling_strategy,
+        isl_block_size: a.isl.isl_block_size,
+        prefix_prompt_length: a.prefix.prefix_prompt_length,
+        num_prefix_prompts: a.prefix.num_prefix_prompts,
+        batch_size: i.batch_size,
+        use_server_token_count: a.endpoint.use_server_token_count,
+        tokenizer: i.tokenizer.clone(),
+        prompt: PromptSpec {
+            input_tokens: Lengths {
+                mean: a.isl.isl,
+                stddev: a.isl.isl_stddev,
+            },
+            output_tokens: Lengths {
+                mean: a.osl.osl,
+                stddev: a.osl.osl_stddev,
+            },
+        },
+    })
+}
+
+/// The default artifact directory is AIPerf's: `artifacts/<model>-<endpoint>-<load>`.
+fn output(a: OutputArgs, endpoint: &EndpointSpec, load: &LoadSpec) -> OutputSpec {
+    let load_label = match load.request_rate {
+        Some(r) => format!("request_rate{r}"),
+        None => format!("concurrency{}", load.concurrency.unwrap_or(1)),
+    };
+    let artifact_directory = a.artifact_dir.unwrap_or_else(|| {
+        let safe_model: String = endpoint
+            .model
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        PathBuf::from("artifacts").join(format!(
+            "{safe_model}-{}-{load_label}",
+            endpoint.endpoint_type.label()
+        ))
+    });
+    let ui = a.ui.unwrap_or_else(|| {
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            UiType::Simple
+        } else {
+            UiType::None
+        }
+    });
+    OutputSpec {
+        artifact_directory,
+        ui,
+        verbose: a.verbose,
+    }
+}

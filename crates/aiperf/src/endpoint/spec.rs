@@ -1,0 +1,82 @@
+//! The `endpoint` section of the config: where requests go and what they look like.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// API shape of the endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointType {
+    Chat,
+    Completions,
+    Embeddings,
+    /// The OpenAI Responses API (`/v1/responses`).
+    Responses,
+    /// A user JSON template (`--payload-template`) for servers not shaped like OpenAI's.
+    Template,
+}
+
+impl EndpointType {
+    /// The path requests go to unless `--endpoint` says otherwise (`template` has none).
+    pub fn default_path(self) -> Option<&'static str> {
+        match self {
+            EndpointType::Chat => Some("/v1/chat/completions"),
+            EndpointType::Completions => Some("/v1/completions"),
+            EndpointType::Embeddings => Some("/v1/embeddings"),
+            EndpointType::Responses => Some("/v1/responses"),
+            EndpointType::Template => None,
+        }
+    }
+
+    /// The label in default artifact directory names, as AIPerf writes it.
+    pub fn label(self) -> &'static str {
+        match self {
+            EndpointType::Chat => "openai-chat",
+            EndpointType::Completions => "openai-completions",
+            EndpointType::Embeddings => "openai-embeddings",
+            EndpointType::Responses => "openai-responses",
+            EndpointType::Template => "template",
+        }
+    }
+}
+
+/// The resolved endpoint settings. Serialized (secrets hidden) as the export's
+/// `input_config.endpoint`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointSpec {
+    #[serde(rename = "model_names", serialize_with = "one_item_list")]
+    pub model: String,
+    #[serde(rename = "type")]
+    pub endpoint_type: EndpointType,
+    /// The request path (the type's default or `--endpoint`).
+    #[serde(rename = "custom_endpoint")]
+    pub path: String,
+    pub streaming: bool,
+    /// Base URLs with a scheme; `mock…` until the built-in mock is started.
+    pub urls: Vec<String>,
+    #[serde(serialize_with = "crate::secret::hidden")]
+    pub api_key: Option<String>,
+    #[serde(serialize_with = "crate::secret::hidden_headers")]
+    pub headers: Vec<(String, String)>,
+    #[serde(serialize_with = "crate::secret::redacted_map")]
+    pub extra_inputs: Map<String, Value>,
+    #[serde(rename = "timeout_seconds", serialize_with = "crate::units::secs")]
+    pub request_timeout: Duration,
+    pub use_legacy_max_tokens: bool,
+    /// The parsed `--payload-template` (for `--endpoint-type template`).
+    pub payload_template: Option<Value>,
+    pub response_field: String,
+}
+
+impl EndpointSpec {
+    /// Whether responses are streamed: asked for, and the endpoint can stream.
+    pub fn streams(&self) -> bool {
+        self.streaming && self.endpoint_type != EndpointType::Embeddings
+    }
+}
+
+fn one_item_list<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq([v])
+}
