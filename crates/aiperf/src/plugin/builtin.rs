@@ -16,6 +16,14 @@ pub struct BuiltinPlugin {
     pub build: fn(&Value) -> Result<Box<dyn Plugin>, String>,
 }
 
+impl std::fmt::Debug for BuiltinPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuiltinPlugin")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 pub const BUILTINS: &[BuiltinPlugin] = &[BuiltinPlugin {
     name: "event_log",
     description: "appends every lifecycle event to a file (JSON lines, or text with format: text)",

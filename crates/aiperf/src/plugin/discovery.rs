@@ -15,14 +15,63 @@ use super::{builtin, PluginKind};
 pub const EXECUTABLE_PREFIX: &str = "aiperf-plugin-";
 pub const PYTHON_HOST: &str = "aiperf-plugin-python";
 
+/// How to start a plugin that runs as its own process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub path: PathBuf,
+    pub args: Vec<String>,
+}
+
+/// What a plugin is, and so how it starts.
+#[derive(Debug, Clone)]
+pub enum Location {
+    Builtin(&'static builtin::BuiltinPlugin),
+    /// An `aiperf-plugin-<name>` executable (or an explicit `path:`).
+    Executable(Command),
+    /// A Python entry point, served by `aiperf-plugin-python --plugin NAME`.
+    Python(Command),
+}
+
 /// Where a plugin was found and how to start it.
 #[derive(Debug, Clone)]
 pub struct Located {
-    pub kind: PluginKind,
-    pub path: Option<PathBuf>,
-    pub args: Vec<String>,
+    pub location: Location,
     /// Which search location found it (for `plugins list`).
     pub source: String,
+}
+
+impl Located {
+    fn new(location: Location, source: impl Into<String>) -> Self {
+        Self {
+            location,
+            source: source.into(),
+        }
+    }
+
+    pub fn kind(&self) -> PluginKind {
+        match self.location {
+            Location::Builtin(_) => PluginKind::Builtin,
+            Location::Executable(_) => PluginKind::External,
+            Location::Python(_) => PluginKind::Python,
+        }
+    }
+
+    /// The process to start, for a plugin that is not built in.
+    pub fn command(&self) -> Option<&Command> {
+        match &self.location {
+            Location::Builtin(_) => None,
+            Location::Executable(c) | Location::Python(c) => Some(c),
+        }
+    }
+
+    /// Whether two finds are the same plugin (same kind, same command).
+    pub fn same_plugin(&self, other: &Located) -> bool {
+        self.kind() == other.kind() && self.command() == other.command()
+    }
+}
+
+fn command(path: PathBuf, args: Vec<String>) -> Command {
+    Command { path, args }
 }
 
 /// The ordered directories to search.
@@ -160,12 +209,10 @@ pub async fn locate(
 ) -> Result<Located, String> {
     if let Some(p) = explicit {
         return if is_executable(p) {
-            Ok(Located {
-                kind: PluginKind::External,
-                path: Some(p.to_path_buf()),
-                args: vec![],
-                source: "plugins.<name>.path".into(),
-            })
+            Ok(Located::new(
+                Location::Executable(command(p.to_path_buf(), vec![])),
+                "plugins.<name>.path",
+            ))
         } else {
             Err(format!(
                 "not found: `path: {}` is not an executable file",
@@ -173,35 +220,23 @@ pub async fn locate(
             ))
         };
     }
-    if builtin::find(name).is_some() {
-        return Ok(Located {
-            kind: PluginKind::Builtin,
-            path: None,
-            args: vec![],
-            source: "built in".into(),
-        });
+    if let Some(b) = builtin::find(name) {
+        return Ok(Located::new(Location::Builtin(b), "built in"));
     }
     for file in executable_names(name) {
         if file == PYTHON_HOST {
             continue;
         }
         if let Some((p, src)) = search.find(&file) {
-            return Ok(Located {
-                kind: PluginKind::External,
-                path: Some(p),
-                args: vec![],
-                source: src.into(),
-            });
+            return Ok(Located::new(Location::Executable(command(p, vec![])), src));
         }
     }
     for (host, src, entries) in python.hosts(search).await {
         if entries.iter().any(|e| e.name == name) {
-            return Ok(Located {
-                kind: PluginKind::Python,
-                path: Some(host.clone()),
-                args: vec!["--plugin".into(), name.to_string()],
-                source: format!("Python entry point via {src}"),
-            });
+            return Ok(Located::new(
+                Location::Python(command(host.clone(), vec!["--plugin".into(), name.into()])),
+                format!("Python entry point via {src}"),
+            ));
         }
     }
     Err(format!(
@@ -219,12 +254,7 @@ pub async fn discover_all(
     for b in builtin::BUILTINS {
         out.insert(
             b.name.to_string(),
-            Located {
-                kind: PluginKind::Builtin,
-                path: None,
-                args: vec![],
-                source: "built in".into(),
-            },
+            Located::new(Location::Builtin(b), "built in"),
         );
     }
     for (dir, src) in &search.dirs {
@@ -244,22 +274,21 @@ pub async fn discover_all(
             {
                 continue;
             }
-            out.entry(name.to_string()).or_insert(Located {
-                kind: PluginKind::External,
-                path: Some(p.clone()),
-                args: vec![],
-                source: (*src).into(),
-            });
+            out.entry(name.to_string()).or_insert(Located::new(
+                Location::Executable(command(p.clone(), vec![])),
+                *src,
+            ));
         }
     }
     for (host, src, entries) in python.hosts(search).await {
         for e in entries {
-            out.entry(e.name.clone()).or_insert(Located {
-                kind: PluginKind::Python,
-                path: Some(host.clone()),
-                args: vec!["--plugin".into(), e.name.clone()],
-                source: format!("Python entry point {} via {src}", e.value),
-            });
+            out.entry(e.name.clone()).or_insert(Located::new(
+                Location::Python(command(
+                    host.clone(),
+                    vec!["--plugin".into(), e.name.clone()],
+                )),
+                format!("Python entry point {} via {src}", e.value),
+            ));
         }
     }
     out

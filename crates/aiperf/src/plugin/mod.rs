@@ -281,8 +281,8 @@ impl HookRegistry {
                 Ok((plugin, loc)) => {
                     {
                         let mut st = status.lock().expect("status");
-                        st.kind = Some(loc.kind.clone());
-                        st.path = loc.path.as_ref().map(|p| p.display().to_string());
+                        st.kind = Some(loc.kind());
+                        st.path = loc.command().map(|c| c.path.display().to_string());
                         st.version = plugin.1.clone();
                         st.active = true;
                         for h in plugin.0.hooks() {
@@ -411,22 +411,19 @@ async fn start_plugin(
     loc: &discovery::Located,
     redactor: &Redactor,
 ) -> Result<Started, String> {
-    match &loc.kind {
-        PluginKind::Builtin => {
-            let b = builtin::find(&entry.name)
-                .ok_or_else(|| format!("no built-in plugin `{}`", entry.name))?;
+    match &loc.location {
+        discovery::Location::Builtin(b) => {
             if let Some(schema) = (b.config_schema)() {
                 validate_config(&schema, &entry.config)?;
             }
             let p = (b.build)(&entry.config)?;
             Ok((p, Some(env!("CARGO_PKG_VERSION").to_string())))
         }
-        PluginKind::External | PluginKind::Python => {
-            let path = loc.path.clone().expect("external plugins have a path");
+        discovery::Location::Executable(cmd) | discovery::Location::Python(cmd) => {
             let p = process::ProcessPlugin::start(
                 &entry.name,
-                &path,
-                &loc.args,
+                &cmd.path,
+                &cmd.args,
                 &entry.config,
                 entry.timeout,
                 redactor.clone(),
