@@ -10,6 +10,7 @@ use anyhow::Context;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::config::{is_mock_url, BenchmarkConfig, ConfigError};
 use crate::dataset::Dataset;
 use crate::endpoint::ResponseParser;
@@ -18,7 +19,7 @@ use crate::metrics::processor::RecordProcessor;
 use crate::metrics::{PhaseKind, PhaseSummary};
 use crate::mock::{parse_mock_url, InProcessMock};
 use crate::plugin::HookRegistry;
-use crate::timing::{run_phase, Clock, PhaseSpec, PhaseTracker, RateSpec, RunContext, Trace};
+use crate::timing::{run_phase, PhaseSpec, PhaseTracker, RateSpec, RunContext, Trace};
 use crate::tokenizer::Tokenizer;
 use crate::transport::Transport;
 

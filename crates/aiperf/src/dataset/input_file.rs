@@ -18,10 +18,11 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Deserialize;
 
-use super::{entry, mix, single, Entry, PromptGenerator, Turn};
+use super::{entry, single, Entry, PromptGenerator, Turn};
 use crate::cli::{CustomDatasetType, SamplingStrategy};
 use crate::config::BenchmarkConfig;
 use crate::endpoint::RequestShape;
+use crate::mix::mix;
 use crate::tokenizer::Tokenizer;
 
 #[derive(Debug, thiserror::Error)]

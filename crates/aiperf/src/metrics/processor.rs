@@ -1,10 +1,10 @@
 //! Record processing, off the request hot path. Finished requests are tokenized and turned
 //! into metrics on a small pool of threads (tokenizing long outputs is the costly part), then
-//! one aggregator thread appends them to their phase's accumulator and streams them to
-//! `profile_export.jsonl`.
+//! one aggregator thread appends them to their phase's accumulator and hands them to a
+//! [`RecordSink`] (in a run, the `profile_export.jsonl` writer).
 //!
 //! ```text
-//! workers ─round robin─► tokenizer threads ─► aggregator (accumulators, JSONL)
+//! workers ─round robin─► tokenizer threads ─► aggregator (accumulators, sink)
 //! ```
 //!
 //! A worker's hand-off is a push onto a queue, nothing more: the threads do not sleep on the
@@ -25,9 +25,20 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::{compute, PhaseAccumulator, PhaseKind, PhaseSummary, RequestMetrics, RequestRecord};
-use crate::export::jsonl::JsonlWriter;
+use super::{
+    compute, ErrorDetails, PhaseAccumulator, PhaseKind, PhaseSummary, RequestMetrics, RequestRecord,
+};
 use crate::tokenizer::Tokenizer;
+
+/// Where the aggregator writes each processed request, in the order it processes them (the
+/// JSONL export implements it). Called only from the aggregator thread.
+pub trait RecordSink: Send {
+    fn write_success(&mut self, rec: &RequestRecord, m: &RequestMetrics) -> std::io::Result<()>;
+    fn write_error(&mut self, rec: &RequestRecord, err: &ErrorDetails) -> std::io::Result<()>;
+    /// Called whenever the aggregator has caught up, before a summary is answered, and at the
+    /// end.
+    fn flush(&mut self) -> std::io::Result<()>;
+}
 
 /// How long a processing thread lets its queue fill before draining it again.
 const BATCH_PAUSE: Duration = Duration::from_millis(2);
@@ -100,7 +111,12 @@ fn next_batched<T>(rx: &std_mpsc::Receiver<T>, on_idle: &mut impl FnMut()) -> Op
 }
 
 impl RecordProcessor {
-    pub fn start(tokenizer: Tokenizer, use_server_counts: bool, jsonl: JsonlWriter) -> Self {
+    /// Starts the threads; every processed record goes to `sink`.
+    pub fn start(
+        tokenizer: Tokenizer,
+        use_server_counts: bool,
+        sink: impl RecordSink + 'static,
+    ) -> Self {
         let n = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -130,7 +146,7 @@ impl RecordProcessor {
                 }
             }));
         }
-        let aggregator = spawn("aiperf-aggregate", move || aggregate(done_rx, n, jsonl));
+        let aggregator = spawn("aiperf-aggregate", move || aggregate(done_rx, n, sink));
         Self {
             tx: Some(RecordSender {
                 queues: queues.into(),
@@ -186,11 +202,11 @@ impl RecordProcessor {
     }
 }
 
-/// The aggregator: accumulates per phase, writes the JSONL, answers summary requests.
+/// The aggregator: accumulates per phase, writes to the sink, answers summary requests.
 fn aggregate(
     rx: std_mpsc::Receiver<Done>,
     threads: usize,
-    mut jsonl: JsonlWriter,
+    mut sink: impl RecordSink,
 ) -> std::io::Result<()> {
     let mut phases: BTreeMap<PhaseKind, PhaseAccumulator> = BTreeMap::new();
     let mut io_result = Ok(());
@@ -199,7 +215,7 @@ fn aggregate(
     loop {
         // Caught up: flush, so the file on disk stays current.
         let mut flush = || {
-            if let (Err(e), Ok(())) = (jsonl.flush(), &io_result) {
+            if let (Err(e), Ok(())) = (sink.flush(), &io_result) {
                 io_result = Err(e);
             }
         };
@@ -212,11 +228,11 @@ fn aggregate(
                 let written = match (&rec.error, m) {
                     (None, Some(m)) => {
                         acc.add_success(&rec, &m);
-                        jsonl.write_success(&rec, &m)
+                        sink.write_success(&rec, &m)
                     }
                     (Some(err), _) => {
                         acc.add_error(&rec, err);
-                        jsonl.write_error(&rec, err)
+                        sink.write_error(&rec, err)
                     }
                     (None, None) => Ok(()),
                 };
@@ -238,10 +254,10 @@ fn aggregate(
             if *seen == threads {
                 let (_, req) = pending.remove(&token).expect("present");
                 let (phase, reply) = req.expect("checked");
-                let _ = jsonl.flush();
+                let _ = sink.flush();
                 let _ = reply.send(phases.entry(phase).or_default().summarize());
             }
         }
     }
-    io_result.and(jsonl.flush())
+    io_result.and(sink.flush())
 }

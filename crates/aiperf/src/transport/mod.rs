@@ -21,9 +21,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::endpoint::{parse_response, ResponseParser};
 use crate::metrics::{ErrorDetails, RequestRecord};
-use crate::timing::Clock;
 use sse::SseFramer;
 
 #[derive(Debug, thiserror::Error)]
