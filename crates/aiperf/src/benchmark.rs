@@ -10,6 +10,7 @@ use anyhow::Context;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::config::{BenchmarkConfig, ConfigError};
 use crate::dataset::Dataset;
 use crate::endpoint::{RequestShape, ResponseParser};
@@ -18,7 +19,7 @@ use crate::metrics::processor::RecordProcessor;
 use crate::metrics::{PhaseKind, PhaseSummary};
 use crate::mock::{is_mock_url, InProcessMock, MockConfig};
 use crate::plugin::HookRegistry;
-use crate::timing::{run_phase, Clock, PhaseSpec, PhaseTracker, RateSpec, RunContext, Trace};
+use crate::timing::{run_phase, PhaseSpec, PhaseTracker, RateSpec, RunContext, Trace};
 use crate::tokenizer::Tokenizer;
 use crate::transport::Transport;
 

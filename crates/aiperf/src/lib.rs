@@ -5,11 +5,13 @@
 
 pub mod benchmark;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod dataset;
 pub mod endpoint;
 pub mod export;
 pub mod metrics;
+pub mod mix;
 pub mod mock;
 pub mod plugin;
 pub mod secret;

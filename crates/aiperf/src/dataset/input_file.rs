@@ -18,9 +18,10 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Deserialize;
 
-use super::{entry, mix, single, Entry, PromptGenerator, Turn};
+use super::{entry, single, Entry, PromptGenerator, Turn};
 use super::{CustomDatasetType, InputSpec, SamplingStrategy};
 use crate::endpoint::RequestShape;
+use crate::mix::mix;
 use crate::tokenizer::Tokenizer;
 
 #[derive(Debug, thiserror::Error)]

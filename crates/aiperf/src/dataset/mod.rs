@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
 use crate::endpoint::{build_payload, Message, RequestShape};
+use crate::mix::mix;
 use crate::tokenizer::Tokenizer;
 
 pub mod input_file;
@@ -156,14 +157,6 @@ fn sample_len(rng: &mut StdRng, mean: f64, std: f64) -> u32 {
     }
     let normal = Normal::new(mean, std).expect("std is finite and positive");
     normal.sample(rng).round().max(1.0) as u32
-}
-
-/// splitmix64, for reproducible per-credit choices.
-pub(crate) fn mix(seed: u64, n: u64) -> u64 {
-    let mut z = seed.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// Builds an entry; `inputs` are the first turn's texts (several for an embeddings batch).

@@ -6,8 +6,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::metrics::{ErrorDetails, PhaseKind, RequestMetrics, RequestRecord};
-use crate::timing::Clock;
+use crate::clock::Clock;
+use crate::metrics::processor::RecordSink;
+use crate::metrics::{metric_info, ErrorDetails, PhaseKind, RequestMetrics, RequestRecord};
 
 /// One line: `{"metadata": {...}, "metrics": {...}, "error": null | {...}}`.
 #[derive(Serialize)]
@@ -61,9 +62,54 @@ impl Serialize for ConversationId<'_> {
 
 /// One metric of a line: `{"value": v, "unit": "ms"}`.
 #[derive(Serialize)]
-pub(crate) struct Entry<T> {
-    pub value: T,
-    pub unit: &'static str,
+struct Entry<T> {
+    value: T,
+    unit: &'static str,
+}
+
+/// A successful request's `metrics`: `{"tag": {"value": v, "unit": "ms"}, ...}`, written
+/// straight to the output without building a JSON value.
+struct SuccessMetrics<'a>(&'a RequestMetrics);
+
+impl Serialize for SuccessMetrics<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        fn put<M: SerializeMap, T: Serialize>(
+            map: &mut M,
+            tag: &'static str,
+            value: T,
+        ) -> Result<(), M::Error> {
+            let unit = metric_info(tag).map(|m| m.unit).unwrap_or("");
+            map.serialize_entry(tag, &Entry { value, unit })
+        }
+        let m = self.0;
+        let mut map = s.serialize_map(None)?;
+        put(&mut map, "input_sequence_length", m.isl)?;
+        if let Some(v) = m.ttft_ms {
+            put(&mut map, "time_to_first_token", v)?;
+        }
+        if let Some(v) = m.ttst_ms {
+            put(&mut map, "time_to_second_token", v)?;
+        }
+        if let Some(v) = m.ttfo_ms {
+            put(&mut map, "time_to_first_output_token", v)?;
+        }
+        put(&mut map, "request_latency", m.latency_ms)?;
+        if !m.icl_ms.is_empty() {
+            put(&mut map, "inter_chunk_latency", &m.icl_ms)?;
+        }
+        put(&mut map, "output_sequence_length", m.osl)?;
+        if m.reasoning_tokens > 0 {
+            put(&mut map, "reasoning_token_count", m.reasoning_tokens)?;
+        }
+        if let Some(v) = m.itl_ms {
+            put(&mut map, "inter_token_latency", v)?;
+        }
+        if let Some(v) = m.tps_per_user {
+            put(&mut map, "output_token_throughput_per_user", v)?;
+        }
+        map.end()
+    }
 }
 
 /// A failed request's `metrics`.
@@ -152,16 +198,15 @@ impl JsonlWriter {
         }
         out.write_all(&self.line)
     }
+}
 
-    pub fn write_success(
-        &mut self,
-        rec: &RequestRecord,
-        m: &RequestMetrics,
-    ) -> std::io::Result<()> {
-        self.write_record(rec, m, None)
+/// The record processor's aggregator writes every processed request here.
+impl RecordSink for JsonlWriter {
+    fn write_success(&mut self, rec: &RequestRecord, m: &RequestMetrics) -> std::io::Result<()> {
+        self.write_record(rec, &SuccessMetrics(m), None)
     }
 
-    pub fn write_error(&mut self, rec: &RequestRecord, err: &ErrorDetails) -> std::io::Result<()> {
+    fn write_error(&mut self, rec: &RequestRecord, err: &ErrorDetails) -> std::io::Result<()> {
         let metrics = ErrorMetrics {
             error_isl: Entry {
                 value: rec.isl,
@@ -171,7 +216,7 @@ impl JsonlWriter {
         self.write_record(rec, &metrics, Some(err))
     }
 
-    pub fn flush(&mut self) -> std::io::Result<()> {
+    fn flush(&mut self) -> std::io::Result<()> {
         match &mut self.out {
             Some(o) => o.flush(),
             None => Ok(()),

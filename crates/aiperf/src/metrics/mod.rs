@@ -263,48 +263,6 @@ pub fn compute(
     }
 }
 
-/// A JSONL record's `metrics` object: `{"tag": {"value": v, "unit": "ms"}, ...}`, written
-/// straight to the output without building a JSON value.
-impl serde::Serialize for RequestMetrics {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        fn put<M: SerializeMap, T: serde::Serialize>(
-            map: &mut M,
-            tag: &'static str,
-            value: T,
-        ) -> Result<(), M::Error> {
-            let unit = metric_info(tag).map(|m| m.unit).unwrap_or("");
-            map.serialize_entry(tag, &crate::export::jsonl::Entry { value, unit })
-        }
-        let mut m = s.serialize_map(None)?;
-        put(&mut m, "input_sequence_length", self.isl)?;
-        if let Some(v) = self.ttft_ms {
-            put(&mut m, "time_to_first_token", v)?;
-        }
-        if let Some(v) = self.ttst_ms {
-            put(&mut m, "time_to_second_token", v)?;
-        }
-        if let Some(v) = self.ttfo_ms {
-            put(&mut m, "time_to_first_output_token", v)?;
-        }
-        put(&mut m, "request_latency", self.latency_ms)?;
-        if !self.icl_ms.is_empty() {
-            put(&mut m, "inter_chunk_latency", &self.icl_ms)?;
-        }
-        put(&mut m, "output_sequence_length", self.osl)?;
-        if self.reasoning_tokens > 0 {
-            put(&mut m, "reasoning_token_count", self.reasoning_tokens)?;
-        }
-        if let Some(v) = self.itl_ms {
-            put(&mut m, "inter_token_latency", v)?;
-        }
-        if let Some(v) = self.tps_per_user {
-            put(&mut m, "output_token_throughput_per_user", v)?;
-        }
-        m.end()
-    }
-}
-
 /// Collects one phase's values as compact numbers.
 #[derive(Debug, Default)]
 pub struct PhaseAccumulator {

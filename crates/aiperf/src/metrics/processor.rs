@@ -1,10 +1,10 @@
 //! Record processing, off the request hot path. Finished requests are tokenized and turned
 //! into metrics on a small pool of threads (tokenizing long outputs is the costly part), then
-//! one aggregator thread appends them to their phase's accumulator and streams them to
-//! `profile_export.jsonl`.
+//! one aggregator thread appends them to their phase's accumulator and hands them to a
+//! [`RecordSink`] (in a run, the `profile_export.jsonl` writer).
 //!
 //! ```text
-//! workers ─round robin─► tokenizer threads ─► aggregator (accumulators, JSONL)
+//! workers ─round robin─► tokenizer threads ─► aggregator (accumulators, sink)
 //! ```
 //!
 //! A worker's hand-off is a push onto a queue, nothing more: the threads do not sleep on the
@@ -25,9 +25,20 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::{compute, PhaseAccumulator, PhaseKind, PhaseSummary, RequestMetrics, RequestRecord};
-use crate::export::jsonl::JsonlWriter;
+use super::{
+    compute, ErrorDetails, PhaseAccumulator, PhaseKind, PhaseSummary, RequestMetrics, RequestRecord,
+};
 use crate::tokenizer::Tokenizer;
+
+/// Where the aggregator writes each processed request, in the order it processes them (the
+/// JSONL export implements it). Called only from the aggregator thread.
+pub trait RecordSink: Send {
+    fn write_success(&mut self, rec: &RequestRecord, m: &RequestMetrics) -> std::io::Result<()>;
+    fn write_error(&mut self, rec: &RequestRecord, err: &ErrorDetails) -> std::io::Result<()>;
+    /// Called whenever the aggregator has caught up, before a summary is answered, and at the
+    /// end.
+    fn flush(&mut self) -> std::io::Result<()>;
+}
 
 /// How long a processing thread lets its queue fill before draining it again.
 const BATCH_PAUSE: Duration = Duration::from_millis(2);
@@ -100,7 +111,12 @@ fn next_batched<T>(rx: &std_mpsc::Receiver<T>, on_idle: &mut impl FnMut()) -> Op
 }
 
 impl RecordProcessor {
-    pub fn start(tokenizer: Tokenizer, use_server_counts: bool, jsonl: JsonlWriter) -> Self {
+    /// Starts the threads; every processed record goes to `sink`.
+    pub fn start(
+        tokenizer: Tokenizer,
+        use_server_counts: bool,
+        sink: impl RecordSink + 'static,
+    ) -> Self {
         let n = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -130,7 +146,7 @@ impl RecordProcessor {
                 }
             }));
         }
-        let aggregator = spawn("aiperf-aggregate", move || aggregate(done_rx, n, jsonl));
+        let aggregator = spawn("aiperf-aggregate", move || aggregate(done_rx, n, sink));
         Self {
             tx: Some(RecordSender {
                 queues: queues.into(),
@@ -186,11 +202,11 @@ impl RecordProcessor {
     }
 }
 
-/// The aggregator: accumulates per phase, writes the JSONL, answers summary requests.
+/// The aggregator: accumulates per phase, writes to the sink, answers summary requests.
 fn aggregate(
     rx: std_mpsc::Receiver<Done>,
     threads: usize,
-    mut jsonl: JsonlWriter,
+    mut sink: impl RecordSink,
 ) -> std::io::Result<()> {
     let mut phases: BTreeMap<PhaseKind, PhaseAccumulator> = BTreeMap::new();
     let mut io_result = Ok(());
@@ -199,7 +215,7 @@ fn aggregate(
     loop {
         // Caught up: flush, so the file on disk stays current.
         let mut flush = || {
-            if let (Err(e), Ok(())) = (jsonl.flush(), &io_result) {
+            if let (Err(e), Ok(())) = (sink.flush(), &io_result) {
                 io_result = Err(e);
             }
         };
@@ -212,11 +228,11 @@ fn aggregate(
                 let written = match (&rec.error, m) {
                     (None, Some(m)) => {
                         acc.add_success(&rec, &m);
-                        jsonl.write_success(&rec, &m)
+                        sink.write_success(&rec, &m)
                     }
                     (Some(err), _) => {
                         acc.add_error(&rec, err);
-                        jsonl.write_error(&rec, err)
+                        sink.write_error(&rec, err)
                     }
                     (None, None) => Ok(()),
                 };
@@ -238,10 +254,274 @@ fn aggregate(
             if *seen == threads {
                 let (_, req) = pending.remove(&token).expect("present");
                 let (phase, reply) = req.expect("checked");
-                let _ = jsonl.flush();
+                let _ = sink.flush();
                 let _ = reply.send(phases.entry(phase).or_default().summarize());
             }
         }
     }
-    io_result.and(jsonl.flush())
+    io_result.and(sink.flush())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::metrics::MetricValue;
+
+    /// What the sink was given, in order.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Seen {
+        /// (request index, OSL, TTFT ms)
+        Success(u64, u64, Option<f64>),
+        /// (request index, error code)
+        Error(u64, Option<u16>),
+        Flush,
+    }
+
+    /// A `Vec`-backed sink shared with the test; `fail_writes` makes every write fail.
+    #[derive(Clone, Default)]
+    struct VecSink {
+        seen: Arc<Mutex<Vec<Seen>>>,
+        fail_writes: bool,
+    }
+
+    impl VecSink {
+        fn seen(&self) -> Vec<Seen> {
+            self.seen.lock().unwrap().clone()
+        }
+
+        /// The records only (flushes left out).
+        fn records(&self) -> Vec<Seen> {
+            self.seen()
+                .into_iter()
+                .filter(|s| *s != Seen::Flush)
+                .collect()
+        }
+
+        fn push(&self, s: Seen) -> std::io::Result<()> {
+            self.seen.lock().unwrap().push(s);
+            if self.fail_writes {
+                return Err(std::io::Error::other("disk full"));
+            }
+            Ok(())
+        }
+    }
+
+    impl RecordSink for VecSink {
+        fn write_success(
+            &mut self,
+            rec: &RequestRecord,
+            m: &RequestMetrics,
+        ) -> std::io::Result<()> {
+            self.push(Seen::Success(rec.request_index, m.osl, m.ttft_ms))
+        }
+
+        fn write_error(&mut self, rec: &RequestRecord, err: &ErrorDetails) -> std::io::Result<()> {
+            self.push(Seen::Error(rec.request_index, err.code))
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.seen.lock().unwrap().push(Seen::Flush);
+            Ok(())
+        }
+    }
+
+    fn tokenizer() -> Tokenizer {
+        Tokenizer::load("builtin").unwrap()
+    }
+
+    /// A streamed success: "hello world" (2 tokens in o200k_base), sent at 1 ms, content
+    /// events at `1 + ttft_ms` and 5 ms later.
+    fn success(phase: PhaseKind, index: u64, ttft_ms: u64) -> RequestRecord {
+        let first = (1 + ttft_ms) * 1_000_000;
+        RequestRecord {
+            phase,
+            request_index: index,
+            conversation_index: index as usize,
+            turn_index: 0,
+            url_index: 0,
+            streaming: true,
+            start_ns: 1_000_000,
+            scheduled_ns: None,
+            ack_ns: Some(first),
+            end_ns: first + 5_000_100,
+            content_ns: vec![first, first + 5_000_000],
+            first_output_ns: Some(first),
+            output_text: "hello world".into(),
+            reasoning_text: String::new(),
+            usage: None,
+            isl: 10,
+            error: None,
+            cancelled: false,
+        }
+    }
+
+    fn failure(phase: PhaseKind, index: u64, code: u16) -> RequestRecord {
+        let mut rec = success(phase, index, 0);
+        rec.content_ns.clear();
+        rec.first_output_ns = None;
+        rec.output_text.clear();
+        rec.error = Some(ErrorDetails::new(Some(code), "HTTPError", "boom"));
+        rec
+    }
+
+    fn avg(summary: &PhaseSummary, tag: &str) -> f64 {
+        match summary.get(tag) {
+            Some(MetricValue::Avg(v)) => *v,
+            other => panic!("{tag}: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn summaries_count_and_measure_each_phase_and_the_sink_gets_every_record() {
+        let sink = VecSink::default();
+        let mut p = RecordProcessor::start(tokenizer(), false, sink.clone());
+        let tx = p.sender();
+        for i in 0..3 {
+            tx.send(success(PhaseKind::Warmup, i, 100)).unwrap();
+        }
+        let warmup = p.summarize(PhaseKind::Warmup).await;
+        assert_eq!((warmup.success, warmup.error_count), (3, 0));
+        // Everything sent before the summary request reached the sink before the answer.
+        let mut warmup_seen = sink.records();
+        warmup_seen.sort_by_key(|s| match s {
+            Seen::Success(i, ..) | Seen::Error(i, _) => *i,
+            Seen::Flush => u64::MAX,
+        });
+        assert_eq!(
+            warmup_seen,
+            (0..3)
+                .map(|i| Seen::Success(i, 2, Some(100.0)))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            sink.seen().last(),
+            Some(&Seen::Flush),
+            "flushed before answering"
+        );
+
+        // TTFTs of 10, 20, 30, 40 ms; two HTTP 500s and a 503.
+        for (i, ttft) in [(10, 10), (11, 20), (12, 30), (13, 40)] {
+            tx.send(success(PhaseKind::Profiling, i, ttft)).unwrap();
+        }
+        tx.send(failure(PhaseKind::Profiling, 14, 500)).unwrap();
+        tx.send(failure(PhaseKind::Profiling, 15, 503)).unwrap();
+        tx.send(failure(PhaseKind::Profiling, 16, 500)).unwrap();
+        let s = p.summarize(PhaseKind::Profiling).await;
+        assert_eq!((s.success, s.error_count, s.cancelled), (4, 3, 0));
+        assert_eq!(avg(&s, "request_count"), 4.0);
+        assert_eq!(avg(&s, "error_request_count"), 3.0);
+        assert_eq!(avg(&s, "total_output_tokens"), 8.0);
+        assert_eq!(avg(&s, "total_input_tokens"), 40.0);
+        // Earliest start 1 ms, last content at 1 + 40 + 5 ms: 45 ms.
+        assert!((avg(&s, "benchmark_duration") - 0.045).abs() < 1e-12);
+        let Some(MetricValue::Stats(ttft)) = s.get("time_to_first_token") else {
+            panic!("no TTFT stats")
+        };
+        assert_eq!(
+            (ttft.min, ttft.max, ttft.avg, ttft.count),
+            (10.0, 40.0, 25.0, 4)
+        );
+        let Some(MetricValue::Stats(latency)) = s.get("request_latency") else {
+            panic!("no latency stats")
+        };
+        assert_eq!((latency.min, latency.max), (15.0, 45.0));
+        // Errors grouped, most frequent first.
+        let errors: Vec<(Option<u16>, u64)> = s.errors.iter().map(|(e, c)| (e.code, *c)).collect();
+        assert_eq!(errors, [(Some(500), 2), (Some(503), 1)]);
+        // The warmup's records stay in the warmup.
+        assert_eq!(p.summarize(PhaseKind::Warmup).await.success, 3);
+
+        drop(tx);
+        p.finish().await.unwrap();
+        let records = sink.records();
+        assert_eq!(records.len(), 3 + 7, "each record written once");
+        // The warmup's records all came before the profiling ones.
+        let first_profiling = records
+            .iter()
+            .position(|s| matches!(s, Seen::Success(i, ..) | Seen::Error(i, _) if *i >= 10))
+            .unwrap();
+        assert_eq!(first_profiling, 3);
+        assert!(records.contains(&Seen::Success(13, 2, Some(40.0))));
+        assert!(records.contains(&Seen::Error(15, Some(503))));
+        assert_eq!(sink.seen().last(), Some(&Seen::Flush), "flushed at finish");
+    }
+
+    #[tokio::test]
+    async fn records_reach_the_sink_in_the_order_they_were_summarized() {
+        let sink = VecSink::default();
+        let mut p = RecordProcessor::start(tokenizer(), false, sink.clone());
+        let tx = p.sender();
+        let mut expected = Vec::new();
+        for i in 0..6 {
+            if i % 3 == 2 {
+                tx.send(failure(PhaseKind::Profiling, i, 500)).unwrap();
+                expected.push(Seen::Error(i, Some(500)));
+            } else {
+                tx.send(success(PhaseKind::Profiling, i, i + 1)).unwrap();
+                expected.push(Seen::Success(i, 2, Some((i + 1) as f64)));
+            }
+            let s = p.summarize(PhaseKind::Profiling).await;
+            assert_eq!(s.success + s.error_count, i + 1);
+        }
+        drop(tx);
+        p.finish().await.unwrap();
+        assert_eq!(sink.records(), expected);
+        assert_eq!(sink.seen().last(), Some(&Seen::Flush));
+    }
+
+    #[tokio::test]
+    async fn server_counts_are_used_when_asked() {
+        let sink = VecSink::default();
+        let mut p = RecordProcessor::start(tokenizer(), true, sink.clone());
+        let mut rec = success(PhaseKind::Profiling, 0, 10);
+        rec.usage = Some(crate::metrics::Usage {
+            prompt_tokens: Some(99),
+            completion_tokens: Some(7),
+        });
+        p.sender().send(rec).unwrap();
+        let s = p.summarize(PhaseKind::Profiling).await;
+        assert_eq!(avg(&s, "total_output_tokens"), 7.0);
+        assert_eq!(avg(&s, "total_input_tokens"), 99.0);
+        assert_eq!(
+            s.count_mismatches, 1,
+            "2 client tokens against 7 from the server"
+        );
+        p.finish().await.unwrap();
+        assert_eq!(sink.records(), [Seen::Success(0, 7, Some(10.0))]);
+    }
+
+    #[tokio::test]
+    async fn a_failing_sink_fails_finish_but_not_the_summary() {
+        let sink = VecSink {
+            fail_writes: true,
+            ..Default::default()
+        };
+        let mut p = RecordProcessor::start(tokenizer(), false, sink.clone());
+        p.sender()
+            .send(success(PhaseKind::Profiling, 0, 10))
+            .unwrap();
+        p.sender()
+            .send(failure(PhaseKind::Profiling, 1, 500))
+            .unwrap();
+        let s = p.summarize(PhaseKind::Profiling).await;
+        assert_eq!((s.success, s.error_count), (1, 1));
+        let err = p.finish().await.unwrap_err();
+        assert_eq!(err.to_string(), "disk full");
+        assert_eq!(sink.records().len(), 2, "later records are still offered");
+    }
+
+    #[tokio::test]
+    async fn a_phase_without_records_has_an_empty_summary() {
+        let sink = VecSink::default();
+        let mut p = RecordProcessor::start(tokenizer(), false, sink.clone());
+        let s = p.summarize(PhaseKind::Warmup).await;
+        assert_eq!((s.success, s.error_count), (0, 0));
+        assert!(s.get("time_to_first_token").is_none());
+        assert!(s.get("benchmark_duration").is_none());
+        p.finish().await.unwrap();
+        assert!(sink.records().is_empty());
+        assert_eq!(sink.seen().last(), Some(&Seen::Flush));
+    }
 }

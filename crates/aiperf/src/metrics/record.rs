@@ -62,7 +62,7 @@ pub struct Usage {
 }
 
 /// The raw facts of one request. All `*_ns` fields are monotonic nanoseconds since the run's
-/// clock origin (see [`crate::timing::Clock`]).
+/// clock origin (see [`crate::clock::Clock`]).
 #[derive(Debug, Clone)]
 pub struct RequestRecord {
     pub phase: PhaseKind,

@@ -22,8 +22,8 @@ use serde_json::json;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
-use crate::dataset::mix;
-use crate::timing::hires;
+use crate::clock::hires;
+use crate::mix::mix;
 
 /// Words that are each exactly one token (with their leading space) in o200k_base and
 /// cl100k_base, so the client's token count equals the number generated.

@@ -357,3 +357,269 @@ pub async fn probe(
     p.shutdown().await;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use aiperf_plugin::PhaseStats;
+    use serde_json::json;
+
+    use super::*;
+    use crate::metrics::PhaseKind;
+
+    const HANDSHAKE: &str = r#"echo '{"type":"handshake","protocol_version":1,"name":"t","version":"1.2.3","hooks":["phase_start","phase_complete"]}'"#;
+    const CONFIGURED: &str = r#"echo '{"type":"configured"}'"#;
+    const ACK: &str = r#"echo "{\"type\":\"ack\",\"id\":$id}""#;
+
+    /// `sh -c` arguments for a plugin that answers `hello` with `on_hello`, `configure` with
+    /// `on_configure` and each event with `on_event` (shell commands; `$line` is the message,
+    /// `$id` and `$hook` the event's), and exits on `shutdown` or end of input.
+    fn sh_plugin(on_hello: &str, on_configure: &str, on_event: &str) -> Vec<String> {
+        let script = r#"
+while IFS= read -r line; do
+  case "$line" in
+    *'"type":"hello"'*) ON_HELLO ;;
+    *'"type":"configure"'*) ON_CONFIGURE ;;
+    *'"type":"event"'*)
+      id=$(printf '%s\n' "$line" | sed 's/^{"type":"event","id":\([0-9]*\),.*/\1/')
+      hook=$(printf '%s\n' "$line" | sed 's/.*"hook":"\([a-z_]*\)".*/\1/')
+      ON_EVENT ;;
+    *'"type":"shutdown"'*) exit 0 ;;
+  esac
+done
+"#
+        .replace("ON_HELLO", on_hello)
+        .replace("ON_CONFIGURE", on_configure)
+        .replace("ON_EVENT", on_event);
+        vec!["-c".into(), script]
+    }
+
+    async fn start(args: &[String], config: Value) -> Result<ProcessPlugin, String> {
+        ProcessPlugin::start(
+            "t",
+            Path::new("sh"),
+            args,
+            &config,
+            Duration::from_secs(5),
+            Redactor::default(),
+        )
+        .await
+    }
+
+    fn event(hook: Hook) -> HookEvent {
+        HookEvent {
+            hook,
+            phase: Some(PhaseKind::Profiling),
+            stats: Some(PhaseStats {
+                phase: "profiling".into(),
+                ..Default::default()
+            }),
+            summary: None,
+        }
+    }
+
+    fn fatal(r: HookResult) -> String {
+        match r {
+            Err(HookError::Fatal(m)) => m,
+            other => panic!("expected a fatal error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn handshake_config_events_and_shutdown() {
+        // The config must arrive; phase_complete fails as a hook error carrying its id.
+        let args = sh_plugin(
+            &format!(r#"echo '{{"type":"log","level":"info","message":"starting"}}'; {HANDSHAKE}"#),
+            r#"case "$line" in *'"config":{"site":"eu"}'*) echo '{"type":"configured"}' ;; *) echo '{"type":"error","message":"no site"}' ;; esac"#,
+            r#"if [ "$hook" = phase_complete ]; then echo "{\"type\":\"ack\",\"id\":$id,\"error\":\"failed $hook $id\"}"; else echo "{\"type\":\"ack\",\"id\":$id}"; fi"#,
+        );
+        let mut p = start(&args, json!({"site": "eu"})).await.unwrap();
+        assert_eq!(p.version(), "1.2.3");
+        assert_eq!(p.hooks(), [Hook::PhaseStart, Hook::PhaseComplete]);
+        assert!(p.on_event(&event(Hook::PhaseStart)).await.is_ok());
+        match p.on_event(&event(Hook::PhaseComplete)).await {
+            Err(HookError::Hook(m)) => assert_eq!(m, "failed phase_complete 2"),
+            other => panic!("{other:?}"),
+        }
+        assert!(p.on_event(&event(Hook::PhaseStart)).await.is_ok());
+        p.shutdown().await;
+        assert!(p.child.is_none() && p.stdin.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_rejected_config_fails_the_start() {
+        let args = sh_plugin(HANDSHAKE, CONFIGURED, ACK);
+        // Accepted as is...
+        assert!(start(&args, json!({})).await.is_ok());
+        // ...refused by the plugin...
+        let args = sh_plugin(
+            HANDSHAKE,
+            r#"echo '{"type":"error","message":"no site"}'"#,
+            ACK,
+        );
+        let err = start(&args, json!({})).await.err().unwrap();
+        assert_eq!(err, "config rejected: no site");
+        // ...or by the schema from its handshake, before it is sent.
+        let args = sh_plugin(
+            r#"echo '{"type":"handshake","protocol_version":1,"name":"t","version":"1","hooks":[],"config_schema":{"type":"object","required":["site"]}}'"#,
+            CONFIGURED,
+            ACK,
+        );
+        let err = start(&args, json!({"port": 1})).await.err().unwrap();
+        assert!(err.starts_with("config rejected by its schema:"), "{err}");
+        assert!(err.contains("site"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_stale_ack_is_skipped() {
+        let args = sh_plugin(
+            HANDSHAKE,
+            CONFIGURED,
+            r#"echo '{"type":"ack","id":999,"error":"old"}'; echo "{\"type\":\"ack\",\"id\":$id}""#,
+        );
+        let mut p = start(&args, json!({})).await.unwrap();
+        assert!(p.on_event(&event(Hook::PhaseStart)).await.is_ok());
+        p.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn garbage_at_the_handshake_is_fatal() {
+        let args = sh_plugin("echo 'hello world'", CONFIGURED, ACK);
+        let err = start(&args, json!({})).await.err().unwrap();
+        assert_eq!(
+            err,
+            r#"handshake failed: wrote garbage on stdout: "hello world""#
+        );
+    }
+
+    #[tokio::test]
+    async fn a_process_that_exits_at_once_fails_the_handshake() {
+        let err = start(&["-c".into(), "exit 3".into()], json!({}))
+            .await
+            .err()
+            .unwrap();
+        assert!(err.starts_with("handshake failed: "), "{err}");
+        assert!(err.contains("exit status 3"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_protocol_version_or_a_refusal_fails_the_handshake() {
+        let args = sh_plugin(
+            r#"echo '{"type":"handshake","protocol_version":2,"name":"t","version":"1","hooks":[]}'"#,
+            CONFIGURED,
+            ACK,
+        );
+        let err = start(&args, json!({})).await.err().unwrap();
+        assert_eq!(
+            err,
+            "protocol version mismatch: plugin chose 2, aiperf speaks 1"
+        );
+        let args = sh_plugin(
+            r#"echo '{"type":"error","message":"needs protocol 2"}'"#,
+            CONFIGURED,
+            ACK,
+        );
+        let err = start(&args, json!({})).await.err().unwrap();
+        assert_eq!(err, "handshake refused: needs protocol 2");
+    }
+
+    #[tokio::test]
+    async fn a_missing_executable_cannot_start() {
+        let err = ProcessPlugin::start(
+            "t",
+            Path::new("/nonexistent/aiperf-plugin-t"),
+            &[],
+            &json!({}),
+            Duration::from_secs(5),
+            Redactor::default(),
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(
+            err.starts_with("cannot start /nonexistent/aiperf-plugin-t: "),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn garbage_in_answer_to_an_event_is_fatal() {
+        let args = sh_plugin(HANDSHAKE, CONFIGURED, "echo 'oops, not json'");
+        let mut p = start(&args, json!({})).await.unwrap();
+        let err = fatal(p.on_event(&event(Hook::PhaseStart)).await);
+        assert_eq!(err, r#"wrote garbage on stdout: "oops, not json""#);
+        p.abort().await;
+    }
+
+    #[tokio::test]
+    async fn a_process_that_exits_during_an_event_is_fatal() {
+        let args = sh_plugin(HANDSHAKE, CONFIGURED, "exit 7");
+        let mut p = start(&args, json!({})).await.unwrap();
+        let err = fatal(p.on_event(&event(Hook::PhaseStart)).await);
+        assert!(err.contains("exit status 7"), "{err}");
+        // And every later event fails too.
+        fatal(p.on_event(&event(Hook::PhaseStart)).await);
+        p.abort().await;
+    }
+
+    #[tokio::test]
+    async fn an_error_message_during_an_event_is_fatal() {
+        let args = sh_plugin(
+            HANDSHAKE,
+            CONFIGURED,
+            r#"echo '{"type":"error","message":"lost my socket"}'"#,
+        );
+        let mut p = start(&args, json!({})).await.unwrap();
+        let err = fatal(p.on_event(&event(Hook::PhaseStart)).await);
+        assert_eq!(err, "reported an error: lost my socket");
+        p.abort().await;
+    }
+
+    #[tokio::test]
+    async fn an_aborted_plugin_is_gone() {
+        let args = sh_plugin(HANDSHAKE, CONFIGURED, ACK);
+        let mut p = start(&args, json!({})).await.unwrap();
+        p.abort().await;
+        assert!(p.child.is_none());
+        let err = fatal(p.on_event(&event(Hook::PhaseStart)).await);
+        assert!(
+            err.starts_with("cannot write to the plugin: stdin closed"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn probes_report_the_version_and_hooks() {
+        let args = sh_plugin(HANDSHAKE, CONFIGURED, ACK);
+        let hooks = vec![Hook::PhaseStart, Hook::PhaseComplete];
+        let (version, got) = probe_handshake("t", Path::new("sh"), &args, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!((version.as_str(), &got), ("1.2.3", &hooks));
+        let (version, got) = probe(
+            "t",
+            Path::new("sh"),
+            &args,
+            &json!({}),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!((version.as_str(), &got), ("1.2.3", &hooks));
+        // Only the handshake: a config the plugin would refuse does not matter.
+        let args = sh_plugin(HANDSHAKE, r#"echo '{"type":"error","message":"no"}'"#, ACK);
+        assert!(
+            probe_handshake("t", Path::new("sh"), &args, Duration::from_secs(5))
+                .await
+                .is_ok()
+        );
+        assert!(probe(
+            "t",
+            Path::new("sh"),
+            &args,
+            &json!({}),
+            Duration::from_secs(5)
+        )
+        .await
+        .is_err());
+    }
+}

@@ -8,9 +8,7 @@
 //! optionally capped by a concurrency limit; a request held back by the cap waits, and its
 //! send lag is recorded: nothing is dropped).
 
-pub mod clock;
 pub mod health;
-pub mod hires;
 pub mod schedule;
 mod spec;
 
@@ -24,12 +22,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-pub use clock::Clock;
-
+use crate::clock::{hires, Clock};
 use crate::dataset::Dataset;
 use crate::endpoint::{build_payload, Message};
 use crate::metrics::processor::RecordSender;
 use crate::metrics::{PhaseKind, RequestRecord};
+use crate::mix::mix;
 use crate::plugin::HookRegistry;
 use crate::transport::Transport;
 pub use schedule::RequestRateMode;
@@ -192,8 +190,7 @@ impl PhaseRun {
     /// is reproducible.
     fn cancel_after(&self, credit: u64) -> Option<Duration> {
         let (pct, delay) = self.spec.cancellation?;
-        let u = (crate::dataset::mix(self.spec.seed ^ 0xCA9C_E11E, credit) >> 11) as f64
-            / (1u64 << 53) as f64;
+        let u = (mix(self.spec.seed ^ 0xCA9C_E11E, credit) >> 11) as f64 / (1u64 << 53) as f64;
         (u * 100.0 < pct).then_some(delay)
     }
 }

@@ -398,6 +398,9 @@ fn decode(framing: &mut Framing, buf: &mut BytesMut, out: &mut Vec<u8>) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::test_server::{
+        chunk, last_chunk, response, sse_chunk, sse_head, Reply, TestServer,
+    };
 
     fn run(framing: Framing, pieces: &[&[u8]]) -> (Vec<u8>, bool) {
         let mut f = framing;
@@ -502,5 +505,204 @@ mod tests {
             .is_none());
         assert!(parse_head(b"NOT HTTP AT ALL\r\n\r\n").is_err());
         assert!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n").is_err());
+    }
+
+    fn endpoint(server: &TestServer, headers: &HeaderMap) -> Endpoint {
+        let uri = format!("{}/v1/chat/completions", server.base_url());
+        Endpoint::new(&uri.parse().unwrap(), headers, Duration::from_secs(5))
+    }
+
+    fn idle(e: &Endpoint) -> usize {
+        e.idle.lock().unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn a_content_length_response_is_read_and_its_connection_reused() {
+        let server = TestServer::start(vec![
+            Reply::Send(vec![response("200 OK", "application/json", "{\"a\":1}")]),
+            // The head and the body in separate writes.
+            Reply::Send(vec![
+                b"HTTP/1.1 201 Created\r\ncontent-length: 5\r\n\r\n".to_vec(),
+                b"he".to_vec(),
+                b"llo".to_vec(),
+            ]),
+        ])
+        .await;
+        let mut headers = HeaderMap::new();
+        headers.insert("x-test", "yes".parse().unwrap());
+        let e = endpoint(&server, &headers);
+
+        let mut x = e.send(b"{\"q\":1}").await.unwrap();
+        assert_eq!((x.status, x.event_stream), (200, false));
+        let mut body = Vec::new();
+        x.read_to_end(&mut body).await.unwrap();
+        assert_eq!(body, b"{\"a\":1}");
+        assert!(
+            x.read_some(&mut body).await.unwrap(),
+            "finished stays finished"
+        );
+        drop(x);
+        assert_eq!(
+            idle(&e),
+            1,
+            "a finished keep-alive exchange returns its connection"
+        );
+
+        let mut x = e.send(b"second").await.unwrap();
+        assert_eq!(x.status, 201);
+        let mut body = Vec::new();
+        x.read_to_end(&mut body).await.unwrap();
+        assert_eq!(body, b"hello");
+        drop(x);
+        assert_eq!(server.connections(), 1, "both requests on one connection");
+
+        let requests = server.requests();
+        let first = String::from_utf8(requests[0].clone()).unwrap();
+        let addr = server.addr;
+        assert_eq!(
+            first,
+            format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\nx-test: yes\r\n\
+                 content-length: 7\r\n\r\n{{\"q\":1}}"
+            )
+        );
+        assert!(requests[1].ends_with(b"content-length: 6\r\n\r\nsecond"));
+    }
+
+    #[tokio::test]
+    async fn a_chunked_stream_is_read_piece_by_piece() {
+        let server = TestServer::start(vec![Reply::Send(vec![
+            sse_head(),
+            sse_chunk("one"),
+            sse_chunk("two"),
+            [chunk("tail"), last_chunk()].concat(),
+        ])])
+        .await;
+        let e = endpoint(&server, &HeaderMap::new());
+        let mut x = e.send(b"{}").await.unwrap();
+        assert_eq!((x.status, x.event_stream), (200, true));
+        let mut all = Vec::new();
+        let mut reads = 0;
+        loop {
+            let mut piece = Vec::new();
+            let end = x.read_some(&mut piece).await.unwrap();
+            assert!(
+                end || !piece.is_empty(),
+                "a read that is not the end has data"
+            );
+            all.extend_from_slice(&piece);
+            reads += 1;
+            if end {
+                break;
+            }
+            assert!(reads < 100);
+        }
+        assert_eq!(all, b"data: one\n\ndata: two\n\ntail");
+        drop(x);
+        assert_eq!(idle(&e), 1);
+    }
+
+    #[tokio::test]
+    async fn interim_responses_are_skipped_and_close_delimited_bodies_read_to_the_end() {
+        let server = TestServer::start(vec![Reply::SendAndClose(vec![
+            b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil ".to_vec(),
+            b"the end".to_vec(),
+        ])])
+        .await;
+        let e = endpoint(&server, &HeaderMap::new());
+        let mut x = e.send(b"{}").await.unwrap();
+        assert_eq!(x.status, 200);
+        let mut body = Vec::new();
+        x.read_to_end(&mut body).await.unwrap();
+        assert_eq!(body, b"until the end");
+        drop(x);
+        assert_eq!(idle(&e), 0, "a close-delimited connection is not reused");
+    }
+
+    #[tokio::test]
+    async fn connection_close_responses_are_not_pooled() {
+        let server = TestServer::start(vec![Reply::Send(vec![
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+        ])])
+        .await;
+        let e = endpoint(&server, &HeaderMap::new());
+        let mut x = e.send(b"{}").await.unwrap();
+        let mut body = Vec::new();
+        x.read_to_end(&mut body).await.unwrap();
+        assert_eq!(body, b"ok");
+        drop(x);
+        assert_eq!(idle(&e), 0);
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_is_an_error_and_the_connection_is_dropped() {
+        let server = TestServer::start(vec![Reply::SendAndClose(vec![
+            sse_head(),
+            sse_chunk("one"),
+        ])])
+        .await;
+        let e = endpoint(&server, &HeaderMap::new());
+        let mut x = e.send(b"{}").await.unwrap();
+        let mut body = Vec::new();
+        let err = x.read_to_end(&mut body).await.unwrap_err();
+        assert!(matches!(err, H1Error::Closed), "{err:?}");
+        assert!(!err.is_connect());
+        assert_eq!(body, b"data: one\n\n", "what came before the cut is kept");
+        drop(x);
+        assert_eq!(idle(&e), 0);
+    }
+
+    #[tokio::test]
+    async fn an_exchange_dropped_before_its_end_does_not_return_the_connection() {
+        let server = TestServer::start(vec![Reply::Send(vec![
+            b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf".to_vec(),
+        ])])
+        .await;
+        let e = endpoint(&server, &HeaderMap::new());
+        let x = e.send(b"{}").await.unwrap();
+        drop(x);
+        assert_eq!(idle(&e), 0);
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_the_server_closed_is_replaced_once() {
+        let ok = || response("200 OK", "application/json", "{}");
+        let server = TestServer::start(vec![
+            // Keep-alive by the headers, but the server closes right after.
+            Reply::SendAndClose(vec![ok()]),
+            Reply::Send(vec![ok()]),
+        ])
+        .await;
+        let e = endpoint(&server, &HeaderMap::new());
+        for _ in 0..2 {
+            let mut x = e.send(b"{}").await.unwrap();
+            assert_eq!(x.status, 200);
+            x.read_to_end(&mut Vec::new()).await.unwrap();
+        }
+        assert_eq!(server.connections(), 2);
+        assert_eq!(server.requests().len(), 2, "the request was sent once more");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() {
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let uri = format!("http://{addr}/v1/chat").parse().unwrap();
+        let e = Endpoint::new(&uri, &HeaderMap::new(), Duration::from_secs(5));
+        let err = e.send(b"{}").await.err().unwrap();
+        assert!(err.is_connect(), "{err:?}");
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_garbage_response_head_is_invalid() {
+        let server =
+            TestServer::start(vec![Reply::Send(vec![b"SMTP ready\r\n\r\n".to_vec()])]).await;
+        let e = endpoint(&server, &HeaderMap::new());
+        let err = e.send(b"{}").await.err().unwrap();
+        assert!(matches!(err, H1Error::Invalid(_)), "{err:?}");
     }
 }

@@ -9,6 +9,8 @@
 
 pub mod h1;
 pub mod sse;
+#[cfg(test)]
+mod test_server;
 
 use std::time::Duration;
 
@@ -21,9 +23,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::endpoint::{parse_response, ResponseParser};
 use crate::metrics::{ErrorDetails, RequestRecord};
-use crate::timing::Clock;
 use sse::SseFramer;
 
 #[derive(Debug, thiserror::Error)]
@@ -457,4 +459,350 @@ fn send_error(is_connect: bool, e: &dyn std::error::Error) -> ErrorDetails {
         "RequestError"
     };
     ErrorDetails::new(None, kind, error_chain(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_server::{delta, last_chunk, response, sse_chunk, sse_head, Reply, TestServer};
+    use super::*;
+    use crate::metrics::{PhaseKind, Usage};
+
+    const PATH: &str = "/v1/chat/completions";
+
+    fn transport(base_url: &str, timeout: Duration) -> Transport {
+        Transport::new(
+            &[base_url.to_string()],
+            PATH,
+            Some("sk-test"),
+            &[("x-extra".into(), "1".into())],
+            timeout,
+            Clock::new(),
+            ResponseParser::OpenAi,
+        )
+        .unwrap()
+    }
+
+    fn record(streaming: bool) -> RequestRecord {
+        RequestRecord {
+            phase: PhaseKind::Profiling,
+            request_index: 0,
+            conversation_index: 0,
+            turn_index: 0,
+            url_index: 0,
+            streaming,
+            start_ns: 0,
+            scheduled_ns: None,
+            ack_ns: None,
+            end_ns: 0,
+            content_ns: Vec::new(),
+            first_output_ns: None,
+            output_text: String::new(),
+            reasoning_text: String::new(),
+            usage: None,
+            isl: 3,
+            error: None,
+            cancelled: false,
+        }
+    }
+
+    /// Sends one request through `t` and returns its record.
+    async fn send(t: &Transport, streaming: bool, cancel_after: Option<Duration>) -> RequestRecord {
+        let mut rec = record(streaming);
+        let body = Bytes::from_static(b"{\"messages\":[]}");
+        t.send(&mut rec, body, &CancellationToken::new(), cancel_after)
+            .await;
+        rec
+    }
+
+    fn assert_ordered(rec: &RequestRecord) {
+        let ack = rec.ack_ns.expect("ack time");
+        assert!(rec.start_ns <= ack, "{rec:?}");
+        let mut last = ack;
+        for &t in &rec.content_ns {
+            assert!(last <= t, "{rec:?}");
+            last = t;
+        }
+        assert!(last <= rec.end_ns, "{rec:?}");
+    }
+
+    #[tokio::test]
+    async fn a_content_length_body_gives_text_usage_and_one_content_time() {
+        let body = r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"Hello there"}}],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
+        let server = TestServer::start(vec![Reply::Send(vec![response(
+            "200 OK",
+            "application/json",
+            body,
+        )])])
+        .await;
+        let t = transport(&server.base_url(), Duration::from_secs(5));
+        let rec = send(&t, false, None).await;
+        assert_eq!(rec.error, None);
+        assert_eq!(rec.output_text, "Hello there");
+        assert_eq!(
+            rec.usage,
+            Some(Usage {
+                prompt_tokens: Some(3),
+                completion_tokens: Some(2)
+            })
+        );
+        assert_eq!(rec.content_ns, [rec.end_ns]);
+        assert_eq!(rec.first_output_ns, Some(rec.end_ns));
+        assert_ordered(&rec);
+        // The request on the wire: method, path, auth, extra headers, the body.
+        let req = String::from_utf8(server.requests()[0].clone()).unwrap();
+        assert!(
+            req.starts_with("POST /v1/chat/completions HTTP/1.1\r\n"),
+            "{req}"
+        );
+        assert!(
+            req.contains("\r\nauthorization: Bearer sk-test\r\n"),
+            "{req}"
+        );
+        assert!(
+            req.contains("\r\ncontent-type: application/json\r\n"),
+            "{req}"
+        );
+        assert!(req.contains("\r\nx-extra: 1\r\n"), "{req}");
+        assert!(
+            req.ends_with("content-length: 15\r\n\r\n{\"messages\":[]}"),
+            "{req}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_chunked_sse_stream_assembles_the_text_with_ordered_times() {
+        let server = TestServer::start(vec![Reply::Send(vec![
+            sse_head(),
+            sse_chunk(&delta("Hel")),
+            sse_chunk(&delta("lo, ")),
+            // Two events in one chunk get the same time.
+            [sse_chunk(&delta("wor")), sse_chunk(&delta("ld"))].concat(),
+            sse_chunk(r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#),
+            sse_chunk("[DONE]"),
+            last_chunk(),
+        ])])
+        .await;
+        let t = transport(&server.base_url(), Duration::from_secs(5));
+        let rec = send(&t, true, None).await;
+        assert_eq!(rec.error, None);
+        assert_eq!(rec.output_text, "Hello, world");
+        assert_eq!(rec.content_ns.len(), 4, "one time per content event");
+        assert_eq!(rec.content_ns[2], rec.content_ns[3]);
+        assert_eq!(rec.first_output_ns, Some(rec.content_ns[0]));
+        assert_eq!(rec.usage.and_then(|u| u.completion_tokens), Some(4));
+        assert_ordered(&rec);
+        assert!(!rec.cancelled);
+    }
+
+    #[tokio::test]
+    async fn an_sse_response_to_a_non_streaming_request_is_read_whole() {
+        // `streaming` off: the body is one JSON document, whatever the content type says.
+        let server = TestServer::start(vec![Reply::Send(vec![response(
+            "200 OK",
+            "text/event-stream",
+            r#"{"choices":[{"index":0,"message":{"content":"whole"}}]}"#,
+        )])])
+        .await;
+        let t = transport(&server.base_url(), Duration::from_secs(5));
+        let rec = send(&t, false, None).await;
+        assert_eq!((rec.error, rec.output_text.as_str()), (None, "whole"));
+    }
+
+    #[tokio::test]
+    async fn http_500_is_an_error_record_with_the_servers_message() {
+        let server = TestServer::start(vec![
+            Reply::Send(vec![response(
+                "500 Internal Server Error",
+                "application/json",
+                r#"{"error":{"message":"model overloaded","type":"server_error"}}"#,
+            )]),
+            Reply::Send(vec![response(
+                "503 Service Unavailable",
+                "text/plain",
+                "try later",
+            )]),
+        ])
+        .await;
+        let t = transport(&server.base_url(), Duration::from_secs(5));
+        let rec = send(&t, true, None).await;
+        assert_eq!(
+            rec.error,
+            Some(ErrorDetails::new(
+                Some(500),
+                "InternalServerError",
+                "model overloaded"
+            ))
+        );
+        assert!(rec.content_ns.is_empty() && rec.output_text.is_empty());
+        assert_ordered(&rec);
+        // Not JSON: the body itself is the message.
+        let rec = send(&t, true, None).await;
+        assert_eq!(
+            rec.error,
+            Some(ErrorDetails::new(
+                Some(503),
+                "ServiceUnavailable",
+                "try later"
+            ))
+        );
+        assert_eq!(
+            server.connections(),
+            1,
+            "an error response keeps the connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_mid_stream_is_a_truncated_stream() {
+        let server = TestServer::start(vec![Reply::SendAndClose(vec![
+            sse_head(),
+            sse_chunk(&delta("partial")),
+        ])])
+        .await;
+        let t = transport(&server.base_url(), Duration::from_secs(5));
+        let rec = send(&t, true, None).await;
+        let err = rec.error.clone().expect("an error");
+        assert_eq!((err.code, err.kind.as_str()), (None, "StreamTruncated"));
+        assert_eq!(
+            err.message,
+            "stream cut short: connection closed before message completed"
+        );
+        assert_eq!(rec.output_text, "partial", "what arrived is kept");
+        assert_eq!(rec.content_ns.len(), 1);
+        assert_ordered(&rec);
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ends_without_done_is_truncated() {
+        let server = TestServer::start(vec![Reply::Send(vec![
+            sse_head(),
+            sse_chunk(&delta("a")),
+            last_chunk(),
+        ])])
+        .await;
+        let t = transport(&server.base_url(), Duration::from_secs(5));
+        let rec = send(&t, true, None).await;
+        assert_eq!(
+            rec.error,
+            Some(ErrorDetails::new(
+                None,
+                "StreamTruncated",
+                "stream ended without `data: [DONE]`"
+            ))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_error_event_in_the_stream_fails_the_request() {
+        let server = TestServer::start(vec![Reply::Send(vec![
+            sse_head(),
+            sse_chunk(&delta("a")),
+            sse_chunk(r#"{"error":{"message":"out of memory"}}"#),
+            sse_chunk("[DONE]"),
+            last_chunk(),
+        ])])
+        .await;
+        let t = transport(&server.base_url(), Duration::from_secs(5));
+        let rec = send(&t, true, None).await;
+        assert_eq!(
+            rec.error,
+            Some(ErrorDetails::new(None, "StreamError", "out of memory"))
+        );
+    }
+
+    #[tokio::test]
+    async fn requests_reuse_one_keep_alive_connection() {
+        let ok = || {
+            vec![
+                sse_head(),
+                [sse_chunk(&delta("x")), sse_chunk("[DONE]"), last_chunk()].concat(),
+            ]
+        };
+        let server = TestServer::start(vec![
+            Reply::Send(ok()),
+            Reply::Send(ok()),
+            Reply::Send(ok()),
+        ])
+        .await;
+        let t = transport(&server.base_url(), Duration::from_secs(5));
+        for _ in 0..3 {
+            let rec = send(&t, true, None).await;
+            assert_eq!((rec.error, rec.output_text.as_str()), (None, "x"));
+        }
+        assert_eq!(server.connections(), 1);
+        assert_eq!(server.requests().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn no_answer_in_time_is_a_timeout() {
+        let server = TestServer::start(vec![Reply::Silent]).await;
+        let t = transport(&server.base_url(), Duration::from_millis(100));
+        let rec = send(&t, true, None).await;
+        let err = rec.error.expect("an error");
+        assert_eq!((err.code, err.kind.as_str()), (None, "RequestTimeout"));
+        assert!(!rec.cancelled);
+        assert_eq!(rec.ack_ns, None);
+        assert!(rec.start_ns <= rec.end_ns);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_request_is_error_499() {
+        let server = TestServer::start(vec![Reply::Silent, Reply::Silent]).await;
+        let t = transport(&server.base_url(), Duration::from_secs(5));
+        // --request-cancellation-rate: cancelled a set delay after sending.
+        let rec = send(&t, true, Some(Duration::from_millis(20))).await;
+        assert!(rec.cancelled);
+        assert_eq!(rec.error.map(|e| e.code), Some(Some(499)));
+        // The run's cancellation token (the drain's grace period ran out).
+        let mut rec = record(true);
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            stop.cancel();
+        });
+        t.send(&mut rec, Bytes::from_static(b"{}"), &cancel, None)
+            .await;
+        assert!(rec.cancelled);
+        assert_eq!(
+            rec.error.map(|e| (e.code, e.kind)),
+            Some((Some(499), "RequestCancellationError".to_string()))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connection_error() {
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let t = transport(&format!("http://{addr}"), Duration::from_secs(5));
+        let rec = send(&t, true, None).await;
+        let err = rec.error.expect("an error");
+        assert_eq!((err.code, err.kind.as_str()), (None, "ConnectionError"));
+        assert_eq!(rec.ack_ns, None);
+    }
+
+    #[test]
+    fn bad_urls_and_headers_are_refused() {
+        let new = |url: &str, headers: &[(String, String)]| {
+            Transport::new(
+                &[url.to_string()],
+                PATH,
+                None,
+                headers,
+                Duration::from_secs(1),
+                Clock::new(),
+                ResponseParser::OpenAi,
+            )
+            .err()
+            .map(|e| e.to_string())
+        };
+        assert_eq!(new("http://127.0.0.1:1", &[]), None);
+        assert!(new("not a url", &[]).unwrap().contains("invalid URL"));
+        let bad = [("bad header".to_string(), "v".to_string())];
+        assert!(new("http://127.0.0.1:1", &bad)
+            .unwrap()
+            .starts_with("invalid header: bad header"));
+    }
 }

@@ -1,4 +1,9 @@
 //! One monotonic clock for every interval; wall-clock time only to label records.
+//!
+//! A leaf: it imports nothing from the rest of the crate, so the transport, the exporters and
+//! the mock server can take time without reaching into `timing`.
+
+pub mod hires;
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
