@@ -14,12 +14,12 @@
 //! `AIPERF_PLUGIN_PATH`; each writes its PID to `<tempdir>/<name>.pid` so the tests can check
 //! that the process is gone afterwards.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use crate::support::{self, Output, Run};
 
 /// Every hook of a run with a warmup phase, in order, as `<hook> <phase|->`.
 const WARMUP_ORDER: [&str; 8] = [
@@ -48,13 +48,9 @@ const DEFAULT_DEADLINE: Duration = Duration::from_secs(45);
 /// Requests in the profiling phase of most runs.
 const REQUESTS: u64 = 6;
 
-fn aiperf_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_aiperf")
-}
-
 /// The Rust example plugin, built next to `aiperf` by `cargo build --workspace`.
 fn rust_hook_log_path() -> PathBuf {
-    let p = Path::new(aiperf_bin())
+    let p = Path::new(support::bin())
         .parent()
         .expect("aiperf has a parent directory")
         .join("aiperf-plugin-rust-hook-log");
@@ -115,28 +111,16 @@ fn assert_process_gone(pid: u32, what: &str) {
     }
 }
 
-/// One finished `aiperf` invocation.
-#[derive(Debug)]
-struct Outcome {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
+/// What the plugin tests read from an [`Output`]: the plugin warnings on stderr.
+trait PluginWarnings {
+    /// The `warning: plugin `NAME` disabled: ...` lines for one plugin.
+    fn disabled_warnings(&self, name: &str) -> Vec<&str>;
+    /// Asserts exactly one disabled warning for `name`, mentioning every keyword; returns it.
+    fn one_disabled_warning(&self, name: &str, keywords: &[&str]) -> String;
+    fn assert_no_plugin_warnings(&self);
 }
 
-impl Outcome {
-    fn show(&self) -> String {
-        format!(
-            "exit code {} after {:.2?}\n--- stdout:\n{}\n--- stderr:\n{}",
-            self.code, self.elapsed, self.stdout, self.stderr
-        )
-    }
-
-    fn assert_code(&self, code: i32) {
-        assert_eq!(self.code, code, "unexpected exit code\n{}", self.show());
-    }
-
-    /// The `warning: plugin `NAME` disabled: ...` lines for one plugin.
+impl PluginWarnings for Output {
     fn disabled_warnings(&self, name: &str) -> Vec<&str> {
         let prefix = format!("warning: plugin `{name}` disabled:");
         self.stderr
@@ -145,7 +129,6 @@ impl Outcome {
             .collect()
     }
 
-    /// Asserts exactly one disabled warning for `name`, mentioning every keyword; returns it.
     fn one_disabled_warning(&self, name: &str, keywords: &[&str]) -> String {
         let lines = self.disabled_warnings(name);
         assert_eq!(
@@ -171,54 +154,6 @@ impl Outcome {
             "no plugin warning expected\n{}",
             self.show()
         );
-    }
-}
-
-/// Runs a command to completion with a deadline, calling `poll(child_pid)` while it runs.
-fn run_command(
-    mut cmd: Command,
-    deadline: Duration,
-    mut poll: impl FnMut(u32, Duration),
-) -> Outcome {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", aiperf_bin()));
-    let pid = child.id();
-    let mut out = child.stdout.take().expect("piped stdout");
-    let mut err = child.stderr.take().expect("piped stderr");
-    let out_t = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = out.read_to_end(&mut s);
-        String::from_utf8_lossy(&s).into_owned()
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = err.read_to_end(&mut s);
-        String::from_utf8_lossy(&s).into_owned()
-    });
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait for aiperf") {
-            break st;
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stderr = err_t.join().unwrap_or_default();
-            panic!("aiperf did not finish within {deadline:?} (killed)\n--- stderr:\n{stderr}");
-        }
-        poll(pid, started.elapsed());
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let elapsed = started.elapsed();
-    Outcome {
-        code: status.code().unwrap_or(-1),
-        stdout: out_t.join().expect("stdout reader"),
-        stderr: err_t.join().expect("stderr reader"),
-        elapsed,
     }
 }
 
@@ -288,33 +223,29 @@ impl Scenario {
         text.trim().parse().expect("pid")
     }
 
-    fn command(&self, args: &[String]) -> Command {
-        let mut cmd = Command::new(aiperf_bin());
-        cmd.args(args)
+    /// `aiperf ARGS` in the tempdir, finding plugins in its `bin/`, with the scenario's
+    /// environment and deadline.
+    fn command<S: AsRef<str>>(&self, args: &[S]) -> Run {
+        let mut run = Run::new(args)
             .current_dir(self.tmp.path())
-            .env_remove("AIPERF_LOG")
-            .env_remove("RUST_LOG")
-            .env_remove("AIPERF_API_KEY")
-            .env_remove("VIRTUAL_ENV")
-            .env("AIPERF_PLUGIN_PATH", self.path("bin"));
+            .env(
+                "AIPERF_PLUGIN_PATH",
+                &self.path("bin").display().to_string(),
+            )
+            .timeout(self.deadline);
         for (k, v) in &self.envs {
-            cmd.env(k, v);
+            run = run.env(k, v);
         }
-        cmd
+        run
     }
 
     /// Writes `config.yaml` (a `plugins:` section) and runs
     /// `aiperf --config FILE <mock, streaming, small run> EXTRA`.
-    fn profile(&self, plugins_yaml: &str, extra: &[&str]) -> Outcome {
-        self.profile_polling(plugins_yaml, extra, |_, _| {})
+    fn profile(&self, plugins_yaml: &str, extra: &[&str]) -> Output {
+        self.profile_polling(plugins_yaml, extra, || {})
     }
 
-    fn profile_polling(
-        &self,
-        plugins_yaml: &str,
-        extra: &[&str],
-        poll: impl FnMut(u32, Duration),
-    ) -> Outcome {
+    fn profile_polling(&self, plugins_yaml: &str, extra: &[&str], poll: impl FnMut()) -> Output {
         let config = self.path("config.yaml");
         std::fs::write(&config, format!("plugins:\n{plugins_yaml}")).expect("write config");
         let _ = std::fs::remove_dir_all(self.artifacts());
@@ -342,20 +273,19 @@ impl Scenario {
             args.extend(["--request-count".into(), REQUESTS.to_string()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        run_command(self.command(&args), self.deadline, poll)
+        self.command(&args).run_polling(poll)
     }
 
     /// `aiperf ARGS` (e.g. `plugins list`).
-    fn aiperf(&self, args: &[&str]) -> Outcome {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        run_command(self.command(&args), self.deadline, |_, _| {})
+    fn aiperf(&self, args: &[&str]) -> Output {
+        self.command(args).run()
     }
 
     fn export_path(&self) -> PathBuf {
         self.artifacts().join("profile_export_aiperf.json")
     }
 
-    fn export(&self, out: &Outcome) -> Value {
+    fn export(&self, out: &Output) -> Value {
         let text = std::fs::read_to_string(self.export_path()).unwrap_or_else(|e| {
             panic!("no {} ({e})\n{}", self.export_path().display(), out.show())
         });
@@ -435,6 +365,7 @@ fn configured_then(name: &str, after_config: &str) -> String {
 
 #[test]
 fn every_plugin_kind_sees_the_hooks_in_order() {
+    let _gate = support::shared();
     let s = Scenario::new().with_python();
     rust_hook_log_path();
     let yaml = format!(
@@ -444,7 +375,7 @@ fn every_plugin_kind_sees_the_hooks_in_order() {
         q(&s.path("py.txt")),
     );
     let out = s.profile(&yaml, &["--warmup-request-count", "3"]);
-    out.assert_code(0);
+    out.expect_code(0);
     out.assert_no_plugin_warnings();
     for (file, prefix) in [
         ("event_log.txt", "event_log"),
@@ -490,6 +421,7 @@ fn every_plugin_kind_sees_the_hooks_in_order() {
 
 #[test]
 fn a_duration_limit_fires_phase_timeout_before_phase_complete() {
+    let _gate = support::shared();
     let s = Scenario::new().with_python();
     rust_hook_log_path();
     let yaml = format!(
@@ -580,7 +512,7 @@ fn check_isolation(m: Misbehaviour) {
     );
 
     let out = s.profile(&yaml, &[]);
-    out.assert_code(0);
+    out.expect_code(0);
     out.one_disabled_warning(m.name, m.keywords);
     assert!(
         out.disabled_warnings("event_log").is_empty(),
@@ -603,7 +535,7 @@ fn check_isolation(m: Misbehaviour) {
     }
 
     let strict = s.profile(&yaml, &["--strict-plugins"]);
-    strict.assert_code(1);
+    strict.expect_code(1);
     strict.one_disabled_warning(m.name, m.keywords);
     assert!(
         strict
@@ -631,6 +563,7 @@ fn check_isolation(m: Misbehaviour) {
 
 #[test]
 fn isolation_plugin_crashing_during_an_event() {
+    let _gate = support::shared();
     check_isolation(Misbehaviour {
         name: "crashy",
         script: Some(configured_then(
@@ -644,6 +577,7 @@ fn isolation_plugin_crashing_during_an_event() {
 
 #[test]
 fn isolation_plugin_crashing_right_after_its_handshake() {
+    let _gate = support::shared();
     // Why it is disabled depends on a race (see the ignored test below), so only the
     // isolation itself is checked here.
     check_isolation(Misbehaviour {
@@ -659,6 +593,7 @@ fn isolation_plugin_crashing_right_after_its_handshake() {
 
 #[test]
 fn isolation_plugin_hanging_on_an_event() {
+    let _gate = support::shared();
     check_isolation(Misbehaviour {
         name: "hangs",
         script: Some(configured_then("hangs", "read -r event\nexec sleep 30")),
@@ -669,6 +604,7 @@ fn isolation_plugin_hanging_on_an_event() {
 
 #[test]
 fn isolation_plugin_writing_garbage() {
+    let _gate = support::shared();
     check_isolation(Misbehaviour {
         name: "garbage",
         script: Some(configured_then(
@@ -682,6 +618,7 @@ fn isolation_plugin_writing_garbage() {
 
 #[test]
 fn isolation_plugin_not_found() {
+    let _gate = support::shared();
     check_isolation(Misbehaviour {
         name: "nowhere-to-be-found",
         script: None,
@@ -692,6 +629,7 @@ fn isolation_plugin_not_found() {
 
 #[test]
 fn isolation_plugin_with_a_protocol_version_mismatch() {
+    let _gate = support::shared();
     check_isolation(Misbehaviour {
         name: "future",
         script: Some(format!(
@@ -709,6 +647,7 @@ fn isolation_plugin_with_a_protocol_version_mismatch() {
 /// stdin first, as a dying process does, so the race always goes that way.
 #[test]
 fn a_plugin_dying_before_configure_is_reported_as_exited() {
+    let _gate = support::shared();
     let s = Scenario::new();
     s.script(
         "dies",
@@ -718,7 +657,7 @@ fn a_plugin_dying_before_configure_is_reported_as_exited() {
         ),
     );
     let out = s.profile("  dies:\n    timeout_seconds: 1\n", &[]);
-    out.assert_code(0);
+    out.expect_code(0);
     let line = out.one_disabled_warning("dies", &[]);
     assert!(
         line.contains("exited") || line.contains("exit status"),
@@ -728,6 +667,7 @@ fn a_plugin_dying_before_configure_is_reported_as_exited() {
 
 #[test]
 fn a_hanging_python_plugin_is_cut_off_and_does_not_stall_others() {
+    let _gate = support::shared();
     let mut s = Scenario::new().with_python();
     rust_hook_log_path();
     // A liveness bound well below the plugin's 30 s sleep.
@@ -740,7 +680,7 @@ fn a_hanging_python_plugin_is_cut_off_and_does_not_stall_others() {
         q(&s.path("rust.txt")),
     );
     let out = s.profile(&yaml, &["--warmup-request-count", "3"]);
-    out.assert_code(0);
+    out.expect_code(0);
     out.one_disabled_warning("py_hook_log", &["timed out after 3.0 s", "phase_complete"]);
     assert!(
         out.disabled_warnings("rust-hook-log").is_empty(),
@@ -776,6 +716,7 @@ fn a_hanging_python_plugin_is_cut_off_and_does_not_stall_others() {
 
 #[test]
 fn configs_rejected_by_a_schema_or_by_the_plugin_disable_only_that_plugin() {
+    let _gate = support::shared();
     let s = Scenario::new();
     rust_hook_log_path();
     s.script(
@@ -798,7 +739,7 @@ fn configs_rejected_by_a_schema_or_by_the_plugin_disable_only_that_plugin() {
         q(&s.path("rust.txt"))
     );
     let out = s.profile(&yaml, &[]);
-    out.assert_code(0);
+    out.expect_code(0);
     out.one_disabled_warning("needs-url", &["schema", "endpoint_url"]);
     out.one_disabled_warning("picky", &["config rejected", "site must be one of eu, us"]);
     out.one_disabled_warning("event_log", &["file"]);
@@ -814,7 +755,7 @@ fn configs_rejected_by_a_schema_or_by_the_plugin_disable_only_that_plugin() {
     }
 
     let strict = s.profile(&yaml, &["--strict-plugins"]);
-    strict.assert_code(1);
+    strict.expect_code(1);
     assert!(!s.export_path().exists(), "{}", strict.show());
 }
 
@@ -824,6 +765,7 @@ fn configs_rejected_by_a_schema_or_by_the_plugin_disable_only_that_plugin() {
 
 #[test]
 fn enabled_false_skips_a_plugin_without_a_warning() {
+    let _gate = support::shared();
     let s = Scenario::new();
     rust_hook_log_path();
     let yaml = format!(
@@ -833,7 +775,7 @@ fn enabled_false_skips_a_plugin_without_a_warning() {
     );
     // Not a failure, not even for --strict-plugins.
     let out = s.profile(&yaml, &["--strict-plugins"]);
-    out.assert_code(0);
+    out.expect_code(0);
     out.assert_no_plugin_warnings();
     let export = s.export(&out);
     assert_export_disabled(&export, "rust-hook-log", &["enabled: false"]);
@@ -847,6 +789,7 @@ fn enabled_false_skips_a_plugin_without_a_warning() {
 
 #[test]
 fn no_plugins_disables_every_plugin() {
+    let _gate = support::shared();
     let s = Scenario::new().with_python();
     rust_hook_log_path();
     let yaml = format!(
@@ -856,7 +799,7 @@ fn no_plugins_disables_every_plugin() {
         q(&s.path("py.txt")),
     );
     let out = s.profile(&yaml, &["--no-plugins", "--strict-plugins"]);
-    out.assert_code(0);
+    out.expect_code(0);
     out.assert_no_plugin_warnings();
     let export = s.export(&out);
     assert_eq!(request_count(&export), REQUESTS);
@@ -898,6 +841,7 @@ fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
 
 #[test]
 fn secrets_never_reach_logs_or_artifacts() {
+    let _gate = support::shared();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -936,7 +880,7 @@ exec cat >/dev/null
         q(&s.path("py.txt")),
     );
     let out = s.profile(&yaml, &["-v"]);
-    out.assert_code(0);
+    out.expect_code(0);
     // The plugin's stderr was captured, with the config, and the secret did arrive.
     assert!(
         out.stderr.contains("[plugin:echo-config] whole config:"),
@@ -979,6 +923,7 @@ exec cat >/dev/null
 
 #[test]
 fn a_missing_variable_disables_only_the_plugin_using_it() {
+    let _gate = support::shared();
     let var = "AIPERF_TEST_SURELY_UNSET_PLUGIN_VAR";
     let s = Scenario::new();
     rust_hook_log_path();
@@ -988,7 +933,7 @@ fn a_missing_variable_disables_only_the_plugin_using_it() {
     );
     assert!(std::env::var_os(var).is_none(), "{var} must not be set");
     let out = s.profile(&yaml, &[]);
-    out.assert_code(0);
+    out.expect_code(0);
     out.one_disabled_warning("rust-hook-log", &[var]);
     assert!(
         out.disabled_warnings("event_log").is_empty(),
@@ -1007,7 +952,7 @@ fn a_missing_variable_disables_only_the_plugin_using_it() {
 // =====================================================================================
 
 /// The `plugins list` row of `name`.
-fn list_row<'a>(out: &'a Outcome, name: &str) -> &'a str {
+fn list_row<'a>(out: &'a Output, name: &str) -> &'a str {
     out.stdout
         .lines()
         .find(|l| l.split_whitespace().next() == Some(name))
@@ -1016,11 +961,12 @@ fn list_row<'a>(out: &'a Outcome, name: &str) -> &'a str {
 
 #[test]
 fn plugins_list_shows_every_kind_and_what_the_config_enables() {
+    let _gate = support::shared();
     let s = Scenario::new().with_python();
     let rust = rust_hook_log_path();
 
     let out = s.aiperf(&["plugins", "list"]);
-    out.assert_code(0);
+    out.expect_code(0);
     let row = list_row(&out, "event_log");
     assert!(row.contains("builtin"), "{row}");
     let row = list_row(&out, "rust-hook-log");
@@ -1043,7 +989,7 @@ fn plugins_list_shows_every_kind_and_what_the_config_enables() {
     )
     .expect("write config");
     let out = s.aiperf(&["plugins", "list", "--config", &config.display().to_string()]);
-    out.assert_code(0);
+    out.expect_code(0);
     // STATUS is the last column: `enabled` or `disabled: WHY`.
     let status = |name: &str| {
         let row = list_row(&out, name).to_string();
@@ -1062,10 +1008,11 @@ fn plugins_list_shows_every_kind_and_what_the_config_enables() {
 
 #[test]
 fn plugins_check_runs_the_handshake() {
+    let _gate = support::shared();
     let s = Scenario::new();
     let rust = rust_hook_log_path();
     let out = s.aiperf(&["plugins", "check", "rust-hook-log"]);
-    out.assert_code(0);
+    out.expect_code(0);
     assert!(out.stdout.contains("external"), "{}", out.show());
     assert!(
         out.stdout.contains(&rust.display().to_string()),
@@ -1090,7 +1037,7 @@ fn plugins_check_runs_the_handshake() {
     }
 
     let out = s.aiperf(&["plugins", "check", "nonexistent"]);
-    out.assert_code(1);
+    out.expect_code(1);
     assert!(out.stdout.contains("not found"), "{}", out.show());
 }
 
@@ -1100,6 +1047,7 @@ fn plugins_check_runs_the_handshake() {
 
 #[test]
 fn failed_plugin_processes_are_reaped_while_the_run_goes_on() {
+    let _gate = support::shared();
     let s = Scenario::new();
     s.script(
         "crashy",
@@ -1134,7 +1082,7 @@ fn failed_plugin_processes_are_reaped_while_the_run_goes_on() {
             "--request-count",
             "20",
         ],
-        |_aiperf_pid, _| {
+        || {
             for (i, n) in names.iter().enumerate() {
                 let Ok(text) = std::fs::read_to_string(s.pid_file(n)) else {
                     continue;
@@ -1150,7 +1098,7 @@ fn failed_plugin_processes_are_reaped_while_the_run_goes_on() {
             }
         },
     );
-    out.assert_code(0);
+    out.expect_code(0);
     for n in names {
         out.one_disabled_warning(n, &[]);
     }

@@ -6,15 +6,16 @@
 //! scheduler computes from absolute deadlines (deterministic), not through actual send times;
 //! the few time bounds are generous upper bounds that only catch "never stopped".
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{max_overlap, profile, Aiperf, Behavior, MockServerProcess, Profile, TestServer};
 use serde_json::Value;
+
+use crate::support::{
+    self, config_error, max_overlap, stalling_server, strings, MockServer, Output, Run, Running,
+    ScriptedServer,
+};
 
 // ---------------------------------------------------------------------------------------
 // helpers
@@ -99,11 +100,11 @@ fn cancelled_sessions(recs: &[Value]) -> BTreeSet<u64> {
 }
 
 /// Runs several `profile` invocations at once (each is mostly waiting on timers).
-fn profiles_in_parallel(runs: &[Vec<String>]) -> Vec<Profile> {
+fn profiles_in_parallel(runs: &[Vec<String>]) -> Vec<Output> {
     std::thread::scope(|s| {
         let handles: Vec<_> = runs
             .iter()
-            .map(|a| s.spawn(move || profile(a.as_slice())))
+            .map(|a| s.spawn(move || Run::profile(a.as_slice()).run()))
             .collect();
         handles
             .into_iter()
@@ -112,121 +113,22 @@ fn profiles_in_parallel(runs: &[Vec<String>]) -> Vec<Profile> {
     })
 }
 
-fn strings(args: &[&str]) -> Vec<String> {
-    args.iter().map(|s| s.to_string()).collect()
-}
-
-/// `aiperf profile ... --ui none --artifact-dir <tmp>` running in the background, its stdout
-/// and stderr going to files; killed on drop.
-struct Running {
-    child: Child,
-    dir: PathBuf,
-    tmp: tempfile::TempDir,
-}
-
-impl Running {
-    fn start(args: &[&str]) -> Self {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = tmp.path().join("artifacts");
-        let out = std::fs::File::create(tmp.path().join("stdout")).expect("stdout file");
-        let err = std::fs::File::create(tmp.path().join("stderr")).expect("stderr file");
-        let child = Command::new(common::bin())
-            .arg("profile")
-            .args(args)
-            .args(["--ui", "none", "--artifact-dir"])
-            .arg(&dir)
-            .env_remove("AIPERF_LOG")
-            .env_remove("RUST_LOG")
-            .env_remove("AIPERF_API_KEY")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("start aiperf profile");
-        Self { child, dir, tmp }
-    }
-
-    fn stdout(&self) -> String {
-        std::fs::read_to_string(self.tmp.path().join("stdout")).unwrap_or_default()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.tmp.path().join("stderr")).unwrap_or_default()
-    }
-
-    fn jsonl_text(&self) -> String {
-        std::fs::read_to_string(self.dir.join("profile_export.jsonl")).unwrap_or_default()
-    }
-
-    /// Waits until the JSONL on disk holds at least `n` complete lines.
-    fn wait_for_lines(&mut self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.jsonl_text().matches('\n').count() < n {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                panic!(
-                    "aiperf exited ({st}) before writing {n} records\nstderr:\n{}",
-                    self.stderr()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {n} JSONL lines within 60 s\nstderr:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: kill(2) with the pid of our own child, which has not been reaped yet (the
-        // guard still owns it), so the pid cannot have been reused.
-        let rc = unsafe { libc::kill(pid, sig) };
-        assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
-    }
-
-    /// Waits for the process to exit; `None` if it is still running after `limit`.
-    fn wait_at_most(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return Some(st);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn read_json(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
-}
-
 // ---------------------------------------------------------------------------------------
 // 1. stop conditions
 // ---------------------------------------------------------------------------------------
 
 #[test]
 fn request_count_gives_exactly_that_many_profiling_records() {
-    let run = profile(&[
+    let _gate = support::shared();
+    let run = Run::profile(&[
         "--url",
         FAST_MOCK,
         "--request-count",
         "17",
         "--concurrency",
         "3",
-    ]);
+    ])
+    .run();
     run.ok();
     let recs = run.jsonl();
     assert_eq!(recs.len(), 17);
@@ -250,14 +152,16 @@ fn request_count_gives_exactly_that_many_profiling_records() {
 
 #[test]
 fn benchmark_duration_stops_sending_and_marks_the_phase_timed_out() {
-    let run = profile(&[
+    let _gate = support::shared();
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=5&itl_ms=5",
         "--concurrency",
         "4",
         "--benchmark-duration",
         "1",
-    ]);
+    ])
+    .run();
     run.ok();
     let j = run.json();
     let ps = phase_stats(&j, "profiling");
@@ -295,8 +199,9 @@ fn benchmark_duration_stops_sending_and_marks_the_phase_timed_out() {
 
 #[test]
 fn benchmark_duration_bounds_an_open_loop_schedule() {
+    let _gate = support::shared();
     // 50/s for 0.5 s: about 25 requests, every one due inside the duration.
-    let run = profile(&[
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=100&itl_ms=0&tokens=1",
         "--request-rate",
@@ -305,7 +210,8 @@ fn benchmark_duration_bounds_an_open_loop_schedule() {
         "constant",
         "--benchmark-duration",
         "0.5",
-    ]);
+    ])
+    .run();
     run.ok();
     let j = run.json();
     let ps = phase_stats(&j, "profiling");
@@ -350,6 +256,7 @@ fn slow_run_with_grace(grace: &str) -> Vec<String> {
 
 #[test]
 fn grace_period_cancels_in_flight_requests_when_it_runs_out() {
+    let _gate = support::shared();
     let runs = profiles_in_parallel(&[slow_run_with_grace("0.3"), slow_run_with_grace("30")]);
 
     // Grace 0.3 s: both in-flight requests are cancelled and counted; nothing succeeded.
@@ -404,7 +311,8 @@ fn grace_period_cancels_in_flight_requests_when_it_runs_out() {
 
 #[test]
 fn warmup_requests_are_kept_out_of_the_summary() {
-    let run = profile(&[
+    let _gate = support::shared();
+    let run = Run::profile(&[
         "--url",
         FAST_MOCK,
         "--warmup-request-count",
@@ -413,11 +321,12 @@ fn warmup_requests_are_kept_out_of_the_summary() {
         "11",
         "--concurrency",
         "3",
-    ]);
+    ])
+    .run();
     run.ok();
     let j = run.json();
     assert_eq!(run.stat("request_count", "avg"), 11.0);
-    assert_eq!(common::stat_of(&j["warmup"], "request_count", "avg"), 7.0);
+    assert_eq!(support::stat_of(&j["warmup"], "request_count", "avg"), 7.0);
     assert_eq!(j["request_latency"]["count"], 11);
     assert_eq!(ps_u64(&j, "warmup", "expected"), 7);
     assert_eq!(ps_u64(&j, "warmup", "completed"), 7);
@@ -455,7 +364,8 @@ fn warmup_requests_are_kept_out_of_the_summary() {
 
 #[test]
 fn warmup_duration_bounds_the_warmup_phase_by_time() {
-    let run = profile(&[
+    let _gate = support::shared();
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=5&itl_ms=0&tokens=2",
         "--warmup-duration",
@@ -464,7 +374,8 @@ fn warmup_duration_bounds_the_warmup_phase_by_time() {
         "5",
         "--concurrency",
         "2",
-    ]);
+    ])
+    .run();
     run.ok();
     let j = run.json();
     let w = phase_stats(&j, "warmup");
@@ -485,7 +396,7 @@ fn warmup_duration_bounds_the_warmup_phase_by_time() {
     assert!(warm.len() >= 2, "{} warmup records", warm.len());
     assert_eq!(warm.len() as u64, ps_u64(&j, "warmup", "sent"));
     assert_eq!(
-        common::stat_of(&j["warmup"], "request_count", "avg"),
+        support::stat_of(&j["warmup"], "request_count", "avg"),
         warm.len() as f64
     );
     for r in &warm {
@@ -506,7 +417,8 @@ fn warmup_duration_bounds_the_warmup_phase_by_time() {
 
 #[test]
 fn warmup_request_rate_schedules_the_warmup_requests() {
-    let run = profile(&[
+    let _gate = support::shared();
+    let run = Run::profile(&[
         "--url",
         FAST_MOCK,
         "--warmup-request-rate",
@@ -517,7 +429,8 @@ fn warmup_request_rate_schedules_the_warmup_requests() {
         "constant",
         "--request-count",
         "3",
-    ]);
+    ])
+    .run();
     run.ok();
     let j = run.json();
     assert_eq!(j["input_config"]["loadgen"]["warmup_request_rate"], 50.0);
@@ -543,8 +456,9 @@ fn warmup_request_rate_schedules_the_warmup_requests() {
 
 #[test]
 fn warmup_concurrency_sets_the_warmup_workers() {
+    let _gate = support::shared();
     // 150 ms requests: workers of the same phase surely overlap.
-    let run = profile(&[
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=150&itl_ms=0&tokens=1",
         "--warmup-concurrency",
@@ -555,7 +469,8 @@ fn warmup_concurrency_sets_the_warmup_workers() {
         "1",
         "--request-count",
         "3",
-    ]);
+    ])
+    .run();
     run.ok();
     let j = run.json();
     assert_eq!(j["input_config"]["loadgen"]["warmup_concurrency"], 3);
@@ -579,7 +494,8 @@ fn warmup_concurrency_sets_the_warmup_workers() {
 
 #[test]
 fn constant_rate_schedules_requests_exactly_evenly() {
-    let run = profile(&[
+    let _gate = support::shared();
+    let run = Run::profile(&[
         "--url",
         FAST_MOCK,
         "--request-rate",
@@ -588,7 +504,8 @@ fn constant_rate_schedules_requests_exactly_evenly() {
         "constant",
         "--request-count",
         "50",
-    ]);
+    ])
+    .run();
     run.ok();
     let recs = run.jsonl();
     assert_eq!(recs.len(), 50);
@@ -647,6 +564,7 @@ fn poisson_run(seed: &str) -> Vec<String> {
 
 #[test]
 fn poisson_schedule_is_reproducible_with_a_seed() {
+    let _gate = support::shared();
     let runs = profiles_in_parallel(&[poisson_run("42"), poisson_run("42"), poisson_run("43")]);
     let offsets: Vec<Vec<f64>> = runs
         .iter()
@@ -683,7 +601,8 @@ fn poisson_schedule_is_reproducible_with_a_seed() {
 
 #[test]
 fn gamma_mode_with_arrival_smoothness_is_accepted() {
-    let run = profile(&[
+    let _gate = support::shared();
+    let run = Run::profile(&[
         "--url",
         FAST_MOCK,
         "--request-rate",
@@ -696,7 +615,8 @@ fn gamma_mode_with_arrival_smoothness_is_accepted() {
         "15",
         "--random-seed",
         "5",
-    ]);
+    ])
+    .run();
     run.ok();
     let j = run.json();
     assert_eq!(j["input_config"]["loadgen"]["request_rate_mode"], "gamma");
@@ -715,8 +635,9 @@ fn gamma_mode_with_arrival_smoothness_is_accepted() {
 
 #[test]
 fn concurrency_caps_an_open_loop_rate_without_dropping_requests() {
+    let _gate = support::shared();
     // 100/s asked, but 2 slots of 50 ms each carry only ~40/s: requests wait for a slot.
-    let run = profile(&[
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=50&itl_ms=0&tokens=1",
         "--request-rate",
@@ -727,7 +648,8 @@ fn concurrency_caps_an_open_loop_rate_without_dropping_requests() {
         "2",
         "--request-count",
         "20",
-    ]);
+    ])
+    .run();
     run.ok();
     let recs = run.jsonl();
     assert_eq!(recs.len(), 20, "no request is dropped");
@@ -751,9 +673,10 @@ fn concurrency_caps_an_open_loop_rate_without_dropping_requests() {
 
 #[test]
 fn request_rate_ramp_starts_slow_then_reaches_the_rate() {
+    let _gate = support::shared();
     // 100/s ramped over 0.5 s: the k-th request is due at sqrt(k/100) s while k/100 < 0.25,
     // then at 0.5 + (k/100 − 0.25) s.
-    let run = profile(&[
+    let run = Run::profile(&[
         "--url",
         FAST_MOCK,
         "--request-rate",
@@ -764,7 +687,8 @@ fn request_rate_ramp_starts_slow_then_reaches_the_rate() {
         "0.5",
         "--request-count",
         "40",
-    ]);
+    ])
+    .run();
     run.ok();
     let recs = run.jsonl();
     assert_eq!(recs.len(), 40);
@@ -792,9 +716,10 @@ fn request_rate_ramp_starts_slow_then_reaches_the_rate() {
 
 #[test]
 fn concurrency_ramp_adds_workers_over_time_and_completes() {
+    let _gate = support::shared();
     // 4 workers over 1 s: the second joins 0.25 s after the phase start, so everything that
     // started before then ran one at a time.
-    let run = profile(&[
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=20&itl_ms=0&tokens=1",
         "--concurrency",
@@ -803,7 +728,8 @@ fn concurrency_ramp_adds_workers_over_time_and_completes() {
         "1",
         "--request-count",
         "40",
-    ]);
+    ])
+    .run();
     run.ok();
     let j = run.json();
     assert_eq!(
@@ -830,9 +756,10 @@ fn concurrency_ramp_adds_workers_over_time_and_completes() {
 
 #[test]
 fn concurrency_ramp_grows_the_cap_of_an_open_loop_phase() {
+    let _gate = support::shared();
     // 100 requests/s of 300 ms each would keep ~30 in flight; the cap of 4 ramps from 1 over
     // the first second, so early on only one request is in flight at a time.
-    let run = profile(&[
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=300&itl_ms=0&tokens=1",
         "--request-rate",
@@ -845,7 +772,8 @@ fn concurrency_ramp_grows_the_cap_of_an_open_loop_phase() {
         "1",
         "--request-count",
         "30",
-    ]);
+    ])
+    .run();
     run.ok();
     let recs = run.jsonl();
     assert_eq!(recs.len(), 30);
@@ -864,7 +792,8 @@ fn concurrency_ramp_grows_the_cap_of_an_open_loop_phase() {
 }
 
 #[test]
-fn invalid_load_combinations_are_usage_errors() {
+fn invalid_load_combinations_are_config_errors() {
+    let _gate = support::shared();
     let cases: &[(&[&str], &str)] = &[
         (&["--request-rate", "0"], "request-rate"),
         (&["--request-rate", "nan"], "request-rate"),
@@ -884,10 +813,9 @@ fn invalid_load_combinations_are_usage_errors() {
         (&["--request-rate-mode", "bursty"], "bursty"),
     ];
     for (extra, needle) in cases {
-        let mut args = vec!["profile", "--url", "mock", "--ui", "none"];
+        let mut args = vec!["--url", "mock"];
         args.extend_from_slice(extra);
-        let out = Aiperf::raw(&args).run();
-        let line = out.assert_usage_error();
+        let line = config_error(&args);
         assert!(
             line.contains(needle),
             "{extra:?}: error should mention {needle:?}: {line}"
@@ -901,7 +829,8 @@ fn invalid_load_combinations_are_usage_errors() {
 
 #[test]
 fn cancellation_rate_cancels_a_share_of_requests_after_the_delay() {
-    let run = profile(&[
+    let _gate = support::shared();
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=200&itl_ms=10",
         "--osl",
@@ -916,7 +845,8 @@ fn cancellation_rate_cancels_a_share_of_requests_after_the_delay() {
         "10",
         "--random-seed",
         "1",
-    ]);
+    ])
+    .run();
     run.ok();
     let recs = run.jsonl();
     assert_eq!(recs.len(), 40);
@@ -964,7 +894,8 @@ fn cancellation_rate_cancels_a_share_of_requests_after_the_delay() {
 
 #[test]
 fn cancellation_rate_100_cancels_everything_and_fails_the_run() {
-    let run = profile(&[
+    let _gate = support::shared();
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=200&itl_ms=10",
         "--request-cancellation-rate",
@@ -975,12 +906,13 @@ fn cancellation_rate_100_cancels_everything_and_fails_the_run() {
         "6",
         "--concurrency",
         "6",
-    ]);
+    ])
+    .run();
     run.expect_code(1);
     assert!(
-        run.out.stderr.contains("every request failed"),
+        run.stderr.contains("every request failed"),
         "{}",
-        run.out.stderr
+        run.stderr
     );
     let recs = run.jsonl();
     assert_eq!(recs.len(), 6);
@@ -1013,6 +945,7 @@ fn cancel_run(seed: &str) -> Vec<String> {
 
 #[test]
 fn cancellation_choice_is_reproducible_with_a_seed() {
+    let _gate = support::shared();
     let runs = profiles_in_parallel(&[cancel_run("9"), cancel_run("9"), cancel_run("10")]);
     let sets: Vec<BTreeSet<u64>> = runs
         .iter()
@@ -1037,9 +970,10 @@ fn cancellation_choice_is_reproducible_with_a_seed() {
 
 #[test]
 fn several_urls_are_used_round_robin() {
-    let a = MockServerProcess::start(&["--ttft-ms", "1", "--itl-ms", "0", "--default-tokens", "2"]);
-    let b = MockServerProcess::start(&["--ttft-ms", "1", "--itl-ms", "0", "--default-tokens", "2"]);
-    let run = profile(&[
+    let _gate = support::shared();
+    let a = MockServer::start(&["--ttft-ms", "1", "--itl-ms", "0", "--default-tokens", "2"]);
+    let b = MockServer::start(&["--ttft-ms", "1", "--itl-ms", "0", "--default-tokens", "2"]);
+    let run = Run::profile(&[
         "-m",
         "m",
         "-u",
@@ -1050,7 +984,8 @@ fn several_urls_are_used_round_robin() {
         "3",
         "--request-count",
         "10",
-    ]);
+    ])
+    .run();
     run.ok();
     let recs = records_in(&run.jsonl(), "profiling");
     assert_eq!(recs.len(), 10);
@@ -1084,7 +1019,7 @@ const ARTIFACTS: [&str; 4] = [
 
 /// One signal: sending stops, in-flight requests finish, every artifact is written.
 fn interrupt_once(sig: libc::c_int) {
-    let mut run = Running::start(&[
+    let mut run = Run::profile(&[
         "--url",
         "mock?ttft_ms=20&itl_ms=20",
         "--osl",
@@ -1095,25 +1030,20 @@ fn interrupt_once(sig: libc::c_int) {
         "30",
         "--benchmark-grace-period",
         "10",
-    ]);
+    ])
+    .spawn();
     run.wait_for_lines(4);
     run.signal(sig);
     // In-flight requests need ~0.42 s; the grace period is 10 s.
-    let status = run
-        .wait_at_most(Duration::from_secs(10))
+    let out = run
+        .wait_within(Duration::from_secs(10))
         .unwrap_or_else(|| panic!("still running 10 s (the grace period) after signal {sig}"));
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        run.stdout(),
-        run.stderr()
-    );
-    assert!(run.stderr().contains("Interrupted"), "{}", run.stderr());
+    out.ok();
+    assert!(out.stderr.contains("Interrupted"), "{}", out.stderr);
     for name in ARTIFACTS {
-        assert!(run.dir.join(name).is_file(), "{name} missing after signal");
+        assert!(out.dir.join(name).is_file(), "{name} missing after signal");
     }
-    let j = read_json(&run.dir.join("profile_export_aiperf.json"));
+    let j = out.json();
     assert_eq!(j["was_cancelled"], true);
     assert!(
         j["warnings"]
@@ -1124,13 +1054,9 @@ fn interrupt_once(sig: libc::c_int) {
         "{}",
         j["warnings"]
     );
-    read_json(&run.dir.join("inputs.json"));
-    let text = run.jsonl_text();
-    assert!(text.ends_with('\n'));
-    let recs: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSONL line ({e}): {l}")))
-        .collect();
+    out.inputs();
+    assert!(out.read("profile_export.jsonl").ends_with('\n'));
+    let recs = out.jsonl();
     // The requests in flight at the signal were allowed to finish.
     let sent = ps_u64(&j, "profiling", "sent");
     assert!(sent >= 4);
@@ -1140,26 +1066,29 @@ fn interrupt_once(sig: libc::c_int) {
     assert_eq!(phase_stats(&j, "profiling")["timed_out"], false);
     assert_eq!(recs.len() as u64, sent);
     assert!(recs.iter().all(|r| r["error"].is_null()));
-    assert_eq!(common::stat_of(&j, "request_count", "avg"), sent as f64);
-    let csv = std::fs::read_to_string(run.dir.join("profile_export_aiperf.csv")).unwrap();
+    assert_eq!(support::stat_of(&j, "request_count", "avg"), sent as f64);
+    let csv = out.csv();
     assert!(csv.contains("Request Count"), "{csv}");
 }
 
 #[test]
 fn sigint_stops_sending_drains_and_writes_every_artifact() {
+    let _gate = support::shared();
     interrupt_once(libc::SIGINT);
 }
 
 #[test]
 fn sigterm_stops_sending_drains_and_writes_every_artifact() {
+    let _gate = support::shared();
     interrupt_once(libc::SIGTERM);
 }
 
 #[test]
 fn second_sigint_exits_at_once_with_130() {
+    let _gate = support::shared();
     // Open loop at 20/s with 1 s requests: ~20 are always in flight, with up to 1 s to go,
     // and the grace period is 30 s, so only the second signal can end the run promptly.
-    let mut run = Running::start(&[
+    let mut run = Run::profile(&[
         "--url",
         "mock?ttft_ms=20&itl_ms=20",
         "--osl",
@@ -1172,28 +1101,19 @@ fn second_sigint_exits_at_once_with_130() {
         "30",
         "--benchmark-grace-period",
         "30",
-    ]);
+    ])
+    .spawn();
     run.wait_for_lines(1);
     run.signal(libc::SIGINT);
     std::thread::sleep(Duration::from_millis(100));
     run.signal(libc::SIGINT);
-    let status = run
-        .wait_at_most(Duration::from_secs(10))
+    let out = run
+        .wait_within(Duration::from_secs(10))
         .expect("still running 10 s after the second SIGINT");
-    assert_eq!(
-        status.code(),
-        Some(130),
-        "stdout:\n{}\nstderr:\n{}",
-        run.stdout(),
-        run.stderr()
-    );
-    assert!(
-        run.stderr().contains("Interrupted twice"),
-        "{}",
-        run.stderr()
-    );
+    out.expect_code(130);
+    assert!(out.stderr.contains("Interrupted twice"), "{}", out.stderr);
     // Whatever made it to disk is whole lines only.
-    let text = run.jsonl_text();
+    let text = out.read("profile_export.jsonl");
     assert!(
         text.is_empty() || text.ends_with('\n'),
         "partial last line: {:?}",
@@ -1207,8 +1127,8 @@ fn second_sigint_exits_at_once_with_130() {
 
 /// Starts a run against a server that never answers and waits until `in_flight` requests
 /// have reached it.
-fn stalled_run(server: &TestServer, count: &str, in_flight: usize) -> Running {
-    let run = Running::start(&[
+fn stalled_run(server: &ScriptedServer, count: &str, in_flight: usize) -> Running {
+    let run = Run::profile(&[
         "--url",
         &server.url(),
         "-m",
@@ -1221,66 +1141,58 @@ fn stalled_run(server: &TestServer, count: &str, in_flight: usize) -> Running {
         "0.5",
         "--request-timeout-seconds",
         "30",
-    ]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while server.requests().len() < in_flight {
-        assert!(Instant::now() < deadline, "requests never arrived");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    ])
+    .spawn();
+    server.wait_for_requests(in_flight, Duration::from_secs(60));
     run
 }
 
 /// After a signal, the grace period bounds the wait for in-flight requests, then they are
 /// cancelled and counted.
-fn assert_interrupted_and_cancelled(mut run: Running, cancelled: u64) {
+fn assert_interrupted_and_cancelled(run: Running, cancelled: u64) {
     run.signal(libc::SIGINT);
     // The requests would need the 30 s timeout; the grace period is 0.5 s.
-    let status = run
-        .wait_at_most(Duration::from_secs(15))
+    let out = run
+        .wait_within(Duration::from_secs(15))
         .expect("still running 15 s after SIGINT with a 0.5 s grace period");
-    assert_eq!(
-        status.code(),
-        Some(1),
-        "nothing succeeded\n{}",
-        run.stderr()
-    );
-    let j = read_json(&run.dir.join("profile_export_aiperf.json"));
+    // Nothing succeeded.
+    out.expect_code(1);
+    let j = out.json();
     assert_eq!(j["was_cancelled"], true);
     assert_eq!(ps_u64(&j, "profiling", "sent"), cancelled);
     assert_eq!(ps_u64(&j, "profiling", "cancelled"), cancelled);
     assert_eq!(ps_u64(&j, "profiling", "in_flight"), 0);
-    let errs = common::error_entries(&j["error_summary"]);
+    let errs = out.errors();
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert_eq!((errs[0].0, errs[0].3), (Some(499), cancelled));
-    let recs: Vec<Value> = run
-        .jsonl_text()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSONL line"))
-        .collect();
+    let recs = out.jsonl();
     assert_eq!(recs.len() as u64, cancelled);
     assert!(recs.iter().all(|r| meta(r, "was_cancelled") == true));
 }
 
 #[test]
 fn sigint_with_a_short_grace_period_cancels_in_flight_requests() {
+    let _gate = support::shared();
     // 3 requests, 2 workers: the third is never sent, the two in flight are cancelled.
-    let server = TestServer::start(Behavior::Stall);
+    let server = stalling_server();
     let run = stalled_run(&server, "3", 2);
     assert_interrupted_and_cancelled(run, 2);
-    assert_eq!(server.requests().len(), 2);
+    assert_eq!(server.request_count(), 2);
 }
 
 #[test]
 fn sigint_after_every_request_is_sent_still_honours_the_grace_period() {
+    let _gate = support::shared();
     // 2 requests, 2 workers: both credits are issued at once, before the signal.
-    let server = TestServer::start(Behavior::Stall);
+    let server = stalling_server();
     let run = stalled_run(&server, "2", 2);
     assert_interrupted_and_cancelled(run, 2);
 }
 
 #[test]
 fn sigint_during_warmup_skips_profiling_and_still_writes_artifacts() {
-    let mut run = Running::start(&[
+    let _gate = support::shared();
+    let mut run = Run::profile(&[
         "--url",
         "mock?ttft_ms=100&itl_ms=0&tokens=1",
         "--warmup-request-count",
@@ -1289,23 +1201,24 @@ fn sigint_during_warmup_skips_profiling_and_still_writes_artifacts() {
         "3",
         "--concurrency",
         "2",
-    ]);
+    ])
+    .spawn();
     run.wait_for_lines(2);
     run.signal(libc::SIGINT);
-    let status = run
-        .wait_at_most(Duration::from_secs(20))
+    let out = run
+        .wait_within(Duration::from_secs(20))
         .expect("still running 20 s after SIGINT");
     // No profiling request ever ran.
-    assert_eq!(status.code(), Some(1), "{}", run.stderr());
+    out.expect_code(1);
     assert!(
-        run.stderr().contains("no request completed"),
+        out.stderr.contains("no request completed"),
         "{}",
-        run.stderr()
+        out.stderr
     );
     for name in ARTIFACTS {
-        assert!(run.dir.join(name).is_file(), "{name} missing");
+        assert!(out.dir.join(name).is_file(), "{name} missing");
     }
-    let j = read_json(&run.dir.join("profile_export_aiperf.json"));
+    let j = out.json();
     assert_eq!(j["was_cancelled"], true);
     assert!(
         j["phase_stats"]["profiling"].is_null(),
@@ -1315,15 +1228,11 @@ fn sigint_during_warmup_skips_profiling_and_still_writes_artifacts() {
     let sent = ps_u64(&j, "warmup", "sent");
     assert!(sent < 1000);
     assert_eq!(ps_u64(&j, "warmup", "completed"), sent);
-    let recs: Vec<Value> = run
-        .jsonl_text()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSONL line"))
-        .collect();
+    let recs = out.jsonl();
     assert_eq!(recs.len() as u64, sent);
     assert!(recs.iter().all(|r| phase_of(r) == "warmup"));
     assert_eq!(
-        common::stat_of(&j["warmup"], "request_count", "avg"),
+        support::stat_of(&j["warmup"], "request_count", "avg"),
         sent as f64
     );
 }
@@ -1352,7 +1261,7 @@ fn write_trace(dir: &Path) -> (PathBuf, Vec<(u64, u64, u64)>) {
             )
         })
         .collect();
-    (common::write_file(dir, "trace.jsonl", &text), rows)
+    (support::write_file(dir, "trace.jsonl", &text), rows)
 }
 
 fn trace_args(trace: &Path, extra: &[&str]) -> Vec<String> {
@@ -1370,7 +1279,7 @@ fn trace_args(trace: &Path, extra: &[&str]) -> Vec<String> {
 
 /// `(line index, record)` for each profiling record, in send (session_num) order; the line is
 /// the record's `conversation_id` (`conv-<line>`).
-fn records_by_line(run: &Profile) -> Vec<(usize, Value)> {
+fn records_by_line(run: &Output) -> Vec<(usize, Value)> {
     records_in(&run.jsonl(), "profiling")
         .into_iter()
         .map(|r| {
@@ -1386,9 +1295,10 @@ fn records_by_line(run: &Profile) -> Vec<(usize, Value)> {
 
 #[test]
 fn fixed_schedule_replays_a_trace_at_its_timestamps() {
+    let _gate = support::shared();
     let tmp = tempfile::tempdir().unwrap();
     let (trace, rows) = write_trace(tmp.path());
-    let run = profile(&trace_args(&trace, &[]));
+    let run = Run::profile(&trace_args(&trace, &[])).run();
     run.ok();
     let recs = records_by_line(&run);
     assert_eq!(recs.len(), 10);
@@ -1436,9 +1346,10 @@ fn fixed_schedule_replays_a_trace_at_its_timestamps() {
 
 #[test]
 fn replay_speedup_compresses_the_schedule() {
+    let _gate = support::shared();
     let tmp = tempfile::tempdir().unwrap();
     let (trace, _) = write_trace(tmp.path());
-    let run = profile(&trace_args(&trace, &["--replay-speedup", "2"]));
+    let run = Run::profile(&trace_args(&trace, &["--replay-speedup", "2"])).run();
     run.ok();
     let all: Vec<Value> = records_by_line(&run).into_iter().map(|(_, r)| r).collect();
     assert_eq!(all.len(), 10);
@@ -1450,10 +1361,11 @@ fn replay_speedup_compresses_the_schedule() {
 
 #[test]
 fn fixed_schedule_offsets_select_a_window_of_the_trace() {
+    let _gate = support::shared();
     let tmp = tempfile::tempdir().unwrap();
     let (trace, rows) = write_trace(tmp.path());
     // Window [60, 300] ms: timestamps 100..=300 (the end is inclusive); time zero is 60 ms.
-    let run = profile(&trace_args(
+    let run = Run::profile(&trace_args(
         &trace,
         &[
             "--fixed-schedule-start-offset",
@@ -1461,7 +1373,8 @@ fn fixed_schedule_offsets_select_a_window_of_the_trace() {
             "--fixed-schedule-end-offset",
             "300",
         ],
-    ));
+    ))
+    .run();
     run.ok();
     let recs = records_by_line(&run);
     let ts: Vec<u64> = recs.iter().map(|(l, _)| rows[*l].0).collect();
@@ -1486,6 +1399,7 @@ fn fixed_schedule_offsets_select_a_window_of_the_trace() {
 
 #[test]
 fn fixed_schedule_is_on_by_default_and_can_be_turned_off() {
+    let _gate = support::shared();
     let tmp = tempfile::tempdir().unwrap();
     let (trace, _) = write_trace(tmp.path());
     let runs = profiles_in_parallel(&[
@@ -1509,37 +1423,38 @@ fn fixed_schedule_is_on_by_default_and_can_be_turned_off() {
     assert!(off.iter().all(|r| meta(r, "scheduled_ns").is_null()));
 }
 
+/// Args for the mock, replaying `file` as a mooncake trace, plus `extra`.
+fn with_trace(file: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a = strings(&[
+        "--url",
+        "mock",
+        "--input-file",
+        &file.display().to_string(),
+        "--custom-dataset-type",
+        "mooncake_trace",
+    ]);
+    a.extend(strings(extra));
+    a
+}
+
 #[test]
-fn fixed_schedule_misuse_is_a_usage_error() {
+fn fixed_schedule_misuse_is_a_config_error() {
+    let _gate = support::shared();
     let tmp = tempfile::tempdir().unwrap();
     let (trace, _) = write_trace(tmp.path());
-    let no_ts = common::write_file(
-        tmp.path(),
-        "no_ts.jsonl",
-        "{\"input_length\": 10}\n{\"input_length\": 12}\n",
-    );
-    let t = trace.display().to_string();
-    let n = no_ts.display().to_string();
-    let with_trace = |file: &str, extra: &[&str]| -> Vec<String> {
-        let mut a = strings(&[
-            "--input-file",
-            file,
-            "--custom-dataset-type",
-            "mooncake_trace",
-        ]);
-        a.extend(strings(extra));
-        a
-    };
     let cases: Vec<(Vec<String>, &str)> = vec![
-        // A rate and a trace's timestamps cannot both decide when to send.
-        (with_trace(&t, &["--request-rate", "10"]), "--request-rate"),
-        // --fixed-schedule needs timestamps, and a file to take them from.
-        (with_trace(&n, &["--fixed-schedule"]), "timestamp"),
-        (strings(&["--fixed-schedule"]), "--input-file"),
-        (with_trace(&t, &["--replay-speedup", "0"]), "replay-speedup"),
+        // --fixed-schedule needs a file to take timestamps from.
+        (
+            strings(&["--url", "mock", "--fixed-schedule"]),
+            "--input-file",
+        ),
+        (
+            with_trace(&trace, &["--replay-speedup", "0"]),
+            "replay-speedup",
+        ),
         (
             with_trace(
-                &t,
+                &trace,
                 &[
                     "--fixed-schedule-start-offset",
                     "300",
@@ -1549,25 +1464,51 @@ fn fixed_schedule_misuse_is_a_usage_error() {
             ),
             "end-offset",
         ),
+    ];
+    for (args, needle) in cases {
+        let line = config_error(&args);
+        assert!(
+            line.contains(needle),
+            "{args:?}: error should mention {needle:?}: {line}"
+        );
+    }
+}
+
+/// Misuse that shows only once the trace is read (after `config::load`): checked end to end.
+#[test]
+fn fixed_schedule_misuse_found_in_the_trace_is_a_usage_error() {
+    let _gate = support::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let (trace, _) = write_trace(tmp.path());
+    let no_ts = support::write_file(
+        tmp.path(),
+        "no_ts.jsonl",
+        "{\"input_length\": 10}\n{\"input_length\": 12}\n",
+    );
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        // A rate and a trace's timestamps cannot both decide when to send.
+        (
+            with_trace(&trace, &["--request-rate", "10"]),
+            "--request-rate",
+        ),
+        // --fixed-schedule needs timestamps.
+        (with_trace(&no_ts, &["--fixed-schedule"]), "timestamp"),
         // A window with no timestamps in it.
         (
-            with_trace(&t, &["--fixed-schedule-start-offset", "1000"]),
+            with_trace(&trace, &["--fixed-schedule-start-offset", "1000"]),
             "offsets",
         ),
     ];
-    for (extra, needle) in cases {
-        let art = tmp.path().join("art");
-        let mut args = strings(&["profile", "--url", "mock", "--ui", "none"]);
-        args.extend(["--artifact-dir".to_string(), art.display().to_string()]);
-        args.extend(extra.iter().cloned());
-        let line = Aiperf::raw(&args).run().assert_usage_error();
+    for (args, needle) in cases {
+        let out = Run::profile(&args).run();
+        let line = out.assert_usage_error();
         assert!(
             line.contains(needle),
-            "{extra:?}: error should mention {needle:?}: {line}"
+            "{args:?}: error should mention {needle:?}: {line}"
         );
         assert!(
-            !art.join("profile_export.jsonl").exists(),
-            "{extra:?}: no run should start"
+            !out.dir.join("profile_export.jsonl").exists(),
+            "{args:?}: no run should start"
         );
     }
 }

@@ -1,12 +1,11 @@
 //! Artifact layout per METRICS.md: the JSON summary, the CSV, the JSONL records, inputs.json
 //! and the console table.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::{profile, Profile};
 use serde_json::Value;
+
+use crate::support::{self, Output, Run};
 
 const STATS: [&str; 15] = [
     "avg", "min", "max", "std", "p1", "p5", "p10", "p25", "p50", "p75", "p90", "p95", "p99",
@@ -36,8 +35,8 @@ const AGGREGATES: [&str; 7] = [
 ];
 
 /// A small streaming run with warmup: 2 warmup + 6 profiling requests of 5 tokens.
-fn streaming_run() -> Profile {
-    let run = profile(&[
+fn streaming_run() -> Output {
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=2&itl_ms=1",
         "--streaming",
@@ -53,7 +52,8 @@ fn streaming_run() -> Profile {
         "2",
         "--num-dataset-entries",
         "4",
-    ]);
+    ])
+    .run();
     run.ok();
     run
 }
@@ -81,6 +81,7 @@ fn unit_of(tag: &str) -> &'static str {
 
 #[test]
 fn json_summary_layout() {
+    let _gate = support::shared();
     let run = streaming_run();
     let j = run.json();
     for key in [
@@ -158,6 +159,7 @@ fn json_summary_layout() {
 
 #[test]
 fn json_summary_matches_the_jsonl_records() {
+    let _gate = support::shared();
     let run = streaming_run();
     let j = run.json();
     let recs = run.jsonl();
@@ -190,6 +192,7 @@ fn json_summary_matches_the_jsonl_records() {
 
 #[test]
 fn csv_layout() {
+    let _gate = support::shared();
     let run = streaming_run();
     let csv = run.csv();
     let lines: Vec<&str> = csv.lines().collect();
@@ -237,6 +240,7 @@ fn csv_layout() {
 
 #[test]
 fn jsonl_has_one_record_per_request_including_warmup() {
+    let _gate = support::shared();
     let run = streaming_run();
     let recs = run.jsonl();
     assert_eq!(recs.len(), 8);
@@ -294,6 +298,7 @@ fn jsonl_has_one_record_per_request_including_warmup() {
 /// A JSONL record's `conversation_id` names the inputs.json session whose payload it sent.
 #[test]
 fn jsonl_conversation_ids_refer_to_inputs_json_sessions() {
+    let _gate = support::shared();
     let run = streaming_run();
     let sessions: HashSet<String> = run.inputs()["data"]
         .as_array()
@@ -312,6 +317,7 @@ fn jsonl_conversation_ids_refer_to_inputs_json_sessions() {
 
 #[test]
 fn inputs_json_layout() {
+    let _gate = support::shared();
     let run = streaming_run();
     let inputs = run.inputs();
     let obj = inputs.as_object().unwrap();
@@ -334,13 +340,13 @@ fn inputs_json_layout() {
 
 #[test]
 fn console_table_header() {
+    let _gate = support::shared();
     let run = streaming_run();
     let header = run
-        .out
         .stdout
         .lines()
         .find(|l| l.contains("Metric") && l.contains("avg"))
-        .unwrap_or_else(|| panic!("no table header in:\n{}", run.out.stdout));
+        .unwrap_or_else(|| panic!("no table header in:\n{}", run.stdout));
     let cols: Vec<&str> = header
         .split(['│', '|'])
         .map(str::trim)
@@ -356,6 +362,6 @@ fn console_table_header() {
         "Request Latency (ms)",
         "Request Count (requests)",
     ] {
-        assert!(run.out.stdout.contains(label), "{label} missing");
+        assert!(run.stdout.contains(label), "{label} missing");
     }
 }

@@ -1,13 +1,12 @@
 //! Reported metrics against the mock's known timing (TTFT 20 ms, 5 ms between tokens).
 //!
-//! Both runs live in one test so nothing else in this binary competes for the CPU while the
-//! latencies are measured. The mock itself shares the machine's two cores with the client, so
-//! a burst of load from elsewhere can make the *server* late; each check therefore gets a
-//! second run before it fails, and both runs' figures are in the failure message.
+//! Both runs live in one test, which holds the CPU gate exclusively (`support::exclusive()`),
+//! so no other test of this binary competes for the CPU while the latencies are measured.
+//! The mock itself shares the machine's two cores with the client, so a burst of load from
+//! elsewhere can make the *server* late; each check therefore gets a second run before it
+//! fails, and both runs' figures are in the failure message.
 
-mod common;
-
-use common::{profile, MockServerProcess, Profile};
+use crate::support::{self, MockServer, Output, Run};
 
 const ARGS: [&str; 7] = [
     "--streaming",
@@ -23,7 +22,7 @@ const ARGS: [&str; 7] = [
 fn check_accuracy(args: &[&str], what: &str) {
     let mut seen = Vec::new();
     for _ in 0..2 {
-        let run = profile(args);
+        let run = Run::profile(args).run();
         check_counts(&run, what);
         let ttft = run.stat("time_to_first_token", "p50");
         let itl = run.stat("inter_token_latency", "p50");
@@ -35,7 +34,7 @@ fn check_accuracy(args: &[&str], what: &str) {
     panic!("{what}: expected TTFT p50 20 ± 1 ms and ITL p50 5 ± 0.2 ms, got {seen:?}");
 }
 
-fn check_counts(run: &Profile, what: &str) {
+fn check_counts(run: &Output, what: &str) {
     run.ok();
     assert_eq!(run.stat("output_sequence_length", "avg"), 16.0, "{what}");
     assert_eq!(run.stat("request_count", "avg"), 200.0, "{what}");
@@ -49,11 +48,12 @@ fn check_counts(run: &Profile, what: &str) {
 
 #[test]
 fn metrics_match_the_mock_timing_in_process_and_as_a_separate_process() {
+    let _gate = support::exclusive();
     let mut args = vec!["--url", "mock?ttft_ms=20&itl_ms=5"];
     args.extend(ARGS);
     check_accuracy(&args, "built-in mock (--url mock?...)");
 
-    let server = MockServerProcess::start(&["--ttft-ms", "20", "--itl-ms", "5"]);
+    let server = MockServer::start(&["--ttft-ms", "20", "--itl-ms", "5"]);
     let url = server.url();
     let mut args = vec!["--url", url.as_str(), "-m", "mock-model"];
     args.extend(ARGS);

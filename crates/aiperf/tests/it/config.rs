@@ -1,62 +1,28 @@
 //! The YAML config file: `aiperf --config FILE`, `aiperf profile --config FILE`, CLI
-//! overrides, `${VAR}` substitution, and its error messages.
+//! overrides, `${VAR}` substitution, and its error messages. Config errors are checked in
+//! process (`config::load`); `a_config_error_exits_2_with_one_error_line` checks the binary.
 
-mod common;
+use crate::support::{self, config_error, write_file, Output, Run};
 
-use common::{write_file, Aiperf, Output};
-use serde_json::Value;
-
-/// Runs `PREFIX... --config FILE EXTRA... --ui none --artifact-dir DIR` in a tempdir.
-struct ConfigRun {
-    out: Output,
-    dir: std::path::PathBuf,
-    _tmp: tempfile::TempDir,
+/// The model of every payload in `inputs.json`.
+fn payload_models(run: &Output) -> Vec<String> {
+    run.payloads()
+        .iter()
+        .map(|p| p["model"].as_str().unwrap().to_string())
+        .collect()
 }
 
-impl ConfigRun {
-    fn json(&self) -> Value {
-        let text = std::fs::read_to_string(self.dir.join("profile_export_aiperf.json"))
-            .unwrap_or_else(|e| {
-                panic!(
-                    "no JSON export ({e})\nstdout:\n{}\nstderr:\n{}",
-                    self.out.stdout, self.out.stderr
-                )
-            });
-        serde_json::from_str(&text).unwrap()
-    }
-
-    fn payload_models(&self) -> Vec<String> {
-        let text = std::fs::read_to_string(self.dir.join("inputs.json")).unwrap();
-        let v: Value = serde_json::from_str(&text).unwrap();
-        v["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|d| d["payloads"].as_array().unwrap().clone())
-            .map(|p| p["model"].as_str().unwrap().to_string())
-            .collect()
-    }
-
-    fn ok(&self) -> &Self {
-        assert_eq!(
-            self.out.code, 0,
-            "stdout:\n{}\nstderr:\n{}",
-            self.out.stdout, self.out.stderr
-        );
-        self
-    }
-}
-
+/// Runs `[profile] --config FILE EXTRA... --ui none --artifact-dir DIR` in a tempdir holding
+/// FILE (`bench.yaml`).
 fn run_config(
     subcommand: bool,
     yaml: &str,
     extra: &[&str],
     env: &[(&str, &str)],
     unset: &[&str],
-) -> ConfigRun {
+) -> Output {
     let tmp = tempfile::tempdir().unwrap();
     let file = write_file(tmp.path(), "bench.yaml", yaml);
-    let dir = tmp.path().join("artifacts");
     let mut args: Vec<String> = Vec::new();
     if subcommand {
         args.push("profile".into());
@@ -64,24 +30,22 @@ fn run_config(
     args.push("--config".into());
     args.push(file.display().to_string());
     args.extend(extra.iter().map(|s| s.to_string()));
-    args.extend([
-        "--ui".into(),
-        "none".into(),
-        "--artifact-dir".into(),
-        dir.display().to_string(),
-    ]);
-    let mut cmd = Aiperf::raw(&args).current_dir(tmp.path());
+    let mut cmd = Run::new(&args).with_artifacts().current_dir(tmp.path());
     for (k, v) in env {
         cmd = cmd.env(k, v);
     }
     for k in unset {
         cmd = cmd.env_remove(k);
     }
-    ConfigRun {
-        out: cmd.run(),
-        dir,
-        _tmp: tmp,
-    }
+    cmd.run()
+}
+
+/// `config::load(--config FILE)` for a `bench.yaml` holding `yaml` must fail; returns the
+/// message.
+fn file_error(yaml: &str) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = write_file(tmp.path(), "bench.yaml", yaml);
+    config_error(&["--config", file.to_str().unwrap()])
 }
 
 const BASIC: &str = "\
@@ -97,6 +61,7 @@ benchmark:
 
 #[test]
 fn config_works_with_and_without_the_profile_subcommand() {
+    let _gate = support::shared();
     for subcommand in [false, true] {
         let run = run_config(subcommand, BASIC, &[], &[], &[]);
         run.ok();
@@ -104,7 +69,7 @@ fn config_works_with_and_without_the_profile_subcommand() {
         assert_eq!(j["request_count"]["avg"], 5.0, "subcommand={subcommand}");
         assert_eq!(j["output_sequence_length"]["avg"], 6.0);
         assert_eq!(j["input_config"]["loadgen"]["concurrency"], 2);
-        assert!(run.payload_models().iter().all(|m| m == "file-model"));
+        assert!(payload_models(&run).iter().all(|m| m == "file-model"));
         let text = std::fs::read_to_string(run.dir.join("inputs.json")).unwrap();
         assert!(text.contains("\"temperature\":0.5"), "extra_inputs mapping");
     }
@@ -112,6 +77,7 @@ fn config_works_with_and_without_the_profile_subcommand() {
 
 #[test]
 fn cli_flags_after_the_file_override_it() {
+    let _gate = support::shared();
     let run = run_config(
         false,
         BASIC,
@@ -123,7 +89,7 @@ fn cli_flags_after_the_file_override_it() {
     let j = run.json();
     assert_eq!(j["request_count"]["avg"], 7.0);
     assert_eq!(j["input_config"]["loadgen"]["request_count"], 7);
-    assert!(run.payload_models().iter().all(|m| m == "cli-model"));
+    assert!(payload_models(&run).iter().all(|m| m == "cli-model"));
     // Keys the CLI did not give still come from the file.
     assert_eq!(j["output_sequence_length"]["avg"], 6.0);
     let lines = std::fs::read_to_string(run.dir.join("profile_export.jsonl")).unwrap();
@@ -136,6 +102,7 @@ fn cli_flags_after_the_file_override_it() {
 
 #[test]
 fn environment_variables_are_substituted() {
+    let _gate = support::shared();
     let yaml = "\
 benchmark:
   url: mock?ttft_ms=1&itl_ms=0
@@ -155,7 +122,7 @@ benchmark:
     );
     run.ok();
     let j = run.json();
-    assert!(run.payload_models().iter().all(|m| m == "env-model"));
+    assert!(payload_models(&run).iter().all(|m| m == "env-model"));
     assert_eq!(j["request_count"]["avg"], 4.0, "default used when unset");
     assert_eq!(j["output_sequence_length"]["avg"], 5.0, "set value wins");
 
@@ -171,30 +138,29 @@ benchmark:
     );
     run.ok();
     let j = run.json();
-    assert!(run.payload_models().iter().all(|m| m == "env-model-2"));
+    assert!(payload_models(&run).iter().all(|m| m == "env-model-2"));
     assert_eq!(j["request_count"]["avg"], 2.0);
     assert_eq!(j["output_sequence_length"]["avg"], 3.0);
 }
 
 #[test]
-fn missing_variable_without_default_is_a_usage_error() {
+fn missing_variable_without_default_is_a_config_error() {
+    let _gate = support::shared();
+    let var = "AIPERF_IT_SURELY_NOT_SET_VAR";
+    assert!(std::env::var_os(var).is_none(), "{var} must not be set");
     let yaml = "\
 benchmark:
   url: mock
   model: ${AIPERF_IT_SURELY_NOT_SET_VAR}
   request_count: 1
 ";
-    let run = run_config(false, yaml, &[], &[], &["AIPERF_IT_SURELY_NOT_SET_VAR"]);
-    let line = run.out.assert_usage_error();
-    assert!(line.contains("AIPERF_IT_SURELY_NOT_SET_VAR"), "{line}");
-    assert!(
-        !run.dir.join("profile_export_aiperf.json").exists(),
-        "nothing runs on a config error"
-    );
+    let line = file_error(yaml);
+    assert!(line.contains(var), "{line}");
 }
 
 #[test]
 fn unknown_key_names_file_line_key_and_suggestion() {
+    let _gate = support::shared();
     let yaml = "\
 # a comment
 benchmark:
@@ -203,32 +169,31 @@ benchmark:
 
   request_cont: 5
 ";
-    let run = run_config(true, yaml, &[], &[], &[]);
-    let line = run.out.assert_usage_error();
+    let line = file_error(yaml);
     assert!(line.contains("bench.yaml:6"), "file and line: {line}");
     assert!(line.contains("request_cont"), "the key: {line}");
     assert!(line.contains("request_count"), "a suggestion: {line}");
 
-    // The same through `aiperf --config`, with another misspelling.
+    // Another misspelling.
     let yaml = "benchmark:\n  url: mock\n  concurency: 4\n";
-    let run = run_config(false, yaml, &[], &[], &[]);
-    let line = run.out.assert_usage_error();
+    let line = file_error(yaml);
     assert!(line.contains("bench.yaml:3"), "{line}");
     assert!(line.contains("concurency"), "{line}");
     assert!(line.contains("`concurrency`"), "{line}");
 }
 
 #[test]
-fn unknown_top_level_section_is_a_usage_error() {
+fn unknown_top_level_section_is_a_config_error() {
+    let _gate = support::shared();
     let yaml = "benchmark:\n  url: mock\nplugin:\n  x: {}\n";
-    let run = run_config(false, yaml, &[], &[], &[]);
-    let line = run.out.assert_usage_error();
+    let line = file_error(yaml);
     assert!(line.contains("bench.yaml:3"), "{line}");
     assert!(line.contains("plugins"), "suggests `plugins`: {line}");
 }
 
 #[test]
 fn plugins_section_parses() {
+    let _gate = support::shared();
     let yaml = "\
 benchmark:
   url: mock?ttft_ms=1&itl_ms=0
@@ -252,27 +217,42 @@ plugins:
 
 #[test]
 fn bad_value_in_the_file_points_at_its_line() {
+    let _gate = support::shared();
     let yaml = "benchmark:\n  url: mock\n  request_count: 1\n  concurrency: lots\n";
-    let run = run_config(false, yaml, &[], &[], &[]);
-    let line = run.out.assert_usage_error();
+    let line = file_error(yaml);
     assert!(line.contains("bench.yaml:4"), "{line}");
     assert!(line.contains("concurrency"), "{line}");
 }
 
 #[test]
-fn missing_config_file_is_a_usage_error() {
+fn missing_config_file_is_a_config_error() {
+    let _gate = support::shared();
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("nope.yaml");
-    let out = Aiperf::raw(&["--config", missing.to_str().unwrap(), "--ui", "none"])
+    let line = config_error(&["--config", missing.to_str().unwrap()]);
+    assert!(line.contains("nope.yaml"), "{line}");
+}
+
+/// End to end: a config error from `aiperf --config FILE` (no `profile`) is exit code 2 and
+/// one `error: ` line on stderr, and nothing is written.
+#[test]
+fn a_config_error_exits_2_with_one_error_line() {
+    let _gate = support::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nope.yaml");
+    let out = Run::new(&["--config", missing.to_str().unwrap()])
+        .with_artifacts()
         .current_dir(tmp.path())
         .run();
     let line = out.assert_usage_error();
     assert!(line.contains("nope.yaml"), "{line}");
+    assert!(!out.dir.exists(), "nothing is written on a config error");
 }
 
 #[test]
 fn booleans_lists_and_secrets_from_the_file() {
-    let server = common::TestServer::start(common::Behavior::ChatJson);
+    let _gate = support::shared();
+    let server = support::chat_server();
     let yaml = format!(
         "\
 benchmark:
@@ -326,6 +306,7 @@ benchmark:
 
 #[test]
 fn plugin_flags_decide_what_a_broken_plugin_does() {
+    let _gate = support::shared();
     let yaml = "\
 benchmark:
   url: mock?ttft_ms=1&itl_ms=0
@@ -339,29 +320,28 @@ plugins:
     run.ok();
     assert_eq!(run.json()["request_count"]["avg"], 2.0);
     assert!(
-        run.out.stderr.contains("aiperf_it_missing_plugin"),
+        run.stderr.contains("aiperf_it_missing_plugin"),
         "a warning names the plugin: {}",
-        run.out.stderr
+        run.stderr
     );
 
     // --strict-plugins: any plugin failure is an error.
     let run = run_config(false, yaml, &["--strict-plugins"], &[], &[]);
-    assert_eq!(run.out.code, 1, "{}", run.out.stderr);
+    assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
-        run.out
-            .stderr
+        run.stderr
             .lines()
             .any(|l| l.starts_with("error: ") && l.contains("aiperf_it_missing_plugin")),
         "{}",
-        run.out.stderr
+        run.stderr
     );
 
     // --no-plugins: nothing is started, so nothing fails.
     let run = run_config(true, yaml, &["--no-plugins", "--strict-plugins"], &[], &[]);
     run.ok();
     assert!(
-        !run.out.stderr.contains("warning"),
+        !run.stderr.contains("warning"),
         "no plugin warnings with --no-plugins: {}",
-        run.out.stderr
+        run.stderr
     );
 }

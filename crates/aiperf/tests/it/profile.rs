@@ -1,14 +1,14 @@
 //! Every `aiperf profile` flag, each shown to have an effect on what is sent or reported.
 
-mod common;
-
-use common::{max_overlap, profile, Aiperf, Behavior, MockServerProcess, TestServer};
 use serde_json::{json, Value};
+
+use crate::support::{self, chat_server, max_overlap, stalling_server, MockServer, Output, Run};
 
 #[test]
 fn model_flag_goes_into_every_payload() {
+    let _gate = support::shared();
     for flag in ["-m", "--model"] {
-        let run = profile(&[
+        let run = Run::profile(&[
             "--url",
             "mock",
             flag,
@@ -17,7 +17,8 @@ fn model_flag_goes_into_every_payload() {
             "3",
             "--num-dataset-entries",
             "4",
-        ]);
+        ])
+        .run();
         run.ok();
         let payloads = run.payloads();
         assert_eq!(payloads.len(), 4);
@@ -33,10 +34,11 @@ fn model_flag_goes_into_every_payload() {
 
 #[test]
 fn url_without_scheme_gets_http_and_reaches_the_mock_server_process() {
-    let server = MockServerProcess::start(&["--ttft-ms", "1", "--itl-ms", "0"]);
+    let _gate = support::shared();
+    let server = MockServer::start(&["--ttft-ms", "1", "--itl-ms", "0"]);
     let addr = server.addr();
     for flag in ["-u", "--url"] {
-        let run = profile(&[flag, &addr, "-m", "mock-model", "--request-count", "4"]);
+        let run = Run::profile(&[flag, &addr, "-m", "mock-model", "--request-count", "4"]).run();
         run.ok();
         assert_eq!(run.stat("request_count", "avg"), 4.0);
         assert_eq!(
@@ -48,8 +50,9 @@ fn url_without_scheme_gets_http_and_reaches_the_mock_server_process() {
 
 #[test]
 fn endpoint_types_shape_payloads_and_report_metrics() {
+    let _gate = support::shared();
     // chat: messages
-    let run = profile(&[
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=1&itl_ms=0",
         "--endpoint-type",
@@ -58,7 +61,8 @@ fn endpoint_types_shape_payloads_and_report_metrics() {
         "3",
         "--num-dataset-entries",
         "3",
-    ]);
+    ])
+    .run();
     run.ok();
     for p in run.payloads() {
         assert_eq!(p["messages"][0]["role"], "user", "{p}");
@@ -73,7 +77,7 @@ fn endpoint_types_shape_payloads_and_report_metrics() {
     );
 
     // completions: prompt
-    let run = profile(&[
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=1&itl_ms=0",
         "--endpoint-type",
@@ -82,7 +86,8 @@ fn endpoint_types_shape_payloads_and_report_metrics() {
         "3",
         "--num-dataset-entries",
         "3",
-    ]);
+    ])
+    .run();
     run.ok();
     for p in run.payloads() {
         assert!(p["prompt"].is_string(), "{p}");
@@ -96,7 +101,7 @@ fn endpoint_types_shape_payloads_and_report_metrics() {
     assert!(run.stat("request_latency", "avg") > 0.0);
 
     // embeddings: input
-    let run = profile(&[
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=1&itl_ms=0",
         "--endpoint-type",
@@ -107,7 +112,8 @@ fn endpoint_types_shape_payloads_and_report_metrics() {
         "3",
         "--num-dataset-entries",
         "3",
-    ]);
+    ])
+    .run();
     run.ok();
     for p in run.payloads() {
         assert!(p["input"].is_array(), "{p}");
@@ -124,14 +130,16 @@ fn endpoint_types_shape_payloads_and_report_metrics() {
 
 #[test]
 fn streaming_adds_ttft_and_itl() {
-    let run = profile(&[
+    let _gate = support::shared();
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=2&itl_ms=1",
         "--request-count",
         "3",
         "--osl",
         "4",
-    ]);
+    ])
+    .run();
     run.ok();
     let j = run.json();
     for tag in ["time_to_first_token", "inter_token_latency"] {
@@ -142,7 +150,7 @@ fn streaming_adds_ttft_and_itl() {
         assert_eq!(p["stream"], false, "{p}");
     }
 
-    let run = profile(&[
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=2&itl_ms=1",
         "--streaming",
@@ -150,7 +158,8 @@ fn streaming_adds_ttft_and_itl() {
         "3",
         "--osl",
         "4",
-    ]);
+    ])
+    .run();
     run.ok();
     let j = run.json();
     for tag in ["time_to_first_token", "inter_token_latency"] {
@@ -169,26 +178,29 @@ fn streaming_adds_ttft_and_itl() {
 
 #[test]
 fn concurrency_bounds_requests_in_flight() {
+    let _gate = support::shared();
     // Requests long enough (~200 ms) that all workers are surely busy at the same time.
-    let sequential = profile(&[
+    let sequential = Run::profile(&[
         "--url",
         "mock?ttft_ms=200&itl_ms=0&tokens=2",
         "--concurrency",
         "1",
         "--request-count",
         "3",
-    ]);
+    ])
+    .run();
     sequential.ok();
     assert_eq!(max_overlap(&sequential.jsonl()), 1);
 
-    let parallel = profile(&[
+    let parallel = Run::profile(&[
         "--url",
         "mock?ttft_ms=200&itl_ms=0&tokens=2",
         "--concurrency",
         "4",
         "--request-count",
         "8",
-    ]);
+    ])
+    .run();
     parallel.ok();
     assert_eq!(parallel.jsonl().len(), 8);
     assert_eq!(max_overlap(&parallel.jsonl()), 4);
@@ -197,8 +209,9 @@ fn concurrency_bounds_requests_in_flight() {
 
 #[test]
 fn request_count_sets_the_number_of_requests() {
-    let server = TestServer::start(Behavior::ChatJson);
-    let run = profile(&[
+    let _gate = support::shared();
+    let server = chat_server();
+    let run = Run::profile(&[
         "--url",
         &server.url(),
         "-m",
@@ -207,7 +220,8 @@ fn request_count_sets_the_number_of_requests() {
         "2",
         "--request-count",
         "13",
-    ]);
+    ])
+    .run();
     run.ok();
     assert_eq!(server.requests().len(), 13);
     assert_eq!(run.stat("request_count", "avg"), 13.0);
@@ -216,7 +230,8 @@ fn request_count_sets_the_number_of_requests() {
 
 #[test]
 fn warmup_requests_are_recorded_apart() {
-    let run = profile(&[
+    let _gate = support::shared();
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=1&itl_ms=0",
         "--warmup-request-count",
@@ -225,7 +240,8 @@ fn warmup_requests_are_recorded_apart() {
         "5",
         "--concurrency",
         "2",
-    ]);
+    ])
+    .run();
     run.ok();
     let recs = run.jsonl();
     assert_eq!(recs.len(), 8);
@@ -239,21 +255,23 @@ fn warmup_requests_are_recorded_apart() {
     assert_eq!(recs.iter().filter(|r| phase(r) == "profiling").count(), 5);
     let j = run.json();
     assert_eq!(run.stat("request_count", "avg"), 5.0);
-    assert_eq!(common::stat_of(&j["warmup"], "request_count", "avg"), 3.0);
+    assert_eq!(support::stat_of(&j["warmup"], "request_count", "avg"), 3.0);
     assert_eq!(j["request_latency"]["count"], 5);
     assert_eq!(j["warmup"]["request_latency"]["count"], 3);
 }
 
 #[test]
 fn isl_sets_the_prompt_length() {
-    let run = profile(&[
+    let _gate = support::shared();
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=1&itl_ms=0",
         "--isl",
         "37",
         "--request-count",
         "4",
-    ]);
+    ])
+    .run();
     run.ok();
     assert_eq!(run.stat("input_sequence_length", "avg"), 37.0);
     assert_eq!(run.stat("input_sequence_length", "min"), 37.0);
@@ -267,14 +285,16 @@ fn isl_sets_the_prompt_length() {
 
 #[test]
 fn osl_sets_max_completion_tokens_and_legacy_flag_switches_to_max_tokens() {
-    let run = profile(&[
+    let _gate = support::shared();
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=1&itl_ms=0",
         "--osl",
         "7",
         "--request-count",
         "3",
-    ]);
+    ])
+    .run();
     run.ok();
     for p in run.payloads() {
         assert_eq!(p["max_completion_tokens"], 7, "{p}");
@@ -282,7 +302,7 @@ fn osl_sets_max_completion_tokens_and_legacy_flag_switches_to_max_tokens() {
     }
     assert_eq!(run.stat("output_sequence_length", "avg"), 7.0);
 
-    let run = profile(&[
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=1&itl_ms=0",
         "--osl",
@@ -290,7 +310,8 @@ fn osl_sets_max_completion_tokens_and_legacy_flag_switches_to_max_tokens() {
         "--use-legacy-max-tokens",
         "--request-count",
         "3",
-    ]);
+    ])
+    .run();
     run.ok();
     for p in run.payloads() {
         assert_eq!(p["max_tokens"], 9, "{p}");
@@ -301,7 +322,8 @@ fn osl_sets_max_completion_tokens_and_legacy_flag_switches_to_max_tokens() {
 
 #[test]
 fn extra_inputs_are_merged_into_payloads() {
-    let run = profile(&[
+    let _gate = support::shared();
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=1&itl_ms=0",
         "--extra-inputs",
@@ -314,7 +336,8 @@ fn extra_inputs_are_merged_into_payloads() {
         "2",
         "--num-dataset-entries",
         "3",
-    ]);
+    ])
+    .run();
     run.ok();
     for p in run.payloads() {
         assert_eq!(p["temperature"], 0.25, "{p}");
@@ -328,8 +351,9 @@ fn extra_inputs_are_merged_into_payloads() {
 
 #[test]
 fn tokenizer_choice_decides_prompt_token_counts() {
+    let _gate = support::shared();
     let args = |tok: &str| {
-        profile(&[
+        Run::profile(&[
             "--url",
             "mock?ttft_ms=1&itl_ms=0",
             "--tokenizer",
@@ -343,10 +367,11 @@ fn tokenizer_choice_decides_prompt_token_counts() {
             "--request-count",
             "2",
         ])
+        .run()
     };
     let o200k = tiktoken_rs::o200k_base().unwrap();
     let cl100k = tiktoken_rs::cl100k_base().unwrap();
-    let prompts = |run: &common::Profile| -> Vec<String> {
+    let prompts = |run: &Output| -> Vec<String> {
         run.payloads()
             .iter()
             .map(|p| p["messages"][0]["content"].as_str().unwrap().to_string())
@@ -378,19 +403,14 @@ fn tokenizer_choice_decides_prompt_token_counts() {
         "cl100k prompts are cut by cl100k, not o200k"
     );
 
-    let tmp = tempfile::tempdir().unwrap();
-    let bad = Aiperf::raw(&[
-        "profile",
+    // The tokenizer is loaded after config::load: checked end to end.
+    let bad = Run::profile(&[
         "--url",
         "mock",
         "--tokenizer",
         "no-such-tokenizer",
-        "--ui",
-        "none",
         "--request-count",
         "1",
-        "--artifact-dir",
-        tmp.path().join("a").to_str().unwrap(),
     ])
     .run();
     let line = bad.assert_usage_error();
@@ -399,9 +419,10 @@ fn tokenizer_choice_decides_prompt_token_counts() {
 
 #[test]
 fn api_key_and_headers_are_sent_and_the_key_stays_out_of_artifacts() {
-    let server = TestServer::start(Behavior::ChatJson);
+    let _gate = support::shared();
+    let server = chat_server();
     let secret = "sk-test-Zq8u4XUSTTt2";
-    let run = profile(&[
+    let run = Run::profile(&[
         "--url",
         &server.url(),
         "-m",
@@ -418,7 +439,8 @@ fn api_key_and_headers_are_sent_and_the_key_stays_out_of_artifacts() {
         "X-Multi: b",
         "--request-count",
         "3",
-    ]);
+    ])
+    .run();
     run.ok();
     let reqs = server.requests();
     assert_eq!(reqs.len(), 3);
@@ -452,11 +474,11 @@ fn api_key_and_headers_are_sent_and_the_key_stays_out_of_artifacts() {
 
 #[test]
 fn api_key_from_the_environment_is_sent() {
-    let server = TestServer::start(Behavior::ChatJson);
-    let run =
-        common::ProfileBuilder::new(&["--url", &server.url(), "-m", "m", "--request-count", "1"])
-            .env("AIPERF_API_KEY", "sk-from-env-123")
-            .run();
+    let _gate = support::shared();
+    let server = chat_server();
+    let run = Run::profile(&["--url", &server.url(), "-m", "m", "--request-count", "1"])
+        .env("AIPERF_API_KEY", "sk-from-env-123")
+        .run();
     run.ok();
     let reqs = server.requests();
     assert_eq!(reqs.len(), 1);
@@ -476,8 +498,9 @@ fn api_key_from_the_environment_is_sent() {
 /// Secret-looking `-H` values are redacted everywhere, the echoed command included.
 #[test]
 fn secret_header_values_stay_out_of_artifacts() {
-    let server = TestServer::start(Behavior::ChatJson);
-    let run = profile(&[
+    let _gate = support::shared();
+    let server = chat_server();
+    let run = Run::profile(&[
         "--url",
         &server.url(),
         "-m",
@@ -488,7 +511,8 @@ fn secret_header_values_stay_out_of_artifacts() {
         "X-Api-Token: hdr-secret-BBB222",
         "--request-count",
         "1",
-    ]);
+    ])
+    .run();
     run.ok();
     let reqs = server.requests();
     assert_eq!(
@@ -509,8 +533,9 @@ fn secret_header_values_stay_out_of_artifacts() {
 
 #[test]
 fn request_timeout_turns_a_stalled_request_into_an_error() {
-    let server = TestServer::start(Behavior::Stall);
-    let run = profile(&[
+    let _gate = support::shared();
+    let server = stalling_server();
+    let run = Run::profile(&[
         "--url",
         &server.url(),
         "-m",
@@ -521,7 +546,8 @@ fn request_timeout_turns_a_stalled_request_into_an_error() {
         "2",
         "--concurrency",
         "2",
-    ]);
+    ])
+    .run();
     run.expect_code(1);
     assert_eq!(
         server.requests().len(),
@@ -540,9 +566,10 @@ fn request_timeout_turns_a_stalled_request_into_an_error() {
 
 #[test]
 fn artifact_dir_is_created_and_used() {
+    let _gate = support::shared();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("deeply").join("nested").join("out");
-    let out = Aiperf::raw(&[
+    let out = Run::new(&[
         "profile",
         "--url",
         "mock?ttft_ms=1&itl_ms=0",
@@ -573,8 +600,9 @@ fn artifact_dir_is_created_and_used() {
 
 #[test]
 fn default_artifact_dir_is_named_after_model_endpoint_and_load() {
+    let _gate = support::shared();
     let tmp = tempfile::tempdir().unwrap();
-    let out = Aiperf::raw(&[
+    let out = Run::new(&[
         "profile",
         "--url",
         "mock?ttft_ms=1&itl_ms=0",
@@ -601,9 +629,10 @@ fn default_artifact_dir_is_named_after_model_endpoint_and_load() {
 
 #[test]
 fn ui_none_and_simple_both_complete() {
+    let _gate = support::shared();
     for ui in ["none", "simple"] {
         let tmp = tempfile::tempdir().unwrap();
-        let out = Aiperf::raw(&[
+        let out = Run::new(&[
             "profile",
             "--url",
             "mock?ttft_ms=1&itl_ms=0",
@@ -625,8 +654,9 @@ fn ui_none_and_simple_both_complete() {
 
 #[test]
 fn random_seed_makes_inputs_reproducible() {
+    let _gate = support::shared();
     let run_with = |seed: &str| {
-        let run = profile(&[
+        let run = Run::profile(&[
             "--url",
             "mock?ttft_ms=1&itl_ms=0",
             "--random-seed",
@@ -639,7 +669,8 @@ fn random_seed_makes_inputs_reproducible() {
             "10",
             "--request-count",
             "2",
-        ]);
+        ])
+        .run();
         run.ok();
         assert_eq!(
             run.json()["input_config"]["input"]["random_seed"]
@@ -659,14 +690,15 @@ fn random_seed_makes_inputs_reproducible() {
 
 #[test]
 fn endpoint_flag_sets_the_request_path() {
-    let server = TestServer::start(Behavior::ChatJson);
+    let _gate = support::shared();
+    let server = chat_server();
     for (flag, value, path) in [
         ("--endpoint", "/custom/generate", "/custom/generate"),
         ("--endpoint", "no/leading/slash", "/no/leading/slash"),
         ("--custom-endpoint", "/v9/chat", "/v9/chat"),
     ] {
         let before = server.requests().len();
-        let run = profile(&[
+        let run = Run::profile(&[
             "--url",
             &server.url(),
             "-m",
@@ -675,7 +707,8 @@ fn endpoint_flag_sets_the_request_path() {
             value,
             "--request-count",
             "2",
-        ]);
+        ])
+        .run();
         run.ok();
         let reqs = server.requests();
         assert_eq!(reqs.len(), before + 2);
@@ -687,7 +720,8 @@ fn endpoint_flag_sets_the_request_path() {
 
 #[test]
 fn isl_and_osl_stddev_vary_the_lengths() {
-    let run = profile(&[
+    let _gate = support::shared();
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=1&itl_ms=0",
         "--isl",
@@ -706,7 +740,8 @@ fn isl_and_osl_stddev_vary_the_lengths() {
         "20",
         "--concurrency",
         "4",
-    ]);
+    ])
+    .run();
     run.ok();
     let j = run.json();
     assert!(j["input_sequence_length"]["std"].as_f64().unwrap() > 0.0);
@@ -740,14 +775,16 @@ fn isl_and_osl_stddev_vary_the_lengths() {
 
 #[test]
 fn num_dataset_entries_sets_the_distinct_prompts() {
-    let run = profile(&[
+    let _gate = support::shared();
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=1&itl_ms=0",
         "--num-dataset-entries",
         "3",
         "--request-count",
         "7",
-    ]);
+    ])
+    .run();
     run.ok();
     let data = run.inputs()["data"].as_array().unwrap().clone();
     assert_eq!(data.len(), 3);
@@ -757,32 +794,35 @@ fn num_dataset_entries_sets_the_distinct_prompts() {
 
 #[test]
 fn verbose_logs_more() {
+    let _gate = support::shared();
     let has_logs = |stderr: &str| stderr.contains("INFO") || stderr.contains("DEBUG");
-    let quiet = profile(&["--url", "mock?ttft_ms=1&itl_ms=0", "--request-count", "1"]);
+    let quiet = Run::profile(&["--url", "mock?ttft_ms=1&itl_ms=0", "--request-count", "1"]).run();
     quiet.ok();
-    assert!(!has_logs(&quiet.out.stderr), "{}", quiet.out.stderr);
+    assert!(!has_logs(&quiet.stderr), "{}", quiet.stderr);
     for flag in ["-v", "--verbose"] {
-        let loud = profile(&[
+        let loud = Run::profile(&[
             "--url",
             "mock?ttft_ms=1&itl_ms=0",
             "--request-count",
             "1",
             flag,
-        ]);
+        ])
+        .run();
         loud.ok();
         assert!(
-            has_logs(&loud.out.stderr),
+            has_logs(&loud.stderr),
             "{flag} shows info/debug logs: {}",
-            loud.out.stderr
+            loud.stderr
         );
     }
 }
 
 #[test]
 fn benchmark_duration_stops_sending_and_grace_period_bounds_the_drain() {
+    let _gate = support::shared();
     // Requests take 1 s; sending stops after 0.3 s, with two requests in flight.
     let args = |grace: &str| {
-        profile(&[
+        Run::profile(&[
             "--url",
             "mock?ttft_ms=1000&itl_ms=0&tokens=2",
             "--benchmark-duration",
@@ -792,6 +832,7 @@ fn benchmark_duration_stops_sending_and_grace_period_bounds_the_drain() {
             "--concurrency",
             "2",
         ])
+        .run()
     };
     // A grace period long enough: the two in-flight requests finish, nothing else is sent.
     let run = args("10");
@@ -822,10 +863,11 @@ fn benchmark_duration_stops_sending_and_grace_period_bounds_the_drain() {
 
 #[test]
 fn request_rate_paces_the_requests() {
+    let _gate = support::shared();
     for (mode, min_span_s) in [("constant", 0.35), ("poisson", 0.1)] {
         // 11 requests at 20/s: 10 gaps, 0.5 s on average. Even Poisson arrivals spread
         // over less than 0.1 s have a chance below 1e-4.
-        let run = profile(&[
+        let run = Run::profile(&[
             "--url",
             "mock?ttft_ms=1&itl_ms=0&tokens=2",
             "--request-rate",
@@ -838,7 +880,8 @@ fn request_rate_paces_the_requests() {
             "11",
             "--random-seed",
             "3",
-        ]);
+        ])
+        .run();
         run.ok();
         let mut starts: Vec<u64> = run
             .jsonl()

@@ -2,17 +2,14 @@
 //! (tiktoken-rs; the binary's built-in encodings come from GitHub's `bpe-openai`), Hugging Face `tokenizer.json`
 //! files given by path, and hub ids from the cache or, offline, a one-line usage error.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{profile, Aiperf, Output, Profile};
-use serde_json::Value;
+use crate::support::{self, Output, Run};
 
 /// Each prompt of `inputs.json` by conversation id (the chat payload's first message).
-fn prompts(run: &Profile) -> HashMap<String, String> {
+fn prompts(run: &Output) -> HashMap<String, String> {
     let inputs = run.inputs();
     inputs["data"]
         .as_array()
@@ -30,7 +27,7 @@ fn prompts(run: &Profile) -> HashMap<String, String> {
 }
 
 /// The ISL reported for each JSONL record, with its conversation id.
-fn reported_isl(run: &Profile) -> Vec<(String, u64)> {
+fn reported_isl(run: &Output) -> Vec<(String, u64)> {
     run.jsonl()
         .iter()
         .map(|r| {
@@ -46,8 +43,8 @@ fn reported_isl(run: &Profile) -> Vec<(String, u64)> {
         .collect()
 }
 
-fn synthetic(tokenizer: &str, isl: u32, stddev: u32) -> Profile {
-    let run = profile(&[
+fn synthetic(tokenizer: &str, isl: u32, stddev: u32) -> Output {
+    let run = Run::profile(&[
         "--url",
         "mock",
         "--tokenizer",
@@ -64,17 +61,19 @@ fn synthetic(tokenizer: &str, isl: u32, stddev: u32) -> Profile {
         "5",
         "--random-seed",
         "1",
-    ]);
+    ])
+    .run();
     run.ok();
     run
 }
 
-fn independent(tokenizer: &str) -> common::Reference {
-    common::Reference::new(tokenizer)
+fn independent(tokenizer: &str) -> support::Reference {
+    support::Reference::new(tokenizer)
 }
 
 #[test]
 fn sampled_prompts_have_exactly_their_reported_token_counts() {
+    let _gate = support::shared();
     for tokenizer in ["builtin", "builtin:cl100k_base"] {
         let bpe = independent(tokenizer);
         let run = synthetic(tokenizer, 200, 80);
@@ -100,6 +99,7 @@ fn sampled_prompts_have_exactly_their_reported_token_counts() {
 
 #[test]
 fn fixed_isl_prompts_are_exactly_isl_tokens() {
+    let _gate = support::shared();
     for tokenizer in ["builtin", "builtin:cl100k_base"] {
         let bpe = independent(tokenizer);
         for isl in [1, 37, 512] {
@@ -165,7 +165,7 @@ fn fixture_json() -> String {
 
 /// Runs against the mock with `--tokenizer spec` and checks that every reported ISL is the
 /// Hugging Face tokenizer's own count of the prompt sent.
-fn check_hf_run(run: &Profile, json: &str) {
+fn check_hf_run(run: &Output, json: &str) {
     run.ok();
     let reference = tokenizers::Tokenizer::from_bytes(json.as_bytes()).unwrap();
     let prompts = prompts(run);
@@ -209,27 +209,20 @@ fn hf_args(spec: &str) -> Vec<String> {
 
 #[test]
 fn tokenizer_json_by_path_end_to_end() {
+    let _gate = support::shared();
     let json = fixture_json();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tokenizer.json");
     std::fs::write(&file, &json).unwrap();
     for spec in [file.to_str().unwrap(), dir.path().to_str().unwrap()] {
-        check_hf_run(&profile(&hf_args(spec)), &json);
+        check_hf_run(&Run::profile(&hf_args(spec)).run(), &json);
     }
 }
 
 /// `aiperf profile --url mock --tokenizer SPEC` with a private Hugging Face environment:
 /// `HF_HOME` is `hf_home`, no token or endpoint from the caller, `HF_HUB_OFFLINE` as given.
-fn hub_run(spec: &str, hf_home: &Path, offline: bool, artifacts: &Path) -> Output {
-    let mut args = vec!["profile".to_string()];
-    args.extend(hf_args(spec));
-    args.extend([
-        "--ui".to_string(),
-        "none".to_string(),
-        "--artifact-dir".to_string(),
-        artifacts.display().to_string(),
-    ]);
-    let mut cmd = Aiperf::raw(&args).env("HF_HOME", hf_home.to_str().unwrap());
+fn hub_run(spec: &str, hf_home: &Path, offline: bool) -> Output {
+    let mut cmd = Run::profile(&hf_args(spec)).env("HF_HOME", hf_home.to_str().unwrap());
     for key in [
         "HF_TOKEN",
         "HUGGING_FACE_HUB_TOKEN",
@@ -256,14 +249,10 @@ fn assert_hub_error(out: &Output, repo: &str) {
 
 #[test]
 fn hub_id_with_hf_hub_offline_is_one_line_usage_error() {
+    let _gate = support::shared();
     let home = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let out = hub_run(
-        "some-org/some-model",
-        home.path(),
-        true,
-        &home.path().join("a"),
-    );
+    let out = hub_run("some-org/some-model", home.path(), true);
     assert_hub_error(&out, "some-org/some-model");
     assert!(out.stderr.contains("HF_HUB_OFFLINE"), "{}", out.stderr);
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -271,16 +260,12 @@ fn hub_id_with_hf_hub_offline_is_one_line_usage_error() {
 
 #[test]
 fn hub_id_unreachable_is_one_line_usage_error_within_the_timeout() {
+    let _gate = support::shared();
     // This machine reaches no hub; were it online, the made-up model would not exist, and
     // the error would be the same shape.
     let home = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let out = hub_run(
-        "some-org/some-model",
-        home.path(),
-        false,
-        &home.path().join("a"),
-    );
+    let out = hub_run("some-org/some-model", home.path(), false);
     let elapsed = started.elapsed();
     assert_hub_error(&out, "some-org/some-model");
     // A 5 s connect timeout, plus start-up.
@@ -294,6 +279,7 @@ fn hub_id_unreachable_is_one_line_usage_error_within_the_timeout() {
 
 #[test]
 fn hub_id_found_in_the_cache_runs_offline() {
+    let _gate = support::shared();
     let json = fixture_json();
     let home = tempfile::tempdir().unwrap();
     // The layout huggingface_hub leaves: refs/main names a snapshot linking into blobs/.
@@ -310,14 +296,9 @@ fn hub_id_found_in_the_cache_runs_offline() {
     std::fs::write(snapshot.join("tokenizer.json"), &json).unwrap();
 
     for offline in [true, false] {
-        let artifacts = home.path().join(format!("a-{offline}"));
-        let out = hub_run("acme/tiny-tok", home.path(), offline, &artifacts);
-        assert_eq!(out.code, 0, "stderr:\n{}", out.stderr);
-        let records: Vec<Value> = std::fs::read_to_string(artifacts.join("profile_export.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let out = hub_run("acme/tiny-tok", home.path(), offline);
+        out.ok();
+        let records = out.jsonl();
         assert_eq!(records.len(), 5);
         for r in records {
             assert!(

@@ -1,13 +1,15 @@
 //! Failure kinds: each is counted and summarised in `error_summary`, and the run never
 //! crashes. Usage errors print one line and exit 2.
 
-mod common;
-
-use common::{free_port, profile, Aiperf, Behavior, Profile, TestServer};
 use serde_json::Value;
 
+use crate::support::{
+    self, chat_completion, config_error, free_port, stalling_server, MockServer, Output, Run,
+    ScriptedServer, CHAT_REPLY,
+};
+
 /// Asserts every request failed with one error kind, and the run ended as it should.
-fn assert_all_failed(run: &Profile, requests: u64, kind: &str) -> String {
+fn assert_all_failed(run: &Output, requests: u64, kind: &str) -> String {
     run.expect_code(1);
     let errors = run.errors();
     assert_eq!(errors.len(), 1, "one kind of error expected: {errors:?}");
@@ -25,14 +27,14 @@ fn assert_all_failed(run: &Profile, requests: u64, kind: &str) -> String {
     );
     // The console shows the error summary, stderr says why the exit code is 1.
     assert!(
-        run.out.stdout.contains(kind),
+        run.stdout.contains(kind),
         "error summary not printed:\n{}",
-        run.out.stdout
+        run.stdout
     );
     assert!(
-        run.out.stderr.contains("every request failed"),
+        run.stderr.contains("every request failed"),
         "{}",
-        run.out.stderr
+        run.stderr
     );
     // Every request still has its JSONL line, with the error.
     let recs = run.jsonl();
@@ -45,10 +47,16 @@ fn assert_all_failed(run: &Profile, requests: u64, kind: &str) -> String {
 
 #[test]
 fn requests_on_connections_the_server_closed_are_sent_again_on_new_ones() {
+    let _gate = support::shared();
     // Each answer is followed by the server closing the keep-alive connection; the client
     // finds out only when it reuses it, and must then send the request on a fresh one.
-    let server = TestServer::start(Behavior::ChatJsonThenClose);
-    let run = profile(&[
+    let server = ScriptedServer::start(|conn| {
+        if conn.request().is_some() {
+            conn.json(&chat_completion(CHAT_REPLY))?;
+        }
+        Ok(()) // closes the connection
+    });
+    let run = Run::profile(&[
         "--url",
         &server.url(),
         "-m",
@@ -57,7 +65,8 @@ fn requests_on_connections_the_server_closed_are_sent_again_on_new_ones() {
         "6",
         "--concurrency",
         "1",
-    ]);
+    ])
+    .run();
     run.ok();
     let j = run.json();
     assert_eq!(j["request_count"]["avg"], 6.0, "{j}");
@@ -68,21 +77,23 @@ fn requests_on_connections_the_server_closed_are_sent_again_on_new_ones() {
 
 #[test]
 fn https_to_a_plain_http_server_fails_cleanly_in_the_tls_handshake() {
+    let _gate = support::shared();
     // https:// goes through hyper and rustls; a peer that answers in plain HTTP (the mock
     // answers the ClientHello with a 400) fails the handshake: a connection error for every
     // request, not a hang or a crash.
-    let server = common::MockServerProcess::start(&[]);
+    let server = MockServer::start(&[]);
     let url = server.url().replacen("http://", "https://", 1);
-    let run = profile(&["--url", &url, "-m", "m", "--request-count", "2"]);
+    let run = Run::profile(&["--url", &url, "-m", "m", "--request-count", "2"]).run();
     let message = assert_all_failed(&run, 2, "ConnectionError");
     assert!(!message.is_empty());
 }
 
 #[test]
 fn refused_connection() {
+    let _gate = support::shared();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let run = profile(&["--url", &url, "-m", "m", "--request-count", "3"]);
+    let run = Run::profile(&["--url", &url, "-m", "m", "--request-count", "3"]).run();
     assert_all_failed(&run, 3, "ConnectionError");
     let errors = run.errors();
     assert_eq!(errors[0].0, None, "no HTTP status for a refused connection");
@@ -90,14 +101,16 @@ fn refused_connection() {
 
 #[test]
 fn http_500_some_requests() {
-    let run = profile(&[
+    let _gate = support::shared();
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=1&itl_ms=0&error_rate=30",
         "--request-count",
         "40",
         "--concurrency",
         "4",
-    ]);
+    ])
+    .run();
     run.ok();
     let failed = run.stat("error_request_count", "avg");
     let succeeded = run.stat("request_count", "avg");
@@ -126,20 +139,30 @@ fn http_500_some_requests() {
 
 #[test]
 fn http_500_every_request() {
-    let run = profile(&[
+    let _gate = support::shared();
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=1&itl_ms=0&error_rate=100",
         "--request-count",
         "5",
-    ]);
+    ])
+    .run();
     assert_all_failed(&run, 5, "InternalServerError");
     assert_eq!(run.errors()[0].0, Some(500));
 }
 
 #[test]
 fn stream_cut_short() {
-    let server = TestServer::start(Behavior::TruncatedSse);
-    let run = profile(&[
+    let _gate = support::shared();
+    // One content event, then the connection is closed.
+    let server = ScriptedServer::start(|conn| {
+        if conn.request().is_some() {
+            conn.sse()?;
+            conn.event(r#"{"id":"x","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":" the"},"finish_reason":null}]}"#)?;
+        }
+        Ok(())
+    });
+    let run = Run::profile(&[
         "--url",
         &server.url(),
         "-m",
@@ -147,15 +170,17 @@ fn stream_cut_short() {
         "--streaming",
         "--request-count",
         "3",
-    ]);
+    ])
+    .run();
     assert_all_failed(&run, 3, "StreamTruncated");
     assert_eq!(server.requests().len(), 3);
 }
 
 #[test]
 fn request_timeout() {
-    let server = TestServer::start(Behavior::Stall);
-    let run = profile(&[
+    let _gate = support::shared();
+    let server = stalling_server();
+    let run = Run::profile(&[
         "--url",
         &server.url(),
         "-m",
@@ -165,14 +190,22 @@ fn request_timeout() {
         "0.5",
         "--request-count",
         "2",
-    ]);
+    ])
+    .run();
     assert_all_failed(&run, 2, "RequestTimeout");
 }
 
 #[test]
 fn garbage_events() {
-    let server = TestServer::start(Behavior::GarbageSse);
-    let run = profile(&[
+    let _gate = support::shared();
+    let server = ScriptedServer::start(|conn| {
+        if conn.request().is_some() {
+            conn.sse()?;
+            conn.write(b"data: not-json\n\ndata: [DONE]\n\n")?;
+        }
+        Ok(())
+    });
+    let run = Run::profile(&[
         "--url",
         &server.url(),
         "-m",
@@ -180,15 +213,23 @@ fn garbage_events() {
         "--streaming",
         "--request-count",
         "3",
-    ]);
+    ])
+    .run();
     let message = assert_all_failed(&run, 3, "InvalidResponse");
     assert!(message.contains("not-json"), "{message}");
 }
 
 #[test]
 fn sse_error_event() {
-    let server = TestServer::start(Behavior::ErrorEventSse);
-    let run = profile(&[
+    let _gate = support::shared();
+    let server = ScriptedServer::start(|conn| {
+        if conn.request().is_some() {
+            conn.sse()?;
+            conn.write(b"data: {\"error\":{\"message\":\"boom\"}}\n\ndata: [DONE]\n\n")?;
+        }
+        Ok(())
+    });
+    let run = Run::profile(&[
         "--url",
         &server.url(),
         "-m",
@@ -196,19 +237,43 @@ fn sse_error_event() {
         "--streaming",
         "--request-count",
         "3",
-    ]);
+    ])
+    .run();
     let message = assert_all_failed(&run, 3, "StreamError");
     assert_eq!(message, "boom");
 }
 
 #[test]
+fn connection_reset_by_the_server() {
+    let _gate = support::shared();
+    // The server reads each request, then resets the connection without a byte of answer.
+    let server = ScriptedServer::start(|conn| {
+        if conn.request().is_some() {
+            conn.reset();
+        }
+        Ok(())
+    });
+    let run = Run::profile(&["--url", &server.url(), "-m", "m", "--request-count", "3"]).run();
+    // Connected, sent, then no response: a request error (not a connection error).
+    let message = assert_all_failed(&run, 3, "RequestError");
+    assert!(message.to_lowercase().contains("reset"), "{message}");
+    assert_eq!(
+        server.request_count(),
+        3,
+        "each request reached the server once"
+    );
+}
+
+#[test]
 fn error_summary_in_json_has_the_documented_shape() {
-    let run = profile(&[
+    let _gate = support::shared();
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=1&itl_ms=0&error_rate=100",
         "--request-count",
         "2",
-    ]);
+    ])
+    .run();
     run.expect_code(1);
     let j = run.json();
     let summary = j["error_summary"].as_array().unwrap();
@@ -221,74 +286,82 @@ fn error_summary_in_json_has_the_documented_shape() {
     assert!(d["message"].is_string());
 }
 
-fn usage(args: &[&str]) -> String {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("a");
-    let mut all = vec!["profile"];
-    all.extend_from_slice(args);
-    all.extend(["--ui", "none", "--artifact-dir", dir.to_str().unwrap()]);
-    let out = Aiperf::raw(&all).current_dir(tmp.path()).run();
-    let line = out.assert_usage_error();
-    assert!(
-        !dir.exists(),
-        "{args:?}: nothing is written on a usage error"
-    );
-    line
+/// End to end: a bad flag is exit code 2 and one `error: ` line on stderr, and nothing is
+/// written. (Which flags are bad is checked in process, below.)
+#[test]
+fn usage_errors_print_one_line_and_exit_2() {
+    let _gate = support::shared();
+    for (args, needle) in [
+        (&["--url", "mock", "--no-such-flag"][..], "--no-such-flag"),
+        (&["--url", "ftp://x", "-m", "m"][..], "ftp://x"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = Run::profile(args).current_dir(tmp.path()).run();
+        let line = out.assert_usage_error();
+        assert!(line.contains(needle), "{line}");
+        assert!(
+            !out.dir.exists(),
+            "{args:?}: nothing is written on a usage error"
+        );
+    }
 }
 
 #[test]
-fn usage_errors_print_one_line_and_exit_2() {
-    let line = usage(&["--url", "mock", "--no-such-flag"]);
+fn bad_flags_are_config_errors() {
+    let _gate = support::shared();
+    let line = config_error(&["--url", "mock", "--no-such-flag"]);
     assert!(line.contains("--no-such-flag"), "{line}");
 
-    let line = usage(&["--url", "mock", "--concurrency", "0"]);
+    let line = config_error(&["--url", "mock", "--concurrency", "0"]);
     assert!(line.contains("concurrency"), "{line}");
 
-    let line = usage(&["--url", "mock", "--concurrency", "many"]);
+    let line = config_error(&["--url", "mock", "--concurrency", "many"]);
     assert!(line.contains("concurrency"), "{line}");
 
-    let line = usage(&["--url", "mock", "--header", "NoColonHere"]);
+    let line = config_error(&["--url", "mock", "--header", "NoColonHere"]);
     assert!(line.contains("NoColonHere"), "{line}");
 
-    let line = usage(&["--url", "ftp://x", "-m", "m"]);
+    let line = config_error(&["--url", "ftp://x", "-m", "m"]);
     assert!(line.contains("ftp://x"), "{line}");
 
-    let line = usage(&["--url", "mock", "--request-count", "0"]);
+    let line = config_error(&["--url", "mock", "--request-count", "0"]);
     assert!(line.contains("request-count"), "{line}");
 
-    let line = usage(&["--url", "mock", "--request-timeout-seconds", "0"]);
+    let line = config_error(&["--url", "mock", "--request-timeout-seconds", "0"]);
     assert!(line.contains("request-timeout-seconds"), "{line}");
 
-    let line = usage(&["--url", "mock", "--extra-inputs", "novalue"]);
+    let line = config_error(&["--url", "mock", "--extra-inputs", "novalue"]);
     assert!(line.contains("novalue"), "{line}");
 
-    let line = usage(&["--url", "mock", "--endpoint-type", "rerank"]);
+    let line = config_error(&["--url", "mock", "--endpoint-type", "rerank"]);
     assert!(line.contains("rerank"), "{line}");
 
-    let line = usage(&["--url", "http://127.0.0.1:9"]);
+    let line = config_error(&["--url", "http://127.0.0.1:9"]);
     assert!(
         line.contains("--model"),
         "a real server needs a model: {line}"
     );
 
-    let line = usage(&["--url", "mock?bogus=1"]);
+    let line = config_error(&["--url", "mock?bogus=1"]);
     assert!(line.contains("bogus"), "{line}");
 
-    let line = usage(&["--url", "mock?error_rate=150"]);
+    let line = config_error(&["--url", "mock?error_rate=150"]);
     assert!(line.contains("error_rate"), "{line}");
 }
 
 #[test]
 fn no_subcommand_is_a_usage_error() {
-    let out = Aiperf::raw::<&str>(&[]).run();
+    let _gate = support::shared();
+    let out = Run::new::<&str>(&[]).run();
     out.assert_usage_error();
 }
 
 #[test]
 fn jsonl_error_records_carry_the_error_details() {
+    let _gate = support::shared();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let run = profile(&["--url", &url, "-m", "m", "--request-count", "2"]);
+    let run = Run::profile(&["--url", &url, "-m", "m", "--request-count", "2"]).run();
     run.expect_code(1);
     for r in run.jsonl() {
         let e = &r["error"];
@@ -302,7 +375,8 @@ fn jsonl_error_records_carry_the_error_details() {
 
 #[test]
 fn cancelled_requests_are_summarised_as_one_kind() {
-    let run = profile(&[
+    let _gate = support::shared();
+    let run = Run::profile(&[
         "--url",
         "mock?ttft_ms=1000&itl_ms=0&tokens=2",
         "--benchmark-duration",
@@ -311,7 +385,8 @@ fn cancelled_requests_are_summarised_as_one_kind() {
         "0",
         "--concurrency",
         "3",
-    ]);
+    ])
+    .run();
     run.expect_code(1);
     let errors = run.errors();
     assert_eq!(

@@ -1,0 +1,20 @@
+//! The integration tests of `aiperf`, in one test binary: the real binary against the
+//! built-in mock, `aiperf mock-server` processes or scripted servers, plus config validation
+//! in process. Shared helpers are in `support`.
+//!
+//! Every test takes the CPU gate first: `support::exclusive()` if it asserts on measured
+//! latencies (`accuracy`), `support::shared()` otherwise.
+//!
+//! Run one group with a filter, e.g. `cargo test -p aiperf --test it load::`.
+
+mod support;
+
+mod accuracy;
+mod artifacts;
+mod config;
+mod failures;
+mod load;
+mod plugins;
+mod profile;
+mod tokenizer;
+mod workloads;
