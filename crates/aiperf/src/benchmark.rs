@@ -1,25 +1,32 @@
-//! One benchmark run, end to end: dataset, phases, records, reports.
+//! One benchmark run, end to end, in steps: `prepare` (tokenizer, mock, dataset, fixed
+//! schedule, artifacts, record processor, transport), [`phase_specs`] (what each phase does,
+//! from the config alone), `run_phases`, `wind_down` (plugins, JSONL, mock), `report`, then
+//! the files and the console.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aiperf_plugin::Hook;
-use anyhow::Context;
-use serde_json::{Map, Value};
+use aiperf_plugin::{Hook, PhaseStats};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::{BenchmarkConfig, ConfigError};
 use crate::dataset::Dataset;
 use crate::endpoint::{RequestShape, ResponseParser};
-use crate::export::{self, jsonl::JsonlWriter, RunReport};
+use crate::error::{Error, IoContext, Result};
+use crate::export::{self, jsonl::JsonlWriter, RunReport, UiType};
 use crate::metrics::processor::RecordProcessor;
-use crate::metrics::{PhaseKind, PhaseSummary};
+use crate::metrics::{MetricValue, PhaseKind, PhaseSummary};
 use crate::mock::{is_mock_url, InProcessMock, MockConfig};
-use crate::plugin::HookRegistry;
-use crate::timing::{run_phase, PhaseSpec, PhaseTracker, RateSpec, RunContext, Trace};
+use crate::plugin::{HookRegistry, PluginsReport};
+use crate::timing::health::HealthMonitor;
+use crate::timing::{
+    run_phase, ConcurrencyCap, PhaseLoad, PhaseSpec, PhaseTracker, RateSpec, RunContext, Trace,
+};
 use crate::tokenizer::Tokenizer;
 use crate::transport::Transport;
 
@@ -113,83 +120,71 @@ fn install_signal_handler(stop: CancellationToken) {
     });
 }
 
-async fn load_tokenizer(spec: &str) -> Result<Tokenizer, ConfigError> {
+async fn load_tokenizer(spec: &str) -> Result<Tokenizer> {
     let spec = spec.to_string();
-    tokio::task::spawn_blocking(move || Tokenizer::load(&spec))
+    let loaded = tokio::task::spawn_blocking(move || Tokenizer::load(&spec))
         .await
-        .expect("tokenizer thread")
-        .map_err(ConfigError::from)
+        .map_err(|e| Error::Internal(format!("the tokenizer thread failed: {e}")))?;
+    Ok(loaded.map_err(ConfigError::from)?)
 }
 
 /// Runs a benchmark. `hooks` receives the lifecycle events.
-pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Result<RunOutcome> {
+pub async fn run(cfg: BenchmarkConfig, hooks: HookRegistry) -> Result<RunOutcome> {
     let clock = Clock::new();
-    let tokenizer = tokio::spawn({
-        let spec = cfg.input.tokenizer.clone();
-        async move { load_tokenizer(&spec).await }
-    });
-    let mut mock = None;
-    if is_mock_url(&cfg.endpoint.urls[0]) {
-        let mock_cfg: MockConfig = cfg.endpoint.urls[0].parse().map_err(ConfigError::Usage)?;
-        let m = InProcessMock::start(mock_cfg)
-            .await
-            .context("cannot start the built-in mock server")?;
-        tracing::info!("built-in mock server listening on {}", m.url());
-        cfg.endpoint.urls = vec![m.url()];
-        mock = Some(m);
-    }
-    let tokenizer = tokenizer.await.expect("tokenizer task")?;
-    tracing::debug!(
-        "tokenizer {} loaded at {:.1} ms",
-        tokenizer.name(),
-        clock.now_ns() as f64 / 1e6
+    let Prepared {
+        cfg,
+        ctx,
+        mut processor,
+        mock,
+        trace,
+        profiling_count,
+    } = prepare(cfg, clock).await?;
+    let specs = phase_specs(&cfg, profiling_count, trace);
+    let health = HealthMonitor::start();
+    let run_start = clock.now_ns();
+    hooks.emit(Hook::BenchmarkStart, None, None, None);
+    let phases = run_phases(&ctx, &mut processor, &hooks, specs, cfg.output.ui).await;
+    let run_end = clock.now_ns();
+    let summary = Value::Object(phases.profiling.metrics_json());
+    hooks.emit(Hook::BenchmarkComplete, None, None, Some(summary));
+    let stop_sending = ctx.stop_sending.clone();
+    let plugins = wind_down(&cfg.output.artifact_directory, ctx, processor, mock, hooks).await?;
+    let times = (clock.iso(run_start), clock.iso(run_end));
+    let report = report(
+        &cfg,
+        times,
+        phases,
+        plugins,
+        health,
+        stop_sending.is_cancelled(),
     );
-    let dataset = {
-        let (c, t) = (cfg.input.clone(), tokenizer.clone());
-        let shape = RequestShape::new(&cfg.endpoint, cfg.input.use_server_token_count);
-        tokio::task::spawn_blocking(move || Dataset::build(&c, shape, &t))
-            .await
-            .expect("dataset thread")
-            .map_err(ConfigError::from)?
-    };
-    tracing::debug!(
-        "{} dataset entries built at {:.1} ms",
-        dataset.entries.len(),
-        clock.now_ns() as f64 / 1e6
-    );
+    let dir = &cfg.output.artifact_directory;
+    export::write_reports(dir, &report).context(|| "cannot write the reports".into())?;
+    let strict_failure = report.plugins.strict_failure(cfg.plugins.strict);
+    let exit_code = finish_console(&cfg, dir, &report, strict_failure);
+    Ok(RunOutcome { report, exit_code })
+}
+
+/// Everything a run needs before its first phase.
+struct Prepared {
+    /// With the in-process mock's address in place of `mock`.
+    cfg: BenchmarkConfig,
+    ctx: Arc<RunContext>,
+    processor: RecordProcessor,
+    mock: Option<InProcessMock>,
+    trace: Option<Arc<Trace>>,
+    profiling_count: Option<u64>,
+}
+
+/// Tokenizer and mock, dataset, fixed schedule, artifact directory (`inputs.json`, the JSONL
+/// opened), record processor, transport, signal handler.
+async fn prepare(mut cfg: BenchmarkConfig, clock: Clock) -> Result<Prepared> {
+    let (tokenizer, mock) = tokenizer_and_mock(&mut cfg, clock).await?;
+    let dataset = build_dataset(&cfg, &tokenizer, clock).await?;
     let trace = fixed_schedule(&cfg, &dataset)?;
-    // With an input file and no --request-count: one request per entry (or per trace line).
-    let profiling_count = match (&trace, cfg.input.input_file.is_some()) {
-        (Some(t), _) => Some(
-            cfg.load
-                .request_count
-                .map_or(t.len() as u64, |c| c.min(t.len() as u64)),
-        ),
-        (None, true) if cfg.load.benchmark_duration.is_none() => Some(
-            cfg.load
-                .request_count
-                .unwrap_or(dataset.entries.len() as u64),
-        ),
-        _ => cfg.load.request_count,
-    };
-
-    let dir = cfg.output.artifact_directory.clone();
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create artifact directory {}", dir.display()))?;
-    export::write_inputs(&dir, &dataset).context("cannot write inputs.json")?;
-    let jsonl = JsonlWriter::create(
-        &dir.join(export::JSONL_FILE),
-        clock,
-        dataset
-            .entries
-            .iter()
-            .map(|e| e.conversation_id.clone())
-            .collect(),
-    )
-    .with_context(|| format!("cannot create {}", dir.join(export::JSONL_FILE).display()))?;
-    let mut processor =
-        RecordProcessor::start(tokenizer.clone(), cfg.input.use_server_token_count, jsonl);
-
+    let profiling_count = profiling_count(&cfg, trace.as_deref(), dataset.entries.len());
+    let jsonl = open_artifacts(&cfg.output.artifact_directory, &dataset, clock)?;
+    let processor = RecordProcessor::start(tokenizer, cfg.input.use_server_token_count, jsonl);
     let transport = Transport::new(
         &cfg.endpoint.urls,
         &cfg.endpoint.path,
@@ -209,116 +204,291 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
         streaming: cfg.endpoint.streams(),
         records: processor.sender(),
         next_request: AtomicU64::new(0),
-        stop_sending: stop_sending.clone(),
+        stop_sending,
         cancel_in_flight: CancellationToken::new(),
     });
+    Ok(Prepared {
+        cfg,
+        ctx,
+        processor,
+        mock,
+        trace,
+        profiling_count,
+    })
+}
 
-    let health = crate::timing::health::HealthMonitor::start();
-    let run_start = clock.now_ns();
-    hooks.emit(Hook::BenchmarkStart, None, None, None);
-    let mut phase_stats = Map::new();
-    let mut warmup = None;
+/// Loads the tokenizer on a blocking thread while the in-process mock (`--url mock`)
+/// starts; the mock's address replaces `mock` in `cfg.endpoint.urls`.
+async fn tokenizer_and_mock(
+    cfg: &mut BenchmarkConfig,
+    clock: Clock,
+) -> Result<(Tokenizer, Option<InProcessMock>)> {
+    let tokenizer = tokio::spawn({
+        let spec = cfg.input.tokenizer.clone();
+        async move { load_tokenizer(&spec).await }
+    });
+    let mut mock = None;
+    if is_mock_url(&cfg.endpoint.urls[0]) {
+        let mock_cfg: MockConfig = cfg.endpoint.urls[0].parse().map_err(ConfigError::Usage)?;
+        let m = InProcessMock::start(mock_cfg)
+            .await
+            .context(|| "cannot start the built-in mock server".into())?;
+        tracing::info!("built-in mock server listening on {}", m.url());
+        cfg.endpoint.urls = vec![m.url()];
+        mock = Some(m);
+    }
+    let tokenizer = tokenizer
+        .await
+        .map_err(|e| Error::Internal(format!("the tokenizer task failed: {e}")))??;
+    tracing::debug!(
+        "tokenizer {} loaded at {:.1} ms",
+        tokenizer.name(),
+        clock.now_ns() as f64 / 1e6
+    );
+    Ok((tokenizer, mock))
+}
+
+/// Builds every request of the run, off the runtime.
+async fn build_dataset(
+    cfg: &BenchmarkConfig,
+    tokenizer: &Tokenizer,
+    clock: Clock,
+) -> Result<Dataset> {
+    let (c, t) = (cfg.input.clone(), tokenizer.clone());
+    let shape = RequestShape::new(&cfg.endpoint, cfg.input.use_server_token_count);
+    let dataset = tokio::task::spawn_blocking(move || Dataset::build(&c, shape, &t))
+        .await
+        .map_err(|e| Error::Internal(format!("the dataset thread failed: {e}")))?
+        .map_err(ConfigError::from)?;
+    tracing::debug!(
+        "{} dataset entries built at {:.1} ms",
+        dataset.entries.len(),
+        clock.now_ns() as f64 / 1e6
+    );
+    Ok(dataset)
+}
+
+/// The profiling phase's request count. With an input file and no `--request-count`: one
+/// request per entry (or per trace line), unless the phase is bounded by time.
+fn profiling_count(cfg: &BenchmarkConfig, trace: Option<&Trace>, entries: usize) -> Option<u64> {
+    match (trace, cfg.input.input_file.is_some()) {
+        (Some(t), _) => Some(
+            cfg.load
+                .request_count
+                .map_or(t.len() as u64, |c| c.min(t.len() as u64)),
+        ),
+        (None, true) if cfg.load.benchmark_duration.is_none() => {
+            Some(cfg.load.request_count.unwrap_or(entries as u64))
+        }
+        _ => cfg.load.request_count,
+    }
+}
+
+/// Creates the artifact directory, writes `inputs.json` and opens `profile_export.jsonl`.
+fn open_artifacts(dir: &Path, dataset: &Dataset, clock: Clock) -> Result<JsonlWriter> {
+    std::fs::create_dir_all(dir)
+        .context(|| format!("cannot create artifact directory {}", dir.display()))?;
+    export::write_inputs(dir, dataset).context(|| "cannot write inputs.json".into())?;
+    let path = dir.join(export::JSONL_FILE);
+    let ids = dataset
+        .entries
+        .iter()
+        .map(|e| e.conversation_id.clone())
+        .collect();
+    JsonlWriter::create(&path, clock, ids).context(|| format!("cannot create {}", path.display()))
+}
+
+/// Warmup seeds are the profiling seed with this mixed in.
+const WARMUP_SEED: u64 = 0x5741_524D;
+
+/// The phases to run, in order: a warmup if `--warmup-request-count` or `--warmup-duration`
+/// asks for one (its own count, duration, concurrency and rate, falling back to the
+/// profiling ones; never a trace, a concurrency ramp or cancellation), then profiling.
+pub fn phase_specs(
+    cfg: &BenchmarkConfig,
+    profiling_count: Option<u64>,
+    trace: Option<Arc<Trace>>,
+) -> Vec<PhaseSpec> {
     let mut phases = Vec::new();
-    let rate = |r: Option<f64>, seed: u64| {
-        r.map(|rate| RateSpec {
-            rate,
-            mode: cfg.load.request_rate_mode,
-            smoothness: cfg.load.arrival_smoothness,
-            ramp: cfg.load.request_rate_ramp_duration,
-            seed,
-        })
-    };
     if cfg.load.has_warmup() {
+        let seed = cfg.input.random_seed ^ WARMUP_SEED;
+        let rate = cfg.load.warmup_request_rate.or(cfg.load.request_rate);
+        let concurrency = cfg.load.warmup_concurrency.or(cfg.load.concurrency);
         phases.push(PhaseSpec {
             kind: PhaseKind::Warmup,
             request_count: (cfg.load.warmup_request_count > 0)
                 .then_some(cfg.load.warmup_request_count),
             duration: cfg.load.warmup_duration,
             grace_period: cfg.load.grace_period,
-            concurrency: cfg.load.warmup_concurrency.or(cfg.load.concurrency),
-            concurrency_ramp: None,
-            trace: None,
-            rate: rate(
-                cfg.load.warmup_request_rate.or(cfg.load.request_rate),
-                cfg.input.random_seed ^ 0x5741_524D,
-            ),
+            load: phase_load(cfg, None, rate, concurrency, None, seed),
             cancellation: None,
-            seed: cfg.input.random_seed ^ 0x5741_524D,
+            seed,
         });
     }
+    let seed = cfg.input.random_seed;
     phases.push(PhaseSpec {
         kind: PhaseKind::Profiling,
         request_count: profiling_count,
         duration: cfg.load.benchmark_duration,
         grace_period: cfg.load.grace_period,
-        concurrency: cfg.load.concurrency,
-        concurrency_ramp: cfg.load.concurrency_ramp_duration,
-        rate: rate(cfg.load.request_rate, cfg.input.random_seed),
-        trace: trace.clone(),
+        load: phase_load(
+            cfg,
+            trace,
+            cfg.load.request_rate,
+            cfg.load.concurrency,
+            cfg.load.concurrency_ramp_duration,
+            seed,
+        ),
         cancellation: cfg.load.cancellation(),
-        seed: cfg.input.random_seed,
+        seed,
     });
-    let mut profiling = PhaseSummary::default();
-    for spec in phases {
-        if stop_sending.is_cancelled() {
+    phases
+}
+
+/// A trace or a rate is open loop, capped by `concurrency` if set (the ramp grows the cap);
+/// otherwise closed loop with `concurrency` workers (1 if unset; the ramp staggers them).
+fn phase_load(
+    cfg: &BenchmarkConfig,
+    trace: Option<Arc<Trace>>,
+    rate: Option<f64>,
+    concurrency: Option<usize>,
+    ramp: Option<Duration>,
+    seed: u64,
+) -> PhaseLoad {
+    let cap = concurrency.map(|limit| ConcurrencyCap { limit, ramp });
+    match (trace, rate) {
+        (Some(trace), _) => PhaseLoad::Trace { trace, cap },
+        (None, Some(rate)) => PhaseLoad::Rate {
+            rate: RateSpec {
+                rate,
+                mode: cfg.load.request_rate_mode,
+                smoothness: cfg.load.arrival_smoothness,
+                ramp: cfg.load.request_rate_ramp_duration,
+                seed,
+            },
+            cap,
+        },
+        (None, None) => PhaseLoad::ClosedLoop {
+            concurrency: concurrency.unwrap_or(1),
+            ramp,
+        },
+    }
+}
+
+/// What the phases left behind.
+#[derive(Default)]
+struct PhaseResults {
+    warmup: Option<PhaseSummary>,
+    profiling: PhaseSummary,
+    /// Each phase's final stats, as `phase_complete` gave them to the plugins.
+    stats: BTreeMap<PhaseKind, PhaseStats>,
+}
+
+/// Runs the phases in order (the rest are skipped after a Ctrl-C), each followed by its
+/// summary and `phase_complete`.
+async fn run_phases(
+    ctx: &Arc<RunContext>,
+    processor: &mut RecordProcessor,
+    hooks: &HookRegistry,
+    specs: Vec<PhaseSpec>,
+    ui: UiType,
+) -> PhaseResults {
+    let mut results = PhaseResults::default();
+    for spec in specs {
+        if ctx.stop_sending.is_cancelled() {
             break;
         }
         let kind = spec.kind;
-        let progress = (cfg.output.ui == crate::export::UiType::Simple)
-            .then_some((spec.request_count, spec.duration));
-        let (tracker, summary) = {
-            let run = run_phase(&ctx, spec.clone(), &hooks, |t| {
-                progress.map(|(total, dur)| Progress::start(kind, t, total, dur))
-            });
-            let (tracker, progress) = run.await;
-            if let Some(p) = progress {
-                p.finish();
-            }
-            let summary = processor.summarize(kind).await;
-            (tracker, summary)
-        };
+        let progress = (ui == UiType::Simple).then_some((spec.request_count, spec.duration));
+        let (tracker, progress) = run_phase(ctx, spec, hooks, |t| {
+            progress.map(|(total, dur)| Progress::start(kind, t, total, dur))
+        })
+        .await;
+        if let Some(p) = progress {
+            p.finish();
+        }
+        let summary = processor.summarize(kind).await;
         let stats = tracker.stats();
-        phase_stats.insert(
-            kind.as_str().into(),
-            serde_json::to_value(&stats).unwrap_or(Value::Null),
-        );
-        hooks.emit(
-            Hook::PhaseComplete,
-            Some(kind),
-            Some(stats),
-            Some(Value::Object(summary.metrics_json())),
-        );
+        results.stats.insert(kind, stats.clone());
+        let metrics = Value::Object(summary.metrics_json());
+        hooks.emit(Hook::PhaseComplete, Some(kind), Some(stats), Some(metrics));
         match kind {
-            PhaseKind::Warmup => warmup = Some(summary),
-            PhaseKind::Profiling => profiling = summary,
+            PhaseKind::Warmup => results.warmup = Some(summary),
+            PhaseKind::Profiling => results.profiling = summary,
         }
     }
-    let run_end = clock.now_ns();
-    hooks.emit(
-        Hook::BenchmarkComplete,
-        None,
-        None,
-        Some(Value::Object(profiling.metrics_json())),
-    );
-    if ctx
-        .dataset
+    results
+}
+
+/// After the last phase: `inputs.json` again if conversations added later turns, the
+/// plugins' queues drained and the plugins shut down, the JSONL flushed, the mock stopped.
+async fn wind_down(
+    dir: &Path,
+    ctx: Arc<RunContext>,
+    processor: RecordProcessor,
+    mock: Option<InProcessMock>,
+    hooks: HookRegistry,
+) -> Result<PluginsReport> {
+    let dataset = &ctx.dataset;
+    if dataset
         .entries
         .iter()
         .any(|e| e.later_payloads.get().is_some())
     {
-        export::write_inputs(&dir, &ctx.dataset).context("cannot write inputs.json")?;
+        export::write_inputs(dir, dataset).context(|| "cannot write inputs.json".into())?;
     }
     let plugins = hooks.finish().await;
     drop(ctx);
     processor
         .finish()
         .await
-        .context("cannot write profile_export.jsonl")?;
+        .context(|| "cannot write profile_export.jsonl".into())?;
     if let Some(m) = mock {
         m.stop().await;
     }
+    Ok(plugins)
+}
 
-    let was_cancelled = stop_sending.is_cancelled();
+/// The run's report: the phases' results, the client-health verdict, the warnings.
+fn report(
+    cfg: &BenchmarkConfig,
+    (start_time, end_time): (String, String),
+    phases: PhaseResults,
+    plugins: PluginsReport,
+    health: HealthMonitor,
+    was_cancelled: bool,
+) -> RunReport {
+    let profiling = phases.profiling;
+    let mut warnings = warnings(cfg, &profiling, was_cancelled);
+    let send_lag_p99 = match profiling.get("send_lag") {
+        Some(MetricValue::Stats(s)) => Some(s.p99),
+        _ => None,
+    };
+    let client_health = health.finish(send_lag_p99);
+    if !client_health.ok() {
+        warnings.push(format!(
+            "these numbers may describe the client rather than the server: {}",
+            client_health.reasons.join("; ")
+        ));
+    }
+    RunReport {
+        benchmark_id: uuid::Uuid::new_v4().to_string(),
+        input_config: serde_json::to_value(cfg).unwrap_or_default(),
+        profiling,
+        warmup: phases.warmup,
+        was_cancelled,
+        start_time,
+        end_time,
+        urls: cfg.endpoint.urls.clone(),
+        warnings,
+        plugins,
+        phase_stats: phases.stats,
+        client_health,
+    }
+}
+
+/// Warnings about the results themselves (the client-health one comes after them).
+fn warnings(cfg: &BenchmarkConfig, profiling: &PhaseSummary, was_cancelled: bool) -> Vec<String> {
     let mut warnings = Vec::new();
     if was_cancelled {
         warnings.push(
@@ -334,39 +504,7 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
             if cfg.input.use_server_token_count { "server's" } else { "client's" }
         ));
     }
-    let send_lag_p99 = match profiling.get("send_lag") {
-        Some(crate::metrics::MetricValue::Stats(s)) => Some(s.p99),
-        _ => None,
-    };
-    let health = health.finish(send_lag_p99);
-    if !health.ok {
-        warnings.push(format!(
-            "these numbers may describe the client rather than the server: {}",
-            health.reasons.join("; ")
-        ));
-    }
-    let report = RunReport {
-        benchmark_id: uuid::Uuid::new_v4().to_string(),
-        input_config: serde_json::to_value(&cfg).unwrap_or_default(),
-        profiling,
-        warmup,
-        was_cancelled,
-        start_time: clock.iso(run_start),
-        end_time: clock.iso(run_end),
-        urls: cfg.endpoint.urls.clone(),
-        warnings,
-        plugins: plugins.to_json(),
-        phase_stats,
-        client_health: health.json,
-    };
-    export::write_reports(&dir, &report).context("cannot write the reports")?;
-    let exit_code = finish_console(
-        &cfg,
-        &dir,
-        &report,
-        plugins.strict_failure(cfg.plugins.strict),
-    );
-    Ok(RunOutcome { report, exit_code })
+    warnings
 }
 
 /// The replay schedule of a trace, when the fixed schedule applies: entries with timestamps
@@ -374,7 +512,7 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
 fn fixed_schedule(
     cfg: &BenchmarkConfig,
     dataset: &Dataset,
-) -> Result<Option<Arc<Trace>>, ConfigError> {
+) -> std::result::Result<Option<Arc<Trace>>, ConfigError> {
     let wanted = match cfg.input.fixed_schedule {
         Some(false) => return Ok(None),
         Some(true) if !dataset.has_timestamps() => {
@@ -439,12 +577,14 @@ fn finish_console(
     );
     print!("{}", export::console::render(&title, s));
     let h = &report.client_health;
-    if h["verdict"] == "ok" {
+    if h.ok() {
+        // A figure that is missing (or not finite: null in the JSON) shows as 0.
+        let fig = |v: Option<f64>| v.filter(|x| x.is_finite()).unwrap_or(0.0);
         println!(
             "Client health: ok (runtime lag p99 {:.3} ms, aiperf CPU {:.0} % of one core, machine {:.0} % busy)",
-            h["runtime_lag_ms"]["p99"].as_f64().unwrap_or(0.0),
-            h["process_cpu_percent"].as_f64().unwrap_or(0.0),
-            h["machine_cpu_busy_percent"].as_f64().unwrap_or(0.0),
+            fig(h.runtime_lag_ms.p99),
+            fig(h.process_cpu_percent),
+            fig(h.machine_cpu_busy_percent),
         );
     }
     for w in &report.warnings {
@@ -467,4 +607,229 @@ fn finish_console(
         return 1;
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timing::RequestRateMode;
+
+    fn cfg(flags: &[&str]) -> BenchmarkConfig {
+        let args = [
+            "-m",
+            "m",
+            "--url",
+            "http://127.0.0.1:9",
+            "--random-seed",
+            "9",
+        ];
+        let args: Vec<String> = args.iter().chain(flags).map(|s| s.to_string()).collect();
+        crate::config::load(&args).unwrap()
+    }
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn without_warmup_there_is_one_closed_loop_phase() {
+        let c = cfg(&["--concurrency", "4", "--benchmark-grace-period", "5"]);
+        assert_eq!(
+            phase_specs(&c, Some(20), None),
+            [PhaseSpec {
+                kind: PhaseKind::Profiling,
+                request_count: Some(20),
+                duration: None,
+                grace_period: 5 * S,
+                load: PhaseLoad::ClosedLoop {
+                    concurrency: 4,
+                    ramp: None
+                },
+                cancellation: None,
+                seed: 9,
+            }]
+        );
+    }
+
+    #[test]
+    fn closed_loop_defaults_to_one_worker() {
+        let specs = phase_specs(&cfg(&["--benchmark-duration", "3"]), None, None);
+        assert_eq!(specs.len(), 1);
+        assert_eq!(
+            specs[0].load,
+            PhaseLoad::ClosedLoop {
+                concurrency: 1,
+                ramp: None
+            }
+        );
+        assert_eq!(
+            (specs[0].request_count, specs[0].duration),
+            (None, Some(3 * S))
+        );
+    }
+
+    #[test]
+    fn warmup_falls_back_to_the_profiling_rate_and_concurrency_but_not_the_rest() {
+        let c = cfg(&[
+            "--warmup-request-count",
+            "5",
+            "--concurrency",
+            "3",
+            "--concurrency-ramp-duration",
+            "2",
+            "--request-rate",
+            "10",
+            "--request-rate-mode",
+            "constant",
+            "--request-rate-ramp-duration",
+            "4",
+            "--request-cancellation-rate",
+            "10",
+            "--benchmark-duration",
+            "60",
+        ]);
+        let specs = phase_specs(&c, None, None);
+        let rate = |seed| RateSpec {
+            rate: 10.0,
+            mode: RequestRateMode::Constant,
+            smoothness: 1.0,
+            ramp: Some(4 * S),
+            seed,
+        };
+        let warmup_seed = 9 ^ 0x5741_524D;
+        assert_eq!(
+            specs,
+            [
+                PhaseSpec {
+                    kind: PhaseKind::Warmup,
+                    request_count: Some(5),
+                    duration: None,
+                    grace_period: c.load.grace_period,
+                    // Seeded apart from profiling; no concurrency ramp, no cancellation.
+                    load: PhaseLoad::Rate {
+                        rate: rate(warmup_seed),
+                        cap: Some(ConcurrencyCap {
+                            limit: 3,
+                            ramp: None
+                        }),
+                    },
+                    cancellation: None,
+                    seed: warmup_seed,
+                },
+                PhaseSpec {
+                    kind: PhaseKind::Profiling,
+                    request_count: None,
+                    duration: Some(60 * S),
+                    grace_period: c.load.grace_period,
+                    load: PhaseLoad::Rate {
+                        rate: rate(9),
+                        cap: Some(ConcurrencyCap {
+                            limit: 3,
+                            ramp: Some(2 * S)
+                        }),
+                    },
+                    cancellation: Some((10.0, Duration::ZERO)),
+                    seed: 9,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn warmup_has_its_own_duration_rate_and_concurrency() {
+        let c = cfg(&[
+            "--warmup-duration",
+            "2",
+            "--warmup-request-rate",
+            "5",
+            "--warmup-concurrency",
+            "2",
+            "--concurrency",
+            "8",
+        ]);
+        let specs = phase_specs(&c, Some(100), None);
+        assert_eq!(specs.len(), 2);
+        let warmup = &specs[0];
+        assert_eq!(warmup.kind, PhaseKind::Warmup);
+        assert_eq!((warmup.request_count, warmup.duration), (None, Some(2 * S)));
+        match &warmup.load {
+            PhaseLoad::Rate { rate, cap } => {
+                assert_eq!((rate.rate, rate.seed), (5.0, 9 ^ 0x5741_524D));
+                assert_eq!(
+                    *cap,
+                    Some(ConcurrencyCap {
+                        limit: 2,
+                        ramp: None
+                    })
+                );
+            }
+            other => panic!("warmup should be open loop: {other:?}"),
+        }
+        assert_eq!(
+            specs[1].load,
+            PhaseLoad::ClosedLoop {
+                concurrency: 8,
+                ramp: None
+            }
+        );
+        assert_eq!(specs[1].request_count, Some(100));
+    }
+
+    #[test]
+    fn warmup_closed_loop_uses_its_concurrency_then_the_profiling_one_then_one() {
+        let load = |flags: &[&str]| {
+            let c = cfg(&[&["--warmup-request-count", "3"], flags].concat());
+            phase_specs(&c, None, None)[0].load.clone()
+        };
+        let closed = |concurrency| PhaseLoad::ClosedLoop {
+            concurrency,
+            ramp: None,
+        };
+        assert_eq!(
+            load(&["--warmup-concurrency", "2", "--concurrency", "6"]),
+            closed(2)
+        );
+        assert_eq!(load(&["--concurrency", "6"]), closed(6));
+        assert_eq!(load(&[]), closed(1));
+    }
+
+    #[test]
+    fn a_trace_drives_profiling_and_never_warmup() {
+        let trace = Arc::new(vec![(Duration::ZERO, 1), (S, 0)]);
+        let c = cfg(&["--warmup-request-count", "2", "--concurrency", "4"]);
+        let specs = phase_specs(&c, Some(2), Some(trace.clone()));
+        assert_eq!(
+            specs[0].load,
+            PhaseLoad::ClosedLoop {
+                concurrency: 4,
+                ramp: None
+            }
+        );
+        assert_eq!(
+            specs[1].load,
+            PhaseLoad::Trace {
+                trace,
+                cap: Some(ConcurrencyCap {
+                    limit: 4,
+                    ramp: None
+                })
+            }
+        );
+    }
+
+    #[test]
+    fn profiling_count_from_flags_input_file_or_trace() {
+        let trace: Trace = vec![(Duration::ZERO, 0); 7];
+        let mut c = cfg(&["--request-count", "10"]);
+        assert_eq!(profiling_count(&c, None, 50), Some(10));
+        assert_eq!(
+            profiling_count(&c, Some(&trace), 50),
+            Some(7),
+            "no more than the trace"
+        );
+        c.load.request_count = None;
+        assert_eq!(profiling_count(&c, Some(&trace), 50), Some(7));
+        c.input.input_file = Some("in.jsonl".into());
+        assert_eq!(profiling_count(&c, None, 50), Some(50), "one per entry");
+        c.load.benchmark_duration = Some(S);
+        assert_eq!(profiling_count(&c, None, 50), None, "bounded by time");
+    }
 }

@@ -16,6 +16,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A thread or task of the tool itself failed (a bug): exit 1.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -23,7 +26,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) => 2,
-            Error::Io { .. } => 1,
+            Error::Io { .. } | Error::Internal(_) => 1,
         }
     }
 }

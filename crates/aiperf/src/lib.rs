@@ -26,7 +26,7 @@ pub use error::{Error, IoContext, Result};
 pub use inspect::{plugins_check, plugins_list};
 
 /// `aiperf profile`: loads the plugins, runs the benchmark and returns the exit code.
-pub async fn run_profile(cfg: config::BenchmarkConfig) -> anyhow::Result<u8> {
+pub async fn run_profile(cfg: config::BenchmarkConfig) -> Result<u8> {
     mock::raise_fd_limit();
     let mut secrets: Vec<String> = cfg.endpoint.api_key.iter().cloned().collect();
     secrets.extend(

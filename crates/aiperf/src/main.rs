@@ -67,14 +67,12 @@ fn main() -> ExitCode {
     // `plugins list/check` start plugins only to ask them who they are: keep them quiet.
     init_logging(0, false);
     match cli.command {
-        Some(Command::MockServer(m)) => {
-            run_async(async move { Ok(aiperf::run_mock_server(m).await?) })
-        }
+        Some(Command::MockServer(m)) => run_async(aiperf::run_mock_server(m)),
         Some(Command::Plugins(PluginsCommand::List { config })) => {
-            run_async(async move { Ok(aiperf::plugins_list(config.as_deref()).await?) })
+            run_async(async move { aiperf::plugins_list(config.as_deref()).await })
         }
         Some(Command::Plugins(PluginsCommand::Check { name, config })) => {
-            run_async(async move { Ok(aiperf::plugins_check(&name, config.as_deref()).await?) })
+            run_async(async move { aiperf::plugins_check(&name, config.as_deref()).await })
         }
         Some(Command::Profile(_)) | None => {
             eprintln!(
@@ -90,7 +88,7 @@ fn usage_error(e: &ConfigError) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn run_async(fut: impl std::future::Future<Output = anyhow::Result<u8>>) -> ExitCode {
+fn run_async(fut: impl std::future::Future<Output = aiperf::Result<u8>>) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -104,15 +102,8 @@ fn run_async(fut: impl std::future::Future<Output = anyhow::Result<u8>>) -> Exit
     match rt.block_on(fut) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            if let Some(c) = e.downcast_ref::<ConfigError>() {
-                return usage_error(c);
-            }
-            if let Some(e) = e.downcast_ref::<aiperf::Error>() {
-                eprintln!("error: {e}");
-                return ExitCode::from(e.exit_code());
-            }
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -6,21 +6,29 @@ mod spec;
 
 pub use spec::{OutputSpec, UiType};
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use serde_json::{json, Map, Value};
+use aiperf_plugin::PhaseStats;
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::dataset::Dataset;
 use crate::metrics::stats::PERCENTILES;
-use crate::metrics::{MetricKind, MetricValue, PhaseSummary};
+use crate::metrics::{
+    ErrorSummaryJson, MetricKind, MetricValue, MetricsJson, PhaseKind, PhaseSummary,
+};
+use crate::plugin::PluginsReport;
+use crate::timing::health::ClientHealth;
 
 pub const JSON_FILE: &str = "profile_export_aiperf.json";
 pub const CSV_FILE: &str = "profile_export_aiperf.csv";
 pub const JSONL_FILE: &str = "profile_export.jsonl";
 pub const INPUTS_FILE: &str = "inputs.json";
 
-/// Everything a finished (or interrupted) run reports.
+/// Everything a finished (or interrupted) run reports. Serialises as
+/// `profile_export_aiperf.json` (see [`ReportJson`] for the layout).
 #[derive(Debug, Clone)]
 pub struct RunReport {
     pub benchmark_id: String,
@@ -33,11 +41,90 @@ pub struct RunReport {
     pub urls: Vec<String>,
     pub warnings: Vec<String>,
     /// Plugin status and hook counts (the `plugins` section).
-    pub plugins: Value,
-    /// Phase stats as the plugin hooks saw them.
-    pub phase_stats: Map<String, Value>,
+    pub plugins: PluginsReport,
+    /// Phase stats as the plugin hooks saw them, warmup first.
+    pub phase_stats: BTreeMap<PhaseKind, PhaseStats>,
     /// Whether the client kept up (see `timing::health`).
-    pub client_health: Value,
+    pub client_health: ClientHealth,
+}
+
+impl Serialize for RunReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ReportJson::from(self).serialize(s)
+    }
+}
+
+/// The layout of `profile_export_aiperf.json` (AIPerf's): the profiling phase's metrics at
+/// the top level, keyed by tag, then its errors and the run's details.
+#[derive(Serialize)]
+struct ReportJson<'a> {
+    schema_version: &'static str,
+    aiperf_version: &'static str,
+    benchmark_id: &'a str,
+    #[serde(flatten)]
+    metrics: MetricsJson<'a>,
+    error_summary: ErrorSummaryJson<'a>,
+    was_cancelled: bool,
+    start_time: &'a str,
+    end_time: &'a str,
+    per_url: Vec<UrlCounts<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warmup: Option<WarmupJson<'a>>,
+    phase_stats: &'a BTreeMap<PhaseKind, PhaseStats>,
+    warnings: &'a [String],
+    client_health: &'a ClientHealth,
+    plugins: &'a PluginsReport,
+    input_config: &'a Value,
+}
+
+/// The `warmup` section: its metrics, then its errors.
+#[derive(Serialize)]
+struct WarmupJson<'a> {
+    #[serde(flatten)]
+    metrics: MetricsJson<'a>,
+    error_summary: ErrorSummaryJson<'a>,
+}
+
+/// One entry of `per_url`: the profiling phase's successes and errors at one URL.
+#[derive(Serialize)]
+struct UrlCounts<'a> {
+    url: Option<&'a String>,
+    request_count: u64,
+    error_request_count: u64,
+}
+
+impl<'a> From<&'a RunReport> for ReportJson<'a> {
+    fn from(r: &'a RunReport) -> Self {
+        let p = &r.profiling;
+        ReportJson {
+            schema_version: "1.0",
+            aiperf_version: env!("CARGO_PKG_VERSION"),
+            benchmark_id: &r.benchmark_id,
+            metrics: MetricsJson(&p.metrics),
+            error_summary: ErrorSummaryJson(&p.errors),
+            was_cancelled: r.was_cancelled,
+            start_time: &r.start_time,
+            end_time: &r.end_time,
+            per_url: p
+                .per_url
+                .iter()
+                .map(|(i, (ok, err))| UrlCounts {
+                    url: r.urls.get(*i),
+                    request_count: *ok,
+                    error_request_count: *err,
+                })
+                .collect(),
+            warmup: r.warmup.as_ref().map(|w| WarmupJson {
+                metrics: MetricsJson(&w.metrics),
+                error_summary: ErrorSummaryJson(&w.errors),
+            }),
+            phase_stats: &r.phase_stats,
+            warnings: &r.warnings,
+            client_health: &r.client_health,
+            plugins: &r.plugins,
+            input_config: &r.input_config,
+        }
+    }
 }
 
 /// Writes `bytes` to `dir/name` via a temporary file, so a reader never sees half a file.
@@ -74,36 +161,6 @@ pub fn write_inputs(dir: &Path, dataset: &Dataset) -> std::io::Result<()> {
     }
     buf.extend_from_slice(b"]}\n");
     write_atomic(dir, INPUTS_FILE, &buf)
-}
-
-pub fn report_json(r: &RunReport) -> Value {
-    let mut out = Map::new();
-    out.insert("schema_version".into(), json!("1.0"));
-    out.insert("aiperf_version".into(), json!(env!("CARGO_PKG_VERSION")));
-    out.insert("benchmark_id".into(), json!(r.benchmark_id));
-    out.extend(r.profiling.metrics_json());
-    out.insert("error_summary".into(), r.profiling.errors_json());
-    out.insert("was_cancelled".into(), json!(r.was_cancelled));
-    out.insert("start_time".into(), json!(r.start_time));
-    out.insert("end_time".into(), json!(r.end_time));
-    let per_url: Vec<Value> = r
-        .profiling
-        .per_url
-        .iter()
-        .map(|(i, (ok, err))| json!({"url": r.urls.get(*i), "request_count": ok, "error_request_count": err}))
-        .collect();
-    out.insert("per_url".into(), Value::Array(per_url));
-    if let Some(w) = &r.warmup {
-        let mut warm = w.metrics_json();
-        warm.insert("error_summary".into(), w.errors_json());
-        out.insert("warmup".into(), Value::Object(warm));
-    }
-    out.insert("phase_stats".into(), Value::Object(r.phase_stats.clone()));
-    out.insert("warnings".into(), json!(r.warnings));
-    out.insert("client_health".into(), r.client_health.clone());
-    out.insert("plugins".into(), r.plugins.clone());
-    out.insert("input_config".into(), r.input_config.clone());
-    Value::Object(out)
 }
 
 fn fmt_num(v: f64) -> String {
@@ -149,7 +206,7 @@ pub fn report_csv(s: &PhaseSummary) -> String {
 
 /// Writes `profile_export_aiperf.json` and `.csv`.
 pub fn write_reports(dir: &Path, r: &RunReport) -> std::io::Result<()> {
-    let json = serde_json::to_vec_pretty(&report_json(r))?;
+    let json = serde_json::to_vec_pretty(r)?;
     write_atomic(dir, JSON_FILE, &json)?;
     write_atomic(dir, CSV_FILE, report_csv(&r.profiling).as_bytes())
 }
@@ -157,7 +214,10 @@ pub fn write_reports(dir: &Path, r: &RunReport) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{MetricSummary, Stats, METRICS};
+    use crate::metrics::{ErrorDetails, MetricSummary, Stats, METRICS};
+    use crate::plugin::{HookCounts, PluginKind, PluginStatus};
+    use crate::timing::health::{RuntimeLag, Verdict};
+    use aiperf_plugin::Hook;
 
     fn summary() -> PhaseSummary {
         let ttft = METRICS
@@ -196,5 +256,192 @@ mod tests {
         assert_eq!(lines[2], "");
         assert_eq!(lines[3], "Metric,Value");
         assert_eq!(lines[4], "Request Count (requests),3");
+    }
+
+    fn fixed_summary(k: f64) -> PhaseSummary {
+        let ttft = METRICS
+            .iter()
+            .find(|m| m.tag == "time_to_first_token")
+            .unwrap();
+        let rc = METRICS.iter().find(|m| m.tag == "request_count").unwrap();
+        PhaseSummary {
+            metrics: vec![
+                MetricSummary {
+                    info: ttft,
+                    stats: MetricValue::Stats(Stats::compute(&mut [k, 2.0, 3.5]).unwrap()),
+                },
+                MetricSummary {
+                    info: rc,
+                    stats: MetricValue::Avg(3.0),
+                },
+            ],
+            errors: vec![
+                (ErrorDetails::new(Some(500), "ServerError", "boom"), 2),
+                (ErrorDetails::new(None, "RequestTimeout", "slow"), 1),
+            ],
+            success: 3,
+            error_count: 3,
+            cancelled: 0,
+            per_url: [(0usize, (2u64, 1u64)), (1, (1, 2))].into_iter().collect(),
+            count_mismatches: 0,
+        }
+    }
+
+    fn fixed_stats(phase: &str, sent: u64) -> PhaseStats {
+        PhaseStats {
+            phase: phase.into(),
+            sent,
+            completed: sent - 1,
+            errors: 1,
+            cancelled: 1,
+            in_flight: 0,
+            expected: Some(sent),
+            duration_sec: 1.25,
+            start_time_ns: 1_700_000_000_000_000_000,
+            sending_complete_time_ns: Some(1_700_000_001_000_000_000),
+            end_time_ns: None,
+            timed_out: false,
+            late_sends: 2,
+            max_send_lag_ms: Some(1.5),
+        }
+    }
+
+    /// Active, failed and disabled plugins, listed in configuration order (not by name).
+    fn fixed_plugins() -> PluginsReport {
+        let status = |name: &str, kind, active, reason: Option<&str>| PluginStatus {
+            name: name.into(),
+            kind,
+            path: None,
+            version: None,
+            active,
+            reason: reason.map(String::from),
+            failed: false,
+            hooks: BTreeMap::new(),
+        };
+        let counts = |calls, errors| HookCounts {
+            calls,
+            errors,
+            timeouts: 0,
+        };
+        let mut event_log = status("event_log", Some(PluginKind::Builtin), true, None);
+        event_log.version = Some("0.1.0".into());
+        event_log.hooks = [
+            (Hook::PhaseStart, counts(2, 0)),
+            (Hook::BenchmarkStart, counts(1, 1)),
+        ]
+        .into_iter()
+        .collect();
+        let why = Some("hook phase_start timed out");
+        let mut zeta = status("zeta", Some(PluginKind::External), false, why);
+        zeta.path = Some("/bin/zeta".into());
+        zeta.failed = true;
+        let alpha = status("alpha", None, false, Some("enabled: false"));
+        PluginsReport {
+            plugins: vec![event_log, zeta, alpha],
+        }
+    }
+
+    fn fixed_health() -> ClientHealth {
+        ClientHealth {
+            verdict: Verdict::ClientMayBeTheBottleneck,
+            reasons: vec!["requests left late (send lag p99 2.00 ms)".into()],
+            runtime_lag_ms: RuntimeLag {
+                p50: Some(1.0),
+                p99: Some(1.735),
+                max: Some(1.75),
+                samples: 2,
+            },
+            send_lag_p99_ms: Some(2.0),
+            process_cpu_percent: Some(50.0),
+            process_cpu_percent_of_machine: Some(25.0),
+            machine_cpu_busy_percent: None,
+            cores: 2.0,
+        }
+    }
+
+    /// A report of fixed data covering every section: two URLs, errors, a warmup, both
+    /// phases' stats, a suspect client, and active, failed and disabled plugins.
+    fn full_report() -> RunReport {
+        RunReport {
+            benchmark_id: "00000000-0000-4000-8000-000000000000".into(),
+            input_config: serde_json::json!({"model": "m", "url": ["mock"], "cli_command": "aiperf profile"}),
+            profiling: fixed_summary(1.0),
+            warmup: Some(fixed_summary(0.5)),
+            was_cancelled: true,
+            start_time: "2024-01-01T00:00:00.000000".into(),
+            end_time: "2024-01-01T00:00:01.500000".into(),
+            urls: vec!["http://a".into(), "http://b".into()],
+            warnings: vec!["w1".into()],
+            plugins: fixed_plugins(),
+            // Inserted profiling first: the export lists warmup first all the same.
+            phase_stats: [
+                (PhaseKind::Profiling, fixed_stats("profiling", 6)),
+                (PhaseKind::Warmup, fixed_stats("warmup", 4)),
+            ]
+            .into_iter()
+            .collect(),
+            client_health: fixed_health(),
+        }
+    }
+
+    /// The expected file, byte for byte (captured from the `serde_json::Value`-built export
+    /// this replaced).
+    fn golden(text: &str) -> String {
+        text.replace("@VERSION@", env!("CARGO_PKG_VERSION"))
+    }
+
+    #[test]
+    fn json_report_layout_is_unchanged() {
+        let r = full_report();
+        let json = String::from_utf8(serde_json::to_vec_pretty(&r).unwrap()).unwrap();
+        assert_eq!(json, golden(include_str!("testdata/report_full.json")));
+    }
+
+    #[test]
+    fn json_report_without_warmup_or_plugins() {
+        let mut r = full_report();
+        r.warmup = None;
+        r.phase_stats.remove(&PhaseKind::Warmup);
+        r.plugins = PluginsReport::default();
+        let json = String::from_utf8(serde_json::to_vec_pretty(&r).unwrap()).unwrap();
+        assert_eq!(json, golden(include_str!("testdata/report_minimal.json")));
+    }
+
+    #[test]
+    fn json_report_top_level_keys_in_order() {
+        let v = serde_json::to_value(full_report()).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "schema_version",
+                "aiperf_version",
+                "benchmark_id",
+                "time_to_first_token",
+                "request_count",
+                "error_summary",
+                "was_cancelled",
+                "start_time",
+                "end_time",
+                "per_url",
+                "warmup",
+                "phase_stats",
+                "warnings",
+                "client_health",
+                "plugins",
+                "input_config"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_files_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = full_report();
+        write_reports(dir.path(), &r).unwrap();
+        let json = std::fs::read_to_string(dir.path().join(JSON_FILE)).unwrap();
+        assert_eq!(json, golden(include_str!("testdata/report_full.json")));
+        let csv = std::fs::read_to_string(dir.path().join(CSV_FILE)).unwrap();
+        assert_eq!(csv, report_csv(&r.profiling));
     }
 }

@@ -6,7 +6,7 @@ pub mod stats;
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 pub use record::{ErrorDetails, PhaseKind, RequestRecord, Usage};
 pub use stats::Stats;
@@ -421,46 +421,70 @@ impl PhaseSummary {
             .map(|m| &m.stats)
     }
 
-    /// The metrics in the shape of `profile_export_aiperf.json`: tag -> {unit, avg, ...}.
+    /// The metrics in the shape of `profile_export_aiperf.json`: tag -> {unit, avg, ...}
+    /// (the summary of the `phase_complete` and `benchmark_complete` hooks).
     pub fn metrics_json(&self) -> Map<String, Value> {
-        let mut out = Map::new();
-        for m in &self.metrics {
-            let mut obj = Map::new();
-            obj.insert("unit".into(), json!(m.info.unit));
-            match &m.stats {
-                MetricValue::Avg(v) => {
-                    obj.insert("avg".into(), json!(v));
-                }
-                MetricValue::Stats(s) => {
-                    obj.insert("avg".into(), json!(s.avg));
-                    for (p, name) in stats::PERCENTILES {
-                        obj.insert(name.into(), json!(s.percentile(p)));
-                    }
-                    obj.insert("min".into(), json!(s.min));
-                    obj.insert("max".into(), json!(s.max));
-                    obj.insert("std".into(), json!(s.std));
-                    obj.insert("count".into(), json!(s.count));
-                    obj.insert("sum".into(), json!(s.sum));
-                }
-            }
-            out.insert(m.info.tag.to_string(), Value::Object(obj));
+        match serde_json::to_value(MetricsJson(&self.metrics)) {
+            Ok(Value::Object(m)) => m,
+            _ => unreachable!("a map of metrics serialises to a JSON object"),
         }
-        out
     }
+}
 
-    pub fn errors_json(&self) -> Value {
-        Value::Array(
-            self.errors
-                .iter()
-                .map(|(e, c)| json!({"error_details": e, "count": c}))
-                .collect(),
-        )
+/// Serialises metrics as tag → {unit, avg, p1 … p99, min, max, std, count, sum}, in order
+/// (an aggregate has `unit` and `avg` only).
+pub struct MetricsJson<'a>(pub &'a [MetricSummary]);
+
+impl serde::Serialize for MetricsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|m| (m.info.tag, m)))
+    }
+}
+
+impl serde::Serialize for MetricSummary {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("unit", self.info.unit)?;
+        match &self.stats {
+            MetricValue::Avg(v) => m.serialize_entry("avg", v)?,
+            MetricValue::Stats(st) => {
+                m.serialize_entry("avg", &st.avg)?;
+                for (p, name) in stats::PERCENTILES {
+                    m.serialize_entry(name, &st.percentile(p))?;
+                }
+                m.serialize_entry("min", &st.min)?;
+                m.serialize_entry("max", &st.max)?;
+                m.serialize_entry("std", &st.std)?;
+                m.serialize_entry("count", &st.count)?;
+                m.serialize_entry("sum", &st.sum)?;
+            }
+        }
+        m.end()
+    }
+}
+
+/// Serialises an error summary as `[{"error_details": {...}, "count": n}, ...]`.
+pub struct ErrorSummaryJson<'a>(pub &'a [(ErrorDetails, u64)]);
+
+impl serde::Serialize for ErrorSummaryJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct ErrorCount<'a> {
+            error_details: &'a ErrorDetails,
+            count: u64,
+        }
+        s.collect_seq(self.0.iter().map(|(error_details, count)| ErrorCount {
+            error_details,
+            count: *count,
+        }))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn record(content_ns: Vec<u64>, text: &str) -> RequestRecord {
         RequestRecord {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use aiperf_plugin::{Hook, PhaseStats};
 use futures_util::FutureExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::PhaseKind;
@@ -98,7 +98,8 @@ pub trait Plugin: Send {
 }
 
 /// Where a plugin came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PluginKind {
     Builtin,
     External,
@@ -122,19 +123,28 @@ pub struct HookCounts {
     pub timeouts: u64,
 }
 
-/// One configured plugin's fate during the run.
-#[derive(Debug, Clone)]
+/// One configured plugin's fate during the run. Serialised as its entry in the export's
+/// `plugins` section (the name is the key).
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct PluginStatus {
+    #[serde(skip)]
     pub name: String,
     pub kind: Option<PluginKind>,
     pub path: Option<String>,
     pub version: Option<String>,
+    /// `"status": "active"` or `"disabled"`.
+    #[serde(rename = "status", serialize_with = "active_or_disabled")]
     pub active: bool,
     /// Why it is disabled (or was disabled mid-run).
     pub reason: Option<String>,
     /// A failure that `--strict-plugins` turns into exit 1 (`enabled: false` is not one).
+    #[serde(skip)]
     pub failed: bool,
     pub hooks: BTreeMap<Hook, HookCounts>,
+}
+
+fn active_or_disabled<S: serde::Serializer>(active: &bool, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if *active { "active" } else { "disabled" })
 }
 
 impl PluginStatus {
@@ -308,6 +318,19 @@ impl HookRegistry {
             }
         }
         reg
+    }
+
+    /// A registry of one in-process plugin, active, for tests of code that emits hooks.
+    #[cfg(test)]
+    pub(crate) fn with_plugin(name: &str, plugin: Box<dyn Plugin>, timeout: Duration) -> Self {
+        let status = Arc::new(Mutex::new(PluginStatus::new(name)));
+        status.lock().expect("status").active = true;
+        let runner = spawn_runner(plugin, timeout, status.clone(), Redactor::default());
+        Self {
+            runners: vec![runner],
+            statuses: vec![status],
+            max_timeout: timeout,
+        }
     }
 
     /// A plugin that failed to start (for `--strict-plugins`, before any request is sent).
@@ -531,37 +554,20 @@ fn spawn_runner(
     Runner { tx, task }
 }
 
-/// What the plugins did during a run: status and per-hook counts.
-#[derive(Debug, Default)]
+/// What the plugins did during a run: status and per-hook counts. Serialised as the
+/// export's `plugins` section: plugin name → status.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+#[serde(transparent)]
 pub struct PluginsReport {
+    #[serde(serialize_with = "by_name")]
     pub plugins: Vec<PluginStatus>,
 }
 
-impl PluginsReport {
-    /// The export's `plugins` section.
-    pub fn to_json(&self) -> Value {
-        let mut out = serde_json::Map::new();
-        for p in &self.plugins {
-            let hooks: serde_json::Map<String, Value> = p
-                .hooks
-                .iter()
-                .map(|(h, c)| (h.as_str().to_string(), json!(c)))
-                .collect();
-            out.insert(
-                p.name.clone(),
-                json!({
-                    "kind": p.kind.as_ref().map(|k| k.as_str()),
-                    "path": p.path,
-                    "version": p.version,
-                    "status": if p.active { "active" } else { "disabled" },
-                    "reason": p.reason,
-                    "hooks": hooks,
-                }),
-            );
-        }
-        Value::Object(out)
-    }
+fn by_name<S: serde::Serializer>(plugins: &[PluginStatus], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(plugins.iter().map(|p| (&p.name, p)))
+}
 
+impl PluginsReport {
     /// With `--strict-plugins`, a description of the plugin failures, if any.
     pub fn strict_failure(&self, strict: bool) -> Option<String> {
         if !strict {
@@ -592,6 +598,7 @@ impl PluginsReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     /// A built-in-style plugin that records calls and misbehaves on demand.
     struct Probe {
@@ -622,14 +629,8 @@ mod tests {
     }
 
     fn registry(p: Probe, timeout: Duration) -> (HookRegistry, Arc<Mutex<PluginStatus>>) {
-        let status = Arc::new(Mutex::new(PluginStatus::new("probe")));
-        status.lock().unwrap().active = true;
-        let runner = spawn_runner(Box::new(p), timeout, status.clone(), Redactor::default());
-        let reg = HookRegistry {
-            runners: vec![runner],
-            statuses: vec![status.clone()],
-            max_timeout: timeout,
-        };
+        let reg = HookRegistry::with_plugin("probe", Box::new(p), timeout);
+        let status = reg.statuses[0].clone();
         (reg, status)
     }
 

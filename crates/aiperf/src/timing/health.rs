@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use crate::metrics::stats::percentile_sorted;
 
@@ -40,12 +40,100 @@ pub struct HealthMonitor {
     cpu0: Option<(u64, u64, u64)>,
 }
 
-/// The verdict, for the console and the JSON export.
-#[derive(Debug, Clone)]
+/// The verdict on the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Ok,
+    ClientMayBeTheBottleneck,
+}
+
+/// Runtime lag over the run, in ms (`None` without samples).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RuntimeLag {
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+    pub max: Option<f64>,
+    pub samples: usize,
+}
+
+/// The verdict and the figures behind it: the export's `client_health` section (the fields
+/// in the export's order) and the console's health line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClientHealth {
-    pub ok: bool,
+    pub verdict: Verdict,
+    /// Why the verdict is not `ok` (empty when it is).
     pub reasons: Vec<String>,
-    pub json: Value,
+    pub runtime_lag_ms: RuntimeLag,
+    pub send_lag_p99_ms: Option<f64>,
+    /// This process's CPU time over the run, in % of one core (`None` off Linux).
+    pub process_cpu_percent: Option<f64>,
+    pub process_cpu_percent_of_machine: Option<f64>,
+    pub machine_cpu_busy_percent: Option<f64>,
+    pub cores: f64,
+}
+
+impl ClientHealth {
+    pub fn ok(&self) -> bool {
+        self.verdict == Verdict::Ok
+    }
+}
+
+/// What a run measured about its client, before judging it.
+#[derive(Debug, Clone, Default)]
+pub struct Measurements {
+    /// Runtime lag samples in ms, sorted.
+    pub lags_ms: Vec<f64>,
+    /// From the profiling summary.
+    pub send_lag_p99_ms: Option<f64>,
+    pub process_cpu_percent: Option<f64>,
+    pub machine_cpu_busy_percent: Option<f64>,
+    pub cores: f64,
+    /// How long the monitor ran, in seconds.
+    pub wall_secs: f64,
+}
+
+/// A send lag or runtime lag p99 above this (ms) means the client may be the bottleneck.
+const LAG_LIMIT_MS: f64 = 1.0;
+
+/// The verdict: `ok` unless requests left late or the runtime was slow to run woken tasks.
+/// A busy machine alone doesn't skew numbers; it explains lag when there is some (and short
+/// runs are left out: /proc/stat counts in 10 ms ticks).
+pub fn judge(m: Measurements) -> ClientHealth {
+    let lags = &m.lags_ms;
+    let lag = |q: f64| (!lags.is_empty()).then(|| percentile_sorted(lags, q));
+    let runtime_lag_ms = RuntimeLag {
+        p50: lag(50.0),
+        p99: lag(99.0),
+        max: lags.last().copied(),
+        samples: lags.len(),
+    };
+    let mut reasons = Vec::new();
+    if let Some(p99) = m.send_lag_p99_ms.filter(|v| *v > LAG_LIMIT_MS) {
+        reasons.push(format!("requests left late (send lag p99 {p99:.2} ms)"));
+    }
+    if let Some(p99) = runtime_lag_ms.p99.filter(|v| *v > LAG_LIMIT_MS) {
+        reasons.push(format!("the async runtime was slow to run woken tasks (lag p99 {p99:.2} ms), so timestamps may be late"));
+    }
+    let verdict = if reasons.is_empty() {
+        Verdict::Ok
+    } else {
+        Verdict::ClientMayBeTheBottleneck
+    };
+    let busy = m.machine_cpu_busy_percent;
+    if let Some(busy) = busy.filter(|b| verdict != Verdict::Ok && *b > 90.0 && m.wall_secs >= 1.0) {
+        reasons.push(format!("the machine's CPUs were {busy:.0} % busy"));
+    }
+    ClientHealth {
+        verdict,
+        reasons,
+        runtime_lag_ms,
+        send_lag_p99_ms: m.send_lag_p99_ms,
+        process_cpu_percent: m.process_cpu_percent,
+        process_cpu_percent_of_machine: m.process_cpu_percent.map(|p| p / m.cores),
+        machine_cpu_busy_percent: busy,
+        cores: m.cores,
+    }
 }
 
 impl HealthMonitor {
@@ -79,46 +167,137 @@ impl HealthMonitor {
     /// Stops sampling and judges the run. `send_lag_p99_ms`: from the profiling summary.
     pub fn finish(self, send_lag_p99_ms: Option<f64>) -> ClientHealth {
         self.task.abort();
-        let wall = self.started.elapsed().as_secs_f64();
-        let mut lags = std::mem::take(&mut *self.lags_ms.lock().unwrap_or_else(|e| e.into_inner()));
-        lags.sort_by(f64::total_cmp);
-        let lag = |q: f64| (!lags.is_empty()).then(|| percentile_sorted(&lags, q));
-        let (lag_p50, lag_p99) = (lag(50.0), lag(99.0));
+        let wall_secs = self.started.elapsed().as_secs_f64();
+        let mut lags_ms =
+            std::mem::take(&mut *self.lags_ms.lock().unwrap_or_else(|e| e.into_inner()));
+        lags_ms.sort_by(f64::total_cmp);
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1) as f64;
         // SAFETY: sysconf with a valid name has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        let (proc_cpu, machine_busy) = match (self.cpu0, cpu_ticks()) {
+        let (process_cpu_percent, machine_cpu_busy_percent) = match (self.cpu0, cpu_ticks()) {
             (Some(a), Some(b)) if b.2 > a.2 => (
-                Some((b.0 - a.0) as f64 / hz / wall * 100.0),
+                Some((b.0 - a.0) as f64 / hz / wall_secs * 100.0),
                 Some((b.1 - a.1) as f64 / (b.2 - a.2) as f64 * 100.0),
             ),
             _ => (None, None),
         };
-        let mut reasons = Vec::new();
-        if let Some(p99) = send_lag_p99_ms.filter(|v| *v > 1.0) {
-            reasons.push(format!("requests left late (send lag p99 {p99:.2} ms)"));
+        judge(Measurements {
+            lags_ms,
+            send_lag_p99_ms,
+            process_cpu_percent,
+            machine_cpu_busy_percent,
+            cores,
+            wall_secs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(lags_ms: Vec<f64>, send_lag_p99_ms: Option<f64>) -> Measurements {
+        Measurements {
+            lags_ms,
+            send_lag_p99_ms,
+            process_cpu_percent: Some(40.0),
+            machine_cpu_busy_percent: Some(95.0),
+            cores: 4.0,
+            wall_secs: 10.0,
         }
-        if let Some(p99) = lag_p99.filter(|v| *v > 1.0) {
-            reasons.push(format!("the async runtime was slow to run woken tasks (lag p99 {p99:.2} ms), so timestamps may be late"));
-        }
-        // A busy machine alone doesn't skew numbers; it explains lag when there is some.
-        // (Short runs are left out: /proc/stat counts in 10 ms ticks.)
-        let ok = reasons.is_empty();
-        if let Some(busy) = machine_busy.filter(|b| !ok && *b > 90.0 && wall >= 1.0) {
-            reasons.push(format!("the machine's CPUs were {busy:.0} % busy"));
-        }
-        let json = json!({
-            "verdict": if ok { "ok" } else { "client_may_be_the_bottleneck" },
-            "reasons": reasons,
-            "runtime_lag_ms": {"p50": lag_p50, "p99": lag_p99, "max": lags.last(), "samples": lags.len()},
-            "send_lag_p99_ms": send_lag_p99_ms,
-            "process_cpu_percent": proc_cpu,
-            "process_cpu_percent_of_machine": proc_cpu.map(|p| p / cores),
-            "machine_cpu_busy_percent": machine_busy,
-            "cores": cores,
-        });
-        ClientHealth { ok, reasons, json }
+    }
+
+    #[test]
+    fn low_lag_is_ok_with_its_figures() {
+        let h = judge(measured(vec![0.1, 0.2, 0.3, 0.4, 0.5], Some(0.9)));
+        assert_eq!(h.verdict, Verdict::Ok);
+        assert!(h.ok());
+        assert!(
+            h.reasons.is_empty(),
+            "a busy machine alone is no reason: {:?}",
+            h.reasons
+        );
+        let lag = &h.runtime_lag_ms;
+        assert_eq!((lag.p50, lag.max, lag.samples), (Some(0.3), Some(0.5), 5));
+        assert!((lag.p99.unwrap() - 0.496).abs() < 1e-12, "{lag:?}");
+        assert_eq!(h.send_lag_p99_ms, Some(0.9));
+        assert_eq!(h.process_cpu_percent_of_machine, Some(10.0));
+        assert_eq!(h.machine_cpu_busy_percent, Some(95.0));
+    }
+
+    #[test]
+    fn the_limit_itself_is_still_ok() {
+        let h = judge(measured(vec![1.0, 1.0], Some(1.0)));
+        assert_eq!(h.verdict, Verdict::Ok);
+    }
+
+    #[test]
+    fn late_sends_make_the_client_suspect_and_the_busy_machine_explains_it() {
+        let h = judge(measured(vec![0.1], Some(2.5)));
+        assert_eq!(h.verdict, Verdict::ClientMayBeTheBottleneck);
+        assert_eq!(
+            h.reasons,
+            vec![
+                "requests left late (send lag p99 2.50 ms)".to_string(),
+                "the machine's CPUs were 95 % busy".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn runtime_lag_makes_the_client_suspect() {
+        let mut m = measured(vec![0.5, 3.5], None);
+        m.machine_cpu_busy_percent = Some(50.0);
+        let h = judge(m);
+        assert!(!h.ok());
+        assert_eq!(h.reasons.len(), 1, "{:?}", h.reasons);
+        assert!(h.reasons[0].contains("lag p99 3.47 ms"), "{:?}", h.reasons);
+    }
+
+    #[test]
+    fn a_short_run_does_not_blame_the_machine() {
+        let mut m = measured(vec![5.0], Some(5.0));
+        m.wall_secs = 0.5;
+        let h = judge(m);
+        assert_eq!(h.reasons.len(), 2, "{:?}", h.reasons);
+        assert!(!h.reasons.iter().any(|r| r.contains("busy")));
+    }
+
+    #[test]
+    fn no_samples_no_figures() {
+        let mut m = measured(vec![], None);
+        m.process_cpu_percent = None;
+        m.machine_cpu_busy_percent = None;
+        let h = judge(m);
+        assert!(h.ok());
+        assert_eq!(h.runtime_lag_ms, RuntimeLag::default());
+        assert_eq!(h.process_cpu_percent_of_machine, None);
+    }
+
+    #[test]
+    fn serialises_in_the_export_layout() {
+        let h = judge(measured(vec![2.0], None));
+        let v = serde_json::to_value(&h).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "verdict",
+                "reasons",
+                "runtime_lag_ms",
+                "send_lag_p99_ms",
+                "process_cpu_percent",
+                "process_cpu_percent_of_machine",
+                "machine_cpu_busy_percent",
+                "cores"
+            ]
+        );
+        assert_eq!(v["verdict"], "client_may_be_the_bottleneck");
+        assert_eq!(
+            v["runtime_lag_ms"],
+            serde_json::json!({"p50": 2.0, "p99": 2.0, "max": 2.0, "samples": 1})
+        );
     }
 }
