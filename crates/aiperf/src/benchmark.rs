@@ -140,6 +140,7 @@ pub async fn run(cfg: BenchmarkConfig, hooks: HookRegistry) -> Result<RunOutcome
         profiling_count,
     } = prepare(cfg, clock).await?;
     let specs = phase_specs(&cfg, profiling_count, trace);
+    stop_on_sink_failure(&processor, &ctx.stop_sending);
     let health = HealthMonitor::start();
     let run_start = clock.now_ns();
     hooks.emit(Hook::BenchmarkStart, None, None, None);
@@ -148,21 +149,68 @@ pub async fn run(cfg: BenchmarkConfig, hooks: HookRegistry) -> Result<RunOutcome
     let summary = Value::Object(phases.profiling.metrics_json());
     hooks.emit(Hook::BenchmarkComplete, None, None, Some(summary));
     let stop_sending = ctx.stop_sending.clone();
-    let plugins = wind_down(&cfg.output.artifact_directory, ctx, processor, mock, hooks).await?;
+    let (plugins, jsonl_error) =
+        wind_down(&cfg.output.artifact_directory, ctx, processor, mock, hooks).await?;
     let times = (clock.iso(run_start), clock.iso(run_end));
-    let report = report(
-        &cfg,
-        times,
-        phases,
-        plugins,
-        health,
-        stop_sending.is_cancelled(),
-    );
+    let ending = Ending {
+        was_cancelled: stop_sending.is_cancelled(),
+        jsonl_error,
+    };
+    let report = report(&cfg, times, phases, plugins, health, &ending);
     let dir = &cfg.output.artifact_directory;
-    export::write_reports(dir, &report).context(|| "cannot write the reports".into())?;
-    let strict_failure = report.plugins.strict_failure(cfg.plugins.strict);
-    let exit_code = finish_console(&cfg, dir, &report, strict_failure);
+    // The console summary is printed even when the files cannot be written: on a full
+    // disk it is all that is left of the run.
+    let mut failures: Vec<String> = ending.jsonl_error.iter().cloned().collect();
+    if let Err(e) = export::write_reports(dir, &report) {
+        failures.push(format!("cannot write the reports: {e}"));
+    }
+    failures.extend(
+        report
+            .plugins
+            .strict_failure(cfg.plugins.strict)
+            .map(|why| format!("--strict-plugins: {why}")),
+    );
+    failures.extend(lost_requests(&report, ending.was_cancelled));
+    let exit_code = finish_console(&cfg, dir, &report, &failures);
     Ok(RunOutcome { report, exit_code })
+}
+
+/// How the run ended, beyond its phases' results.
+struct Ending {
+    /// Sending stopped early: a Ctrl-C, or the JSONL could not be written.
+    was_cancelled: bool,
+    /// Why `profile_export.jsonl` is incomplete, when it is.
+    jsonl_error: Option<String>,
+}
+
+/// At the JSONL's first write error (a full disk), stop sending: requests whose records
+/// cannot be kept would be load without results. The phase then ends as after a Ctrl-C.
+fn stop_on_sink_failure(processor: &RecordProcessor, stop_sending: &CancellationToken) {
+    let failed = processor.sink_failed();
+    let stop = stop_sending.clone();
+    tokio::spawn(async move {
+        failed.cancelled().await;
+        if !stop.is_cancelled() {
+            eprintln!(
+                "\nerror: cannot write profile_export.jsonl: no new requests; finishing the run"
+            );
+            stop.cancel();
+        }
+    });
+}
+
+/// Requests the profiling phase sent that never came back as a record (neither a result nor
+/// an error nor a cancellation): a run that lost requests must not look like a success.
+fn lost_requests(report: &RunReport, was_cancelled: bool) -> Option<String> {
+    let stats = report.phase_stats.get(&PhaseKind::Profiling)?;
+    let recorded = report.profiling.success + report.profiling.error_count;
+    let lost = stats.sent.saturating_sub(recorded);
+    (lost > 0 && !was_cancelled && !stats.timed_out).then(|| {
+        format!(
+            "{lost} of {} requests sent never produced a record (neither a result nor an error)",
+            stats.sent
+        )
+    })
 }
 
 /// Everything a run needs before its first phase.
@@ -422,13 +470,15 @@ async fn run_phases(
 
 /// After the last phase: `inputs.json` again if conversations added later turns, the
 /// plugins' queues drained and the plugins shut down, the JSONL flushed, the mock stopped.
+/// The JSONL's write error, if any, is returned rather than raised: the run's summary is
+/// still reported.
 async fn wind_down(
     dir: &Path,
     ctx: Arc<RunContext>,
     processor: RecordProcessor,
     mock: Option<InProcessMock>,
     hooks: HookRegistry,
-) -> Result<PluginsReport> {
+) -> Result<(PluginsReport, Option<String>)> {
     let dataset = &ctx.dataset;
     if dataset
         .entries
@@ -439,14 +489,15 @@ async fn wind_down(
     }
     let plugins = hooks.finish().await;
     drop(ctx);
-    processor
+    let jsonl_error = processor
         .finish()
         .await
-        .context(|| "cannot write profile_export.jsonl".into())?;
+        .err()
+        .map(|e| format!("cannot write profile_export.jsonl: {e}"));
     if let Some(m) = mock {
         m.stop().await;
     }
-    Ok(plugins)
+    Ok((plugins, jsonl_error))
 }
 
 /// The run's report: the phases' results, the client-health verdict, the warnings.
@@ -456,10 +507,11 @@ fn report(
     phases: PhaseResults,
     plugins: PluginsReport,
     health: HealthMonitor,
-    was_cancelled: bool,
+    ending: &Ending,
 ) -> RunReport {
     let profiling = phases.profiling;
-    let mut warnings = warnings(cfg, &profiling, was_cancelled);
+    let was_cancelled = ending.was_cancelled;
+    let mut warnings = warnings(cfg, &profiling, ending);
     let send_lag_p99 = match profiling.get("send_lag") {
         Some(MetricValue::Stats(s)) => Some(s.p99),
         _ => None,
@@ -488,9 +540,13 @@ fn report(
 }
 
 /// Warnings about the results themselves (the client-health one comes after them).
-fn warnings(cfg: &BenchmarkConfig, profiling: &PhaseSummary, was_cancelled: bool) -> Vec<String> {
+fn warnings(cfg: &BenchmarkConfig, profiling: &PhaseSummary, ending: &Ending) -> Vec<String> {
     let mut warnings = Vec::new();
-    if was_cancelled {
+    if let Some(e) = &ending.jsonl_error {
+        warnings.push(format!(
+            "the run was stopped early ({e}): the summary covers every request that finished"
+        ));
+    } else if ending.was_cancelled {
         warnings.push(
             "the run was interrupted: results cover only the requests that finished".to_string(),
         );
@@ -563,7 +619,7 @@ fn finish_console(
     cfg: &BenchmarkConfig,
     dir: &Path,
     report: &RunReport,
-    strict_failure: Option<String>,
+    failures: &[String],
 ) -> u8 {
     let s = &report.profiling;
     let title = format!(
@@ -591,8 +647,10 @@ fn finish_console(
         eprintln!("warning: {w}");
     }
     println!("Artifacts: {}", dir.display());
-    if let Some(why) = strict_failure {
-        eprintln!("error: --strict-plugins: {why}");
+    if !failures.is_empty() {
+        for f in failures {
+            eprintln!("error: {f}");
+        }
         return 1;
     }
     if s.success == 0 && s.error_count > 0 {

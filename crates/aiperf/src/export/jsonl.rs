@@ -124,6 +124,12 @@ pub struct JsonlWriter {
     line: Vec<u8>,
     /// The dataset's conversation ids, by index (as in `inputs.json`).
     conversation_ids: std::sync::Arc<[String]>,
+    /// Bytes handed to the buffer so far, all whole lines, and how many lines.
+    handed: (u64, u64),
+    /// What is known to be on disk after the last successful flush: (bytes, lines).
+    committed: (u64, u64),
+    /// Set after a write error: nothing more is written.
+    failed: bool,
 }
 
 impl JsonlWriter {
@@ -137,6 +143,9 @@ impl JsonlWriter {
             clock,
             line: Vec::with_capacity(1024),
             conversation_ids,
+            handed: (0, 0),
+            committed: (0, 0),
+            failed: false,
         })
     }
 
@@ -147,7 +156,43 @@ impl JsonlWriter {
             clock,
             line: Vec::new(),
             conversation_ids: std::sync::Arc::from(Vec::new()),
+            handed: (0, 0),
+            committed: (0, 0),
+            failed: false,
         }
+    }
+
+    /// Flushes the buffer; what is on disk is then every line handed over.
+    fn flush_out(&mut self) -> std::io::Result<()> {
+        let Some(out) = &mut self.out else {
+            return Ok(());
+        };
+        match out.flush() {
+            Ok(()) => {
+                self.committed = self.handed;
+                Ok(())
+            }
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// After a write error (a full disk, a file size limit): the unwritten buffer is
+    /// dropped, the file is cut back to the whole lines known to be on disk, and nothing
+    /// more is written. The error says how much of the run the file holds.
+    fn fail(&mut self, e: std::io::Error) -> std::io::Error {
+        self.failed = true;
+        if let Some(out) = self.out.take() {
+            // `into_parts` hands back the file without flushing what is left.
+            let (file, _unwritten) = out.into_parts();
+            let _ = file.set_len(self.committed.0);
+        }
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "{e}; it holds the first {} records, as whole lines",
+                self.committed.1
+            ),
+        )
     }
 
     /// Serializes one record as a line and appends it (one write per whole line: the buffer
@@ -159,9 +204,9 @@ impl JsonlWriter {
         metrics: &impl Serialize,
         error: Option<&ErrorDetails>,
     ) -> std::io::Result<()> {
-        let Some(out) = &mut self.out else {
+        if self.out.is_none() {
             return Ok(());
-        };
+        }
         let wall = |ns: u64| self.clock.wall_ns(ns);
         let metadata = Metadata {
             session_num: rec.request_index,
@@ -193,10 +238,26 @@ impl JsonlWriter {
             },
         )?;
         self.line.push(b'\n');
-        if out.capacity() - out.buffer().len() < self.line.len() {
-            out.flush()?;
+        let room = self
+            .out
+            .as_ref()
+            .map_or(0, |o| o.capacity() - o.buffer().len());
+        if room < self.line.len() {
+            self.flush_out()?;
         }
-        out.write_all(&self.line)
+        let Some(out) = &mut self.out else {
+            return Ok(());
+        };
+        if let Err(e) = out.write_all(&self.line) {
+            return Err(self.fail(e));
+        }
+        self.handed.0 += self.line.len() as u64;
+        self.handed.1 += 1;
+        if out.buffer().is_empty() {
+            // A line longer than the buffer went straight to the file.
+            self.committed = self.handed;
+        }
+        Ok(())
     }
 }
 
@@ -217,10 +278,7 @@ impl RecordSink for JsonlWriter {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        match &mut self.out {
-            Some(o) => o.flush(),
-            None => Ok(()),
-        }
+        self.flush_out()
     }
 }
 

@@ -29,6 +29,7 @@ use super::{
     compute, ErrorDetails, PhaseAccumulator, PhaseKind, PhaseSummary, RequestMetrics, RequestRecord,
 };
 use crate::tokenizer::Tokenizer;
+use tokio_util::sync::CancellationToken;
 
 /// Where the aggregator writes each processed request, in the order it processes them (the
 /// JSONL export implements it). Called only from the aggregator thread.
@@ -84,6 +85,8 @@ pub struct RecordProcessor {
     next_token: u64,
     threads: Vec<JoinHandle<()>>,
     aggregator: JoinHandle<std::io::Result<()>>,
+    /// Cancelled at the sink's first write error (the error itself comes from `finish`).
+    sink_failed: CancellationToken,
 }
 
 fn spawn<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
@@ -146,7 +149,11 @@ impl RecordProcessor {
                 }
             }));
         }
-        let aggregator = spawn("aiperf-aggregate", move || aggregate(done_rx, n, sink));
+        let sink_failed = CancellationToken::new();
+        let failed = sink_failed.clone();
+        let aggregator = spawn("aiperf-aggregate", move || {
+            aggregate(done_rx, n, sink, failed)
+        });
         Self {
             tx: Some(RecordSender {
                 queues: queues.into(),
@@ -156,7 +163,13 @@ impl RecordProcessor {
             next_token: 0,
             threads,
             aggregator,
+            sink_failed,
         }
+    }
+
+    /// Cancelled when the sink fails to write (a full disk): the run should stop sending.
+    pub fn sink_failed(&self) -> CancellationToken {
+        self.sink_failed.clone()
     }
 
     /// Where workers send finished requests.
@@ -207,6 +220,7 @@ fn aggregate(
     rx: std_mpsc::Receiver<Done>,
     threads: usize,
     mut sink: impl RecordSink,
+    failed: CancellationToken,
 ) -> std::io::Result<()> {
     let mut phases: BTreeMap<PhaseKind, PhaseAccumulator> = BTreeMap::new();
     let mut io_result = Ok(());
@@ -217,6 +231,7 @@ fn aggregate(
         let mut flush = || {
             if let (Err(e), Ok(())) = (sink.flush(), &io_result) {
                 io_result = Err(e);
+                failed.cancel();
             }
         };
         let Some(msg) = next_batched(&rx, &mut flush) else {
@@ -238,6 +253,7 @@ fn aggregate(
                 };
                 if let (Err(e), Ok(())) = (written, &io_result) {
                     io_result = Err(e);
+                    failed.cancel();
                 }
                 continue;
             }
@@ -252,14 +268,18 @@ fn aggregate(
         };
         if let Some((seen, Some(_))) = pending.get(&token) {
             if *seen == threads {
-                let (_, req) = pending.remove(&token).expect("present");
-                let (phase, reply) = req.expect("checked");
-                let _ = sink.flush();
+                let Some((_, Some((phase, reply)))) = pending.remove(&token) else {
+                    continue;
+                };
+                if let (Err(e), Ok(())) = (sink.flush(), &io_result) {
+                    io_result = Err(e);
+                    failed.cancel();
+                }
                 let _ = reply.send(phases.entry(phase).or_default().summarize());
             }
         }
     }
-    io_result.and(sink.flush())
+    io_result.and_then(|()| sink.flush())
 }
 
 #[cfg(test)]
