@@ -198,6 +198,7 @@ pub async fn run(mut cfg: BenchmarkConfig, hooks: HookRegistry) -> anyhow::Resul
         cfg.endpoint.request_timeout,
         clock,
         ResponseParser::for_shape(&dataset.shape, &cfg.endpoint.response_field),
+        &cfg.endpoint.tls(),
     )
     .map_err(|e| ConfigError::Usage(e.to_string()))?;
     let stop_sending = CancellationToken::new();
