@@ -64,37 +64,40 @@ fn resource_error(e: &io::Error) -> Option<ErrorDetails> {
     client_resource(e).map(|m| ErrorDetails::new(None, kind::CLIENT_RESOURCE_ERROR, m))
 }
 
-/// The first `io::Error` among `e` and its sources.
-fn io_in_chain<'a>(e: &'a (dyn Error + 'static)) -> Option<&'a io::Error> {
+/// `e` and every error under it, outermost first. An `io::Error` that wraps another error
+/// leads to that error (its own `source()` skips it: it is the wrapped error's source), so
+/// an OS error or a rustls error is found however deep connectors wrapped it.
+fn chain<'a>(e: &'a (dyn Error + 'static)) -> Vec<&'a (dyn Error + 'static)> {
+    let mut out = Vec::new();
     let mut cur = Some(e);
     while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<io::Error>() {
-            return Some(io);
+        out.push(err);
+        if out.len() > 32 {
+            break;
         }
-        cur = err.source();
+        cur = match err.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+            Some(inner) => Some(inner as &(dyn Error + 'static)),
+            None => err.source(),
+        };
     }
-    None
+    out
 }
 
-/// A certificate rustls rejected, anywhere in the chain (also inside an `io::Error`, where
-/// tokio-rustls puts it).
+/// Every `io::Error` in the chain.
+fn io_errors<'a>(e: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a io::Error> {
+    chain(e)
+        .into_iter()
+        .filter_map(|err| err.downcast_ref::<io::Error>())
+}
+
+/// A certificate rustls rejected, anywhere in the chain.
 fn certificate_in_chain<'a>(e: &'a (dyn Error + 'static)) -> Option<&'a rustls::CertificateError> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        let inner = err
-            .downcast_ref::<io::Error>()
-            .and_then(io::Error::get_ref)
-            .map(|i| i as &(dyn Error + 'static));
-        for candidate in [Some(err), inner].into_iter().flatten() {
-            if let Some(rustls::Error::InvalidCertificate(c)) =
-                candidate.downcast_ref::<rustls::Error>()
-            {
-                return Some(c);
-            }
-        }
-        cur = err.source();
-    }
-    None
+    chain(e)
+        .into_iter()
+        .find_map(|err| match err.downcast_ref::<rustls::Error>() {
+            Some(rustls::Error::InvalidCertificate(c)) => Some(c),
+            _ => None,
+        })
 }
 
 /// The `http://` client failed before a response head: connect, write, or read the head.
@@ -131,8 +134,7 @@ pub fn hyper_send(e: &hyper_util::client::legacy::Error) -> ErrorDetails {
     if let Some(c) = certificate_in_chain(e) {
         return ErrorDetails::new(None, kind::CERTIFICATE_ERROR, tls::certificate_message(c));
     }
-    let io = io_in_chain(e);
-    if let Some(r) = io.and_then(resource_error) {
+    if let Some(r) = io_errors(e).find_map(resource_error) {
         return r;
     }
     if e.is_connect() {
@@ -140,14 +142,17 @@ pub fn hyper_send(e: &hyper_util::client::legacy::Error) -> ErrorDetails {
     }
     // On a connection, after the request went to it (hyper resends only a request it never
     // started to write): closed or reset before a response.
-    let closed = io.is_some_and(|io| {
+    let closed = io_errors(e).any(|io| {
         matches!(
             io.kind(),
             io::ErrorKind::ConnectionReset
                 | io::ErrorKind::ConnectionAborted
                 | io::ErrorKind::BrokenPipe
         )
-    }) || hyper_error(e).is_some_and(hyper::Error::is_incomplete_message);
+    }) || chain(e).into_iter().any(|err| {
+        err.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+    });
     if closed {
         return ErrorDetails::new(
             None,
@@ -159,17 +164,6 @@ pub fn hyper_send(e: &hyper_util::client::legacy::Error) -> ErrorDetails {
         );
     }
     ErrorDetails::new(None, kind::REQUEST_ERROR, error_chain(e))
-}
-
-fn hyper_error<'a>(e: &'a (dyn Error + 'static)) -> Option<&'a hyper::Error> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(h) = err.downcast_ref::<hyper::Error>() {
-            return Some(h);
-        }
-        cur = err.source();
-    }
-    None
 }
 
 /// A stream that broke off.
@@ -212,8 +206,8 @@ mod tests {
             );
             assert!(d.is_client_side());
             // Wherever it sits in an error chain (hyper wraps io errors).
-            let wrapped = Wrapper(io::Error::from_raw_os_error(errno));
-            assert!(io_in_chain(&wrapped).and_then(client_resource).is_some());
+            let wrapped = Wrapper(io::Error::other(io::Error::from_raw_os_error(errno)));
+            assert!(io_errors(&wrapped).find_map(client_resource).is_some());
         }
         // The server's doing, not the client's.
         for errno in [
@@ -254,7 +248,8 @@ mod tests {
             io::ErrorKind::InvalidData,
             rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
         );
-        let wrapped = Wrapper(io);
+        // As hyper-rustls wraps it: an io::Error in an io::Error in a boxed error.
+        let wrapped = Wrapper(io::Error::other(io));
         assert_eq!(
             certificate_in_chain(&wrapped),
             Some(&rustls::CertificateError::UnknownIssuer)

@@ -17,4 +17,5 @@ mod load;
 mod plugins;
 mod profile;
 mod tokenizer;
+mod transport;
 mod workloads;
