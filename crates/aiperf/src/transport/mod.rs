@@ -82,7 +82,7 @@ enum Route {
     /// `http://`: the lean client, read by the requesting task.
     Http(h1::Endpoint),
     /// `https://`: hyper's pooled client (shared by every https URL).
-    Https(HyperClient),
+    Https(Box<HyperClient>),
 }
 
 /// Sends requests to one or more base URLs, round-robin chosen by the caller.
@@ -148,7 +148,7 @@ impl Transport {
         let routes = urls
             .iter()
             .map(|u| match (&https, u.scheme_str() == Some("http")) {
-                (Some(client), false) => Route::Https(client.clone()),
+                (Some(client), false) => Route::Https(Box::new(client.clone())),
                 _ => Route::Http(h1::Endpoint::new(u, &map, connect_timeout)),
             })
             .collect();
@@ -451,9 +451,9 @@ async fn collect_capped(
 
 /// `16 MiB`, `64 KiB`, `100 bytes`.
 pub(crate) fn size(n: usize) -> String {
-    if n >= 1 << 20 && n % (1 << 20) == 0 {
+    if n >= 1 << 20 && n & ((1 << 20) - 1) == 0 {
         format!("{} MiB", n >> 20)
-    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+    } else if n >= 1 << 10 && n & ((1 << 10) - 1) == 0 {
         format!("{} KiB", n >> 10)
     } else {
         format!("{n} bytes")

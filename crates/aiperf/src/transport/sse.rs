@@ -21,6 +21,9 @@ pub struct EventTooLarge {
     pub limit: usize,
 }
 
+/// One event: its data (lines joined with `\n`) and its `event:` name (empty when none).
+pub type Event<'a> = (&'a [u8], &'a [u8]);
+
 /// Incremental SSE parser.
 #[derive(Debug)]
 pub struct SseFramer {
@@ -87,7 +90,7 @@ impl SseFramer {
     /// Returns the next complete event's data (lines joined with `\n`), if one is buffered.
     /// The second value is the `event:` name, empty when none was given. Fails once an event
     /// holds more than the framer's limit (and from then on).
-    pub fn next_event(&mut self) -> Result<Option<(&[u8], &[u8])>, EventTooLarge> {
+    pub fn next_event(&mut self) -> Result<Option<Event<'_>>, EventTooLarge> {
         if self.failed {
             return Err(self.too_large());
         }
@@ -218,8 +221,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// Every event available now, as `(data, name)`; `Err` once the framer failed.
-    fn drain(f: &mut SseFramer) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EventTooLarge> {
+    /// Events as `(data, name)`.
+    type Owned = Vec<(Vec<u8>, Vec<u8>)>;
+
+    /// Every event available now; `Err` once the framer failed.
+    fn drain(f: &mut SseFramer) -> Result<Owned, EventTooLarge> {
         let mut out = Vec::new();
         while let Some((d, name)) = f.next_event()? {
             out.push((d.to_vec(), name.to_vec()));
@@ -236,7 +242,7 @@ mod tests {
     }
 
     /// Feeds `pieces` in order and returns every event (stopping at a failure).
-    fn frame(pieces: &[&[u8]], max_event: usize) -> (Vec<(Vec<u8>, Vec<u8>)>, bool) {
+    fn frame(pieces: &[&[u8]], max_event: usize) -> (Owned, bool) {
         let mut f = SseFramer::with_max_event(max_event);
         let mut events = Vec::new();
         for p in pieces {
@@ -251,7 +257,7 @@ mod tests {
 
     /// The SSE spec's algorithm on a whole stream, written the obvious way: split into lines
     /// at `\r\n`, `\r` or `\n`; only lines ended by a line break count.
-    fn reference(stream: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    fn reference(stream: &[u8]) -> Owned {
         let mut lines = Vec::new();
         let mut start = 0;
         let mut i = 0;
