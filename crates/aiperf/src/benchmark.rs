@@ -241,6 +241,7 @@ async fn prepare(mut cfg: BenchmarkConfig, clock: Clock) -> Result<Prepared> {
         cfg.endpoint.request_timeout,
         clock,
         ResponseParser::for_shape(&dataset.shape, &cfg.endpoint.response_field),
+        &cfg.endpoint.tls(),
     )
     .map_err(|e| ConfigError::Usage(e.to_string()))?;
     let stop_sending = CancellationToken::new();

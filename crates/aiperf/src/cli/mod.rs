@@ -126,6 +126,13 @@ pub struct EndpointArgs {
     /// Count tokens from the server's `usage` (asks for it when streaming).
     #[arg(long)]
     pub use_server_token_count: bool,
+    /// Also trust the certificates in this PEM file for https:// (a private CA, or the
+    /// server's self-signed certificate); repeatable, a file may hold several.
+    #[arg(long, value_name = "PATH")]
+    pub ssl_ca_file: Vec<PathBuf>,
+    /// Do not verify https:// server certificates (warns at start).
+    #[arg(long)]
+    pub ssl_insecure: bool,
 }
 
 #[derive(Debug, Clone, Args)]

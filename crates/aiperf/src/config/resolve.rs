@@ -213,7 +213,17 @@ fn endpoint(a: EndpointArgs, input: &InputArgs) -> Result<EndpointSpec, ConfigEr
         use_legacy_max_tokens: a.use_legacy_max_tokens,
         payload_template,
         response_field: a.response_field,
+        ssl_ca_files: ssl_ca_files(a.ssl_ca_file)?,
+        ssl_insecure: a.ssl_insecure,
     })
+}
+
+/// Each `--ssl-ca-file` must be a readable PEM file of certificates.
+fn ssl_ca_files(files: Vec<PathBuf>) -> Result<Vec<PathBuf>, ConfigError> {
+    for f in &files {
+        crate::transport::tls::load_ca_file(f).map_err(|e| usage(format!("--ssl-ca-file {e}")))?;
+    }
+    Ok(files)
 }
 
 fn load(a: &ProfileArgs) -> Result<LoadSpec, ConfigError> {

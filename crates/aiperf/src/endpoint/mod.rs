@@ -151,8 +151,10 @@ pub fn build_payload(shape: &RequestShape, messages: &[Message], max_tokens: Opt
 /// How responses are read for the run's endpoint.
 #[derive(Debug, Clone)]
 pub enum ResponseParser {
-    /// OpenAI shapes: chat, completions, embeddings and the Responses API.
+    /// OpenAI shapes: chat, completions and the Responses API (embeddings read the same way).
     OpenAi,
+    /// `--endpoint-type embeddings`: OpenAI shapes, and a response need not carry text.
+    Embeddings,
     /// `--endpoint-type template`: the text is at this JSON pointer.
     Pointer(String),
 }
@@ -161,8 +163,15 @@ impl ResponseParser {
     pub fn for_shape(shape: &RequestShape, pointer: &str) -> Self {
         match shape.endpoint {
             EndpointType::Template => ResponseParser::Pointer(pointer.to_string()),
+            EndpointType::Embeddings => ResponseParser::Embeddings,
             _ => ResponseParser::OpenAi,
         }
+    }
+
+    /// A successful response without any content (no text, reasoning or tool call) is an
+    /// error (`EmptyResponse`), as in AIPerf; embeddings are exempt.
+    pub fn requires_content(&self) -> bool {
+        !matches!(self, ResponseParser::Embeddings)
     }
 
     pub fn parse(
@@ -172,7 +181,9 @@ impl ResponseParser {
         reasoning: &mut String,
     ) -> Result<Parsed, String> {
         match self {
-            ResponseParser::OpenAi => parse_response(bytes, out, reasoning),
+            ResponseParser::OpenAi | ResponseParser::Embeddings => {
+                parse_response(bytes, out, reasoning)
+            }
             ResponseParser::Pointer(ptr) => {
                 let v: Value =
                     serde_json::from_slice(bytes).map_err(|e| invalid_json(bytes, &e))?;
@@ -203,7 +214,11 @@ impl ResponseParser {
 
 fn invalid_json(bytes: &[u8], e: &serde_json::Error) -> String {
     let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(120)]).into_owned();
-    format!("invalid JSON in response ({e}): {shown}")
+    match e.classify() {
+        // Valid JSON with a value we cannot use (e.g. a fractional token count).
+        serde_json::error::Category::Data => format!("unexpected response ({e}): {shown}"),
+        _ => format!("invalid JSON in response ({e}): {shown}"),
+    }
 }
 
 #[derive(Deserialize)]
@@ -264,10 +279,33 @@ enum ErrorBody<'a> {
 
 #[derive(Deserialize, Default, Clone, Copy)]
 struct RawUsage {
-    #[serde(alias = "input_tokens")]
+    #[serde(alias = "input_tokens", default, deserialize_with = "token_count")]
     prompt_tokens: Option<u64>,
-    #[serde(alias = "output_tokens")]
+    #[serde(alias = "output_tokens", default, deserialize_with = "token_count")]
     completion_tokens: Option<u64>,
+}
+
+/// A token count: a non-negative integer, also written as an integral float (`5.0`, as some
+/// servers do). A fraction, a negative number or anything else fails the response with a
+/// message that says so.
+fn token_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    /// Largest integer an f64 holds exactly.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match Option::<serde_json::Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => {
+            if let Some(v) = n.as_u64() {
+                return Ok(Some(v));
+            }
+            match n.as_f64() {
+                Some(f) if f >= 0.0 && f.fract() == 0.0 && f <= EXACT => Ok(Some(f as u64)),
+                _ => Err(D::Error::custom(format!(
+                    "usage token count must be a whole number of tokens, 0 or more, got {n}"
+                ))),
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -506,6 +544,69 @@ mod tests {
         assert_eq!(p.error.as_deref(), Some("overloaded"));
         let (mut o, mut r) = (String::new(), String::new());
         assert!(parse_response(b"not json", &mut o, &mut r).is_err());
+    }
+
+    #[test]
+    fn usage_counts_may_be_integral_floats() {
+        for s in [
+            r#"{"choices":[],"usage":{"prompt_tokens":5.0,"completion_tokens":9}}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":9.0}}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":5e0,"completion_tokens":0.9e1}}"#,
+            r#"{"type":"response.completed","response":{"usage":{"input_tokens":5.0,"output_tokens":9.0}}}"#,
+        ] {
+            assert_eq!(
+                parse(s).0.usage,
+                Some(Usage {
+                    prompt_tokens: Some(5),
+                    completion_tokens: Some(9)
+                }),
+                "{s}"
+            );
+        }
+        let (p, _, _) = parse(r#"{"choices":[],"usage":{"prompt_tokens":null}}"#);
+        assert_eq!(p.usage, None);
+        let (mut o, mut r) = (String::new(), String::new());
+        for (s, bad) in [
+            (r#"{"choices":[],"usage":{"prompt_tokens":5.5}}"#, "5.5"),
+            (r#"{"choices":[],"usage":{"completion_tokens":-3}}"#, "-3"),
+            (
+                r#"{"choices":[],"usage":{"completion_tokens":-1.0}}"#,
+                "-1.0",
+            ),
+            (r#"{"choices":[],"usage":{"prompt_tokens":1e300}}"#, "1e300"),
+        ] {
+            let err = parse_response(s.as_bytes(), &mut o, &mut r).unwrap_err();
+            assert!(
+                err.starts_with(
+                    "unexpected response (usage token count must be a whole number of \
+                     tokens, 0 or more, got "
+                ),
+                "{err}"
+            );
+            assert!(err.contains(bad), "{err}");
+        }
+        let err =
+            parse_response(b"{\"usage\":{\"prompt_tokens\":\"5\"}}", &mut o, &mut r).unwrap_err();
+        assert!(err.starts_with("unexpected response"), "{err}");
+        let err = parse_response(b"{\"usage\":", &mut o, &mut r).unwrap_err();
+        assert!(err.starts_with("invalid JSON in response"), "{err}");
+    }
+
+    #[test]
+    fn only_embeddings_may_come_without_content() {
+        let shape = |e| shape(e, false);
+        for (e, requires) in [
+            (EndpointType::Chat, true),
+            (EndpointType::Completions, true),
+            (EndpointType::Responses, true),
+            (EndpointType::Embeddings, false),
+        ] {
+            let p = ResponseParser::for_shape(&shape(e), "/x");
+            assert_eq!(p.requires_content(), requires, "{e:?}");
+        }
+        let mut t = shape(EndpointType::Template);
+        t.template = Some(json!({}));
+        assert!(ResponseParser::for_shape(&t, "/x").requires_content());
     }
 
     #[test]

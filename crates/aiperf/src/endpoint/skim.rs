@@ -908,6 +908,71 @@ mod tests {
         }
     }
 
+    /// JSON-ish soup: the tokens of chunk shapes in any order, so that many inputs are
+    /// almost valid (and some valid) chunks.
+    fn soup() -> impl Strategy<Value = Vec<u8>> {
+        let token = prop::sample::select(vec![
+            "{",
+            "}",
+            "[",
+            "]",
+            ":",
+            ",",
+            " ",
+            "\"choices\"",
+            "\"delta\"",
+            "\"message\"",
+            "\"text\"",
+            "\"content\"",
+            "\"reasoning\"",
+            "\"reasoning_content\"",
+            "\"tool_calls\"",
+            "\"usage\"",
+            "\"id\"",
+            "\"x\"",
+            "\"\"",
+            "\"\\u00e9\"",
+            "\"a\\\"b\"",
+            "null",
+            "true",
+            "0",
+            "-1.5e3",
+            "\"\u{1}\"",
+            "\u{ff}",
+        ]);
+        prop::collection::vec(token, 0..40).prop_map(|t| t.concat().into_bytes())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any bytes at all: no panic on either path, and where skim answers, serde agrees.
+        #[test]
+        fn skim_agrees_with_serde_on_arbitrary_bytes(
+            bytes in prop::collection::vec(any::<u8>(), 0..256),
+        ) {
+            check(&bytes);
+        }
+
+        #[test]
+        fn skim_agrees_with_serde_on_json_soup(bytes in soup()) {
+            check(&bytes);
+        }
+
+        /// The same for a valid chunk with any bytes spliced in somewhere.
+        #[test]
+        fn skim_agrees_with_serde_with_random_bytes_spliced_in(
+            c in chunk(),
+            at in any::<usize>(),
+            junk in prop::collection::vec(any::<u8>(), 1..8),
+        ) {
+            let mut bytes = serde_json::to_vec(&c).unwrap();
+            let at = at % (bytes.len() + 1);
+            bytes.splice(at..at, junk);
+            check(&bytes);
+        }
+    }
+
     /// `cargo test --release -p aiperf --lib skim_speed -- --ignored --nocapture`
     #[test]
     #[ignore]

@@ -1,9 +1,12 @@
 //! The `endpoint` section of the config: where requests go and what they look like.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+
+use crate::transport::TlsOptions;
 
 /// API shape of the endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -68,12 +71,24 @@ pub struct EndpointSpec {
     /// The parsed `--payload-template` (for `--endpoint-type template`).
     pub payload_template: Option<Value>,
     pub response_field: String,
+    /// `--ssl-ca-file`, as given.
+    pub ssl_ca_files: Vec<PathBuf>,
+    /// `--ssl-insecure`.
+    pub ssl_insecure: bool,
 }
 
 impl EndpointSpec {
     /// Whether responses are streamed: asked for, and the endpoint can stream.
     pub fn streams(&self) -> bool {
         self.streaming && self.endpoint_type != EndpointType::Embeddings
+    }
+
+    /// What the transport trusts for `https://`.
+    pub fn tls(&self) -> TlsOptions {
+        TlsOptions {
+            ca_files: self.ssl_ca_files.clone(),
+            insecure: self.ssl_insecure,
+        }
     }
 }
 

@@ -35,7 +35,49 @@ pub struct ErrorDetails {
     pub message: String,
 }
 
+/// The `type` of the errors the client itself names (an HTTP error's type is the status's
+/// reason phrase, e.g. `InternalServerError`).
+pub mod kind {
+    /// Could not connect (refused, unreachable, TLS handshake, connect timeout).
+    pub const CONNECTION_ERROR: &str = "ConnectionError";
+    /// The client ran out of a local resource (file descriptors, ephemeral ports, socket
+    /// buffers): the client's limit, not the server's. See [`super::ErrorDetails::is_client_side`].
+    pub const CLIENT_RESOURCE_ERROR: &str = "ClientResourceError";
+    /// The server's certificate was not accepted.
+    pub const CERTIFICATE_ERROR: &str = "CertificateError";
+    /// The request was written, then the connection was closed or reset before any byte of
+    /// a response; never sent again, since the server may have received it.
+    pub const CONNECTION_CLOSED_BEFORE_RESPONSE: &str = "ConnectionClosedBeforeResponse";
+    /// Any other failure of the exchange before the response head.
+    pub const REQUEST_ERROR: &str = "RequestError";
+    /// A response (head, body, SSE event or trailers) past the client's size limits.
+    pub const RESPONSE_TOO_LARGE: &str = "ResponseTooLarge";
+    /// A successful response that carried no content (no text, reasoning or tool call).
+    pub const EMPTY_RESPONSE: &str = "EmptyResponse";
+    /// The body could not be read to its end (non-streamed).
+    pub const RESPONSE_READ_ERROR: &str = "ResponseReadError";
+    /// The body is not a response we can read.
+    pub const INVALID_RESPONSE: &str = "InvalidResponse";
+    /// The server reported an error inside a successful (2xx) body.
+    pub const SERVER_ERROR: &str = "ServerError";
+    /// The server reported an error inside the stream.
+    pub const STREAM_ERROR: &str = "StreamError";
+    /// A stream cut short: closed early, or ended without `[DONE]`.
+    pub const STREAM_TRUNCATED: &str = "StreamTruncated";
+    /// No complete response within `--request-timeout-seconds`.
+    pub const REQUEST_TIMEOUT: &str = "RequestTimeout";
+    /// Cancelled (`--request-cancellation-rate`, or the grace period ran out); code 499.
+    pub const REQUEST_CANCELLED: &str = "RequestCancellationError";
+}
+
 impl ErrorDetails {
+    /// The failure is the client's own limit (file descriptors, ephemeral ports, socket
+    /// buffers), not the server's: the run measured the client, and its results should not
+    /// be read as the server's.
+    pub fn is_client_side(&self) -> bool {
+        self.kind == kind::CLIENT_RESOURCE_ERROR
+    }
+
     pub fn new(code: Option<u16>, kind: &str, message: impl Into<String>) -> Self {
         let mut message = message.into();
         if message.len() > 300 {
@@ -90,4 +132,23 @@ pub struct RequestRecord {
     pub isl: u32,
     pub error: Option<ErrorDetails>,
     pub cancelled: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_client_resource_errors_are_client_side() {
+        let e = |k: &str| ErrorDetails::new(None, k, "m");
+        assert!(e(kind::CLIENT_RESOURCE_ERROR).is_client_side());
+        for k in [
+            kind::CONNECTION_ERROR,
+            kind::CONNECTION_CLOSED_BEFORE_RESPONSE,
+            kind::REQUEST_TIMEOUT,
+            "InternalServerError",
+        ] {
+            assert!(!e(k).is_client_side(), "{k}");
+        }
+    }
 }

@@ -9,11 +9,22 @@
 //!
 //! What it speaks: `POST` with a `Content-Length` body; responses with `Content-Length`,
 //! `Transfer-Encoding: chunked`, or delimited by the connection closing; interim 1xx responses
-//! are skipped. A request on a reused connection that the server had closed meanwhile (the
-//! write fails, or the connection ends before any byte of a response) is sent once more on a
-//! fresh connection.
+//! are skipped.
+//!
+//! A request is sent at most once unless it provably never reached the server. An idle
+//! connection is checked before it is reused (a non-blocking peek): one the server closed or
+//! reset, or one holding stray bytes, is dropped and the next one (or a fresh connection) is
+//! tried. If writing the request fails on a reused connection, nothing complete reached the
+//! server, and it goes out once more. Once the request is written, a connection that ends
+//! before any byte of a response is [`H1Error::ClosedBeforeResponse`], never a resend: the
+//! server may have received it (a POST can cost a whole generation).
+//!
+//! Limits: a response head of at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`] headers, chunk
+//! trailers of at most [`MAX_TRAILERS`] bytes; the caller caps bodies
+//! ([`Exchange::read_to_end`]).
 
 use std::io::Write as _;
+use std::mem::MaybeUninit;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -22,34 +33,58 @@ use hyper::header::HeaderMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Largest response head accepted.
-const MAX_HEAD: usize = 64 * 1024;
+/// Largest response head accepted (64 KiB).
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Most response headers accepted.
+pub const MAX_HEADERS: usize = 256;
+/// Largest trailer section of a chunked body accepted (16 KiB).
+pub const MAX_TRAILERS: usize = 16 * 1024;
+/// Headers parsed on the stack before a response with more gets a heap array.
+const STACK_HEADERS: usize = 64;
+/// Longest chunk-size line accepted (size and extensions).
+const MAX_CHUNK_LINE: usize = 1024;
 /// Read size: stream events are small.
 const READ_SIZE: usize = 4096;
 
-/// Why an exchange failed. `Connect` failures are `ConnectionError` in the record; the rest
-/// are request errors (or a truncated stream, once the body has started).
+/// Why an exchange failed. The transport turns each into an error record (`ConnectionError`,
+/// `ClientResourceError`, `ConnectionClosedBeforeResponse`, `ResponseTooLarge`, or a request
+/// error / truncated stream).
 #[derive(Debug, thiserror::Error)]
 pub enum H1Error {
-    #[error("tcp connect error: {0}")]
-    Connect(String),
+    #[error("tcp connect error: {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("tcp connect error: {0}: connect timed out")]
+    ConnectTimeout(String),
+    #[error(transparent)]
+    Io(std::io::Error),
+    /// The request was written, then the connection was closed or reset before any byte of a
+    /// response.
     #[error("{0}")]
-    Io(String),
+    ClosedBeforeResponse(&'static str),
     #[error("connection closed before message completed")]
     Closed,
     #[error("invalid HTTP response: {0}")]
     Invalid(String),
+    /// Past one of the size limits.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl H1Error {
     pub fn is_connect(&self) -> bool {
-        matches!(self, H1Error::Connect(_))
+        matches!(self, H1Error::Connect { .. } | H1Error::ConnectTimeout(_))
     }
 }
 
-fn io(e: std::io::Error) -> H1Error {
-    H1Error::Io(e.to_string())
-}
+/// Messages of [`H1Error::ClosedBeforeResponse`].
+const CLOSED_AFTER_SEND: &str = "the server closed the connection after the request was sent, \
+     before any response (not sent again: the server may have received it)";
+const RESET_AFTER_SEND: &str = "connection reset by the server after the request was sent, \
+     before any response (not sent again: the server may have received it)";
 
 /// One `http://` URL: where to connect, the request head, and the idle connections.
 pub struct Endpoint {
@@ -67,6 +102,27 @@ struct Conn {
     buf: BytesMut,
     /// The request being written (reused).
     out: Vec<u8>,
+}
+
+impl Conn {
+    /// An idle connection can carry a request: still open, and nothing unread on it (no
+    /// FIN, no RST, no stray bytes such as the excess of a short `Content-Length`). One
+    /// non-blocking `recv(MSG_PEEK)`; the socket is non-blocking, so it never waits.
+    fn is_reusable(&self) -> bool {
+        let mut byte = [MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(&self.stream).peek(&mut byte) {
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            // 0: the server closed it; more: bytes nobody asked for.
+            Ok(_) => false,
+        }
+    }
+}
+
+/// A failed attempt: whether the request may have reached the server.
+enum Attempt {
+    /// Nothing complete was written: the request may go out on another connection.
+    Unsent(H1Error),
+    Sent(H1Error),
 }
 
 impl Endpoint {
@@ -99,11 +155,17 @@ impl Endpoint {
     async fn connect(&self) -> Result<Conn, H1Error> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr))
             .await
-            .map_err(|_| H1Error::Connect(format!("{}: connect timed out", self.addr)))?
-            .map_err(|e| H1Error::Connect(format!("{}: {e}", self.addr)))?;
+            .map_err(|_| H1Error::ConnectTimeout(self.addr.clone()))?
+            .map_err(|source| H1Error::Connect {
+                addr: self.addr.clone(),
+                source,
+            })?;
         stream
             .set_nodelay(true)
-            .map_err(|e| H1Error::Connect(e.to_string()))?;
+            .map_err(|source| H1Error::Connect {
+                addr: self.addr.clone(),
+                source,
+            })?;
         Ok(Conn {
             stream,
             buf: BytesMut::with_capacity(READ_SIZE),
@@ -125,27 +187,31 @@ impl Endpoint {
     /// Sends the request and reads the response head. The returned exchange reads the body;
     /// dropping it before the body is finished closes the connection.
     pub async fn send(&self, body: &[u8]) -> Result<Exchange<'_>, H1Error> {
-        if let Some(conn) = self.checkout() {
+        while let Some(conn) = self.checkout() {
+            if !conn.is_reusable() {
+                continue; // closed, reset or dirty: dropped
+            }
             match self.try_send(conn, body).await {
                 Ok(x) => return Ok(x),
-                // The server closed the idle connection: once more on a fresh one.
-                Err((true, _)) => {}
-                Err((false, e)) => return Err(e),
+                // The write failed: nothing complete reached the server.
+                Err(Attempt::Unsent(_)) => continue,
+                Err(Attempt::Sent(e)) => return Err(e),
             }
         }
         let conn = self.connect().await?;
-        self.try_send(conn, body).await.map_err(|(_, e)| e)
+        self.try_send(conn, body).await.map_err(|a| match a {
+            Attempt::Unsent(e) | Attempt::Sent(e) => e,
+        })
     }
 
-    /// `Err((retry, e))`: `retry` when nothing of a response arrived on this connection.
-    async fn try_send(&self, mut conn: Conn, body: &[u8]) -> Result<Exchange<'_>, (bool, H1Error)> {
+    async fn try_send(&self, mut conn: Conn, body: &[u8]) -> Result<Exchange<'_>, Attempt> {
         conn.out.clear();
         conn.out.extend_from_slice(&self.head);
         // Writing into a Vec cannot fail.
         let _ = write!(conn.out, "{}\r\n\r\n", body.len());
         conn.out.extend_from_slice(body);
         if let Err(e) = conn.stream.write_all(&conn.out).await {
-            return Err((true, io(e)));
+            return Err(Attempt::Unsent(H1Error::Io(e)));
         }
         conn.buf.clear();
         loop {
@@ -153,15 +219,29 @@ impl Endpoint {
                 Ok(Some(h)) => h,
                 Ok(None) => {
                     if conn.buf.len() >= MAX_HEAD {
-                        return Err((false, H1Error::Invalid("response head too large".into())));
+                        return Err(Attempt::Sent(H1Error::TooLarge(format!(
+                            "response head larger than {} KiB",
+                            MAX_HEAD >> 10
+                        ))));
                     }
+                    let nothing_yet = conn.buf.is_empty();
                     match read_more(&mut conn).await {
-                        Ok(0) => return Err((conn.buf.is_empty(), H1Error::Closed)),
+                        Ok(0) if nothing_yet => {
+                            return Err(Attempt::Sent(H1Error::ClosedBeforeResponse(
+                                CLOSED_AFTER_SEND,
+                            )))
+                        }
+                        Ok(0) => return Err(Attempt::Sent(H1Error::Closed)),
                         Ok(_) => continue,
-                        Err(e) => return Err((conn.buf.is_empty(), e)),
+                        Err(H1Error::Io(e)) if nothing_yet && is_reset(&e) => {
+                            return Err(Attempt::Sent(H1Error::ClosedBeforeResponse(
+                                RESET_AFTER_SEND,
+                            )))
+                        }
+                        Err(e) => return Err(Attempt::Sent(e)),
                     }
                 }
-                Err(e) => return Err((false, e)),
+                Err(e) => return Err(Attempt::Sent(e)),
             };
             conn.buf.advance(head.len);
             if (100..200).contains(&head.status) {
@@ -190,11 +270,20 @@ impl Endpoint {
     }
 }
 
+/// The peer reset or aborted the connection.
+fn is_reset(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe)
+}
+
 async fn read_more(conn: &mut Conn) -> Result<usize, H1Error> {
     if conn.buf.capacity() - conn.buf.len() < READ_SIZE / 4 {
         conn.buf.reserve(READ_SIZE);
     }
-    conn.stream.read_buf(&mut conn.buf).await.map_err(io)
+    conn.stream
+        .read_buf(&mut conn.buf)
+        .await
+        .map_err(H1Error::Io)
 }
 
 struct Head {
@@ -206,13 +295,47 @@ struct Head {
     event_stream: bool,
 }
 
+/// Parses a response head; `Ok(None)` until it is complete. Up to [`STACK_HEADERS`] headers
+/// on the stack; a response with more is parsed again with room for [`MAX_HEADERS`].
 fn parse_head(buf: &[u8]) -> Result<Option<Head>, H1Error> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut resp = httparse::Response::new(&mut headers);
+    let mut headers = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    match parse_head_in(buf, &mut headers) {
+        Err(HeadError::Parse(httparse::Error::TooManyHeaders)) => {
+            let mut headers = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
+            parse_head_in(buf, &mut headers).map_err(|e| match e {
+                HeadError::Parse(httparse::Error::TooManyHeaders) => {
+                    H1Error::TooLarge(format!("response has more than {MAX_HEADERS} headers"))
+                }
+                e => e.into(),
+            })
+        }
+        r => r.map_err(H1Error::from),
+    }
+}
+
+enum HeadError {
+    Parse(httparse::Error),
+    Other(H1Error),
+}
+
+impl From<HeadError> for H1Error {
+    fn from(e: HeadError) -> Self {
+        match e {
+            HeadError::Parse(e) => H1Error::Invalid(e.to_string()),
+            HeadError::Other(e) => e,
+        }
+    }
+}
+
+fn parse_head_in<'b>(
+    buf: &'b [u8],
+    headers: &mut [httparse::Header<'b>],
+) -> Result<Option<Head>, HeadError> {
+    let mut resp = httparse::Response::new(headers);
     let len = match resp.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(H1Error::Invalid(e.to_string())),
+        Err(e) => return Err(HeadError::Parse(e)),
     };
     let mut head = Head {
         len,
@@ -225,9 +348,9 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, H1Error> {
     for h in resp.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n = value
-                .parse()
-                .map_err(|_| H1Error::Invalid(format!("content-length `{value}`")))?;
+            let n = value.parse().map_err(|_| {
+                HeadError::Other(H1Error::Invalid(format!("content-length `{value}`")))
+            })?;
             head.content_length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             head.chunked = value
@@ -262,7 +385,8 @@ enum ChunkState {
     Size,
     Data(u64),
     DataEnd,
-    Trailers,
+    /// In the trailer section, this many bytes of it consumed.
+    Trailers(usize),
 }
 
 /// A response being read.
@@ -308,10 +432,18 @@ impl Exchange<'_> {
         }
     }
 
-    /// The whole (remaining) body.
-    pub async fn read_to_end(&mut self, out: &mut Vec<u8>) -> Result<(), H1Error> {
-        while !self.read_some(out).await? {}
-        Ok(())
+    /// The whole (remaining) body, or stops once `out` holds more than `limit` bytes:
+    /// `Ok(true)` when the body is complete, `Ok(false)` when it stopped at the limit (the
+    /// exchange is then unfinished, and its connection is closed when it is dropped).
+    pub async fn read_to_end(&mut self, out: &mut Vec<u8>, limit: usize) -> Result<bool, H1Error> {
+        loop {
+            if self.read_some(out).await? {
+                return Ok(true);
+            }
+            if out.len() > limit {
+                return Ok(false);
+            }
+        }
     }
 
     fn release(&mut self) {
@@ -342,7 +474,7 @@ fn decode(framing: &mut Framing, buf: &mut BytesMut, out: &mut Vec<u8>) -> Resul
             match *state {
                 ChunkState::Size => {
                     let Some(eol) = memchr::memmem::find(buf, b"\r\n") else {
-                        if buf.len() > 1024 {
+                        if buf.len() > MAX_CHUNK_LINE {
                             return Err(H1Error::Invalid("chunk size line too long".into()));
                         }
                         return Ok(false);
@@ -353,7 +485,7 @@ fn decode(framing: &mut Framing, buf: &mut BytesMut, out: &mut Vec<u8>) -> Resul
                         .map_err(|_| H1Error::Invalid(format!("chunk size `{hex}`")))?;
                     buf.advance(eol + 2);
                     *state = if size == 0 {
-                        ChunkState::Trailers
+                        ChunkState::Trailers(0)
                     } else {
                         ChunkState::Data(size)
                     };
@@ -381,14 +513,22 @@ fn decode(framing: &mut Framing, buf: &mut BytesMut, out: &mut Vec<u8>) -> Resul
                     buf.advance(2);
                     *state = ChunkState::Size;
                 }
-                ChunkState::Trailers => {
-                    let Some(eol) = memchr::memmem::find(buf, b"\r\n") else {
+                ChunkState::Trailers(seen) => {
+                    let line = memchr::memmem::find(buf, b"\r\n").map(|eol| eol + 2);
+                    if seen + line.unwrap_or(buf.len()) > MAX_TRAILERS {
+                        return Err(H1Error::TooLarge(format!(
+                            "chunked body trailers larger than {} KiB",
+                            MAX_TRAILERS >> 10
+                        )));
+                    }
+                    let Some(line) = line else {
                         return Ok(false);
                     };
-                    buf.advance(eol + 2);
-                    if eol == 0 {
+                    buf.advance(line);
+                    if line == 2 {
                         return Ok(true);
                     }
+                    *state = ChunkState::Trailers(seen + line);
                 }
             }
         },
@@ -535,7 +675,7 @@ mod tests {
         let mut x = e.send(b"{\"q\":1}").await.unwrap();
         assert_eq!((x.status, x.event_stream), (200, false));
         let mut body = Vec::new();
-        x.read_to_end(&mut body).await.unwrap();
+        assert!(x.read_to_end(&mut body, usize::MAX).await.unwrap());
         assert_eq!(body, b"{\"a\":1}");
         assert!(
             x.read_some(&mut body).await.unwrap(),
@@ -551,7 +691,7 @@ mod tests {
         let mut x = e.send(b"second").await.unwrap();
         assert_eq!(x.status, 201);
         let mut body = Vec::new();
-        x.read_to_end(&mut body).await.unwrap();
+        assert!(x.read_to_end(&mut body, usize::MAX).await.unwrap());
         assert_eq!(body, b"hello");
         drop(x);
         assert_eq!(server.connections(), 1, "both requests on one connection");
@@ -614,7 +754,7 @@ mod tests {
         let mut x = e.send(b"{}").await.unwrap();
         assert_eq!(x.status, 200);
         let mut body = Vec::new();
-        x.read_to_end(&mut body).await.unwrap();
+        assert!(x.read_to_end(&mut body, usize::MAX).await.unwrap());
         assert_eq!(body, b"until the end");
         drop(x);
         assert_eq!(idle(&e), 0, "a close-delimited connection is not reused");
@@ -629,7 +769,7 @@ mod tests {
         let e = endpoint(&server, &HeaderMap::new());
         let mut x = e.send(b"{}").await.unwrap();
         let mut body = Vec::new();
-        x.read_to_end(&mut body).await.unwrap();
+        assert!(x.read_to_end(&mut body, usize::MAX).await.unwrap());
         assert_eq!(body, b"ok");
         drop(x);
         assert_eq!(idle(&e), 0);
@@ -645,7 +785,7 @@ mod tests {
         let e = endpoint(&server, &HeaderMap::new());
         let mut x = e.send(b"{}").await.unwrap();
         let mut body = Vec::new();
-        let err = x.read_to_end(&mut body).await.unwrap_err();
+        let err = x.read_to_end(&mut body, usize::MAX).await.unwrap_err();
         assert!(matches!(err, H1Error::Closed), "{err:?}");
         assert!(!err.is_connect());
         assert_eq!(body, b"data: one\n\n", "what came before the cut is kept");
@@ -665,8 +805,23 @@ mod tests {
         assert_eq!(idle(&e), 0);
     }
 
+    /// Reads one whole `200` response on `e` and returns its body.
+    async fn ok_exchange(e: &Endpoint) -> Vec<u8> {
+        let mut x = e.send(b"{}").await.unwrap();
+        assert_eq!(x.status, 200);
+        let mut body = Vec::new();
+        assert!(x.read_to_end(&mut body, usize::MAX).await.unwrap());
+        body
+    }
+
+    /// Waits until the pooled connection shows what the server did (its FIN, RST or bytes
+    /// arrived), so the next request finds it at checkout.
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     #[tokio::test]
-    async fn a_pooled_connection_the_server_closed_is_replaced_once() {
+    async fn an_idle_connection_the_server_closed_is_replaced_before_sending() {
         let ok = || response("200 OK", "application/json", "{}");
         let server = TestServer::start(vec![
             // Keep-alive by the headers, but the server closes right after.
@@ -675,13 +830,148 @@ mod tests {
         ])
         .await;
         let e = endpoint(&server, &HeaderMap::new());
-        for _ in 0..2 {
-            let mut x = e.send(b"{}").await.unwrap();
-            assert_eq!(x.status, 200);
-            x.read_to_end(&mut Vec::new()).await.unwrap();
-        }
+        ok_exchange(&e).await;
+        assert_eq!(idle(&e), 1);
+        settle().await;
+        ok_exchange(&e).await;
         assert_eq!(server.connections(), 2);
-        assert_eq!(server.requests().len(), 2, "the request was sent once more");
+        assert_eq!(server.requests().len(), 2, "each request sent once");
+    }
+
+    /// The request was written on a reused connection, then the server closed it (or reset
+    /// it) without a byte of answer: an error, never a second copy of the request.
+    #[tokio::test]
+    async fn a_request_the_server_may_have_received_is_never_sent_again() {
+        for (reply, message) in [
+            (Reply::Close, CLOSED_AFTER_SEND),
+            (Reply::Reset, RESET_AFTER_SEND),
+        ] {
+            let ok = || response("200 OK", "application/json", "{}");
+            let server = TestServer::start(vec![Reply::Send(vec![ok()]), reply]).await;
+            let e = endpoint(&server, &HeaderMap::new());
+            ok_exchange(&e).await;
+            let err = e.send(b"{}").await.err().expect("an error");
+            assert!(
+                matches!(err, H1Error::ClosedBeforeResponse(m) if m == message),
+                "{err:?}"
+            );
+            assert!(!err.is_connect());
+            assert_eq!(server.requests().len(), 2, "sent exactly once: {message}");
+            assert_eq!(server.connections(), 1);
+            assert_eq!(idle(&e), 0);
+        }
+        // The same on a fresh connection.
+        let server = TestServer::start(vec![Reply::Reset]).await;
+        let e = endpoint(&server, &HeaderMap::new());
+        let err = e.send(b"{}").await.err().expect("an error");
+        assert!(matches!(err, H1Error::ClosedBeforeResponse(_)), "{err:?}");
+        assert_eq!(server.requests().len(), 1);
+    }
+
+    /// A server whose `Content-Length` was shorter than what it sent: the excess arrives
+    /// after the response is complete. The connection is not reused, so the excess never
+    /// becomes the next request's response.
+    #[tokio::test]
+    async fn a_connection_with_stray_bytes_is_not_reused() {
+        let server = TestServer::start(vec![
+            Reply::Send(vec![
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+                b"EXCESS BYTES".to_vec(),
+            ]),
+            Reply::Send(vec![response("200 OK", "application/json", "second")]),
+        ])
+        .await;
+        let e = endpoint(&server, &HeaderMap::new());
+        assert_eq!(ok_exchange(&e).await, b"ok");
+        settle().await;
+        assert_eq!(ok_exchange(&e).await, b"second");
+        assert_eq!(server.connections(), 2);
+        // Excess in the same read as the response: never pooled either.
+        let server = TestServer::start(vec![
+            Reply::Send(vec![
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokEXCESS".to_vec(),
+            ]),
+            Reply::Send(vec![response("200 OK", "application/json", "second")]),
+        ])
+        .await;
+        let e = endpoint(&server, &HeaderMap::new());
+        assert_eq!(ok_exchange(&e).await, b"ok");
+        assert_eq!(idle(&e), 0);
+        assert_eq!(ok_exchange(&e).await, b"second");
+    }
+
+    #[tokio::test]
+    async fn a_body_read_stops_at_its_limit_and_closes_the_connection() {
+        let body = "x".repeat(100_000);
+        let server = TestServer::start(vec![Reply::Send(vec![response(
+            "200 OK",
+            "application/json",
+            &body,
+        )])])
+        .await;
+        let e = endpoint(&server, &HeaderMap::new());
+        let mut x = e.send(b"{}").await.unwrap();
+        let mut out = Vec::new();
+        assert!(!x.read_to_end(&mut out, 10_000).await.unwrap());
+        assert!(out.len() > 10_000 && out.len() < 100_000, "{}", out.len());
+        drop(x);
+        assert_eq!(idle(&e), 0, "an unfinished body closes its connection");
+    }
+
+    #[test]
+    fn more_than_64_headers_are_read_and_more_than_256_refused() {
+        let head = |n: usize| {
+            let mut h = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n".to_vec();
+            for i in 0..n {
+                h.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
+            }
+            h.extend_from_slice(b"\r\n");
+            h
+        };
+        let h = parse_head(&head(200)).unwrap().unwrap();
+        assert_eq!((h.status, h.content_length), (200, Some(0)));
+        assert!(parse_head(&head(MAX_HEADERS - 1)).unwrap().is_some());
+        let partial = head(100);
+        assert!(parse_head(&partial[..partial.len() - 10])
+            .unwrap()
+            .is_none());
+        let err = parse_head(&head(MAX_HEADERS)).err().unwrap();
+        assert!(matches!(err, H1Error::TooLarge(_)), "{err:?}");
+        assert_eq!(err.to_string(), "response has more than 256 headers");
+    }
+
+    #[test]
+    fn trailers_are_capped() {
+        let mut f = Framing::Chunked(ChunkState::Size);
+        let mut buf = BytesMut::from(&b"1\r\na\r\n0\r\n"[..]);
+        let mut out = Vec::new();
+        assert!(!decode(&mut f, &mut buf, &mut out).unwrap());
+        // Trailer lines, each fine, adding up past the cap.
+        let mut err = None;
+        for _ in 0..100 {
+            buf.extend_from_slice(format!("x-t: {}\r\n", "v".repeat(1000)).as_bytes());
+            if let Err(e) = decode(&mut f, &mut buf, &mut out) {
+                err = Some(e);
+                break;
+            }
+        }
+        let err = err.expect("capped");
+        assert_eq!(err.to_string(), "chunked body trailers larger than 16 KiB");
+        // One endless trailer line.
+        let mut f = Framing::Chunked(ChunkState::Trailers(0));
+        let mut buf = BytesMut::from(&[b'x'; MAX_TRAILERS][..]);
+        assert!(!decode(&mut f, &mut buf, &mut out).unwrap());
+        buf.extend_from_slice(b"x");
+        assert!(matches!(
+            decode(&mut f, &mut buf, &mut out),
+            Err(H1Error::TooLarge(_))
+        ));
+        // Trailers within the cap end the body.
+        let (out, done) = run(
+            Framing::Chunked(ChunkState::Size),
+            &[b"1\r\na\r\n0\r\nx-a: 1\r\nx-b: 2\r\n\r\n"],
+        );
+        assert_eq!((out.as_slice(), done), (&b"a"[..], true));
     }
 
     #[tokio::test]

@@ -1,21 +1,29 @@
 //! HTTP transport: pooled keep-alive connections, one request in, one record out.
 //!
-//! Built on hyper's pooled client directly (HTTP/1.1, and HTTP/2 when TLS negotiates it by
-//! ALPN): a request is one pooled connection task and the caller's own task, with no further
-//! layers between the socket and the record.
+//! `http://` URLs go through the lean HTTP/1.1 client in [`h1`], read by the requesting task
+//! itself; `https://` URLs through hyper's pooled client (rustls, HTTP/2 by ALPN; trust in
+//! [`tls`]).
 //!
 //! The start time is taken just before the request is handed to the connection, and each
 //! chunk's time as soon as its bytes come off the socket, before any parsing.
+//!
+//! What a server may send is bounded ([`Limits`]): an error body is kept up to
+//! [`MAX_ERROR_BODY`] (the connection is dropped rather than drained past it), a non-streamed
+//! body up to [`MAX_BODY`], one SSE event up to [`sse::MAX_EVENT`], plus the head and trailer
+//! limits of [`h1`].
 
+mod failure;
 pub mod h1;
 pub mod sse;
 #[cfg(test)]
 mod test_server;
+pub mod tls;
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Body;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -25,8 +33,39 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::endpoint::{parse_response, ResponseParser};
+use crate::metrics::record::kind;
 use crate::metrics::{ErrorDetails, RequestRecord};
+pub use failure::client_resource;
 use sse::SseFramer;
+pub use tls::TlsOptions;
+
+/// Most bytes of an error (non-2xx) body kept for its message (64 KiB). A longer body is not
+/// read further: its connection is closed instead of drained.
+pub const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Largest successful non-streamed body (256 MiB: an embeddings batch can be large). Past
+/// it the request is a `ResponseTooLarge` error.
+pub const MAX_BODY: usize = 256 * 1024 * 1024;
+
+/// How much a server may send, per response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of an error body kept ([`MAX_ERROR_BODY`]).
+    pub error_body: usize,
+    /// A successful non-streamed body ([`MAX_BODY`]).
+    pub body: usize,
+    /// One SSE event ([`sse::MAX_EVENT`]).
+    pub event: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            error_body: MAX_ERROR_BODY,
+            body: MAX_BODY,
+            event: sse::MAX_EVENT,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -36,19 +75,30 @@ pub enum TransportError {
     Client(String),
 }
 
+type HyperClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// How requests to one URL are sent.
+enum Route {
+    /// `http://`: the lean client, read by the requesting task.
+    Http(h1::Endpoint),
+    /// `https://`: hyper's pooled client (shared by every https URL).
+    Https(Box<HyperClient>),
+}
+
 /// Sends requests to one or more base URLs, round-robin chosen by the caller.
 pub struct Transport {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     urls: Vec<Uri>,
-    /// Per URL: the lean HTTP/1.1 client for `http://`; `None` for `https://` (hyper).
-    h1: Vec<Option<h1::Endpoint>>,
+    /// Per URL.
+    routes: Vec<Route>,
     headers: HeaderMap,
     timeout: Duration,
     clock: Clock,
     parser: ResponseParser,
+    limits: Limits,
 }
 
 impl Transport {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         base_urls: &[String],
         path: &str,
@@ -57,6 +107,7 @@ impl Transport {
         timeout: Duration,
         clock: Clock,
         parser: ResponseParser,
+        tls: &TlsOptions,
     ) -> Result<Self, TransportError> {
         let mut map = HeaderMap::new();
         map.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -74,25 +125,6 @@ impl Transport {
                 .map_err(|e| TransportError::Header(format!("{k}: {e}")))?;
             map.append(name, value);
         }
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(timeout.min(Duration::from_secs(30))));
-        let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| TransportError::Client(e.to_string()))?
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(usize::MAX)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_timer(TokioTimer::new())
-            // Reads of at most 4 KiB (hyper's default starts at 8 KiB and adapts): stream
-            // events are small, and 10,000 open streams then hold half the buffer memory.
-            .http1_read_buf_exact_size(4096)
-            .build(tls);
         let urls = base_urls
             .iter()
             .map(|b| {
@@ -104,22 +136,37 @@ impl Transport {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let connect_timeout = timeout.min(Duration::from_secs(30));
-        let h1 = urls
+        if tls.insecure {
+            eprintln!("{}", tls::INSECURE_WARNING);
+        }
+        // Trust is only read (system store, CA files) when some URL needs it.
+        let https = if urls.iter().any(|u| u.scheme_str() != Some("http")) {
+            Some(hyper_client(tls, connect_timeout)?)
+        } else {
+            None
+        };
+        let routes = urls
             .iter()
-            .map(|u| {
-                (u.scheme_str() == Some("http"))
-                    .then(|| h1::Endpoint::new(u, &map, connect_timeout))
+            .map(|u| match (&https, u.scheme_str() == Some("http")) {
+                (Some(client), false) => Route::Https(Box::new(client.clone())),
+                _ => Route::Http(h1::Endpoint::new(u, &map, connect_timeout)),
             })
             .collect();
         Ok(Self {
-            client,
             urls,
-            h1,
+            routes,
             headers: map,
             timeout,
             clock,
             parser,
+            limits: Limits::default(),
         })
+    }
+
+    /// Replaces the size limits (tests use small ones).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn url_count(&self) -> usize {
@@ -157,13 +204,13 @@ impl Transport {
                     rec.cancelled = true;
                     ErrorDetails::new(
                         Some(499),
-                        "RequestCancellationError",
+                        kind::REQUEST_CANCELLED,
                         "request was cancelled before it finished",
                     )
                 } else {
                     ErrorDetails::new(
                         None,
-                        "RequestTimeout",
+                        kind::REQUEST_TIMEOUT,
                         format!(
                             "no complete response within {:.3} s (--request-timeout-seconds)",
                             timeout.as_secs_f64()
@@ -175,14 +222,14 @@ impl Transport {
     }
 
     async fn exchange(&self, body: Bytes, rec: &mut RequestRecord) {
-        match &self.h1[rec.url_index] {
-            Some(endpoint) => self.exchange_h1(endpoint, &body, rec).await,
-            None => {
+        match &self.routes[rec.url_index] {
+            Route::Http(endpoint) => self.exchange_h1(endpoint, &body, rec).await,
+            Route::Https(client) => {
                 let mut req = hyper::Request::new(Full::new(body));
                 *req.method_mut() = Method::POST;
                 *req.uri_mut() = self.urls[rec.url_index].clone();
                 *req.headers_mut() = self.headers.clone();
-                self.exchange_hyper(req, rec).await
+                self.exchange_hyper(client, req, rec).await
             }
         }
     }
@@ -193,7 +240,7 @@ impl Transport {
             Ok(x) => x,
             Err(e) => {
                 rec.end_ns = self.clock.now_ns();
-                rec.error = Some(send_error(e.is_connect(), &e));
+                rec.error = Some(failure::h1_send(&e));
                 return;
             }
         };
@@ -201,26 +248,32 @@ impl Transport {
         let status = StatusCode::from_u16(x.status).unwrap_or(StatusCode::BAD_GATEWAY);
         let mut buf = Vec::new();
         if !status.is_success() {
-            let _ = x.read_to_end(&mut buf).await;
+            // A longer body is left unread: dropping the exchange closes the connection.
+            let _ = x.read_to_end(&mut buf, self.limits.error_body).await;
+            buf.truncate(self.limits.error_body);
             rec.end_ns = self.clock.now_ns();
             rec.error = Some(http_error(status, &buf));
             return;
         }
         if !(rec.streaming && x.event_stream) {
-            match x.read_to_end(&mut buf).await {
-                Ok(()) => self.take_body(&buf, rec),
-                Err(e) => self.read_failed(rec, &e),
+            match x.read_to_end(&mut buf, self.limits.body).await {
+                Ok(true) => self.take_body(&buf, rec),
+                Ok(false) => self.body_too_large(rec),
+                Err(e) => {
+                    rec.end_ns = self.clock.now_ns();
+                    rec.error = Some(failure::h1_body(&e, false));
+                }
             }
             return;
         }
-        let mut stream = StreamReader::new();
+        let mut stream = StreamReader::new(self.limits.event);
         loop {
             buf.clear();
             let end = match x.read_some(&mut buf).await {
                 Ok(end) => end,
                 Err(e) => {
                     rec.end_ns = self.clock.now_ns();
-                    rec.error = Some(truncated(&e));
+                    rec.error = Some(failure::h1_body(&e, true));
                     return;
                 }
             };
@@ -233,16 +286,21 @@ impl Transport {
                 break;
             }
         }
-        stream.finish(self.clock.now_ns(), rec);
+        stream.finish(&self.parser, self.clock.now_ns(), rec);
     }
 
     /// `https://`: hyper's pooled client (TLS, HTTP/2 by ALPN).
-    async fn exchange_hyper(&self, req: hyper::Request<Full<Bytes>>, rec: &mut RequestRecord) {
-        let resp = match self.client.request(req).await {
+    async fn exchange_hyper(
+        &self,
+        client: &HyperClient,
+        req: hyper::Request<Full<Bytes>>,
+        rec: &mut RequestRecord,
+    ) {
+        let resp = match client.request(req).await {
             Ok(r) => r,
             Err(e) => {
                 rec.end_ns = self.clock.now_ns();
-                rec.error = Some(send_error(e.is_connect(), &e));
+                rec.error = Some(failure::hyper_send(&e));
                 return;
             }
         };
@@ -250,13 +308,14 @@ impl Transport {
         let status = resp.status();
         let (head, mut body) = resp.into_parts();
         if !status.is_success() {
-            let body = body
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
+            // Dropping a body that was not read to its end closes the connection.
+            let mut buf = match collect_capped(&mut body, self.limits.error_body).await {
+                Ok((buf, _)) => buf,
+                Err(_) => Vec::new(),
+            };
+            buf.truncate(self.limits.error_body);
             rec.end_ns = self.clock.now_ns();
-            rec.error = Some(http_error(status, &body));
+            rec.error = Some(http_error(status, &buf));
             return;
         }
         let is_sse = head
@@ -265,13 +324,21 @@ impl Transport {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if !(rec.streaming && is_sse) {
-            match body.collect().await {
-                Ok(b) => self.take_body(&b.to_bytes(), rec),
-                Err(e) => self.read_failed(rec, &e),
+            match collect_capped(&mut body, self.limits.body).await {
+                Ok((buf, true)) => self.take_body(&buf, rec),
+                Ok((_, false)) => self.body_too_large(rec),
+                Err(e) => {
+                    rec.end_ns = self.clock.now_ns();
+                    rec.error = Some(ErrorDetails::new(
+                        None,
+                        kind::RESPONSE_READ_ERROR,
+                        failure::error_chain(&e),
+                    ));
+                }
             }
             return;
         }
-        let mut stream = StreamReader::new();
+        let mut stream = StreamReader::new(self.limits.event);
         loop {
             let chunk = match body.frame().await {
                 Some(Ok(frame)) => match frame.into_data() {
@@ -281,7 +348,7 @@ impl Transport {
                 None => break,
                 Some(Err(e)) => {
                     rec.end_ns = self.clock.now_ns();
-                    rec.error = Some(truncated(&e));
+                    rec.error = Some(failure::truncated(&e));
                     return;
                 }
             };
@@ -291,12 +358,19 @@ impl Transport {
                 return;
             }
         }
-        stream.finish(self.clock.now_ns(), rec);
+        stream.finish(&self.parser, self.clock.now_ns(), rec);
     }
 
-    fn read_failed(&self, rec: &mut RequestRecord, e: &dyn std::error::Error) {
+    fn body_too_large(&self, rec: &mut RequestRecord) {
         rec.end_ns = self.clock.now_ns();
-        rec.error = Some(ErrorDetails::new(None, "ResponseReadError", error_chain(e)));
+        rec.error = Some(ErrorDetails::new(
+            None,
+            kind::RESPONSE_TOO_LARGE,
+            format!(
+                "response body larger than {} (the limit for a non-streamed response)",
+                size(self.limits.body)
+            ),
+        ));
     }
 
     /// A whole (non-streamed) body, read at `now`.
@@ -309,20 +383,92 @@ impl Transport {
         {
             Ok(p) => {
                 if let Some(err) = p.error {
-                    rec.error = Some(ErrorDetails::new(None, "ServerError", err));
+                    rec.error = Some(ErrorDetails::new(None, kind::SERVER_ERROR, err));
                     return;
                 }
                 rec.usage = p.usage;
                 if p.has_content {
                     rec.content_ns.push(t);
+                } else if self.parser.requires_content() {
+                    rec.error = Some(empty_response(&self.parser));
                 }
                 if p.has_output {
                     rec.first_output_ns = Some(t);
                 }
             }
-            Err(e) => rec.error = Some(ErrorDetails::new(None, "InvalidResponse", e)),
+            Err(e) => rec.error = Some(ErrorDetails::new(None, kind::INVALID_RESPONSE, e)),
         }
     }
+}
+
+/// The hyper client for `https://` URLs, trusting what `tls` says.
+fn hyper_client(
+    tls: &TlsOptions,
+    connect_timeout: Duration,
+) -> Result<HyperClient, TransportError> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    let config = tls::client_config(tls).map_err(TransportError::Client)?;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(usize::MAX)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_timer(TokioTimer::new())
+        // Reads of at most 4 KiB (hyper's default starts at 8 KiB and adapts): stream
+        // events are small, and 10,000 open streams then hold half the buffer memory.
+        .http1_read_buf_exact_size(4096)
+        .http1_max_headers(h1::MAX_HEADERS)
+        // hyper resends a request only when it never started writing it (a pooled
+        // connection found closed at once): it provably did not reach the server. A request
+        // that was written is never resent; its failure is the record's error.
+        .retry_canceled_requests(true)
+        .build(connector))
+}
+
+/// Reads `body` to its end, or stops once more than `limit` bytes came: `(bytes, complete)`.
+async fn collect_capped(
+    body: &mut hyper::body::Incoming,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), hyper::Error> {
+    let mut buf = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            buf.extend_from_slice(&data);
+            if buf.len() > limit {
+                return Ok((buf, body.is_end_stream()));
+            }
+        }
+    }
+    Ok((buf, true))
+}
+
+/// `16 MiB`, `64 KiB`, `100 bytes`.
+pub(crate) fn size(n: usize) -> String {
+    if n >= 1 << 20 && n & ((1 << 20) - 1) == 0 {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n & ((1 << 10) - 1) == 0 {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+fn empty_response(parser: &ResponseParser) -> ErrorDetails {
+    let message = match parser {
+        ResponseParser::Pointer(p) => {
+            format!("the server sent no content: no text at --response-field {p}")
+        }
+        _ => "the server sent no content: no text, reasoning or tool call in the response"
+            .to_string(),
+    };
+    ErrorDetails::new(None, kind::EMPTY_RESPONSE, message)
 }
 
 #[derive(PartialEq)]
@@ -338,9 +484,9 @@ struct StreamReader {
 }
 
 impl StreamReader {
-    fn new() -> Self {
+    fn new(max_event: usize) -> Self {
         Self {
-            framer: SseFramer::new(),
+            framer: SseFramer::with_max_event(max_event),
             done: false,
         }
     }
@@ -358,7 +504,20 @@ impl StreamReader {
             return Flow::Continue;
         }
         self.framer.push(bytes);
-        while let Some((data, _event)) = self.framer.next_event() {
+        loop {
+            let data = match self.framer.next_event() {
+                Ok(Some((data, _event))) => data,
+                Ok(None) => break,
+                Err(e) => {
+                    rec.end_ns = t;
+                    rec.error = Some(ErrorDetails::new(
+                        None,
+                        kind::RESPONSE_TOO_LARGE,
+                        format!("{e} (the limit for one event)"),
+                    ));
+                    return Flow::Failed;
+                }
+            };
             if data == b"[DONE]" {
                 self.done = true;
                 break;
@@ -367,7 +526,7 @@ impl StreamReader {
                 Ok(p) => {
                     if let Some(err) = p.error {
                         rec.end_ns = t;
-                        rec.error = Some(ErrorDetails::new(None, "StreamError", err));
+                        rec.error = Some(ErrorDetails::new(None, kind::STREAM_ERROR, err));
                         return Flow::Failed;
                     }
                     if p.done {
@@ -385,7 +544,7 @@ impl StreamReader {
                 }
                 Err(e) => {
                     rec.end_ns = t;
-                    rec.error = Some(ErrorDetails::new(None, "InvalidResponse", e));
+                    rec.error = Some(ErrorDetails::new(None, kind::INVALID_RESPONSE, e));
                     return Flow::Failed;
                 }
             }
@@ -394,7 +553,7 @@ impl StreamReader {
     }
 
     /// The body ended at `t`.
-    fn finish(&self, t: u64, rec: &mut RequestRecord) {
+    fn finish(&self, parser: &ResponseParser, t: u64, rec: &mut RequestRecord) {
         rec.end_ns = t;
         if !self.done {
             let why = if self.framer.has_partial() {
@@ -404,19 +563,13 @@ impl StreamReader {
             };
             rec.error = Some(ErrorDetails::new(
                 None,
-                "StreamTruncated",
+                kind::STREAM_TRUNCATED,
                 format!("stream ended {why}"),
             ));
+        } else if rec.content_ns.is_empty() && parser.requires_content() {
+            rec.error = Some(empty_response(parser));
         }
     }
-}
-
-fn truncated(e: &dyn std::error::Error) -> ErrorDetails {
-    ErrorDetails::new(
-        None,
-        "StreamTruncated",
-        format!("stream cut short: {}", error_chain(e)),
-    )
 }
 
 /// A non-2xx response: the server's error message when the body carries one.
@@ -437,33 +590,11 @@ fn http_error(status: StatusCode, body: &[u8]) -> ErrorDetails {
     ErrorDetails::new(Some(status.as_u16()), &kind, message)
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let s_msg = s.to_string();
-        if !msg.contains(&s_msg) {
-            msg.push_str(": ");
-            msg.push_str(&s_msg);
-        }
-        src = s.source();
-    }
-    msg
-}
-
-/// A request that got no response: no connection, or the exchange failed.
-fn send_error(is_connect: bool, e: &dyn std::error::Error) -> ErrorDetails {
-    let kind = if is_connect {
-        "ConnectionError"
-    } else {
-        "RequestError"
-    };
-    ErrorDetails::new(None, kind, error_chain(e))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::test_server::{delta, last_chunk, response, sse_chunk, sse_head, Reply, TestServer};
+    use super::test_server::{
+        chunk, delta, last_chunk, response, sse_chunk, sse_head, Reply, TestServer,
+    };
     use super::*;
     use crate::metrics::{PhaseKind, Usage};
 
@@ -478,6 +609,7 @@ mod tests {
             timeout,
             Clock::new(),
             ResponseParser::OpenAi,
+            &TlsOptions::default(),
         )
         .unwrap()
     }
@@ -783,6 +915,280 @@ mod tests {
         assert_eq!(rec.ack_ns, None);
     }
 
+    fn transport_with(base_url: &str, parser: ResponseParser, limits: Limits) -> Transport {
+        Transport::new(
+            &[base_url.to_string()],
+            PATH,
+            None,
+            &[],
+            Duration::from_secs(10),
+            Clock::new(),
+            parser,
+            &TlsOptions::default(),
+        )
+        .unwrap()
+        .with_limits(limits)
+    }
+
+    fn kind_of(rec: &RequestRecord) -> Option<(Option<u16>, &str)> {
+        rec.error.as_ref().map(|e| (e.code, e.kind.as_str()))
+    }
+
+    /// A 500 whose body never ends: the first 64 KiB are read for the message, then the
+    /// connection is closed (not drained, not reused) and the record is the HTTP error.
+    #[tokio::test]
+    async fn an_endless_error_body_is_capped_and_its_connection_dropped() {
+        let ok = response(
+            "200 OK",
+            "application/json",
+            r#"{"choices":[{"message":{"content":"fine"}}]}"#,
+        );
+        let server = TestServer::start(vec![
+            Reply::Endless(
+                b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain\r\n\
+                  transfer-encoding: chunked\r\n\r\n"
+                    .to_vec(),
+                chunk(&"overloaded ".repeat(300)),
+            ),
+            Reply::Send(vec![ok]),
+        ])
+        .await;
+        let t = transport(&server.base_url(), Duration::from_secs(10));
+        let rec = send(&t, false, None).await;
+        assert_eq!(kind_of(&rec), Some((Some(500), "InternalServerError")));
+        let msg = &rec.error.as_ref().unwrap().message;
+        assert!(msg.starts_with("overloaded overloaded"), "{msg}");
+        assert!(msg.len() <= 300, "the message is cut: {msg}");
+        let rec = send(&t, false, None).await;
+        assert_eq!((rec.error, rec.output_text.as_str()), (None, "fine"));
+        assert_eq!(server.connections(), 2, "the endless one was not reused");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_response_too_large() {
+        let big = format!(
+            r#"{{"choices":[{{"message":{{"content":"{}"}}}}]}}"#,
+            "x".repeat(20_000)
+        );
+        let server = TestServer::start(vec![Reply::Send(vec![response(
+            "200 OK",
+            "application/json",
+            &big,
+        )])])
+        .await;
+        let limits = Limits {
+            body: 10_000,
+            ..Limits::default()
+        };
+        let t = transport_with(&server.base_url(), ResponseParser::OpenAi, limits);
+        let rec = send(&t, false, None).await;
+        assert_eq!(
+            rec.error,
+            Some(ErrorDetails::new(
+                None,
+                "ResponseTooLarge",
+                "response body larger than 10000 bytes (the limit for a non-streamed response)"
+            ))
+        );
+        assert_eq!(
+            format!("{} / {}", size(MAX_BODY), size(MAX_ERROR_BODY)),
+            "256 MiB / 64 KiB"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_sse_event_over_the_limit_is_response_too_large() {
+        let server = TestServer::start(vec![Reply::Send(vec![
+            sse_head(),
+            sse_chunk(&delta("a")),
+            chunk(&format!("data: {}", "y".repeat(3000))),
+            chunk(&"y".repeat(3000)),
+            sse_chunk("[DONE]"),
+            last_chunk(),
+        ])])
+        .await;
+        let limits = Limits {
+            event: 4096,
+            ..Limits::default()
+        };
+        let t = transport_with(&server.base_url(), ResponseParser::OpenAi, limits);
+        let rec = send(&t, true, None).await;
+        assert_eq!(
+            rec.error,
+            Some(ErrorDetails::new(
+                None,
+                "ResponseTooLarge",
+                "an SSE event larger than 4 KiB (the limit for one event)"
+            ))
+        );
+        assert_eq!(rec.output_text, "a", "what came before is kept");
+        assert_eq!(
+            sse::EventTooLarge {
+                limit: sse::MAX_EVENT
+            }
+            .to_string(),
+            "an SSE event larger than 16 MiB"
+        );
+    }
+
+    /// AIPerf counts a response without content as an error: streamed or not, for chat and
+    /// completions; reasoning alone is content; embeddings carry none and are fine.
+    #[tokio::test]
+    async fn a_response_without_content_is_an_empty_response() {
+        let usage_only =
+            sse_chunk(r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":0}}"#);
+        let server = TestServer::start(vec![
+            Reply::Send(vec![
+                sse_head(),
+                [
+                    sse_chunk(r#"{"choices":[]}"#),
+                    sse_chunk(r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#),
+                    usage_only,
+                    sse_chunk("[DONE]"),
+                    last_chunk(),
+                ]
+                .concat(),
+            ]),
+            Reply::Send(vec![response(
+                "200 OK",
+                "application/json",
+                r#"{"choices":[{"message":{"role":"assistant","content":""}}]}"#,
+            )]),
+            Reply::Send(vec![
+                sse_head(),
+                [
+                    sse_chunk(r#"{"choices":[{"delta":{"reasoning_content":"hmm"}}]}"#),
+                    sse_chunk("[DONE]"),
+                    last_chunk(),
+                ]
+                .concat(),
+            ]),
+            Reply::Send(vec![response(
+                "200 OK",
+                "application/json",
+                r#"{"data":[],"usage":{"prompt_tokens":3}}"#,
+            )]),
+        ])
+        .await;
+        let url = server.base_url();
+        let t = transport(&url, Duration::from_secs(5));
+        let empty = Some(ErrorDetails::new(
+            None,
+            "EmptyResponse",
+            "the server sent no content: no text, reasoning or tool call in the response",
+        ));
+        let rec = send(&t, true, None).await;
+        assert_eq!(rec.error, empty, "streamed");
+        assert_eq!(rec.usage.and_then(|u| u.prompt_tokens), Some(3));
+        let rec = send(&t, false, None).await;
+        assert_eq!(rec.error, empty, "not streamed");
+        let rec = send(&t, true, None).await;
+        assert_eq!(rec.error, None, "reasoning only is content");
+        assert_eq!(rec.reasoning_text, "hmm");
+        let t = transport_with(&url, ResponseParser::Embeddings, Limits::default());
+        let rec = send(&t, false, None).await;
+        assert_eq!(rec.error, None, "embeddings need no text");
+    }
+
+    #[tokio::test]
+    async fn a_template_response_without_text_names_the_pointer() {
+        let server = TestServer::start(vec![Reply::Send(vec![response(
+            "200 OK",
+            "application/json",
+            r#"{"other":"x"}"#,
+        )])])
+        .await;
+        let parser = ResponseParser::Pointer("/generated_text".into());
+        let t = transport_with(&server.base_url(), parser, Limits::default());
+        let rec = send(&t, false, None).await;
+        assert_eq!(
+            rec.error,
+            Some(ErrorDetails::new(
+                None,
+                "EmptyResponse",
+                "the server sent no content: no text at --response-field /generated_text"
+            ))
+        );
+    }
+
+    /// CR-only line endings (the SSE spec allows `\r`, `\n` and `\r\n`), a `\r\n` split
+    /// across reads, and an integral-float usage.
+    #[tokio::test]
+    async fn cr_line_endings_and_float_usage_are_read() {
+        let ev = |d: &str| format!("data: {d}\r\r");
+        let server = TestServer::start(vec![Reply::Send(vec![
+            sse_head(),
+            chunk(&ev(&delta("Hel"))),
+            chunk(&format!("data: {}\r", delta("lo"))),
+            chunk("\n\r\n"),
+            chunk(&ev(
+                r#"{"choices":[],"usage":{"prompt_tokens":5.0,"completion_tokens":2.0}}"#,
+            )),
+            [chunk(&ev("[DONE]")), last_chunk()].concat(),
+        ])])
+        .await;
+        let t = transport(&server.base_url(), Duration::from_secs(5));
+        let rec = send(&t, true, None).await;
+        assert_eq!(rec.error, None);
+        assert_eq!(rec.output_text, "Hello");
+        assert_eq!(rec.content_ns.len(), 2);
+        assert_eq!(
+            rec.usage,
+            Some(Usage {
+                prompt_tokens: Some(5),
+                completion_tokens: Some(2)
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_fractional_usage_fails_the_request_with_a_clear_message() {
+        let server = TestServer::start(vec![Reply::Send(vec![
+            sse_head(),
+            [
+                sse_chunk(&delta("a")),
+                sse_chunk(r#"{"choices":[],"usage":{"prompt_tokens":5.5}}"#),
+                sse_chunk("[DONE]"),
+                last_chunk(),
+            ]
+            .concat(),
+        ])])
+        .await;
+        let t = transport(&server.base_url(), Duration::from_secs(5));
+        let rec = send(&t, true, None).await;
+        let err = rec.error.expect("an error");
+        assert_eq!(err.kind, "InvalidResponse");
+        assert!(
+            err.message.starts_with(
+                "unexpected response (usage token count must be a whole number of tokens, 0 \
+                 or more, got 5.5"
+            ),
+            "{}",
+            err.message
+        );
+    }
+
+    /// The request was written on a reused connection and the server closed it without an
+    /// answer: its own error kind, and the server saw the request once.
+    #[tokio::test]
+    async fn a_connection_closed_after_the_request_is_an_error_not_a_resend() {
+        let ok = response(
+            "200 OK",
+            "application/json",
+            r#"{"choices":[{"message":{"content":"fine"}}]}"#,
+        );
+        let server = TestServer::start(vec![Reply::Send(vec![ok]), Reply::Close]).await;
+        let t = transport(&server.base_url(), Duration::from_secs(5));
+        assert_eq!(send(&t, false, None).await.error, None);
+        let rec = send(&t, false, None).await;
+        assert_eq!(
+            kind_of(&rec),
+            Some((None, "ConnectionClosedBeforeResponse"))
+        );
+        assert_eq!(rec.ack_ns, None);
+        assert_eq!(server.requests().len(), 2);
+    }
+
     #[test]
     fn bad_urls_and_headers_are_refused() {
         let new = |url: &str, headers: &[(String, String)]| {
@@ -794,6 +1200,7 @@ mod tests {
                 Duration::from_secs(1),
                 Clock::new(),
                 ResponseParser::OpenAi,
+                &TlsOptions::default(),
             )
             .err()
             .map(|e| e.to_string())

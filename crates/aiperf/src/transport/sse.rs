@@ -1,21 +1,56 @@
 //! Server-sent-events framing: turns arbitrary reads into complete `data:` payloads.
 //!
 //! Events can be split across reads and several can arrive in one read, so bytes are buffered
-//! until a blank line ends an event. Only `data:` lines matter to us; `event:`, `id:` and
-//! comments are skipped. The framer reuses its buffers, so steady-state framing allocates
-//! nothing.
+//! until a blank line ends an event. Lines end with `\n`, `\r\n` or a lone `\r` (the SSE
+//! spec allows all three), also when a `\r\n` is split across two reads. Only `data:` lines
+//! matter to us; `event:` names are kept, `id:`, `retry:` and comments are skipped.
+//!
+//! The work is linear in the bytes received: the search for a line end resumes where the last
+//! one stopped, and consumed bytes are dropped before new ones are appended, so a 60 MB event
+//! arriving in 4 KiB reads is scanned once. One event (its data plus the line being received)
+//! may hold at most [`MAX_EVENT`] bytes; past that [`SseFramer::next_event`] fails. The framer
+//! reuses its buffers, so steady-state framing allocates nothing.
+
+/// Largest SSE event accepted (16 MiB): data lines plus the line still being received.
+pub const MAX_EVENT: usize = 16 << 20;
+
+/// An event grew past the framer's limit; the stream cannot be read further.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("an SSE event larger than {}", super::size(*limit))]
+pub struct EventTooLarge {
+    pub limit: usize,
+}
+
+/// One event: its data (lines joined with `\n`) and its `event:` name (empty when none).
+pub type Event<'a> = (&'a [u8], &'a [u8]);
 
 /// Incremental SSE parser.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SseFramer {
     buf: Vec<u8>,
-    /// Start of the unparsed part of `buf`.
+    /// Start of the unparsed part of `buf` (the start of the line being received).
     pos: usize,
+    /// Where the search for the current line's end resumes (`pos <= scan <= buf.len()`).
+    scan: usize,
+    /// The last line ended with `\r`: a `\n` right after it belongs to that line end.
+    after_cr: bool,
     data: Vec<u8>,
     has_data: bool,
     event_name: Vec<u8>,
     /// The last call returned an event whose name must not leak into the next one.
     returned: bool,
+    max_event: usize,
+    /// Set once an event grew past `max_event`.
+    failed: bool,
+    /// Bytes examined by the line-end search (the linear-work test reads it).
+    #[cfg(test)]
+    scanned: usize,
+}
+
+impl Default for SseFramer {
+    fn default() -> Self {
+        Self::with_max_event(MAX_EVENT)
+    }
 }
 
 impl SseFramer {
@@ -23,65 +58,136 @@ impl SseFramer {
         Self::default()
     }
 
+    /// A framer whose events may hold at most `max_event` bytes.
+    pub fn with_max_event(max_event: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            pos: 0,
+            scan: 0,
+            after_cr: false,
+            data: Vec::new(),
+            has_data: false,
+            event_name: Vec::new(),
+            returned: false,
+            max_event,
+            failed: false,
+            #[cfg(test)]
+            scanned: 0,
+        }
+    }
+
     /// Feeds bytes read from the socket.
     pub fn push(&mut self, bytes: &[u8]) {
         if self.pos > 0 {
-            // Only an unterminated tail remains before `pos`'s end; keep just that.
+            // Only the line being received remains after `pos`; keep just that.
             self.buf.drain(..self.pos);
+            self.scan -= self.pos;
             self.pos = 0;
         }
         self.buf.extend_from_slice(bytes);
     }
 
     /// Returns the next complete event's data (lines joined with `\n`), if one is buffered.
-    /// The second value is the `event:` name, empty when none was given.
-    pub fn next_event(&mut self) -> Option<(&[u8], &[u8])> {
+    /// The second value is the `event:` name, empty when none was given. Fails once an event
+    /// holds more than the framer's limit (and from then on).
+    pub fn next_event(&mut self) -> Result<Option<Event<'_>>, EventTooLarge> {
+        if self.failed {
+            return Err(self.too_large());
+        }
         if self.returned {
             self.returned = false;
             self.event_name.clear();
         }
         loop {
-            let rest = &self.buf[self.pos..];
-            let nl = memchr::memchr(b'\n', rest)?;
-            let mut line = &rest[..nl];
-            if line.last() == Some(&b'\r') {
-                line = &line[..line.len() - 1];
+            if self.after_cr {
+                match self.buf.get(self.pos) {
+                    None => return Ok(None),
+                    Some(&b) => {
+                        self.after_cr = false;
+                        if b == b'\n' {
+                            self.pos += 1;
+                            self.scan = self.scan.max(self.pos);
+                        }
+                    }
+                }
             }
-            let line_start = self.pos;
-            self.pos += nl + 1;
-            if line.is_empty() {
+            let Some(i) = memchr::memchr2(b'\n', b'\r', &self.buf[self.scan..]) else {
+                #[cfg(test)]
+                {
+                    self.scanned += self.buf.len() - self.scan;
+                }
+                self.scan = self.buf.len();
+                if self.pending_size() > self.max_event {
+                    self.failed = true;
+                    return Err(self.too_large());
+                }
+                return Ok(None);
+            };
+            #[cfg(test)]
+            {
+                self.scanned += i + 1;
+            }
+            let (start, end) = (self.pos, self.scan + i);
+            self.after_cr = self.buf[end] == b'\r';
+            self.pos = end + 1;
+            self.scan = self.pos;
+            if start == end {
                 if self.has_data {
                     self.has_data = false;
                     self.returned = true;
-                    return Some((&self.data, &self.event_name));
+                    return Ok(Some((&self.data, &self.event_name)));
                 }
                 self.event_name.clear();
                 continue;
             }
-            let line = &self.buf[line_start..line_start + line.len()];
-            if let Some(v) = line.strip_prefix(b"data:") {
-                let v = v.strip_prefix(b" ").unwrap_or(v);
-                if !self.has_data {
-                    self.data.clear();
-                    self.has_data = true;
-                } else {
-                    self.data.push(b'\n');
+            let line = &self.buf[start..end];
+            let (field, value) = match memchr::memchr(b':', line) {
+                Some(c) => {
+                    let v = &line[c + 1..];
+                    (&line[..c], v.strip_prefix(b" ").unwrap_or(v))
                 }
-                self.data.extend_from_slice(v);
-            } else if let Some(v) = line.strip_prefix(b"event:") {
-                self.event_name.clear();
-                self.event_name
-                    .extend_from_slice(v.strip_prefix(b" ").unwrap_or(v));
+                None => (line, &b""[..]),
+            };
+            match field {
+                b"data" => {
+                    if !self.has_data {
+                        self.data.clear();
+                        self.has_data = true;
+                    } else {
+                        self.data.push(b'\n');
+                    }
+                    self.data.extend_from_slice(value);
+                    if self.data.len() > self.max_event {
+                        self.failed = true;
+                        return Err(self.too_large());
+                    }
+                }
+                b"event" => {
+                    self.event_name.clear();
+                    self.event_name.extend_from_slice(value);
+                }
+                // `id:`, `retry:`, `:` comments and unknown fields are ignored.
+                _ => {}
             }
-            // `id:`, `retry:` and `:` comments are ignored.
         }
+    }
+
+    fn too_large(&self) -> EventTooLarge {
+        EventTooLarge {
+            limit: self.max_event,
+        }
+    }
+
+    /// Bytes the current event holds: its data so far and the line being received.
+    fn pending_size(&self) -> usize {
+        let data = if self.has_data { self.data.len() } else { 0 };
+        data + (self.buf.len() - self.pos)
     }
 
     /// Data of an event left unterminated when the stream ended, if any.
     pub fn finish(&mut self) -> Option<&[u8]> {
         let rest = &self.buf[self.pos..];
-        let trimmed = rest.strip_suffix(b"\r").unwrap_or(rest);
-        if let Some(v) = trimmed.strip_prefix(b"data:") {
+        if let Some(v) = rest.strip_prefix(b"data:") {
             let v = v.strip_prefix(b" ").unwrap_or(v);
             if !self.has_data {
                 self.data.clear();
@@ -91,6 +197,7 @@ impl SseFramer {
             self.data.extend_from_slice(v);
             self.has_data = false;
             self.pos = self.buf.len();
+            self.scan = self.pos;
             return Some(&self.data);
         }
         if self.has_data {
@@ -114,12 +221,93 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn collect(f: &mut SseFramer) -> Vec<String> {
+    /// Events as `(data, name)`.
+    type Owned = Vec<(Vec<u8>, Vec<u8>)>;
+
+    /// Every event available now; `Err` once the framer failed.
+    fn drain(f: &mut SseFramer) -> Result<Owned, EventTooLarge> {
         let mut out = Vec::new();
-        while let Some((d, _)) = f.next_event() {
-            out.push(String::from_utf8(d.to_vec()).unwrap());
+        while let Some((d, name)) = f.next_event()? {
+            out.push((d.to_vec(), name.to_vec()));
         }
-        out
+        Ok(out)
+    }
+
+    fn collect(f: &mut SseFramer) -> Vec<String> {
+        drain(f)
+            .unwrap()
+            .into_iter()
+            .map(|(d, _)| String::from_utf8(d).unwrap())
+            .collect()
+    }
+
+    /// Feeds `pieces` in order and returns every event (stopping at a failure).
+    fn frame(pieces: &[&[u8]], max_event: usize) -> (Owned, bool) {
+        let mut f = SseFramer::with_max_event(max_event);
+        let mut events = Vec::new();
+        for p in pieces {
+            f.push(p);
+            match drain(&mut f) {
+                Ok(e) => events.extend(e),
+                Err(_) => return (events, true),
+            }
+        }
+        (events, false)
+    }
+
+    /// The SSE spec's algorithm on a whole stream, written the obvious way: split into lines
+    /// at `\r\n`, `\r` or `\n`; only lines ended by a line break count.
+    fn reference(stream: &[u8]) -> Owned {
+        let mut lines = Vec::new();
+        let mut start = 0;
+        let mut i = 0;
+        while i < stream.len() {
+            match stream[i] {
+                b'\n' => {
+                    lines.push(&stream[start..i]);
+                    start = i + 1;
+                }
+                b'\r' => {
+                    lines.push(&stream[start..i]);
+                    if stream.get(i + 1) == Some(&b'\n') {
+                        i += 1;
+                    }
+                    start = i + 1;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        let (mut events, mut data, mut name): (Vec<_>, Option<Vec<u8>>, Vec<u8>) =
+            (Vec::new(), None, Vec::new());
+        for line in lines {
+            if line.is_empty() {
+                if let Some(d) = data.take() {
+                    events.push((d, std::mem::take(&mut name)));
+                }
+                name.clear();
+                continue;
+            }
+            let (field, value) = match line.iter().position(|&b| b == b':') {
+                Some(c) => (
+                    &line[..c],
+                    line[c + 1..].strip_prefix(b" ").unwrap_or(&line[c + 1..]),
+                ),
+                None => (line, &b""[..]),
+            };
+            match field {
+                b"data" => match &mut data {
+                    Some(d) => {
+                        d.push(b'\n');
+                        d.extend_from_slice(value);
+                    }
+                    None => data = Some(value.to_vec()),
+                },
+                b"event" => name = value.to_vec(),
+                _ => {}
+            }
+        }
+        events
     }
 
     #[test]
@@ -147,9 +335,36 @@ mod tests {
     fn comments_event_names_and_multiline_data() {
         let mut f = SseFramer::new();
         f.push(b": keepalive\n\nevent: delta\nid: 3\ndata: a\ndata: b\n\n");
-        let (d, name) = f.next_event().unwrap();
+        let (d, name) = f.next_event().unwrap().unwrap();
         assert_eq!((d, name), (&b"a\nb"[..], &b"delta"[..]));
-        assert!(f.next_event().is_none());
+        assert!(f.next_event().unwrap().is_none());
+    }
+
+    #[test]
+    fn cr_only_and_mixed_line_endings() {
+        let mut f = SseFramer::new();
+        f.push(b"data: a\r\rdata: b\r\n\r\ndata: c\n\ndata: d\rdata: e\n\r");
+        assert_eq!(collect(&mut f), vec!["a", "b", "c", "d\ne"]);
+        assert!(!f.has_partial());
+    }
+
+    #[test]
+    fn an_event_ending_in_cr_is_delivered_before_the_next_read() {
+        // CR-only: the blank line is complete at its `\r`; nothing waits for a `\n`.
+        let mut f = SseFramer::new();
+        f.push(b"data: x\r\r");
+        assert_eq!(collect(&mut f), vec!["x"]);
+        // The `\n` of a `\r\n` split across reads is not a second (blank) line.
+        f.push(b"\ndata: y\r");
+        assert!(collect(&mut f).is_empty());
+        f.push(b"\n");
+        assert!(collect(&mut f).is_empty(), "\\r|\\n is one line end");
+        // The blank line's `\r` completes the event; its `\n` is not waited for.
+        f.push(b"\r");
+        assert_eq!(collect(&mut f), vec!["y"]);
+        f.push(b"\n");
+        assert!(collect(&mut f).is_empty());
+        assert!(!f.has_partial());
     }
 
     #[test]
@@ -161,16 +376,100 @@ mod tests {
         assert_eq!(f.finish(), Some(&b"partial"[..]));
     }
 
+    #[test]
+    fn a_field_without_a_colon_has_an_empty_value() {
+        let mut f = SseFramer::new();
+        f.push(b"data\n\ndata:\ndata\n\n");
+        assert_eq!(collect(&mut f), vec!["", "\n"]);
+    }
+
+    /// A 50 MB event arriving in 4 KiB reads is framed with each byte scanned once (the old
+    /// framer rescanned the whole pending line on every read: quadratic).
+    #[test]
+    fn a_huge_event_in_small_reads_is_framed_in_linear_work() {
+        let payload = vec![b'x'; 50_000_000];
+        let mut stream = b"data: ".to_vec();
+        stream.extend_from_slice(&payload);
+        stream.extend_from_slice(b"\n\ndata: [DONE]\n\n");
+        let mut f = SseFramer::with_max_event(64 << 20);
+        let mut events = Vec::new();
+        for piece in stream.chunks(4096) {
+            f.push(piece);
+            while let Some((d, _)) = f.next_event().unwrap() {
+                events.push(d.len());
+            }
+        }
+        assert_eq!(events, [payload.len(), 6]);
+        assert!(
+            f.scanned <= stream.len(),
+            "scanned {} bytes for a {}-byte stream",
+            f.scanned,
+            stream.len()
+        );
+    }
+
+    #[test]
+    fn an_event_over_the_limit_fails_the_framer() {
+        // One endless line: fails once the pending line passes the limit, in linear work.
+        let mut f = SseFramer::with_max_event(1 << 20);
+        f.push(b"data: ");
+        let mut failed_at = None;
+        for i in 0..1000 {
+            f.push(&[b'x'; 4096]);
+            if let Err(e) = f.next_event() {
+                assert_eq!(e, EventTooLarge { limit: 1 << 20 });
+                failed_at = Some(i);
+                break;
+            }
+        }
+        // 6 + 256 × 4096 bytes pass 1 MiB: the 256th read (index 255).
+        assert_eq!(failed_at, Some(255), "fails on the read that passes 1 MiB");
+        assert!(f.scanned <= (256 * 4096) + 6);
+        assert!(f.next_event().is_err(), "failed stays failed");
+        // Many short data lines of one event: the same limit.
+        let mut f = SseFramer::with_max_event(100);
+        f.push(&b"data: 0123456789\n".repeat(10));
+        assert!(f.next_event().is_err());
+        // An event of exactly the limit is fine.
+        let mut f = SseFramer::with_max_event(10);
+        f.push(b"data: 0123456789\n\n");
+        assert_eq!(collect(&mut f), vec!["0123456789"]);
+        // The default is 16 MiB, and says so.
+        assert_eq!(SseFramer::new().max_event, MAX_EVENT);
+        assert_eq!(
+            EventTooLarge { limit: MAX_EVENT }.to_string(),
+            "an SSE event larger than 16 MiB"
+        );
+    }
+
+    /// Bytes that look like SSE often: field names, separators and every line ending.
+    fn sse_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let token = prop_oneof![
+            4 => prop::sample::select(vec![
+                &b"data: "[..], b"data:", b"data", b"event: ", b"id: 1", b": c", b"retry: 5",
+                b"{\"a\":1}", b"[DONE]", b"x", b" ", b":",
+            ])
+            .prop_map(<[u8]>::to_vec),
+            4 => prop::sample::select(vec![&b"\n"[..], b"\r", b"\r\n", b"\n\n", b"\r\r", b"\r\n\r\n"])
+                .prop_map(<[u8]>::to_vec),
+            1 => prop::collection::vec(any::<u8>(), 0..4),
+        ];
+        prop::collection::vec(token, 0..40).prop_map(|t| t.concat())
+    }
+
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
         /// However the byte stream is cut into reads, the same events come out.
         #[test]
         fn framing_is_independent_of_read_boundaries(
             events in prop::collection::vec("[a-z{}\":0-9 ]{0,20}", 1..8),
             cuts in prop::collection::vec(0usize..200, 0..10),
+            ending in prop::sample::select(vec!["\n", "\r", "\r\n"]),
         ) {
             let mut stream = Vec::new();
             for e in &events {
-                stream.extend_from_slice(format!("data: {e}\n\n").as_bytes());
+                stream.extend_from_slice(format!("data: {e}{ending}{ending}").as_bytes());
             }
             let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (stream.len() + 1)).collect();
             cuts.sort();
@@ -184,6 +483,73 @@ mod tests {
                 got.extend(collect(&mut f));
             }
             prop_assert_eq!(got, events);
+        }
+
+        /// Any bytes: no panic, the spec's events (the reference), whatever the reads.
+        #[test]
+        fn any_bytes_frame_like_the_reference_under_random_splits(
+            stream in sse_bytes(),
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (stream.len() + 1)).collect();
+            cuts.sort();
+            cuts.push(stream.len());
+            let mut pieces = Vec::new();
+            let mut prev = 0;
+            for c in cuts {
+                pieces.push(&stream[prev..c]);
+                prev = c;
+            }
+            let (got, failed) = frame(&pieces, MAX_EVENT);
+            prop_assert!(!failed);
+            prop_assert_eq!(got, reference(&stream));
+        }
+
+        /// Cut at every single position (so inside every `\r\n`): the same events as in one
+        /// read.
+        #[test]
+        fn any_bytes_frame_the_same_cut_at_every_position(stream in sse_bytes()) {
+            let whole = frame(&[&stream], MAX_EVENT);
+            for cut in 0..=stream.len() {
+                let (a, b) = stream.split_at(cut);
+                prop_assert_eq!(&frame(&[a, b], MAX_EVENT), &whole, "cut at {}", cut);
+            }
+            let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+            prop_assert_eq!(&frame(&bytes, MAX_EVENT), &whole, "one byte per read");
+        }
+
+        /// Arbitrary bytes and a small limit: never a panic, and a failure is final.
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            stream in prop::collection::vec(any::<u8>(), 0..600),
+            limit in 1usize..64,
+            cuts in prop::collection::vec(any::<usize>(), 0..6),
+        ) {
+            let mut f = SseFramer::with_max_event(limit);
+            let mut prev = 0;
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (stream.len() + 1)).collect();
+            cuts.sort();
+            cuts.push(stream.len());
+            let mut failed = false;
+            for c in cuts {
+                f.push(&stream[prev..c]);
+                prev = c;
+                loop {
+                    match f.next_event() {
+                        Ok(Some((d, _))) => prop_assert!(d.len() <= limit),
+                        Ok(None) => break,
+                        Err(_) => {
+                            failed = true;
+                            break;
+                        }
+                    }
+                }
+                if failed {
+                    prop_assert!(f.next_event().is_err());
+                }
+            }
+            let _ = f.has_partial();
+            let _ = f.finish();
         }
     }
 }

@@ -22,6 +22,12 @@ pub enum Reply {
     SendAndClose(Vec<Vec<u8>>),
     /// Never answers (the connection stays open until the server is dropped).
     Silent,
+    /// Closes the connection without answering.
+    Close,
+    /// Resets the connection (RST) without answering.
+    Reset,
+    /// Writes the head, then the piece again and again until the client goes away.
+    Endless(Vec<u8>, Vec<u8>),
 }
 
 #[derive(Default)]
@@ -90,7 +96,19 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
             Some(Reply::Send(p)) => (p, false),
             Some(Reply::SendAndClose(p)) => (p, true),
             Some(Reply::Silent) => return std::future::pending().await,
-            None => return,
+            Some(Reply::Close) | None => return,
+            Some(Reply::Endless(head, piece)) => {
+                if stream.write_all(&head).await.is_err() {
+                    return;
+                }
+                while stream.write_all(&piece).await.is_ok() {}
+                return;
+            }
+            Some(Reply::Reset) => {
+                // Linger 0: closing sends RST.
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                return;
+            }
         };
         for (i, piece) in pieces.iter().enumerate() {
             if i > 0 {

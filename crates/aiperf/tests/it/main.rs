@@ -18,4 +18,5 @@ mod load;
 mod plugins;
 mod profile;
 mod tokenizer;
+mod transport;
 mod workloads;
