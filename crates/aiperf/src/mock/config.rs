@@ -23,7 +23,8 @@ use clap::ValueEnum;
 use crate::mix::mix;
 use crate::units;
 
-/// The most tokens the mock generates for one request.
+/// The most tokens the mock generates for one request (a request asking for more gets this
+/// many).
 pub const MAX_TOKENS: u32 = 1_000_000;
 
 /// Salt of the fault draw, so it is independent of the `error_rate` draw.

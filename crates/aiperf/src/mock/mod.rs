@@ -244,7 +244,7 @@ async fn handle(
             .or(gen.max_tokens)
             .or(gen.max_output_tokens)
             .unwrap_or(cfg.default_tokens)
-            .max(1)
+            .clamp(1, MAX_TOKENS)
     };
     if !gen.stream {
         let at = arrival + cfg.ttft + cfg.itl * tokens.saturating_sub(1);
