@@ -55,16 +55,7 @@ pub async fn run_mock_server(a: cli::MockServerArgs) -> Result<u8> {
     let addr: std::net::SocketAddr = format!("{}:{}", a.host, a.port)
         .parse()
         .map_err(|e| config::ConfigError::Usage(format!("invalid --host/--port: {e}")))?;
-    let cfg = mock::MockConfig {
-        ttft: a.ttft_ms,
-        itl: a.itl_ms,
-        error_rate: a.error_rate,
-        default_tokens: a.default_tokens,
-        seed: a.random_seed.unwrap_or(0),
-        log_arrivals: a.log_arrivals,
-    };
-    cfg.validate()
-        .map_err(|e| config::ConfigError::Usage(format!("--error-rate: {e}")))?;
+    let cfg = mock::MockConfig::from_args(&a).map_err(config::ConfigError::Usage)?;
     let listener = mock::bind(addr).context(|| format!("cannot listen on {addr}"))?;
     let local = listener
         .local_addr()

@@ -58,10 +58,23 @@ fn main() -> ExitCode {
     }
     let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::SUCCESS;
+        }
+        // A usage error is one line, as for `profile` (clap adds a usage block and a tip).
+        Err(e) => {
+            let text = e.to_string();
+            // The first paragraph: the error and what clap lists under it (possible values).
+            let line: Vec<&str> = text
+                .lines()
+                .map(|l| l.trim_start_matches("error: ").trim())
+                .skip_while(|l| l.is_empty())
+                .take_while(|l| !l.is_empty())
+                .collect();
+            eprintln!("error: {}", line.join(" "));
+            return ExitCode::from(2);
         }
     };
     // `plugins list/check` start plugins only to ask them who they are: keep them quiet.

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::dataset::{CustomDatasetType, SamplingStrategy};
 use crate::endpoint::EndpointType;
 use crate::export::UiType;
+use crate::mock;
 use crate::timing::schedule::RequestRateMode;
 use crate::units;
 
@@ -34,6 +35,13 @@ pub enum Command {
     /// Run a benchmark against an inference server.
     Profile(Box<ProfileArgs>),
     /// Run the built-in mock OpenAI-compatible server.
+    ///
+    /// It serves POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses,
+    /// GET /health, /v1/models, and GET /mock/stats (its counters as JSON: `requests`
+    /// received, `errors` of --error-rate, `faults` injected). Every flag is also an option
+    /// of `aiperf profile --url 'mock?KEY=VALUE&...'` (the in-process mock), checked by the
+    /// same code: the flag's name with `_` for `-`, `tokens` for --default-tokens and `seed`
+    /// for --random-seed.
     MockServer(MockServerArgs),
     /// Inspect plugins: `list`, `check NAME`.
     #[command(subcommand)]
@@ -318,6 +326,9 @@ pub struct PluginArgs {
     pub strict_plugins: bool,
 }
 
+/// `aiperf mock-server`. Every flag is also a `--url 'mock?KEY=VALUE&…'` option of the
+/// in-process mock: the flag's name with `_` for `-` (`tokens` for `--default-tokens`, `seed`
+/// for `--random-seed`), parsed by the same code (`mock::config`).
 #[derive(Debug, Clone, Args)]
 pub struct MockServerArgs {
     #[arg(long, default_value = "127.0.0.1")]
@@ -330,15 +341,46 @@ pub struct MockServerArgs {
     /// Time between tokens, in milliseconds.
     #[arg(long, value_name = "MS", default_value = "5", value_parser = units::millis)]
     pub itl_ms: Duration,
-    /// Share of requests (percent) answered with HTTP 500.
-    #[arg(long, value_name = "PCT", default_value_t = 0.0)]
-    pub error_rate: f64,
     /// Tokens generated when the request sets no max tokens.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, value_name = "N", default_value = "16", value_parser = mock::tokens)]
     pub default_tokens: u32,
-    #[arg(long)]
-    pub random_seed: Option<u64>,
+    /// Seed of the generated words and of which requests fail (`--error-rate`,
+    /// `--fault-rate`).
+    #[arg(long, value_name = "N", default_value = "0", value_parser = mock::count)]
+    pub random_seed: u64,
     /// Append each request's arrival time (Unix ns, one per line) to this file.
     #[arg(long, value_name = "FILE")]
     pub log_arrivals: Option<PathBuf>,
+    /// Share of requests (percent, a seeded draw per request) answered with
+    /// `--error-status`.
+    #[arg(long, value_name = "PCT", default_value = "0", value_parser = mock::percent, help_heading = "Faults")]
+    pub error_rate: f64,
+    /// HTTP status of `--error-rate`, `--fault status` and `--fault endless_error` (400-599).
+    #[arg(long, value_name = "CODE", default_value = "500", value_parser = mock::error_status, help_heading = "Faults")]
+    pub error_status: u16,
+    /// Fault injected into the selected requests. Requests are numbered 1, 2, 3... in the
+    /// order the mock reads them (all connections); number K gets the fault when
+    /// K > --fault-after, (K - --fault-after) is a multiple of --fault-every, and a draw
+    /// seeded by --random-seed and K falls under --fault-rate. "After N tokens" is after
+    /// --fault-tokens token events; a non-streamed answer gets the fault where its body would
+    /// be sent.
+    #[arg(long, value_name = "KIND", value_enum, help_heading = "Faults")]
+    pub fault: Option<mock::Fault>,
+    /// Percent of the requests allowed by --fault-every/--fault-after that get the fault.
+    #[arg(long, value_name = "PCT", default_value = "100", value_parser = mock::percent, help_heading = "Faults")]
+    pub fault_rate: f64,
+    /// Only every K-th request gets the fault (K, 2K, ... after --fault-after).
+    #[arg(long, value_name = "K", default_value = "1", value_parser = mock::every, help_heading = "Faults")]
+    pub fault_every: u64,
+    /// The first N requests never get the fault.
+    #[arg(long, value_name = "N", default_value = "0", value_parser = mock::count, help_heading = "Faults")]
+    pub fault_after: u64,
+    /// Token events sent before a mid-stream fault (reset, close, stall, bad_json, garbage,
+    /// endless_stream).
+    #[arg(long, value_name = "N", default_value = "1", value_parser = mock::tokens, help_heading = "Faults")]
+    pub fault_tokens: u32,
+    /// Wait of close_reused and slow_headers; interval of endless_error (a 16 KiB chunk) and
+    /// endless_stream (a keep-alive comment).
+    #[arg(long, value_name = "MS", default_value = "100", value_parser = units::millis, help_heading = "Faults")]
+    pub fault_ms: Duration,
 }

@@ -13,6 +13,7 @@ mod accuracy;
 mod artifacts;
 mod config;
 mod failures;
+mod faults;
 mod layers;
 mod load;
 mod plugins;
