@@ -3,6 +3,7 @@
 //! rendered back into flags and checked by the same clap definition, right away, so an error
 //! can name the file and line.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use clap::{ArgAction, Args};
@@ -108,6 +109,8 @@ pub(super) fn read_config_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let (benchmark, plugins) = sections(&file, &text)?;
     let known = file_keys();
     let mut flags = Vec::new();
+    // Each flag's key and line, so two keys for one flag (an alias) are caught.
+    let mut set_by: HashMap<String, (String, usize)> = HashMap::new();
     for (k, v) in benchmark {
         let key = yaml_scalar(&k).unwrap_or_default();
         let line = key_line(&text, Some("benchmark"), &key);
@@ -122,6 +125,13 @@ pub(super) fn read_config_file(path: &Path) -> Result<FileConfig, ConfigError> {
                 .unwrap_or_default();
             return Err(at_line(format!("unknown key `{key}` in `benchmark`{hint}")));
         };
+        if let Some((first, first_line)) = set_by.get(&info.long) {
+            return Err(at_line(format!(
+                "`{key}` sets the same flag (--{}) as `{first}` on line {first_line}",
+                info.long
+            )));
+        }
+        set_by.insert(info.long.clone(), (key.clone(), line));
         let args = flag_args(info, &key, v).map_err(at_line)?;
         flags.push((info.long.clone(), args, line));
     }
@@ -134,11 +144,8 @@ fn sections(
     file: &str,
     text: &str,
 ) -> Result<(serde_yaml::Mapping, serde_yaml::Mapping), ConfigError> {
-    let root: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| ConfigError::File {
-        file: file.into(),
-        line: e.location().map(|l| l.line()).unwrap_or(1),
-        message: format!("invalid YAML: {e}"),
-    })?;
+    let root: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| yaml_error(file, text, &e))?;
     let root = match root {
         serde_yaml::Value::Null => serde_yaml::Mapping::new(),
         serde_yaml::Value::Mapping(m) => m,
@@ -174,6 +181,102 @@ fn sections(
         }
     }
     Ok((benchmark, plugins))
+}
+
+/// A YAML syntax error at its line. serde_yaml reports a repeated key at the start of its
+/// mapping, so the repeat's own line is found by [`repeated_key`].
+fn yaml_error(file: &str, text: &str, e: &serde_yaml::Error) -> ConfigError {
+    let message = e.to_string();
+    if let Some(rest) = message.split("duplicate entry with key ").nth(1) {
+        let key = rest.split(" at line ").next().unwrap_or(rest);
+        let key = key.trim_matches('"');
+        if let Some((line, first)) = repeated_key(text, key) {
+            return ConfigError::File {
+                file: file.into(),
+                line,
+                message: format!("duplicate key `{key}` (first on line {first})"),
+            };
+        }
+    }
+    ConfigError::File {
+        file: file.into(),
+        line: e.location().map(|l| l.line()).unwrap_or(1),
+        message: format!("invalid YAML: {message}"),
+    }
+}
+
+/// The first place where a block mapping of `text` repeats `key`: (the repeat's line, the
+/// first one's line), 1-based. Reads block style only (`key: value` lines, `- ` items,
+/// `|`/`>` scalars skipped); flow style (`{a: 1, a: 2}`) is left to serde_yaml's location.
+pub(super) fn repeated_key(text: &str, key: &str) -> Option<(usize, usize)> {
+    // The open block mappings, innermost last: their keys' indent and the keys seen.
+    let mut maps: Vec<(usize, HashMap<String, usize>)> = Vec::new();
+    // Inside a block scalar opened by a key at this indent.
+    let mut scalar_of: Option<usize> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let content = raw.trim_start();
+        let mut indent = raw.len() - content.len();
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        match scalar_of {
+            Some(ind) if indent > ind => continue,
+            _ => scalar_of = None,
+        }
+        if content.starts_with("---") || content.starts_with("...") {
+            maps.clear();
+            continue;
+        }
+        let mut content = content;
+        let mut item = false;
+        while let Some(rest) = content.strip_prefix('-').filter(|r| r.starts_with(' ')) {
+            // `- key: v` opens a new mapping whose keys sit after the dash.
+            let rest_trimmed = rest.trim_start();
+            indent += content.len() - rest_trimmed.len();
+            content = rest_trimmed;
+            item = true;
+        }
+        let Some((k, value)) = split_key(content) else {
+            continue;
+        };
+        maps.retain(|(ind, _)| if item { *ind < indent } else { *ind <= indent });
+        match maps.last_mut() {
+            Some((ind, keys)) if *ind == indent => {
+                if let Some(first) = keys.get(&k) {
+                    if k == key {
+                        return Some((i + 1, *first));
+                    }
+                } else {
+                    keys.insert(k, i + 1);
+                }
+            }
+            _ => maps.push((indent, HashMap::from([(k, i + 1)]))),
+        }
+        if value.starts_with('|') || value.starts_with('>') {
+            scalar_of = Some(indent);
+        }
+    }
+    None
+}
+
+/// `key: value` (the key plain or quoted) → (key, value trimmed).
+fn split_key(content: &str) -> Option<(String, &str)> {
+    let (key, rest) = match content.chars().next()? {
+        q @ ('"' | '\'') => {
+            let end = content[1..].find(q)? + 1;
+            (&content[1..end], &content[end + 1..])
+        }
+        '{' | '[' | '&' | '*' | '!' | '|' | '>' => return None,
+        _ => {
+            let colon = content
+                .match_indices(':')
+                .map(|(at, _)| at)
+                .find(|&at| content[at + 1..].is_empty() || content[at + 1..].starts_with(' '))?;
+            (content[..colon].trim_end(), &content[colon..])
+        }
+    };
+    let value = rest.trim_start().strip_prefix(':')?;
+    Some((key.to_string(), value.trim()))
 }
 
 /// One `benchmark:` key rendered as the flags it stands for, checked by clap right away so

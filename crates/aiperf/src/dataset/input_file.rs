@@ -10,19 +10,26 @@
 //!   equal ids give byte-identical prompt prefixes; timestamps drive the fixed schedule.
 //! - `sharegpt`: a JSON array of `{"conversations": [{"from": "human"|"gpt", "value"}]}`;
 //!   the first human message is the prompt, the reply's length its output length.
+//!
+//! Every number is checked against the bounds of `crate::units` as the file is loaded (a bad
+//! one is `path:line: message`, before anything is sent): lengths from 1 to `MAX_TOKENS`,
+//! delays and timestamps finite, ≥ 0 and bounded, lists bounded.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Deserialize;
 
-use super::{entry, single, Entry, PromptGenerator, Turn};
+use super::{entry, single, Entry, PromptGenerator, Turn, UsedBlocks};
 use super::{CustomDatasetType, InputSpec, SamplingStrategy};
 use crate::endpoint::RequestShape;
 use crate::mix::mix;
 use crate::tokenizer::Tokenizer;
+use crate::units::{
+    self, MAX_DELAY_MS, MAX_LIST_ITEMS, MAX_TIMESTAMP_MS, MAX_TOKENS, MAX_TRACE_SPAN_MS,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
@@ -57,10 +64,39 @@ impl TextTurn {
     fn text(&self) -> Result<String, String> {
         match (&self.text, &self.texts) {
             (Some(t), None) => Ok(t.clone()),
+            (None, Some(ts)) if ts.len() > MAX_LIST_ITEMS => Err(format!(
+                "`texts` has {} items; at most {MAX_LIST_ITEMS}",
+                ts.len()
+            )),
             (None, Some(ts)) if !ts.is_empty() => Ok(ts.join(" ")),
             _ => Err("expected `text` or a non-empty `texts`".into()),
         }
     }
+
+    /// `output_length`, checked.
+    fn output_length(&self) -> Result<Option<u32>, String> {
+        self.output_length
+            .map(|n| length("output_length", n))
+            .transpose()
+    }
+}
+
+/// A token count from an input file: 1 to `MAX_TOKENS`.
+fn length(what: &str, n: u32) -> Result<u32, String> {
+    units::check_whole(n.into(), 1, MAX_TOKENS.into(), " tokens")
+        .map(|_| n)
+        .map_err(|e| format!("`{what}` {e}, got {n}"))
+}
+
+/// A time in ms from an input file: finite, 0 to `max`.
+fn millis(what: &str, ms: f64, max: f64) -> Result<f64, String> {
+    units::check_real(ms, 0.0, max, " ms")
+        .map_err(|e| format!("`{what}` {e}, got {}", units::show(ms)))
+}
+
+/// A token count as the dataset stores it (a text longer than `u32::MAX` tokens saturates).
+fn token_count(tokenizer: &Tokenizer, text: &str) -> u32 {
+    u32::try_from(tokenizer.count(text)).unwrap_or(u32::MAX)
 }
 
 #[derive(Deserialize)]
@@ -99,7 +135,7 @@ struct BlockCache<'a> {
     seed: u64,
     blocks: HashMap<u64, String>,
     /// Every block's text so far: different ids must get different text.
-    used: HashSet<String>,
+    used: UsedBlocks,
 }
 
 impl BlockCache<'_> {
@@ -109,7 +145,7 @@ impl BlockCache<'_> {
         let (g, block, seed) = (self.generator, self.block, self.seed);
         let used = &mut self.used;
         self.blocks.entry(id).or_insert_with(|| {
-            let start = (mix(seed, id) % g.corpus.len() as u64) as usize;
+            let start = (mix(seed, id) % g.corpus.len().max(1) as u64) as usize;
             g.block(start, block, used)
         })
     }
@@ -150,13 +186,16 @@ pub fn load(
     let mut rng = StdRng::seed_from_u64(cfg.random_seed);
     let mut blocks = BlockCache {
         generator: &generator,
-        block: cfg.isl_block_size as usize,
+        block: (cfg.isl_block_size as usize).max(1),
         seed: cfg.random_seed,
         blocks: HashMap::new(),
-        used: HashSet::new(),
+        used: UsedBlocks::default(),
     };
     let mut entries = Vec::new();
-    let count = |t: &str| tokenizer.count(t) as u32;
+    let count = |t: &str| token_count(tokenizer, t);
+    // The trace's earliest and latest timestamps, with their lines: its span is bounded.
+    let mut earliest: Option<(f64, usize)> = None;
+    let mut latest: Option<(f64, usize)> = None;
 
     if kind == CustomDatasetType::Sharegpt {
         let rows: Vec<SharegptEntry> =
@@ -173,7 +212,7 @@ pub fn load(
             if q.from != "human" || a.from != "gpt" || q.value.trim().is_empty() {
                 continue;
             }
-            let osl = cfg.osl().or(Some(count(&a.value).max(1)));
+            let osl = cfg.osl().or(Some(count(&a.value).clamp(1, MAX_TOKENS)));
             let id = format!("conv-{}", entries.len());
             entries.push(single(
                 shape,
@@ -205,16 +244,10 @@ pub fn load(
             CustomDatasetType::SingleTurn | CustomDatasetType::RandomPool => {
                 let row: TextTurn = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
                 let prompt = row.text().map_err(bad)?;
+                let osl = row.output_length().map_err(bad)?.or(cfg.osl());
                 let isl = count(&prompt);
                 let id = row.session_id.unwrap_or(id);
-                entries.push(single(
-                    shape,
-                    id,
-                    prompt,
-                    isl,
-                    row.output_length.or(cfg.osl()),
-                    None,
-                ));
+                entries.push(single(shape, id, prompt, isl, osl, None));
             }
             CustomDatasetType::MultiTurn => {
                 let row: Session = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
@@ -222,16 +255,16 @@ pub fn load(
                     return Err(bad("a session needs at least one turn".into()));
                 }
                 let mut turns = Vec::new();
-                for t in &row.turns {
-                    let text = t.text().map_err(bad)?;
-                    let delay_ms = t.delay.unwrap_or(0.0);
-                    if !(delay_ms.is_finite() && delay_ms >= 0.0) {
-                        return Err(bad(format!("`delay` must be ≥ 0 ms, got {delay_ms}")));
-                    }
+                for (n, t) in row.turns.iter().enumerate() {
+                    let in_turn = |e: String| bad(format!("turn {}: {e}", n + 1));
+                    let text = t.text().map_err(in_turn)?;
+                    let delay_ms =
+                        millis("delay", t.delay.unwrap_or(0.0), MAX_DELAY_MS).map_err(in_turn)?;
+                    let osl = t.output_length().map_err(in_turn)?.or(cfg.osl());
                     turns.push(Turn {
                         isl: count(&text),
-                        osl: t.output_length.or(cfg.osl()),
-                        delay_ms,
+                        osl,
+                        delay: units::clamped_millis(delay_ms),
                         text,
                     });
                 }
@@ -247,12 +280,44 @@ pub fn load(
             CustomDatasetType::MooncakeTrace => {
                 let row: MooncakeLine =
                     serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
-                if row.input_length == 0 {
-                    return Err(bad("`input_length` must be at least 1".into()));
+                length("input_length", row.input_length).map_err(bad)?;
+                let osl = row
+                    .output_length
+                    .map(|n| length("output_length", n))
+                    .transpose()
+                    .map_err(bad)?
+                    .or(cfg.osl());
+                if let Some(ids) = &row.hash_ids {
+                    if ids.len() > MAX_LIST_ITEMS {
+                        return Err(bad(format!(
+                            "`hash_ids` has {} items; at most {MAX_LIST_ITEMS}",
+                            ids.len()
+                        )));
+                    }
                 }
                 if let Some(t) = row.timestamp {
-                    if !(t.is_finite() && t >= 0.0) {
-                        return Err(bad(format!("`timestamp` must be ≥ 0 ms, got {t}")));
+                    millis("timestamp", t, MAX_TIMESTAMP_MS).map_err(bad)?;
+                    if earliest.is_none_or(|(e, _)| t < e) {
+                        earliest = Some((t, i + 1));
+                    }
+                    if latest.is_none_or(|(l, _)| t > l) {
+                        latest = Some((t, i + 1));
+                    }
+                    if let (Some((e, e_line)), Some((l, l_line))) = (earliest, latest) {
+                        if l - e > MAX_TRACE_SPAN_MS {
+                            let (other, other_line) = if l_line == i + 1 {
+                                (e, e_line)
+                            } else {
+                                (l, l_line)
+                            };
+                            return Err(bad(format!(
+                                "`timestamp` {} is more than {MAX_TRACE_SPAN_MS} ms away from \
+                                 {} (line {other_line}): a trace may span at most {} seconds",
+                                units::show(t),
+                                units::show(other),
+                                units::MAX_SECONDS
+                            )));
+                        }
                     }
                 }
                 let prompt = match &row.hash_ids {
@@ -265,16 +330,10 @@ pub fn load(
                     }
                 };
                 let isl = count(&prompt);
-                entries.push(single(
-                    shape,
-                    id,
-                    prompt,
-                    isl,
-                    row.output_length.or(cfg.osl()),
-                    row.timestamp,
-                ));
+                entries.push(single(shape, id, prompt, isl, osl, row.timestamp));
             }
-            CustomDatasetType::Sharegpt => unreachable!("handled above"),
+            // Read as one JSON document above.
+            CustomDatasetType::Sharegpt => return Err(DatasetError::Empty(shown)),
         }
     }
     if entries.is_empty() {
@@ -300,7 +359,7 @@ mod tests {
             block: 16,
             seed: 3,
             blocks: HashMap::new(),
-            used: HashSet::new(),
+            used: UsedBlocks::default(),
         };
         let mut rng = StdRng::seed_from_u64(1);
         let a = cache.prompt(&[1, 2, 3], 40, &mut rng);

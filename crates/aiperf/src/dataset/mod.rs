@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rand::rngs::StdRng;
@@ -16,6 +17,7 @@ use rand_distr::{Distribution, Normal};
 use crate::endpoint::{build_payload, Message, RequestShape};
 use crate::mix::mix;
 use crate::tokenizer::Tokenizer;
+use crate::units::MAX_TOKENS;
 
 pub mod input_file;
 mod spec;
@@ -33,8 +35,9 @@ pub struct Turn {
     /// Tokens of the turn's input as the client tokenizer counts them.
     pub isl: u32,
     pub osl: Option<u32>,
-    /// Wait this long after the previous turn's reply before sending this one.
-    pub delay_ms: f64,
+    /// Wait this long after the previous turn's reply before sending this one (checked
+    /// against `units::MAX_DELAY_MS` when the file is read).
+    pub delay: Duration,
 }
 
 /// One conversation; its first turn's payload is serialized once, up front.
@@ -66,6 +69,16 @@ pub struct Dataset {
     permutations: Arc<Mutex<Vec<Vec<u32>>>>,
 }
 
+/// The blocks [`PromptGenerator::block`] handed out so far, so that each new one differs.
+#[derive(Debug, Default)]
+pub struct UsedBlocks {
+    texts: HashSet<String>,
+    /// A walk of the corpus found no new window: later blocks skip it.
+    corpus_exhausted: bool,
+    /// Numbered blocks do not fit either (too short): later blocks repeat.
+    numbers_exhausted: bool,
+}
+
 /// Cuts prompts of exact token lengths from the corpus.
 pub struct PromptGenerator {
     tokenizer: Tokenizer,
@@ -92,8 +105,11 @@ impl PromptGenerator {
     pub fn with_prefix(&self, prefix: &str, start: usize, n: usize) -> String {
         let len = self.corpus.len();
         let mut k = n.saturating_sub(self.tokenizer.count(prefix)).max(1);
-        for _ in 0..16 {
-            let tokens: Vec<u32> = (0..k).map(|i| self.corpus[(start + i) % len]).collect();
+        // (A tokenizer that encodes the corpus to nothing gets the fallback below.)
+        for _ in 0..if len == 0 { 0 } else { 16 } {
+            let tokens: Vec<u32> = (0..k)
+                .map(|i| self.corpus[start.wrapping_add(i) % len])
+                .collect();
             let body = self.tokenizer.decode(&tokens);
             let text = if prefix.is_empty() {
                 body.trim().to_string()
@@ -107,12 +123,28 @@ impl PromptGenerator {
             // Re-encoding can merge or split tokens at the cut; steer k toward the target.
             k = (k as i64 + n as i64 - got as i64).max(1) as usize;
         }
-        // A string that tokenizes predictably: one token per repeated word.
-        let mut s = prefix.to_string();
-        let mut words = 0;
-        while self.tokenizer.count(&s) < n && words < 4 * n {
-            s.push_str(if s.is_empty() { "a" } else { " a" });
-            words += 1;
+        // A string that tokenizes predictably (about one token per repeated word), steered
+        // the same way: a bounded number of tries, whatever the tokenizer does.
+        let words = |k: usize| {
+            let mut s = prefix.to_string();
+            for _ in 0..k {
+                s.push_str(if s.is_empty() { "a" } else { " a" });
+            }
+            s
+        };
+        let mut k = n.saturating_sub(self.tokenizer.count(prefix));
+        let mut s = words(k);
+        for _ in 0..16 {
+            let got = self.tokenizer.count(&s);
+            if got == n {
+                break;
+            }
+            let next = (k as i64 + n as i64 - got as i64).clamp(0, 4 * n as i64) as usize;
+            if next == k {
+                break;
+            }
+            k = next;
+            s = words(k);
         }
         s
     }
@@ -121,42 +153,60 @@ impl PromptGenerator {
     /// Its text ends in a letter or digit, because punctuation merges with a following
     /// newline into one token; so a prompt made of blocks counts as the sum of its blocks,
     /// and prompts that share leading blocks share those tokens exactly.
-    pub fn block(&self, start: usize, n: usize, used: &mut HashSet<String>) -> String {
+    ///
+    /// Blocks too short to be told apart by a leading number (a few tokens), once the corpus
+    /// has no new window of that length, repeat: every search here is bounded.
+    pub fn block(&self, start: usize, n: usize, used: &mut UsedBlocks) -> String {
         if n <= 1 {
             return "\n".to_string();
         }
-        let ends_well = |t: &str| t.ends_with(|c: char| c.is_alphanumeric());
+        let fits = |t: &str| {
+            t.ends_with(|c: char| c.is_alphanumeric()) && self.tokenizer.count(t) == n - 1
+        };
         // The corpus is small: walk it in strides that don't revisit the same windows soon.
-        for attempt in 0..256 {
-            let text = self.prompt(start + attempt * 37, n - 1);
-            if ends_well(&text) && self.tokenizer.count(&text) == n - 1 && !used.contains(&text) {
-                used.insert(text.clone());
-                return format!("{text}\n");
+        let window = |attempt: usize| self.prompt(start.wrapping_add(attempt * 37), n - 1);
+        if !used.corpus_exhausted {
+            for attempt in 0..256 {
+                let text = window(attempt);
+                if fits(&text) && used.texts.insert(text.clone()) {
+                    return format!("{text}\n");
+                }
             }
+            used.corpus_exhausted = true;
         }
         // Out of distinct windows: make one distinct by a leading number.
-        for tag in used.len().. {
-            let text = self.with_prefix(&format!("{tag} "), start, n - 1);
-            if ends_well(&text) && self.tokenizer.count(&text) == n - 1 && !used.contains(&text) {
-                used.insert(text.clone());
-                return format!("{text}\n");
+        if !used.numbers_exhausted {
+            let first = used.texts.len();
+            for tag in first..first + 256 {
+                let text = self.with_prefix(&format!("{tag} "), start, n - 1);
+                if fits(&text) && used.texts.insert(text.clone()) {
+                    return format!("{text}\n");
+                }
             }
+            used.numbers_exhausted = true;
         }
-        unreachable!("the loop above returns")
+        let text = (0..256)
+            .map(window)
+            .find(|t| fits(t))
+            .unwrap_or_else(|| window(0));
+        format!("{text}\n")
     }
 
     /// A random start position in the corpus.
     pub fn random_start(&self, rng: &mut StdRng) -> usize {
-        rng.gen_range(0..self.corpus.len())
+        rng.gen_range(0..self.corpus.len().max(1))
     }
 }
 
+/// A length drawn from a normal distribution, rounded and kept in 1..=`MAX_TOKENS` (the
+/// flags are bounded by their parsers; this keeps a draw far in the tail bounded too).
 fn sample_len(rng: &mut StdRng, mean: f64, std: f64) -> u32 {
-    if std <= 0.0 {
-        return mean.round().max(1.0) as u32;
-    }
-    let normal = Normal::new(mean, std).expect("std is finite and positive");
-    normal.sample(rng).round().max(1.0) as u32
+    let drawn = match Normal::new(mean, std) {
+        Ok(normal) if std > 0.0 => normal.sample(rng),
+        _ => mean,
+    };
+    // NaN (from a NaN mean or deviation) becomes 1: `max` ignores it, `as` saturates.
+    drawn.round().max(1.0).min(f64::from(MAX_TOKENS)) as u32
 }
 
 /// Builds an entry; `inputs` are the first turn's texts (several for an embeddings batch).
@@ -172,7 +222,8 @@ fn entry(
     Entry {
         conversation_id: id,
         turns,
-        payload: Bytes::from(serde_json::to_vec(&payload).expect("payload serializes")),
+        // A `Value` always serializes (its keys are strings).
+        payload: Bytes::from(serde_json::to_vec(&payload).unwrap_or_default()),
         timestamp_ms,
         later_payloads: std::sync::OnceLock::new(),
     }
@@ -190,7 +241,7 @@ fn single(
         text: String::new(),
         isl,
         osl,
-        delay_ms: 0.0,
+        delay: Duration::ZERO,
     };
     entry(shape, id, vec![prompt], vec![turn], timestamp_ms)
 }
@@ -227,7 +278,7 @@ impl Dataset {
         let generator = PromptGenerator::new(tokenizer.clone());
         let mut rng = StdRng::seed_from_u64(cfg.random_seed);
         // Distinct prefixes, each ending in a newline: a token boundary no prompt merges across.
-        let mut used = HashSet::new();
+        let mut used = UsedBlocks::default();
         let prefixes: Vec<String> = (0..cfg.num_prefix_prompts)
             .map(|_| {
                 let start = generator.random_start(&mut rng);
@@ -253,12 +304,15 @@ impl Dataset {
                     }
                 })
                 .collect();
-            let isl = batch.iter().map(|p| tokenizer.count(p) as u32).sum();
+            let isl = batch
+                .iter()
+                .map(|p| u32::try_from(tokenizer.count(p)).unwrap_or(u32::MAX))
+                .fold(0u32, u32::saturating_add);
             let turn = Turn {
                 text: String::new(),
                 isl,
                 osl,
-                delay_ms: 0.0,
+                delay: Duration::ZERO,
             };
             entry(shape, format!("conv-{i}"), batch, vec![turn], None)
         };
@@ -281,7 +335,7 @@ impl Dataset {
                 .collect();
             parts
                 .into_iter()
-                .flat_map(|p| p.join().expect("dataset thread"))
+                .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
                 .collect()
         })
     }

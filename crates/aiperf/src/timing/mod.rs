@@ -210,9 +210,9 @@ async fn execute(
     let mut sent_payloads = Vec::new();
     for (turn_index, turn) in entry.turns.iter().enumerate() {
         if turn_index > 0 {
-            if turn.delay_ms > 0.0 {
+            if !turn.delay.is_zero() {
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs_f64(turn.delay_ms / 1e3)) => {}
+                    _ = tokio::time::sleep(turn.delay) => {}
                     _ = phase.cancel.cancelled() => return true,
                 }
             }

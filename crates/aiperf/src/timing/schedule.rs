@@ -3,12 +3,18 @@
 //!
 //! Offsets are absolute (request i goes at `t0 + offset_i`), so a late send never pushes the
 //! rest of the schedule back.
+//!
+//! Nothing here can panic or wait forever: the rate and smoothness are kept within the
+//! bounds their flags are parsed with (`crate::units`), a gap that is not a finite number
+//! counts as the mean gap, and offsets saturate at `units::MAX_SECONDS`.
 
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Exp, Gamma};
+
+use crate::units::{self, MAX_RATE, MAX_SMOOTHNESS, MIN_RATE, MIN_SMOOTHNESS};
 
 /// Arrival process of an open-loop phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -44,17 +50,20 @@ impl Schedule {
         ramp: Option<Duration>,
         seed: u64,
     ) -> Self {
+        // The flags' bounds (NaN becomes the lower one).
+        let rate = rate.max(MIN_RATE).min(MAX_RATE);
+        let smoothness = smoothness.max(MIN_SMOOTHNESS).min(MAX_SMOOTHNESS);
         let gaps = match mode {
-            RequestRateMode::Constant => Gaps::Constant,
-            RequestRateMode::Poisson => Gaps::Exponential(Exp::new(rate).expect("positive rate")),
+            RequestRateMode::Constant => None,
+            RequestRateMode::Poisson => Exp::new(rate).ok().map(Gaps::Exponential),
             // shape k, scale 1/(k r): mean gap 1/r, coefficient of variation 1/sqrt(k).
-            RequestRateMode::Gamma => Gaps::Gamma(
-                Gamma::new(smoothness, 1.0 / (smoothness * rate)).expect("positive shape"),
-            ),
+            RequestRateMode::Gamma => Gamma::new(smoothness, 1.0 / (smoothness * rate))
+                .ok()
+                .map(Gaps::Gamma),
         };
         Self {
             rate,
-            gaps,
+            gaps: gaps.unwrap_or(Gaps::Constant),
             rng: StdRng::seed_from_u64(seed),
             u: 0.0,
             ramp: ramp.map(|d| d.as_secs_f64()).filter(|r| *r > 0.0),
@@ -68,13 +77,21 @@ impl Schedule {
         if self.first {
             self.first = false;
         } else {
-            self.u += match &self.gaps {
-                Gaps::Constant => 1.0 / self.rate,
+            let mean = 1.0 / self.rate;
+            let gap = match &self.gaps {
+                Gaps::Constant => mean,
                 Gaps::Exponential(e) => e.sample(&mut self.rng),
                 Gaps::Gamma(g) => g.sample(&mut self.rng),
             };
+            let gap = if gap.is_finite() && gap >= 0.0 {
+                gap
+            } else {
+                mean
+            };
+            // Past the longest offset there is nothing left to add (and `u` stays finite).
+            self.u = (self.u + gap).min(units::MAX_SECONDS);
         }
-        Duration::from_secs_f64(self.ramped(self.u))
+        units::clamped_secs(self.ramped(self.u))
     }
 
     /// Maps time of the full-rate process onto a linear ramp of length T: the expected count
