@@ -338,3 +338,46 @@ pub(super) fn first_line(s: &str) -> String {
         .unwrap_or("")
         .to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_keys_are_found_at_the_repeat() {
+        let text = "benchmark:\n  a: 1\n  b: 2\n  a: 3\n";
+        assert_eq!(repeated_key(text, "a"), Some((4, 2)));
+        assert_eq!(repeated_key(text, "b"), None);
+        // Top level, with comments, blank lines and quoted keys.
+        let text = "# c\nbenchmark:\n  x: 1\n\nplugins: {}\n\"benchmark\":\n";
+        assert_eq!(repeated_key(text, "benchmark"), Some((6, 2)));
+        // The same key in different mappings is no repeat.
+        let text = "p:\n  a: 1\nq:\n  a: 2\n";
+        assert_eq!(repeated_key(text, "a"), None);
+        // Sequence items are mappings of their own; a repeat inside one is found.
+        let text = "l:\n  - a: 1\n    b: 2\n  - a: 3\n    a: 4\n";
+        assert_eq!(repeated_key(text, "a"), Some((5, 4)));
+        // Lines of a block scalar are text, not keys.
+        let text = "k: |\n  a: 1\n  a: 2\nm: 1\n";
+        assert_eq!(repeated_key(text, "a"), None);
+        // Nested: found at its depth only.
+        let text = "a:\n  b:\n    c: 1\n  c: 2\n  b: 3\n";
+        assert_eq!(repeated_key(text, "c"), None);
+        assert_eq!(repeated_key(text, "b"), Some((5, 2)));
+    }
+
+    #[test]
+    fn yaml_duplicates_name_the_repeat_and_the_first() {
+        let text = "benchmark:\n  model: m\n  concurrency: 3\n  x: 1\n  concurrency: 4\n";
+        let e = serde_yaml::from_str::<serde_yaml::Value>(text).unwrap_err();
+        assert_eq!(
+            yaml_error("f.yaml", text, &e).to_string(),
+            "f.yaml:5: duplicate key `concurrency` (first on line 3)"
+        );
+        // Flow style is left to serde_yaml's location.
+        let text = "benchmark: {a: 1, a: 2}\n";
+        let e = serde_yaml::from_str::<serde_yaml::Value>(text).unwrap_err();
+        let msg = yaml_error("f.yaml", text, &e).to_string();
+        assert!(msg.starts_with("f.yaml:1: invalid YAML"), "{msg}");
+    }
+}

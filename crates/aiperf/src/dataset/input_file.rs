@@ -21,6 +21,7 @@ use std::path::Path;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Deserialize;
+use serde_json::Number;
 
 use super::{entry, single, Entry, PromptGenerator, Turn, UsedBlocks};
 use super::{CustomDatasetType, InputSpec, SamplingStrategy};
@@ -52,7 +53,7 @@ struct TextTurn {
     #[serde(default)]
     texts: Option<Vec<String>>,
     #[serde(default)]
-    output_length: Option<u32>,
+    output_length: Option<Number>,
     #[serde(default)]
     session_id: Option<String>,
     /// ms to wait after the previous turn (multi_turn).
@@ -76,16 +77,21 @@ impl TextTurn {
     /// `output_length`, checked.
     fn output_length(&self) -> Result<Option<u32>, String> {
         self.output_length
+            .as_ref()
             .map(|n| length("output_length", n))
             .transpose()
     }
 }
 
-/// A token count from an input file: 1 to `MAX_TOKENS`.
-fn length(what: &str, n: u32) -> Result<u32, String> {
-    units::check_whole(n.into(), 1, MAX_TOKENS.into(), " tokens")
-        .map(|_| n)
-        .map_err(|e| format!("`{what}` {e}, got {n}"))
+/// A token count from an input file: a whole number from 1 to `MAX_TOKENS`. (Read as any
+/// JSON number, so that a wrong one is named here rather than by serde.)
+fn length(what: &str, n: &Number) -> Result<u32, String> {
+    n.as_u64()
+        .filter(|v| (1..=u64::from(MAX_TOKENS)).contains(v))
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| {
+            format!("`{what}` must be a whole number from 1 to {MAX_TOKENS} tokens, got {n}")
+        })
 }
 
 /// A time in ms from an input file: finite, 0 to `max`.
@@ -108,11 +114,11 @@ struct Session {
 
 #[derive(Deserialize)]
 struct MooncakeLine {
-    input_length: u32,
+    input_length: Number,
     #[serde(default)]
-    output_length: Option<u32>,
+    output_length: Option<Number>,
     #[serde(default)]
-    hash_ids: Option<Vec<u64>>,
+    hash_ids: Option<Vec<Number>>,
     #[serde(default)]
     timestamp: Option<f64>,
 }
@@ -280,21 +286,32 @@ pub fn load(
             CustomDatasetType::MooncakeTrace => {
                 let row: MooncakeLine =
                     serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
-                length("input_length", row.input_length).map_err(bad)?;
+                let input_length = length("input_length", &row.input_length).map_err(bad)?;
                 let osl = row
                     .output_length
+                    .as_ref()
                     .map(|n| length("output_length", n))
                     .transpose()
                     .map_err(bad)?
                     .or(cfg.osl());
-                if let Some(ids) = &row.hash_ids {
-                    if ids.len() > MAX_LIST_ITEMS {
-                        return Err(bad(format!(
-                            "`hash_ids` has {} items; at most {MAX_LIST_ITEMS}",
-                            ids.len()
-                        )));
-                    }
+                let ids = row.hash_ids.as_deref().unwrap_or_default();
+                if ids.len() > MAX_LIST_ITEMS {
+                    return Err(bad(format!(
+                        "`hash_ids` has {} items; at most {MAX_LIST_ITEMS}",
+                        ids.len()
+                    )));
                 }
+                let ids = ids
+                    .iter()
+                    .map(|id| {
+                        id.as_u64().ok_or_else(|| {
+                            bad(format!(
+                                "`hash_ids` must hold whole numbers from 0 to {}, got {id}",
+                                u64::MAX
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<u64>, _>>()?;
                 if let Some(t) = row.timestamp {
                     millis("timestamp", t, MAX_TIMESTAMP_MS).map_err(bad)?;
                     if earliest.is_none_or(|(e, _)| t < e) {
@@ -320,14 +337,11 @@ pub fn load(
                         }
                     }
                 }
-                let prompt = match &row.hash_ids {
-                    Some(ids) if !ids.is_empty() => {
-                        blocks.prompt(ids, row.input_length as usize, &mut rng)
-                    }
-                    _ => {
-                        let start = generator.random_start(&mut rng);
-                        generator.prompt(start, row.input_length as usize)
-                    }
+                let prompt = if ids.is_empty() {
+                    let start = generator.random_start(&mut rng);
+                    generator.prompt(start, input_length as usize)
+                } else {
+                    blocks.prompt(&ids, input_length as usize, &mut rng)
                 };
                 let isl = count(&prompt);
                 entries.push(single(shape, id, prompt, isl, osl, row.timestamp));
@@ -349,6 +363,241 @@ pub fn load(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    fn tokenizer() -> &'static Tokenizer {
+        static TOK: OnceLock<Tokenizer> = OnceLock::new();
+        TOK.get_or_init(|| Tokenizer::load("builtin").unwrap())
+    }
+
+    /// Loads `text` as an input file of type `kind` (blocks of 4 tokens).
+    fn load_text(kind: &str, text: &str) -> Result<Vec<Entry>, DatasetError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("input.jsonl");
+        std::fs::write(&path, text).unwrap();
+        let args: Vec<String> = [
+            "--url",
+            "mock",
+            "--input-file",
+            path.to_str().unwrap(),
+            "--custom-dataset-type",
+            kind,
+            "--isl-block-size",
+            "4",
+            "--random-seed",
+            "1",
+        ]
+        .map(String::from)
+        .to_vec();
+        let cfg = crate::config::load(&args).unwrap();
+        let shape = RequestShape::new(&cfg.endpoint, false);
+        load(&cfg.input, &shape, &path, tokenizer()).map(|(entries, _)| entries)
+    }
+
+    /// `text` must fail to load with `input.jsonl:LINE: ...` mentioning `needle`.
+    fn line_error(kind: &str, text: &str, line: usize, needle: &str) {
+        match load_text(kind, text) {
+            Ok(_) => panic!("{kind}: {text:?} loaded"),
+            Err(e @ DatasetError::Line { line: got, .. }) => {
+                let msg = e.to_string();
+                assert_eq!(got, line, "{kind}: {text:?}: {msg}");
+                assert!(msg.contains(needle), "{kind}: {text:?}: {msg}");
+                assert!(!msg.contains('\n'), "{msg:?}");
+            }
+            Err(e) => panic!("{kind}: {text:?}: not a line error: {e}"),
+        }
+    }
+
+    #[test]
+    fn multi_turn_delays_are_checked_and_converted() {
+        let ok = "{\"turns\": [{\"text\": \"a\"}, {\"text\": \"b\", \"delay\": 1500}]}\n";
+        let entries = load_text("multi_turn", ok).unwrap();
+        assert_eq!(entries[0].turns[1].delay, Duration::from_millis(1500));
+        let max = "{\"turns\": [{\"text\": \"a\"}, {\"text\": \"b\", \"delay\": 1e10}]}\n";
+        let entries = load_text("multi_turn", max).unwrap();
+        assert_eq!(entries[0].turns[1].delay, Duration::from_secs(10_000_000));
+        for bad in ["1e300", "10000000001", "-5", "-1e-300"] {
+            let text = format!(
+                "{}{{\"turns\": [{{\"text\": \"a\"}}, {{\"text\": \"b\", \"delay\": {bad}}}]}}\n",
+                ok
+            );
+            line_error("multi_turn", &text, 2, "turn 2: `delay` must be from 0 to");
+        }
+        // Out of f64 range: serde_json's own error, on its line.
+        line_error(
+            "multi_turn",
+            "{\"turns\": [{\"text\": \"a\", \"delay\": 1e400}]}\n",
+            1,
+            "number out of range",
+        );
+    }
+
+    #[test]
+    fn mooncake_numbers_are_checked() {
+        let ok = "{\"input_length\": 6, \"timestamp\": 0, \"hash_ids\": [1]}\n";
+        load_text("mooncake_trace", ok).unwrap();
+        let cases: &[(&str, &str)] = &[
+            (
+                "{\"input_length\": 6, \"timestamp\": 1e300}",
+                "`timestamp` must be from 0 to",
+            ),
+            (
+                "{\"input_length\": 6, \"timestamp\": -1}",
+                "`timestamp` must be from 0 to",
+            ),
+            (
+                "{\"input_length\": 0}",
+                "`input_length` must be a whole number from 1 to 1000000 tokens, got 0",
+            ),
+            ("{\"input_length\": 1000001}", "got 1000001"),
+            (
+                "{\"input_length\": 1e300}",
+                "`input_length` must be a whole number",
+            ),
+            ("{\"input_length\": -3}", "got -3"),
+            ("{\"input_length\": 2.5}", "got 2.5"),
+            (
+                "{\"input_length\": 6, \"output_length\": 0}",
+                "`output_length` must be a whole",
+            ),
+            (
+                "{\"input_length\": 6, \"output_length\": 1000001}",
+                "`output_length` must",
+            ),
+            (
+                "{\"input_length\": 6, \"hash_ids\": [-1]}",
+                "`hash_ids` must hold whole",
+            ),
+            ("{\"input_length\": 6, \"hash_ids\": [1.5]}", "got 1.5"),
+            ("{\"input_length\": 6, \"hash_ids\": [1e300]}", "got 1e+300"),
+            // More than MAX_TRACE_SPAN_MS after line 1's timestamp 0.
+            (
+                "{\"input_length\": 6, \"timestamp\": 10000000001}",
+                "line 1",
+            ),
+        ];
+        for (line, needle) in cases {
+            line_error("mooncake_trace", &format!("{ok}{line}\n"), 2, needle);
+        }
+        // Unix-epoch milliseconds are fine: the trace's span is what is bounded.
+        let epoch = "{\"input_length\": 5, \"timestamp\": 1700000000000}\n\
+                     {\"input_length\": 5, \"timestamp\": 1700000001000}\n";
+        assert_eq!(load_text("mooncake_trace", epoch).unwrap().len(), 2);
+        // Too many hash ids on one line.
+        let ids = vec!["0"; MAX_LIST_ITEMS + 1].join(",");
+        let line = format!("{{\"input_length\": 6, \"hash_ids\": [{ids}]}}\n");
+        line_error("mooncake_trace", &line, 1, "`hash_ids` has 1000001 items");
+    }
+
+    #[test]
+    fn text_line_numbers_are_checked() {
+        for kind in ["single_turn", "random_pool"] {
+            line_error(
+                kind,
+                "{\"text\": \"a\"}\n{\"text\": \"b\", \"output_length\": 0}\n",
+                2,
+                "`output_length`",
+            );
+            line_error(
+                kind,
+                "{\"text\": \"b\", \"output_length\": 1000001}\n",
+                1,
+                "`output_length`",
+            );
+            line_error(
+                kind,
+                "{\"text\": \"b\", \"output_length\": 1e300}\n",
+                1,
+                "`output_length` must be a whole number from 1 to 1000000 tokens, got 1e+300",
+            );
+            let texts = vec!["\"\""; MAX_LIST_ITEMS + 1].join(",");
+            line_error(
+                kind,
+                &format!("{{\"texts\": [{texts}]}}\n"),
+                1,
+                "`texts` has 1000001 items",
+            );
+        }
+        line_error(
+            "multi_turn",
+            "{\"turns\": [{\"text\": \"a\", \"output_length\": 2000000}]}\n",
+            1,
+            "turn 1: `output_length`",
+        );
+    }
+
+    /// JSON-ish lines with the loaders' field names and numbers of every kind.
+    fn jsonl_line() -> impl Strategy<Value = String> {
+        let number = prop_oneof![
+            any::<f64>().prop_map(|v| if v.is_finite() {
+                format!("{v:e}")
+            } else {
+                "1e999".into()
+            }),
+            any::<i64>().prop_map(|v| v.to_string()),
+            (0u32..64).prop_map(|v| v.to_string()),
+            prop::sample::select(vec![
+                "0",
+                "-0",
+                "1e300",
+                "-1e300",
+                "1e-320",
+                "4294967296",
+                "null",
+                "\"5\"",
+                "[]",
+                "{}",
+                "true"
+            ])
+            .prop_map(str::to_string),
+        ];
+        let field = prop::sample::select(vec![
+            "text",
+            "texts",
+            "delay",
+            "timestamp",
+            "input_length",
+            "output_length",
+            "hash_ids",
+            "session_id",
+            "turns",
+        ]);
+        let value = prop_oneof![
+            3 => number.clone(),
+            1 => prop::collection::vec(number.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(","))),
+            1 => Just("\"hi there\"".to_string()),
+            1 => Just("[\"a\", \"b\"]".to_string()),
+            1 => (number.clone(), number).prop_map(|(d, o)| format!(
+                "[{{\"text\": \"x\", \"delay\": {d}}}, {{\"text\": \"y\", \"output_length\": {o}}}]"
+            )),
+        ];
+        prop_oneof![
+            4 => prop::collection::vec((field, value), 0..5).prop_map(|kv| {
+                let body: Vec<String> = kv.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
+                format!("{{{}}}", body.join(", "))
+            }),
+            1 => "\\PC{0,30}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any lines: loaded, or a one-line error; never a panic.
+        #[test]
+        fn loaders_never_panic(
+            kind in prop::sample::select(vec!["single_turn", "random_pool", "multi_turn", "mooncake_trace", "sharegpt"]),
+            lines in prop::collection::vec(jsonl_line(), 0..5),
+        ) {
+            let text = lines.join("\n");
+            if let Err(e) = load_text(kind, &text) {
+                let msg = e.to_string();
+                prop_assert!(!msg.contains('\n'), "{msg:?}");
+            }
+        }
+    }
 
     #[test]
     fn hash_id_blocks_share_prefixes_exactly_where_ids_match() {

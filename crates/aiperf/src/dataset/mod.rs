@@ -399,4 +399,77 @@ mod tests {
         }
         assert_eq!(sample_len(&mut a, 10.0, 0.0), 10);
     }
+
+    #[test]
+    fn sampled_lengths_stay_within_max_tokens() {
+        let mut rng = StdRng::seed_from_u64(1);
+        for (mean, std) in [
+            (1e6, 1e6),
+            (1.0, 1e308),
+            (f64::NAN, 1.0),
+            (5.0, f64::NAN),
+            (5.0, f64::INFINITY),
+            (1e300, 0.0),
+            (-5.0, 0.0),
+        ] {
+            for _ in 0..100 {
+                let x = sample_len(&mut rng, mean, std);
+                assert!((1..=MAX_TOKENS).contains(&x), "{mean} {std}: {x}");
+            }
+        }
+    }
+
+    /// The corpus has about a thousand distinct 1-token windows and a leading number does not
+    /// fit in one token: asking for more 2-token prefixes than that looped forever.
+    #[test]
+    fn more_short_prefixes_than_the_corpus_holds_end() {
+        let args: Vec<String> = [
+            "--url",
+            "mock",
+            "--prefix-prompt-length",
+            "2",
+            "--num-prefix-prompts",
+            "3000",
+            "--num-dataset-entries",
+            "4",
+            "--isl",
+            "3",
+            "--random-seed",
+            "5",
+        ]
+        .map(String::from)
+        .to_vec();
+        let cfg = crate::config::load(&args).unwrap();
+        let tok = Tokenizer::load("builtin").unwrap();
+        let shape = RequestShape::new(&cfg.endpoint, false);
+        let started = std::time::Instant::now();
+        let d = Dataset::build(&cfg.input, shape, &tok).unwrap();
+        assert_eq!(d.entries.len(), 4);
+        assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
+        // Each block is still 2 tokens ending in a newline, distinct while the corpus lasts.
+        let g = PromptGenerator::new(tok.clone());
+        let mut used = UsedBlocks::default();
+        let blocks: Vec<String> = (0..g.corpus.len() + 100)
+            .map(|i| g.block(i * 7, 2, &mut used))
+            .collect();
+        assert!(blocks
+            .iter()
+            .all(|b| b.ends_with('\n') && tok.count(b) == 2));
+        assert!(used.corpus_exhausted && used.numbers_exhausted);
+        assert_eq!(
+            blocks[..used.texts.len()]
+                .iter()
+                .collect::<HashSet<_>>()
+                .len(),
+            used.texts.len()
+        );
+    }
+
+    #[test]
+    fn prompts_longer_than_the_corpus_wrap_around() {
+        let tok = Tokenizer::load("builtin").unwrap();
+        let g = PromptGenerator::new(tok.clone());
+        let n = 3 * g.corpus.len() + 17;
+        assert_eq!(tok.count(&g.prompt(5, n)), n);
+    }
 }

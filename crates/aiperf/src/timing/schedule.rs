@@ -51,8 +51,9 @@ impl Schedule {
         seed: u64,
     ) -> Self {
         // The flags' bounds (NaN becomes the lower one).
-        let rate = rate.max(MIN_RATE).min(MAX_RATE);
-        let smoothness = smoothness.max(MIN_SMOOTHNESS).min(MAX_SMOOTHNESS);
+        let within = |v: f64, lo: f64, hi: f64| if v.is_nan() { lo } else { v.clamp(lo, hi) };
+        let rate = within(rate, MIN_RATE, MAX_RATE);
+        let smoothness = within(smoothness, MIN_SMOOTHNESS, MAX_SMOOTHNESS);
         let gaps = match mode {
             RequestRateMode::Constant => None,
             RequestRateMode::Poisson => Exp::new(rate).ok().map(Gaps::Exponential),
@@ -174,5 +175,65 @@ mod tests {
         );
         assert!((o[300] - o[299] - 0.01).abs() < 1e-9);
         assert!(o.windows(2).all(|w| w[1] >= w[0]));
+    }
+
+    const MODES: [RequestRateMode; 3] = [
+        RequestRateMode::Constant,
+        RequestRateMode::Poisson,
+        RequestRateMode::Gamma,
+    ];
+
+    /// Offsets are finite, ordered and at most `MAX_SECONDS`, at the rates the parser admits
+    /// and at ones it does not.
+    #[test]
+    fn extreme_rates_give_bounded_ordered_offsets() {
+        let max = Duration::from_secs_f64(units::MAX_SECONDS);
+        for rate in [
+            MIN_RATE,
+            MAX_RATE,
+            0.0,
+            -1.0,
+            1e-20,
+            1e300,
+            f64::NAN,
+            f64::INFINITY,
+        ] {
+            for smoothness in [MIN_SMOOTHNESS, MAX_SMOOTHNESS, 1.0, 0.0, 1e-300, f64::NAN] {
+                for mode in MODES {
+                    for ramp in [None, Some(Duration::from_secs(10_000_000))] {
+                        let mut s = Schedule::new(rate, mode, smoothness, ramp, 9);
+                        let mut last = Duration::ZERO;
+                        for _ in 0..2_000 {
+                            let o = s.next_offset();
+                            assert!(o >= last && o <= max, "{rate} {smoothness} {mode:?}: {o:?}");
+                            last = o;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_slowest_and_fastest_rates_keep_their_spacing() {
+        let mut s = Schedule::new(MIN_RATE, RequestRateMode::Constant, 1.0, None, 1);
+        let o = offsets(&mut s, 3);
+        assert_eq!(o, vec![0.0, 1000.0, 2000.0]);
+        // 10,001 gaps of 1000 s pass MAX_SECONDS: the offsets saturate there.
+        let o = offsets(&mut s, 10_001);
+        assert_eq!(o[9_997], units::MAX_SECONDS);
+        assert_eq!(o[10_000], units::MAX_SECONDS);
+        let mut s = Schedule::new(MAX_RATE, RequestRateMode::Constant, 1.0, None, 1);
+        let o = offsets(&mut s, 1_000_001);
+        assert!((o[1_000_000] - 0.1).abs() < 1e-6, "{}", o[1_000_000]);
+        for mode in [RequestRateMode::Poisson, RequestRateMode::Gamma] {
+            let mut s = Schedule::new(MAX_RATE, mode, MAX_SMOOTHNESS, None, 1);
+            let o = offsets(&mut s, 100_001);
+            assert!(
+                (o[100_000] - 0.01).abs() < 0.001,
+                "{mode:?}: {}",
+                o[100_000]
+            );
+        }
     }
 }
