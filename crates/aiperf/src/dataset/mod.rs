@@ -4,7 +4,7 @@
 //! Synthetic prompts are cut from a bundled public-domain corpus and have exactly their
 //! sampled token count under the chosen tokenizer.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -65,8 +65,9 @@ pub struct Dataset {
     pub shape: RequestShape,
     pub sampling: SamplingStrategy,
     pub seed: u64,
-    /// Shuffle-mode permutations, one per pass over the entries, made on demand.
-    permutations: Arc<Mutex<Vec<Vec<u32>>>>,
+    /// Shuffle-mode permutations of the latest passes over the entries, made on demand
+    /// (each is a function of the seed and the pass, so an old one can be made again).
+    permutations: Arc<Mutex<VecDeque<(u64, Arc<[u32]>)>>>,
 }
 
 /// The blocks [`PromptGenerator::block`] handed out so far, so that each new one differs.
@@ -347,24 +348,37 @@ impl Dataset {
 
     /// The entry a credit uses, by `--dataset-sampling-strategy`.
     pub fn pick(&self, credit: u64) -> usize {
-        let n = self.entries.len() as u64;
+        // A dataset is never empty (the loaders refuse an empty file); `max` keeps `%` safe.
+        let n = (self.entries.len() as u64).max(1);
         match self.sampling {
             SamplingStrategy::Sequential => (credit % n) as usize,
             SamplingStrategy::Random => (mix(self.seed, credit) % n) as usize,
             SamplingStrategy::Shuffle => {
-                let pass = (credit / n) as usize;
-                let mut perms = self.permutations.lock().unwrap_or_else(|e| e.into_inner());
-                while perms.len() <= pass {
-                    let mut p: Vec<u32> = (0..n as u32).collect();
-                    p.shuffle(&mut StdRng::seed_from_u64(mix(
-                        self.seed,
-                        perms.len() as u64,
-                    )));
-                    perms.push(p);
-                }
-                perms[pass][(credit % n) as usize] as usize
+                let pass = credit / n;
+                let perm = self.permutation(pass, n);
+                perm.get((credit % n) as usize).map_or(0, |&i| i as usize)
             }
         }
+    }
+
+    /// Shuffle mode: the permutation of pass `pass`. The last few are kept (credits in
+    /// flight span a few passes at most, unless the dataset is tiny and then they are cheap
+    /// to make), so memory stays bounded however many requests a run sends.
+    fn permutation(&self, pass: u64, n: u64) -> Arc<[u32]> {
+        const KEPT: usize = 8;
+        let mut perms = self.permutations.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, p)) = perms.iter().find(|(at, _)| *at == pass) {
+            return p.clone();
+        }
+        // Entries are at most MAX_DATASET_ENTRIES (or one per input-file line), so they fit.
+        let mut p: Vec<u32> = (0..u32::try_from(n).unwrap_or(u32::MAX)).collect();
+        p.shuffle(&mut StdRng::seed_from_u64(mix(self.seed, pass)));
+        let p: Arc<[u32]> = p.into();
+        if perms.len() == KEPT {
+            perms.pop_front();
+        }
+        perms.push_back((pass, p.clone()));
+        p
     }
 }
 
@@ -471,5 +485,40 @@ mod tests {
         let g = PromptGenerator::new(tok.clone());
         let n = 3 * g.corpus.len() + 17;
         assert_eq!(tok.count(&g.prompt(5, n)), n);
+    }
+
+    fn dataset(n: usize, sampling: SamplingStrategy) -> Dataset {
+        let tok = Tokenizer::load("builtin").unwrap();
+        let args: Vec<String> = ["--url", "mock", "--isl", "1", "--num-dataset-entries"]
+            .map(String::from)
+            .into_iter()
+            .chain([n.to_string(), "--random-seed".into(), "3".into()])
+            .collect();
+        let cfg = crate::config::load(&args).unwrap();
+        let shape = RequestShape::new(&cfg.endpoint, false);
+        let mut d = Dataset::build(&cfg.input, shape, &tok).unwrap();
+        d.sampling = sampling;
+        d
+    }
+
+    #[test]
+    fn shuffle_is_a_permutation_per_pass_with_bounded_memory() {
+        let d = dataset(5, SamplingStrategy::Shuffle);
+        for pass in [0u64, 1, 2, 1_000_000, 3] {
+            let mut got: Vec<usize> = (0..5).map(|i| d.pick(pass * 5 + i)).collect();
+            let again: Vec<usize> = (0..5).map(|i| d.pick(pass * 5 + i)).collect();
+            assert_eq!(got, again, "the same credit, the same entry");
+            got.sort();
+            assert_eq!(got, vec![0, 1, 2, 3, 4]);
+        }
+        // Many passes later, still only a few permutations are kept.
+        for credit in 0..100_000 {
+            assert!(d.pick(credit) < 5);
+        }
+        assert!(d.permutations.lock().unwrap().len() <= 8);
+        // Pass 0 made again after being dropped is the same permutation.
+        let first: Vec<usize> = (0..5).map(|i| d.pick(i)).collect();
+        let fresh = dataset(5, SamplingStrategy::Shuffle);
+        assert_eq!(first, (0..5).map(|i| fresh.pick(i)).collect::<Vec<_>>());
     }
 }
