@@ -67,8 +67,11 @@ pub struct Dataset {
     pub seed: u64,
     /// Shuffle-mode permutations of the latest passes over the entries, made on demand
     /// (each is a function of the seed and the pass, so an old one can be made again).
-    permutations: Arc<Mutex<VecDeque<(u64, Arc<[u32]>)>>>,
+    permutations: Arc<Mutex<VecDeque<(u64, Permutation)>>>,
 }
+
+/// Shuffle mode: one pass's order of the entries.
+type Permutation = Arc<[u32]>;
 
 /// The blocks [`PromptGenerator::block`] handed out so far, so that each new one differs.
 #[derive(Debug, Default)]
@@ -364,7 +367,7 @@ impl Dataset {
     /// Shuffle mode: the permutation of pass `pass`. The last few are kept (credits in
     /// flight span a few passes at most, unless the dataset is tiny and then they are cheap
     /// to make), so memory stays bounded however many requests a run sends.
-    fn permutation(&self, pass: u64, n: u64) -> Arc<[u32]> {
+    fn permutation(&self, pass: u64, n: u64) -> Permutation {
         const KEPT: usize = 8;
         let mut perms = self.permutations.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, p)) = perms.iter().find(|(at, _)| *at == pass) {
@@ -373,7 +376,7 @@ impl Dataset {
         // Entries are at most MAX_DATASET_ENTRIES (or one per input-file line), so they fit.
         let mut p: Vec<u32> = (0..u32::try_from(n).unwrap_or(u32::MAX)).collect();
         p.shuffle(&mut StdRng::seed_from_u64(mix(self.seed, pass)));
-        let p: Arc<[u32]> = p.into();
+        let p: Permutation = p.into();
         if perms.len() == KEPT {
             perms.pop_front();
         }
