@@ -608,7 +608,7 @@ fn fixed_schedule(
             .into_iter()
             .map(|(t, i)| {
                 (
-                    Duration::from_secs_f64((t - origin) / 1e3 / cfg.input.replay_speedup),
+                    crate::units::clamped_millis((t - origin) / cfg.input.replay_speedup),
                     i,
                 )
             })

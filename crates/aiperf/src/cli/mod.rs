@@ -1,4 +1,6 @@
-//! Command-line definitions only: what the user can type. Meaning and validation live in
+//! Command-line definitions only: what the user can type. Every number goes through a value
+//! parser of `crate::units` (checked once, at parse time, against a documented bound, with
+//! the flag or the config file's line named); meaning and checks across flags live in
 //! `config`, so the same flags can also come from a YAML file.
 
 use std::path::PathBuf;
@@ -67,7 +69,8 @@ pub enum PluginsCommand {
 
 /// Every flag of `aiperf profile`, in groups shown under their own heading in `--help`. The
 /// names follow NVIDIA AIPerf's so scripts carry over. Each one can also be written under
-/// `benchmark:` in the config file, `-` turned into `_`.
+/// `benchmark:` in the config file, `-` turned into `_`. Every numeric flag has a value
+/// parser from `crate::units`, which bounds it.
 #[derive(Debug, Clone, Args)]
 pub struct ProfileArgs {
     /// YAML config file; flags given after it override its `benchmark:` section.
@@ -161,13 +164,13 @@ pub struct InputArgs {
     #[arg(long)]
     pub no_fixed_schedule: bool,
     /// Replay only timestamps at or after this offset (ms); it becomes time zero.
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", value_parser = units::offset_ms)]
     pub fixed_schedule_start_offset: Option<f64>,
     /// Replay only timestamps at or before this offset (ms).
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", value_parser = units::offset_ms)]
     pub fixed_schedule_end_offset: Option<f64>,
     /// Replay a trace this many times faster (2 = twice as fast).
-    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    #[arg(long, value_name = "X", default_value_t = 1.0, value_parser = units::speedup)]
     pub replay_speedup: f64,
     /// How dataset entries are picked for each request.
     #[arg(long, value_enum)]
@@ -177,7 +180,8 @@ pub struct InputArgs {
         long,
         value_name = "N",
         visible_alias = "num-prompts",
-        default_value_t = 100
+        default_value_t = 100,
+        value_parser = units::dataset_entries
     )]
     pub num_dataset_entries: usize,
     /// Inputs per embeddings request.
@@ -186,7 +190,8 @@ pub struct InputArgs {
         long,
         value_name = "N",
         default_value_t = 1,
-        visible_alias = "batch-size-text"
+        visible_alias = "batch-size-text",
+        value_parser = units::batch_size
     )]
     pub batch_size: u32,
     /// Seed for every random choice, so a run's dataset is reproducible.
@@ -205,7 +210,8 @@ pub struct IslArgs {
         long,
         value_name = "N",
         visible_alias = "synthetic-input-tokens-mean",
-        default_value_t = 550
+        default_value_t = 550,
+        value_parser = units::tokens
     )]
     pub isl: u32,
     /// Standard deviation of the prompt length.
@@ -213,25 +219,32 @@ pub struct IslArgs {
         long,
         value_name = "N",
         visible_alias = "synthetic-input-tokens-stddev",
-        default_value_t = 0.0
+        default_value_t = 0.0,
+        value_parser = units::token_stddev
     )]
     pub isl_stddev: f64,
     /// Tokens per `hash_ids` block in a mooncake trace.
-    #[arg(long, value_name = "N", default_value_t = 512)]
+    #[arg(long, value_name = "N", default_value_t = 512, value_parser = units::tokens)]
     pub isl_block_size: u32,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct OslArgs {
     /// Output tokens asked for (max_completion_tokens). Unset: the server decides.
-    #[arg(long, value_name = "N", visible_alias = "output-tokens-mean")]
+    #[arg(
+        long,
+        value_name = "N",
+        visible_alias = "output-tokens-mean",
+        value_parser = units::tokens
+    )]
     pub osl: Option<u32>,
     /// Standard deviation of the output length.
     #[arg(
         long,
         value_name = "N",
         visible_alias = "output-tokens-stddev",
-        default_value_t = 0.0
+        default_value_t = 0.0,
+        value_parser = units::token_stddev
     )]
     pub osl_stddev: f64,
 }
@@ -239,26 +252,26 @@ pub struct OslArgs {
 #[derive(Debug, Clone, Args)]
 pub struct PrefixArgs {
     /// Length in tokens of a shared prefix prepended to synthetic prompts.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = units::tokens_or_zero)]
     pub prefix_prompt_length: u32,
     /// Number of distinct shared prefixes (each prompt gets one of them).
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = units::prefix_prompts)]
     pub num_prefix_prompts: u32,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
     /// Number of requests in flight at once.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = units::concurrency)]
     pub concurrency: Option<usize>,
     /// Requests per second (open loop); combined with --concurrency as a cap.
-    #[arg(long, value_name = "R")]
+    #[arg(long, value_name = "R", value_parser = units::rate)]
     pub request_rate: Option<f64>,
     /// Arrival process for --request-rate (default poisson).
     #[arg(long, value_enum, visible_alias = "arrival-pattern")]
     pub request_rate_mode: Option<RequestRateMode>,
     /// Gamma shape for `--request-rate-mode gamma`: 1 is Poisson, larger is smoother.
-    #[arg(long, value_name = "K", default_value_t = 1.0)]
+    #[arg(long, value_name = "K", default_value_t = 1.0, value_parser = units::smoothness)]
     pub arrival_smoothness: f64,
     /// Ramp the request rate linearly from 0 to --request-rate over this many seconds.
     #[arg(long, value_name = "S", value_parser = units::positive_seconds)]
@@ -267,7 +280,12 @@ pub struct LoadArgs {
     #[arg(long, value_name = "S", value_parser = units::positive_seconds)]
     pub concurrency_ramp_duration: Option<Duration>,
     /// Number of requests in the profiling phase (default 10 when no duration is given).
-    #[arg(long, value_name = "N", visible_alias = "num-requests")]
+    #[arg(
+        long,
+        value_name = "N",
+        visible_alias = "num-requests",
+        value_parser = units::request_count
+    )]
     pub request_count: Option<u64>,
     /// Stop sending after this many seconds.
     #[arg(long, value_name = "S", value_parser = units::positive_seconds)]
@@ -280,23 +298,28 @@ pub struct LoadArgs {
 #[derive(Debug, Clone, Args)]
 pub struct WarmupArgs {
     /// Requests in a warmup phase before profiling, kept out of the summary.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        value_parser = units::request_count_or_zero
+    )]
     pub warmup_request_count: u64,
     /// Warmup phase length in seconds (instead of, or with, a request count).
     #[arg(long, value_name = "S", value_parser = units::positive_seconds)]
     pub warmup_duration: Option<Duration>,
     /// Concurrency during warmup (default: --concurrency).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = units::concurrency)]
     pub warmup_concurrency: Option<usize>,
     /// Request rate during warmup (default: --request-rate).
-    #[arg(long, value_name = "R")]
+    #[arg(long, value_name = "R", value_parser = units::rate)]
     pub warmup_request_rate: Option<f64>,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct CancellationArgs {
     /// Percent of requests to cancel after --request-cancellation-delay.
-    #[arg(long, value_name = "PCT")]
+    #[arg(long, value_name = "PCT", value_parser = units::percent)]
     pub request_cancellation_rate: Option<f64>,
     /// Seconds after sending at which a request chosen for cancellation is cancelled.
     #[arg(long, value_name = "S", default_value = "0", value_parser = units::seconds)]

@@ -3,6 +3,7 @@
 //! rendered back into flags and checked by the same clap definition, right away, so an error
 //! can name the file and line.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use clap::{ArgAction, Args};
@@ -44,35 +45,47 @@ fn file_keys() -> Vec<(String, FlagInfo)> {
     out
 }
 
-/// Line (1-based) where `key:` first appears inside the top-level `section:` of `text`.
-pub(super) fn key_line(text: &str, section: Option<&str>, key: &str) -> usize {
-    let mut in_section = section.is_none();
-    for (i, line) in text.lines().enumerate() {
-        let trimmed = line.trim_start();
-        let indented = line.len() != trimmed.len();
-        if !indented && !trimmed.is_empty() && !trimmed.starts_with('#') {
-            if let Some(sec) = section {
-                in_section = trimmed.starts_with(&format!("{sec}:"));
+/// The line (1-based) of each key of the top-level mapping `section` (`None`: of the top
+/// level itself), at its first occurrence; read in one pass, so a file with many keys costs
+/// linear time. A key it cannot place (flow style) gets the section's own line.
+pub(super) struct KeyLines {
+    lines: HashMap<String, usize>,
+    fallback: usize,
+}
+
+impl KeyLines {
+    pub(super) fn new(text: &str, section: Option<&str>) -> Self {
+        let mut lines = HashMap::new();
+        let mut fallback = 1;
+        let mut in_section = section.is_none();
+        // The indent of the section's keys: that of its first line.
+        let mut level = None;
+        for (i, line) in text.lines().enumerate() {
+            let trimmed = line.trim_start();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
             }
-            if section.is_none() && trimmed.starts_with(&format!("{key}:")) {
-                return i + 1;
+            let indent = line.len() - trimmed.len();
+            if let (0, Some(sec)) = (indent, section) {
+                in_section = split_key(trimmed).is_some_and(|(k, _)| k == sec);
+                if in_section && level.is_none() {
+                    fallback = i + 1;
+                }
+                continue;
             }
-            continue;
+            if !in_section || indent != *level.get_or_insert(indent) {
+                continue;
+            }
+            if let Some((key, _)) = split_key(trimmed) {
+                lines.entry(key).or_insert(i + 1);
+            }
         }
-        if in_section && section.is_some() {
-            let t = trimmed.trim_start_matches("- ");
-            let t = t.trim_matches(|c| c == '"' || c == '\'');
-            if t.starts_with(key)
-                && t[key.len()..]
-                    .trim_start_matches(['"', '\''])
-                    .trim_start()
-                    .starts_with(':')
-            {
-                return i + 1;
-            }
-        }
+        Self { lines, fallback }
     }
-    1
+
+    pub(super) fn get(&self, key: &str) -> usize {
+        self.lines.get(key).copied().unwrap_or(self.fallback)
+    }
 }
 
 fn closest<'a>(key: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
@@ -106,11 +119,14 @@ pub(super) fn read_config_file(path: &Path) -> Result<FileConfig, ConfigError> {
         message: format!("cannot read config file: {e}"),
     })?;
     let (benchmark, plugins) = sections(&file, &text)?;
+    let key_lines = KeyLines::new(&text, Some("benchmark"));
     let known = file_keys();
     let mut flags = Vec::new();
+    // Each flag's key and line, so two keys for one flag (an alias) are caught.
+    let mut set_by: HashMap<String, (String, usize)> = HashMap::new();
     for (k, v) in benchmark {
         let key = yaml_scalar(&k).unwrap_or_default();
-        let line = key_line(&text, Some("benchmark"), &key);
+        let line = key_lines.get(&key);
         let at_line = |message: String| ConfigError::File {
             file: file.clone(),
             line,
@@ -122,6 +138,13 @@ pub(super) fn read_config_file(path: &Path) -> Result<FileConfig, ConfigError> {
                 .unwrap_or_default();
             return Err(at_line(format!("unknown key `{key}` in `benchmark`{hint}")));
         };
+        if let Some((first, first_line)) = set_by.get(&info.long) {
+            return Err(at_line(format!(
+                "`{key}` sets the same flag (--{}) as `{first}` on line {first_line}",
+                info.long
+            )));
+        }
+        set_by.insert(info.long.clone(), (key.clone(), line));
         let args = flag_args(info, &key, v).map_err(at_line)?;
         flags.push((info.long.clone(), args, line));
     }
@@ -134,11 +157,15 @@ fn sections(
     file: &str,
     text: &str,
 ) -> Result<(serde_yaml::Mapping, serde_yaml::Mapping), ConfigError> {
-    let root: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| ConfigError::File {
-        file: file.into(),
-        line: e.location().map(|l| l.line()).unwrap_or(1),
-        message: format!("invalid YAML: {e}"),
-    })?;
+    if let Some(line) = too_deep(text) {
+        return Err(ConfigError::File {
+            file: file.into(),
+            line,
+            message: format!("invalid YAML: brackets nested more than {MAX_NESTING} deep"),
+        });
+    }
+    let root: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| yaml_error(file, text, &e))?;
     let root = match root {
         serde_yaml::Value::Null => serde_yaml::Mapping::new(),
         serde_yaml::Value::Mapping(m) => m,
@@ -150,11 +177,12 @@ fn sections(
         }
     };
     let (mut benchmark, mut plugins) = Default::default();
+    let key_lines = KeyLines::new(text, None);
     for (k, v) in root {
         let key = yaml_scalar(&k).unwrap_or_default();
         let at_line = |message: String| ConfigError::File {
             file: file.into(),
-            line: key_line(text, None, &key),
+            line: key_lines.get(&key),
             message,
         };
         let map = match v {
@@ -174,6 +202,127 @@ fn sections(
         }
     }
     Ok((benchmark, plugins))
+}
+
+/// Flow collections (`[`, `{`) nested deeper than this are refused before the YAML parser
+/// sees them: it takes time quadratic in the depth (100,000 levels: over a minute), and
+/// serde_yaml refuses more than 128 levels anyway. Brackets inside strings count too.
+const MAX_NESTING: usize = 1000;
+
+/// The line where brackets open past [`MAX_NESTING`] levels, if they do.
+fn too_deep(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, line) in text.lines().enumerate() {
+        for c in line.chars() {
+            match c {
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Some(i + 1);
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
+/// A YAML syntax error at its line. serde_yaml reports a repeated key at the start of its
+/// mapping, so the repeat's own line is found by [`repeated_key`].
+fn yaml_error(file: &str, text: &str, e: &serde_yaml::Error) -> ConfigError {
+    let message = e.to_string();
+    if let Some(rest) = message.split("duplicate entry with key ").nth(1) {
+        let key = rest.split(" at line ").next().unwrap_or(rest);
+        let key = key.trim_matches('"');
+        if let Some((line, first)) = repeated_key(text, key) {
+            return ConfigError::File {
+                file: file.into(),
+                line,
+                message: format!("duplicate key `{key}` (first on line {first})"),
+            };
+        }
+    }
+    ConfigError::File {
+        file: file.into(),
+        line: e.location().map(|l| l.line()).unwrap_or(1),
+        message: format!("invalid YAML: {message}"),
+    }
+}
+
+/// The first place where a block mapping of `text` repeats `key`: (the repeat's line, the
+/// first one's line), 1-based. Reads block style only (`key: value` lines, `- ` items,
+/// `|`/`>` scalars skipped); flow style (`{a: 1, a: 2}`) is left to serde_yaml's location.
+pub(super) fn repeated_key(text: &str, key: &str) -> Option<(usize, usize)> {
+    // The open block mappings, innermost last: their keys' indent and the keys seen.
+    let mut maps: Vec<(usize, HashMap<String, usize>)> = Vec::new();
+    // Inside a block scalar opened by a key at this indent.
+    let mut scalar_of: Option<usize> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let content = raw.trim_start();
+        let mut indent = raw.len() - content.len();
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        match scalar_of {
+            Some(ind) if indent > ind => continue,
+            _ => scalar_of = None,
+        }
+        if content.starts_with("---") || content.starts_with("...") {
+            maps.clear();
+            continue;
+        }
+        let mut content = content;
+        let mut item = false;
+        while let Some(rest) = content.strip_prefix('-').filter(|r| r.starts_with(' ')) {
+            // `- key: v` opens a new mapping whose keys sit after the dash.
+            let rest_trimmed = rest.trim_start();
+            indent += content.len() - rest_trimmed.len();
+            content = rest_trimmed;
+            item = true;
+        }
+        let Some((k, value)) = split_key(content) else {
+            continue;
+        };
+        maps.retain(|(ind, _)| if item { *ind < indent } else { *ind <= indent });
+        match maps.last_mut() {
+            Some((ind, keys)) if *ind == indent => {
+                if let Some(first) = keys.get(&k) {
+                    if k == key {
+                        return Some((i + 1, *first));
+                    }
+                } else {
+                    keys.insert(k, i + 1);
+                }
+            }
+            _ => maps.push((indent, HashMap::from([(k, i + 1)]))),
+        }
+        if value.starts_with('|') || value.starts_with('>') {
+            scalar_of = Some(indent);
+        }
+    }
+    None
+}
+
+/// `key: value` (the key plain or quoted) → (key, value trimmed).
+fn split_key(content: &str) -> Option<(String, &str)> {
+    let (key, rest) = match content.chars().next()? {
+        q @ ('"' | '\'') => {
+            let end = content[1..].find(q)? + 1;
+            (&content[1..end], &content[end + 1..])
+        }
+        '{' | '[' | '&' | '*' | '!' | '|' | '>' => return None,
+        _ => {
+            let colon = content
+                .match_indices(':')
+                .map(|(at, _)| at)
+                .find(|&at| content[at + 1..].is_empty() || content[at + 1..].starts_with(' '))?;
+            (content[..colon].trim_end(), &content[colon..])
+        }
+    };
+    let value = rest.trim_start().strip_prefix(':')?;
+    Some((key.to_string(), value.trim()))
 }
 
 /// One `benchmark:` key rendered as the flags it stands for, checked by clap right away so
@@ -234,4 +383,120 @@ pub(super) fn first_line(s: &str) -> String {
         .find(|l| !l.is_empty())
         .unwrap_or("")
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_keys_are_found_at_the_repeat() {
+        let text = "benchmark:\n  a: 1\n  b: 2\n  a: 3\n";
+        assert_eq!(repeated_key(text, "a"), Some((4, 2)));
+        assert_eq!(repeated_key(text, "b"), None);
+        // Top level, with comments, blank lines and quoted keys.
+        let text = "# c\nbenchmark:\n  x: 1\n\nplugins: {}\n\"benchmark\":\n";
+        assert_eq!(repeated_key(text, "benchmark"), Some((6, 2)));
+        // The same key in different mappings is no repeat.
+        let text = "p:\n  a: 1\nq:\n  a: 2\n";
+        assert_eq!(repeated_key(text, "a"), None);
+        // Sequence items are mappings of their own; a repeat inside one is found.
+        let text = "l:\n  - a: 1\n    b: 2\n  - a: 3\n    a: 4\n";
+        assert_eq!(repeated_key(text, "a"), Some((5, 4)));
+        // Lines of a block scalar are text, not keys.
+        let text = "k: |\n  a: 1\n  a: 2\nm: 1\n";
+        assert_eq!(repeated_key(text, "a"), None);
+        // Nested: found at its depth only.
+        let text = "a:\n  b:\n    c: 1\n  c: 2\n  b: 3\n";
+        assert_eq!(repeated_key(text, "c"), None);
+        assert_eq!(repeated_key(text, "b"), Some((5, 2)));
+    }
+
+    #[test]
+    fn yaml_duplicates_name_the_repeat_and_the_first() {
+        let text = "benchmark:\n  model: m\n  concurrency: 3\n  x: 1\n  concurrency: 4\n";
+        let e = serde_yaml::from_str::<serde_yaml::Value>(text).unwrap_err();
+        assert_eq!(
+            yaml_error("f.yaml", text, &e).to_string(),
+            "f.yaml:5: duplicate key `concurrency` (first on line 3)"
+        );
+        // Flow style is left to serde_yaml's location.
+        let text = "benchmark: {a: 1, a: 2}\n";
+        let e = serde_yaml::from_str::<serde_yaml::Value>(text).unwrap_err();
+        let msg = yaml_error("f.yaml", text, &e).to_string();
+        assert!(msg.starts_with("f.yaml:1: invalid YAML"), "{msg}");
+    }
+
+    /// Hostile YAML ends in an error naming the file, not a stack overflow or a blow-up.
+    #[test]
+    fn deep_nesting_and_alias_bombs_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.yaml");
+        let deep = format!(
+            "benchmark:\n  x: {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h", "i"]
+            .iter()
+            .zip(["b", "c", "d", "e", "f", "g", "h", "i", "j"])
+        {
+            bomb.push_str(&format!("{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+        }
+        bomb.push_str("benchmark:\n  url: *j\n");
+        for text in [deep, bomb] {
+            std::fs::write(&path, &text).unwrap();
+            let started = std::time::Instant::now();
+            let msg = match read_config_file(&path) {
+                Ok(_) => panic!("accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(msg.starts_with(&path.display().to_string()), "{msg}");
+            assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
+        }
+    }
+
+    #[test]
+    fn key_lines_are_the_sections_own_keys() {
+        let text = "plugins:\n  a:\n    b: 1\n  b: 5\nbenchmark: {isl: 3}\n";
+        let lines = KeyLines::new(text, Some("plugins"));
+        assert_eq!(
+            (lines.get("a"), lines.get("b")),
+            (2, 4),
+            "not the nested `b`"
+        );
+        assert_eq!(
+            KeyLines::new(text, Some("benchmark")).get("isl"),
+            5,
+            "flow style"
+        );
+        assert_eq!(KeyLines::new(text, None).get("benchmark"), 5);
+        // Through the loader: the plugin `b` is not a mapping, on line 4.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.yaml");
+        std::fs::write(&path, text).unwrap();
+        let msg = read_config_file(&path).err().unwrap().to_string();
+        assert!(msg.starts_with(&format!("{}:4:", path.display())), "{msg}");
+    }
+
+    /// Looking up each key's line scanned the whole file per key: quadratic in the keys.
+    #[test]
+    fn many_plugin_sections_read_in_linear_time() {
+        let mut text = String::from("plugins:\n");
+        for i in 0..50_000 {
+            text.push_str(&format!("  p{i}:\n    enabled: false\n"));
+        }
+        text.push_str("  last: 5\n");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.yaml");
+        std::fs::write(&path, &text).unwrap();
+        let started = std::time::Instant::now();
+        let msg = read_config_file(&path).err().unwrap().to_string();
+        assert!(
+            msg.starts_with(&format!("{}:100002:", path.display())),
+            "{msg}"
+        );
+        assert!(started.elapsed().as_secs() < 20, "{:?}", started.elapsed());
+    }
 }

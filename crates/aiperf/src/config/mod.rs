@@ -115,6 +115,8 @@ pub fn load(cli_args: &[String]) -> Result<BenchmarkConfig, ConfigError> {
 mod tests {
     use super::*;
     use crate::plugin::DisabledReason;
+    use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
@@ -217,6 +219,24 @@ mod tests {
     }
 
     #[test]
+    fn verbose_saturates_instead_of_overflowing() {
+        let mut a = args(&["--url", "mock"]);
+        a.extend(std::iter::repeat_n("-v".to_string(), 300));
+        assert_eq!(load(&a).unwrap().output.verbose, u8::MAX);
+        let f = write("benchmark:\n  url: mock\n  verbose: 300\n");
+        let msg = load(&args(&["--config", f.path().to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains(":3:") && msg.contains("verbose"), "{msg}");
+    }
+
+    #[test]
+    fn extra_inputs_must_be_an_object_when_braced() {
+        let err = resolve::parse_extra_inputs(&args(&["{}x"])).unwrap_err();
+        assert!(err.to_string().contains("extra-inputs"), "{err}");
+    }
+
+    #[test]
     fn echoed_command_hides_secrets() {
         let c = command::redacted_command(&args(&[
             "--api-key",
@@ -232,5 +252,150 @@ mod tests {
             "{c}"
         );
         assert!(c.contains("X-Trace: t"), "{c}");
+    }
+
+    /// Every numeric `profile` flag, as `(flag, lowest, highest)` accepted values.
+    const NUMERIC: &[(&str, f64, f64)] = &[
+        ("isl", 1.0, 1e6),
+        ("osl", 1.0, 1e6),
+        ("isl-stddev", 0.0, 1e6),
+        ("osl-stddev", 0.0, 1e6),
+        ("isl-block-size", 1.0, 1e6),
+        ("prefix-prompt-length", 0.0, 1e6),
+        ("num-prefix-prompts", 0.0, 1e5),
+        ("num-dataset-entries", 1.0, 1e7),
+        ("batch-size", 1.0, 1e5),
+        ("request-count", 1.0, 1e9),
+        ("warmup-request-count", 0.0, 1e9),
+        ("concurrency", 1.0, 1e6),
+        ("warmup-concurrency", 1.0, 1e6),
+        ("request-rate", 1e-3, 1e7),
+        ("warmup-request-rate", 1e-3, 1e7),
+        ("arrival-smoothness", 1e-3, 1e6),
+        ("replay-speedup", 1e-3, 1e6),
+        ("request-cancellation-rate", 0.0, 100.0),
+        ("fixed-schedule-start-offset", 0.0, 1e15),
+        ("fixed-schedule-end-offset", 0.0, 1e15),
+        ("request-timeout-seconds", 0.0, 1e7),
+        ("benchmark-duration", 0.0, 1e7),
+        ("benchmark-grace-period", 0.0, 1e7),
+        ("warmup-duration", 0.0, 1e7),
+        ("request-rate-ramp-duration", 0.0, 1e7),
+        ("concurrency-ramp-duration", 0.0, 1e7),
+        ("request-cancellation-delay", 0.0, 1e7),
+        ("random-seed", 0.0, u64::MAX as f64),
+    ];
+
+    /// Values that look like numbers, and some that don't.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<f64>().prop_map(|v| v.to_string()),
+            any::<f64>().prop_map(|v| format!("{v:e}")),
+            any::<i128>().prop_map(|v| v.to_string()),
+            (0u64..2_000_000).prop_map(|v| v.to_string()),
+            (-1e3f64..1e7).prop_map(|v| v.to_string()),
+            prop::sample::select(vec![
+                "nan", "NaN", "inf", "-inf", ".nan", ".inf", "1e308", "1e-320", "-0", "+5", "0x10",
+                "1_000", " 5 ", "", "1e", "--", "5e-324",
+            ])
+            .prop_map(str::to_string),
+            "\\PC{0,12}",
+        ]
+    }
+
+    /// Loads `args`: Ok, or an error of one line; a panic fails the property.
+    fn loads_or_one_line(args: &[String]) -> Result<Option<BenchmarkConfig>, TestCaseError> {
+        match load(args) {
+            Ok(c) => Ok(Some(c)),
+            Err(e) => {
+                let msg = e.to_string();
+                prop_assert!(!msg.is_empty() && !msg.contains('\n'), "{args:?}: {msg:?}");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Indented `key: value` lines and other YAML-ish debris.
+    fn yaml_line() -> impl Strategy<Value = String> {
+        let keys: Vec<String> = NUMERIC
+            .iter()
+            .map(|(f, _, _)| f.replace('-', "_"))
+            .chain(
+                [
+                    "benchmark",
+                    "plugins",
+                    "url",
+                    "model",
+                    "header",
+                    "extra_inputs",
+                    "verbose",
+                    "streaming",
+                    "enabled",
+                    "timeout_seconds",
+                    "path",
+                    "x",
+                ]
+                .map(String::from),
+            )
+            .collect();
+        let scalar = prop_oneof![
+            value(),
+            prop::sample::select(vec![
+                "mock", "true", "[a, b]", "{a: 1}", "|", ">-", "${HOME}", "${X:-3}", "'q'",
+                "\"d\"", "&a", "*a", "!!str 5", "- 1", "~", "null",
+            ])
+            .prop_map(str::to_string),
+        ];
+        prop_oneof![
+            (0usize..3, prop::sample::select(keys), scalar)
+                .prop_map(|(d, k, v)| format!("{}{k}: {v}", "  ".repeat(d))),
+            (0usize..3, value()).prop_map(|(d, v)| format!("{}- {v}", "  ".repeat(d))),
+            "\\PC{0,20}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any value of any numeric flag: loaded within its bounds, or a one-line error.
+        #[test]
+        fn numeric_flags_load_or_fail_in_one_line(
+            flag in prop::sample::select(NUMERIC.to_vec()),
+            v in value(),
+        ) {
+            let (name, lo, hi) = flag;
+            let a = args(&["--url", "mock", "--ui", "none"]);
+            let mut with = a.clone();
+            with.push(format!("--{name}={v}"));
+            if let Some(c) = loads_or_one_line(&with)? {
+                let got = serde_json::to_value(&c).unwrap();
+                let key = name.replace('-', "_");
+                // Where the value shows in `input_config`, it is inside the bounds.
+                for section in ["loadgen", "input", "endpoint"] {
+                    if let Some(n) = got[section][&key].as_f64() {
+                        prop_assert!((lo..=hi).contains(&n), "--{name}={v} gave {n}");
+                    }
+                }
+            }
+            // The same in a config file, where an error names the file.
+            let f = write(&format!("benchmark:\n  {}: '{}'\n", name.replace('-', "_"), v.replace('\'', "''")));
+            let mut from_file = a;
+            from_file.extend(args(&["--config", f.path().to_str().unwrap()]));
+            loads_or_one_line(&from_file)?;
+        }
+
+        /// Any YAML-ish text as a config file: loaded, or an error naming the file.
+        #[test]
+        fn config_files_read_or_fail_naming_the_file(lines in prop::collection::vec(yaml_line(), 0..8)) {
+            let text = lines.join("\n");
+            let f = write(&text);
+            let path = f.path().display().to_string();
+            if let Err(e) = file::read_config_file(f.path()) {
+                let msg = e.to_string();
+                prop_assert!(msg.starts_with(&format!("{path}:")), "{text:?}: {msg}");
+                prop_assert!(!msg.contains('\n'), "{text:?}: {msg:?}");
+            }
+            loads_or_one_line(&args(&["--url", "mock", "--config", &path]))?;
+        }
     }
 }

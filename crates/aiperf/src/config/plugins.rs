@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::file::{key_line, yaml_scalar};
+use super::file::{yaml_scalar, KeyLines};
 use super::{env, ConfigError};
 use crate::plugin::{DisabledReason, PluginEntry, PluginsSection};
 
@@ -20,9 +20,10 @@ pub(super) fn parse_plugins(
     text: &str,
 ) -> Result<PluginsSection, ConfigError> {
     let mut entries = Vec::new();
+    let key_lines = KeyLines::new(text, Some("plugins"));
     for (k, v) in section {
         let name = yaml_scalar(&k).unwrap_or_default();
-        let line = key_line(text, Some("plugins"), &name);
+        let line = key_lines.get(&name);
         let err = |message: String| ConfigError::File {
             file: file.into(),
             line,

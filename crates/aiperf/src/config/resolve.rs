@@ -1,6 +1,6 @@
 //! Meaning for parsed flags: defaults that depend on other flags, checks across flags, and
-//! one typed section per consumer. Numbers with units were already checked by their value
-//! parsers (`crate::units`), so what is left here is what no single flag can know.
+//! one typed section per consumer. Every number was already checked against its bound by its
+//! value parser (`crate::units`), so what is left here is what no single flag can know.
 
 use std::path::PathBuf;
 
@@ -14,6 +14,7 @@ use crate::export::{OutputSpec, UiType};
 use crate::mock::{is_mock_url, MockConfig};
 use crate::plugin::PluginsSection;
 use crate::timing::{LoadSpec, RequestRateMode};
+use crate::units::MAX_DATASET_TOKENS;
 
 pub(super) fn resolve(
     a: ProfileArgs,
@@ -117,7 +118,11 @@ pub fn parse_extra_inputs(items: &[String]) -> Result<Map<String, Value>, Config
         if trimmed.starts_with('{') {
             match serde_json::from_str(trimmed) {
                 Ok(Value::Object(map)) => out.extend(map),
-                Ok(_) => unreachable!("text starting with `{{` parses as an object or fails"),
+                Ok(_) => {
+                    return Err(usage(format!(
+                        "invalid --extra-inputs JSON `{trimmed}`: expected an object"
+                    )))
+                }
                 Err(e) => {
                     return Err(usage(format!(
                         "invalid --extra-inputs JSON `{trimmed}`: {e}"
@@ -142,16 +147,6 @@ pub fn parse_extra_inputs(items: &[String]) -> Result<Map<String, Value>, Config
         out.insert(k.to_string(), value);
     }
     Ok(out)
-}
-
-fn positive(name: &str, v: f64) -> Result<(), ConfigError> {
-    if v.is_finite() && v > 0.0 {
-        Ok(())
-    } else {
-        Err(usage(format!(
-            "--{name} must be a positive number, got {v}"
-        )))
-    }
 }
 
 fn endpoint(a: EndpointArgs, input: &InputArgs) -> Result<EndpointSpec, ConfigError> {
@@ -228,31 +223,10 @@ fn ssl_ca_files(files: Vec<PathBuf>) -> Result<Vec<PathBuf>, ConfigError> {
 
 fn load(a: &ProfileArgs) -> Result<LoadSpec, ConfigError> {
     let (l, w, c) = (&a.load, &a.warmup, &a.cancellation);
-    if l.concurrency == Some(0) || w.warmup_concurrency == Some(0) {
-        return Err(usage("--concurrency must be at least 1"));
-    }
-    if let Some(r) = l.request_rate {
-        positive("request-rate", r)?;
-    }
-    if let Some(r) = w.warmup_request_rate {
-        positive("warmup-request-rate", r)?;
-    }
-    positive("arrival-smoothness", l.arrival_smoothness)?;
     if l.request_rate_ramp_duration.is_some() && l.request_rate.is_none() {
         return Err(usage("--request-rate-ramp-duration needs --request-rate"));
     }
-    let cancel_rate = match c.request_cancellation_rate {
-        Some(p) if (0.0..=100.0).contains(&p) => (p > 0.0).then_some(p),
-        Some(p) => {
-            return Err(usage(format!(
-                "--request-cancellation-rate must be a percentage from 0 to 100, got {p}"
-            )))
-        }
-        None => None,
-    };
-    if l.request_count == Some(0) {
-        return Err(usage("--request-count must be at least 1"));
-    }
+    let cancel_rate = c.request_cancellation_rate.filter(|p| *p > 0.0);
     // Default 10 requests; with an --input-file, one per entry (decided once it is loaded).
     let request_count = match (l.request_count, l.benchmark_duration, &a.input.input_file) {
         (None, None, None) => Some(10),
@@ -280,24 +254,6 @@ fn load(a: &ProfileArgs) -> Result<LoadSpec, ConfigError> {
 /// Checks of the input flags that need no file access beyond the input file's existence.
 fn check_input(a: &ProfileArgs, endpoint: &EndpointSpec) -> Result<(), ConfigError> {
     let i = &a.input;
-    if a.isl.isl == 0 {
-        return Err(usage("--isl must be at least 1 token"));
-    }
-    if a.osl.osl == Some(0) {
-        return Err(usage("--osl must be at least 1 token"));
-    }
-    if a.isl.isl_stddev < 0.0 || a.osl.osl_stddev < 0.0 {
-        return Err(usage("--isl-stddev and --osl-stddev must not be negative"));
-    }
-    positive("replay-speedup", i.replay_speedup)?;
-    for (name, v) in [
-        ("fixed-schedule-start-offset", i.fixed_schedule_start_offset),
-        ("fixed-schedule-end-offset", i.fixed_schedule_end_offset),
-    ] {
-        if v.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
-            return Err(usage(format!("--{name} must be zero or more milliseconds")));
-        }
-    }
     if let (Some(s), Some(e)) = (i.fixed_schedule_start_offset, i.fixed_schedule_end_offset) {
         if e < s {
             return Err(usage(
@@ -316,11 +272,6 @@ fn check_input(a: &ProfileArgs, endpoint: &EndpointSpec) -> Result<(), ConfigErr
             return Err(usage(format!("--input-file {}: no such file", f.display())));
         }
     }
-    if a.isl.isl_block_size == 0 || i.batch_size == 0 {
-        return Err(usage(
-            "--isl-block-size and --batch-size must be at least 1",
-        ));
-    }
     if (a.prefix.prefix_prompt_length > 0) != (a.prefix.num_prefix_prompts > 0) {
         return Err(usage(
             "--prefix-prompt-length and --num-prefix-prompts go together",
@@ -329,10 +280,28 @@ fn check_input(a: &ProfileArgs, endpoint: &EndpointSpec) -> Result<(), ConfigErr
     if i.batch_size > 1 && endpoint.endpoint_type != EndpointType::Embeddings {
         return Err(usage("--batch-size applies to --endpoint-type embeddings"));
     }
-    if i.num_dataset_entries == 0 {
-        return Err(usage("--num-dataset-entries must be at least 1"));
+    if i.input_file.is_none() {
+        let tokens = synthetic_tokens(a);
+        if tokens > MAX_DATASET_TOKENS {
+            return Err(usage(format!(
+                "the synthetic prompts would hold about {tokens} tokens (--num-dataset-entries × \
+                 --batch-size × (--isl + --prefix-prompt-length), plus the prefixes); at most \
+                 {MAX_DATASET_TOKENS}"
+            )));
+        }
     }
     Ok(())
+}
+
+/// Tokens of synthetic prompt text the dataset would hold, at the mean lengths. Each factor
+/// is bounded by its parser, so the products fit in a `u64`.
+fn synthetic_tokens(a: &ProfileArgs) -> u64 {
+    let (i, p) = (&a.input, &a.prefix);
+    let per_input = u64::from(a.isl.isl) + u64::from(p.prefix_prompt_length);
+    let prompts = (i.num_dataset_entries as u64).saturating_mul(u64::from(i.batch_size));
+    prompts
+        .saturating_mul(per_input)
+        .saturating_add(u64::from(p.num_prefix_prompts) * u64::from(p.prefix_prompt_length))
 }
 
 fn input(a: &ProfileArgs, endpoint: &EndpointSpec) -> Result<InputSpec, ConfigError> {

@@ -10,19 +10,27 @@
 //!   equal ids give byte-identical prompt prefixes; timestamps drive the fixed schedule.
 //! - `sharegpt`: a JSON array of `{"conversations": [{"from": "human"|"gpt", "value"}]}`;
 //!   the first human message is the prompt, the reply's length its output length.
+//!
+//! Every number is checked against the bounds of `crate::units` as the file is loaded (a bad
+//! one is `path:line: message`, before anything is sent): lengths from 1 to `MAX_TOKENS`,
+//! delays and timestamps finite, ≥ 0 and bounded, lists bounded.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Deserialize;
+use serde_json::Number;
 
-use super::{entry, single, Entry, PromptGenerator, Turn};
+use super::{entry, single, Entry, PromptGenerator, Turn, UsedBlocks};
 use super::{CustomDatasetType, InputSpec, SamplingStrategy};
 use crate::endpoint::RequestShape;
 use crate::mix::mix;
 use crate::tokenizer::Tokenizer;
+use crate::units::{
+    self, MAX_DELAY_MS, MAX_LIST_ITEMS, MAX_TIMESTAMP_MS, MAX_TOKENS, MAX_TRACE_SPAN_MS,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
@@ -45,7 +53,7 @@ struct TextTurn {
     #[serde(default)]
     texts: Option<Vec<String>>,
     #[serde(default)]
-    output_length: Option<u32>,
+    output_length: Option<Number>,
     #[serde(default)]
     session_id: Option<String>,
     /// ms to wait after the previous turn (multi_turn).
@@ -57,10 +65,44 @@ impl TextTurn {
     fn text(&self) -> Result<String, String> {
         match (&self.text, &self.texts) {
             (Some(t), None) => Ok(t.clone()),
+            (None, Some(ts)) if ts.len() > MAX_LIST_ITEMS => Err(format!(
+                "`texts` has {} items; at most {MAX_LIST_ITEMS}",
+                ts.len()
+            )),
             (None, Some(ts)) if !ts.is_empty() => Ok(ts.join(" ")),
             _ => Err("expected `text` or a non-empty `texts`".into()),
         }
     }
+
+    /// `output_length`, checked.
+    fn output_length(&self) -> Result<Option<u32>, String> {
+        self.output_length
+            .as_ref()
+            .map(|n| length("output_length", n))
+            .transpose()
+    }
+}
+
+/// A token count from an input file: a whole number from 1 to `MAX_TOKENS`. (Read as any
+/// JSON number, so that a wrong one is named here rather than by serde.)
+fn length(what: &str, n: &Number) -> Result<u32, String> {
+    n.as_u64()
+        .filter(|v| (1..=u64::from(MAX_TOKENS)).contains(v))
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| {
+            format!("`{what}` must be a whole number from 1 to {MAX_TOKENS} tokens, got {n}")
+        })
+}
+
+/// A time in ms from an input file: finite, 0 to `max`.
+fn millis(what: &str, ms: f64, max: f64) -> Result<f64, String> {
+    units::check_real(ms, 0.0, max, " ms")
+        .map_err(|e| format!("`{what}` {e}, got {}", units::show(ms)))
+}
+
+/// A token count as the dataset stores it (a text longer than `u32::MAX` tokens saturates).
+fn token_count(tokenizer: &Tokenizer, text: &str) -> u32 {
+    u32::try_from(tokenizer.count(text)).unwrap_or(u32::MAX)
 }
 
 #[derive(Deserialize)]
@@ -72,11 +114,11 @@ struct Session {
 
 #[derive(Deserialize)]
 struct MooncakeLine {
-    input_length: u32,
+    input_length: Number,
     #[serde(default)]
-    output_length: Option<u32>,
+    output_length: Option<Number>,
     #[serde(default)]
-    hash_ids: Option<Vec<u64>>,
+    hash_ids: Option<Vec<Number>>,
     #[serde(default)]
     timestamp: Option<f64>,
 }
@@ -99,7 +141,7 @@ struct BlockCache<'a> {
     seed: u64,
     blocks: HashMap<u64, String>,
     /// Every block's text so far: different ids must get different text.
-    used: HashSet<String>,
+    used: UsedBlocks,
 }
 
 impl BlockCache<'_> {
@@ -109,7 +151,7 @@ impl BlockCache<'_> {
         let (g, block, seed) = (self.generator, self.block, self.seed);
         let used = &mut self.used;
         self.blocks.entry(id).or_insert_with(|| {
-            let start = (mix(seed, id) % g.corpus.len() as u64) as usize;
+            let start = (mix(seed, id) % g.corpus.len().max(1) as u64) as usize;
             g.block(start, block, used)
         })
     }
@@ -150,13 +192,16 @@ pub fn load(
     let mut rng = StdRng::seed_from_u64(cfg.random_seed);
     let mut blocks = BlockCache {
         generator: &generator,
-        block: cfg.isl_block_size as usize,
+        block: (cfg.isl_block_size as usize).max(1),
         seed: cfg.random_seed,
         blocks: HashMap::new(),
-        used: HashSet::new(),
+        used: UsedBlocks::default(),
     };
     let mut entries = Vec::new();
-    let count = |t: &str| tokenizer.count(t) as u32;
+    let count = |t: &str| token_count(tokenizer, t);
+    // The trace's earliest and latest timestamps, with their lines: its span is bounded.
+    let mut earliest: Option<(f64, usize)> = None;
+    let mut latest: Option<(f64, usize)> = None;
 
     if kind == CustomDatasetType::Sharegpt {
         let rows: Vec<SharegptEntry> =
@@ -173,7 +218,7 @@ pub fn load(
             if q.from != "human" || a.from != "gpt" || q.value.trim().is_empty() {
                 continue;
             }
-            let osl = cfg.osl().or(Some(count(&a.value).max(1)));
+            let osl = cfg.osl().or(Some(count(&a.value).clamp(1, MAX_TOKENS)));
             let id = format!("conv-{}", entries.len());
             entries.push(single(
                 shape,
@@ -205,16 +250,10 @@ pub fn load(
             CustomDatasetType::SingleTurn | CustomDatasetType::RandomPool => {
                 let row: TextTurn = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
                 let prompt = row.text().map_err(bad)?;
+                let osl = row.output_length().map_err(bad)?.or(cfg.osl());
                 let isl = count(&prompt);
                 let id = row.session_id.unwrap_or(id);
-                entries.push(single(
-                    shape,
-                    id,
-                    prompt,
-                    isl,
-                    row.output_length.or(cfg.osl()),
-                    None,
-                ));
+                entries.push(single(shape, id, prompt, isl, osl, None));
             }
             CustomDatasetType::MultiTurn => {
                 let row: Session = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
@@ -222,16 +261,16 @@ pub fn load(
                     return Err(bad("a session needs at least one turn".into()));
                 }
                 let mut turns = Vec::new();
-                for t in &row.turns {
-                    let text = t.text().map_err(bad)?;
-                    let delay_ms = t.delay.unwrap_or(0.0);
-                    if !(delay_ms.is_finite() && delay_ms >= 0.0) {
-                        return Err(bad(format!("`delay` must be ≥ 0 ms, got {delay_ms}")));
-                    }
+                for (n, t) in row.turns.iter().enumerate() {
+                    let in_turn = |e: String| bad(format!("turn {}: {e}", n + 1));
+                    let text = t.text().map_err(in_turn)?;
+                    let delay_ms =
+                        millis("delay", t.delay.unwrap_or(0.0), MAX_DELAY_MS).map_err(in_turn)?;
+                    let osl = t.output_length().map_err(in_turn)?.or(cfg.osl());
                     turns.push(Turn {
                         isl: count(&text),
-                        osl: t.output_length.or(cfg.osl()),
-                        delay_ms,
+                        osl,
+                        delay: units::clamped_millis(delay_ms),
                         text,
                     });
                 }
@@ -247,34 +286,68 @@ pub fn load(
             CustomDatasetType::MooncakeTrace => {
                 let row: MooncakeLine =
                     serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
-                if row.input_length == 0 {
-                    return Err(bad("`input_length` must be at least 1".into()));
+                let input_length = length("input_length", &row.input_length).map_err(bad)?;
+                let osl = row
+                    .output_length
+                    .as_ref()
+                    .map(|n| length("output_length", n))
+                    .transpose()
+                    .map_err(bad)?
+                    .or(cfg.osl());
+                let ids = row.hash_ids.as_deref().unwrap_or_default();
+                if ids.len() > MAX_LIST_ITEMS {
+                    return Err(bad(format!(
+                        "`hash_ids` has {} items; at most {MAX_LIST_ITEMS}",
+                        ids.len()
+                    )));
                 }
+                let ids = ids
+                    .iter()
+                    .map(|id| {
+                        id.as_u64().ok_or_else(|| {
+                            bad(format!(
+                                "`hash_ids` must hold whole numbers from 0 to {}, got {id}",
+                                u64::MAX
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<u64>, _>>()?;
                 if let Some(t) = row.timestamp {
-                    if !(t.is_finite() && t >= 0.0) {
-                        return Err(bad(format!("`timestamp` must be ≥ 0 ms, got {t}")));
+                    millis("timestamp", t, MAX_TIMESTAMP_MS).map_err(bad)?;
+                    if earliest.is_none_or(|(e, _)| t < e) {
+                        earliest = Some((t, i + 1));
+                    }
+                    if latest.is_none_or(|(l, _)| t > l) {
+                        latest = Some((t, i + 1));
+                    }
+                    if let (Some((e, e_line)), Some((l, l_line))) = (earliest, latest) {
+                        if l - e > MAX_TRACE_SPAN_MS {
+                            let (other, other_line) = if l_line == i + 1 {
+                                (e, e_line)
+                            } else {
+                                (l, l_line)
+                            };
+                            return Err(bad(format!(
+                                "`timestamp` {} is more than {MAX_TRACE_SPAN_MS} ms away from \
+                                 {} (line {other_line}): a trace may span at most {} seconds",
+                                units::show(t),
+                                units::show(other),
+                                units::MAX_SECONDS
+                            )));
+                        }
                     }
                 }
-                let prompt = match &row.hash_ids {
-                    Some(ids) if !ids.is_empty() => {
-                        blocks.prompt(ids, row.input_length as usize, &mut rng)
-                    }
-                    _ => {
-                        let start = generator.random_start(&mut rng);
-                        generator.prompt(start, row.input_length as usize)
-                    }
+                let prompt = if ids.is_empty() {
+                    let start = generator.random_start(&mut rng);
+                    generator.prompt(start, input_length as usize)
+                } else {
+                    blocks.prompt(&ids, input_length as usize, &mut rng)
                 };
                 let isl = count(&prompt);
-                entries.push(single(
-                    shape,
-                    id,
-                    prompt,
-                    isl,
-                    row.output_length.or(cfg.osl()),
-                    row.timestamp,
-                ));
+                entries.push(single(shape, id, prompt, isl, osl, row.timestamp));
             }
-            CustomDatasetType::Sharegpt => unreachable!("handled above"),
+            // Read as one JSON document above.
+            CustomDatasetType::Sharegpt => return Err(DatasetError::Empty(shown)),
         }
     }
     if entries.is_empty() {
@@ -290,6 +363,241 @@ pub fn load(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    fn tokenizer() -> &'static Tokenizer {
+        static TOK: OnceLock<Tokenizer> = OnceLock::new();
+        TOK.get_or_init(|| Tokenizer::load("builtin").unwrap())
+    }
+
+    /// Loads `text` as an input file of type `kind` (blocks of 4 tokens).
+    fn load_text(kind: &str, text: &str) -> Result<Vec<Entry>, DatasetError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("input.jsonl");
+        std::fs::write(&path, text).unwrap();
+        let args: Vec<String> = [
+            "--url",
+            "mock",
+            "--input-file",
+            path.to_str().unwrap(),
+            "--custom-dataset-type",
+            kind,
+            "--isl-block-size",
+            "4",
+            "--random-seed",
+            "1",
+        ]
+        .map(String::from)
+        .to_vec();
+        let cfg = crate::config::load(&args).unwrap();
+        let shape = RequestShape::new(&cfg.endpoint, false);
+        load(&cfg.input, &shape, &path, tokenizer()).map(|(entries, _)| entries)
+    }
+
+    /// `text` must fail to load with `input.jsonl:LINE: ...` mentioning `needle`.
+    fn line_error(kind: &str, text: &str, line: usize, needle: &str) {
+        match load_text(kind, text) {
+            Ok(_) => panic!("{kind}: {text:?} loaded"),
+            Err(e @ DatasetError::Line { line: got, .. }) => {
+                let msg = e.to_string();
+                assert_eq!(got, line, "{kind}: {text:?}: {msg}");
+                assert!(msg.contains(needle), "{kind}: {text:?}: {msg}");
+                assert!(!msg.contains('\n'), "{msg:?}");
+            }
+            Err(e) => panic!("{kind}: {text:?}: not a line error: {e}"),
+        }
+    }
+
+    #[test]
+    fn multi_turn_delays_are_checked_and_converted() {
+        let ok = "{\"turns\": [{\"text\": \"a\"}, {\"text\": \"b\", \"delay\": 1500}]}\n";
+        let entries = load_text("multi_turn", ok).unwrap();
+        assert_eq!(entries[0].turns[1].delay, Duration::from_millis(1500));
+        let max = "{\"turns\": [{\"text\": \"a\"}, {\"text\": \"b\", \"delay\": 1e10}]}\n";
+        let entries = load_text("multi_turn", max).unwrap();
+        assert_eq!(entries[0].turns[1].delay, Duration::from_secs(10_000_000));
+        for bad in ["1e300", "10000000001", "-5", "-1e-300"] {
+            let text = format!(
+                "{}{{\"turns\": [{{\"text\": \"a\"}}, {{\"text\": \"b\", \"delay\": {bad}}}]}}\n",
+                ok
+            );
+            line_error("multi_turn", &text, 2, "turn 2: `delay` must be from 0 to");
+        }
+        // Out of f64 range: serde_json's own error, on its line.
+        line_error(
+            "multi_turn",
+            "{\"turns\": [{\"text\": \"a\", \"delay\": 1e400}]}\n",
+            1,
+            "number out of range",
+        );
+    }
+
+    #[test]
+    fn mooncake_numbers_are_checked() {
+        let ok = "{\"input_length\": 6, \"timestamp\": 0, \"hash_ids\": [1]}\n";
+        load_text("mooncake_trace", ok).unwrap();
+        let cases: &[(&str, &str)] = &[
+            (
+                "{\"input_length\": 6, \"timestamp\": 1e300}",
+                "`timestamp` must be from 0 to",
+            ),
+            (
+                "{\"input_length\": 6, \"timestamp\": -1}",
+                "`timestamp` must be from 0 to",
+            ),
+            (
+                "{\"input_length\": 0}",
+                "`input_length` must be a whole number from 1 to 1000000 tokens, got 0",
+            ),
+            ("{\"input_length\": 1000001}", "got 1000001"),
+            (
+                "{\"input_length\": 1e300}",
+                "`input_length` must be a whole number",
+            ),
+            ("{\"input_length\": -3}", "got -3"),
+            ("{\"input_length\": 2.5}", "got 2.5"),
+            (
+                "{\"input_length\": 6, \"output_length\": 0}",
+                "`output_length` must be a whole",
+            ),
+            (
+                "{\"input_length\": 6, \"output_length\": 1000001}",
+                "`output_length` must",
+            ),
+            (
+                "{\"input_length\": 6, \"hash_ids\": [-1]}",
+                "`hash_ids` must hold whole",
+            ),
+            ("{\"input_length\": 6, \"hash_ids\": [1.5]}", "got 1.5"),
+            ("{\"input_length\": 6, \"hash_ids\": [1e300]}", "got 1e+300"),
+            // More than MAX_TRACE_SPAN_MS after line 1's timestamp 0.
+            (
+                "{\"input_length\": 6, \"timestamp\": 10000000001}",
+                "line 1",
+            ),
+        ];
+        for (line, needle) in cases {
+            line_error("mooncake_trace", &format!("{ok}{line}\n"), 2, needle);
+        }
+        // Unix-epoch milliseconds are fine: the trace's span is what is bounded.
+        let epoch = "{\"input_length\": 5, \"timestamp\": 1700000000000}\n\
+                     {\"input_length\": 5, \"timestamp\": 1700000001000}\n";
+        assert_eq!(load_text("mooncake_trace", epoch).unwrap().len(), 2);
+        // Too many hash ids on one line.
+        let ids = vec!["0"; MAX_LIST_ITEMS + 1].join(",");
+        let line = format!("{{\"input_length\": 6, \"hash_ids\": [{ids}]}}\n");
+        line_error("mooncake_trace", &line, 1, "`hash_ids` has 1000001 items");
+    }
+
+    #[test]
+    fn text_line_numbers_are_checked() {
+        for kind in ["single_turn", "random_pool"] {
+            line_error(
+                kind,
+                "{\"text\": \"a\"}\n{\"text\": \"b\", \"output_length\": 0}\n",
+                2,
+                "`output_length`",
+            );
+            line_error(
+                kind,
+                "{\"text\": \"b\", \"output_length\": 1000001}\n",
+                1,
+                "`output_length`",
+            );
+            line_error(
+                kind,
+                "{\"text\": \"b\", \"output_length\": 1e300}\n",
+                1,
+                "`output_length` must be a whole number from 1 to 1000000 tokens, got 1e+300",
+            );
+            let texts = vec!["\"\""; MAX_LIST_ITEMS + 1].join(",");
+            line_error(
+                kind,
+                &format!("{{\"texts\": [{texts}]}}\n"),
+                1,
+                "`texts` has 1000001 items",
+            );
+        }
+        line_error(
+            "multi_turn",
+            "{\"turns\": [{\"text\": \"a\", \"output_length\": 2000000}]}\n",
+            1,
+            "turn 1: `output_length`",
+        );
+    }
+
+    /// JSON-ish lines with the loaders' field names and numbers of every kind.
+    fn jsonl_line() -> impl Strategy<Value = String> {
+        let number = prop_oneof![
+            any::<f64>().prop_map(|v| if v.is_finite() {
+                format!("{v:e}")
+            } else {
+                "1e999".into()
+            }),
+            any::<i64>().prop_map(|v| v.to_string()),
+            (0u32..64).prop_map(|v| v.to_string()),
+            prop::sample::select(vec![
+                "0",
+                "-0",
+                "1e300",
+                "-1e300",
+                "1e-320",
+                "4294967296",
+                "null",
+                "\"5\"",
+                "[]",
+                "{}",
+                "true"
+            ])
+            .prop_map(str::to_string),
+        ];
+        let field = prop::sample::select(vec![
+            "text",
+            "texts",
+            "delay",
+            "timestamp",
+            "input_length",
+            "output_length",
+            "hash_ids",
+            "session_id",
+            "turns",
+        ]);
+        let value = prop_oneof![
+            3 => number.clone(),
+            1 => prop::collection::vec(number.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(","))),
+            1 => Just("\"hi there\"".to_string()),
+            1 => Just("[\"a\", \"b\"]".to_string()),
+            1 => (number.clone(), number).prop_map(|(d, o)| format!(
+                "[{{\"text\": \"x\", \"delay\": {d}}}, {{\"text\": \"y\", \"output_length\": {o}}}]"
+            )),
+        ];
+        prop_oneof![
+            4 => prop::collection::vec((field, value), 0..5).prop_map(|kv| {
+                let body: Vec<String> = kv.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
+                format!("{{{}}}", body.join(", "))
+            }),
+            1 => "\\PC{0,30}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any lines: loaded, or a one-line error; never a panic.
+        #[test]
+        fn loaders_never_panic(
+            kind in prop::sample::select(vec!["single_turn", "random_pool", "multi_turn", "mooncake_trace", "sharegpt"]),
+            lines in prop::collection::vec(jsonl_line(), 0..5),
+        ) {
+            let text = lines.join("\n");
+            if let Err(e) = load_text(kind, &text) {
+                let msg = e.to_string();
+                prop_assert!(!msg.contains('\n'), "{msg:?}");
+            }
+        }
+    }
 
     #[test]
     fn hash_id_blocks_share_prefixes_exactly_where_ids_match() {
@@ -300,7 +608,7 @@ mod tests {
             block: 16,
             seed: 3,
             blocks: HashMap::new(),
-            used: HashSet::new(),
+            used: UsedBlocks::default(),
         };
         let mut rng = StdRng::seed_from_u64(1);
         let a = cache.prompt(&[1, 2, 3], 40, &mut rng);

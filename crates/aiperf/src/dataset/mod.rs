@@ -4,8 +4,9 @@
 //! Synthetic prompts are cut from a bundled public-domain corpus and have exactly their
 //! sampled token count under the chosen tokenizer.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rand::rngs::StdRng;
@@ -16,6 +17,7 @@ use rand_distr::{Distribution, Normal};
 use crate::endpoint::{build_payload, Message, RequestShape};
 use crate::mix::mix;
 use crate::tokenizer::Tokenizer;
+use crate::units::MAX_TOKENS;
 
 pub mod input_file;
 mod spec;
@@ -33,8 +35,9 @@ pub struct Turn {
     /// Tokens of the turn's input as the client tokenizer counts them.
     pub isl: u32,
     pub osl: Option<u32>,
-    /// Wait this long after the previous turn's reply before sending this one.
-    pub delay_ms: f64,
+    /// Wait this long after the previous turn's reply before sending this one (checked
+    /// against `units::MAX_DELAY_MS` when the file is read).
+    pub delay: Duration,
 }
 
 /// One conversation; its first turn's payload is serialized once, up front.
@@ -62,8 +65,22 @@ pub struct Dataset {
     pub shape: RequestShape,
     pub sampling: SamplingStrategy,
     pub seed: u64,
-    /// Shuffle-mode permutations, one per pass over the entries, made on demand.
-    permutations: Arc<Mutex<Vec<Vec<u32>>>>,
+    /// Shuffle-mode permutations of the latest passes over the entries, made on demand
+    /// (each is a function of the seed and the pass, so an old one can be made again).
+    permutations: Arc<Mutex<VecDeque<(u64, Permutation)>>>,
+}
+
+/// Shuffle mode: one pass's order of the entries.
+type Permutation = Arc<[u32]>;
+
+/// The blocks [`PromptGenerator::block`] handed out so far, so that each new one differs.
+#[derive(Debug, Default)]
+pub struct UsedBlocks {
+    texts: HashSet<String>,
+    /// A walk of the corpus found no new window: later blocks skip it.
+    corpus_exhausted: bool,
+    /// Numbered blocks do not fit either (too short): later blocks repeat.
+    numbers_exhausted: bool,
 }
 
 /// Cuts prompts of exact token lengths from the corpus.
@@ -92,8 +109,11 @@ impl PromptGenerator {
     pub fn with_prefix(&self, prefix: &str, start: usize, n: usize) -> String {
         let len = self.corpus.len();
         let mut k = n.saturating_sub(self.tokenizer.count(prefix)).max(1);
-        for _ in 0..16 {
-            let tokens: Vec<u32> = (0..k).map(|i| self.corpus[(start + i) % len]).collect();
+        // (A tokenizer that encodes the corpus to nothing gets the fallback below.)
+        for _ in 0..if len == 0 { 0 } else { 16 } {
+            let tokens: Vec<u32> = (0..k)
+                .map(|i| self.corpus[start.wrapping_add(i) % len])
+                .collect();
             let body = self.tokenizer.decode(&tokens);
             let text = if prefix.is_empty() {
                 body.trim().to_string()
@@ -107,12 +127,28 @@ impl PromptGenerator {
             // Re-encoding can merge or split tokens at the cut; steer k toward the target.
             k = (k as i64 + n as i64 - got as i64).max(1) as usize;
         }
-        // A string that tokenizes predictably: one token per repeated word.
-        let mut s = prefix.to_string();
-        let mut words = 0;
-        while self.tokenizer.count(&s) < n && words < 4 * n {
-            s.push_str(if s.is_empty() { "a" } else { " a" });
-            words += 1;
+        // A string that tokenizes predictably (about one token per repeated word), steered
+        // the same way: a bounded number of tries, whatever the tokenizer does.
+        let words = |k: usize| {
+            let mut s = prefix.to_string();
+            for _ in 0..k {
+                s.push_str(if s.is_empty() { "a" } else { " a" });
+            }
+            s
+        };
+        let mut k = n.saturating_sub(self.tokenizer.count(prefix));
+        let mut s = words(k);
+        for _ in 0..16 {
+            let got = self.tokenizer.count(&s);
+            if got == n {
+                break;
+            }
+            let next = (k as i64 + n as i64 - got as i64).clamp(0, 4 * n as i64) as usize;
+            if next == k {
+                break;
+            }
+            k = next;
+            s = words(k);
         }
         s
     }
@@ -121,42 +157,60 @@ impl PromptGenerator {
     /// Its text ends in a letter or digit, because punctuation merges with a following
     /// newline into one token; so a prompt made of blocks counts as the sum of its blocks,
     /// and prompts that share leading blocks share those tokens exactly.
-    pub fn block(&self, start: usize, n: usize, used: &mut HashSet<String>) -> String {
+    ///
+    /// Blocks too short to be told apart by a leading number (a few tokens), once the corpus
+    /// has no new window of that length, repeat: every search here is bounded.
+    pub fn block(&self, start: usize, n: usize, used: &mut UsedBlocks) -> String {
         if n <= 1 {
             return "\n".to_string();
         }
-        let ends_well = |t: &str| t.ends_with(|c: char| c.is_alphanumeric());
+        let fits = |t: &str| {
+            t.ends_with(|c: char| c.is_alphanumeric()) && self.tokenizer.count(t) == n - 1
+        };
         // The corpus is small: walk it in strides that don't revisit the same windows soon.
-        for attempt in 0..256 {
-            let text = self.prompt(start + attempt * 37, n - 1);
-            if ends_well(&text) && self.tokenizer.count(&text) == n - 1 && !used.contains(&text) {
-                used.insert(text.clone());
-                return format!("{text}\n");
+        let window = |attempt: usize| self.prompt(start.wrapping_add(attempt * 37), n - 1);
+        if !used.corpus_exhausted {
+            for attempt in 0..256 {
+                let text = window(attempt);
+                if fits(&text) && used.texts.insert(text.clone()) {
+                    return format!("{text}\n");
+                }
             }
+            used.corpus_exhausted = true;
         }
         // Out of distinct windows: make one distinct by a leading number.
-        for tag in used.len().. {
-            let text = self.with_prefix(&format!("{tag} "), start, n - 1);
-            if ends_well(&text) && self.tokenizer.count(&text) == n - 1 && !used.contains(&text) {
-                used.insert(text.clone());
-                return format!("{text}\n");
+        if !used.numbers_exhausted {
+            let first = used.texts.len();
+            for tag in first..first + 256 {
+                let text = self.with_prefix(&format!("{tag} "), start, n - 1);
+                if fits(&text) && used.texts.insert(text.clone()) {
+                    return format!("{text}\n");
+                }
             }
+            used.numbers_exhausted = true;
         }
-        unreachable!("the loop above returns")
+        let text = (0..256)
+            .map(window)
+            .find(|t| fits(t))
+            .unwrap_or_else(|| window(0));
+        format!("{text}\n")
     }
 
     /// A random start position in the corpus.
     pub fn random_start(&self, rng: &mut StdRng) -> usize {
-        rng.gen_range(0..self.corpus.len())
+        rng.gen_range(0..self.corpus.len().max(1))
     }
 }
 
+/// A length drawn from a normal distribution, rounded and kept in 1..=`MAX_TOKENS` (the
+/// flags are bounded by their parsers; this keeps a draw far in the tail bounded too).
 fn sample_len(rng: &mut StdRng, mean: f64, std: f64) -> u32 {
-    if std <= 0.0 {
-        return mean.round().max(1.0) as u32;
-    }
-    let normal = Normal::new(mean, std).expect("std is finite and positive");
-    normal.sample(rng).round().max(1.0) as u32
+    let drawn = match Normal::new(mean, std) {
+        Ok(normal) if std > 0.0 => normal.sample(rng),
+        _ => mean,
+    };
+    // NaN (from a NaN mean or deviation) becomes 1: `max` ignores it, `as` saturates.
+    drawn.round().max(1.0).min(f64::from(MAX_TOKENS)) as u32
 }
 
 /// Builds an entry; `inputs` are the first turn's texts (several for an embeddings batch).
@@ -172,7 +226,8 @@ fn entry(
     Entry {
         conversation_id: id,
         turns,
-        payload: Bytes::from(serde_json::to_vec(&payload).expect("payload serializes")),
+        // A `Value` always serializes (its keys are strings).
+        payload: Bytes::from(serde_json::to_vec(&payload).unwrap_or_default()),
         timestamp_ms,
         later_payloads: std::sync::OnceLock::new(),
     }
@@ -190,7 +245,7 @@ fn single(
         text: String::new(),
         isl,
         osl,
-        delay_ms: 0.0,
+        delay: Duration::ZERO,
     };
     entry(shape, id, vec![prompt], vec![turn], timestamp_ms)
 }
@@ -227,7 +282,7 @@ impl Dataset {
         let generator = PromptGenerator::new(tokenizer.clone());
         let mut rng = StdRng::seed_from_u64(cfg.random_seed);
         // Distinct prefixes, each ending in a newline: a token boundary no prompt merges across.
-        let mut used = HashSet::new();
+        let mut used = UsedBlocks::default();
         let prefixes: Vec<String> = (0..cfg.num_prefix_prompts)
             .map(|_| {
                 let start = generator.random_start(&mut rng);
@@ -253,12 +308,15 @@ impl Dataset {
                     }
                 })
                 .collect();
-            let isl = batch.iter().map(|p| tokenizer.count(p) as u32).sum();
+            let isl = batch
+                .iter()
+                .map(|p| u32::try_from(tokenizer.count(p)).unwrap_or(u32::MAX))
+                .fold(0u32, u32::saturating_add);
             let turn = Turn {
                 text: String::new(),
                 isl,
                 osl,
-                delay_ms: 0.0,
+                delay: Duration::ZERO,
             };
             entry(shape, format!("conv-{i}"), batch, vec![turn], None)
         };
@@ -281,7 +339,7 @@ impl Dataset {
                 .collect();
             parts
                 .into_iter()
-                .flat_map(|p| p.join().expect("dataset thread"))
+                .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
                 .collect()
         })
     }
@@ -293,24 +351,37 @@ impl Dataset {
 
     /// The entry a credit uses, by `--dataset-sampling-strategy`.
     pub fn pick(&self, credit: u64) -> usize {
-        let n = self.entries.len() as u64;
+        // A dataset is never empty (the loaders refuse an empty file); `max` keeps `%` safe.
+        let n = (self.entries.len() as u64).max(1);
         match self.sampling {
             SamplingStrategy::Sequential => (credit % n) as usize,
             SamplingStrategy::Random => (mix(self.seed, credit) % n) as usize,
             SamplingStrategy::Shuffle => {
-                let pass = (credit / n) as usize;
-                let mut perms = self.permutations.lock().unwrap_or_else(|e| e.into_inner());
-                while perms.len() <= pass {
-                    let mut p: Vec<u32> = (0..n as u32).collect();
-                    p.shuffle(&mut StdRng::seed_from_u64(mix(
-                        self.seed,
-                        perms.len() as u64,
-                    )));
-                    perms.push(p);
-                }
-                perms[pass][(credit % n) as usize] as usize
+                let pass = credit / n;
+                let perm = self.permutation(pass, n);
+                perm.get((credit % n) as usize).map_or(0, |&i| i as usize)
             }
         }
+    }
+
+    /// Shuffle mode: the permutation of pass `pass`. The last few are kept (credits in
+    /// flight span a few passes at most, unless the dataset is tiny and then they are cheap
+    /// to make), so memory stays bounded however many requests a run sends.
+    fn permutation(&self, pass: u64, n: u64) -> Permutation {
+        const KEPT: usize = 8;
+        let mut perms = self.permutations.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, p)) = perms.iter().find(|(at, _)| *at == pass) {
+            return p.clone();
+        }
+        // Entries are at most MAX_DATASET_ENTRIES (or one per input-file line), so they fit.
+        let mut p: Vec<u32> = (0..u32::try_from(n).unwrap_or(u32::MAX)).collect();
+        p.shuffle(&mut StdRng::seed_from_u64(mix(self.seed, pass)));
+        let p: Permutation = p.into();
+        if perms.len() == KEPT {
+            perms.pop_front();
+        }
+        perms.push_back((pass, p.clone()));
+        p
     }
 }
 
@@ -344,5 +415,113 @@ mod tests {
             assert_eq!(x, sample_len(&mut b, 2.0, 50.0));
         }
         assert_eq!(sample_len(&mut a, 10.0, 0.0), 10);
+    }
+
+    #[test]
+    fn sampled_lengths_stay_within_max_tokens() {
+        let mut rng = StdRng::seed_from_u64(1);
+        for (mean, std) in [
+            (1e6, 1e6),
+            (1.0, 1e308),
+            (f64::NAN, 1.0),
+            (5.0, f64::NAN),
+            (5.0, f64::INFINITY),
+            (1e300, 0.0),
+            (-5.0, 0.0),
+        ] {
+            for _ in 0..100 {
+                let x = sample_len(&mut rng, mean, std);
+                assert!((1..=MAX_TOKENS).contains(&x), "{mean} {std}: {x}");
+            }
+        }
+    }
+
+    /// The corpus has about a thousand distinct 1-token windows and a leading number does not
+    /// fit in one token: asking for more 2-token prefixes than that looped forever.
+    #[test]
+    fn more_short_prefixes_than_the_corpus_holds_end() {
+        let args: Vec<String> = [
+            "--url",
+            "mock",
+            "--prefix-prompt-length",
+            "2",
+            "--num-prefix-prompts",
+            "3000",
+            "--num-dataset-entries",
+            "4",
+            "--isl",
+            "3",
+            "--random-seed",
+            "5",
+        ]
+        .map(String::from)
+        .to_vec();
+        let cfg = crate::config::load(&args).unwrap();
+        let tok = Tokenizer::load("builtin").unwrap();
+        let shape = RequestShape::new(&cfg.endpoint, false);
+        let started = std::time::Instant::now();
+        let d = Dataset::build(&cfg.input, shape, &tok).unwrap();
+        assert_eq!(d.entries.len(), 4);
+        assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
+        // Each block is still 2 tokens ending in a newline, distinct while the corpus lasts.
+        let g = PromptGenerator::new(tok.clone());
+        let mut used = UsedBlocks::default();
+        let blocks: Vec<String> = (0..g.corpus.len() + 100)
+            .map(|i| g.block(i * 7, 2, &mut used))
+            .collect();
+        assert!(blocks
+            .iter()
+            .all(|b| b.ends_with('\n') && tok.count(b) == 2));
+        assert!(used.corpus_exhausted && used.numbers_exhausted);
+        assert_eq!(
+            blocks[..used.texts.len()]
+                .iter()
+                .collect::<HashSet<_>>()
+                .len(),
+            used.texts.len()
+        );
+    }
+
+    #[test]
+    fn prompts_longer_than_the_corpus_wrap_around() {
+        let tok = Tokenizer::load("builtin").unwrap();
+        let g = PromptGenerator::new(tok.clone());
+        let n = 3 * g.corpus.len() + 17;
+        assert_eq!(tok.count(&g.prompt(5, n)), n);
+    }
+
+    fn dataset(n: usize, sampling: SamplingStrategy) -> Dataset {
+        let tok = Tokenizer::load("builtin").unwrap();
+        let args: Vec<String> = ["--url", "mock", "--isl", "1", "--num-dataset-entries"]
+            .map(String::from)
+            .into_iter()
+            .chain([n.to_string(), "--random-seed".into(), "3".into()])
+            .collect();
+        let cfg = crate::config::load(&args).unwrap();
+        let shape = RequestShape::new(&cfg.endpoint, false);
+        let mut d = Dataset::build(&cfg.input, shape, &tok).unwrap();
+        d.sampling = sampling;
+        d
+    }
+
+    #[test]
+    fn shuffle_is_a_permutation_per_pass_with_bounded_memory() {
+        let d = dataset(5, SamplingStrategy::Shuffle);
+        for pass in [0u64, 1, 2, 1_000_000, 3] {
+            let mut got: Vec<usize> = (0..5).map(|i| d.pick(pass * 5 + i)).collect();
+            let again: Vec<usize> = (0..5).map(|i| d.pick(pass * 5 + i)).collect();
+            assert_eq!(got, again, "the same credit, the same entry");
+            got.sort();
+            assert_eq!(got, vec![0, 1, 2, 3, 4]);
+        }
+        // Many passes later, still only a few permutations are kept.
+        for credit in 0..100_000 {
+            assert!(d.pick(credit) < 5);
+        }
+        assert!(d.permutations.lock().unwrap().len() <= 8);
+        // Pass 0 made again after being dropped is the same permutation.
+        let first: Vec<usize> = (0..5).map(|i| d.pick(i)).collect();
+        let fresh = dataset(5, SamplingStrategy::Shuffle);
+        assert_eq!(first, (0..5).map(|i| fresh.pick(i)).collect::<Vec<_>>());
     }
 }

@@ -124,9 +124,9 @@ async fn execute<S: RequestSender>(
         let payload = if turn_index == 0 {
             entry.payload.clone()
         } else {
-            if turn.delay_ms > 0.0 {
+            if !turn.delay.is_zero() {
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs_f64(turn.delay_ms / 1e3)) => {}
+                    _ = tokio::time::sleep(turn.delay) => {}
                     _ = phase.cancel.cancelled() => return true,
                 }
             }

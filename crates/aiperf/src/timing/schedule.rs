@@ -3,12 +3,18 @@
 //!
 //! Offsets are absolute (request i goes at `t0 + offset_i`), so a late send never pushes the
 //! rest of the schedule back.
+//!
+//! Nothing here can panic or wait forever: the rate and smoothness are kept within the
+//! bounds their flags are parsed with (`crate::units`), a gap that is not a finite number
+//! counts as the mean gap, and offsets saturate at `units::MAX_SECONDS`.
 
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Exp, Gamma};
+
+use crate::units::{self, MAX_RATE, MAX_SMOOTHNESS, MIN_RATE, MIN_SMOOTHNESS};
 
 /// Arrival process of an open-loop phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -44,17 +50,21 @@ impl Schedule {
         ramp: Option<Duration>,
         seed: u64,
     ) -> Self {
+        // The flags' bounds (NaN becomes the lower one).
+        let within = |v: f64, lo: f64, hi: f64| if v.is_nan() { lo } else { v.clamp(lo, hi) };
+        let rate = within(rate, MIN_RATE, MAX_RATE);
+        let smoothness = within(smoothness, MIN_SMOOTHNESS, MAX_SMOOTHNESS);
         let gaps = match mode {
-            RequestRateMode::Constant => Gaps::Constant,
-            RequestRateMode::Poisson => Gaps::Exponential(Exp::new(rate).expect("positive rate")),
+            RequestRateMode::Constant => None,
+            RequestRateMode::Poisson => Exp::new(rate).ok().map(Gaps::Exponential),
             // shape k, scale 1/(k r): mean gap 1/r, coefficient of variation 1/sqrt(k).
-            RequestRateMode::Gamma => Gaps::Gamma(
-                Gamma::new(smoothness, 1.0 / (smoothness * rate)).expect("positive shape"),
-            ),
+            RequestRateMode::Gamma => Gamma::new(smoothness, 1.0 / (smoothness * rate))
+                .ok()
+                .map(Gaps::Gamma),
         };
         Self {
             rate,
-            gaps,
+            gaps: gaps.unwrap_or(Gaps::Constant),
             rng: StdRng::seed_from_u64(seed),
             u: 0.0,
             ramp: ramp.map(|d| d.as_secs_f64()).filter(|r| *r > 0.0),
@@ -68,13 +78,21 @@ impl Schedule {
         if self.first {
             self.first = false;
         } else {
-            self.u += match &self.gaps {
-                Gaps::Constant => 1.0 / self.rate,
+            let mean = 1.0 / self.rate;
+            let gap = match &self.gaps {
+                Gaps::Constant => mean,
                 Gaps::Exponential(e) => e.sample(&mut self.rng),
                 Gaps::Gamma(g) => g.sample(&mut self.rng),
             };
+            let gap = if gap.is_finite() && gap >= 0.0 {
+                gap
+            } else {
+                mean
+            };
+            // Past the longest offset there is nothing left to add (and `u` stays finite).
+            self.u = (self.u + gap).min(units::MAX_SECONDS);
         }
-        Duration::from_secs_f64(self.ramped(self.u))
+        units::clamped_secs(self.ramped(self.u))
     }
 
     /// Maps time of the full-rate process onto a linear ramp of length T: the expected count
@@ -157,5 +175,65 @@ mod tests {
         );
         assert!((o[300] - o[299] - 0.01).abs() < 1e-9);
         assert!(o.windows(2).all(|w| w[1] >= w[0]));
+    }
+
+    const MODES: [RequestRateMode; 3] = [
+        RequestRateMode::Constant,
+        RequestRateMode::Poisson,
+        RequestRateMode::Gamma,
+    ];
+
+    /// Offsets are finite, ordered and at most `MAX_SECONDS`, at the rates the parser admits
+    /// and at ones it does not.
+    #[test]
+    fn extreme_rates_give_bounded_ordered_offsets() {
+        let max = Duration::from_secs_f64(units::MAX_SECONDS);
+        for rate in [
+            MIN_RATE,
+            MAX_RATE,
+            0.0,
+            -1.0,
+            1e-20,
+            1e300,
+            f64::NAN,
+            f64::INFINITY,
+        ] {
+            for smoothness in [MIN_SMOOTHNESS, MAX_SMOOTHNESS, 1.0, 0.0, 1e-300, f64::NAN] {
+                for mode in MODES {
+                    for ramp in [None, Some(Duration::from_secs(10_000_000))] {
+                        let mut s = Schedule::new(rate, mode, smoothness, ramp, 9);
+                        let mut last = Duration::ZERO;
+                        for _ in 0..2_000 {
+                            let o = s.next_offset();
+                            assert!(o >= last && o <= max, "{rate} {smoothness} {mode:?}: {o:?}");
+                            last = o;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_slowest_and_fastest_rates_keep_their_spacing() {
+        let mut s = Schedule::new(MIN_RATE, RequestRateMode::Constant, 1.0, None, 1);
+        let o = offsets(&mut s, 3);
+        assert_eq!(o, vec![0.0, 1000.0, 2000.0]);
+        // 10,001 gaps of 1000 s pass MAX_SECONDS: the offsets saturate there.
+        let o = offsets(&mut s, 10_001);
+        assert_eq!(o[9_997], units::MAX_SECONDS);
+        assert_eq!(o[10_000], units::MAX_SECONDS);
+        let mut s = Schedule::new(MAX_RATE, RequestRateMode::Constant, 1.0, None, 1);
+        let o = offsets(&mut s, 1_000_001);
+        assert!((o[1_000_000] - 0.1).abs() < 1e-6, "{}", o[1_000_000]);
+        for mode in [RequestRateMode::Poisson, RequestRateMode::Gamma] {
+            let mut s = Schedule::new(MAX_RATE, mode, MAX_SMOOTHNESS, None, 1);
+            let o = offsets(&mut s, 100_001);
+            assert!(
+                (o[100_000] - 0.01).abs() < 0.001,
+                "{mode:?}: {}",
+                o[100_000]
+            );
+        }
     }
 }

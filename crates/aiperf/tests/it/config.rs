@@ -345,3 +345,287 @@ plugins:
         run.stderr
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Every number validated (the bounds are in `aiperf::units` and docs/config.md)
+// ---------------------------------------------------------------------------------------
+
+/// Every numeric `profile` flag, values it must reject, its largest accepted value, and
+/// flags that value needs to be loadable (the synthetic dataset's size is bounded too).
+const NUMERIC_FLAGS: &[(&str, &[&str], &str, &[&str])] = &[
+    // Token counts: 1 ..= 1,000,000.
+    (
+        "isl",
+        &["0", "1000001", "1000000000", "2.5"],
+        "1000000",
+        &[],
+    ),
+    ("osl", &["0", "1000001", "4294967296"], "1000000", &[]),
+    ("isl-stddev", &["1e308", "1000001"], "1000000", &[]),
+    (
+        "osl-stddev",
+        &["1e308", "1000001"],
+        "1000000",
+        &["--osl", "5"],
+    ),
+    ("isl-block-size", &["0", "1000001"], "1000000", &[]),
+    (
+        "prefix-prompt-length",
+        &["1000001"],
+        "1000000",
+        &["--num-prefix-prompts", "1"],
+    ),
+    (
+        "num-prefix-prompts",
+        &["100001"],
+        "100000",
+        &["--prefix-prompt-length", "2", "--isl", "1"],
+    ),
+    (
+        "num-dataset-entries",
+        &["0", "10000001"],
+        "10000000",
+        &["--isl", "1"],
+    ),
+    (
+        "batch-size",
+        &["0", "100001"],
+        "100000",
+        &[
+            "--endpoint-type",
+            "embeddings",
+            "--num-dataset-entries",
+            "1",
+        ],
+    ),
+    // Counts.
+    ("request-count", &["0", "1000000001"], "1000000000", &[]),
+    ("warmup-request-count", &["1000000001"], "1000000000", &[]),
+    ("concurrency", &["0", "1000001"], "1000000", &[]),
+    ("warmup-concurrency", &["0", "1000001"], "1000000", &[]),
+    // Rates and factors.
+    (
+        "request-rate",
+        &["0", "1e-20", "0.0009", "10000001"],
+        "10000000",
+        &[],
+    ),
+    (
+        "warmup-request-rate",
+        &["0", "1e-20", "10000001"],
+        "10000000",
+        &[],
+    ),
+    (
+        "arrival-smoothness",
+        &["0", "0.0009", "1000001"],
+        "1000000",
+        &[],
+    ),
+    (
+        "replay-speedup",
+        &["0", "0.0009", "1000001"],
+        "1000000",
+        &[],
+    ),
+    ("request-cancellation-rate", &["100.5", "1e20"], "100", &[]),
+    (
+        "fixed-schedule-start-offset",
+        &["1e16", "1e300"],
+        "1000000000000000",
+        &[],
+    ),
+    (
+        "fixed-schedule-end-offset",
+        &["1e16", "1e300"],
+        "1000000000000000",
+        &[],
+    ),
+    // Durations (`units::seconds` / `positive_seconds`, at most 10,000,000 s).
+    (
+        "request-timeout-seconds",
+        &["0", "10000001"],
+        "10000000",
+        &[],
+    ),
+    ("benchmark-duration", &["0", "10000001"], "10000000", &[]),
+    ("benchmark-grace-period", &["10000001"], "10000000", &[]),
+    ("warmup-duration", &["0", "10000001"], "10000000", &[]),
+    (
+        "request-rate-ramp-duration",
+        &["0", "10000001"],
+        "10000000",
+        &["--request-rate", "1"],
+    ),
+    (
+        "concurrency-ramp-duration",
+        &["0", "10000001"],
+        "10000000",
+        &[],
+    ),
+    ("request-cancellation-delay", &["10000001"], "10000000", &[]),
+];
+
+/// Rejected by every numeric flag.
+const ALWAYS_BAD: &[&str] = &["nan", "inf", "-inf", "-1", "1e20", "1e300", "abc", ""];
+
+/// Each bad value is a one-line error naming the flag on the command line, and naming the
+/// file, line and key in a config file; the bound itself is accepted.
+#[test]
+fn every_numeric_flag_rejects_non_finite_negative_and_absurd_values() {
+    let _gate = support::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    for (flag, bad, max, needs) in NUMERIC_FLAGS {
+        let key = flag.replace('-', "_");
+        for value in ALWAYS_BAD.iter().chain(bad.iter()) {
+            let line = config_error(&[
+                "--url".to_string(),
+                "mock".to_string(),
+                format!("--{flag}={value}"),
+            ]);
+            assert!(
+                line.contains(&format!("--{flag}")),
+                "--{flag}={value}: {line}"
+            );
+
+            // YAML: quoted so that the text reaches the parser as written, and plain.
+            for written in [format!("'{value}'"), value.to_string()] {
+                if written.is_empty() {
+                    continue; // `key:` alone leaves the flag unset
+                }
+                let file = write_file(
+                    tmp.path(),
+                    "bench.yaml",
+                    &format!("benchmark:\n  url: mock\n  {key}: {written}\n"),
+                );
+                let line = config_error(&["--config", file.to_str().unwrap()]);
+                assert!(
+                    line.contains(&format!("{}:3:", file.display())) && line.contains(&key),
+                    "{key}: {written} in YAML: {line}"
+                );
+            }
+        }
+        let mut args = vec![
+            "--url".to_string(),
+            "mock".to_string(),
+            format!("--{flag}={max}"),
+        ];
+        args.extend(needs.iter().map(|s| s.to_string()));
+        if let Err(e) = aiperf::config::load(&args) {
+            panic!("--{flag}={max} is the bound and must be accepted: {e}");
+        }
+    }
+}
+
+/// YAML's own spellings of non-finite floats are rejected too, at their line.
+#[test]
+fn yaml_nan_and_inf_are_rejected_at_their_line() {
+    let _gate = support::shared();
+    for value in [".nan", ".inf", "-.inf", ".NaN", "1e400"] {
+        for key in [
+            "isl_stddev",
+            "osl_stddev",
+            "request_rate",
+            "benchmark_duration",
+        ] {
+            let line = file_error(&format!(
+                "benchmark:\n  url: mock\n  model: m\n  {key}: {value}\n"
+            ));
+            assert!(
+                line.contains("bench.yaml:4:") && line.contains(key),
+                "{key}: {value}: {line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_synthetic_dataset_too_large_to_build_is_a_config_error() {
+    let _gate = support::shared();
+    let line = config_error(&[
+        "--url",
+        "mock",
+        "--isl",
+        "1000000",
+        "--num-dataset-entries",
+        "10000",
+    ]);
+    assert!(
+        line.contains("tokens") && line.contains("1000000000"),
+        "{line}"
+    );
+    let line = config_error(&[
+        "--url",
+        "mock",
+        "--endpoint-type",
+        "embeddings",
+        "--batch-size",
+        "100000",
+    ]);
+    assert!(line.contains("--batch-size"), "{line}");
+}
+
+/// A key given twice is reported at the repeat's line (serde_yaml points at the mapping).
+#[test]
+fn a_repeated_key_is_reported_at_its_second_line() {
+    let _gate = support::shared();
+    let line =
+        file_error("benchmark:\n  url: mock\n  concurrency: 3\n  isl: 5\n  concurrency: 4\n");
+    assert!(line.contains("bench.yaml:5:"), "{line}");
+    assert!(
+        line.contains("duplicate key `concurrency`") && line.contains("line 3"),
+        "{line}"
+    );
+
+    let line = file_error("benchmark:\n  url: mock\nplugins: {}\nbenchmark:\n  isl: 3\n");
+    assert!(
+        line.contains("bench.yaml:4:") && line.contains("`benchmark`"),
+        "{line}"
+    );
+
+    let line = file_error("plugins:\n  p:\n    x: 1\n    y:\n      - a: 1\n        a: 2\n");
+    assert!(
+        line.contains("bench.yaml:6:") && line.contains("`a`"),
+        "{line}"
+    );
+
+    // An alias and its flag's own key set the same flag.
+    let line = file_error("benchmark:\n  url: mock\n  request_count: 3\n  num_requests: 4\n");
+    assert!(line.contains("bench.yaml:4:"), "{line}");
+    assert!(
+        line.contains("request_count") && line.contains("line 3"),
+        "{line}"
+    );
+}
+
+/// End to end: the reproductions that panicked (exit 101) exit 2 with one line, nothing sent.
+#[test]
+fn absurd_numbers_exit_2_before_anything_is_sent() {
+    let _gate = support::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Run::profile(&["--url", "mock", "--isl-stddev", "nan"]).run();
+    let line = out.assert_usage_error();
+    assert!(line.contains("--isl-stddev"), "{line}");
+
+    let file = write_file(
+        tmp.path(),
+        "sessions.jsonl",
+        "{\"turns\": [{\"text\": \"a\"}]}\n{\"turns\": [{\"text\": \"a\"}, {\"text\": \"b\", \"delay\": 1e300}]}\n",
+    );
+    let out = Run::profile(&[
+        "--url",
+        "mock",
+        "--input-file",
+        file.to_str().unwrap(),
+        "--custom-dataset-type",
+        "multi_turn",
+    ])
+    .run();
+    let line = out.assert_usage_error();
+    assert!(line.contains(&format!("{}:2:", file.display())), "{line}");
+    assert!(line.contains("delay"), "{line}");
+    assert!(
+        !out.dir.join("profile_export.jsonl").exists(),
+        "nothing was sent"
+    );
+}
