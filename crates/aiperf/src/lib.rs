@@ -55,7 +55,7 @@ pub async fn run_mock_server(a: cli::MockServerArgs) -> Result<u8> {
     let addr: std::net::SocketAddr = format!("{}:{}", a.host, a.port)
         .parse()
         .map_err(|e| config::ConfigError::Usage(format!("invalid --host/--port: {e}")))?;
-    let cfg = mock::MockConfig::from_args(&a).map_err(config::ConfigError::Usage)?;
+    let cfg = a.to_mock_config().map_err(config::ConfigError::Usage)?;
     let listener = mock::bind(addr).context(|| format!("cannot listen on {addr}"))?;
     let local = listener
         .local_addr()

@@ -13,6 +13,7 @@ use crate::dataset::{CustomDatasetType, SamplingStrategy};
 use crate::endpoint::EndpointType;
 use crate::export::UiType;
 use crate::mock;
+use crate::mock::MockConfig;
 use crate::timing::schedule::RequestRateMode;
 use crate::units;
 
@@ -406,4 +407,28 @@ pub struct MockServerArgs {
     /// endless_stream (a keep-alive comment).
     #[arg(long, value_name = "MS", default_value = "100", value_parser = units::millis, help_heading = "Faults")]
     pub fault_ms: Duration,
+}
+
+impl MockServerArgs {
+    /// The config of `aiperf mock-server`'s flags, validated like a URL's.
+    pub fn to_mock_config(&self) -> Result<MockConfig, String> {
+        let a = self;
+        let cfg = MockConfig {
+            ttft: a.ttft_ms,
+            itl: a.itl_ms,
+            default_tokens: a.default_tokens,
+            seed: a.random_seed,
+            error_rate: a.error_rate,
+            error_status: a.error_status,
+            fault: a.fault,
+            fault_rate: a.fault_rate,
+            fault_every: a.fault_every,
+            fault_after: a.fault_after,
+            fault_tokens: a.fault_tokens,
+            fault_delay: a.fault_ms,
+            log_arrivals: a.log_arrivals.clone(),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
 }

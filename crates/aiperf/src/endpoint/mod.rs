@@ -13,7 +13,7 @@ use crate::metrics::Usage;
 mod skim;
 mod spec;
 
-pub use spec::{EndpointSpec, EndpointType};
+pub use spec::{EndpointSpec, EndpointType, TlsOptions};
 
 /// Everything about a request's shape that is fixed for a run.
 #[derive(Debug, Clone)]

@@ -6,8 +6,6 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::transport::TlsOptions;
-
 /// API shape of the endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -94,4 +92,14 @@ impl EndpointSpec {
 
 fn one_item_list<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq([v])
+}
+
+/// What `--ssl-ca-file` and `--ssl-insecure` asked for (the transport builds its TLS
+/// client config from it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// PEM files of extra trusted certificates (CAs or self-signed server certificates).
+    pub ca_files: Vec<PathBuf>,
+    /// Accept any server certificate.
+    pub insecure: bool,
 }

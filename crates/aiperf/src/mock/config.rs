@@ -367,29 +367,6 @@ impl std::str::FromStr for MockConfig {
     }
 }
 
-impl MockConfig {
-    /// The config of `aiperf mock-server`'s flags, validated like a URL's.
-    pub fn from_args(a: &crate::cli::MockServerArgs) -> Result<Self, String> {
-        let cfg = Self {
-            ttft: a.ttft_ms,
-            itl: a.itl_ms,
-            default_tokens: a.default_tokens,
-            seed: a.random_seed,
-            error_rate: a.error_rate,
-            error_status: a.error_status,
-            fault: a.fault,
-            fault_rate: a.fault_rate,
-            fault_every: a.fault_every,
-            fault_after: a.fault_after,
-            fault_tokens: a.fault_tokens,
-            fault_delay: a.fault_ms,
-            log_arrivals: a.log_arrivals.clone(),
-        };
-        cfg.validate()?;
-        Ok(cfg)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -531,7 +508,7 @@ mod tests {
         let Some(crate::cli::Command::MockServer(args)) = cli.command else {
             panic!("not mock-server");
         };
-        assert_eq!(MockConfig::from_args(&args).unwrap(), from_url);
+        assert_eq!(args.to_mock_config().unwrap(), from_url);
 
         // The defaults agree too.
         let cli = crate::cli::Cli::try_parse_from(["aiperf", "mock-server"]).unwrap();
@@ -539,7 +516,7 @@ mod tests {
             panic!("not mock-server");
         };
         assert_eq!(
-            MockConfig::from_args(&args).unwrap(),
+            args.to_mock_config().unwrap(),
             "mock".parse::<MockConfig>().unwrap()
         );
     }
@@ -571,9 +548,7 @@ mod tests {
         let Some(crate::cli::Command::MockServer(args)) = cli.command else {
             panic!("not mock-server");
         };
-        assert!(MockConfig::from_args(&args)
-            .unwrap_err()
-            .contains("fault_every"));
+        assert!(args.to_mock_config().unwrap_err().contains("fault_every"));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! verification altogether (the handshake signatures are still checked, so the connection
 //! is encrypted, but to a server nobody vouched for).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -15,14 +15,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-/// What `--ssl-ca-file` and `--ssl-insecure` asked for.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsOptions {
-    /// PEM files of extra trusted certificates (CAs or self-signed server certificates).
-    pub ca_files: Vec<PathBuf>,
-    /// Accept any server certificate.
-    pub insecure: bool,
-}
+pub use crate::endpoint::TlsOptions;
 
 /// The one-line warning printed when verification is off.
 pub const INSECURE_WARNING: &str = "warning: --ssl-insecure: server certificates are NOT \
