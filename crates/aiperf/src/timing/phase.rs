@@ -27,7 +27,10 @@ struct PhaseRun {
     issued: AtomicU64,
     /// Stop sending now (duration reached, Ctrl-C): requests not yet sent are dropped.
     stop: CancellationToken,
-    /// Every credit of a count-bounded phase has been handed out.
+    /// Conversations whose first request has gone out (and been counted as sent).
+    started: AtomicU64,
+    /// Every credit of a count-bounded phase has been sent: fired only once the tracker has
+    /// counted the last one, so `phase_sending_complete` reports every request as sent.
     all_issued: CancellationToken,
     cancel: CancellationToken,
 }
@@ -41,6 +44,7 @@ impl PhaseRun {
             cancel: ctx.cancel_in_flight.child_token(),
             spec,
             issued: AtomicU64::new(0),
+            started: AtomicU64::new(0),
         }
     }
 
@@ -52,13 +56,20 @@ impl PhaseRun {
         let n = self.issued.fetch_add(1, Ordering::AcqRel);
         match self.spec.request_count {
             Some(limit) if n >= limit => None,
-            Some(limit) => {
-                if n + 1 == limit {
-                    self.all_issued.cancel();
-                }
-                Some(n)
-            }
-            None => Some(n),
+            _ => Some(n),
+        }
+    }
+
+    /// Counts a conversation's first request as sent; the last one of a count-bounded
+    /// phase completes the sending.
+    fn count_sent(&self, first_turn: bool) {
+        self.tracker.sent.fetch_add(1, Ordering::AcqRel);
+        if !first_turn {
+            return;
+        }
+        let started = self.started.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.spec.request_count == Some(started) {
+            self.all_issued.cancel();
         }
     }
 
@@ -150,7 +161,7 @@ async fn execute<S: RequestSender>(
             ctx.streaming,
             scheduled_ns.filter(|_| turn_index == 0),
         );
-        phase.tracker.sent.fetch_add(1, Ordering::AcqRel);
+        phase.count_sent(turn_index == 0);
         let cancel_after = phase.cancel_after(credit);
         ctx.transport
             .send(&mut rec, payload, &phase.cancel, cancel_after)

@@ -585,3 +585,23 @@ fn a_count_bounded_phase_has_no_timeout_hook_and_waits_for_phase_start() {
     assert_eq!(ended - started, 270 * MS);
     assert_eq!(log[1].1.sent, 2);
 }
+
+#[test]
+fn sending_completes_only_once_the_last_request_is_counted_as_sent() {
+    // Open loop with a cap: the scheduler claims the last credit, then waits for a slot and
+    // spawns the request, which leaves later; completing the sending at the claim reported
+    // one request short.
+    let cap = ConcurrencyCap {
+        limit: 1,
+        ramp: None,
+    };
+    let phase = spec(constant_rate(100.0, Some(cap)), Some(10));
+    let (log, sent, ..) = with_recorder(Duration::ZERO, phase, 30 * MS);
+    let hooks: Vec<Hook> = log.iter().map(|(h, _)| *h).collect();
+    assert_eq!(hooks, [Hook::PhaseStart, Hook::PhaseSendingComplete]);
+    assert_eq!(sent.len(), 10);
+    assert_eq!(log[1].1.sent, 10, "{:?}", log[1].1);
+    // Closed loop with several workers: the same.
+    let (log, ..) = with_recorder(Duration::ZERO, spec(closed_loop(4), Some(9)), 10 * MS);
+    assert_eq!(log[1].1.sent, 9, "{:?}", log[1].1);
+}
