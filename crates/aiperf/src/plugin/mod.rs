@@ -214,6 +214,28 @@ impl Redactor {
         }
         out
     }
+
+    /// Length in bytes of the longest secret (0 without secrets).
+    pub fn longest(&self) -> usize {
+        self.secrets.first().map_or(0, String::len)
+    }
+
+    /// The largest cut `<= at` (a char boundary of `text`) that splits no secret, so that
+    /// `redact(&text[..cut])` shows no piece of one.
+    pub fn safe_cut(&self, text: &str, at: usize) -> usize {
+        let mut at = at.min(text.len());
+        loop {
+            // An occurrence starting before `at` and ending after it.
+            let straddling = self.secrets.iter().filter(|s| !s.is_empty()).find_map(|s| {
+                (at.saturating_sub(s.len() - 1)..at)
+                    .find(|&i| text.is_char_boundary(i) && text[i..].starts_with(s.as_str()))
+            });
+            match straddling {
+                Some(i) => at = i,
+                None => return at,
+            }
+        }
+    }
 }
 
 /// Built once at startup and shared read-only: the orchestrator emits, plugins receive.
@@ -723,6 +745,22 @@ mod tests {
         let r = Redactor::new(&section, &["bearer-789".into()]);
         let out = r.redact("key=sekrit-123 tok-456 bearer-789 site=public");
         assert_eq!(out, "key=<redacted> <redacted> <redacted> site=public");
+    }
+
+    #[test]
+    fn a_safe_cut_splits_no_secret() {
+        let r = Redactor::new(
+            &PluginsSection::default(),
+            &["abcdef".into(), "cdefgh".into()],
+        );
+        assert_eq!(r.longest(), 6);
+        assert_eq!(r.safe_cut("xxabcdefxx", 5), 2, "inside a secret: before it");
+        assert_eq!(r.safe_cut("xxabcdefxx", 8), 8, "right after it: unchanged");
+        assert_eq!(r.safe_cut("xxabcdefxx", 2), 2);
+        // Moving the cut before one secret can put it inside another.
+        assert_eq!(r.safe_cut("abcdefgh", 7), 0);
+        assert_eq!(r.safe_cut("short", 99), 5);
+        assert_eq!(Redactor::default().safe_cut("xxabcdefxx", 5), 5);
     }
 
     #[test]

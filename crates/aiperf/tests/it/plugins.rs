@@ -3,7 +3,8 @@
 //! `aiperf-plugin-rust-hook-log`, the Python example `py_hook_log`), failure isolation
 //! (crashing, hanging, garbage-writing, missing and version-mismatched plugins), rejected
 //! configs, `enabled: false` / `--no-plugins`, secrets redaction, `aiperf plugins list|check`,
-//! and reaping of plugin processes.
+//! reaping of plugin processes, ending the processes a plugin started (its process group),
+//! and the caps on a plugin's stderr.
 //!
 //! Prerequisites (a missing one fails the test with instructions, it is never skipped):
 //! - `cargo build --workspace`, which puts `aiperf-plugin-rust-hook-log` next to `aiperf`;
@@ -246,6 +247,11 @@ impl Scenario {
     }
 
     fn profile_polling(&self, plugins_yaml: &str, extra: &[&str], poll: impl FnMut()) -> Output {
+        self.profile_command(plugins_yaml, extra).run_polling(poll)
+    }
+
+    /// The invocation of [`Scenario::profile`], not started yet.
+    fn profile_command(&self, plugins_yaml: &str, extra: &[&str]) -> Run {
         let config = self.path("config.yaml");
         std::fs::write(&config, format!("plugins:\n{plugins_yaml}")).expect("write config");
         let _ = std::fs::remove_dir_all(self.artifacts());
@@ -273,7 +279,7 @@ impl Scenario {
             args.extend(["--request-count".into(), REQUESTS.to_string()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        self.command(&args).run_polling(poll)
+        self.command(&args)
     }
 
     /// `aiperf ARGS` (e.g. `plugins list`).
@@ -1126,4 +1132,248 @@ fn failed_plugin_processes_are_reaped_while_the_run_goes_on() {
             proc_state(pid)
         );
     }
+}
+
+// =====================================================================================
+// 8. A plugin's children end with it; its stderr is capped
+// =====================================================================================
+
+/// Whether a process runs: it exists and is not a zombie. A plugin's orphaned child is
+/// reparented to init, which may be slow to reap it (or never, in a container).
+fn runs(pid: u32) -> bool {
+    matches!(proc_state(pid), Some((state, _)) if !matches!(state, 'Z' | 'X'))
+}
+
+/// A `sleep 301` a plugin script started; killed on drop if still running (a failed test
+/// must not leave it behind).
+struct PluginChild {
+    pid: u32,
+    what: String,
+}
+
+impl Drop for PluginChild {
+    fn drop(&mut self) {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.pid)).unwrap_or_default();
+        if cmdline == b"sleep\x00301\x00" {
+            // SAFETY: kill(2) of a process checked to be this test's `sleep 301`.
+            unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+}
+
+impl PluginChild {
+    /// Asserts it ends within 5 s.
+    fn assert_ends(&self, out: &Output) {
+        let until = Instant::now() + Duration::from_secs(5);
+        while runs(self.pid) {
+            assert!(
+                Instant::now() < until,
+                "{} (pid {}) still runs after aiperf ended\n{}",
+                self.what,
+                self.pid,
+                out.show()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Scenario {
+    /// Script body: start `sleep 301` in the background (in the plugin's process group,
+    /// like a forked worker) and record its PID in `<tmp>/NAME.child`; handshake (all hooks),
+    /// accept the config, ack every event (running `on_event` first, with `$line` the
+    /// event), exit on `shutdown` or end of input.
+    fn forking_plugin(&self, name: &str, on_event: &str) {
+        let body = format!(
+            r#"sleep 301 & echo $! > {child}
+read -r hello
+echo '{handshake}'
+read -r configure
+echo '{{"type":"configured"}}'
+while IFS= read -r line; do
+  case "$line" in
+    *'"type":"event"'*)
+      {on_event}
+      id=$(printf '%s\n' "$line" | sed 's/^{{"type":"event","id":\([0-9]*\),.*/\1/')
+      echo "{{\"type\":\"ack\",\"id\":$id}}" ;;
+    *) exit 0 ;;
+  esac
+done
+"#,
+            child = shell_quote(&self.path(&format!("{name}.child"))),
+            handshake = handshake_line(name, 1, ALL_HOOKS_JSON),
+        );
+        self.script(name, &body);
+    }
+
+    /// Waits until the run has written a request record (at most 60 s).
+    fn wait_for_requests(&self, run: &mut support::Running) {
+        let jsonl = self.artifacts().join("profile_export.jsonl");
+        let until = Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(&jsonl)
+            .unwrap_or_default()
+            .contains('\n')
+        {
+            assert!(
+                run.exited().is_none() && Instant::now() < until,
+                "no request record\n{}",
+                run.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The child a [`Scenario::forking_plugin`] started (waits up to 30 s for its PID).
+    fn plugin_child(&self, name: &str) -> PluginChild {
+        let f = self.path(&format!("{name}.child"));
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            if let Ok(pid) = text.trim().parse() {
+                return PluginChild {
+                    pid,
+                    what: format!("the child of plugin `{name}`"),
+                };
+            }
+            assert!(Instant::now() < until, "plugin `{name}` started no child");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn a_plugins_children_end_when_it_is_shut_down_or_aborted() {
+    let _gate = support::shared();
+    let s = Scenario::new();
+    s.forking_plugin("forks", "");
+    // Hangs on its first event: killed after its 1 s timeout.
+    s.forking_plugin("forks-hangs", "exec sleep 30");
+    let yaml = "  forks: {}\n  forks-hangs:\n    timeout_seconds: 1\n";
+    let out = s.profile(yaml, &[]);
+    let children = [s.plugin_child("forks"), s.plugin_child("forks-hangs")];
+    out.expect_code(0);
+    out.one_disabled_warning("forks-hangs", &["timed out"]);
+    let export = s.export(&out);
+    assert_eq!(export["plugins"]["forks"]["status"], "active");
+    for c in &children {
+        c.assert_ends(&out);
+    }
+}
+
+#[test]
+fn an_interrupted_run_ends_its_plugins_children() {
+    let _gate = support::shared();
+    let s = Scenario::new();
+    s.forking_plugin("forks", "");
+    let mut run = s
+        .profile_command("  forks: {}\n", &["--benchmark-duration", "60"])
+        .spawn();
+    let child = s.plugin_child("forks");
+    s.wait_for_requests(&mut run);
+    // Ctrl-C: the run ends as usual and shuts its plugins down.
+    run.signal(libc::SIGINT);
+    let out = run
+        .wait_within(Duration::from_secs(60))
+        .expect("aiperf should finish after one Ctrl-C");
+    out.expect_code(0);
+    assert_eq!(s.export(&out)["plugins"]["forks"]["status"], "active");
+    child.assert_ends(&out);
+}
+
+#[test]
+fn a_run_interrupted_twice_ends_its_plugins_and_their_children() {
+    let _gate = support::shared();
+    let s = Scenario::new();
+    // Hangs on `benchmark_complete` (60 s timeout), so aiperf waits for it at the end.
+    let reached = s.path("reached");
+    s.forking_plugin(
+        "slow-end",
+        &format!(
+            "case \"$line\" in *benchmark_complete*) touch {}; sleep 300;; esac",
+            shell_quote(&reached)
+        ),
+    );
+    let mut run = s
+        .profile_command(
+            "  slow-end:\n    timeout_seconds: 60\n",
+            &["--benchmark-duration", "60"],
+        )
+        .spawn();
+    let child = s.plugin_child("slow-end");
+    s.wait_for_requests(&mut run);
+    run.signal(libc::SIGINT);
+    let until = Instant::now() + Duration::from_secs(30);
+    while !reached.exists() {
+        assert!(
+            run.exited().is_none() && Instant::now() < until,
+            "the plugin never got benchmark_complete\n{}",
+            run.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The second Ctrl-C exits at once, while the plugin still works on its event.
+    run.signal(libc::SIGINT);
+    let out = run
+        .wait_within(Duration::from_secs(30))
+        .expect("aiperf should exit at once after a second Ctrl-C");
+    out.expect_code(130);
+    child.assert_ends(&out);
+    let leader = PluginChild {
+        pid: s.script_pid("slow-end"),
+        what: "plugin `slow-end`".into(),
+    };
+    leader.assert_ends(&out);
+}
+
+#[test]
+fn a_flood_on_a_plugins_stderr_is_capped() {
+    let _gate = support::shared();
+    let s = Scenario::new();
+    // Before it accepts its config: a 50 MB line, then 100,000 short ones.
+    s.script(
+        "noisy",
+        &format!(
+            "read -r hello\necho '{}'\nread -r configure\n\
+             head -c 50000000 /dev/zero | tr '\\0' x >&2; echo >&2\n\
+             yes 'noisy line' | head -n 100000 >&2\n\
+             echo '{{\"type\":\"configured\"}}'\nexec cat >/dev/null\n",
+            handshake_line("noisy", 1, "")
+        ),
+    );
+    let out = s.profile("  noisy:\n    timeout_seconds: 30\n", &[]);
+    out.expect_code(0);
+    out.assert_no_plugin_warnings();
+    assert!(
+        out.stderr.len() < 1_000_000,
+        "aiperf wrote {} bytes on stderr",
+        out.stderr.len()
+    );
+    let show = || {
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        format!(
+            "first lines: {:?}\nlast lines: {:?}",
+            lines
+                .iter()
+                .take(3)
+                .map(|l| &l[..l.len().min(200)])
+                .collect::<Vec<_>>(),
+            &lines[lines.len().saturating_sub(3)..]
+        )
+    };
+    assert!(
+        out.stderr.contains(&format!(
+            "[plugin:noisy] {}… (49,995,904 bytes cut)",
+            "x".repeat(4096)
+        )),
+        "the long line is shown cut to 4 KiB\n{}",
+        show()
+    );
+    assert!(
+        out.stderr.lines().any(|l| l.contains("plugin `noisy`: ")
+            && l.contains(" stderr lines (")
+            && l.contains(") dropped")),
+        "how much was dropped is reported\n{}",
+        show()
+    );
+    assert_eq!(s.export(&out)["plugins"]["noisy"]["status"], "active");
 }
