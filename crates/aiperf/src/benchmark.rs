@@ -86,29 +86,32 @@ impl Progress {
 }
 
 /// Ctrl-C / SIGTERM: the first stops sending and lets in-flight requests finish within the
-/// grace period; the second exits at once (the JSONL on disk holds whole lines only).
+/// grace period; the second exits at once (the JSONL on disk holds whole lines only). The
+/// listeners are made once, before the first signal, so no signal can fall between two of
+/// them.
 fn install_signal_handler(stop: CancellationToken) {
+    #[cfg(unix)]
+    let listeners = {
+        use tokio::signal::unix::{signal, SignalKind};
+        signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?)))
+    };
     tokio::spawn(async move {
-        let mut count = 0;
-        loop {
+        #[cfg(unix)]
+        let Ok((mut interrupt, mut terminate)) = listeners
+        else {
+            tracing::warn!("cannot listen for Ctrl-C/SIGTERM: they end the run at once");
+            return;
+        };
+        for count in 1.. {
             #[cfg(unix)]
-            {
-                let mut term =
-                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    {
-                        Ok(s) => s,
-                        Err(_) => return,
-                    };
-                tokio::select! {
-                    r = tokio::signal::ctrl_c() => if r.is_err() { return },
-                    _ = term.recv() => {}
-                }
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
             }
             #[cfg(not(unix))]
             if tokio::signal::ctrl_c().await.is_err() {
                 return;
             }
-            count += 1;
             if count == 1 {
                 eprintln!("\nInterrupted: no new requests; waiting for in-flight requests (interrupt again to quit now)");
                 stop.cancel();
@@ -334,17 +337,25 @@ fn profiling_count(cfg: &BenchmarkConfig, trace: Option<&Trace>, entries: usize)
 }
 
 /// Creates the artifact directory, writes `inputs.json` and opens `profile_export.jsonl`.
+///
+/// Nothing has been sent yet, so a directory that cannot be written is the user's to fix:
+/// a usage error (exit 2) naming `--artifact-dir`.
 fn open_artifacts(dir: &Path, dataset: &Dataset, clock: Clock) -> Result<JsonlWriter> {
-    std::fs::create_dir_all(dir)
-        .context(|| format!("cannot create artifact directory {}", dir.display()))?;
-    export::write_inputs(dir, dataset).context(|| "cannot write inputs.json".into())?;
+    let unwritable = |what: &str, e: std::io::Error| {
+        ConfigError::Usage(format!(
+            "cannot write to --artifact-dir {}: {what}: {e}",
+            dir.display()
+        ))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| unwritable("cannot create it", e))?;
+    export::write_inputs(dir, dataset).map_err(|e| unwritable("inputs.json", e))?;
     let path = dir.join(export::JSONL_FILE);
     let ids = dataset
         .entries
         .iter()
         .map(|e| e.conversation_id.clone())
         .collect();
-    JsonlWriter::create(&path, clock, ids).context(|| format!("cannot create {}", path.display()))
+    Ok(JsonlWriter::create(&path, clock, ids).map_err(|e| unwritable(export::JSONL_FILE, e))?)
 }
 
 /// Warmup seeds are the profiling seed with this mixed in.
@@ -517,7 +528,13 @@ fn report(
         Some(MetricValue::Stats(s)) => Some(s.p99),
         _ => None,
     };
-    let client_health = health.finish(send_lag_p99);
+    let client_errors = profiling
+        .errors
+        .iter()
+        .filter(|(e, _)| e.is_client_side())
+        .map(|(_, n)| n)
+        .sum();
+    let client_health = health.finish(send_lag_p99, client_errors);
     if !client_health.ok() {
         warnings.push(format!(
             "these numbers may describe the client rather than the server: {}",

@@ -27,7 +27,9 @@ pub use inspect::{plugins_check, plugins_list};
 
 /// `aiperf profile`: loads the plugins, runs the benchmark and returns the exit code.
 pub async fn run_profile(cfg: config::BenchmarkConfig) -> Result<u8> {
-    mock::raise_fd_limit();
+    if let Some(warning) = fd_shortage(&cfg, mock::raise_fd_limit()) {
+        eprintln!("warning: {warning}");
+    }
     let mut secrets: Vec<String> = cfg.endpoint.api_key.iter().cloned().collect();
     secrets.extend(
         cfg.endpoint
@@ -49,9 +51,33 @@ pub async fn run_profile(cfg: config::BenchmarkConfig) -> Result<u8> {
     Ok(outcome.exit_code)
 }
 
+/// File descriptors the run needs beyond one per connection (files, the runtime, plugins).
+const FD_MARGIN: u64 = 64;
+
+/// A warning when the open-file limit cannot hold the run's connections: each request in
+/// flight holds a socket (two with the in-process mock, which serves from this process), so
+/// past the limit requests fail as the client's `ClientResourceError`, not the server's.
+fn fd_shortage(cfg: &config::BenchmarkConfig, limit: Option<u64>) -> Option<String> {
+    let limit = limit?;
+    let load = &cfg.load;
+    let concurrency = load.concurrency.max(load.warmup_concurrency)? as u64;
+    let per_request = if mock::is_mock_url(&cfg.endpoint.urls[0]) {
+        2
+    } else {
+        1
+    };
+    let needed = concurrency * per_request + FD_MARGIN;
+    (needed > limit).then(|| {
+        format!(
+            "--concurrency {concurrency} needs about {needed} open files, but the limit is {limit}: \
+             requests past it will fail on the client (raise it with `ulimit -n {needed}`)"
+        )
+    })
+}
+
 /// `aiperf mock-server`: serves until Ctrl-C.
 pub async fn run_mock_server(a: cli::MockServerArgs) -> Result<u8> {
-    mock::raise_fd_limit();
+    let _ = mock::raise_fd_limit();
     let addr: std::net::SocketAddr = format!("{}:{}", a.host, a.port)
         .parse()
         .map_err(|e| config::ConfigError::Usage(format!("invalid --host/--port: {e}")))?;
@@ -71,4 +97,33 @@ pub async fn run_mock_server(a: cli::MockServerArgs) -> Result<u8> {
         .await
         .context(|| "the mock server failed".into())?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(args: &[&str]) -> config::BenchmarkConfig {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        config::load(&args).expect("valid flags")
+    }
+
+    #[test]
+    fn a_concurrency_past_the_fd_limit_is_warned_about() {
+        let remote = cfg(&["-m", "m", "--url", "http://h:1", "--concurrency", "1000"]);
+        let w = fd_shortage(&remote, Some(256)).expect("a warning");
+        assert!(
+            w.contains("needs about 1064 open files, but the limit is 256"),
+            "{w}"
+        );
+        assert!(w.contains("ulimit -n 1064"), "{w}");
+        assert_eq!(fd_shortage(&remote, Some(4096)), None);
+        // The in-process mock holds the other end of every connection.
+        let mock = cfg(&["--url", "mock", "--concurrency", "1000"]);
+        assert!(fd_shortage(&mock, Some(2000)).is_some());
+        // No cap on connections (a rate without --concurrency), or no limit known: no guess.
+        let rate = cfg(&["-m", "m", "--url", "http://h:1", "--request-rate", "5"]);
+        assert_eq!(fd_shortage(&rate, Some(16)), None);
+        assert_eq!(fd_shortage(&remote, None), None);
+    }
 }

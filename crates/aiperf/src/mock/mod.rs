@@ -290,7 +290,8 @@ async fn handle(
 }
 
 /// Raises the open-file limit to its maximum: thousands of sockets need it.
-pub fn raise_fd_limit() {
+/// Returns the soft limit afterwards (`None` where it cannot be read).
+pub fn raise_fd_limit() -> Option<u64> {
     #[cfg(unix)]
     // SAFETY: getrlimit/setrlimit on RLIMIT_NOFILE with a valid struct.
     unsafe {
@@ -298,11 +299,22 @@ pub fn raise_fd_limit() {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
-            rl.rlim_cur = rl.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return None;
         }
+        if rl.rlim_cur < rl.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: rl.rlim_max,
+                ..rl
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return Some(raised.rlim_cur);
+            }
+        }
+        Some(rl.rlim_cur)
     }
+    #[cfg(not(unix))]
+    None
 }
 
 /// Binds a listener with a deep accept backlog (bursts of thousands of connections).

@@ -91,6 +91,8 @@ pub struct Measurements {
     pub cores: f64,
     /// How long the monitor ran, in seconds.
     pub wall_secs: f64,
+    /// Requests that failed on the client's own limits (file descriptors, ports, buffers).
+    pub client_resource_errors: u64,
 }
 
 /// A send lag or runtime lag p99 above this (ms) means the client may be the bottleneck.
@@ -114,6 +116,12 @@ pub fn judge(m: Measurements) -> ClientHealth {
     }
     if let Some(p99) = runtime_lag_ms.p99.filter(|v| *v > LAG_LIMIT_MS) {
         reasons.push(format!("the async runtime was slow to run woken tasks (lag p99 {p99:.2} ms), so timestamps may be late"));
+    }
+    if m.client_resource_errors > 0 {
+        reasons.push(format!(
+            "{} requests failed on the client's own limits (ClientResourceError: file descriptors, ports or buffers), not the server's",
+            m.client_resource_errors
+        ));
     }
     let verdict = if reasons.is_empty() {
         Verdict::Ok
@@ -165,7 +173,7 @@ impl HealthMonitor {
     }
 
     /// Stops sampling and judges the run. `send_lag_p99_ms`: from the profiling summary.
-    pub fn finish(self, send_lag_p99_ms: Option<f64>) -> ClientHealth {
+    pub fn finish(self, send_lag_p99_ms: Option<f64>, client_resource_errors: u64) -> ClientHealth {
         self.task.abort();
         let wall_secs = self.started.elapsed().as_secs_f64();
         let mut lags_ms =
@@ -190,6 +198,7 @@ impl HealthMonitor {
             machine_cpu_busy_percent,
             cores,
             wall_secs,
+            client_resource_errors,
         })
     }
 }
@@ -206,7 +215,18 @@ mod tests {
             machine_cpu_busy_percent: Some(95.0),
             cores: 4.0,
             wall_secs: 10.0,
+            client_resource_errors: 0,
         }
+    }
+
+    #[test]
+    fn client_resource_errors_blame_the_client() {
+        let h = judge(Measurements {
+            client_resource_errors: 42,
+            ..measured(vec![0.1, 0.2], Some(0.5))
+        });
+        assert_eq!(h.verdict, Verdict::ClientMayBeTheBottleneck);
+        assert!(h.reasons[0].starts_with("42 requests failed on the client's own limits"));
     }
 
     #[test]
