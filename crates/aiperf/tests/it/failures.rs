@@ -368,3 +368,94 @@ fn cancelled_requests_are_summarised_as_one_kind() {
     assert_eq!(errors[0].1, "RequestCancellationError");
     assert_eq!(errors[0].3, 3);
 }
+
+/// A full disk mid-run (here a file size limit, `ulimit -f`, which fails writes past it with
+/// EFBIG, part of a line written): sending stops, the JSONL is cut back to whole lines and
+/// the error says how many, the summary is still printed and the JSON still written, and
+/// the run exits 1.
+#[test]
+fn a_write_error_stops_the_run_and_keeps_whole_lines() {
+    let _gate = support::shared();
+    // 400 blocks of 512 bytes (dash's unit): room for the small JSON and CSV reports, not
+    // for the JSONL of 3,000 requests.
+    let run = Run::new(&[
+        "-c",
+        r#"trap "" XFSZ; ulimit -f 400 && exec "$0" "$@""#,
+        support::bin(),
+        "profile",
+        "--url",
+        "mock?ttft_ms=1&itl_ms=1",
+        "--streaming",
+        "--osl",
+        "2",
+        "--isl",
+        "8",
+        "--num-dataset-entries",
+        "1",
+        "--concurrency",
+        "8",
+        "--request-count",
+        "3000",
+    ])
+    .program(std::path::Path::new("/bin/sh"))
+    .with_artifacts()
+    .run();
+    run.expect_code(1);
+    assert!(run.stdout.contains("Request Count"), "{}", run.show());
+    assert!(
+        run.stderr
+            .contains("error: cannot write profile_export.jsonl: "),
+        "{}",
+        run.show()
+    );
+    let text = run.read("profile_export.jsonl");
+    assert!(text.ends_with('\n'), "the file ends with a whole line");
+    let lines: Vec<&str> = text.lines().collect();
+    for l in &lines {
+        serde_json::from_str::<Value>(l).expect("every line is whole JSON");
+    }
+    let said = format!("it holds the first {} records, as whole lines", lines.len());
+    assert!(run.stderr.contains(&said), "{said}\n{}", run.show());
+    let json = run.json();
+    assert_eq!(json["was_cancelled"], true);
+    let finished = run.stat("request_count", "avg");
+    assert!(
+        finished >= lines.len() as f64 && finished < 3000.0,
+        "sending stopped early: {finished} finished, {} lines",
+        lines.len()
+    );
+    assert!(json["warnings"][0]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("the run was stopped early (cannot write profile_export.jsonl"));
+}
+
+/// An artifact directory that cannot be created is the user's to fix: exit 2, naming the
+/// flag, before anything is sent.
+#[test]
+fn an_unwritable_artifact_dir_is_a_usage_error() {
+    let _gate = support::shared();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "not a directory").expect("write");
+    let dir = file.join("artifacts");
+    let run = Run::new(&[
+        "profile",
+        "--url",
+        "mock",
+        "--request-count",
+        "2",
+        "--ui",
+        "none",
+        "--artifact-dir",
+        dir.to_str().expect("utf-8 path"),
+    ])
+    .run();
+    run.expect_code(2);
+    assert!(
+        run.stderr
+            .contains("error: cannot write to --artifact-dir "),
+        "{}",
+        run.show()
+    );
+}
