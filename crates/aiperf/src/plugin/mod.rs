@@ -271,11 +271,12 @@ impl HookRegistry {
         let mut pending = Vec::new();
         for (entry, status) in starts {
             if section.no_plugins {
-                status.lock().expect("status").reason = Some("--no-plugins".into());
+                status.lock().unwrap_or_else(|e| e.into_inner()).reason =
+                    Some("--no-plugins".into());
                 continue;
             }
             if let Some(why) = &entry.disabled {
-                let mut st = status.lock().expect("status");
+                let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
                 // A missing variable is worth a warning; `enabled: false` is a choice.
                 if !why.is_choice() {
                     warn_disabled(&entry.name, &why.to_string());
@@ -312,7 +313,7 @@ impl HookRegistry {
             match result {
                 Ok((plugin, loc)) => {
                     {
-                        let mut st = status.lock().expect("status");
+                        let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
                         st.kind = Some(loc.kind());
                         st.path = loc.command().map(|c| c.path.display().to_string());
                         st.version = plugin.1.clone();
@@ -332,7 +333,7 @@ impl HookRegistry {
                 }
                 Err(why) => {
                     let why = redactor.redact(&why);
-                    let mut st = status.lock().expect("status");
+                    let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
                     warn_disabled(&entry.name, &why);
                     st.reason = Some(why);
                     st.failed = true;
@@ -346,7 +347,7 @@ impl HookRegistry {
     #[cfg(test)]
     pub(crate) fn with_plugin(name: &str, plugin: Box<dyn Plugin>, timeout: Duration) -> Self {
         let status = Arc::new(Mutex::new(PluginStatus::new(name)));
-        status.lock().expect("status").active = true;
+        status.lock().unwrap_or_else(|e| e.into_inner()).active = true;
         let runner = spawn_runner(plugin, timeout, status.clone(), Redactor::default());
         Self {
             runners: vec![runner],
@@ -361,7 +362,7 @@ impl HookRegistry {
             .statuses
             .iter()
             .filter_map(|s| {
-                let s = s.lock().expect("status");
+                let s = s.lock().unwrap_or_else(|e| e.into_inner());
                 s.failed.then(|| {
                     format!(
                         "plugin `{}`: {}",
@@ -442,7 +443,7 @@ impl HookRegistry {
             plugins: self
                 .statuses
                 .iter()
-                .map(|s| s.lock().expect("status").clone())
+                .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone())
                 .collect(),
         }
     }
@@ -515,13 +516,17 @@ fn spawn_runner(
     let wanted: HashSet<Hook> = plugin.hooks().into_iter().collect();
     let task = tokio::spawn(async move {
         let mut alive = true;
-        let name = status.lock().expect("status").name.clone();
+        let name = status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .name
+            .clone();
         while let Some(d) = rx.recv().await {
             if alive && wanted.contains(&d.event.hook) {
                 let call = std::panic::AssertUnwindSafe(plugin.on_event(&d.event)).catch_unwind();
                 let outcome = tokio::time::timeout(timeout, call).await;
                 let disable = {
-                    let mut st = status.lock().expect("status");
+                    let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
                     let counts = st.hooks.entry(d.event.hook).or_default();
                     counts.calls += 1;
                     let disable = match outcome {
