@@ -251,6 +251,29 @@ fn warn_disabled(name: &str, why: &str) {
     eprintln!("warning: plugin `{name}` disabled: {why}");
 }
 
+/// Why a configured plugin does not start (`--no-plugins`, or its own section), and whether
+/// that is a failure: a missing variable is (a warning, and `--strict-plugins` fails);
+/// `enabled: false` and `--no-plugins` are choices.
+fn off_reason(section: &PluginsSection, entry: &PluginEntry) -> Option<(String, bool)> {
+    if section.no_plugins {
+        return Some(("--no-plugins".into(), false));
+    }
+    entry
+        .disabled
+        .as_ref()
+        .map(|d| (d.to_string(), !d.is_choice()))
+}
+
+/// Records a plugin that was not started.
+fn record_off(entry: &PluginEntry, status: &Mutex<PluginStatus>, (why, failed): (String, bool)) {
+    let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+    if failed {
+        warn_disabled(&entry.name, &why);
+        st.failed = true;
+    }
+    st.reason = Some(why);
+}
+
 impl HookRegistry {
     /// A registry with no plugins.
     pub fn empty() -> Self {
@@ -270,19 +293,8 @@ impl HookRegistry {
         });
         let mut pending = Vec::new();
         for (entry, status) in starts {
-            if section.no_plugins {
-                status.lock().unwrap_or_else(|e| e.into_inner()).reason =
-                    Some("--no-plugins".into());
-                continue;
-            }
-            if let Some(why) = &entry.disabled {
-                let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-                // A missing variable is worth a warning; `enabled: false` is a choice.
-                if !why.is_choice() {
-                    warn_disabled(&entry.name, &why.to_string());
-                    st.failed = true;
-                }
-                st.reason = Some(why.to_string());
+            if let Some(why) = off_reason(section, entry) {
+                record_off(entry, &status, why);
                 continue;
             }
             let found = discovery::locate(
