@@ -288,26 +288,7 @@ impl HookRegistry {
             .await;
         for (entry, status, result) in started {
             match result {
-                Ok((plugin, loc)) => {
-                    {
-                        let mut st = status.lock().expect("status");
-                        st.kind = Some(loc.kind());
-                        st.path = loc.command().map(|c| c.path.display().to_string());
-                        st.version = plugin.1.clone();
-                        st.active = true;
-                        for h in plugin.0.hooks() {
-                            st.hooks.insert(h, HookCounts::default());
-                        }
-                    }
-                    reg.max_timeout = reg.max_timeout.max(entry.timeout);
-                    reg.runners.push(spawn_runner(
-                        plugin.0,
-                        entry.timeout,
-                        status.clone(),
-                        redactor.clone(),
-                    ));
-                    tracing::info!("plugin `{}` active", entry.name);
-                }
+                Ok((plugin, loc)) => reg.activate(&entry, &status, plugin, &loc, redactor),
                 Err(why) => {
                     let why = redactor.redact(&why);
                     let mut st = status.lock().expect("status");
@@ -318,6 +299,35 @@ impl HookRegistry {
             }
         }
         reg
+    }
+
+    /// Marks a started plugin active in its status and gives it a runner.
+    fn activate(
+        &mut self,
+        entry: &PluginEntry,
+        status: &Arc<Mutex<PluginStatus>>,
+        plugin: Started,
+        loc: &discovery::Located,
+        redactor: &Redactor,
+    ) {
+        {
+            let mut st = status.lock().expect("status");
+            st.kind = Some(loc.kind());
+            st.path = loc.command().map(|c| c.path.display().to_string());
+            st.version = plugin.1.clone();
+            st.active = true;
+            for h in plugin.0.hooks() {
+                st.hooks.insert(h, HookCounts::default());
+            }
+        }
+        self.max_timeout = self.max_timeout.max(entry.timeout);
+        self.runners.push(spawn_runner(
+            plugin.0,
+            entry.timeout,
+            status.clone(),
+            redactor.clone(),
+        ));
+        tracing::info!("plugin `{}` active", entry.name);
     }
 
     /// A registry of one in-process plugin, active, for tests of code that emits hooks.
