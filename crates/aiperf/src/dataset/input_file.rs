@@ -188,168 +188,21 @@ pub fn load(
     let kind = cfg
         .custom_dataset_type
         .unwrap_or(CustomDatasetType::SingleTurn);
-    let generator = PromptGenerator::new(tokenizer.clone());
-    let mut rng = StdRng::seed_from_u64(cfg.random_seed);
-    let mut blocks = BlockCache {
-        generator: &generator,
-        block: (cfg.isl_block_size as usize).max(1),
-        seed: cfg.random_seed,
-        blocks: HashMap::new(),
-        used: UsedBlocks::default(),
+    let run = Run {
+        cfg,
+        shape,
+        tokenizer,
     };
-    let mut entries = Vec::new();
-    let count = |t: &str| token_count(tokenizer, t);
-    // The trace's earliest and latest timestamps, with their lines: its span is bounded.
-    let mut earliest: Option<(f64, usize)> = None;
-    let mut latest: Option<(f64, usize)> = None;
-
-    if kind == CustomDatasetType::Sharegpt {
-        let rows: Vec<SharegptEntry> =
-            serde_json::from_str(&text).map_err(|e| DatasetError::Line {
-                path: shown.clone(),
-                line: e.line(),
-                message: format!("expected a ShareGPT JSON array: {e}"),
-            })?;
-        for row in rows {
-            let mut msgs = row.conversations.iter();
-            let (Some(q), Some(a)) = (msgs.next(), msgs.next()) else {
-                continue;
-            };
-            if q.from != "human" || a.from != "gpt" || q.value.trim().is_empty() {
-                continue;
-            }
-            let osl = cfg.osl().or(Some(count(&a.value).clamp(1, MAX_TOKENS)));
-            let id = format!("conv-{}", entries.len());
-            entries.push(single(
-                shape,
-                id,
-                q.value.clone(),
-                count(&q.value),
-                osl,
-                None,
-            ));
+    let entries = match kind {
+        CustomDatasetType::SingleTurn | CustomDatasetType::RandomPool => {
+            load_jsonl(&shown, &text, |_, line, id| run.single_turn(line, id))?
         }
-        return if entries.is_empty() {
-            Err(DatasetError::Empty(shown))
-        } else {
-            Ok((entries, SamplingStrategy::Sequential))
-        };
-    }
-
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
+        CustomDatasetType::MultiTurn => {
+            load_jsonl(&shown, &text, |_, line, id| run.multi_turn(line, id))?
         }
-        let bad = |message: String| DatasetError::Line {
-            path: shown.clone(),
-            line: i + 1,
-            message,
-        };
-        let id = format!("conv-{}", entries.len());
-        match kind {
-            CustomDatasetType::SingleTurn | CustomDatasetType::RandomPool => {
-                let row: TextTurn = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
-                let prompt = row.text().map_err(bad)?;
-                let osl = row.output_length().map_err(bad)?.or(cfg.osl());
-                let isl = count(&prompt);
-                let id = row.session_id.unwrap_or(id);
-                entries.push(single(shape, id, prompt, isl, osl, None));
-            }
-            CustomDatasetType::MultiTurn => {
-                let row: Session = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
-                if row.turns.is_empty() {
-                    return Err(bad("a session needs at least one turn".into()));
-                }
-                let mut turns = Vec::new();
-                for (n, t) in row.turns.iter().enumerate() {
-                    let in_turn = |e: String| bad(format!("turn {}: {e}", n + 1));
-                    let text = t.text().map_err(in_turn)?;
-                    let delay_ms =
-                        millis("delay", t.delay.unwrap_or(0.0), MAX_DELAY_MS).map_err(in_turn)?;
-                    let osl = t.output_length().map_err(in_turn)?.or(cfg.osl());
-                    turns.push(Turn {
-                        isl: count(&text),
-                        osl,
-                        delay: units::clamped_millis(delay_ms),
-                        text,
-                    });
-                }
-                let first = turns[0].text.clone();
-                entries.push(entry(
-                    shape,
-                    row.session_id.unwrap_or(id),
-                    vec![first],
-                    turns,
-                    None,
-                ));
-            }
-            CustomDatasetType::MooncakeTrace => {
-                let row: MooncakeLine =
-                    serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
-                let input_length = length("input_length", &row.input_length).map_err(bad)?;
-                let osl = row
-                    .output_length
-                    .as_ref()
-                    .map(|n| length("output_length", n))
-                    .transpose()
-                    .map_err(bad)?
-                    .or(cfg.osl());
-                let ids = row.hash_ids.as_deref().unwrap_or_default();
-                if ids.len() > MAX_LIST_ITEMS {
-                    return Err(bad(format!(
-                        "`hash_ids` has {} items; at most {MAX_LIST_ITEMS}",
-                        ids.len()
-                    )));
-                }
-                let ids = ids
-                    .iter()
-                    .map(|id| {
-                        id.as_u64().ok_or_else(|| {
-                            bad(format!(
-                                "`hash_ids` must hold whole numbers from 0 to {}, got {id}",
-                                u64::MAX
-                            ))
-                        })
-                    })
-                    .collect::<Result<Vec<u64>, _>>()?;
-                if let Some(t) = row.timestamp {
-                    millis("timestamp", t, MAX_TIMESTAMP_MS).map_err(bad)?;
-                    if earliest.is_none_or(|(e, _)| t < e) {
-                        earliest = Some((t, i + 1));
-                    }
-                    if latest.is_none_or(|(l, _)| t > l) {
-                        latest = Some((t, i + 1));
-                    }
-                    if let (Some((e, e_line)), Some((l, l_line))) = (earliest, latest) {
-                        if l - e > MAX_TRACE_SPAN_MS {
-                            let (other, other_line) = if l_line == i + 1 {
-                                (e, e_line)
-                            } else {
-                                (l, l_line)
-                            };
-                            return Err(bad(format!(
-                                "`timestamp` {} is more than {MAX_TRACE_SPAN_MS} ms away from \
-                                 {} (line {other_line}): a trace may span at most {} seconds",
-                                units::show(t),
-                                units::show(other),
-                                units::MAX_SECONDS
-                            )));
-                        }
-                    }
-                }
-                let prompt = if ids.is_empty() {
-                    let start = generator.random_start(&mut rng);
-                    generator.prompt(start, input_length as usize)
-                } else {
-                    blocks.prompt(&ids, input_length as usize, &mut rng)
-                };
-                let isl = count(&prompt);
-                entries.push(single(shape, id, prompt, isl, osl, row.timestamp));
-            }
-            // Read as one JSON document above.
-            CustomDatasetType::Sharegpt => return Err(DatasetError::Empty(shown)),
-        }
-    }
+        CustomDatasetType::MooncakeTrace => load_mooncake_trace(&run, &shown, &text)?,
+        CustomDatasetType::Sharegpt => load_sharegpt(&run, &shown, &text)?,
+    };
     if entries.is_empty() {
         return Err(DatasetError::Empty(shown));
     }
@@ -358,6 +211,232 @@ pub fn load(
         _ => SamplingStrategy::Sequential,
     };
     Ok((entries, sampling))
+}
+
+/// What every loader reads besides the file: the run's settings and its tokenizer.
+struct Run<'a> {
+    cfg: &'a InputSpec,
+    shape: &'a RequestShape,
+    tokenizer: &'a Tokenizer,
+}
+
+impl Run<'_> {
+    fn count(&self, text: &str) -> u32 {
+        token_count(self.tokenizer, text)
+    }
+
+    /// A `single_turn` / `random_pool` line: one request.
+    fn single_turn(&self, line: &str, id: String) -> Result<Entry, String> {
+        let row: TextTurn = parse_line(line)?;
+        let prompt = row.text()?;
+        let osl = row.output_length()?.or(self.cfg.osl());
+        let isl = self.count(&prompt);
+        let id = row.session_id.unwrap_or(id);
+        Ok(single(self.shape, id, prompt, isl, osl, None))
+    }
+
+    /// A `multi_turn` line: one session, its turns sent in order.
+    fn multi_turn(&self, line: &str, id: String) -> Result<Entry, String> {
+        let row: Session = parse_line(line)?;
+        if row.turns.is_empty() {
+            return Err("a session needs at least one turn".into());
+        }
+        let mut turns = Vec::new();
+        for (n, t) in row.turns.iter().enumerate() {
+            let in_turn = |e: String| format!("turn {}: {e}", n + 1);
+            let text = t.text().map_err(in_turn)?;
+            let delay_ms =
+                millis("delay", t.delay.unwrap_or(0.0), MAX_DELAY_MS).map_err(in_turn)?;
+            let osl = t.output_length().map_err(in_turn)?.or(self.cfg.osl());
+            turns.push(Turn {
+                isl: self.count(&text),
+                osl,
+                delay: units::clamped_millis(delay_ms),
+                text,
+            });
+        }
+        let first = turns[0].text.clone();
+        Ok(entry(
+            self.shape,
+            row.session_id.unwrap_or(id),
+            vec![first],
+            turns,
+            None,
+        ))
+    }
+}
+
+/// One JSON value from a JSONL line.
+fn parse_line<'de, T: Deserialize<'de>>(line: &'de str) -> Result<T, String> {
+    serde_json::from_str(line).map_err(|e| e.to_string())
+}
+
+/// Reads a JSONL file: `row(line_number, line, default_id)` turns each non-blank line into
+/// an entry; its error becomes `path:line: message`.
+fn load_jsonl(
+    shown: &str,
+    text: &str,
+    mut row: impl FnMut(usize, &str, String) -> Result<Entry, String>,
+) -> Result<Vec<Entry>, DatasetError> {
+    let mut entries = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let id = format!("conv-{}", entries.len());
+        let entry = row(i + 1, line, id).map_err(|message| DatasetError::Line {
+            path: shown.to_string(),
+            line: i + 1,
+            message,
+        })?;
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+/// A `sharegpt` file: one JSON array; conversations that don't open with a human message
+/// answered by gpt are skipped.
+fn load_sharegpt(run: &Run, shown: &str, text: &str) -> Result<Vec<Entry>, DatasetError> {
+    let rows: Vec<SharegptEntry> = serde_json::from_str(text).map_err(|e| DatasetError::Line {
+        path: shown.to_string(),
+        line: e.line(),
+        message: format!("expected a ShareGPT JSON array: {e}"),
+    })?;
+    let mut entries = Vec::new();
+    for row in rows {
+        let mut msgs = row.conversations.iter();
+        let (Some(q), Some(a)) = (msgs.next(), msgs.next()) else {
+            continue;
+        };
+        if q.from != "human" || a.from != "gpt" || q.value.trim().is_empty() {
+            continue;
+        }
+        let osl = run
+            .cfg
+            .osl()
+            .or(Some(run.count(&a.value).clamp(1, MAX_TOKENS)));
+        let id = format!("conv-{}", entries.len());
+        entries.push(single(
+            run.shape,
+            id,
+            q.value.clone(),
+            run.count(&q.value),
+            osl,
+            None,
+        ));
+    }
+    Ok(entries)
+}
+
+/// A `mooncake_trace` file: prompts built from `hash_ids` blocks, timestamps checked.
+fn load_mooncake_trace(run: &Run, shown: &str, text: &str) -> Result<Vec<Entry>, DatasetError> {
+    let generator = PromptGenerator::new(run.tokenizer.clone());
+    let mut trace = Trace {
+        run,
+        rng: StdRng::seed_from_u64(run.cfg.random_seed),
+        blocks: BlockCache {
+            generator: &generator,
+            block: (run.cfg.isl_block_size as usize).max(1),
+            seed: run.cfg.random_seed,
+            blocks: HashMap::new(),
+            used: UsedBlocks::default(),
+        },
+        span: TraceSpan::default(),
+    };
+    load_jsonl(shown, text, |n, line, id| trace.line(n, line, id))
+}
+
+/// The state a trace is read with: prompts are drawn in file order.
+struct Trace<'a> {
+    run: &'a Run<'a>,
+    rng: StdRng,
+    blocks: BlockCache<'a>,
+    span: TraceSpan,
+}
+
+impl Trace<'_> {
+    /// Line `number` of the trace: one request.
+    fn line(&mut self, number: usize, line: &str, id: String) -> Result<Entry, String> {
+        let row: MooncakeLine = parse_line(line)?;
+        let input_length = length("input_length", &row.input_length)?;
+        let osl = row
+            .output_length
+            .as_ref()
+            .map(|n| length("output_length", n))
+            .transpose()?
+            .or(self.run.cfg.osl());
+        let ids = hash_ids(row.hash_ids.as_deref().unwrap_or_default())?;
+        if let Some(t) = row.timestamp {
+            self.span.add(t, number)?;
+        }
+        let prompt = if ids.is_empty() {
+            let generator = self.blocks.generator;
+            let start = generator.random_start(&mut self.rng);
+            generator.prompt(start, input_length as usize)
+        } else {
+            self.blocks
+                .prompt(&ids, input_length as usize, &mut self.rng)
+        };
+        let isl = self.run.count(&prompt);
+        Ok(single(self.run.shape, id, prompt, isl, osl, row.timestamp))
+    }
+}
+
+/// A trace line's `hash_ids`, checked: at most `MAX_LIST_ITEMS` whole numbers.
+fn hash_ids(ids: &[Number]) -> Result<Vec<u64>, String> {
+    if ids.len() > MAX_LIST_ITEMS {
+        return Err(format!(
+            "`hash_ids` has {} items; at most {MAX_LIST_ITEMS}",
+            ids.len()
+        ));
+    }
+    ids.iter()
+        .map(|id| {
+            id.as_u64().ok_or_else(|| {
+                format!(
+                    "`hash_ids` must hold whole numbers from 0 to {}, got {id}",
+                    u64::MAX
+                )
+            })
+        })
+        .collect()
+}
+
+/// The trace's earliest and latest timestamps, with their lines: its span is bounded.
+#[derive(Default)]
+struct TraceSpan {
+    earliest: Option<(f64, usize)>,
+    latest: Option<(f64, usize)>,
+}
+
+impl TraceSpan {
+    /// Checks timestamp `t` of line `line` and takes it in.
+    fn add(&mut self, t: f64, line: usize) -> Result<(), String> {
+        millis("timestamp", t, MAX_TIMESTAMP_MS)?;
+        if self.earliest.is_none_or(|(e, _)| t < e) {
+            self.earliest = Some((t, line));
+        }
+        if self.latest.is_none_or(|(l, _)| t > l) {
+            self.latest = Some((t, line));
+        }
+        if let (Some((e, e_line)), Some((l, l_line))) = (self.earliest, self.latest) {
+            if l - e > MAX_TRACE_SPAN_MS {
+                let (other, other_line) = if l_line == line {
+                    (e, e_line)
+                } else {
+                    (l, l_line)
+                };
+                return Err(format!(
+                    "`timestamp` {} is more than {MAX_TRACE_SPAN_MS} ms away from \
+                     {} (line {other_line}): a trace may span at most {} seconds",
+                    units::show(t),
+                    units::show(other),
+                    units::MAX_SECONDS
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -377,22 +377,13 @@ fn parse_serde(bytes: &[u8], out: &mut String, reasoning: &mut String) -> Result
     let chunk: Chunk = serde_json::from_slice(bytes).map_err(|e| invalid_json(bytes, &e))?;
     let mut p = Parsed::default();
     if let Some(err) = chunk.error {
-        p.error = Some(match err {
-            ErrorBody::Object { message } => message
-                .map(Cow::into_owned)
-                .unwrap_or_else(|| "error".into()),
-            ErrorBody::Text(t) => t.into_owned(),
-        });
+        p.error = Some(error_message(err));
         return Ok(p);
     }
-    if let Some(u) = chunk.usage.or(chunk.response.and_then(|r| r.usage)) {
-        if u.prompt_tokens.is_some() || u.completion_tokens.is_some() {
-            p.usage = Some(Usage {
-                prompt_tokens: u.prompt_tokens,
-                completion_tokens: u.completion_tokens,
-            });
-        }
-    }
+    p.usage = chunk
+        .usage
+        .or(chunk.response.and_then(|r| r.usage))
+        .and_then(usage);
     // Responses API streaming deltas and non-streaming output items.
     if let Some(kind) = &chunk.kind {
         p.done = matches!(kind.as_ref(), "response.completed" | "response.incomplete");
@@ -400,77 +391,127 @@ fn parse_serde(bytes: &[u8], out: &mut String, reasoning: &mut String) -> Result
             p.error = Some(format!("server sent `{kind}`"));
             return Ok(p);
         }
-    }
-    if let (Some(kind), Some(delta)) = (&chunk.kind, &chunk.delta) {
-        if !delta.is_empty() {
-            if kind.contains("reasoning") {
-                reasoning.push_str(delta);
-            } else if kind.ends_with("output_text.delta")
-                || kind.ends_with("function_call_arguments.delta")
-            {
-                out.push_str(delta);
-                p.has_output = true;
-            }
-            p.has_content = kind.contains("reasoning") || p.has_output;
+        if let Some(delta) = &chunk.delta {
+            responses_delta(kind, delta, &mut p, out, reasoning);
         }
     }
     for item in chunk.output.unwrap_or_default() {
-        let is_reasoning = item.kind.as_deref() == Some("reasoning");
-        for c in item
-            .content
-            .unwrap_or_default()
-            .into_iter()
-            .chain(item.summary.unwrap_or_default())
-        {
-            if let Some(t) = c.text.filter(|t| !t.is_empty()) {
-                if is_reasoning {
-                    reasoning.push_str(&t);
-                } else {
-                    out.push_str(&t);
-                    p.has_output = true;
-                }
-                p.has_content = true;
-            }
-        }
+        responses_output_item(item, &mut p, out, reasoning);
     }
+    // Embeddings.
     if let Some(data) = chunk.data {
         p.has_content = !data.is_empty();
         p.has_output = p.has_content;
     }
     for choice in chunk.choices.unwrap_or_default() {
-        if let Some(t) = choice.text {
-            if !t.is_empty() {
+        completions_choice(choice, &mut p, out, reasoning);
+    }
+    Ok(p)
+}
+
+/// The message of an `error` the server sent.
+fn error_message(err: ErrorBody) -> String {
+    match err {
+        ErrorBody::Object { message } => message
+            .map(Cow::into_owned)
+            .unwrap_or_else(|| "error".into()),
+        ErrorBody::Text(t) => t.into_owned(),
+    }
+}
+
+/// `usage`, when it reports any count.
+#[inline]
+fn usage(u: RawUsage) -> Option<Usage> {
+    (u.prompt_tokens.is_some() || u.completion_tokens.is_some()).then_some(Usage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+    })
+}
+
+/// A Responses API streaming delta of event type `kind`.
+#[inline]
+fn responses_delta(
+    kind: &str,
+    delta: &str,
+    p: &mut Parsed,
+    out: &mut String,
+    reasoning: &mut String,
+) {
+    if !delta.is_empty() {
+        if kind.contains("reasoning") {
+            reasoning.push_str(delta);
+        } else if kind.ends_with("output_text.delta")
+            || kind.ends_with("function_call_arguments.delta")
+        {
+            out.push_str(delta);
+            p.has_output = true;
+        }
+        p.has_content = kind.contains("reasoning") || p.has_output;
+    }
+}
+
+/// A Responses API output item (non-streaming): its content and summary texts.
+#[inline]
+fn responses_output_item(
+    item: OutputItem,
+    p: &mut Parsed,
+    out: &mut String,
+    reasoning: &mut String,
+) {
+    let is_reasoning = item.kind.as_deref() == Some("reasoning");
+    for c in item
+        .content
+        .unwrap_or_default()
+        .into_iter()
+        .chain(item.summary.unwrap_or_default())
+    {
+        if let Some(t) = c.text.filter(|t| !t.is_empty()) {
+            if is_reasoning {
+                reasoning.push_str(&t);
+            } else {
                 out.push_str(&t);
-                p.has_content = true;
                 p.has_output = true;
+            }
+            p.has_content = true;
+        }
+    }
+}
+
+/// A chat/completions choice: its `text`, and its `delta` / `message` (content, reasoning,
+/// tool calls).
+#[inline]
+fn completions_choice(choice: Choice, p: &mut Parsed, out: &mut String, reasoning: &mut String) {
+    if let Some(t) = choice.text {
+        if !t.is_empty() {
+            out.push_str(&t);
+            p.has_content = true;
+            p.has_output = true;
+        }
+    }
+    for msg in [choice.delta, choice.message].into_iter().flatten() {
+        if let Some(c) = msg.content.filter(|c| !c.is_empty()) {
+            out.push_str(&c);
+            p.has_content = true;
+            p.has_output = true;
+        }
+        for r in [msg.reasoning_content, msg.reasoning].into_iter().flatten() {
+            if !r.is_empty() {
+                reasoning.push_str(&r);
+                p.has_content = true;
             }
         }
-        for msg in [choice.delta, choice.message].into_iter().flatten() {
-            if let Some(c) = msg.content.filter(|c| !c.is_empty()) {
-                out.push_str(&c);
-                p.has_content = true;
-                p.has_output = true;
-            }
-            for r in [msg.reasoning_content, msg.reasoning].into_iter().flatten() {
-                if !r.is_empty() {
-                    reasoning.push_str(&r);
-                    p.has_content = true;
-                }
-            }
-            for call in msg.tool_calls.unwrap_or_default() {
-                if let Some(f) = call.function {
-                    for t in [f.name, f.arguments].into_iter().flatten() {
-                        if !t.is_empty() {
-                            out.push_str(&t);
-                            p.has_content = true;
-                            p.has_output = true;
-                        }
+        for call in msg.tool_calls.unwrap_or_default() {
+            if let Some(f) = call.function {
+                for t in [f.name, f.arguments].into_iter().flatten() {
+                    if !t.is_empty() {
+                        out.push_str(&t);
+                        p.has_content = true;
+                        p.has_output = true;
                     }
                 }
             }
         }
     }
-    Ok(p)
 }
 
 #[cfg(test)]

@@ -19,10 +19,12 @@ mod conn;
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::ops::ControlFlow::{self, Break, Continue};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -77,6 +79,20 @@ impl State {
         })
     }
 
+    /// Counts a POST to an API path; with `--log-arrivals`, writes its time (unix ns).
+    fn log_arrival(&self) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        if let Some(log) = &self.arrivals {
+            let unix_ns = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            if let Ok(mut w) = log.lock() {
+                let _ = writeln!(w, "{unix_ns}");
+            }
+        }
+    }
+
     fn flush_arrivals(&self) {
         if let Some(a) = &self.arrivals {
             if let Ok(mut w) = a.lock() {
@@ -108,32 +124,76 @@ struct GenRequest {
     stream_options: Option<StreamOptions>,
 }
 
+/// Answers one request, in stages: route it, read it, draw its error or fault, answer it
+/// (embeddings, whole or streamed).
 async fn handle(
     state: Arc<State>,
     conn: Arc<ConnCtl>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let mut arrival = Instant::now();
+    let arrival = Instant::now();
     let reused = conn.next_request_is_reused();
-    let path = req.uri().path().to_string();
-    let method = req.method().clone();
-    let api = match (method, path.as_str()) {
-        (Method::GET, "/health") => return Ok(full(StatusCode::OK, "text/plain", "ok")),
+    let api = match route(&state, req.method(), req.uri().path()) {
+        Continue(api) => api,
+        Break(answer) => return Ok(answer),
+    };
+    state.log_arrival();
+    let (gen, body) = match read_request(req).await {
+        Continue(read) => read,
+        Break(answer) => return Ok(answer),
+    };
+    let n = state.counter.fetch_add(1, Ordering::Relaxed);
+    let (fault, arrival) = match draw_fault(&state, &conn, n, reused, arrival).await {
+        Continue(drawn) => drawn,
+        Break(answer) => return Ok(answer),
+    };
+    let ask = Ask {
+        api,
+        n,
+        arrival,
+        fault,
+        model: gen.model.clone().unwrap_or_else(|| "mock-model".into()),
+        // The mock does not tokenize: about four bytes of request per prompt token.
+        prompt_tokens: (body.len() / 4).max(1) as u64,
+    };
+    let cfg = &state.cfg;
+    if api == Api::Embeddings {
+        return Ok(answer_embeddings(cfg, &ask, &conn).await);
+    }
+    let tokens = if fault == Some(Fault::Empty) {
+        0
+    } else {
+        gen.max_completion_tokens
+            .or(gen.max_tokens)
+            .or(gen.max_output_tokens)
+            .unwrap_or(cfg.default_tokens)
+            .clamp(1, MAX_TOKENS)
+    };
+    if !gen.stream {
+        return Ok(answer_whole(cfg, &ask, tokens, &conn).await);
+    }
+    let include_usage = gen.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    Ok(answer_stream(cfg, ask, tokens, include_usage, conn))
+}
+
+/// Which API a request is for; `Break` with the answer itself for every other route
+/// (health, models, stats, a wrong method, an unknown path).
+fn route(state: &State, method: &Method, path: &str) -> ControlFlow<Response<Body>, Api> {
+    match (method.clone(), path) {
+        (Method::GET, "/health") => Break(full(StatusCode::OK, "text/plain", "ok")),
         (Method::GET, "/v1/models") => {
             let body = json!({"object": "list", "data": [{"id": "mock-model", "object": "model", "owned_by": "aiperf"}]});
-            return Ok(full(StatusCode::OK, "application/json", body.to_string()));
+            Break(full(StatusCode::OK, "application/json", body.to_string()))
         }
-        (Method::GET, "/mock/stats") => {
-            return Ok(full(
-                StatusCode::OK,
-                "application/json",
-                state.stats().to_string(),
-            ))
-        }
-        (Method::POST, "/v1/chat/completions") => Api::Chat,
-        (Method::POST, "/v1/completions") => Api::Completions,
-        (Method::POST, "/v1/embeddings") => Api::Embeddings,
-        (Method::POST, "/v1/responses") => Api::Responses,
+        (Method::GET, "/mock/stats") => Break(full(
+            StatusCode::OK,
+            "application/json",
+            state.stats().to_string(),
+        )),
+        (Method::POST, "/v1/chat/completions") => Continue(Api::Chat),
+        (Method::POST, "/v1/completions") => Continue(Api::Completions),
+        (Method::POST, "/v1/embeddings") => Continue(Api::Embeddings),
+        (Method::POST, "/v1/responses") => Continue(Api::Responses),
         (
             _,
             "/v1/chat/completions"
@@ -143,54 +203,53 @@ async fn handle(
             | "/v1/models"
             | "/health"
             | "/mock/stats",
-        ) => {
-            return Ok(json_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed",
-            ))
-        }
-        _ => {
-            return Ok(json_error(
-                StatusCode::NOT_FOUND,
-                &format!("no route for {path}"),
-            ))
-        }
-    };
-    state.received.fetch_add(1, Ordering::Relaxed);
-    if let Some(log) = &state.arrivals {
-        let unix_ns = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        if let Ok(mut w) = log.lock() {
-            let _ = writeln!(w, "{unix_ns}");
-        }
+        ) => Break(json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed",
+        )),
+        _ => Break(json_error(
+            StatusCode::NOT_FOUND,
+            &format!("no route for {path}"),
+        )),
     }
+}
+
+/// Reads an API request's body as JSON; `Break` with a 400 answer when it can't.
+async fn read_request(req: Request<Incoming>) -> ControlFlow<Response<Body>, (GenRequest, Bytes)> {
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            return Ok(json_error(
+            return Break(json_error(
                 StatusCode::BAD_REQUEST,
                 &format!("cannot read body: {e}"),
             ))
         }
     };
-    let gen: GenRequest = match serde_json::from_slice(&body) {
-        Ok(g) => g,
-        Err(e) => {
-            return Ok(json_error(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid JSON body: {e}"),
-            ))
-        }
-    };
-    let n = state.counter.fetch_add(1, Ordering::Relaxed);
+    match serde_json::from_slice(&body) {
+        Ok(gen) => Continue((gen, body)),
+        Err(e) => Break(json_error(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid JSON body: {e}"),
+        )),
+    }
+}
+
+/// Request `n`'s error or fault, counted. The faults that replace the answer (`error_rate`,
+/// `status`, `endless_error`, `close_reused`) `Break` with it; otherwise the fault left for the
+/// answer and its arrival time (`slow_headers` moves it).
+async fn draw_fault(
+    state: &State,
+    conn: &ConnCtl,
+    n: u64,
+    reused: bool,
+    mut arrival: Instant,
+) -> ControlFlow<Response<Body>, (Option<Fault>, Instant)> {
     let cfg = &state.cfg;
     let error_status =
         StatusCode::from_u16(cfg.error_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if cfg.error_selected(n) {
         state.errors.fetch_add(1, Ordering::Relaxed);
-        return Ok(json_error(error_status, answer::INJECTED));
+        return Break(json_error(error_status, answer::INJECTED));
     }
     let fault = match cfg.fault_for(n) {
         // Only a reused connection is closed under a request.
@@ -201,14 +260,14 @@ async fn handle(
         state.faults.fetch_add(1, Ordering::Relaxed);
     }
     match fault {
-        Some(Fault::Status) => return Ok(json_error(error_status, answer::INJECTED)),
+        Some(Fault::Status) => return Break(json_error(error_status, answer::INJECTED)),
         Some(Fault::EndlessError) => {
-            return Ok(answer::endless_error(error_status, cfg.fault_delay))
+            return Break(answer::endless_error(error_status, cfg.fault_delay))
         }
         Some(Fault::CloseReused) => {
             tokio::time::sleep(cfg.fault_delay).await;
             conn.kill(false);
-            return answer::hang().await;
+            return Break(answer::hang().await);
         }
         Some(Fault::SlowHeaders) => {
             // The whole answer moves: its head, and every token after it.
@@ -217,76 +276,91 @@ async fn handle(
         }
         _ => {}
     }
-    let empty = fault == Some(Fault::Empty);
+    Continue((fault, arrival))
+}
 
-    let model = gen.model.clone().unwrap_or_else(|| "mock-model".into());
-    // The mock does not tokenize: about four bytes of request per prompt token.
-    let prompt_tokens = (body.len() / 4).max(1) as u64;
-    if api == Api::Embeddings {
-        let data = if empty {
-            json!([])
-        } else {
-            json!([{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]}])
-        };
-        let body = json!({
-            "object": "list",
-            "data": data,
-            "model": model,
-            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
-        });
-        let at = arrival + cfg.ttft;
-        return Ok(answer::whole(body.to_string(), at, fault, cfg.fault_delay, &conn).await);
-    }
-    let tokens = if empty {
-        0
+/// A request past routing, parsing and the fault draw: what its answer is made from.
+struct Ask {
+    api: Api,
+    /// The request's number (from 0).
+    n: u64,
+    arrival: Instant,
+    fault: Option<Fault>,
+    model: String,
+    prompt_tokens: u64,
+}
+
+/// The answer to an embeddings request (no vectors under `fault=empty`).
+async fn answer_embeddings(cfg: &MockConfig, ask: &Ask, conn: &ConnCtl) -> Response<Body> {
+    let data = if ask.fault == Some(Fault::Empty) {
+        json!([])
     } else {
-        gen.max_completion_tokens
-            .or(gen.max_tokens)
-            .or(gen.max_output_tokens)
-            .unwrap_or(cfg.default_tokens)
-            .clamp(1, MAX_TOKENS)
+        json!([{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]}])
     };
-    if !gen.stream {
-        let at = arrival + cfg.ttft + cfg.itl * tokens.saturating_sub(1);
-        let text: String = (0..tokens).map(|i| answer::word(cfg.seed, n, i)).collect();
-        let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": tokens, "total_tokens": prompt_tokens + tokens as u64});
-        let body = match api {
-            Api::Responses => {
-                json!({"id": "resp-mock", "object": "response", "model": model, "status": "completed",
-                   "output": [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text}]}],
-                   "usage": {"input_tokens": prompt_tokens, "output_tokens": tokens}})
-            }
-            Api::Chat => {
-                json!({"id": "chatcmpl-mock", "object": "chat.completion", "model": model,
-                   "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}],
-                   "usage": usage})
-            }
-            Api::Completions | Api::Embeddings => {
-                json!({"id": "cmpl-mock", "object": "text_completion", "model": model,
-                   "choices": [{"index": 0, "text": text, "finish_reason": "length"}], "usage": usage})
-            }
-        };
-        return Ok(answer::whole(body.to_string(), at, fault, cfg.fault_delay, &conn).await);
-    }
+    let body = json!({
+        "object": "list",
+        "data": data,
+        "model": ask.model,
+        "usage": {"prompt_tokens": ask.prompt_tokens, "total_tokens": ask.prompt_tokens},
+    });
+    let at = ask.arrival + cfg.ttft;
+    answer::whole(body.to_string(), at, ask.fault, cfg.fault_delay, conn).await
+}
 
+/// The non-streamed answer: the whole body at the time its last token is due.
+async fn answer_whole(cfg: &MockConfig, ask: &Ask, tokens: u32, conn: &ConnCtl) -> Response<Body> {
+    let at = ask.arrival + cfg.ttft + cfg.itl * tokens.saturating_sub(1);
+    let text: String = (0..tokens)
+        .map(|i| answer::word(cfg.seed, ask.n, i))
+        .collect();
+    let (model, prompt_tokens) = (&ask.model, ask.prompt_tokens);
+    let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": tokens, "total_tokens": prompt_tokens + tokens as u64});
+    let body = match ask.api {
+        Api::Responses => {
+            json!({"id": "resp-mock", "object": "response", "model": model, "status": "completed",
+               "output": [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text}]}],
+               "usage": {"input_tokens": prompt_tokens, "output_tokens": tokens}})
+        }
+        Api::Chat => {
+            json!({"id": "chatcmpl-mock", "object": "chat.completion", "model": model,
+               "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}],
+               "usage": usage})
+        }
+        Api::Completions | Api::Embeddings => {
+            json!({"id": "cmpl-mock", "object": "text_completion", "model": model,
+               "choices": [{"index": 0, "text": text, "finish_reason": "length"}], "usage": usage})
+        }
+    };
+    answer::whole(body.to_string(), at, ask.fault, cfg.fault_delay, conn).await
+}
+
+/// The streamed answer: one event per token on its deadline, with the mid-stream fault.
+fn answer_stream(
+    cfg: &MockConfig,
+    ask: Ask,
+    tokens: u32,
+    include_usage: bool,
+    conn: Arc<ConnCtl>,
+) -> Response<Body> {
     let stream = answer::Stream {
-        api,
-        model_json: serde_json::to_string(&model).unwrap_or_else(|_| "\"mock-model\"".into()),
-        arrival,
+        api: ask.api,
+        model_json: serde_json::to_string(&ask.model).unwrap_or_else(|_| "\"mock-model\"".into()),
+        arrival: ask.arrival,
         ttft: cfg.ttft,
         itl: cfg.itl,
         seed: cfg.seed,
-        n,
+        n: ask.n,
         tokens,
-        include_usage: gen.stream_options.as_ref().is_some_and(|o| o.include_usage),
-        prompt_tokens,
-        fault: fault
+        include_usage,
+        prompt_tokens: ask.prompt_tokens,
+        fault: ask
+            .fault
             .filter(|f| !matches!(f, Fault::Empty | Fault::SlowHeaders))
             .map(|f| (f, cfg.fault_tokens.min(tokens))),
         fault_delay: cfg.fault_delay,
         conn,
     };
-    Ok(stream.response())
+    stream.response()
 }
 
 /// Raises the open-file limit to its maximum: thousands of sockets need it.

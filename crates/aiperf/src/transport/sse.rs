@@ -140,36 +140,45 @@ impl SseFramer {
                 self.event_name.clear();
                 continue;
             }
-            let line = &self.buf[start..end];
-            let (field, value) = match memchr::memchr(b':', line) {
-                Some(c) => {
-                    let v = &line[c + 1..];
-                    (&line[..c], v.strip_prefix(b" ").unwrap_or(v))
-                }
-                None => (line, &b""[..]),
-            };
-            match field {
-                b"data" => {
-                    if !self.has_data {
-                        self.data.clear();
-                        self.has_data = true;
-                    } else {
-                        self.data.push(b'\n');
-                    }
-                    self.data.extend_from_slice(value);
-                    if self.data.len() > self.max_event {
-                        self.failed = true;
-                        return Err(self.too_large());
-                    }
-                }
-                b"event" => {
-                    self.event_name.clear();
-                    self.event_name.extend_from_slice(value);
-                }
-                // `id:`, `retry:`, `:` comments and unknown fields are ignored.
-                _ => {}
-            }
+            self.field_line(start, end)?;
         }
+    }
+
+    /// Takes in the non-empty line `buf[start..end]`: a `data:` line adds to the event's
+    /// data, `event:` names it; anything else is skipped. (Once per line of
+    /// [`Self::next_event`]: inlined, allocation-free.)
+    #[inline]
+    fn field_line(&mut self, start: usize, end: usize) -> Result<(), EventTooLarge> {
+        let line = &self.buf[start..end];
+        let (field, value) = match memchr::memchr(b':', line) {
+            Some(c) => {
+                let v = &line[c + 1..];
+                (&line[..c], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (line, &b""[..]),
+        };
+        match field {
+            b"data" => {
+                if !self.has_data {
+                    self.data.clear();
+                    self.has_data = true;
+                } else {
+                    self.data.push(b'\n');
+                }
+                self.data.extend_from_slice(value);
+                if self.data.len() > self.max_event {
+                    self.failed = true;
+                    return Err(self.too_large());
+                }
+            }
+            b"event" => {
+                self.event_name.clear();
+                self.event_name.extend_from_slice(value);
+            }
+            // `id:`, `retry:`, `:` comments and unknown fields are ignored.
+            _ => {}
+        }
+        Ok(())
     }
 
     fn too_large(&self) -> EventTooLarge {
