@@ -207,6 +207,11 @@ fn stop_on_sink_failure(processor: &RecordProcessor, stop_sending: &Cancellation
 fn lost_requests(report: &RunReport, was_cancelled: bool) -> Option<String> {
     let stats = report.phase_stats.get(&PhaseKind::Profiling)?;
     let recorded = report.profiling.success + report.profiling.error_count;
+    lost(stats, recorded, was_cancelled)
+}
+
+/// The message for [`lost_requests`], from the phase's final stats and its record count.
+fn lost(stats: &PhaseStats, recorded: u64, was_cancelled: bool) -> Option<String> {
     let lost = stats.sent.saturating_sub(recorded);
     (lost > 0 && !was_cancelled && !stats.timed_out).then(|| {
         format!(
@@ -907,5 +912,25 @@ mod tests {
         assert_eq!(profiling_count(&c, None, 50), Some(50), "one per entry");
         c.load.benchmark_duration = Some(S);
         assert_eq!(profiling_count(&c, None, 50), None, "bounded by time");
+    }
+
+    #[test]
+    fn requests_without_a_record_fail_the_run_unless_it_was_cut_short() {
+        let stats = PhaseStats {
+            sent: 10,
+            ..PhaseStats::default()
+        };
+        assert_eq!(
+            lost(&stats, 9, false).as_deref(),
+            Some("1 of 10 requests sent never produced a record (neither a result nor an error)")
+        );
+        assert_eq!(lost(&stats, 10, false), None);
+        // An interrupted or timed-out phase cancels what was in flight: not lost.
+        assert_eq!(lost(&stats, 9, true), None);
+        let timed_out = PhaseStats {
+            timed_out: true,
+            ..stats
+        };
+        assert_eq!(lost(&timed_out, 9, false), None);
     }
 }
