@@ -174,7 +174,7 @@ pub async fn run(cfg: BenchmarkConfig, hooks: HookRegistry) -> Result<RunOutcome
             .map(|why| format!("--strict-plugins: {why}")),
     );
     failures.extend(lost_requests(&report, ending.was_cancelled));
-    let exit_code = finish_console(&cfg, dir, &report, &failures);
+    let exit_code = finish_console(&cfg, dir, &report, &ending, &failures);
     Ok(RunOutcome { report, exit_code })
 }
 
@@ -642,17 +642,18 @@ fn finish_console(
     cfg: &BenchmarkConfig,
     dir: &Path,
     report: &RunReport,
+    ending: &Ending,
     failures: &[String],
 ) -> u8 {
     let s = &report.profiling;
+    let how = match (&ending.jsonl_error, ending.was_cancelled) {
+        (Some(_), _) => ", stopped early",
+        (None, true) => ", interrupted",
+        (None, false) => "",
+    };
     let title = format!(
-        "NVIDIA AIPerf-compatible | LLM Metrics ({}{})",
-        cfg.endpoint.model,
-        if report.was_cancelled {
-            ", interrupted"
-        } else {
-            ""
-        }
+        "NVIDIA AIPerf-compatible | LLM Metrics ({}{how})",
+        cfg.endpoint.model
     );
     print!("{}", export::console::render(&title, s));
     let h = &report.client_health;

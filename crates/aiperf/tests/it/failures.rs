@@ -403,6 +403,11 @@ fn a_write_error_stops_the_run_and_keeps_whole_lines() {
     run.expect_code(1);
     assert!(run.stdout.contains("Request Count"), "{}", run.show());
     assert!(
+        run.stdout.contains("(mock-model, stopped early)"),
+        "{}",
+        run.show()
+    );
+    assert!(
         run.stderr
             .contains("error: cannot write profile_export.jsonl: "),
         "{}",
