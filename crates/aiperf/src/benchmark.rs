@@ -240,7 +240,12 @@ async fn prepare(mut cfg: BenchmarkConfig, clock: Clock) -> Result<Prepared> {
     let trace = fixed_schedule(&cfg, &dataset)?;
     let profiling_count = profiling_count(&cfg, trace.as_deref(), dataset.entries.len());
     let jsonl = open_artifacts(&cfg.output.artifact_directory, &dataset, clock)?;
-    let processor = RecordProcessor::start(tokenizer, cfg.input.use_server_token_count, jsonl);
+    let processor = RecordProcessor::start_with_goodput(
+        tokenizer,
+        cfg.input.use_server_token_count,
+        cfg.input.goodput.clone(),
+        jsonl,
+    );
     let transport = Transport::new(
         &cfg.endpoint.urls,
         &cfg.endpoint.path,

@@ -202,6 +202,12 @@ pub struct InputArgs {
     /// path, or a Hugging Face id.
     #[arg(long, default_value = "builtin")]
     pub tokenizer: String,
+    /// Service level objectives for goodput: space-separated `TAG:VALUE` pairs of per-request
+    /// metrics in their display unit, e.g. "time_to_first_token:200 request_latency:3000"
+    /// (ms). A request is good when it succeeded and meets all of them: at most VALUE, or at
+    /// least VALUE for output_token_throughput_per_user and output_sequence_length.
+    #[arg(long, value_name = "TAG:VALUE ...", value_parser = crate::metrics::goodput::parse)]
+    pub goodput: Option<crate::metrics::Goodput>,
 }
 
 #[derive(Debug, Clone, Args)]

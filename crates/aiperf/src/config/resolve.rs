@@ -329,6 +329,7 @@ fn input(a: &ProfileArgs, endpoint: &EndpointSpec) -> Result<InputSpec, ConfigEr
         batch_size: i.batch_size,
         use_server_token_count: a.endpoint.use_server_token_count,
         tokenizer: i.tokenizer.clone(),
+        goodput: i.goodput.clone(),
         prompt: PromptSpec {
             input_tokens: Lengths {
                 mean: a.isl.isl,

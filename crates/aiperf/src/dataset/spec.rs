@@ -74,6 +74,9 @@ pub struct InputSpec {
     pub use_server_token_count: bool,
     pub tokenizer: String,
     pub prompt: PromptSpec,
+    /// `--goodput`'s objectives, as AIPerf's `input.goodput`: `{tag: threshold}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub goodput: Option<crate::metrics::Goodput>,
 }
 
 impl InputSpec {

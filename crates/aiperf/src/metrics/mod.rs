@@ -1,13 +1,16 @@
 //! Metric definitions (METRICS.md), per-request computation and per-phase aggregation.
 
+pub mod goodput;
 pub mod processor;
 pub mod record;
 pub mod stats;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+pub use goodput::Goodput;
 pub use record::{ErrorDetails, PhaseKind, RequestRecord, Usage};
 pub use stats::Stats;
 
@@ -146,6 +149,22 @@ pub const METRICS: &[MetricInfo] = &[
         Aggregate,
         true,
     ),
+    // The goodput metrics: only with `--goodput`.
+    m(
+        "good_request_count",
+        "Good Request Count",
+        "requests",
+        Aggregate,
+        true,
+    ),
+    m("goodput", "Goodput", "requests/sec", Aggregate, true),
+    m(
+        "good_request_fraction",
+        "Good Request Fraction",
+        "ratio",
+        Aggregate,
+        true,
+    ),
     m(
         "benchmark_duration",
         "Benchmark Duration",
@@ -278,9 +297,20 @@ pub struct PhaseAccumulator {
     /// Per-URL request counts (success, error).
     pub per_url: BTreeMap<usize, (u64, u64)>,
     pub count_mismatches: u64,
+    /// `--goodput`'s objectives, and the successful requests meeting them.
+    pub goodput: Option<Arc<Goodput>>,
+    pub good: u64,
 }
 
 impl PhaseAccumulator {
+    /// An accumulator counting the requests that meet `goodput`'s objectives, if any.
+    pub fn new(goodput: Option<Arc<Goodput>>) -> Self {
+        Self {
+            goodput,
+            ..Self::default()
+        }
+    }
+
     pub fn add_success(&mut self, rec: &RequestRecord, m: &RequestMetrics) {
         self.success += 1;
         self.per_url.entry(rec.url_index).or_default().0 += 1;
@@ -292,6 +322,9 @@ impl PhaseAccumulator {
         self.total_osl += m.osl;
         self.count_mismatches += m.count_mismatch as u64;
         self.total_isl += m.isl;
+        if self.goodput.as_ref().is_some_and(|g| g.is_good(m)) {
+            self.good += 1;
+        }
         let mut push = |tag: &'static str, v: Option<f64>| {
             if let Some(v) = v {
                 self.values.entry(tag).or_default().push(v);
@@ -365,6 +398,21 @@ impl PhaseAccumulator {
         }
         agg("request_count", self.success as f64);
         agg("error_request_count", self.errors as f64);
+        if self.goodput.is_some() {
+            // AIPerf: goodput over the benchmark duration; the fraction is over every
+            // attempted request (failed ones included), 0 when there were none.
+            agg("good_request_count", self.good as f64);
+            if let Some(d) = duration_s {
+                agg("goodput", self.good as f64 / d);
+            }
+            let attempted = self.success + self.errors;
+            let fraction = if attempted == 0 {
+                0.0
+            } else {
+                self.good as f64 / attempted as f64
+            };
+            agg("good_request_fraction", fraction);
+        }
         if let Some(d) = duration_s {
             agg("benchmark_duration", d);
         }
@@ -587,5 +635,45 @@ mod tests {
         let j = s.metrics_json();
         assert_eq!(j["time_to_first_token"]["unit"], "ms");
         assert_eq!(j["request_count"], json!({"unit": "requests", "avg": 2.0}));
+        assert!(s.get("good_request_count").is_none(), "only with --goodput");
+        assert!(s.get("goodput").is_none());
+        assert!(s.get("good_request_fraction").is_none());
+    }
+
+    #[test]
+    fn goodput_aggregates() {
+        let tok = Tokenizer::load("builtin").unwrap();
+        let goodput = goodput::parse("time_to_first_token:25").unwrap();
+        let mut acc = PhaseAccumulator::new(Some(Arc::new(goodput)));
+        // TTFT 20 ms (good) and 30 ms (not good).
+        let a = record(vec![21_000_000, 26_000_000], "hello world");
+        let mut b = record(vec![41_000_000, 51_000_000], "hello world");
+        b.start_ns = 11_000_000;
+        for r in [&a, &b] {
+            acc.add_success(r, &compute(r, &tok, false));
+        }
+        let mut e = record(vec![], "");
+        e.error = Some(ErrorDetails::new(Some(500), "HTTPError", "boom"));
+        acc.add_error(&e, e.error.as_ref().unwrap());
+        let s = acc.summarize();
+        assert_eq!(s.get("good_request_count"), Some(&MetricValue::Avg(1.0)));
+        assert_eq!(s.get("goodput"), Some(&MetricValue::Avg(1.0 / 0.05)));
+        assert_eq!(
+            s.get("good_request_fraction"),
+            Some(&MetricValue::Avg(1.0 / 3.0)),
+            "good over attempted, the failed one included"
+        );
+        let j = s.metrics_json();
+        assert_eq!(j["goodput"], json!({"unit": "requests/sec", "avg": 20.0}));
+        assert_eq!(
+            j["good_request_count"],
+            json!({"unit": "requests", "avg": 1.0})
+        );
+        // No request at all: a count and a fraction of 0, no goodput (no duration).
+        let goodput = goodput::parse("time_to_first_token:25").unwrap();
+        let s = PhaseAccumulator::new(Some(Arc::new(goodput))).summarize();
+        assert_eq!(s.get("good_request_count"), Some(&MetricValue::Avg(0.0)));
+        assert_eq!(s.get("good_request_fraction"), Some(&MetricValue::Avg(0.0)));
+        assert!(s.get("goodput").is_none());
     }
 }

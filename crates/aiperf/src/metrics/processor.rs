@@ -26,7 +26,8 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::{
-    compute, ErrorDetails, PhaseAccumulator, PhaseKind, PhaseSummary, RequestMetrics, RequestRecord,
+    compute, ErrorDetails, Goodput, PhaseAccumulator, PhaseKind, PhaseSummary, RequestMetrics,
+    RequestRecord,
 };
 use crate::tokenizer::Tokenizer;
 use tokio_util::sync::CancellationToken;
@@ -120,6 +121,17 @@ impl RecordProcessor {
         use_server_counts: bool,
         sink: impl RecordSink + 'static,
     ) -> Self {
+        Self::start_with_goodput(tokenizer, use_server_counts, None, sink)
+    }
+
+    /// [`start`](Self::start), each phase also counting the requests that meet `goodput`.
+    pub fn start_with_goodput(
+        tokenizer: Tokenizer,
+        use_server_counts: bool,
+        goodput: Option<Goodput>,
+        sink: impl RecordSink + 'static,
+    ) -> Self {
+        let goodput = goodput.map(Arc::new);
         let n = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -152,7 +164,7 @@ impl RecordProcessor {
         let sink_failed = CancellationToken::new();
         let failed = sink_failed.clone();
         let aggregator = spawn("aiperf-aggregate", move || {
-            aggregate(done_rx, n, sink, failed)
+            aggregate(done_rx, n, sink, failed, goodput)
         });
         Self {
             tx: Some(RecordSender {
@@ -221,8 +233,10 @@ fn aggregate(
     threads: usize,
     mut sink: impl RecordSink,
     failed: CancellationToken,
+    goodput: Option<Arc<Goodput>>,
 ) -> std::io::Result<()> {
     let mut phases: BTreeMap<PhaseKind, PhaseAccumulator> = BTreeMap::new();
+    let new_phase = || PhaseAccumulator::new(goodput.clone());
     let mut io_result = Ok(());
     // token -> (markers seen, the request once it arrived)
     let mut pending: HashMap<u64, (usize, Option<SummaryRequest>)> = HashMap::new();
@@ -239,7 +253,7 @@ fn aggregate(
         };
         let token = match msg {
             Done::Record(rec, m) => {
-                let acc = phases.entry(rec.phase).or_default();
+                let acc = phases.entry(rec.phase).or_insert_with(new_phase);
                 let written = match (&rec.error, m) {
                     (None, Some(m)) => {
                         acc.add_success(&rec, &m);
@@ -275,7 +289,7 @@ fn aggregate(
                     io_result = Err(e);
                     failed.cancel();
                 }
-                let _ = reply.send(phases.entry(phase).or_default().summarize());
+                let _ = reply.send(phases.entry(phase).or_insert_with(new_phase).summarize());
             }
         }
     }

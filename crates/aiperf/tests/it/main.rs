@@ -14,6 +14,7 @@ mod artifacts;
 mod config;
 mod failures;
 mod faults;
+mod goodput;
 mod layers;
 mod load;
 mod plugins;
