@@ -240,12 +240,13 @@ async fn prepare(mut cfg: BenchmarkConfig, clock: Clock) -> Result<Prepared> {
     let trace = fixed_schedule(&cfg, &dataset)?;
     let profiling_count = profiling_count(&cfg, trace.as_deref(), dataset.entries.len());
     let jsonl = open_artifacts(&cfg.output.artifact_directory, &dataset, clock)?;
-    let processor = RecordProcessor::start_with_goodput(
+    let processor = RecordProcessor::start(
         tokenizer,
         cfg.input.use_server_token_count,
         cfg.input.goodput.clone(),
         jsonl,
-    );
+    )
+    .context(|| "cannot start the record-processing threads".into())?;
     let transport = Transport::new(
         &cfg.endpoint.urls,
         &cfg.endpoint.path,

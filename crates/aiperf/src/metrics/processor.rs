@@ -90,11 +90,11 @@ pub struct RecordProcessor {
     sink_failed: CancellationToken,
 }
 
-fn spawn<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(f)
-        .expect("spawn record thread")
+fn spawn<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<JoinHandle<T>> {
+    std::thread::Builder::new().name(name.into()).spawn(f)
 }
 
 /// The next message: everything queued is taken at once; an empty queue gets one pause to
@@ -115,22 +115,14 @@ fn next_batched<T>(rx: &std_mpsc::Receiver<T>, on_idle: &mut impl FnMut()) -> Op
 }
 
 impl RecordProcessor {
-    /// Starts the threads; every processed record goes to `sink`.
+    /// Starts the threads; every processed record goes to `sink`, and each phase also counts
+    /// the requests that meet `goodput`, when given. Fails only when the OS refuses a thread.
     pub fn start(
-        tokenizer: Tokenizer,
-        use_server_counts: bool,
-        sink: impl RecordSink + 'static,
-    ) -> Self {
-        Self::start_with_goodput(tokenizer, use_server_counts, None, sink)
-    }
-
-    /// [`start`](Self::start), each phase also counting the requests that meet `goodput`.
-    pub fn start_with_goodput(
         tokenizer: Tokenizer,
         use_server_counts: bool,
         goodput: Option<Goodput>,
         sink: impl RecordSink + 'static,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let goodput = goodput.map(Arc::new);
         let n = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -159,14 +151,14 @@ impl RecordProcessor {
                         break;
                     }
                 }
-            }));
+            })?);
         }
         let sink_failed = CancellationToken::new();
         let failed = sink_failed.clone();
         let aggregator = spawn("aiperf-aggregate", move || {
             aggregate(done_rx, n, sink, failed, goodput)
-        });
-        Self {
+        })?;
+        Ok(Self {
             tx: Some(RecordSender {
                 queues: queues.into(),
                 next: Arc::new(AtomicUsize::new(0)),
@@ -176,7 +168,7 @@ impl RecordProcessor {
             threads,
             aggregator,
             sink_failed,
-        }
+        })
     }
 
     /// Cancelled when the sink fails to write (a full disk): the run should stop sending.
@@ -410,7 +402,8 @@ mod tests {
     #[tokio::test]
     async fn summaries_count_and_measure_each_phase_and_the_sink_gets_every_record() {
         let sink = VecSink::default();
-        let mut p = RecordProcessor::start(tokenizer(), false, sink.clone());
+        let mut p =
+            RecordProcessor::start(tokenizer(), false, None, sink.clone()).expect("threads start");
         let tx = p.sender();
         for i in 0..3 {
             tx.send(success(PhaseKind::Warmup, i, 100)).unwrap();
@@ -485,7 +478,8 @@ mod tests {
     #[tokio::test]
     async fn records_reach_the_sink_in_the_order_they_were_summarized() {
         let sink = VecSink::default();
-        let mut p = RecordProcessor::start(tokenizer(), false, sink.clone());
+        let mut p =
+            RecordProcessor::start(tokenizer(), false, None, sink.clone()).expect("threads start");
         let tx = p.sender();
         let mut expected = Vec::new();
         for i in 0..6 {
@@ -508,7 +502,8 @@ mod tests {
     #[tokio::test]
     async fn server_counts_are_used_when_asked() {
         let sink = VecSink::default();
-        let mut p = RecordProcessor::start(tokenizer(), true, sink.clone());
+        let mut p =
+            RecordProcessor::start(tokenizer(), true, None, sink.clone()).expect("threads start");
         let mut rec = success(PhaseKind::Profiling, 0, 10);
         rec.usage = Some(crate::metrics::Usage {
             prompt_tokens: Some(99),
@@ -532,7 +527,8 @@ mod tests {
             fail_writes: true,
             ..Default::default()
         };
-        let mut p = RecordProcessor::start(tokenizer(), false, sink.clone());
+        let mut p =
+            RecordProcessor::start(tokenizer(), false, None, sink.clone()).expect("threads start");
         p.sender()
             .send(success(PhaseKind::Profiling, 0, 10))
             .unwrap();
@@ -549,7 +545,8 @@ mod tests {
     #[tokio::test]
     async fn a_phase_without_records_has_an_empty_summary() {
         let sink = VecSink::default();
-        let mut p = RecordProcessor::start(tokenizer(), false, sink.clone());
+        let mut p =
+            RecordProcessor::start(tokenizer(), false, None, sink.clone()).expect("threads start");
         let s = p.summarize(PhaseKind::Warmup).await;
         assert_eq!((s.success, s.error_count), (0, 0));
         assert!(s.get("time_to_first_token").is_none());

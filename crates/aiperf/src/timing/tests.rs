@@ -132,7 +132,7 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let ids = dataset.entries.iter().map(|e| e.conversation_id.clone());
         let jsonl = JsonlWriter::create(&dir.path().join("x.jsonl"), clock, ids.collect());
-        let processor = RecordProcessor::start(tokenizer(), false, jsonl.unwrap());
+        let processor = RecordProcessor::start(tokenizer(), false, None, jsonl.unwrap()).unwrap();
         let ctx = Arc::new(RunContext {
             clock,
             transport: FakeServer {
