@@ -43,18 +43,25 @@ const EARLY: Duration = Duration::from_micros(15);
 /// Waits longer than this go through tokio's timer first, to keep the heap small.
 const COARSE_MARGIN: Duration = Duration::from_millis(2);
 
-fn timer() -> &'static Timer {
-    static T: OnceLock<&'static Timer> = OnceLock::new();
-    T.get_or_init(|| {
+/// The timer thread, started on first use; `None` if the OS refused the thread, and then
+/// sleeps fall back to tokio's timer (coarser, never a panic).
+fn timer() -> Option<&'static Timer> {
+    static T: OnceLock<Option<&'static Timer>> = OnceLock::new();
+    *T.get_or_init(|| {
         let t: &'static Timer = Box::leak(Box::new(Timer {
             heap: Mutex::new((BinaryHeap::new(), 0)),
             cv: Condvar::new(),
         }));
-        std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("aiperf-hires-timer".into())
-            .spawn(move || run(t))
-            .expect("spawn timer thread");
-        t
+            .spawn(move || run(t));
+        match spawned {
+            Ok(_) => Some(t),
+            Err(e) => {
+                tracing::warn!("no high-resolution timer thread ({e}): using tokio's timer");
+                None
+            }
+        }
     })
 }
 
@@ -70,8 +77,9 @@ fn run(t: &'static Timer) {
         let mut fired = Vec::new();
         while let Some(Reverse(top)) = guard.0.peek() {
             if top.at <= now + EARLY {
-                let Reverse(e) = guard.0.pop().expect("peeked");
-                fired.push(e.tx);
+                if let Some(Reverse(e)) = guard.0.pop() {
+                    fired.push(e.tx);
+                }
             } else {
                 break;
             }
@@ -105,8 +113,11 @@ pub async fn sleep_until(deadline: Instant) {
     if deadline - now > COARSE_MARGIN {
         tokio::time::sleep_until((deadline - COARSE_MARGIN).into()).await;
     }
+    let Some(t) = timer() else {
+        tokio::time::sleep_until(deadline.into()).await;
+        return;
+    };
     let (tx, rx) = oneshot::channel();
-    let t = timer();
     {
         let mut g = t.heap.lock().unwrap_or_else(|e| e.into_inner());
         g.1 += 1;
