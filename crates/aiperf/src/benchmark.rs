@@ -18,7 +18,7 @@ use crate::config::{BenchmarkConfig, ConfigError};
 use crate::dataset::Dataset;
 use crate::endpoint::{RequestShape, ResponseParser};
 use crate::error::{Error, IoContext, Result};
-use crate::export::{self, jsonl::JsonlWriter, RunReport, UiType};
+use crate::export::{self, jsonl::JsonlWriter, OutputSpec, RunReport, UiType};
 use crate::metrics::processor::RecordProcessor;
 use crate::metrics::{MetricValue, PhaseKind, PhaseSummary};
 use crate::mock::{is_mock_url, InProcessMock, MockConfig};
@@ -164,8 +164,13 @@ pub async fn run(cfg: BenchmarkConfig, hooks: HookRegistry) -> Result<RunOutcome
     // The console summary is printed even when the files cannot be written: on a full
     // disk it is all that is left of the run.
     let mut failures: Vec<String> = ending.jsonl_error.iter().cloned().collect();
-    if let Err(e) = export::write_reports(dir, &report) {
+    let names = &cfg.output.names;
+    if let Err(e) = export::write_reports(dir, names, &report) {
         failures.push(format!("cannot write the reports: {e}"));
+    }
+    let console = console_text(&cfg, &report, &ending);
+    if let Err(e) = export::write_console_text(dir, names, &console) {
+        failures.push(format!("cannot write {}: {e}", names.console_txt));
     }
     failures.extend(
         report
@@ -174,7 +179,7 @@ pub async fn run(cfg: BenchmarkConfig, hooks: HookRegistry) -> Result<RunOutcome
             .map(|why| format!("--strict-plugins: {why}")),
     );
     failures.extend(lost_requests(&report, ending.was_cancelled));
-    let exit_code = finish_console(&cfg, dir, &report, &ending, &failures);
+    let exit_code = finish_console(&console, dir, &report, &failures);
     Ok(RunOutcome { report, exit_code })
 }
 
@@ -239,7 +244,7 @@ async fn prepare(mut cfg: BenchmarkConfig, clock: Clock) -> Result<Prepared> {
     let dataset = build_dataset(&cfg, &tokenizer, clock).await?;
     let trace = fixed_schedule(&cfg, &dataset)?;
     let profiling_count = profiling_count(&cfg, trace.as_deref(), dataset.entries.len());
-    let jsonl = open_artifacts(&cfg.output.artifact_directory, &dataset, clock)?;
+    let jsonl = open_artifacts(&cfg.output, &dataset, clock)?;
     let processor = RecordProcessor::start(
         tokenizer,
         cfg.input.use_server_token_count,
@@ -347,11 +352,17 @@ fn profiling_count(cfg: &BenchmarkConfig, trace: Option<&Trace>, entries: usize)
     }
 }
 
-/// Creates the artifact directory, writes `inputs.json` and opens `profile_export.jsonl`.
+/// Creates the artifact directory, writes `inputs.json` and opens `profile_export.jsonl`
+/// (unless `--export-level summary`).
 ///
 /// Nothing has been sent yet, so a directory that cannot be written is the user's to fix:
 /// a usage error (exit 2) naming `--artifact-dir`.
-fn open_artifacts(dir: &Path, dataset: &Dataset, clock: Clock) -> Result<JsonlWriter> {
+fn open_artifacts(
+    out: &OutputSpec,
+    dataset: &Dataset,
+    clock: Clock,
+) -> Result<Option<JsonlWriter>> {
+    let dir = &out.artifact_directory;
     let unwritable = |what: &str, e: std::io::Error| {
         ConfigError::Usage(format!(
             "cannot write to --artifact-dir {}: {what}: {e}",
@@ -360,13 +371,18 @@ fn open_artifacts(dir: &Path, dataset: &Dataset, clock: Clock) -> Result<JsonlWr
     };
     std::fs::create_dir_all(dir).map_err(|e| unwritable("cannot create it", e))?;
     export::write_inputs(dir, dataset).map_err(|e| unwritable("inputs.json", e))?;
-    let path = dir.join(export::JSONL_FILE);
+    if !out.writes_records() {
+        return Ok(None);
+    }
+    let path = dir.join(&out.names.jsonl);
     let ids = dataset
         .entries
         .iter()
         .map(|e| e.conversation_id.clone())
         .collect();
-    Ok(JsonlWriter::create(&path, clock, ids).map_err(|e| unwritable(export::JSONL_FILE, e))?)
+    let writer =
+        JsonlWriter::create(&path, clock, ids).map_err(|e| unwritable(&out.names.jsonl, e))?;
+    Ok(Some(writer))
 }
 
 /// Warmup seeds are the profiling seed with this mixed in.
@@ -630,7 +646,13 @@ fn fixed_schedule(
             "no trace entries inside the --fixed-schedule offsets".into(),
         ));
     };
-    let origin = start.unwrap_or(first);
+    // AIPerf's time zero: the first timestamp with --fixed-schedule-auto-offset, else the
+    // start offset, else 0 (timestamps are offsets from the start of the run).
+    let origin = if cfg.input.fixed_schedule_auto_offset {
+        first
+    } else {
+        start.unwrap_or(0.0)
+    };
     Ok(Some(Arc::new(
         items
             .into_iter()
@@ -644,13 +666,10 @@ fn fixed_schedule(
     )))
 }
 
-fn finish_console(
-    cfg: &BenchmarkConfig,
-    dir: &Path,
-    report: &RunReport,
-    ending: &Ending,
-    failures: &[String],
-) -> u8 {
+/// The console summary (also written as `profile_export_console.txt`): the table, the
+/// client-health line when it is ok, the warnings.
+fn console_text(cfg: &BenchmarkConfig, report: &RunReport, ending: &Ending) -> String {
+    use std::fmt::Write;
     let s = &report.profiling;
     let how = match (&ending.jsonl_error, ending.was_cancelled) {
         (Some(_), _) => ", stopped early",
@@ -661,12 +680,13 @@ fn finish_console(
         "NVIDIA AIPerf-compatible | LLM Metrics ({}{how})",
         cfg.endpoint.model
     );
-    print!("{}", export::console::render(&title, s));
+    let mut text = export::console::render(&title, s);
     let h = &report.client_health;
     if h.ok() {
         // A figure that is missing (or not finite: null in the JSON) shows as 0.
         let fig = |v: Option<f64>| v.filter(|x| x.is_finite()).unwrap_or(0.0);
-        println!(
+        let _ = writeln!(
+            text,
             "Client health: ok (runtime lag p99 {:.3} ms, aiperf CPU {:.0} % of one core, machine {:.0} % busy)",
             fig(h.runtime_lag_ms.p99),
             fig(h.process_cpu_percent),
@@ -674,7 +694,20 @@ fn finish_console(
         );
     }
     for w in &report.warnings {
-        eprintln!("warning: {w}");
+        let _ = writeln!(text, "warning: {w}");
+    }
+    text
+}
+
+/// Prints the console summary (warnings to stderr) and the failures; the exit code.
+fn finish_console(console: &str, dir: &Path, report: &RunReport, failures: &[String]) -> u8 {
+    let s = &report.profiling;
+    for line in console.lines() {
+        if line.starts_with("warning: ") {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
     }
     println!("Artifacts: {}", dir.display());
     if !failures.is_empty() {

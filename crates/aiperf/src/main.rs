@@ -12,21 +12,65 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Logs go to stderr. By default: warnings, plus plugins' own output (their stderr and
-/// `log` messages), which is how a plugin talks to its user.
-fn init_logging(verbose: u8, plugin_output: bool) {
-    let default = match (verbose, plugin_output) {
-        (0, true) => "warn,aiperf::plugin=info",
-        (0, false) => "warn",
-        (1, _) => "info,aiperf=debug",
-        _ => "trace",
+/// `log` messages), which is how a plugin talks to its user. `AIPERF_LOG` (an `EnvFilter`)
+/// wins over `--log-level`, which wins over `-v`.
+///
+/// With `log_file` (a run's `logs/aiperf.log`, as AIPerf writes it), the same events also go
+/// to that file, without colours, at `--log-level` (default `info`, or `-v`'s level).
+fn init_logging(
+    verbose: u8,
+    level: Option<&str>,
+    plugin_output: bool,
+    log_file: Option<&std::path::Path>,
+) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+    let default = match (level, verbose, plugin_output) {
+        (Some(l), _, _) => l,
+        (None, 0, true) => "warn,aiperf::plugin=info",
+        (None, 0, false) => "warn",
+        (None, 1, _) => "info,aiperf=debug",
+        (None, _, _) => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AIPERF_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let filter =
+        || EnvFilter::try_from_env("AIPERF_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
+        .with_filter(filter());
+    let file = log_file.and_then(|path| {
+        let opened = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::File::create(path));
+        match opened {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("warning: cannot write the log file {}: {e}", path.display());
+                None
+            }
+        }
+    });
+    let file_default = match (level, verbose) {
+        (Some(l), _) => l,
+        (None, 0) => "info",
+        (None, 1) => "info,aiperf=debug",
+        (None, _) => "trace",
+    };
+    let file_layer = file.map(|f| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::sync::Mutex::new(f))
+            .with_ansi(false)
+            .with_filter(
+                EnvFilter::try_from_env("AIPERF_LOG")
+                    .unwrap_or_else(|_| EnvFilter::new(file_default)),
+            )
+    });
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(file_layer)
         .try_init();
 }
 
@@ -53,7 +97,18 @@ fn main() -> ExitCode {
             Ok(c) => c,
             Err(e) => return usage_error(&e),
         };
-        init_logging(cfg.output.verbose, true);
+        let level = cfg.output.log_level.map(|l| l.directive());
+        init_logging(
+            cfg.output.verbose,
+            level,
+            true,
+            Some(&cfg.output.log_file()),
+        );
+        tracing::info!(
+            "aiperf {} starting: {}",
+            env!("CARGO_PKG_VERSION"),
+            cfg.cli_command
+        );
         return run_async(async move { aiperf::run_profile(cfg).await });
     }
     let cli = match Cli::try_parse_from(&args) {
@@ -78,7 +133,7 @@ fn main() -> ExitCode {
         }
     };
     // `plugins list/check` start plugins only to ask them who they are: keep them quiet.
-    init_logging(0, false);
+    init_logging(0, None, false, None);
     match cli.command {
         Some(Command::MockServer(m)) => run_async(aiperf::run_mock_server(m)),
         Some(Command::Plugins(PluginsCommand::List { config })) => {

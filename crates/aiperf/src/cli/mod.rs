@@ -3,6 +3,8 @@
 //! the flag or the config file's line named); meaning and checks across flags live in
 //! `config`, so the same flags can also come from a YAML file.
 
+pub mod aiperf_options;
+
 use std::path::PathBuf;
 
 use std::time::Duration;
@@ -11,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::dataset::{CustomDatasetType, SamplingStrategy};
 use crate::endpoint::EndpointType;
-use crate::export::UiType;
+use crate::export::{ExportLevel, LogLevel, UiType};
 use crate::mock;
 use crate::mock::MockConfig;
 use crate::timing::schedule::RequestRateMode;
@@ -75,7 +77,7 @@ pub enum PluginsCommand {
 #[derive(Debug, Clone, Args)]
 pub struct ProfileArgs {
     /// YAML config file; flags given after it override its `benchmark:` section.
-    #[arg(long, value_name = "FILE")]
+    #[arg(short = 'f', long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     #[command(flatten, next_help_heading = "Endpoint")]
     pub endpoint: EndpointArgs,
@@ -149,8 +151,9 @@ pub struct EndpointArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct InputArgs {
-    /// Extra payload fields: `key:value` (value parsed as JSON when it can be) or a JSON object.
-    #[arg(long, value_name = "KEY:VALUE|JSON")]
+    /// Extra payload fields: `key:value` (value parsed as JSON when it can be) or a JSON
+    /// object; several in one flag (`--extra-inputs temperature:0.7 top_p:0.9`) or repeated.
+    #[arg(long, value_name = "KEY:VALUE|JSON", num_args = 1..)]
     pub extra_inputs: Vec<String>,
     /// Requests from a file instead of synthetic prompts (see --custom-dataset-type).
     #[arg(long, value_name = "FILE")]
@@ -164,6 +167,10 @@ pub struct InputArgs {
     /// Ignore trace timestamps; load by --concurrency or --request-rate instead.
     #[arg(long)]
     pub no_fixed_schedule: bool,
+    /// Shift the trace so its first timestamp is time zero (AIPerf's default is to take
+    /// timestamps as offsets from the start of the run).
+    #[arg(long)]
+    pub fixed_schedule_auto_offset: bool,
     /// Replay only timestamps at or after this offset (ms); it becomes time zero.
     #[arg(long, value_name = "MS", value_parser = units::offset_ms)]
     pub fixed_schedule_start_offset: Option<f64>,
@@ -191,7 +198,7 @@ pub struct InputArgs {
         long,
         value_name = "N",
         default_value_t = 1,
-        visible_alias = "batch-size-text",
+        visible_aliases = ["prompt-batch-size", "batch-size-text"],
         value_parser = units::batch_size
     )]
     pub batch_size: u32,
@@ -216,7 +223,7 @@ pub struct IslArgs {
     #[arg(
         long,
         value_name = "N",
-        visible_alias = "synthetic-input-tokens-mean",
+        visible_aliases = ["prompt-input-tokens-mean", "synthetic-input-tokens-mean"],
         default_value_t = 550,
         value_parser = units::tokens
     )]
@@ -225,13 +232,19 @@ pub struct IslArgs {
     #[arg(
         long,
         value_name = "N",
-        visible_alias = "synthetic-input-tokens-stddev",
+        visible_aliases = ["prompt-input-tokens-stddev", "synthetic-input-tokens-stddev"],
         default_value_t = 0.0,
         value_parser = units::token_stddev
     )]
     pub isl_stddev: f64,
     /// Tokens per `hash_ids` block in a mooncake trace.
-    #[arg(long, value_name = "N", default_value_t = 512, value_parser = units::tokens)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 512,
+        visible_aliases = ["prompt-input-tokens-block-size", "synthetic-input-tokens-block-size"],
+        value_parser = units::tokens
+    )]
     pub isl_block_size: u32,
 }
 
@@ -241,7 +254,7 @@ pub struct OslArgs {
     #[arg(
         long,
         value_name = "N",
-        visible_alias = "output-tokens-mean",
+        visible_aliases = ["prompt-output-tokens-mean", "output-tokens-mean"],
         value_parser = units::tokens
     )]
     pub osl: Option<u32>,
@@ -249,7 +262,7 @@ pub struct OslArgs {
     #[arg(
         long,
         value_name = "N",
-        visible_alias = "output-tokens-stddev",
+        visible_aliases = ["prompt-output-tokens-stddev", "output-tokens-stddev"],
         default_value_t = 0.0,
         value_parser = units::token_stddev
     )]
@@ -259,10 +272,22 @@ pub struct OslArgs {
 #[derive(Debug, Clone, Args)]
 pub struct PrefixArgs {
     /// Length in tokens of a shared prefix prepended to synthetic prompts.
-    #[arg(long, value_name = "N", default_value_t = 0, value_parser = units::tokens_or_zero)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        visible_alias = "prompt-prefix-length",
+        value_parser = units::tokens_or_zero
+    )]
     pub prefix_prompt_length: u32,
     /// Number of distinct shared prefixes (each prompt gets one of them).
-    #[arg(long, value_name = "N", default_value_t = 0, value_parser = units::prefix_prompts)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        visible_aliases = ["prompt-prefix-pool-size", "prefix-prompt-pool-size"],
+        value_parser = units::prefix_prompts
+    )]
     pub num_prefix_prompts: u32,
 }
 
@@ -278,7 +303,13 @@ pub struct LoadArgs {
     #[arg(long, value_enum, visible_alias = "arrival-pattern")]
     pub request_rate_mode: Option<RequestRateMode>,
     /// Gamma shape for `--request-rate-mode gamma`: 1 is Poisson, larger is smoother.
-    #[arg(long, value_name = "K", default_value_t = 1.0, value_parser = units::smoothness)]
+    #[arg(
+        long,
+        value_name = "K",
+        default_value_t = 1.0,
+        visible_alias = "vllm-burstiness",
+        value_parser = units::smoothness
+    )]
     pub arrival_smoothness: f64,
     /// Ramp the request rate linearly from 0 to --request-rate over this many seconds.
     #[arg(long, value_name = "S", value_parser = units::positive_seconds)]
@@ -309,6 +340,7 @@ pub struct WarmupArgs {
         long,
         value_name = "N",
         default_value_t = 0,
+        visible_alias = "num-warmup-requests",
         value_parser = units::request_count_or_zero
     )]
     pub warmup_request_count: u64,
@@ -336,14 +368,33 @@ pub struct CancellationArgs {
 #[derive(Debug, Clone, Args)]
 pub struct OutputArgs {
     /// Where artifacts are written (default artifacts/<model>-<endpoint>-<load>).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", visible_alias = "output-artifact-dir")]
     pub artifact_dir: Option<PathBuf>,
     /// Progress display: simple (a progress bar) or none. Default: simple on a TTY.
     #[arg(long, value_enum, visible_alias = "ui-type")]
     pub ui: Option<UiType>,
+    /// Base name of the exported files, as AIPerf: `foo` writes foo.json, foo.csv,
+    /// foo.jsonl and foo_console.txt (a known suffix such as `.json` is dropped first).
+    #[arg(long, value_name = "NAME", visible_alias = "profile-export-file")]
+    pub profile_export_prefix: Option<String>,
+    /// Which files: `summary` (JSON, CSV, console text, inputs) or `records` (also the
+    /// per-request JSONL).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "records",
+        visible_alias = "profile-export-level"
+    )]
+    pub export_level: ExportLevel,
     /// Log more (-v: debug, -vv: trace).
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Same as -vv.
+    #[arg(long)]
+    pub extra_verbose: bool,
+    /// Log level of the console and of logs/aiperf.log (AIPerf's names); wins over -v.
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub log_level: Option<LogLevel>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -133,6 +133,10 @@ pub(super) fn read_config_file(path: &Path) -> Result<FileConfig, ConfigError> {
             message,
         };
         let Some((_, info)) = known.iter().find(|(name, _)| *name == key) else {
+            let flag = format!("--{}", key.replace('_', "-"));
+            if let Some(why) = crate::cli::aiperf_options::refusal(&flag, &profile_command()) {
+                return Err(at_line(format!("`{key}`: {why}")));
+            }
             let hint = closest(&key, known.iter().map(|(n, _)| n.as_str()))
                 .map(|c| format!("; did you mean `{c}`?"))
                 .unwrap_or_default();

@@ -80,6 +80,9 @@ pub fn load_plugins_section(path: Option<&Path>) -> Result<PluginsSection, Confi
 /// given on the command line win over the file's.
 pub fn load(cli_args: &[String]) -> Result<BenchmarkConfig, ConfigError> {
     let parse_error = |e: clap::Error| usage(first_line(&e.to_string()));
+    if let Some(why) = crate::cli::aiperf_options::first_refusal(cli_args, &profile_command()) {
+        return Err(usage(why));
+    }
     let cli_matches = profile_command()
         .try_get_matches_from(cli_args)
         .map_err(parse_error)?;
@@ -126,6 +129,61 @@ mod tests {
         let mut f = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
         std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
         f
+    }
+
+    /// An AIPerf option this tool does not support is refused with the reason, as a flag
+    /// (with or without `=value`) and as a config-file key (at its line); AIPerf's aliases of
+    /// supported flags work in both places.
+    #[test]
+    fn aiperf_options_refused_with_reason_or_accepted_as_aliases() {
+        let e = load(&args(&["--url", "mock", "--audio-format", "wav"])).unwrap_err();
+        assert!(
+            e.to_string().contains("`--audio-format`") && e.to_string().contains("no audio"),
+            "{e}"
+        );
+        let e = load(&args(&["--url", "mock", "--server-metrics=http://x"])).unwrap_err();
+        assert!(e.to_string().contains("issue 15"), "{e}");
+        let f = write("benchmark:\n  url: mock\n  num_profile_runs: 3\n");
+        let e = load(&args(&["--config", f.path().to_str().unwrap()])).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains(":3: `num_profile_runs`") && msg.contains("issue 14"),
+            "{msg}"
+        );
+        let c = load(&args(&[
+            "--url",
+            "mock",
+            "--prompt-input-tokens-mean",
+            "64",
+            "--prompt-output-tokens-mean",
+            "8",
+            "--num-warmup-requests",
+            "2",
+            "--output-artifact-dir",
+            "d",
+            "--vllm-burstiness",
+            "2",
+            "--extra-inputs",
+            "temperature:0.5",
+            "top_p:0.9",
+            "--profile-export-file",
+            "foo.json",
+            "--export-level",
+            "summary",
+        ]))
+        .unwrap();
+        assert_eq!(c.input.prompt.input_tokens.mean, 64);
+        assert_eq!(c.input.prompt.output_tokens.mean, Some(8));
+        assert_eq!(c.load.warmup_request_count, 2);
+        assert_eq!(c.output.artifact_directory, std::path::PathBuf::from("d"));
+        assert_eq!(c.endpoint.extra_inputs.len(), 2, "two pairs in one flag");
+        assert_eq!(c.output.names.json, "foo.json");
+        assert_eq!(c.output.names.jsonl, "foo.jsonl");
+        assert!(!c.output.writes_records());
+        let e = load(&args(&["--url", "mock", "--export-level", "raw"])).unwrap_err();
+        assert!(e.to_string().contains("not supported"), "{e}");
+        let e = load(&args(&["--url", "mock", "--profile-export-prefix", "a/b"])).unwrap_err();
+        assert!(e.to_string().contains("--artifact-dir"), "{e}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::{usage, BenchmarkConfig, ConfigError};
 use crate::cli::{EndpointArgs, InputArgs, OutputArgs, ProfileArgs};
 use crate::dataset::{InputSpec, Lengths, PromptSpec};
 use crate::endpoint::{EndpointSpec, EndpointType};
-use crate::export::{OutputSpec, UiType};
+use crate::export::{ArtifactNames, ExportLevel, OutputSpec, UiType};
 use crate::mock::{is_mock_url, MockConfig};
 use crate::plugin::PluginsSection;
 use crate::timing::{LoadSpec, RequestRateMode};
@@ -24,7 +24,7 @@ pub(super) fn resolve(
     let endpoint = endpoint(a.endpoint.clone(), &a.input)?;
     let load = load(&a)?;
     let input = input(&a, &endpoint)?;
-    let output = output(a.output, &endpoint, &load);
+    let output = output(a.output, &endpoint, &load)?;
     plugins.no_plugins = a.plugins.no_plugins;
     plugins.strict = a.plugins.strict_plugins;
     Ok(BenchmarkConfig {
@@ -254,6 +254,11 @@ fn load(a: &ProfileArgs) -> Result<LoadSpec, ConfigError> {
 /// Checks of the input flags that need no file access beyond the input file's existence.
 fn check_input(a: &ProfileArgs, endpoint: &EndpointSpec) -> Result<(), ConfigError> {
     let i = &a.input;
+    if i.fixed_schedule_auto_offset && i.fixed_schedule_start_offset.is_some() {
+        return Err(usage(
+            "--fixed-schedule-auto-offset and --fixed-schedule-start-offset both say where time zero is: give one",
+        ));
+    }
     if let (Some(s), Some(e)) = (i.fixed_schedule_start_offset, i.fixed_schedule_end_offset) {
         if e < s {
             return Err(usage(
@@ -319,6 +324,7 @@ fn input(a: &ProfileArgs, endpoint: &EndpointSpec) -> Result<InputSpec, ConfigEr
         } else {
             None
         },
+        fixed_schedule_auto_offset: i.fixed_schedule_auto_offset,
         fixed_schedule_start_offset: i.fixed_schedule_start_offset,
         fixed_schedule_end_offset: i.fixed_schedule_end_offset,
         replay_speedup: i.replay_speedup,
@@ -344,7 +350,25 @@ fn input(a: &ProfileArgs, endpoint: &EndpointSpec) -> Result<InputSpec, ConfigEr
 }
 
 /// The default artifact directory is AIPerf's: `artifacts/<model>-<endpoint>-<load>`.
-fn output(a: OutputArgs, endpoint: &EndpointSpec, load: &LoadSpec) -> OutputSpec {
+fn output(
+    a: OutputArgs,
+    endpoint: &EndpointSpec,
+    load: &LoadSpec,
+) -> Result<OutputSpec, ConfigError> {
+    if a.export_level == ExportLevel::Raw {
+        return Err(usage(
+            "`--export-level raw` (request and response bodies in profile_export_raw.jsonl) is not \
+             supported: `records` writes every request's timings, token counts and errors, and \
+             inputs.json the exact payloads",
+        ));
+    }
+    if let Some(p) = &a.profile_export_prefix {
+        if p.is_empty() || p.contains('/') || p.contains('\\') {
+            return Err(usage(format!(
+                "--profile-export-prefix {p:?}: a file name, without a directory (use --artifact-dir for that)"
+            )));
+        }
+    }
     let load_label = match load.request_rate {
         Some(r) => format!("request_rate{r}"),
         None => format!("concurrency{}", load.concurrency.unwrap_or(1)),
@@ -373,9 +397,16 @@ fn output(a: OutputArgs, endpoint: &EndpointSpec, load: &LoadSpec) -> OutputSpec
             UiType::None
         }
     });
-    OutputSpec {
+    Ok(OutputSpec {
         artifact_directory,
+        names: ArtifactNames::new(a.profile_export_prefix.as_deref()),
+        export_level: a.export_level,
         ui,
-        verbose: a.verbose,
-    }
+        verbose: if a.extra_verbose {
+            a.verbose.max(2)
+        } else {
+            a.verbose
+        },
+        log_level: a.log_level,
+    })
 }

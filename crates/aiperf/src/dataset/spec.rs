@@ -61,6 +61,9 @@ pub struct InputSpec {
     pub custom_dataset_type: Option<CustomDatasetType>,
     /// `Some(true)`: replay timestamps (required); `Some(false)`: ignore them; `None`: auto.
     pub fixed_schedule: Option<bool>,
+    /// `--fixed-schedule-auto-offset`: the first timestamp is time zero (otherwise
+    /// timestamps are offsets from the start, or from `--fixed-schedule-start-offset`).
+    pub fixed_schedule_auto_offset: bool,
     pub fixed_schedule_start_offset: Option<f64>,
     pub fixed_schedule_end_offset: Option<f64>,
     pub replay_speedup: f64,

@@ -4,7 +4,7 @@ pub mod console;
 pub mod jsonl;
 mod spec;
 
-pub use spec::{OutputSpec, UiType};
+pub use spec::{ArtifactNames, ExportLevel, LogLevel, OutputSpec, UiType};
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -25,6 +25,7 @@ use crate::timing::health::ClientHealth;
 pub const JSON_FILE: &str = "profile_export_aiperf.json";
 pub const CSV_FILE: &str = "profile_export_aiperf.csv";
 pub const JSONL_FILE: &str = "profile_export.jsonl";
+pub const CONSOLE_FILE: &str = "profile_export_console.txt";
 pub const INPUTS_FILE: &str = "inputs.json";
 
 /// Everything a finished (or interrupted) run reports. Serialises as
@@ -204,11 +205,17 @@ pub fn report_csv(s: &PhaseSummary) -> String {
     out
 }
 
-/// Writes `profile_export_aiperf.json` and `.csv`.
-pub fn write_reports(dir: &Path, r: &RunReport) -> std::io::Result<()> {
+/// Writes `profile_export_aiperf.json` and `.csv` (or their `--profile-export-prefix`
+/// names).
+pub fn write_reports(dir: &Path, names: &ArtifactNames, r: &RunReport) -> std::io::Result<()> {
     let json = serde_json::to_vec_pretty(r)?;
-    write_atomic(dir, JSON_FILE, &json)?;
-    write_atomic(dir, CSV_FILE, report_csv(&r.profiling).as_bytes())
+    write_atomic(dir, &names.json, &json)?;
+    write_atomic(dir, &names.csv, report_csv(&r.profiling).as_bytes())
+}
+
+/// Writes `profile_export_console.txt`: the console summary as printed.
+pub fn write_console_text(dir: &Path, names: &ArtifactNames, text: &str) -> std::io::Result<()> {
+    write_atomic(dir, &names.console_txt, text.as_bytes())
 }
 
 #[cfg(test)]
@@ -438,7 +445,7 @@ mod tests {
     fn the_files_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         let r = full_report();
-        write_reports(dir.path(), &r).unwrap();
+        write_reports(dir.path(), &ArtifactNames::default(), &r).unwrap();
         let json = std::fs::read_to_string(dir.path().join(JSON_FILE)).unwrap();
         assert_eq!(json, golden(include_str!("testdata/report_full.json")));
         let csv = std::fs::read_to_string(dir.path().join(CSV_FILE)).unwrap();

@@ -42,6 +42,21 @@ pub trait RecordSink: Send {
     fn flush(&mut self) -> std::io::Result<()>;
 }
 
+/// No sink: records are counted in the summaries and not written (`--export-level summary`).
+impl<T: RecordSink> RecordSink for Option<T> {
+    fn write_success(&mut self, rec: &RequestRecord, m: &RequestMetrics) -> std::io::Result<()> {
+        self.as_mut().map_or(Ok(()), |s| s.write_success(rec, m))
+    }
+
+    fn write_error(&mut self, rec: &RequestRecord, err: &ErrorDetails) -> std::io::Result<()> {
+        self.as_mut().map_or(Ok(()), |s| s.write_error(rec, err))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.as_mut().map_or(Ok(()), |s| s.flush())
+    }
+}
+
 /// How long a processing thread lets its queue fill before draining it again.
 const BATCH_PAUSE: Duration = Duration::from_millis(2);
 
