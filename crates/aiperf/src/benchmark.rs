@@ -486,6 +486,19 @@ async fn run_phases(
             break;
         }
         let kind = spec.kind;
+        let load = match &spec.load {
+            PhaseLoad::ClosedLoop { concurrency, .. } => format!("concurrency {concurrency}"),
+            PhaseLoad::Rate { rate, .. } => {
+                format!("request rate {}/s ({:?})", rate.rate, rate.mode)
+            }
+            PhaseLoad::Trace { trace, .. } => format!("fixed schedule of {} requests", trace.len()),
+        };
+        tracing::info!(
+            "{kind} phase starting: {load}, {} requests, duration {:?}",
+            spec.request_count
+                .map_or("unbounded".to_string(), |n| n.to_string()),
+            spec.duration
+        );
         let progress = (ui == UiType::Simple).then_some((spec.request_count, spec.duration));
         let (tracker, progress) = run_phase(ctx, spec, hooks, |t| {
             progress.map(|(total, dur)| Progress::start(kind, t, total, dur))
@@ -496,6 +509,12 @@ async fn run_phases(
         }
         let summary = processor.summarize(kind).await;
         let stats = tracker.stats();
+        tracing::info!(
+            "{kind} phase complete: {} sent, {} succeeded, {} failed",
+            stats.sent,
+            summary.success,
+            summary.error_count
+        );
         results.stats.insert(kind, stats.clone());
         let metrics = Value::Object(summary.metrics_json());
         hooks.emit(Hook::PhaseComplete, Some(kind), Some(stats), Some(metrics));

@@ -66,6 +66,9 @@ struct ReportJson<'a> {
     metrics: MetricsJson<'a>,
     error_summary: ErrorSummaryJson<'a>,
     was_cancelled: bool,
+    /// AIPerf's: the run finished without being interrupted.
+    is_complete: bool,
+    run_info: RunInfo<'a>,
     start_time: &'a str,
     end_time: &'a str,
     per_url: Vec<UrlCounts<'a>>,
@@ -76,6 +79,15 @@ struct ReportJson<'a> {
     client_health: &'a ClientHealth,
     plugins: &'a PluginsReport,
     input_config: &'a Value,
+}
+
+/// AIPerf's `run_info`: the run's id, seed and command line (one trial per run).
+#[derive(Serialize)]
+struct RunInfo<'a> {
+    benchmark_id: &'a str,
+    random_seed: &'a Value,
+    trial: u32,
+    cli_command: &'a Value,
 }
 
 /// The `warmup` section: its metrics, then its errors.
@@ -104,6 +116,13 @@ impl<'a> From<&'a RunReport> for ReportJson<'a> {
             metrics: MetricsJson(&p.metrics),
             error_summary: ErrorSummaryJson(&p.errors),
             was_cancelled: r.was_cancelled,
+            is_complete: !r.was_cancelled,
+            run_info: RunInfo {
+                benchmark_id: &r.benchmark_id,
+                random_seed: &r.input_config["input"]["random_seed"],
+                trial: 0,
+                cli_command: &r.input_config["cli_command"],
+            },
             start_time: &r.start_time,
             end_time: &r.end_time,
             per_url: p
@@ -428,6 +447,8 @@ mod tests {
                 "request_count",
                 "error_summary",
                 "was_cancelled",
+                "is_complete",
+                "run_info",
                 "start_time",
                 "end_time",
                 "per_url",
