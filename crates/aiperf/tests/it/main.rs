@@ -11,6 +11,7 @@ mod support;
 
 mod accuracy;
 mod artifacts;
+mod compat;
 mod config;
 mod failures;
 mod faults;

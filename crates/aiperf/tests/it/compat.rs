@@ -1,0 +1,202 @@
+//! AIPerf's flags and files that scripts rely on: its option names and aliases, its refusal
+//! of options this tool does not support, `--profile-export-prefix`, `--export-level`,
+//! `profile_export_console.txt`, `logs/aiperf.log`, `--log-level` and
+//! `--fixed-schedule-auto-offset`.
+
+use serde_json::Value;
+
+use crate::support::{self, strings, Run};
+
+const FAST_MOCK: &str = "mock?ttft_ms=1&itl_ms=0&tokens=3";
+
+/// An AIPerf option that is not supported: exit 2, one line naming it and saying why, on
+/// the command line (either spelling) and as a config-file key (with its line).
+#[test]
+fn unsupported_aiperf_options_are_refused_with_the_reason() {
+    let _gate = support::shared();
+    for (args, needle) in [
+        (
+            vec!["--url", FAST_MOCK, "--image-width-mean", "64"],
+            "no audio, image or video",
+        ),
+        (vec!["--url", FAST_MOCK, "--num-profile-runs=3"], "issue 14"),
+        (vec!["--url", FAST_MOCK, "--zmq-host", "x"], "one process"),
+    ] {
+        let line = Run::profile(&args).run().assert_usage_error();
+        let flag = args[2].split('=').next().unwrap();
+        assert!(
+            line.contains(&format!("`{flag}`")) && line.contains(needle),
+            "{line}"
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = support::write_file(
+        tmp.path(),
+        "c.yaml",
+        &format!("benchmark:\n  url: \"{FAST_MOCK}\"\n  request_count: 2\n  gpu_telemetry: true\n"),
+    );
+    let line = Run::new(&["--config", &cfg.display().to_string()])
+        .with_artifacts()
+        .run()
+        .assert_usage_error();
+    assert!(
+        line.contains("c.yaml:4:") && line.contains("`gpu_telemetry`") && line.contains("issue 15"),
+        "{line}"
+    );
+}
+
+/// AIPerf's names for flags this tool has under other names work, in one run.
+#[test]
+fn aiperf_aliases_are_accepted() {
+    let _gate = support::shared();
+    let run = Run::profile(&[
+        "--url",
+        FAST_MOCK,
+        "--streaming",
+        "--prompt-input-tokens-mean",
+        "24",
+        "--prompt-output-tokens-mean",
+        "3",
+        "--num-warmup-requests",
+        "1",
+        "--num-requests",
+        "3",
+        "--prompt-batch-size",
+        "1",
+        "--extra-inputs",
+        "temperature:0.5",
+        "top_p:0.9",
+    ])
+    .run();
+    run.ok();
+    assert_eq!(run.stat("input_sequence_length", "avg"), 24.0);
+    assert_eq!(run.stat("request_count", "avg"), 3.0);
+    for p in run.payloads() {
+        assert_eq!(p["temperature"], 0.5, "{p}");
+        assert_eq!(p["top_p"], 0.9, "{p}");
+    }
+}
+
+/// Every run writes the console summary to `profile_export_console.txt` and its log to
+/// `logs/aiperf.log`; `--profile-export-prefix` renames the exported files as AIPerf does,
+/// and `--export-level summary` leaves the JSONL out.
+#[test]
+fn console_text_log_file_prefix_and_export_level() {
+    let _gate = support::shared();
+    let run = Run::profile(&[
+        "--url",
+        FAST_MOCK,
+        "--request-count",
+        "3",
+        "--log-level",
+        "debug",
+    ])
+    .run();
+    run.ok();
+    let console = run.read("profile_export_console.txt");
+    assert!(console.contains("Request Latency (ms)"), "{console}");
+    for line in console.lines().filter(|l| l.contains("Request Latency")) {
+        assert!(
+            run.stdout.contains(line),
+            "the file is what was printed: {line}"
+        );
+    }
+    let log = run.read("logs/aiperf.log");
+    assert!(
+        log.contains("profiling phase starting")
+            && log.contains("profiling phase complete: 3 sent"),
+        "{log}"
+    );
+    assert!(
+        log.contains("DEBUG"),
+        "--log-level debug reaches the file:\n{log}"
+    );
+
+    let run = Run::profile(&[
+        "--url",
+        FAST_MOCK,
+        "--request-count",
+        "2",
+        "--profile-export-prefix",
+        "mine.json",
+        "--export-level",
+        "summary",
+    ])
+    .run();
+    run.ok();
+    let j: Value = serde_json::from_str(&run.read("mine.json")).unwrap();
+    assert_eq!(j["request_count"]["avg"], 2.0);
+    assert!(run.read("mine.csv").starts_with("Metric,"));
+    assert!(run.read("mine_console.txt").contains("Request Count"));
+    assert!(run.dir.join("inputs.json").exists());
+    for absent in [
+        "mine.jsonl",
+        "profile_export.jsonl",
+        "profile_export_aiperf.json",
+    ] {
+        assert!(
+            !run.dir.join(absent).exists(),
+            "{absent} written at --export-level summary"
+        );
+    }
+}
+
+/// A trace whose first timestamp is 300 ms: by default (AIPerf's) timestamps are offsets from
+/// the start of the run, so the first request waits 300 ms; with
+/// `--fixed-schedule-auto-offset` the first timestamp is time zero.
+#[test]
+fn fixed_schedule_auto_offset_moves_time_zero_to_the_first_timestamp() {
+    let _gate = support::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = support::write_file(
+        tmp.path(),
+        "t.jsonl",
+        "{\"timestamp\": 300, \"input_length\": 10, \"output_length\": 2}\n{\"timestamp\": 350, \"input_length\": 10, \"output_length\": 2}\n",
+    );
+    let first_due_ms = |extra: &[&str]| -> f64 {
+        let mut args = strings(&[
+            "--url",
+            FAST_MOCK,
+            "--input-file",
+            &trace.display().to_string(),
+            "--custom-dataset-type",
+            "mooncake_trace",
+        ]);
+        args.extend(strings(extra));
+        let run = Run::profile(&args).run();
+        run.ok();
+        let j = run.json();
+        let start = j["phase_stats"]["profiling"]["start_time_ns"]
+            .as_u64()
+            .unwrap();
+        let first = run
+            .jsonl()
+            .iter()
+            .map(|r| r["metadata"]["scheduled_ns"].as_u64().unwrap())
+            .min()
+            .unwrap();
+        (first as f64 - start as f64) / 1e6
+    };
+    let absolute = first_due_ms(&[]);
+    assert!(
+        absolute >= 300.0,
+        "first request due {absolute} ms into the phase"
+    );
+    let shifted = first_due_ms(&["--fixed-schedule-auto-offset"]);
+    assert!(
+        shifted < 250.0,
+        "first request due {shifted} ms into the phase"
+    );
+    let line = Run::profile(&[
+        "--url",
+        FAST_MOCK,
+        "--input-file",
+        &trace.display().to_string(),
+        "--fixed-schedule-auto-offset",
+        "--fixed-schedule-start-offset",
+        "10",
+    ])
+    .run()
+    .assert_usage_error();
+    assert!(line.contains("give one"), "{line}");
+}
