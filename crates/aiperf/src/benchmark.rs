@@ -26,6 +26,7 @@ use crate::plugin::{HookRegistry, PluginsReport};
 use crate::timing::health::HealthMonitor;
 use crate::timing::{
     run_phase, ConcurrencyCap, PhaseLoad, PhaseSpec, PhaseTracker, RateSpec, RunContext, Trace,
+    FAILED_REQUEST_GRACE,
 };
 use crate::tokenizer::Tokenizer;
 use crate::transport::Transport;
@@ -147,7 +148,13 @@ pub async fn run(cfg: BenchmarkConfig, hooks: HookRegistry) -> Result<RunOutcome
     let health = HealthMonitor::start();
     let run_start = clock.now_ns();
     hooks.emit(Hook::BenchmarkStart, None, None, None);
-    let phases = run_phases(&ctx, &mut processor, &hooks, specs, cfg.output.ui).await;
+    let abort = Arc::new(std::sync::OnceLock::new());
+    let watch = cfg.load.failed_request_threshold.map(|t| FailureWatch {
+        threshold: t,
+        floor: FAILED_REQUEST_GRACE.max(cfg.load.concurrency.unwrap_or(1) as u64),
+        reason: abort.clone(),
+    });
+    let phases = run_phases(&ctx, &mut processor, &hooks, specs, cfg.output.ui, watch).await;
     let run_end = clock.now_ns();
     let summary = Value::Object(phases.profiling.metrics_json());
     hooks.emit(Hook::BenchmarkComplete, None, None, Some(summary));
@@ -158,12 +165,14 @@ pub async fn run(cfg: BenchmarkConfig, hooks: HookRegistry) -> Result<RunOutcome
     let ending = Ending {
         was_cancelled: stop_sending.is_cancelled(),
         jsonl_error,
+        aborted: abort.get().cloned(),
     };
     let report = report(&cfg, times, phases, plugins, health, &ending);
     let dir = &cfg.output.artifact_directory;
     // The console summary is printed even when the files cannot be written: on a full
     // disk it is all that is left of the run.
     let mut failures: Vec<String> = ending.jsonl_error.iter().cloned().collect();
+    failures.extend(ending.aborted.clone());
     let names = &cfg.output.names;
     if let Err(e) = export::write_reports(dir, names, &report) {
         failures.push(format!("cannot write the reports: {e}"));
@@ -189,6 +198,48 @@ struct Ending {
     was_cancelled: bool,
     /// Why `profile_export.jsonl` is incomplete, when it is.
     jsonl_error: Option<String>,
+    /// Why `--failed-request-threshold` stopped the run, when it did.
+    aborted: Option<String>,
+}
+
+/// `--failed-request-threshold`: the profiling phase stops sending once more than
+/// `threshold` of its finished requests failed, counted from `floor` finished requests on.
+/// In-flight requests then finish as after a Ctrl-C, and the run exits 1.
+struct FailureWatch {
+    threshold: f64,
+    floor: u64,
+    /// Set once, with the figures, when the threshold was passed.
+    reason: Arc<std::sync::OnceLock<String>>,
+}
+
+impl FailureWatch {
+    /// Checks the phase's counters every 20 ms (off the hot path: two atomic loads).
+    fn start(
+        &self,
+        tracker: Arc<PhaseTracker>,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let (threshold, floor, reason) = (self.threshold, self.floor, self.reason.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            loop {
+                tick.tick().await;
+                let s = tracker.stats();
+                if s.completed >= floor && s.errors as f64 > threshold * s.completed as f64 {
+                    let why = format!(
+                        "{} of {} finished requests failed ({:.1} %), more than --failed-request-threshold {threshold}: the run was stopped",
+                        s.errors,
+                        s.completed,
+                        100.0 * s.errors as f64 / s.completed as f64
+                    );
+                    tracing::warn!("{why}");
+                    let _ = reason.set(why);
+                    stop.cancel();
+                    return;
+                }
+            }
+        })
+    }
 }
 
 /// At the JSONL's first write error (a full disk), stop sending: requests whose records
@@ -479,6 +530,7 @@ async fn run_phases(
     hooks: &HookRegistry,
     specs: Vec<PhaseSpec>,
     ui: UiType,
+    watch: Option<FailureWatch>,
 ) -> PhaseResults {
     let mut results = PhaseResults::default();
     for spec in specs {
@@ -500,12 +552,20 @@ async fn run_phases(
             spec.duration
         );
         let progress = (ui == UiType::Simple).then_some((spec.request_count, spec.duration));
-        let (tracker, progress) = run_phase(ctx, spec, hooks, |t| {
-            progress.map(|(total, dur)| Progress::start(kind, t, total, dur))
+        let watch = watch.as_ref().filter(|_| kind == PhaseKind::Profiling);
+        let (tracker, observers) = run_phase(ctx, spec, hooks, |t| {
+            let w = watch.map(|w| w.start(t.clone(), ctx.stop_sending.clone()));
+            let p = progress.map(|(total, dur)| Progress::start(kind, t, total, dur));
+            Some((p, w))
         })
         .await;
-        if let Some(p) = progress {
-            p.finish();
+        if let Some((p, w)) = observers {
+            if let Some(p) = p {
+                p.finish();
+            }
+            if let Some(w) = w {
+                w.abort();
+            }
         }
         let summary = processor.summarize(kind).await;
         let stats = tracker.stats();
@@ -610,7 +670,8 @@ fn warnings(cfg: &BenchmarkConfig, profiling: &PhaseSummary, ending: &Ending) ->
         warnings.push(format!(
             "the run was stopped early ({e}): the summary covers every request that finished"
         ));
-    } else if ending.was_cancelled {
+    } else if ending.was_cancelled && ending.aborted.is_none() {
+        // (A stop by --failed-request-threshold is a failure, reported with its figures.)
         warnings.push(
             "the run was interrupted: results cover only the requests that finished".to_string(),
         );
@@ -692,6 +753,7 @@ fn console_text(cfg: &BenchmarkConfig, report: &RunReport, ending: &Ending) -> S
     let s = &report.profiling;
     let how = match (&ending.jsonl_error, ending.was_cancelled) {
         (Some(_), _) => ", stopped early",
+        (None, true) if ending.aborted.is_some() => ", stopped: too many failures",
         (None, true) => ", interrupted",
         (None, false) => "",
     };

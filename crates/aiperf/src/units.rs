@@ -195,6 +195,11 @@ pub fn percent(s: &str) -> Result<f64, String> {
     real(s, 0.0, 100.0, " (percent)")
 }
 
+/// A ratio, 0 to 1 (`--failed-request-threshold`).
+pub fn ratio(s: &str) -> Result<f64, String> {
+    real(s, 0.0, 1.0, " (a ratio)")
+}
+
 /// A trace offset in ms, 0 to [`MAX_TIMESTAMP_MS`] (`--fixed-schedule-*-offset`).
 pub fn offset_ms(s: &str) -> Result<f64, String> {
     real(s, 0.0, MAX_TIMESTAMP_MS, " ms")

@@ -156,7 +156,7 @@ pub const OPTIONS: &[AiperfOption] = &[
     o("Load Generator", &["--prefill-concurrency-ramp-duration"], N(PREFILL)),
     o("Load Generator", &["--request-rate-ramp-duration"], S),
     o("Load Generator", &["--request-rate-series"], N("a piecewise rate series is not supported: use --request-rate with --request-rate-ramp-duration, or a trace with --fixed-schedule")),
-    o("Load Generator", &["--failed-request-threshold"], P(12, PARITY)),
+    o("Load Generator", &["--failed-request-threshold"], S),
     o("Load Generator", &["--trajectory-start-min-ratio"], N(AGENTIC)),
     o("Load Generator", &["--trajectory-start-max-ratio"], N(AGENTIC)),
     o("Load Generator", &["--burst-phase-starts"], N(AGENTIC)),

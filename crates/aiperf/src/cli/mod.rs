@@ -328,6 +328,10 @@ pub struct LoadArgs {
     /// Stop sending after this many seconds.
     #[arg(long, value_name = "S", value_parser = units::positive_seconds)]
     pub benchmark_duration: Option<Duration>,
+    /// Stop sending when more than this share (0 to 1) of the profiling requests finished so
+    /// far failed, once max(10, --concurrency) have finished; the run then exits 1.
+    #[arg(long, value_name = "RATIO", value_parser = units::ratio)]
+    pub failed_request_threshold: Option<f64>,
     /// After --benchmark-duration, how long in-flight requests may finish (seconds).
     #[arg(long, value_name = "S", default_value = "30", value_parser = units::seconds)]
     pub benchmark_grace_period: Duration,

@@ -248,6 +248,7 @@ fn load(a: &ProfileArgs) -> Result<LoadSpec, ConfigError> {
         benchmark_duration: l.benchmark_duration,
         grace_period: l.benchmark_grace_period,
         warmup_request_count: w.warmup_request_count,
+        failed_request_threshold: l.failed_request_threshold,
     })
 }
 

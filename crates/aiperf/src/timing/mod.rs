@@ -35,7 +35,7 @@ use crate::metrics::processor::RecordSender;
 use crate::metrics::{PhaseKind, RequestRecord};
 use crate::transport::Transport;
 pub use schedule::RequestRateMode;
-pub use spec::LoadSpec;
+pub use spec::{LoadSpec, FAILED_REQUEST_GRACE};
 
 /// A fixed schedule: (offset from the phase start, dataset entry), in send order.
 pub type Trace = Vec<(Duration, usize)>;

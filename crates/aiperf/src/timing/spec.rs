@@ -35,7 +35,14 @@ pub struct LoadSpec {
     #[serde(rename = "benchmark_grace_period", serialize_with = "secs")]
     pub grace_period: Duration,
     pub warmup_request_count: u64,
+    /// Stop sending once more than this share of the profiling phase's finished requests
+    /// failed (checked from [`FAILED_REQUEST_GRACE`] or the concurrency, whichever is more).
+    pub failed_request_threshold: Option<f64>,
 }
+
+/// Finished requests needed before `--failed-request-threshold` is checked (AIPerf's floor;
+/// the concurrency, when larger, is the floor).
+pub const FAILED_REQUEST_GRACE: u64 = 10;
 
 impl LoadSpec {
     /// (percent, delay) for request cancellation, when it is on.

@@ -200,3 +200,55 @@ fn fixed_schedule_auto_offset_moves_time_zero_to_the_first_timestamp() {
     .assert_usage_error();
     assert!(line.contains("give one"), "{line}");
 }
+
+/// `--failed-request-threshold`: once more than that share of at least 10 finished requests
+/// failed, sending stops, in-flight requests finish, the results are written and the run
+/// exits 1 saying why; a healthy run is not stopped; a ratio outside 0..=1 is a usage error.
+#[test]
+fn failed_request_threshold_stops_a_failing_run() {
+    let _gate = support::shared();
+    let run = Run::profile(&[
+        "--url",
+        "mock?error_rate=60&ttft_ms=1&itl_ms=0&tokens=2",
+        "--concurrency",
+        "2",
+        "--request-count",
+        "400",
+        "--failed-request-threshold",
+        "0.3",
+    ])
+    .run();
+    run.expect_code(1);
+    assert!(
+        run.stderr
+            .contains("more than --failed-request-threshold 0.3"),
+        "{}",
+        run.show()
+    );
+    let j = run.json();
+    let sent = j["phase_stats"]["profiling"]["sent"].as_u64().unwrap();
+    assert!((10..400).contains(&sent), "{sent} sent");
+    assert_eq!(
+        run.jsonl().len() as u64,
+        sent,
+        "every sent request has its record"
+    );
+    let ok = Run::profile(&[
+        "--url",
+        FAST_MOCK,
+        "--request-count",
+        "20",
+        "--failed-request-threshold",
+        "0",
+    ])
+    .run();
+    ok.ok();
+    assert_eq!(ok.stat("request_count", "avg"), 20.0);
+    for bad in ["1.5", "NaN", "-0.1"] {
+        let flag = format!("--failed-request-threshold={bad}");
+        let line = Run::profile(&["--url", FAST_MOCK, &flag])
+            .run()
+            .assert_usage_error();
+        assert!(line.contains("--failed-request-threshold"), "{line}");
+    }
+}
