@@ -374,8 +374,9 @@ pub struct OutputArgs {
     /// Where artifacts are written (default artifacts/<model>-<endpoint>-<load>).
     #[arg(long, value_name = "DIR", visible_alias = "output-artifact-dir")]
     pub artifact_dir: Option<PathBuf>,
-    /// Progress display: simple (a progress bar) or none. Default: simple on a TTY.
-    #[arg(long, value_enum, visible_alias = "ui-type")]
+    /// Progress display: `simple` (a progress bar) or `none`. Default: simple on a TTY.
+    /// (AIPerf's `dashboard` is planned.)
+    #[arg(long, value_name = "UI", visible_alias = "ui-type", value_parser = ui_type)]
     pub ui: Option<UiType>,
     /// Base name of the exported files, as AIPerf: `foo` writes foo.json, foo.csv,
     /// foo.jsonl and foo_console.txt (a known suffix such as `.json` is dropped first).
@@ -399,6 +400,18 @@ pub struct OutputArgs {
     /// Log level of the console and of logs/aiperf.log (AIPerf's names); wins over -v.
     #[arg(long, value_enum, value_name = "LEVEL")]
     pub log_level: Option<LogLevel>,
+}
+
+/// `--ui`: `none` or `simple`; AIPerf's `dashboard` is refused with the reason.
+fn ui_type(s: &str) -> Result<UiType, String> {
+    if s.eq_ignore_ascii_case("dashboard") {
+        return Err(
+            "AIPerf's live dashboard is not supported yet (planned in issue 16): use `simple` or `none`"
+                .into(),
+        );
+    }
+    <UiType as clap::ValueEnum>::from_str(s, true)
+        .map_err(|_| format!("{s:?} is not a UI: `simple` or `none`"))
 }
 
 #[derive(Debug, Clone, Args)]
