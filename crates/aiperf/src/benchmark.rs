@@ -23,6 +23,7 @@ use crate::metrics::processor::RecordProcessor;
 use crate::metrics::{MetricValue, PhaseKind, PhaseSummary};
 use crate::mock::{is_mock_url, InProcessMock, MockConfig};
 use crate::plugin::{HookRegistry, PluginsReport};
+use crate::readiness;
 use crate::timing::health::HealthMonitor;
 use crate::timing::{
     run_phase, ConcurrencyCap, PhaseLoad, PhaseSpec, PhaseTracker, RateSpec, RunContext, Trace,
@@ -240,13 +241,16 @@ struct Prepared {
     profiling_count: Option<u64>,
 }
 
-/// Tokenizer and mock, dataset, fixed schedule, artifact directory (`inputs.json`, the JSONL
-/// opened), record processor, transport, signal handler.
+/// Tokenizer and mock, dataset, fixed schedule, readiness (`--wait-for-model-timeout`),
+/// artifact directory (`inputs.json`, the JSONL opened), record processor, transport, signal
+/// handler.
 async fn prepare(mut cfg: BenchmarkConfig, clock: Clock) -> Result<Prepared> {
     let (tokenizer, mock) = tokenizer_and_mock(&mut cfg, clock).await?;
     let dataset = build_dataset(&cfg, &tokenizer, clock).await?;
     let trace = fixed_schedule(&cfg, &dataset)?;
     let profiling_count = profiling_count(&cfg, trace.as_deref(), dataset.entries.len());
+    // After every usage error could have been found, before anything is written or sent.
+    readiness::wait(&cfg.endpoint, &dataset.shape, &cfg.endpoint.urls).await?;
     let jsonl = open_artifacts(&cfg.output.artifact_directory, &dataset, clock)?;
     let processor = RecordProcessor::start(
         tokenizer,
