@@ -214,7 +214,7 @@ impl HubConfig {
             .map_err(|e| hub_err(one_line(e)))?
             .join()
             .unwrap_or_else(|_| Err(Failure::Other("download thread panicked".into())));
-        fetched.map_err(|f| hub_err(f.reason()))
+        fetched.map_err(|f| hub_err(f.reason(&self.revision)))
     }
 
     /// Stores a download in the cache as `huggingface_hub` would, returning the snapshot
@@ -326,7 +326,8 @@ enum Failure {
 }
 
 impl Failure {
-    fn reason(&self) -> String {
+    /// Why, in one line; `revision` is the one asked for.
+    fn reason(&self, revision: &str) -> String {
         match self {
             Failure::Unreachable(why) => format!("offline? {why}"),
             Failure::Status {
@@ -345,7 +346,9 @@ impl Failure {
                         "the model is gated: accept its terms on the hub and set HF_TOKEN"
                             .to_string()
                     }
-                    (Some("RevisionNotFound"), _) => "the model has no such revision".into(),
+                    (Some("RevisionNotFound"), _) => {
+                        format!("the model has no revision `{revision}`")
+                    }
                     (_, 401 | 403) => {
                         "access denied (set HF_TOKEN to a token with access)".to_string()
                     }
@@ -810,7 +813,7 @@ mod tests {
         offline.offline = true;
         assert!(load(&offline, "acme/tiny").is_ok());
         let e = load(&cfg.clone().with_revision("nope"), "acme/tiny").unwrap_err();
-        assert!(e.to_string().contains("no such revision"), "{e}");
+        assert!(e.to_string().contains("no revision `nope`"), "{e}");
     }
 
     #[test]
