@@ -23,12 +23,13 @@ use crate::metrics::processor::RecordProcessor;
 use crate::metrics::{MetricValue, PhaseKind, PhaseSummary};
 use crate::mock::{is_mock_url, InProcessMock, MockConfig};
 use crate::plugin::{HookRegistry, PluginsReport};
+use crate::readiness;
 use crate::timing::health::HealthMonitor;
 use crate::timing::{
     run_phase, ConcurrencyCap, PhaseLoad, PhaseSpec, PhaseTracker, RateSpec, RunContext, Trace,
     FAILED_REQUEST_GRACE,
 };
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{self, Tokenizer, TokenizerSpec};
 use crate::transport::Transport;
 
 /// How a run ended, for the exit code.
@@ -124,12 +125,20 @@ fn install_signal_handler(stop: CancellationToken) {
     });
 }
 
-async fn load_tokenizer(spec: &str) -> Result<Tokenizer> {
-    let spec = spec.to_string();
-    let loaded = tokio::task::spawn_blocking(move || Tokenizer::load(&spec))
+/// Loads the tokenizer on a blocking thread. A model's own tokenizer that cannot be had
+/// becomes `builtin` with a warning, and `spec` then names the one used (the report's
+/// `input_config` shows it).
+async fn load_tokenizer(spec: &mut TokenizerSpec) -> Result<Tokenizer> {
+    let asked = spec.clone();
+    let loaded = tokio::task::spawn_blocking(move || Tokenizer::load_spec(&asked))
         .await
-        .map_err(|e| Error::Internal(format!("the tokenizer thread failed: {e}")))?;
-    Ok(loaded.map_err(ConfigError::from)?)
+        .map_err(|e| Error::Internal(format!("the tokenizer thread failed: {e}")))?
+        .map_err(ConfigError::from)?;
+    if let Some(w) = &loaded.warning {
+        eprintln!("warning: {w}");
+        spec.name = tokenizer::BUILTIN.to_string();
+    }
+    Ok(loaded.tokenizer)
 }
 
 /// Runs a benchmark. `hooks` receives the lifecycle events.
@@ -288,13 +297,16 @@ struct Prepared {
     profiling_count: Option<u64>,
 }
 
-/// Tokenizer and mock, dataset, fixed schedule, artifact directory (`inputs.json`, the JSONL
-/// opened), record processor, transport, signal handler.
+/// Tokenizer and mock, dataset, fixed schedule, readiness (`--wait-for-model-timeout`),
+/// artifact directory (`inputs.json`, the JSONL opened), record processor, transport, signal
+/// handler.
 async fn prepare(mut cfg: BenchmarkConfig, clock: Clock) -> Result<Prepared> {
     let (tokenizer, mock) = tokenizer_and_mock(&mut cfg, clock).await?;
     let dataset = build_dataset(&cfg, &tokenizer, clock).await?;
     let trace = fixed_schedule(&cfg, &dataset)?;
     let profiling_count = profiling_count(&cfg, trace.as_deref(), dataset.entries.len());
+    // After every usage error could have been found, before anything is written or sent.
+    readiness::wait(&cfg.endpoint, &dataset.shape, &cfg.endpoint.urls).await?;
     let jsonl = open_artifacts(&cfg.output, &dataset, clock)?;
     let processor = RecordProcessor::start(
         tokenizer,
@@ -342,9 +354,20 @@ async fn tokenizer_and_mock(
     cfg: &mut BenchmarkConfig,
     clock: Clock,
 ) -> Result<(Tokenizer, Option<InProcessMock>)> {
+    if cfg.input.tokenizer.trust_remote_code {
+        eprintln!("{}", tokenizer::TRUST_REMOTE_CODE_NOTE);
+    }
+    if cfg.input.tokenizer.from_model && cfg.endpoint.models.len() > 1 {
+        eprintln!(
+            "warning: {} models: tokens of every request are counted with the first one's \
+             tokenizer ({}); pass --tokenizer to choose",
+            cfg.endpoint.models.len(),
+            cfg.input.tokenizer.name
+        );
+    }
     let tokenizer = tokio::spawn({
-        let spec = cfg.input.tokenizer.clone();
-        async move { load_tokenizer(&spec).await }
+        let mut spec = cfg.input.tokenizer.clone();
+        async move { load_tokenizer(&mut spec).await.map(|t| (t, spec)) }
     });
     let mut mock = None;
     if is_mock_url(&cfg.endpoint.urls[0]) {
@@ -356,9 +379,10 @@ async fn tokenizer_and_mock(
         cfg.endpoint.urls = vec![m.url()];
         mock = Some(m);
     }
-    let tokenizer = tokenizer
+    let (tokenizer, used) = tokenizer
         .await
         .map_err(|e| Error::Internal(format!("the tokenizer task failed: {e}")))??;
+    cfg.input.tokenizer = used;
     tracing::debug!(
         "tokenizer {} loaded at {:.1} ms",
         tokenizer.name(),
@@ -759,7 +783,7 @@ fn console_text(cfg: &BenchmarkConfig, report: &RunReport, ending: &Ending) -> S
     };
     let title = format!(
         "NVIDIA AIPerf-compatible | LLM Metrics ({}{how})",
-        cfg.endpoint.model
+        cfg.endpoint.models.join(", ")
     );
     let mut text = export::console::render(&title, s);
     let h = &report.client_health;

@@ -16,6 +16,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// `--wait-for-model-timeout` passed before the server was ready: nothing was sent,
+    /// and the flags were fine (exit 1).
+    #[error(transparent)]
+    NotReady(#[from] crate::readiness::NotReady),
     /// A thread or task of the tool itself failed (a bug): exit 1.
     #[error("internal error: {0}")]
     Internal(String),
@@ -26,7 +30,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) => 2,
-            Error::Io { .. } | Error::Internal(_) => 1,
+            Error::Io { .. } | Error::NotReady(_) | Error::Internal(_) => 1,
         }
     }
 }

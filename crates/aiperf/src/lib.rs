@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod mix;
 pub mod mock;
 pub mod plugin;
+pub mod readiness;
 pub mod secret;
 pub mod timing;
 pub mod tokenizer;

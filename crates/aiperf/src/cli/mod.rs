@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::dataset::{CustomDatasetType, SamplingStrategy};
-use crate::endpoint::EndpointType;
+use crate::endpoint::{EndpointType, ModelSelectionStrategy, TransportKind, UrlStrategy, WaitMode};
 use crate::export::{ExportLevel, LogLevel, UiType};
 use crate::mock;
 use crate::mock::MockConfig;
@@ -103,9 +103,20 @@ pub struct ProfileArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct EndpointArgs {
-    /// Model name sent in every request.
-    #[arg(short = 'm', long = "model", visible_alias = "model-names")]
-    pub model: Option<String>,
+    /// Model name sent in requests; several (comma-separated or repeated) are spread over
+    /// the dataset entries by --model-selection-strategy.
+    #[arg(
+        short = 'm',
+        long = "model",
+        visible_alias = "model-names",
+        value_name = "NAME[,NAME...]",
+        value_delimiter = ','
+    )]
+    pub model: Vec<String>,
+    /// With several models: `round_robin` (entry n gets model n mod count) or `random` (a
+    /// seeded draw per entry); every turn of a conversation keeps its model.
+    #[arg(long, value_enum, value_name = "STRATEGY")]
+    pub model_selection_strategy: Option<ModelSelectionStrategy>,
     /// Server URL; repeat for several servers (round-robin). `mock` starts the built-in mock.
     #[arg(short = 'u', long = "url", value_name = "URL")]
     pub url: Vec<String>,
@@ -137,9 +148,35 @@ pub struct EndpointArgs {
     /// JSON pointer to the output text in a `template` response (or each SSE event).
     #[arg(long, value_name = "POINTER", default_value = "/choices/0/text")]
     pub response_field: String,
-    /// Count tokens from the server's `usage` (asks for it when streaming).
+    /// Count tokens from the server's `usage`.
     #[arg(long)]
     pub use_server_token_count: bool,
+    /// Do not add `stream_options: {"include_usage": true}` to streamed chat/completions
+    /// requests (for servers that reject it).
+    #[arg(long)]
+    pub no_stream_usage: bool,
+    /// Before the first phase, wait up to this many seconds for the server to be ready (0:
+    /// do not wait).
+    #[arg(long, value_name = "S", default_value = "0", value_parser = units::seconds)]
+    pub wait_for_model_timeout: Duration,
+    /// What readiness means: `models` (GET /v1/models lists the model), `inference` (a
+    /// one-token request is answered below 500) or `both`.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub wait_for_model_mode: Option<WaitMode>,
+    /// Seconds between readiness probes.
+    #[arg(long, value_name = "S", value_parser = units::positive_seconds)]
+    pub wait_for_model_interval: Option<Duration>,
+    /// How requests are spread over several --url: round-robin (the only strategy).
+    #[arg(long, value_enum, value_name = "STRATEGY")]
+    pub url_strategy: Option<UrlStrategy>,
+    /// Transport protocol: http (the only one; https URLs included).
+    #[arg(
+        long,
+        value_enum,
+        visible_alias = "transport-type",
+        value_name = "PROTOCOL"
+    )]
+    pub transport: Option<TransportKind>,
     /// Also trust the certificates in this PEM file for https:// (a private CA, or the
     /// server's self-signed certificate); repeatable, a file may hold several.
     #[arg(long, value_name = "PATH")]
@@ -206,9 +243,16 @@ pub struct InputArgs {
     #[arg(long, value_name = "N")]
     pub random_seed: Option<u64>,
     /// Tokenizer: `builtin` (o200k_base, embedded), `builtin:cl100k_base`, a tokenizer.json
-    /// path, or a Hugging Face id.
-    #[arg(long, default_value = "builtin")]
-    pub tokenizer: String,
+    /// path, or a Hugging Face id. Default: the first --model's, when it is a Hugging Face id
+    /// ORG/NAME (built-in, with a warning, if it cannot be had); else builtin.
+    #[arg(long)]
+    pub tokenizer: Option<String>,
+    /// Hugging Face revision (branch, tag or commit) of a hub tokenizer.
+    #[arg(long, value_name = "REV")]
+    pub tokenizer_revision: Option<String>,
+    /// Accepted for AIPerf compatibility: no code is ever run; the tokenizer.json is read.
+    #[arg(long)]
+    pub tokenizer_trust_remote_code: bool,
     /// Service level objectives for goodput: space-separated `TAG:VALUE` pairs of per-request
     /// metrics in their display unit, e.g. "time_to_first_token:200 request_latency:3000"
     /// (ms). A request is good when it succeeded and meets all of them: at most VALUE, or at

@@ -211,7 +211,7 @@ mod tests {
         let f = write("benchmark:\n  model: m1\n  concurrency: 3\n  streaming: true\n  url: [a:1]\n  header: ['X-A: 1']\nplugins:\n  foo:\n    x: 1\n");
         let p = f.path().to_str().unwrap();
         let c = load(&args(&["--config", p, "--concurrency", "7"])).unwrap();
-        assert_eq!(c.endpoint.model, "m1");
+        assert_eq!(c.endpoint.model(), "m1");
         assert_eq!(c.load.concurrency, Some(7));
         assert!(c.endpoint.streaming);
         assert_eq!(c.endpoint.urls, vec!["http://a:1"]);
@@ -257,7 +257,7 @@ mod tests {
         assert!(msg.contains("AIPERF_TEST_SURELY_UNSET_VAR"), "{msg}");
         let f = write("benchmark:\n  model: ${AIPERF_TEST_SURELY_UNSET_VAR:-fallback}\n");
         let c = load(&args(&["--config", f.path().to_str().unwrap()])).unwrap();
-        assert_eq!(c.endpoint.model, "fallback");
+        assert_eq!(c.endpoint.model(), "fallback");
     }
 
     #[test]

@@ -9,11 +9,12 @@ use serde_json::{Map, Value};
 use super::{usage, BenchmarkConfig, ConfigError};
 use crate::cli::{EndpointArgs, InputArgs, OutputArgs, ProfileArgs};
 use crate::dataset::{InputSpec, Lengths, PromptSpec};
-use crate::endpoint::{EndpointSpec, EndpointType};
+use crate::endpoint::{EndpointSpec, EndpointType, ModelSelectionStrategy, WaitForModel, WaitMode};
 use crate::export::{ArtifactNames, ExportLevel, OutputSpec, UiType};
 use crate::mock::{is_mock_url, MockConfig};
 use crate::plugin::PluginsSection;
 use crate::timing::{LoadSpec, RequestRateMode};
+use crate::tokenizer::{hub, TokenizerSpec, BUILTIN};
 use crate::units::MAX_DATASET_TOKENS;
 
 pub(super) fn resolve(
@@ -21,9 +22,10 @@ pub(super) fn resolve(
     mut plugins: PluginsSection,
     cli_command: String,
 ) -> Result<BenchmarkConfig, ConfigError> {
-    let endpoint = endpoint(a.endpoint.clone(), &a.input)?;
+    let seed = a.input.random_seed.unwrap_or_else(rand::random);
+    let endpoint = endpoint(a.endpoint.clone(), &a.input, seed)?;
     let load = load(&a)?;
-    let input = input(&a, &endpoint)?;
+    let input = input(&a, &endpoint, seed)?;
     let output = output(a.output, &endpoint, &load)?;
     plugins.no_plugins = a.plugins.no_plugins;
     plugins.strict = a.plugins.strict_plugins;
@@ -149,17 +151,72 @@ pub fn parse_extra_inputs(items: &[String]) -> Result<Map<String, Value>, Config
     Ok(out)
 }
 
-fn endpoint(a: EndpointArgs, input: &InputArgs) -> Result<EndpointSpec, ConfigError> {
-    let urls = urls(&a.url)?;
-    let model = match a.model {
-        Some(m) if !m.trim().is_empty() => m,
-        _ if is_mock_url(&urls[0]) => "mock-model".to_string(),
-        _ => {
-            return Err(usage(
-                "missing --model (-m): the model name to send in requests",
-            ))
-        }
+/// `--model` values (comma lists already split): trimmed, empty ones dropped; none at all
+/// is `mock-model` for `--url mock`, else an error.
+fn models(given: &[String], urls: &[String]) -> Result<Vec<String>, ConfigError> {
+    let models: Vec<String> = given
+        .iter()
+        .map(|m| m.trim())
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
+        .collect();
+    if !models.is_empty() {
+        return Ok(models);
+    }
+    if is_mock_url(&urls[0]) {
+        return Ok(vec!["mock-model".to_string()]);
+    }
+    Err(usage(
+        "missing --model (-m): the model name to send in requests",
+    ))
+}
+
+/// `--model-selection-strategy`; `weighted` needs per-model weights, which AIPerf takes only
+/// from its YAML `models:` items (its command line cannot give them either).
+fn model_selection(
+    given: Option<ModelSelectionStrategy>,
+) -> Result<ModelSelectionStrategy, ConfigError> {
+    match given.unwrap_or_default() {
+        ModelSelectionStrategy::Weighted => Err(usage(
+            "--model-selection-strategy weighted is not supported: it needs a weight per model, \
+             which AIPerf reads from its YAML `models:` section only; use round_robin or random",
+        )),
+        s => Ok(s),
+    }
+}
+
+/// AIPerf's defaults: 5 s between probes, `inference` mode. Like AIPerf, a mode or interval
+/// other than the default without a timeout is an error (it would do nothing).
+fn wait_for_model(a: &EndpointArgs) -> Result<WaitForModel, ConfigError> {
+    let w = WaitForModel {
+        timeout: a.wait_for_model_timeout,
+        mode: a.wait_for_model_mode.unwrap_or_default(),
+        interval: a
+            .wait_for_model_interval
+            .unwrap_or(std::time::Duration::from_secs(5)),
     };
+    if w.timeout.is_zero() {
+        let mut idle = Vec::new();
+        if w.interval != std::time::Duration::from_secs(5) {
+            idle.push("--wait-for-model-interval");
+        }
+        if w.mode != WaitMode::Inference {
+            idle.push("--wait-for-model-mode");
+        }
+        if !idle.is_empty() {
+            return Err(usage(format!(
+                "{} has no effect without --wait-for-model-timeout S (S > 0)",
+                idle.join(", ")
+            )));
+        }
+    }
+    Ok(w)
+}
+
+fn endpoint(a: EndpointArgs, input: &InputArgs, seed: u64) -> Result<EndpointSpec, ConfigError> {
+    let urls = urls(&a.url)?;
+    let models = models(&a.model, &urls)?;
+    let wait_for_model = wait_for_model(&a)?;
     if !a.response_field.is_empty() && !a.response_field.starts_with('/') {
         return Err(usage(format!(
             "--response-field `{}` must be a JSON pointer such as /choices/0/text",
@@ -196,7 +253,9 @@ fn endpoint(a: EndpointArgs, input: &InputArgs) -> Result<EndpointSpec, ConfigEr
         .map(|h| parse_header(h))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(EndpointSpec {
-        model,
+        models,
+        model_selection_strategy: model_selection(a.model_selection_strategy)?,
+        model_seed: seed,
         endpoint_type: a.endpoint_type,
         path,
         streaming: a.streaming,
@@ -210,6 +269,37 @@ fn endpoint(a: EndpointArgs, input: &InputArgs) -> Result<EndpointSpec, ConfigEr
         response_field: a.response_field,
         ssl_ca_files: ssl_ca_files(a.ssl_ca_file)?,
         ssl_insecure: a.ssl_insecure,
+        stream_usage: !a.no_stream_usage,
+        wait_for_model,
+        url_strategy: a.url_strategy.unwrap_or_default(),
+        transport: a.transport.unwrap_or_default(),
+    })
+}
+
+/// `--tokenizer` and its options. Without `--tokenizer`, AIPerf uses each model's own
+/// tokenizer (the dataset the first model's): here the first model's, when it is a hub id
+/// `ORG/NAME`; any other name (`gpt-4o`, `mock-model`, `llama3`) keeps `builtin`.
+fn tokenizer(i: &InputArgs, endpoint: &EndpointSpec) -> Result<TokenizerSpec, ConfigError> {
+    let revision = match &i.tokenizer_revision {
+        Some(r) if !hub::is_revision(r.trim()) => {
+            return Err(usage(format!(
+                "invalid --tokenizer-revision `{r}`: expected a branch, tag or commit of the \
+                 Hugging Face repository (letters, digits, `-`, `_`, `.`, `/`)"
+            )))
+        }
+        Some(r) => r.trim().to_string(),
+        None => hub::DEFAULT_REVISION.to_string(),
+    };
+    let (name, from_model) = match &i.tokenizer {
+        Some(t) => (t.clone(), false),
+        None if hub::is_repo_id(endpoint.model()) => (endpoint.model().to_string(), true),
+        None => (BUILTIN.to_string(), false),
+    };
+    Ok(TokenizerSpec {
+        name,
+        revision,
+        trust_remote_code: i.tokenizer_trust_remote_code,
+        from_model,
     })
 }
 
@@ -310,11 +400,11 @@ fn synthetic_tokens(a: &ProfileArgs) -> u64 {
         .saturating_add(u64::from(p.num_prefix_prompts) * u64::from(p.prefix_prompt_length))
 }
 
-fn input(a: &ProfileArgs, endpoint: &EndpointSpec) -> Result<InputSpec, ConfigError> {
+fn input(a: &ProfileArgs, endpoint: &EndpointSpec, seed: u64) -> Result<InputSpec, ConfigError> {
     check_input(a, endpoint)?;
     let i = &a.input;
     Ok(InputSpec {
-        random_seed: i.random_seed.unwrap_or_else(rand::random),
+        random_seed: seed,
         num_dataset_entries: i.num_dataset_entries,
         input_file: i.input_file.clone(),
         custom_dataset_type: i.custom_dataset_type,
@@ -335,7 +425,7 @@ fn input(a: &ProfileArgs, endpoint: &EndpointSpec) -> Result<InputSpec, ConfigEr
         num_prefix_prompts: a.prefix.num_prefix_prompts,
         batch_size: i.batch_size,
         use_server_token_count: a.endpoint.use_server_token_count,
-        tokenizer: i.tokenizer.clone(),
+        tokenizer: tokenizer(i, endpoint)?,
         goodput: i.goodput.clone(),
         prompt: PromptSpec {
             input_tokens: Lengths {
@@ -376,7 +466,7 @@ fn output(
     };
     let artifact_directory = a.artifact_dir.unwrap_or_else(|| {
         let safe_model: String = endpoint
-            .model
+            .model()
             .chars()
             .map(|c| {
                 if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
@@ -410,4 +500,162 @@ fn output(
         },
         log_level: a.log_level,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str]) -> Result<BenchmarkConfig, ConfigError> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        crate::config::load(&args)
+    }
+
+    fn err(args: &[&str]) -> String {
+        load(args).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn several_models_and_their_strategy() {
+        for args in [
+            &["-m", "a,b", "--url", "x"][..],
+            &["-m", "a", "--model", "b", "--url", "x"],
+            &["--model-names", " a , ,b", "--url", "x"],
+        ] {
+            let c = load(args).unwrap();
+            assert_eq!(c.endpoint.models, ["a", "b"], "{args:?}");
+            assert_eq!(c.endpoint.model(), "a");
+            assert_eq!(
+                c.endpoint.model_selection_strategy,
+                ModelSelectionStrategy::RoundRobin
+            );
+        }
+        for (v, want) in [
+            ("round-robin", ModelSelectionStrategy::RoundRobin),
+            ("round_robin", ModelSelectionStrategy::RoundRobin),
+            ("random", ModelSelectionStrategy::Random),
+        ] {
+            let c = load(&[
+                "-m",
+                "a,b",
+                "--model-selection-strategy",
+                v,
+                "--random-seed",
+                "9",
+            ])
+            .unwrap();
+            assert_eq!(c.endpoint.model_selection_strategy, want);
+            assert_eq!(c.endpoint.model_seed, 9);
+            assert_eq!(c.input.random_seed, 9);
+        }
+        let e = err(&["-m", "a,b", "--model-selection-strategy", "weighted"]);
+        assert!(e.contains("weighted is not supported"), "{e}");
+        assert!(err(&["-m", " , "]).contains("missing --model"));
+        // The default directory is named after the first model; input_config lists them all.
+        let c = load(&["-m", "org/a,b"]).unwrap();
+        assert_eq!(
+            c.output.artifact_directory,
+            PathBuf::from("artifacts/org_a-openai-chat-concurrency1")
+        );
+        let shown = serde_json::to_value(&c.endpoint).unwrap();
+        assert_eq!(shown["model_names"], serde_json::json!(["org/a", "b"]));
+        assert_eq!(shown["model_selection_strategy"], "round_robin");
+        assert!(shown.get("model_seed").is_none());
+    }
+
+    #[test]
+    fn the_tokenizer_defaults_to_the_first_models_hub_id() {
+        let tok = |args: &[&str]| load(args).unwrap().input.tokenizer;
+        let t = tok(&["-m", "Qwen/Qwen2.5-0.5B,other/model"]);
+        assert_eq!((t.name.as_str(), t.from_model), ("Qwen/Qwen2.5-0.5B", true));
+        assert_eq!(t.revision, "main");
+        for plain in [&["-m", "gpt-4o"][..], &["--url", "mock"], &["-m", "a/b/c"]] {
+            let t = tok(plain);
+            assert_eq!(
+                (t.name.as_str(), t.from_model),
+                ("builtin", false),
+                "{plain:?}"
+            );
+        }
+        let t = tok(&["-m", "Qwen/X", "--tokenizer", "builtin:cl100k_base"]);
+        assert_eq!(
+            (t.name.as_str(), t.from_model),
+            ("builtin:cl100k_base", false)
+        );
+        let t = tok(&[
+            "-m",
+            "a/b",
+            "--tokenizer-revision",
+            "refs/pr/3",
+            "--tokenizer-trust-remote-code",
+        ]);
+        assert_eq!(t.revision, "refs/pr/3");
+        assert!(t.trust_remote_code);
+        for bad in ["", "../x", "a b", "/x"] {
+            let e = err(&["-m", "a/b", "--tokenizer-revision", bad]);
+            assert!(e.contains("invalid --tokenizer-revision"), "{bad}: {e}");
+        }
+        let shown = serde_json::to_value(tok(&["-m", "a/b"])).unwrap();
+        assert_eq!(
+            shown,
+            serde_json::json!({"tokenizer": "a/b", "tokenizer_revision": "main", "tokenizer_trust_remote_code": false})
+        );
+    }
+
+    #[test]
+    fn readiness_and_accepted_flags() {
+        let c = load(&["--url", "mock"]).unwrap().endpoint;
+        assert!(c.wait_for_model.timeout.is_zero());
+        assert_eq!(c.wait_for_model.mode, WaitMode::Inference);
+        assert_eq!(c.wait_for_model.interval, std::time::Duration::from_secs(5));
+        assert!(c.stream_usage);
+        let c = load(&[
+            "--url",
+            "mock",
+            "--wait-for-model-timeout",
+            "30",
+            "--wait-for-model-mode",
+            "both",
+            "--wait-for-model-interval",
+            "0.5",
+            "--url-strategy",
+            "round-robin",
+            "--transport-type",
+            "http",
+            "--no-stream-usage",
+        ])
+        .unwrap()
+        .endpoint;
+        assert_eq!(c.wait_for_model.timeout, std::time::Duration::from_secs(30));
+        assert_eq!(c.wait_for_model.mode, WaitMode::Both);
+        assert_eq!(
+            c.wait_for_model.interval,
+            std::time::Duration::from_millis(500)
+        );
+        assert!(!c.stream_usage);
+        let shown = serde_json::to_value(&c).unwrap();
+        assert_eq!(shown["wait_for_model_timeout"], 30.0);
+        assert_eq!(shown["wait_for_model_mode"], "both");
+        assert_eq!(shown["url_strategy"], "round_robin");
+        assert_eq!(shown["stream_usage"], false);
+        // Options of a probe that does not run are errors, as in AIPerf (defaults are not).
+        let e = err(&["--url", "mock", "--wait-for-model-interval", "1"]);
+        assert!(e.contains("--wait-for-model-interval has no effect"), "{e}");
+        let e = err(&["--url", "mock", "--wait-for-model-mode", "models"]);
+        assert!(e.contains("--wait-for-model-mode has no effect"), "{e}");
+        assert!(load(&["--url", "mock", "--wait-for-model-interval", "5"]).is_ok());
+        for (flag, bad) in [
+            ("--wait-for-model-timeout", "nan"),
+            ("--wait-for-model-timeout", "-1"),
+            ("--wait-for-model-timeout", "inf"),
+            ("--wait-for-model-timeout", "1e30"),
+            ("--wait-for-model-interval", "0"),
+            ("--wait-for-model-interval", "nan"),
+            ("--url-strategy", "random"),
+            ("--transport", "grpc"),
+        ] {
+            let e = err(&["--url", "mock", &format!("{flag}={bad}")]);
+            assert!(e.contains(flag), "{flag} {bad}: {e}");
+        }
+    }
 }

@@ -226,17 +226,17 @@ impl Run<'_> {
     }
 
     /// A `single_turn` / `random_pool` line: one request.
-    fn single_turn(&self, line: &str, id: String) -> Result<Entry, String> {
+    fn single_turn(&self, line: &str, (index, id): (usize, String)) -> Result<Entry, String> {
         let row: TextTurn = parse_line(line)?;
         let prompt = row.text()?;
         let osl = row.output_length()?.or(self.cfg.osl());
         let isl = self.count(&prompt);
         let id = row.session_id.unwrap_or(id);
-        Ok(single(self.shape, id, prompt, isl, osl, None))
+        Ok(single(self.shape, index, id, prompt, isl, osl, None))
     }
 
     /// A `multi_turn` line: one session, its turns sent in order.
-    fn multi_turn(&self, line: &str, id: String) -> Result<Entry, String> {
+    fn multi_turn(&self, line: &str, (index, id): (usize, String)) -> Result<Entry, String> {
         let row: Session = parse_line(line)?;
         if row.turns.is_empty() {
             return Err("a session needs at least one turn".into());
@@ -258,6 +258,7 @@ impl Run<'_> {
         let first = turns[0].text.clone();
         Ok(entry(
             self.shape,
+            index,
             row.session_id.unwrap_or(id),
             vec![first],
             turns,
@@ -271,19 +272,19 @@ fn parse_line<'de, T: Deserialize<'de>>(line: &'de str) -> Result<T, String> {
     serde_json::from_str(line).map_err(|e| e.to_string())
 }
 
-/// Reads a JSONL file: `row(line_number, line, default_id)` turns each non-blank line into
-/// an entry; its error becomes `path:line: message`.
+/// Reads a JSONL file: `row(line_number, line, (entry_index, default_id))` turns each
+/// non-blank line into an entry; its error becomes `path:line: message`.
 fn load_jsonl(
     shown: &str,
     text: &str,
-    mut row: impl FnMut(usize, &str, String) -> Result<Entry, String>,
+    mut row: impl FnMut(usize, &str, (usize, String)) -> Result<Entry, String>,
 ) -> Result<Vec<Entry>, DatasetError> {
     let mut entries = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let id = format!("conv-{}", entries.len());
+        let id = (entries.len(), format!("conv-{}", entries.len()));
         let entry = row(i + 1, line, id).map_err(|message| DatasetError::Line {
             path: shown.to_string(),
             line: i + 1,
@@ -318,6 +319,7 @@ fn load_sharegpt(run: &Run, shown: &str, text: &str) -> Result<Vec<Entry>, Datas
         let id = format!("conv-{}", entries.len());
         entries.push(single(
             run.shape,
+            entries.len(),
             id,
             q.value.clone(),
             run.count(&q.value),
@@ -356,7 +358,12 @@ struct Trace<'a> {
 
 impl Trace<'_> {
     /// Line `number` of the trace: one request.
-    fn line(&mut self, number: usize, line: &str, id: String) -> Result<Entry, String> {
+    fn line(
+        &mut self,
+        number: usize,
+        line: &str,
+        (index, id): (usize, String),
+    ) -> Result<Entry, String> {
         let row: MooncakeLine = parse_line(line)?;
         let input_length = length("input_length", &row.input_length)?;
         let osl = row
@@ -378,7 +385,15 @@ impl Trace<'_> {
                 .prompt(&ids, input_length as usize, &mut self.rng)
         };
         let isl = self.run.count(&prompt);
-        Ok(single(self.run.shape, id, prompt, isl, osl, row.timestamp))
+        Ok(single(
+            self.run.shape,
+            index,
+            id,
+            prompt,
+            isl,
+            osl,
+            row.timestamp,
+        ))
     }
 }
 

@@ -213,16 +213,18 @@ fn sample_len(rng: &mut StdRng, mean: f64, std: f64) -> u32 {
     drawn.round().max(1.0).min(f64::from(MAX_TOKENS)) as u32
 }
 
-/// Builds an entry; `inputs` are the first turn's texts (several for an embeddings batch).
+/// Builds entry number `index` of the dataset (the endpoint picks its model by it); `inputs`
+/// are the first turn's texts (several for an embeddings batch).
 fn entry(
     shape: &RequestShape,
+    index: usize,
     id: String,
     inputs: Vec<String>,
     turns: Vec<Turn>,
     timestamp_ms: Option<f64>,
 ) -> Entry {
     let messages: Vec<Message> = inputs.into_iter().map(|t| ("user", t)).collect();
-    let payload = build_payload(shape, &messages, turns[0].osl);
+    let payload = build_payload(shape, index, &messages, turns[0].osl);
     Entry {
         conversation_id: id,
         turns,
@@ -235,6 +237,7 @@ fn entry(
 
 fn single(
     shape: &RequestShape,
+    index: usize,
     id: String,
     prompt: String,
     isl: u32,
@@ -247,7 +250,7 @@ fn single(
         osl,
         delay: Duration::ZERO,
     };
-    entry(shape, id, vec![prompt], vec![turn], timestamp_ms)
+    entry(shape, index, id, vec![prompt], vec![turn], timestamp_ms)
 }
 
 impl Dataset {
@@ -318,7 +321,7 @@ impl Dataset {
                 osl,
                 delay: Duration::ZERO,
             };
-            entry(shape, format!("conv-{i}"), batch, vec![turn], None)
+            entry(shape, i, format!("conv-{i}"), batch, vec![turn], None)
         };
         let n = cfg.num_dataset_entries;
         let threads = std::thread::available_parallelism()

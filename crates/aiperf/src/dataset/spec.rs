@@ -75,7 +75,9 @@ pub struct InputSpec {
     pub num_prefix_prompts: u32,
     pub batch_size: u32,
     pub use_server_token_count: bool,
-    pub tokenizer: String,
+    /// `--tokenizer` and its options (flat: `tokenizer`, `tokenizer_revision`, ...).
+    #[serde(flatten)]
+    pub tokenizer: crate::tokenizer::TokenizerSpec,
     pub prompt: PromptSpec,
     /// `--goodput`'s objectives, as AIPerf's `input.goodput`: `{tag: threshold}`.
     #[serde(skip_serializing_if = "Option::is_none")]

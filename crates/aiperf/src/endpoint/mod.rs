@@ -9,37 +9,78 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::metrics::Usage;
+use crate::mix::mix;
 
 mod skim;
 mod spec;
 
-pub use spec::{EndpointSpec, EndpointType, TlsOptions};
+pub use spec::{
+    EndpointSpec, EndpointType, ModelSelectionStrategy, TlsOptions, TransportKind, UrlStrategy,
+    WaitForModel, WaitMode,
+};
 
 /// Everything about a request's shape that is fixed for a run.
 #[derive(Debug, Clone)]
 pub struct RequestShape {
     pub endpoint: EndpointType,
-    pub model: String,
+    /// `--model`: never empty; with several, [`RequestShape::model`] picks one per entry.
+    pub models: Vec<String>,
+    pub model_selection: ModelSelectionStrategy,
+    /// Seed of `random` model selection.
+    pub model_seed: u64,
     pub streaming: bool,
     pub legacy_max_tokens: bool,
     pub extra: Map<String, Value>,
     pub template: Option<Value>,
-    /// Ask the server for `usage` in streams (`--use-server-token-count`).
+    /// Ask streams for `usage` (`stream_options.include_usage`): chat and completions unless
+    /// `--no-stream-usage`; the Responses API only with `--use-server-token-count` (AIPerf's
+    /// rule for each).
     pub include_usage: bool,
 }
 
+/// Mixed into the seed for `random` model selection, so it is independent of the other
+/// seeded choices of an entry.
+const MODEL_SALT: u64 = 0x4d4f_4445_4c53;
+
 impl RequestShape {
-    /// The shape of an endpoint's requests; `include_usage` asks streams for `usage`.
-    pub fn new(spec: &EndpointSpec, include_usage: bool) -> Self {
+    /// The shape of an endpoint's requests; `use_server_token_count` also asks Responses API
+    /// streams for `usage`.
+    pub fn new(spec: &EndpointSpec, use_server_token_count: bool) -> Self {
+        let include_usage = spec.stream_usage
+            && match spec.endpoint_type {
+                EndpointType::Chat | EndpointType::Completions => true,
+                EndpointType::Responses => use_server_token_count,
+                EndpointType::Embeddings | EndpointType::Template => false,
+            };
         Self {
             endpoint: spec.endpoint_type,
-            model: spec.model.clone(),
+            models: spec.models.clone(),
+            model_selection: spec.model_selection_strategy,
+            model_seed: spec.model_seed,
             streaming: spec.streams(),
             legacy_max_tokens: spec.use_legacy_max_tokens,
             extra: spec.extra_inputs.clone(),
             template: spec.payload_template.clone(),
             include_usage,
         }
+    }
+
+    /// The model of dataset entry `entry` (every turn of a conversation keeps it): round
+    /// robin, entry *n* gets model *n* mod the number of models; random, a seeded uniform
+    /// draw per entry.
+    pub fn model(&self, entry: usize) -> &str {
+        let n = self.models.len() as u64;
+        if n <= 1 {
+            return self.models.first().map_or("", String::as_str);
+        }
+        let i = match self.model_selection {
+            ModelSelectionStrategy::Random => mix(self.model_seed ^ MODEL_SALT, entry as u64) % n,
+            // `weighted` never gets here (the config rejects it).
+            ModelSelectionStrategy::RoundRobin | ModelSelectionStrategy::Weighted => {
+                entry as u64 % n
+            }
+        };
+        &self.models[i as usize]
     }
 }
 
@@ -75,10 +116,16 @@ fn fill_template(t: &Value, text: &str, max_tokens: Option<u32>, model: &str) ->
     }
 }
 
-/// Builds the JSON payload for a conversation so far (the last message is the new user
-/// turn). Embeddings send every message as one input of the batch.
-pub fn build_payload(shape: &RequestShape, messages: &[Message], max_tokens: Option<u32>) -> Value {
-    let model = shape.model.as_str();
+/// Builds the JSON payload of dataset entry `entry` (which decides its model) for a
+/// conversation so far (the last message is the new user turn). Embeddings send every
+/// message as one input of the batch.
+pub fn build_payload(
+    shape: &RequestShape,
+    entry: usize,
+    messages: &[Message],
+    max_tokens: Option<u32>,
+) -> Value {
+    let model = shape.model(entry);
     let streaming = shape.streaming;
     let joined = || {
         messages
@@ -126,26 +173,40 @@ pub fn build_payload(shape: &RequestShape, messages: &[Message], max_tokens: Opt
             }
             b
         }
-        EndpointType::Template => {
-            let t = shape.template.as_ref().expect("config requires a template");
-            fill_template(t, &joined(), max_tokens, model)
-        }
+        EndpointType::Template => match shape.template.as_ref() {
+            Some(t) => fill_template(t, &joined(), max_tokens, model),
+            // The config requires a template for this type.
+            None => Value::Object(Map::new()),
+        },
     };
     if let Value::Object(map) = &mut body {
-        if shape.include_usage
-            && streaming
-            && matches!(
-                shape.endpoint,
-                EndpointType::Chat | EndpointType::Completions
-            )
-        {
-            map.insert("stream_options".into(), json!({"include_usage": true}));
-        }
         for (k, v) in &shape.extra {
             map.insert(k.clone(), v.clone());
         }
+        if shape.include_usage {
+            ask_for_usage(map);
+        }
     }
     body
+}
+
+/// Adds `stream_options.include_usage: true` to a streamed payload, as AIPerf does: after
+/// `--extra-inputs`, only when the final payload streams (`"stream": true`, which an extra
+/// input may have changed), keeping any `stream_options` keys the user gave (an explicit
+/// `include_usage` wins; `null` counts as absent; a non-object is left alone).
+fn ask_for_usage(map: &mut Map<String, Value>) {
+    if map.get("stream") != Some(&Value::Bool(true)) {
+        return;
+    }
+    match map.get_mut("stream_options") {
+        None | Some(Value::Null) => {
+            map.insert("stream_options".into(), json!({"include_usage": true}));
+        }
+        Some(Value::Object(options)) => {
+            options.entry("include_usage").or_insert(Value::Bool(true));
+        }
+        Some(_) => {}
+    }
 }
 
 /// How responses are read for the run's endpoint.
@@ -660,7 +721,9 @@ mod tests {
     fn shape(endpoint: EndpointType, streaming: bool) -> RequestShape {
         RequestShape {
             endpoint,
-            model: "m".into(),
+            models: vec!["m".into()],
+            model_selection: ModelSelectionStrategy::RoundRobin,
+            model_seed: 0,
             streaming,
             legacy_max_tokens: false,
             extra: Map::new(),
@@ -678,17 +741,18 @@ mod tests {
         let mut chat = shape(EndpointType::Chat, true);
         chat.extra.insert("temperature".into(), json!(0.1));
         assert_eq!(
-            build_payload(&chat, &user("hi"), Some(8)),
+            build_payload(&chat, 0, &user("hi"), Some(8)),
             json!({"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"max_completion_tokens":8,"temperature":0.1})
         );
         let mut legacy = shape(EndpointType::Chat, false);
         legacy.legacy_max_tokens = true;
-        let c = build_payload(&legacy, &user("hi"), Some(8));
+        let c = build_payload(&legacy, 0, &user("hi"), Some(8));
         assert_eq!(c["max_tokens"], 8);
         assert!(c.get("max_completion_tokens").is_none());
         assert_eq!(
             build_payload(
                 &shape(EndpointType::Completions, true),
+                0,
                 &user("hi"),
                 Some(4)
             ),
@@ -696,11 +760,16 @@ mod tests {
         );
         let batch = vec![("user", "a".to_string()), ("user", "b".to_string())];
         assert_eq!(
-            build_payload(&shape(EndpointType::Embeddings, false), &batch, None),
+            build_payload(&shape(EndpointType::Embeddings, false), 0, &batch, None),
             json!({"model":"m","input":["a","b"]})
         );
         assert_eq!(
-            build_payload(&shape(EndpointType::Responses, true), &user("hi"), Some(5)),
+            build_payload(
+                &shape(EndpointType::Responses, true),
+                0,
+                &user("hi"),
+                Some(5)
+            ),
             json!({"model":"m","input":[{"role":"user","content":"hi"}],"stream":true,"max_output_tokens":5})
         );
     }
@@ -714,11 +783,149 @@ mod tests {
             ("assistant", "a1".to_string()),
             ("user", "q2".to_string()),
         ];
-        let c = build_payload(&chat, &history, None);
+        let c = build_payload(&chat, 0, &history, None);
         assert_eq!(c["messages"][1], json!({"role":"assistant","content":"a1"}));
         assert_eq!(c["stream_options"], json!({"include_usage": true}));
-        let c = build_payload(&shape(EndpointType::Completions, false), &history, None);
+        let c = build_payload(&shape(EndpointType::Completions, false), 0, &history, None);
         assert_eq!(c["prompt"], "q1\na1\nq2");
+    }
+
+    /// AIPerf's rule: streamed chat and completions ask for a final usage chunk, after
+    /// the extra inputs, keeping the user's own `stream_options`.
+    #[test]
+    fn stream_options_as_aiperf_sends_them() {
+        let with_usage = |e, streaming| {
+            let mut s = shape(e, streaming);
+            s.include_usage = true;
+            s
+        };
+        let chat = with_usage(EndpointType::Chat, true);
+        let body = build_payload(&chat, 0, &user("hi"), Some(3));
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"max_completion_tokens":3,"stream_options":{"include_usage":true}}"#
+        );
+        let c = build_payload(
+            &with_usage(EndpointType::Completions, true),
+            0,
+            &user("hi"),
+            None,
+        );
+        assert_eq!(c["stream_options"], json!({"include_usage": true}));
+        // Not streamed: never (a server rejects stream_options without stream).
+        let c = build_payload(&with_usage(EndpointType::Chat, false), 0, &user("hi"), None);
+        assert!(c.get("stream_options").is_none(), "{c}");
+        // An extra input that turns streaming off wins, and one that turns it on asks.
+        let mut off = chat.clone();
+        off.extra.insert("stream".into(), json!(false));
+        assert!(build_payload(&off, 0, &user("hi"), None)
+            .get("stream_options")
+            .is_none());
+        // The user's stream_options are kept; their include_usage wins.
+        let mut mine = chat.clone();
+        mine.extra.insert(
+            "stream_options".into(),
+            json!({"continuous_usage_stats": true}),
+        );
+        assert_eq!(
+            build_payload(&mine, 0, &user("hi"), None)["stream_options"],
+            json!({"continuous_usage_stats": true, "include_usage": true})
+        );
+        mine.extra
+            .insert("stream_options".into(), json!({"include_usage": false}));
+        assert_eq!(
+            build_payload(&mine, 0, &user("hi"), None)["stream_options"],
+            json!({"include_usage": false})
+        );
+        mine.extra.insert("stream_options".into(), Value::Null);
+        assert_eq!(
+            build_payload(&mine, 0, &user("hi"), None)["stream_options"],
+            json!({"include_usage": true})
+        );
+        mine.extra.insert("stream_options".into(), json!("odd"));
+        assert_eq!(
+            build_payload(&mine, 0, &user("hi"), None)["stream_options"],
+            json!("odd")
+        );
+        // --no-stream-usage: nothing added.
+        let c = build_payload(&shape(EndpointType::Chat, true), 0, &user("hi"), None);
+        assert!(c.get("stream_options").is_none(), "{c}");
+    }
+
+    #[test]
+    fn which_endpoints_ask_for_usage() {
+        let spec = |e: &str, stream_usage: bool| {
+            let args = [
+                "--url",
+                "mock",
+                "--streaming",
+                "--endpoint-type",
+                e,
+                "--endpoint",
+                "/x",
+                "--payload-template",
+                "{\"t\": \"{{text}}\"}",
+            ];
+            let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            if e != "template" {
+                args.truncate(args.len() - 2);
+            }
+            if !stream_usage {
+                args.push("--no-stream-usage".into());
+            }
+            crate::config::load(&args).unwrap().endpoint
+        };
+        for (e, plain, with_server_counts) in [
+            ("chat", true, true),
+            ("completions", true, true),
+            ("responses", false, true),
+            ("embeddings", false, false),
+            ("template", false, false),
+        ] {
+            let s = spec(e, true);
+            assert_eq!(RequestShape::new(&s, false).include_usage, plain, "{e}");
+            assert_eq!(
+                RequestShape::new(&s, true).include_usage,
+                with_server_counts,
+                "{e}"
+            );
+            let off = spec(e, false);
+            assert!(!RequestShape::new(&off, true).include_usage, "{e}");
+        }
+    }
+
+    #[test]
+    fn models_per_entry() {
+        let mut s = shape(EndpointType::Chat, false);
+        assert_eq!(s.model(7), "m");
+        s.models = vec!["a".into(), "b".into(), "c".into()];
+        let picks: Vec<&str> = (0..6).map(|i| s.model(i)).collect();
+        assert_eq!(picks, ["a", "b", "c", "a", "b", "c"]);
+        assert_eq!(build_payload(&s, 4, &user("hi"), None)["model"], "b");
+        let mut t = s.clone();
+        t.endpoint = EndpointType::Template;
+        t.template = Some(json!({"m": "{{model}}", "p": "{{text}}"}));
+        assert_eq!(build_payload(&t, 5, &user("hi"), None)["m"], "c");
+        // Random: seeded, reproducible, roughly uniform, and the seed matters.
+        s.model_selection = ModelSelectionStrategy::Random;
+        s.model_seed = 42;
+        let draw = |s: &RequestShape| {
+            (0..3000)
+                .map(|i| s.model(i).to_string())
+                .collect::<Vec<_>>()
+        };
+        let first = draw(&s);
+        assert_eq!(first, draw(&s.clone()));
+        for m in ["a", "b", "c"] {
+            let n = first.iter().filter(|x| *x == m).count();
+            assert!((800..1200).contains(&n), "{m}: {n}");
+        }
+        let mut other = s.clone();
+        other.model_seed = 43;
+        assert_ne!(first, draw(&other));
+        // An empty list (never made by the config) gives an empty name, not a panic.
+        s.models.clear();
+        assert_eq!(s.model(3), "");
     }
 
     #[test]
@@ -728,7 +935,7 @@ mod tests {
             json!({"inputs": "{{text}}", "parameters": {"max_new_tokens": "{{max_tokens}}", "model": "{{model}}"}}),
         );
         assert_eq!(
-            build_payload(&t, &user("hello"), Some(7)),
+            build_payload(&t, 0, &user("hello"), Some(7)),
             json!({"inputs": "hello", "parameters": {"max_new_tokens": 7, "model": "m"}})
         );
         let parser = ResponseParser::Pointer("/generated_text".into());

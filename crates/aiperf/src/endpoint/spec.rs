@@ -43,12 +43,82 @@ impl EndpointType {
     }
 }
 
+/// How the model of each dataset entry is chosen when `--model` names several
+/// (`--model-selection-strategy`). AIPerf's spellings are accepted (`round-robin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelSelectionStrategy {
+    /// Entry *n* gets model *n* mod (number of models).
+    #[default]
+    #[value(name = "round_robin", alias = "round-robin")]
+    RoundRobin,
+    /// A seeded uniform draw per entry (`--random-seed`).
+    Random,
+    /// AIPerf's per-model weights, which only its YAML `models:` section can give: rejected.
+    Weighted,
+}
+
+/// `--wait-for-model-mode`: what the readiness probe checks before the first phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitMode {
+    /// `GET /v1/models` lists the model (a 404 there: any 2xx from the base URL).
+    Models,
+    /// A one-token request to the endpoint gets any answer below 500.
+    #[default]
+    Inference,
+    /// `models`, then `inference`.
+    Both,
+}
+
+/// `--url-strategy`: how requests are spread over several `--url`s (AIPerf has one way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UrlStrategy {
+    /// Request *n* goes to URL *n* mod (number of URLs).
+    #[default]
+    #[value(name = "round_robin", alias = "round-robin")]
+    RoundRobin,
+}
+
+/// `--transport`: the protocol requests go over (AIPerf has one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportKind {
+    /// HTTP/1.1 for `http://`, HTTP/1.1 or HTTP/2 for `https://`.
+    #[default]
+    Http,
+}
+
+/// The readiness probe's settings (`--wait-for-model-*`); the probe runs when `timeout` is
+/// not zero.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct WaitForModel {
+    #[serde(
+        rename = "wait_for_model_timeout",
+        serialize_with = "crate::units::secs"
+    )]
+    pub timeout: Duration,
+    #[serde(rename = "wait_for_model_mode")]
+    pub mode: WaitMode,
+    #[serde(
+        rename = "wait_for_model_interval",
+        serialize_with = "crate::units::secs"
+    )]
+    pub interval: Duration,
+}
+
 /// The resolved endpoint settings. Serialized (secrets hidden) as the export's
 /// `input_config.endpoint`.
 #[derive(Debug, Clone, Serialize)]
 pub struct EndpointSpec {
-    #[serde(rename = "model_names", serialize_with = "one_item_list")]
-    pub model: String,
+    /// `--model`: one or more names (never empty).
+    #[serde(rename = "model_names")]
+    pub models: Vec<String>,
+    pub model_selection_strategy: ModelSelectionStrategy,
+    /// The seed of `random` model selection (the run's `--random-seed`).
+    #[serde(skip)]
+    pub model_seed: u64,
     #[serde(rename = "type")]
     pub endpoint_type: EndpointType,
     /// The request path (the type's default or `--endpoint`).
@@ -73,9 +143,23 @@ pub struct EndpointSpec {
     pub ssl_ca_files: Vec<PathBuf>,
     /// `--ssl-insecure`.
     pub ssl_insecure: bool,
+    /// Ask streamed chat/completions for a final `usage` chunk (`stream_options.include_usage`,
+    /// as AIPerf does); off with `--no-stream-usage`.
+    pub stream_usage: bool,
+    /// `--wait-for-model-timeout`, `-mode`, `-interval`.
+    #[serde(flatten)]
+    pub wait_for_model: WaitForModel,
+    pub url_strategy: UrlStrategy,
+    pub transport: TransportKind,
 }
 
 impl EndpointSpec {
+    /// The first (or only) model: the default artifact directory and the console title use it,
+    /// and without `--tokenizer` its tokenizer counts tokens.
+    pub fn model(&self) -> &str {
+        self.models.first().map_or("", String::as_str)
+    }
+
     /// Whether responses are streamed: asked for, and the endpoint can stream.
     pub fn streams(&self) -> bool {
         self.streaming && self.endpoint_type != EndpointType::Embeddings
@@ -88,10 +172,6 @@ impl EndpointSpec {
             insecure: self.ssl_insecure,
         }
     }
-}
-
-fn one_item_list<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq([v])
 }
 
 /// What `--ssl-ca-file` and `--ssl-insecure` asked for (the transport builds its TLS

@@ -145,7 +145,7 @@ async fn execute<S: RequestSender>(
                 return true;
             }
             history.push(("user", turn.text.clone()));
-            let body = build_payload(&ctx.dataset.shape, &history, turn.osl);
+            let body = build_payload(&ctx.dataset.shape, entry_index, &history, turn.osl);
             let bytes = bytes::Bytes::from(serde_json::to_vec(&body).expect("payload serializes"));
             if entry.later_payloads.get().is_none() {
                 sent_payloads.push(bytes.clone());

@@ -16,7 +16,8 @@ use std::time::Duration;
 use super::{one_line, Tokenizer, TokenizerError};
 
 const FILE: &str = "tokenizer.json";
-const REVISION: &str = "main";
+/// The revision used unless `--tokenizer-revision` names another.
+pub const DEFAULT_REVISION: &str = "main";
 const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 /// Bounds DNS, TCP and TLS setup of each connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,6 +57,28 @@ pub struct HubConfig {
     pub token: Option<String>,
     /// Never download.
     pub offline: bool,
+    /// The branch, tag or commit to use (`--tokenizer-revision`; see [`is_revision`]).
+    pub revision: String,
+}
+
+/// Whether `rev` can name a hub revision here: a branch, tag or commit of ASCII letters,
+/// digits, `-`, `_`, `.` and `/` (`refs/pr/1`), at most 256 bytes, without `..`, `//` or
+/// a leading or trailing `/` (it becomes a path in the cache).
+pub fn is_revision(rev: &str) -> bool {
+    !rev.is_empty()
+        && rev.len() <= 256
+        && rev
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+        && !rev.contains("..")
+        && !rev.contains("//")
+        && !rev.starts_with(['/', '.'])
+        && !rev.ends_with('/')
+}
+
+/// A full commit id (40 hex digits): its snapshot is found without a `refs/` file.
+fn is_commit(rev: &str) -> bool {
+    rev.len() == 40 && rev.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 fn env(key: &str) -> Option<String> {
@@ -105,7 +128,14 @@ impl HubConfig {
             endpoint,
             token,
             offline: env_true("HF_HUB_OFFLINE") || env_true("TRANSFORMERS_OFFLINE"),
+            revision: DEFAULT_REVISION.to_string(),
         }
+    }
+
+    /// The same, for revision `rev` (checked by the config with [`is_revision`]).
+    pub fn with_revision(mut self, rev: &str) -> Self {
+        self.revision = rev.to_string();
+        self
     }
 
     /// `CACHE/models--ORG--NAME`.
@@ -114,11 +144,21 @@ impl HubConfig {
         Some(cache.join(format!("models--{}", repo.replace('/', "--"))))
     }
 
-    /// The cached `tokenizer.json` of `repo`: the snapshot `refs/main` names, else the most
-    /// recently written snapshot that has one.
+    /// The cached `tokenizer.json` of `repo` at the revision: the snapshot of that commit, or
+    /// the one `refs/REVISION` names; for `main` only, else the most recently written
+    /// snapshot that has one.
     pub fn cached(&self, repo: &str) -> Option<PathBuf> {
         let dir = self.repo_dir(repo)?;
-        if let Ok(commit) = std::fs::read_to_string(dir.join("refs").join(REVISION)) {
+        if !is_revision(&self.revision) {
+            return None;
+        }
+        if is_commit(&self.revision) {
+            let file = dir.join("snapshots").join(&self.revision).join(FILE);
+            if file.is_file() {
+                return Some(file);
+            }
+        }
+        if let Ok(commit) = std::fs::read_to_string(dir.join("refs").join(&self.revision)) {
             let commit = commit.trim();
             if safe_name(commit) {
                 let file = dir.join("snapshots").join(commit).join(FILE);
@@ -126,6 +166,9 @@ impl HubConfig {
                     return Some(file);
                 }
             }
+        }
+        if self.revision != DEFAULT_REVISION {
+            return None;
         }
         std::fs::read_dir(dir.join("snapshots"))
             .ok()?
@@ -171,7 +214,7 @@ impl HubConfig {
             .map_err(|e| hub_err(one_line(e)))?
             .join()
             .unwrap_or_else(|_| Err(Failure::Other("download thread panicked".into())));
-        fetched.map_err(|f| hub_err(f.reason()))
+        fetched.map_err(|f| hub_err(f.reason(&self.revision)))
     }
 
     /// Stores a download in the cache as `huggingface_hub` would, returning the snapshot
@@ -204,9 +247,15 @@ impl HubConfig {
             }
             None => write_atomic(&file, &dl.bytes)?,
         }
-        let refs = dir.join("refs");
-        std::fs::create_dir_all(&refs)?;
-        write_atomic(&refs.join(REVISION), commit.as_bytes())?;
+        // As huggingface_hub does: a branch or tag is remembered by name; a commit is its own
+        // snapshot.
+        if self.revision != commit && is_revision(&self.revision) {
+            let reference = dir.join("refs").join(&self.revision);
+            if let Some(parent) = reference.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            write_atomic(&reference, commit.as_bytes())?;
+        }
         Ok(file)
     }
 }
@@ -277,7 +326,8 @@ enum Failure {
 }
 
 impl Failure {
-    fn reason(&self) -> String {
+    /// Why, in one line; `revision` is the one asked for.
+    fn reason(&self, revision: &str) -> String {
         match self {
             Failure::Unreachable(why) => format!("offline? {why}"),
             Failure::Status {
@@ -296,7 +346,9 @@ impl Failure {
                         "the model is gated: accept its terms on the hub and set HF_TOKEN"
                             .to_string()
                     }
-                    (Some("RevisionNotFound"), _) => "the model has no `main` revision".into(),
+                    (Some("RevisionNotFound"), _) => {
+                        format!("the model has no revision `{revision}`")
+                    }
                     (_, 401 | 403) => {
                         "access denied (set HF_TOKEN to a token with access)".to_string()
                     }
@@ -346,7 +398,12 @@ async fn fetch(cfg: &HubConfig, repo: &str) -> Result<Download, Failure> {
         .user_agent(concat!("aiperf/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| Failure::Other(one_line(e)))?;
-    let start = format!("{}/{repo}/resolve/{REVISION}/{FILE}", cfg.endpoint);
+    if !is_revision(&cfg.revision) {
+        return Err(Failure::Other(format!("bad revision `{}`", cfg.revision)));
+    }
+    // As huggingface_hub does: the revision is one path segment (`refs/pr/1` → `refs%2Fpr%2F1`).
+    let revision = cfg.revision.replace('/', "%2F");
+    let start = format!("{}/{repo}/resolve/{revision}/{FILE}", cfg.endpoint);
     let mut url = reqwest::Url::parse(&start)
         .map_err(|e| Failure::Other(format!("bad HF_ENDPOINT `{}`: {e}", cfg.endpoint)))?;
     let hub_origin = url.origin();
@@ -451,6 +508,7 @@ mod tests {
             endpoint: endpoint.to_string(),
             token: None,
             offline: false,
+            revision: DEFAULT_REVISION.to_string(),
         }
     }
 
@@ -679,6 +737,83 @@ mod tests {
         }
         // A file that does not parse is not cached.
         assert!(!tmp.path().join("models--acme--bad").exists());
+    }
+
+    #[test]
+    fn revisions() {
+        for ok in ["main", "v1.0", "refs/pr/1", "0123abcd", "my_branch-2"] {
+            assert!(is_revision(ok), "{ok}");
+        }
+        for bad in [
+            "", "../x", "a/../b", "/abs", "a//b", "trail/", ".hidden", "sp ace", "a\\b",
+        ] {
+            assert!(!is_revision(bad), "{bad}");
+        }
+        assert!(is_commit(&"a".repeat(40)));
+        assert!(!is_commit("main"));
+    }
+
+    #[test]
+    fn a_revision_picks_its_own_snapshot_in_the_cache() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cfg = config(tmp.path(), "http://127.0.0.1:9");
+        cfg.offline = true;
+        let repo = tmp.path().join("models--acme--tiny");
+        let commit = "c".repeat(40);
+        for snap in ["aaaa", commit.as_str()] {
+            std::fs::create_dir_all(repo.join("snapshots").join(snap)).unwrap();
+            std::fs::write(repo.join("snapshots").join(snap).join(FILE), fixture_json()).unwrap();
+        }
+        std::fs::create_dir_all(repo.join("refs/refs/pr")).unwrap();
+        std::fs::write(repo.join("refs/v1"), "aaaa").unwrap();
+        std::fs::write(repo.join("refs/refs/pr/1"), &commit).unwrap();
+        let at = |rev: &str| cfg.clone().with_revision(rev).cached("acme/tiny");
+        assert_eq!(at("v1").unwrap(), repo.join("snapshots/aaaa").join(FILE));
+        assert_eq!(
+            at("refs/pr/1").unwrap(),
+            repo.join("snapshots").join(&commit).join(FILE)
+        );
+        assert_eq!(
+            at(&commit).unwrap(),
+            repo.join("snapshots").join(&commit).join(FILE)
+        );
+        // An unknown revision is not served from another snapshot; `main` may be.
+        assert_eq!(at("v2"), None);
+        assert!(at("main").is_some());
+        let e = load(&cfg.clone().with_revision("v2"), "acme/tiny").unwrap_err();
+        assert!(e.to_string().contains("HF_HUB_OFFLINE"), "{e}");
+    }
+
+    #[test]
+    fn a_revision_is_downloaded_and_remembered_by_name() {
+        let json = fixture_json().into_bytes();
+        let body = json.clone();
+        let (base, seen) = serve(move |path| match path {
+            "/acme/tiny/resolve/refs%2Fpr%2F7/tokenizer.json" => (
+                200,
+                vec![h("etag", "\"b7\""), h("x-repo-commit", "feed7")],
+                body.clone(),
+            ),
+            _ => (404, vec![h("x-error-code", "RevisionNotFound")], vec![]),
+        });
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = config(tmp.path(), &base).with_revision("refs/pr/7");
+        assert!(load(&cfg, "acme/tiny").is_ok());
+        assert_eq!(
+            seen.lock().unwrap()[0].path,
+            "/acme/tiny/resolve/refs%2Fpr%2F7/tokenizer.json"
+        );
+        let repo = tmp.path().join("models--acme--tiny");
+        assert_eq!(
+            std::fs::read_to_string(repo.join("refs/refs/pr/7")).unwrap(),
+            "feed7"
+        );
+        assert!(!repo.join("refs/main").exists());
+        let mut offline = cfg.clone();
+        offline.offline = true;
+        assert!(load(&offline, "acme/tiny").is_ok());
+        let e = load(&cfg.clone().with_revision("nope"), "acme/tiny").unwrap_err();
+        assert!(e.to_string().contains("no revision `nope`"), "{e}");
     }
 
     #[test]

@@ -16,7 +16,56 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use serde::Serialize;
+
 pub mod hub;
+
+/// The built-in tokenizer: the default, and the fallback when a model's own cannot be had.
+pub const BUILTIN: &str = "builtin";
+
+/// What `--tokenizer`, `--tokenizer-revision` and `--tokenizer-trust-remote-code` ask for.
+/// Serialized flat into the export's `input_config.input`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenizerSpec {
+    /// A `--tokenizer` value (see [`Tokenizer::load`]); without `--tokenizer`, the first
+    /// model's hub id `ORG/NAME`, else `builtin`. After loading, the one actually used.
+    #[serde(rename = "tokenizer")]
+    pub name: String,
+    /// The hub revision (branch, tag or commit) of a hub id.
+    #[serde(rename = "tokenizer_revision")]
+    pub revision: String,
+    /// Accepted for AIPerf's sake: no code is ever run (see [`TRUST_REMOTE_CODE_NOTE`]).
+    #[serde(rename = "tokenizer_trust_remote_code")]
+    pub trust_remote_code: bool,
+    /// `name` was taken from `--model`: when it cannot be had, `builtin` is used instead,
+    /// with a warning (an explicit `--tokenizer` that fails is an error).
+    #[serde(skip)]
+    pub from_model: bool,
+}
+
+impl Default for TokenizerSpec {
+    fn default() -> Self {
+        Self {
+            name: BUILTIN.to_string(),
+            revision: hub::DEFAULT_REVISION.to_string(),
+            trust_remote_code: false,
+            from_model: false,
+        }
+    }
+}
+
+/// Printed once when `--tokenizer-trust-remote-code` is given.
+pub const TRUST_REMOTE_CODE_NOTE: &str = "note: --tokenizer-trust-remote-code changes nothing \
+    here: this tool runs no Python code, it reads the repository's tokenizer.json (data, never \
+    code) with the Rust `tokenizers` library; a model whose tokenizer exists only as custom \
+    Python code has no tokenizer.json and fails with an error saying so";
+
+/// A tokenizer loaded for a run, and the warning to print when it is not the one asked for.
+#[derive(Debug)]
+pub struct Loaded {
+    pub tokenizer: Tokenizer,
+    pub warning: Option<String>,
+}
 
 /// What `--tokenizer` accepts, for error messages.
 const ACCEPTED: &str =
@@ -37,6 +86,17 @@ pub enum TokenizerError {
          path to a tokenizer.json or its directory with --tokenizer PATH"
     )]
     Hub { repo: String, reason: String },
+}
+
+impl TokenizerError {
+    /// Why, without the advice to pass a path (for the fallback's warning).
+    pub fn reason(&self) -> String {
+        match self {
+            TokenizerError::Hub { reason, .. } => reason.clone(),
+            TokenizerError::Load { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// Collapses any text (an error from a dependency, say) to one line.
@@ -101,6 +161,37 @@ impl Tokenizer {
             return Err(TokenizerError::NotFound(spec.to_string()));
         }
         Err(TokenizerError::Unknown(spec.to_string()))
+    }
+
+    /// Loads what `spec` asks for. A tokenizer defaulted from `--model` that cannot be had
+    /// (offline, not on the hub, no `tokenizer.json`, unreadable) falls back to `builtin`
+    /// with a one-line warning; an explicit `--tokenizer` that fails is an error.
+    ///
+    /// Blocking: it may read files and use the network.
+    pub fn load_spec(spec: &TokenizerSpec) -> Result<Loaded, TokenizerError> {
+        let loaded = if hub::is_repo_id(&spec.name) && !Path::new(&spec.name).exists() {
+            let cfg = hub::HubConfig::from_env().with_revision(&spec.revision);
+            hub::load(&cfg, &spec.name)
+        } else {
+            Self::load(&spec.name)
+        };
+        match loaded {
+            Ok(tokenizer) => Ok(Loaded {
+                tokenizer,
+                warning: None,
+            }),
+            Err(e) if spec.from_model => Ok(Loaded {
+                tokenizer: Self::load(BUILTIN)?,
+                warning: Some(format!(
+                    "no tokenizer for model `{}` ({}): counting tokens with the built-in \
+                     o200k_base instead, so ISL and OSL are approximate; pass --tokenizer \
+                     to choose one",
+                    spec.name,
+                    e.reason()
+                )),
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     fn tiktoken(name: &str, bpe: &'static bpe_openai::Tokenizer) -> Self {

@@ -20,6 +20,7 @@ mod layers;
 mod load;
 mod plugins;
 mod profile;
+mod request_shape;
 mod tokenizer;
 mod transport;
 mod workloads;

@@ -120,7 +120,7 @@ fn fixed_isl_prompts_are_exactly_isl_tokens() {
 
 /// A small byte-level BPE `tokenizer.json` trained on a few sentences, with a `<s>` special
 /// token added to every sequence (which counting must leave out).
-fn fixture_json() -> String {
+pub(crate) fn fixture_json() -> String {
     use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
     use tokenizers::normalizers::NormalizerWrapper;
     use tokenizers::pre_tokenizers::byte_level::ByteLevel;

@@ -1070,8 +1070,12 @@ fn server_token_count_against_the_mock_asks_for_usage() {
     }
     assert!(!run.stderr.contains(MISMATCH), "{}", run.stderr);
 
-    // Without the flag: no stream_options.
+    // Without the flag too, as AIPerf does; only --no-stream-usage leaves it out.
     let run = mock_run(&["--streaming", "--osl", "7"]);
+    for (_, p) in input_entries(&run) {
+        assert_eq!(p["stream_options"], json!({"include_usage": true}), "{p}");
+    }
+    let run = mock_run(&["--streaming", "--osl", "7", "--no-stream-usage"]);
     for (_, p) in input_entries(&run) {
         assert!(p.get("stream_options").is_none(), "{p}");
     }
