@@ -53,7 +53,7 @@ enum Work {
 type SummaryRequest = (PhaseKind, oneshot::Sender<PhaseSummary>);
 
 enum Done {
-    Record(Box<RequestRecord>, Option<RequestMetrics>),
+    Record(Box<RequestRecord>, Option<Box<RequestMetrics>>),
     Marker(u64),
     Summarize(u64, PhaseKind, oneshot::Sender<PhaseSummary>),
 }
@@ -142,7 +142,7 @@ impl RecordProcessor {
                             let m = rec
                                 .error
                                 .is_none()
-                                .then(|| compute(&rec, &tokenizer, use_server_counts));
+                                .then(|| Box::new(compute(&rec, &tokenizer, use_server_counts)));
                             Done::Record(rec, m)
                         }
                         Work::Marker(t) => Done::Marker(t),
@@ -380,6 +380,9 @@ mod tests {
             isl: 10,
             error: None,
             cancelled: false,
+            requested_osl: None,
+            ids: Default::default(),
+            http: Default::default(),
         }
     }
 
@@ -508,6 +511,7 @@ mod tests {
         rec.usage = Some(crate::metrics::Usage {
             prompt_tokens: Some(99),
             completion_tokens: Some(7),
+            total_tokens: None,
         });
         p.sender().send(rec).unwrap();
         let s = p.summarize(PhaseKind::Profiling).await;

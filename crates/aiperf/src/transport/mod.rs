@@ -634,6 +634,9 @@ mod tests {
             isl: 3,
             error: None,
             cancelled: false,
+            requested_osl: None,
+            ids: Default::default(),
+            http: Default::default(),
         }
     }
 
@@ -674,7 +677,8 @@ mod tests {
             rec.usage,
             Some(Usage {
                 prompt_tokens: Some(3),
-                completion_tokens: Some(2)
+                completion_tokens: Some(2),
+                total_tokens: None,
             })
         );
         assert_eq!(rec.content_ns, [rec.end_ns]);
@@ -1136,7 +1140,8 @@ mod tests {
             rec.usage,
             Some(Usage {
                 prompt_tokens: Some(5),
-                completion_tokens: Some(2)
+                completion_tokens: Some(2),
+                total_tokens: None,
             })
         );
     }
