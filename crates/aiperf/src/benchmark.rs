@@ -256,6 +256,10 @@ async fn prepare(mut cfg: BenchmarkConfig, clock: Clock) -> Result<Prepared> {
         clock,
         ResponseParser::for_shape(&dataset.shape, &cfg.endpoint.response_field),
         &cfg.endpoint.tls(),
+        &crate::transport::Connections {
+            session_header: cfg.endpoint.session_header.clone(),
+            reuse: cfg.endpoint.connection_reuse_strategy,
+        },
     )
     .map_err(|e| ConfigError::Usage(e.to_string()))?;
     let stop_sending = CancellationToken::new();

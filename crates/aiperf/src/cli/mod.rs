@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::dataset::{CustomDatasetType, SamplingStrategy};
-use crate::endpoint::EndpointType;
+use crate::endpoint::{ConnectionReuseStrategy, EndpointType};
 use crate::export::UiType;
 use crate::mock;
 use crate::mock::MockConfig;
@@ -145,6 +145,14 @@ pub struct EndpointArgs {
     /// Do not verify https:// server certificates (warns at start).
     #[arg(long)]
     pub ssl_insecure: bool,
+    /// How requests share connections: `pooled` (keep-alive connections reused by any
+    /// request), `never` (a new connection per request, closed after it),
+    /// `sticky-user-sessions` (one connection per conversation, closed after its last turn).
+    #[arg(long, value_enum, default_value = "pooled")]
+    pub connection_reuse_strategy: ConnectionReuseStrategy,
+    /// The header carrying the conversation's id, in place of `X-Correlation-ID`.
+    #[arg(long, value_name = "NAME")]
+    pub session_header: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::{usage, BenchmarkConfig, ConfigError};
 use crate::cli::{EndpointArgs, InputArgs, OutputArgs, ProfileArgs};
 use crate::dataset::{InputSpec, Lengths, PromptSpec};
-use crate::endpoint::{EndpointSpec, EndpointType};
+use crate::endpoint::{EndpointSpec, EndpointType, DEFAULT_SESSION_HEADER};
 use crate::export::{OutputSpec, UiType};
 use crate::mock::{is_mock_url, MockConfig};
 use crate::plugin::PluginsSection;
@@ -195,6 +195,17 @@ fn endpoint(a: EndpointArgs, input: &InputArgs) -> Result<EndpointSpec, ConfigEr
         .iter()
         .map(|h| parse_header(h))
         .collect::<Result<Vec<_>, _>>()?;
+    let session_header = match a.session_header {
+        None => DEFAULT_SESSION_HEADER.to_string(),
+        Some(h) if hyper::header::HeaderName::from_bytes(h.trim().as_bytes()).is_ok() => {
+            h.trim().to_string()
+        }
+        Some(h) => {
+            return Err(usage(format!(
+                "--session-header `{h}` is not a valid HTTP header name"
+            )))
+        }
+    };
     Ok(EndpointSpec {
         model,
         endpoint_type: a.endpoint_type,
@@ -210,6 +221,8 @@ fn endpoint(a: EndpointArgs, input: &InputArgs) -> Result<EndpointSpec, ConfigEr
         response_field: a.response_field,
         ssl_ca_files: ssl_ca_files(a.ssl_ca_file)?,
         ssl_insecure: a.ssl_insecure,
+        connection_reuse_strategy: a.connection_reuse_strategy,
+        session_header,
     })
 }
 

@@ -13,7 +13,9 @@ use crate::metrics::Usage;
 mod skim;
 mod spec;
 
-pub use spec::{EndpointSpec, EndpointType, TlsOptions};
+pub use spec::{
+    ConnectionReuseStrategy, EndpointSpec, EndpointType, TlsOptions, DEFAULT_SESSION_HEADER,
+};
 
 /// Everything about a request's shape that is fixed for a run.
 #[derive(Debug, Clone)]
