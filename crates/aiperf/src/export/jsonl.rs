@@ -469,4 +469,55 @@ mod tests {
             serde_json::json!({"code": 499, "type": "RequestCancelled", "message": "cancelled \"now\""})
         );
     }
+
+    #[test]
+    fn aiperfs_other_metrics_follow_with_integer_counts() {
+        let m = RequestMetrics {
+            latency_ms: 7.0,
+            osl: 3,
+            isl: 12,
+            output_tokens: Some(3),
+            usage: crate::metrics::Usage {
+                prompt_tokens: Some(14),
+                completion_tokens: None,
+                total_tokens: None,
+            },
+            send_lag_ms: Some(0.5),
+            http: Some(crate::metrics::HttpMetrics {
+                received_kb: 2.5,
+                chunks_received: 17,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let lines = written(&[], |w| w.write_success(&record(false, true), &m).unwrap());
+        let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        let metrics = &v["metrics"];
+        assert_eq!(
+            metrics["output_token_count"],
+            serde_json::json!({"value": 3, "unit": "tokens"})
+        );
+        assert_eq!(
+            metrics["usage_prompt_tokens"],
+            serde_json::json!({"value": 14, "unit": "tokens"})
+        );
+        assert_eq!(
+            metrics["http_req_connection_reused"],
+            serde_json::json!({"value": 0, "unit": "ratio"})
+        );
+        assert_eq!(
+            metrics["http_req_chunks_received"],
+            serde_json::json!({"value": 17, "unit": "count"})
+        );
+        assert_eq!(
+            metrics["http_req_data_received"],
+            serde_json::json!({"value": 2.5, "unit": "KB"})
+        );
+        assert!(lines[0].contains(r#""http_req_chunks_received":{"value":17,"#));
+        // Summary-only: not in the record (send lag is in the metadata).
+        assert!(metrics.get("send_lag").is_none());
+        assert!(metrics.get("credit_to_start_latency").is_none());
+        assert!(metrics.get("usage_completion_tokens").is_none());
+        assert_eq!(v["metadata"]["send_lag_ms"], 0.5);
+    }
 }

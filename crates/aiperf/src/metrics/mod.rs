@@ -1199,4 +1199,250 @@ mod tests {
         assert_eq!(s.get("good_request_fraction"), Some(&MetricValue::Avg(0.0)));
         assert!(s.get("goodput").is_none());
     }
+
+    fn close(a: Option<f64>, b: f64) -> bool {
+        a.is_some_and(|a| (a - b).abs() < 1e-9)
+    }
+
+    fn usage(prompt: Option<u64>, completion: Option<u64>, total: Option<u64>) -> Option<Usage> {
+        Some(Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: total,
+        })
+    }
+
+    #[test]
+    fn aiperfs_per_request_metrics_by_hand() {
+        let tok = Tokenizer::load("builtin").unwrap();
+        // Start 1 ms; content at 21, 26, 37 ms: TTFT 20 ms, latency 36 ms; OSL 4, ISL 10.
+        let mut rec = record(
+            vec![21_000_000, 26_000_000, 37_000_000],
+            "hello world hello world",
+        );
+        rec.usage = usage(Some(12), Some(4), Some(16));
+        rec.requested_osl = Some(5);
+        let m = compute(&rec, &tok, false);
+        assert_eq!(m.decode_ms, Some(16.0), "latency − TTFT");
+        assert!(close(m.e2e_tps, 4.0 / 0.036), "OSL / latency in s");
+        assert!(close(m.prefill_tps, 10.0 / 0.020), "ISL / TTFT in s");
+        assert_eq!(m.output_tokens, Some(4));
+        assert_eq!(
+            (
+                m.usage.prompt_tokens,
+                m.usage.completion_tokens,
+                m.usage.total_tokens
+            ),
+            (Some(12), Some(4), Some(16))
+        );
+        assert!(close(m.usage_prompt_diff_pct, 20.0), "|12 − 10| / 10");
+        assert!(close(m.usage_completion_diff_pct, 0.0));
+        assert_eq!(m.usage_discrepancy, Some(true), "20 % > 10 %");
+        assert!(close(m.osl_mismatch_diff_pct, -20.0), "signed: (4 − 5) / 5");
+        assert_eq!(m.osl_mismatch, Some(true), "1 token > min(5 × 5 %, 50)");
+        assert_eq!(m.http, None, "no trace measured");
+        // The generic view has every one of them, counts as integers.
+        assert_eq!(m.value("decode_duration"), Some(16.0));
+        assert_eq!(m.value("usage_total_tokens"), Some(16.0));
+        assert_eq!(m.value("http_req_total"), None);
+        let mut kinds = Vec::new();
+        m.for_each(|tag, v| kinds.push((tag, matches!(v, Num::Int(_)))));
+        assert!(kinds.contains(&("output_token_count", true)));
+        assert!(kinds.contains(&("usage_prompt_tokens", true)));
+        assert!(kinds.contains(&("decode_duration", false)));
+        // Every tag it reports is in the table.
+        for (tag, _) in &kinds {
+            assert!(metric_info(tag).is_some(), "{tag}");
+        }
+    }
+
+    #[test]
+    fn usage_discrepancy_follows_aiperfs_rule() {
+        let tok = Tokenizer::load("builtin").unwrap();
+        let at = |p, c| {
+            let mut rec = record(vec![21_000_000, 26_000_000], "hello world");
+            rec.usage = usage(p, c, None);
+            compute(&rec, &tok, false)
+        };
+        // ISL 10, OSL 2.
+        assert_eq!(at(Some(10), Some(3)).usage_discrepancy, Some(true), "50 %");
+        assert_eq!(
+            at(Some(11), Some(2)).usage_discrepancy,
+            Some(false),
+            "10 % is not over 10 %"
+        );
+        assert_eq!(
+            at(Some(11), None).usage_discrepancy,
+            None,
+            "no completion diff to look at"
+        );
+        assert_eq!(
+            at(Some(20), None).usage_discrepancy,
+            Some(true),
+            "the prompt diff alone is over"
+        );
+        assert_eq!(at(None, Some(9)).usage_discrepancy, None, "no prompt diff");
+        let m = at(None, None);
+        assert_eq!(
+            (m.usage_prompt_diff_pct, m.usage_completion_diff_pct),
+            (None, None)
+        );
+        assert_eq!(m.usage, Usage::default());
+    }
+
+    #[test]
+    fn no_usage_no_output_and_reasoning() {
+        let tok = Tokenizer::load("builtin").unwrap();
+        // A non-streamed answer with no text: OSL 0.
+        let mut rec = record(vec![3_000_000], "");
+        rec.streaming = false;
+        rec.requested_osl = Some(5);
+        rec.usage = usage(Some(10), Some(0), None);
+        let m = compute(&rec, &tok, false);
+        assert_eq!(m.osl, 0);
+        assert_eq!(m.output_tokens, None, "no value for zero output tokens");
+        assert_eq!(m.e2e_tps, Some(0.0), "0 tokens over 2 ms");
+        assert_eq!((m.decode_ms, m.prefill_tps), (None, None), "not streamed");
+        assert_eq!(
+            m.usage_completion_diff_pct, None,
+            "no diff against zero client tokens"
+        );
+        assert!(close(m.usage_prompt_diff_pct, 0.0));
+        assert_eq!(m.usage_discrepancy, None);
+        assert!(close(m.osl_mismatch_diff_pct, -100.0));
+        // Requested 0: no mismatch value.
+        rec.requested_osl = Some(0);
+        let m = compute(&rec, &tok, false);
+        assert_eq!((m.osl_mismatch_diff_pct, m.osl_mismatch), (None, None));
+        // Reasoning: OSL counts it, the output token count does not.
+        let mut rec = record(vec![21_000_000, 26_000_000], "hello");
+        rec.reasoning_text = "hello world".into();
+        let m = compute(&rec, &tok, false);
+        assert_eq!(
+            (m.osl, m.output_tokens, m.reasoning_tokens),
+            (3, Some(1), 2)
+        );
+        // OSL mismatch thresholds: min(requested × 5 %, 50 tokens).
+        rec.requested_osl = Some(3);
+        assert_eq!(compute(&rec, &tok, false).osl_mismatch, Some(false));
+        rec.requested_osl = Some(4);
+        assert_eq!(
+            compute(&rec, &tok, false).osl_mismatch,
+            Some(true),
+            "1 > 0.2"
+        );
+    }
+
+    #[test]
+    fn http_phases_by_hand() {
+        let tok = Tokenizer::load("builtin").unwrap();
+        let mut rec = record(vec![21_000_000, 37_000_000], "hello world");
+        rec.http = HttpTrace {
+            conn_ns: 1_100_000,
+            dns_ns: 1_300_000,
+            connected_ns: 2_000_000,
+            sent_ns: 2_500_000,
+            first_byte_ns: 4_000_000,
+            last_byte_ns: 37_000_000,
+            reused: false,
+            bytes_sent: 2048,
+            chunks_sent: 1,
+            bytes_received: 5120,
+            chunks_received: 17,
+            measured: true,
+        };
+        let h = compute(&rec, &tok, false).http.expect("measured");
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(near(h.blocked_ms, 0.1) && near(h.dns_ms, 0.2) && near(h.connecting_ms, 0.7));
+        assert!(near(h.sending_ms, 0.5) && near(h.waiting_ms, 1.5) && near(h.receiving_ms, 33.0));
+        assert!(near(h.duration_ms, 35.0), "sending + waiting + receiving");
+        assert!(near(h.overhead_ms, 1.0), "blocked + DNS + connecting");
+        assert!(near(h.total_ms, 36.0), "start to last byte");
+        assert_eq!((h.sent_kb, h.received_kb), (2.0, 5.0), "KB of 1024 bytes");
+        assert_eq!((h.chunks_sent, h.chunks_received, h.reused), (1, 17, false));
+        // Not measured (https), or no response byte: no HTTP metrics.
+        rec.http.measured = false;
+        assert_eq!(compute(&rec, &tok, false).http, None);
+        rec.http.measured = true;
+        rec.http.first_byte_ns = 0;
+        assert_eq!(compute(&rec, &tok, false).http, None);
+    }
+
+    #[test]
+    fn aiperfs_aggregates_by_hand() {
+        let tok = Tokenizer::load("builtin").unwrap();
+        let mut acc = PhaseAccumulator::default();
+        let mut a = record(vec![21_000_000, 26_000_000], "hello world");
+        a.usage = usage(Some(12), Some(2), Some(14));
+        let mut b = record(vec![41_000_000, 51_000_000], "hello world");
+        b.start_ns = 11_000_000;
+        for r in [&a, &b] {
+            acc.add_success(r, &compute(r, &tok, false));
+        }
+        let mut e = record(vec![], "");
+        e.error = Some(ErrorDetails::new(Some(500), "HTTPError", "boom"));
+        acc.add_error(&e, e.error.as_ref().unwrap());
+        acc.add_error(&e, e.error.as_ref().unwrap());
+        let s = acc.summarize();
+        let avg = |tag: &str| match s.get(tag) {
+            Some(MetricValue::Avg(v)) => Some(*v),
+            _ => None,
+        };
+        // Duration 50 ms; ISL 10 + 10, OSL 2 + 2.
+        assert!(close(avg("input_token_throughput"), 20.0 / 0.05));
+        assert!(close(avg("total_token_throughput"), 24.0 / 0.05));
+        assert_eq!(avg("completed_request_count"), Some(4.0));
+        assert_eq!(avg("request_error_rate"), Some(50.0), "a percentage");
+        assert_eq!(
+            (avg("total_isl"), avg("total_osl")),
+            (Some(20.0), Some(4.0))
+        );
+        assert_eq!(avg("total_usage_prompt_tokens"), Some(12.0));
+        assert_eq!(avg("total_usage_completion_tokens"), Some(2.0));
+        assert_eq!(avg("total_usage_total_tokens"), Some(14.0));
+        assert_eq!(avg("usage_discrepancy_count"), Some(1.0), "|12 − 10| / 10");
+        assert_eq!(avg("osl_mismatch_count"), None, "no max_tokens was sent");
+        assert!(s.get("credit_to_start_latency").is_none(), "closed loop");
+        let MetricValue::Stats(d) = s.get("decode_duration").unwrap() else {
+            panic!()
+        };
+        assert_eq!((d.min, d.max, d.count), (5.0, 10.0, 2));
+        let j = s.metrics_json();
+        assert_eq!(j["request_error_rate"], json!({"unit": "%", "avg": 50.0}));
+        assert_eq!(j["usage_prompt_tokens"]["count"], 1);
+
+        // Failed requests only: completed and the error rate, no token totals.
+        let mut acc = PhaseAccumulator::default();
+        acc.add_error(&e, e.error.as_ref().unwrap());
+        let s = acc.summarize();
+        assert_eq!(s.get("request_error_rate"), Some(&MetricValue::Avg(100.0)));
+        assert_eq!(
+            s.get("completed_request_count"),
+            Some(&MetricValue::Avg(1.0))
+        );
+        assert!(s.get("total_isl").is_none() && s.get("input_token_throughput").is_none());
+        // Nothing at all: neither.
+        let s = PhaseAccumulator::default().summarize();
+        assert!(s.get("request_error_rate").is_none());
+        assert!(s.get("completed_request_count").is_none());
+    }
+
+    #[test]
+    fn credit_to_start_is_the_send_lag_in_rate_mode() {
+        let tok = Tokenizer::load("builtin").unwrap();
+        let mut acc = PhaseAccumulator::default();
+        let mut a = record(vec![21_000_000, 26_000_000], "hello world");
+        a.scheduled_ns = Some(500_000);
+        acc.add_success(&a, &compute(&a, &tok, false));
+        let mut e = record(vec![], "");
+        e.scheduled_ns = Some(700_000);
+        e.error = Some(ErrorDetails::new(Some(500), "HTTPError", "boom"));
+        acc.add_error(&e, e.error.as_ref().unwrap());
+        let s = acc.summarize();
+        let MetricValue::Stats(c) = s.get("credit_to_start_latency").unwrap() else {
+            panic!()
+        };
+        assert_eq!((c.min, c.max, c.count), (0.3, 0.5, 2));
+        assert_eq!(s.get("credit_to_start_latency"), s.get("send_lag"));
+    }
 }

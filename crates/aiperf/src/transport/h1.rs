@@ -1210,4 +1210,134 @@ mod tests {
         let err = e.send(b"{}").await.err().unwrap();
         assert!(matches!(err, H1Error::Invalid(_)), "{err:?}");
     }
+
+    fn endpoint_with(server: &TestServer, headers: &HeaderMap, opts: Options) -> Endpoint {
+        let uri = format!("{}/v1/chat/completions", server.base_url());
+        Endpoint::new(&uri.parse().unwrap(), headers, opts)
+    }
+
+    /// Sends `ids`' request, reads the whole response, and returns its trace.
+    async fn traced(e: &Endpoint, ids: &RequestIds) -> HttpTrace {
+        let mut trace = HttpTrace::default();
+        let mut x = e.send_traced(b"{}", ids, &mut trace).await.unwrap();
+        let mut body = Vec::new();
+        assert!(x.read_to_end(&mut body, usize::MAX).await.unwrap());
+        (trace.bytes_received, trace.chunks_received) = x.received();
+        trace
+    }
+
+    fn ids(correlation: u128, last_turn: bool) -> RequestIds {
+        RequestIds::new(uuid::Uuid::from_u128(correlation), last_turn)
+    }
+
+    #[tokio::test]
+    async fn the_phases_of_a_new_and_of_a_reused_connection() {
+        let ok = || response("200 OK", "application/json", "{\"a\":1}");
+        let server =
+            TestServer::start(vec![Reply::Send(vec![ok()]), Reply::Send(vec![ok()])]).await;
+        let e = endpoint(&server, &HeaderMap::new());
+        let t = traced(&e, &ids(1, false)).await;
+        assert!(!t.reused);
+        assert!(
+            0 < t.conn_ns
+                && t.conn_ns <= t.dns_ns
+                && t.dns_ns < t.connected_ns
+                && t.connected_ns <= t.sent_ns
+                && t.sent_ns <= t.first_byte_ns,
+            "{t:?}"
+        );
+        let request = &server.requests()[0];
+        assert_eq!(
+            t.bytes_sent,
+            request.len() as u64,
+            "head and body, as received"
+        );
+        assert_eq!(t.chunks_sent, 1);
+        assert_eq!(t.bytes_received, ok().len() as u64, "head and body");
+        assert!(t.chunks_received >= 1);
+        let t = traced(&e, &ids(2, false)).await;
+        assert!(t.reused);
+        assert_eq!(
+            (t.conn_ns, t.dns_ns),
+            (t.connected_ns, t.connected_ns),
+            "{t:?}"
+        );
+        assert!(t.connected_ns <= t.sent_ns && t.sent_ns <= t.first_byte_ns);
+        assert_eq!(server.connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_ids_go_out_as_headers() {
+        let ok = || response("200 OK", "application/json", "{}");
+        let server =
+            TestServer::start(vec![Reply::Send(vec![ok()]), Reply::Send(vec![ok()])]).await;
+        let mut opts = Options::pooled(Duration::from_secs(5));
+        opts.session_header = "X-Session-ID".into();
+        let e = endpoint_with(&server, &HeaderMap::new(), opts);
+        let id = ids(7, true);
+        traced(&e, &id).await;
+        let req = String::from_utf8(server.requests()[0].clone()).unwrap();
+        assert!(
+            req.contains(&format!(
+                "\r\nX-Request-ID: {}\r\n",
+                id.request.hyphenated()
+            )),
+            "{req}"
+        );
+        assert!(
+            req.contains("\r\nX-Session-ID: 00000000-0000-0000-0000-000000000007\r\n"),
+            "{req}"
+        );
+        assert!(!req.contains("X-Correlation-ID"), "renamed: {req}");
+        // `-H` wins over the generated ids.
+        let mut headers = HeaderMap::new();
+        headers.insert("x-request-id", "mine".parse().unwrap());
+        headers.insert("x-correlation-id", "ours".parse().unwrap());
+        let e = endpoint_with(&server, &headers, Options::pooled(Duration::from_secs(5)));
+        traced(&e, &id).await;
+        let req = String::from_utf8(server.requests()[1].clone()).unwrap();
+        assert!(req.contains("x-request-id: mine\r\n"), "{req}");
+        assert!(!req.contains("X-Request-ID"), "{req}");
+        assert_eq!(req.matches("correlation-id").count(), 1, "{req}");
+    }
+
+    #[tokio::test]
+    async fn never_opens_and_closes_a_connection_per_request() {
+        let ok = || response("200 OK", "application/json", "{}");
+        let server = TestServer::start((0..3).map(|_| Reply::Send(vec![ok()])).collect()).await;
+        let mut opts = Options::pooled(Duration::from_secs(5));
+        opts.reuse = ConnectionReuseStrategy::Never;
+        let e = endpoint_with(&server, &HeaderMap::new(), opts);
+        for i in 0..3 {
+            let t = traced(&e, &ids(i, false)).await;
+            assert!(!t.reused && t.connected_ns > t.dns_ns, "{t:?}");
+            assert_eq!(idle(&e), 0);
+        }
+        assert_eq!(server.connections(), 3);
+    }
+
+    #[tokio::test]
+    async fn sticky_sessions_keep_one_connection_per_conversation() {
+        let ok = || response("200 OK", "application/json", "{}");
+        let server = TestServer::start((0..6).map(|_| Reply::Send(vec![ok()])).collect()).await;
+        let mut opts = Options::pooled(Duration::from_secs(5));
+        opts.reuse = ConnectionReuseStrategy::StickyUserSessions;
+        let e = endpoint_with(&server, &HeaderMap::new(), opts);
+        let sticky = |e: &Endpoint| e.sticky.lock().unwrap().len();
+        // Two conversations interleaved: each keeps its own connection.
+        assert!(!traced(&e, &ids(1, false)).await.reused);
+        assert!(!traced(&e, &ids(2, false)).await.reused);
+        assert_eq!(sticky(&e), 2);
+        assert!(traced(&e, &ids(1, false)).await.reused);
+        assert!(traced(&e, &ids(2, false)).await.reused);
+        assert_eq!(server.connections(), 2);
+        // The last turn closes it; a conversation ended early is forgotten.
+        assert!(traced(&e, &ids(1, true)).await.reused);
+        assert_eq!(sticky(&e), 1);
+        e.end_session(&uuid::Uuid::from_u128(2));
+        assert_eq!(sticky(&e), 0);
+        assert!(!traced(&e, &ids(2, true)).await.reused);
+        assert_eq!((sticky(&e), idle(&e)), (0, 0), "nothing pooled");
+        assert_eq!(server.connections(), 3);
+    }
 }

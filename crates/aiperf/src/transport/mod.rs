@@ -1312,4 +1312,98 @@ mod tests {
             .unwrap()
             .starts_with("invalid header: bad header"));
     }
+
+    #[tokio::test]
+    async fn a_stream_leaves_a_complete_trace_and_its_ids_on_the_wire() {
+        let pieces = vec![
+            sse_head(),
+            sse_chunk(&delta("Hel")),
+            sse_chunk(&delta("lo")),
+            [sse_chunk("[DONE]"), last_chunk()].concat(),
+        ];
+        let wire: usize = pieces.iter().map(Vec::len).sum();
+        let server = TestServer::start(vec![Reply::Send(pieces)]).await;
+        let t = transport(&server.base_url(), Duration::from_secs(5));
+        let mut rec = record(true);
+        rec.ids = crate::metrics::RequestIds::new(uuid::Uuid::from_u128(42), true);
+        t.send(
+            &mut rec,
+            Bytes::from_static(b"{}"),
+            &CancellationToken::new(),
+            None,
+        )
+        .await;
+        assert_eq!(rec.error, None);
+        let h = rec.http;
+        assert!(h.measured && !h.reused, "{h:?}");
+        assert!(
+            rec.start_ns <= h.conn_ns
+                && h.conn_ns <= h.dns_ns
+                && h.dns_ns <= h.connected_ns
+                && h.connected_ns <= h.sent_ns
+                && h.sent_ns <= h.first_byte_ns
+                && h.first_byte_ns <= h.last_byte_ns
+                && h.last_byte_ns <= rec.end_ns,
+            "{rec:?}"
+        );
+        assert_eq!(h.bytes_received, wire as u64, "every byte the server wrote");
+        assert!(h.chunks_received >= 2, "{h:?}");
+        let req = &server.requests()[0];
+        assert_eq!(h.bytes_sent, req.len() as u64);
+        let req = String::from_utf8(req.clone()).unwrap();
+        assert!(
+            req.contains(&format!(
+                "X-Request-ID: {}\r\n",
+                rec.ids.request.hyphenated()
+            )),
+            "{req}"
+        );
+        assert!(
+            req.contains("X-Correlation-ID: 00000000-0000-0000-0000-00000000002a\r\n"),
+            "{req}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_response_read_in_one_piece_takes_no_time_to_receive() {
+        let server = TestServer::start(vec![Reply::Send(vec![response(
+            "200 OK",
+            "application/json",
+            r#"{"choices":[{"index":0,"message":{"content":"hi"}}]}"#,
+        )])])
+        .await;
+        let t = transport(&server.base_url(), Duration::from_secs(5));
+        let rec = send(&t, false, None).await;
+        assert_eq!(rec.error, None);
+        let h = rec.http;
+        assert!(h.measured);
+        if h.chunks_received == 1 {
+            assert_eq!(h.last_byte_ns, h.first_byte_ns, "AIPerf: one chunk, 0 ms");
+        }
+    }
+
+    #[tokio::test]
+    async fn https_refuses_sticky_sessions() {
+        let new = |reuse| {
+            Transport::new(
+                &["https://127.0.0.1:1".to_string()],
+                PATH,
+                None,
+                &[],
+                Duration::from_secs(1),
+                Clock::new(),
+                ResponseParser::OpenAi,
+                &TlsOptions::default(),
+                &Connections {
+                    reuse,
+                    ..Connections::default()
+                },
+            )
+            .err()
+            .map(|e| e.to_string())
+        };
+        assert_eq!(new(ConnectionReuseStrategy::Never), None);
+        let err = new(ConnectionReuseStrategy::StickyUserSessions).unwrap();
+        assert!(err.contains("not supported for https://"), "{err}");
+    }
 }
