@@ -91,9 +91,9 @@ fn streamed_run(extra: &[&str]) -> Output {
     run
 }
 
-/// The phases of each record add up: sending + waiting + receiving = duration, blocked + DNS
-/// + connecting = overhead, overhead + duration = total; a request pays a connect exactly
-/// when its connection is new. Returns the records' reused flags.
+/// The phases of each record add up: sending, waiting and receiving make the duration;
+/// blocked, DNS and connecting the overhead; overhead and duration the total. A request pays
+/// a connect exactly when its connection is new. Returns the records' reused flags.
 fn check_phases(records: &[Value]) -> Vec<u64> {
     let near = |a: f64, b: f64| (a - b).abs() < 1e-6;
     let mut reused = Vec::new();
