@@ -65,12 +65,29 @@ fn unit_of(tag: &str) -> &'static str {
         | "time_to_first_output_token"
         | "request_latency"
         | "inter_token_latency"
-        | "inter_chunk_latency" => "ms",
-        "output_token_throughput_per_user" => "tokens/sec/user",
+        | "inter_chunk_latency"
+        | "decode_duration"
+        | "http_req_blocked"
+        | "http_req_dns_lookup"
+        | "http_req_connecting"
+        | "http_req_sending"
+        | "http_req_waiting"
+        | "http_req_receiving"
+        | "http_req_duration"
+        | "http_req_connection_overhead"
+        | "http_req_total" => "ms",
+        "output_token_throughput_per_user"
+        | "e2e_output_token_throughput"
+        | "prefill_throughput_per_user" => "tokens/sec/user",
         "output_sequence_length"
         | "input_sequence_length"
+        | "output_token_count"
         | "total_output_tokens"
         | "total_input_tokens" => "tokens",
+        "osl_mismatch_diff_pct" => "%",
+        "http_req_connection_reused" => "ratio",
+        "http_req_data_sent" | "http_req_data_received" => "KB",
+        "http_req_chunks_sent" | "http_req_chunks_received" => "count",
         "request_count" | "error_request_count" => "requests",
         "request_throughput" => "requests/sec",
         "output_token_throughput" => "tokens/sec",
