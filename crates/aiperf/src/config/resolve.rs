@@ -9,7 +9,9 @@ use serde_json::{Map, Value};
 use super::{usage, BenchmarkConfig, ConfigError};
 use crate::cli::{EndpointArgs, InputArgs, OutputArgs, ProfileArgs};
 use crate::dataset::{InputSpec, Lengths, PromptSpec};
-use crate::endpoint::{EndpointSpec, EndpointType, DEFAULT_SESSION_HEADER};
+use crate::endpoint::{
+    ConnectionReuseStrategy, EndpointSpec, EndpointType, DEFAULT_SESSION_HEADER,
+};
 use crate::export::{OutputSpec, UiType};
 use crate::mock::{is_mock_url, MockConfig};
 use crate::plugin::PluginsSection;
@@ -195,6 +197,14 @@ fn endpoint(a: EndpointArgs, input: &InputArgs) -> Result<EndpointSpec, ConfigEr
         .iter()
         .map(|h| parse_header(h))
         .collect::<Result<Vec<_>, _>>()?;
+    if a.connection_reuse_strategy == ConnectionReuseStrategy::StickyUserSessions
+        && urls.iter().any(|u| u.starts_with("https://"))
+    {
+        return Err(usage(
+            "--connection-reuse-strategy sticky-user-sessions works with http:// URLs only \
+             (https:// goes through a client that pools its connections itself)",
+        ));
+    }
     let session_header = match a.session_header {
         None => DEFAULT_SESSION_HEADER.to_string(),
         Some(h) if hyper::header::HeaderName::from_bytes(h.trim().as_bytes()).is_ok() => {
