@@ -216,4 +216,19 @@ mod tests {
             assert!(!e(k).is_client_side(), "{k}");
         }
     }
+
+    #[test]
+    fn request_ids_are_distinct_uuid_v4s() {
+        let conv = RequestIds::random_uuid();
+        let a = RequestIds::new(conv, false);
+        let b = RequestIds::new(conv, true);
+        assert_eq!(a.correlation, b.correlation);
+        assert_ne!(a.request, b.request);
+        assert_ne!(a.request, conv);
+        for id in [a.request, b.request, conv] {
+            assert_eq!(id.get_version_num(), 4);
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+        }
+        assert!(b.last_turn && !a.last_turn);
+    }
 }
