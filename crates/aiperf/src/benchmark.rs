@@ -324,6 +324,10 @@ async fn prepare(mut cfg: BenchmarkConfig, clock: Clock) -> Result<Prepared> {
         clock,
         ResponseParser::for_shape(&dataset.shape, &cfg.endpoint.response_field),
         &cfg.endpoint.tls(),
+        &crate::transport::Connections {
+            session_header: cfg.endpoint.session_header.clone(),
+            reuse: cfg.endpoint.connection_reuse_strategy,
+        },
     )
     .map_err(|e| ConfigError::Usage(e.to_string()))?;
     let stop_sending = CancellationToken::new();
@@ -785,7 +789,7 @@ fn console_text(cfg: &BenchmarkConfig, report: &RunReport, ending: &Ending) -> S
         "NVIDIA AIPerf-compatible | LLM Metrics ({}{how})",
         cfg.endpoint.models.join(", ")
     );
-    let mut text = export::console::render(&title, s);
+    let mut text = export::console::render(&title, s, cfg.output.show_trace_timing);
     let h = &report.client_health;
     if h.ok() {
         // A figure that is missing (or not finite: null in the JSON) shows as 0.

@@ -83,10 +83,10 @@ pub const OPTIONS: &[AiperfOption] = &[
     o("Endpoint", &["--use-legacy-max-tokens"], S),
     o("Endpoint", &["--use-server-token-count"], S),
     o("Endpoint", &["--per-chunk-usage"], N("per-chunk usage (stream_options.continuous_usage_stats) is not requested: ITL is (latency - TTFT) / (OSL - 1) from the final counts")),
-    o("Endpoint", &["--connection-reuse-strategy"], P(12, PARITY)),
+    o("Endpoint", &["--connection-reuse-strategy"], S),
     o("Endpoint", &["--download-video-content"], N(MULTIMODAL)),
     o("Endpoint", &["--request-content-type"], N("requests are always sent as application/json (no multipart form bodies)")),
-    o("Endpoint", &["--session-header"], P(12, PARITY)),
+    o("Endpoint", &["--session-header"], S),
     o("Endpoint", &["--uuid-and-strip"], N(MULTIMODAL)),
     // Input
     o("Input", &["--extra-inputs"], S),
@@ -137,7 +137,7 @@ pub const OPTIONS: &[AiperfOption] = &[
     o("Output", &["--wandb-tag"], N(TRACKERS)),
     // HTTP Trace
     o("HTTP Trace", &["--export-http-trace"], N("the HTTP timing metrics (http_req_*) are always in profile_export.jsonl; raw socket traces and headers are not exported")),
-    o("HTTP Trace", &["--show-trace-timing"], P(12, PARITY)),
+    o("HTTP Trace", &["--show-trace-timing"], S),
     // Tokenizer
     o("Tokenizer", &["--tokenizer"], S),
     o("Tokenizer", &["--tokenizer-revision"], S),

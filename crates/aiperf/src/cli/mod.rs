@@ -12,7 +12,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::dataset::{CustomDatasetType, SamplingStrategy};
-use crate::endpoint::{EndpointType, ModelSelectionStrategy, TransportKind, UrlStrategy, WaitMode};
+use crate::endpoint::{
+    ConnectionReuseStrategy, EndpointType, ModelSelectionStrategy, TransportKind, UrlStrategy,
+    WaitMode,
+};
 use crate::export::{ExportLevel, LogLevel, UiType};
 use crate::mock;
 use crate::mock::MockConfig;
@@ -184,6 +187,14 @@ pub struct EndpointArgs {
     /// Do not verify https:// server certificates (warns at start).
     #[arg(long)]
     pub ssl_insecure: bool,
+    /// How requests share connections: `pooled` (keep-alive connections reused by any
+    /// request), `never` (a new connection per request, closed after it),
+    /// `sticky-user-sessions` (one connection per conversation, closed after its last turn).
+    #[arg(long, value_enum, default_value = "pooled")]
+    pub connection_reuse_strategy: ConnectionReuseStrategy,
+    /// The header carrying the conversation's id, in place of `X-Correlation-ID`.
+    #[arg(long, value_name = "NAME")]
+    pub session_header: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -441,6 +452,10 @@ pub struct OutputArgs {
     /// Same as -vv.
     #[arg(long)]
     pub extra_verbose: bool,
+    /// Also show the HTTP timing metrics (http_req_*: blocked, DNS, connecting, sending,
+    /// waiting, receiving, duration) in the console table.
+    #[arg(long)]
+    pub show_trace_timing: bool,
     /// Log level of the console and of logs/aiperf.log (AIPerf's names); wins over -v.
     #[arg(long, value_enum, value_name = "LEVEL")]
     pub log_level: Option<LogLevel>,

@@ -9,7 +9,10 @@ use serde_json::{Map, Value};
 use super::{usage, BenchmarkConfig, ConfigError};
 use crate::cli::{EndpointArgs, InputArgs, OutputArgs, ProfileArgs};
 use crate::dataset::{InputSpec, Lengths, PromptSpec};
-use crate::endpoint::{EndpointSpec, EndpointType, ModelSelectionStrategy, WaitForModel, WaitMode};
+use crate::endpoint::{
+    ConnectionReuseStrategy, EndpointSpec, EndpointType, ModelSelectionStrategy, WaitForModel,
+    WaitMode, DEFAULT_SESSION_HEADER,
+};
 use crate::export::{ArtifactNames, ExportLevel, OutputSpec, UiType};
 use crate::mock::{is_mock_url, MockConfig};
 use crate::plugin::PluginsSection;
@@ -252,6 +255,25 @@ fn endpoint(a: EndpointArgs, input: &InputArgs, seed: u64) -> Result<EndpointSpe
         .iter()
         .map(|h| parse_header(h))
         .collect::<Result<Vec<_>, _>>()?;
+    if a.connection_reuse_strategy == ConnectionReuseStrategy::StickyUserSessions
+        && urls.iter().any(|u| u.starts_with("https://"))
+    {
+        return Err(usage(
+            "--connection-reuse-strategy sticky-user-sessions works with http:// URLs only \
+             (https:// goes through a client that pools its connections itself)",
+        ));
+    }
+    let session_header = match a.session_header {
+        None => DEFAULT_SESSION_HEADER.to_string(),
+        Some(h) if hyper::header::HeaderName::from_bytes(h.trim().as_bytes()).is_ok() => {
+            h.trim().to_string()
+        }
+        Some(h) => {
+            return Err(usage(format!(
+                "--session-header `{h}` is not a valid HTTP header name"
+            )))
+        }
+    };
     Ok(EndpointSpec {
         models,
         model_selection_strategy: model_selection(a.model_selection_strategy)?,
@@ -273,6 +295,8 @@ fn endpoint(a: EndpointArgs, input: &InputArgs, seed: u64) -> Result<EndpointSpe
         wait_for_model,
         url_strategy: a.url_strategy.unwrap_or_default(),
         transport: a.transport.unwrap_or_default(),
+        connection_reuse_strategy: a.connection_reuse_strategy,
+        session_header,
     })
 }
 
@@ -499,6 +523,7 @@ fn output(
             a.verbose
         },
         log_level: a.log_level,
+        show_trace_timing: a.show_trace_timing,
     })
 }
 

@@ -15,8 +15,8 @@ mod skim;
 mod spec;
 
 pub use spec::{
-    EndpointSpec, EndpointType, ModelSelectionStrategy, TlsOptions, TransportKind, UrlStrategy,
-    WaitForModel, WaitMode,
+    ConnectionReuseStrategy, EndpointSpec, EndpointType, ModelSelectionStrategy, TlsOptions,
+    TransportKind, UrlStrategy, WaitForModel, WaitMode, DEFAULT_SESSION_HEADER,
 };
 
 /// Everything about a request's shape that is fixed for a run.
@@ -344,6 +344,8 @@ struct RawUsage {
     prompt_tokens: Option<u64>,
     #[serde(alias = "output_tokens", default, deserialize_with = "token_count")]
     completion_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "token_count")]
+    total_tokens: Option<u64>,
 }
 
 /// A token count: a non-negative integer, also written as an integral float (`5.0`, as some
@@ -486,6 +488,7 @@ fn usage(u: RawUsage) -> Option<Usage> {
     (u.prompt_tokens.is_some() || u.completion_tokens.is_some()).then_some(Usage {
         prompt_tokens: u.prompt_tokens,
         completion_tokens: u.completion_tokens,
+        total_tokens: u.total_tokens,
     })
 }
 
@@ -612,7 +615,8 @@ mod tests {
             p.usage,
             Some(Usage {
                 prompt_tokens: Some(5),
-                completion_tokens: Some(9)
+                completion_tokens: Some(9),
+                total_tokens: None,
             })
         );
         assert!(
@@ -660,7 +664,8 @@ mod tests {
                 parse(s).0.usage,
                 Some(Usage {
                     prompt_tokens: Some(5),
-                    completion_tokens: Some(9)
+                    completion_tokens: Some(9),
+                    total_tokens: None,
                 }),
                 "{s}"
             );
@@ -967,7 +972,8 @@ mod tests {
             p.usage,
             Some(Usage {
                 prompt_tokens: Some(3),
-                completion_tokens: Some(9)
+                completion_tokens: Some(9),
+                total_tokens: None,
             })
         );
         let (p, o, r) = parse(

@@ -107,6 +107,22 @@ pub struct WaitForModel {
     )]
     pub interval: Duration,
 }
+/// `--connection-reuse-strategy`: how requests share connections (AIPerf's values).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectionReuseStrategy {
+    /// Keep-alive connections, pooled per URL and reused by any request.
+    #[default]
+    Pooled,
+    /// A new connection for every request, closed after its response.
+    Never,
+    /// One connection per conversation, kept for all its turns and closed after the last
+    /// (or after a failed turn, which ends the conversation).
+    StickyUserSessions,
+}
+
+/// The `X-Correlation-ID` header's name unless `--session-header` renames it.
+pub const DEFAULT_SESSION_HEADER: &str = "X-Correlation-ID";
 
 /// The resolved endpoint settings. Serialized (secrets hidden) as the export's
 /// `input_config.endpoint`.
@@ -151,6 +167,11 @@ pub struct EndpointSpec {
     pub wait_for_model: WaitForModel,
     pub url_strategy: UrlStrategy,
     pub transport: TransportKind,
+    /// `--connection-reuse-strategy`.
+    pub connection_reuse_strategy: ConnectionReuseStrategy,
+    /// The header carrying the conversation's id (`--session-header`, else
+    /// `X-Correlation-ID`).
+    pub session_header: String,
 }
 
 impl EndpointSpec {

@@ -13,11 +13,17 @@ fn fmt(v: f64) -> String {
     }
 }
 
-/// Renders the profiling summary (and the error summary) as a text table.
-pub fn render(title: &str, s: &PhaseSummary) -> String {
+/// Renders the profiling summary (and the error summary) as a text table; with
+/// `show_trace` (`--show-trace-timing`), the HTTP timing metrics (`http_req_*`) too.
+pub fn render(title: &str, s: &PhaseSummary, show_trace: bool) -> String {
     let head = ["Metric", "avg", "min", "max", "p99", "p90", "p50", "std"];
     let mut rows: Vec<[String; 8]> = Vec::new();
-    for m in s.metrics.iter().filter(|m| m.info.console) {
+    let shown = |tag: &str, console: bool| console || (show_trace && tag.starts_with("http_req_"));
+    for m in s
+        .metrics
+        .iter()
+        .filter(|m| shown(m.info.tag, m.info.console))
+    {
         let name = format!("{} ({})", m.info.header, m.info.unit);
         match &m.stats {
             MetricValue::Stats(st) => rows.push([

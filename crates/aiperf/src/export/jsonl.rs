@@ -22,7 +22,8 @@ struct Line<'a, M> {
 #[derive(Serialize)]
 struct Metadata<'a> {
     session_num: u64,
-    x_request_id: RequestId,
+    x_request_id: Id,
+    x_correlation_id: Id,
     conversation_id: ConversationId<'a>,
     turn_index: u32,
     request_start_ns: u64,
@@ -36,12 +37,14 @@ struct Metadata<'a> {
     cancellation_time_ns: Option<u64>,
 }
 
-/// `req-N`, written without an intermediate string.
-struct RequestId(u64);
+/// A UUID as sent in the request's header (`8-4-4-4-12` lower-case hex), written without an
+/// intermediate string.
+struct Id(uuid::Uuid);
 
-impl Serialize for RequestId {
+impl Serialize for Id {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&format_args!("req-{}", self.0))
+        let mut buf = uuid::Uuid::encode_buffer();
+        s.serialize_str(self.0.hyphenated().encode_lower(&mut buf))
     }
 }
 
@@ -108,9 +111,34 @@ impl Serialize for SuccessMetrics<'_> {
         if let Some(v) = m.tps_per_user {
             put(&mut map, "output_token_throughput_per_user", v)?;
         }
+        // Then every other metric the request has, in the table's order.
+        let mut result = Ok(());
+        m.for_each(|tag, v| {
+            if result.is_ok() && !WRITTEN_ABOVE.contains(&tag) {
+                result = put(&mut map, tag, v);
+            }
+        });
+        result?;
         map.end()
     }
 }
+
+/// The metrics [`SuccessMetrics`] writes first, in the order the JSONL always had; the
+/// summary-only `send_lag` (in the metadata as `send_lag_ms`) and `credit_to_start_latency`
+/// are left out, as AIPerf leaves the latter out of its records.
+const WRITTEN_ABOVE: &[&str] = &[
+    "input_sequence_length",
+    "time_to_first_token",
+    "time_to_second_token",
+    "time_to_first_output_token",
+    "request_latency",
+    "output_sequence_length",
+    "reasoning_token_count",
+    "inter_token_latency",
+    "output_token_throughput_per_user",
+    "send_lag",
+    "credit_to_start_latency",
+];
 
 /// A failed request's `metrics`.
 #[derive(Serialize)]
@@ -210,7 +238,8 @@ impl JsonlWriter {
         let wall = |ns: u64| self.clock.wall_ns(ns);
         let metadata = Metadata {
             session_num: rec.request_index,
-            x_request_id: RequestId(rec.request_index),
+            x_request_id: Id(rec.ids.request),
+            x_correlation_id: Id(rec.ids.correlation),
             conversation_id: match self.conversation_ids.get(rec.conversation_index) {
                 Some(id) => ConversationId::Known(id),
                 None => ConversationId::Index(rec.conversation_index),
@@ -306,6 +335,9 @@ mod tests {
             isl: 12,
             error: None,
             cancelled,
+            requested_osl: None,
+            ids: Default::default(),
+            http: Default::default(),
         }
     }
 
@@ -337,9 +369,10 @@ mod tests {
             isl: 12,
             ..Default::default()
         };
-        let lines = written(&["c0", "conv-abc"], |w| {
-            w.write_success(&record(false, true), &m).unwrap()
-        });
+        let mut rec = record(false, true);
+        rec.ids.request = "6BA7B810-9DAD-41D1-80B4-00C04FD430C8".parse().unwrap();
+        rec.ids.correlation = "00000000-0000-4000-8000-000000000001".parse().unwrap();
+        let lines = written(&["c0", "conv-abc"], |w| w.write_success(&rec, &m).unwrap());
         assert_eq!(lines.len(), 1);
         let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
         let md = &v["metadata"];
@@ -349,6 +382,7 @@ mod tests {
             [
                 "session_num",
                 "x_request_id",
+                "x_correlation_id",
                 "conversation_id",
                 "turn_index",
                 "request_start_ns",
@@ -363,7 +397,11 @@ mod tests {
             ]
         );
         assert_eq!(md["session_num"], 7);
-        assert_eq!(md["x_request_id"], "req-7");
+        assert_eq!(md["x_request_id"], "6ba7b810-9dad-41d1-80b4-00c04fd430c8");
+        assert_eq!(
+            md["x_correlation_id"],
+            "00000000-0000-4000-8000-000000000001"
+        );
         assert_eq!(md["conversation_id"], "conv-abc");
         assert_eq!(md["benchmark_phase"], "profiling");
         assert_eq!(md["url_index"], 2);
@@ -430,5 +468,56 @@ mod tests {
             v["error"],
             serde_json::json!({"code": 499, "type": "RequestCancelled", "message": "cancelled \"now\""})
         );
+    }
+
+    #[test]
+    fn aiperfs_other_metrics_follow_with_integer_counts() {
+        let m = RequestMetrics {
+            latency_ms: 7.0,
+            osl: 3,
+            isl: 12,
+            output_tokens: Some(3),
+            usage: crate::metrics::Usage {
+                prompt_tokens: Some(14),
+                completion_tokens: None,
+                total_tokens: None,
+            },
+            send_lag_ms: Some(0.5),
+            http: Some(crate::metrics::HttpMetrics {
+                received_kb: 2.5,
+                chunks_received: 17,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let lines = written(&[], |w| w.write_success(&record(false, true), &m).unwrap());
+        let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        let metrics = &v["metrics"];
+        assert_eq!(
+            metrics["output_token_count"],
+            serde_json::json!({"value": 3, "unit": "tokens"})
+        );
+        assert_eq!(
+            metrics["usage_prompt_tokens"],
+            serde_json::json!({"value": 14, "unit": "tokens"})
+        );
+        assert_eq!(
+            metrics["http_req_connection_reused"],
+            serde_json::json!({"value": 0, "unit": "ratio"})
+        );
+        assert_eq!(
+            metrics["http_req_chunks_received"],
+            serde_json::json!({"value": 17, "unit": "count"})
+        );
+        assert_eq!(
+            metrics["http_req_data_received"],
+            serde_json::json!({"value": 2.5, "unit": "KB"})
+        );
+        assert!(lines[0].contains(r#""http_req_chunks_received":{"value":17,"#));
+        // Summary-only: not in the record (send lag is in the metadata).
+        assert!(metrics.get("send_lag").is_none());
+        assert!(metrics.get("credit_to_start_latency").is_none());
+        assert!(metrics.get("usage_completion_tokens").is_none());
+        assert_eq!(v["metadata"]["send_lag_ms"], 0.5);
     }
 }

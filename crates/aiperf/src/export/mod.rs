@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::dataset::Dataset;
 use crate::metrics::stats::PERCENTILES;
 use crate::metrics::{
-    ErrorSummaryJson, MetricKind, MetricValue, MetricsJson, PhaseKind, PhaseSummary,
+    ErrorSummaryJson, MetricInfo, MetricKind, MetricValue, MetricsJson, PhaseKind, PhaseSummary,
 };
 use crate::plugin::PluginsReport;
 use crate::timing::health::ClientHealth;
@@ -183,42 +183,44 @@ pub fn write_inputs(dir: &Path, dataset: &Dataset) -> std::io::Result<()> {
     write_atomic(dir, INPUTS_FILE, &buf)
 }
 
+/// A CSV cell: two decimals, as AIPerf writes its (floating-point) values.
 fn fmt_num(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
+    format!("{v:.2}")
+}
+
+/// A CSV row's label: `Header (unit)`, without the unit for counts (`count`, `requests`),
+/// as AIPerf labels them.
+fn csv_label(info: &MetricInfo) -> String {
+    if info.unit.is_empty() || matches!(info.unit, "count" | "requests") {
+        info.header.to_string()
     } else {
-        format!("{v:.2}")
+        format!("{} ({})", info.header, info.unit)
     }
 }
 
-/// `profile_export_aiperf.csv`: the statistics block, a blank line, then the aggregates.
+/// `profile_export_aiperf.csv` in AIPerf's layout: the statistics block, a blank line, then
+/// the aggregates (`Metric,Value`), each block sorted by metric tag.
 pub fn report_csv(s: &PhaseSummary) -> String {
+    let mut sorted: Vec<_> = s.metrics.iter().collect();
+    sorted.sort_by_key(|m| m.info.tag);
     let mut out = String::from("Metric,avg,min,max,sum,p1,p5,p10,p25,p50,p75,p90,p95,p99,std\n");
-    for m in &s.metrics {
+    for m in &sorted {
         if let MetricValue::Stats(st) = &m.stats {
-            out.push_str(&format!("{} ({}),", m.info.header, m.info.unit));
+            out.push_str(&csv_label(m.info));
             let mut cells = vec![st.avg, st.min, st.max, st.sum];
             cells.extend(PERCENTILES.iter().map(|(p, _)| st.percentile(*p)));
             cells.push(st.std);
-            out.push_str(
-                &cells
-                    .iter()
-                    .map(|c| fmt_num(*c))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
+            for c in cells {
+                out.push(',');
+                out.push_str(&fmt_num(c));
+            }
             out.push('\n');
         }
     }
     out.push_str("\nMetric,Value\n");
-    for m in &s.metrics {
+    for m in &sorted {
         if let (MetricValue::Avg(v), MetricKind::Aggregate) = (&m.stats, m.info.kind) {
-            out.push_str(&format!(
-                "{} ({}),{}\n",
-                m.info.header,
-                m.info.unit,
-                fmt_num(*v)
-            ));
+            out.push_str(&format!("{},{}\n", csv_label(m.info), fmt_num(*v)));
         }
     }
     out
@@ -277,11 +279,11 @@ mod tests {
         );
         assert_eq!(
             lines[1],
-            "Time to First Token (ms),2,1,3,6,1.02,1.10,1.20,1.50,2,2.50,2.80,2.90,2.98,0.82"
+            "Time to First Token (ms),2.00,1.00,3.00,6.00,1.02,1.10,1.20,1.50,2.00,2.50,2.80,2.90,2.98,0.82"
         );
         assert_eq!(lines[2], "");
         assert_eq!(lines[3], "Metric,Value");
-        assert_eq!(lines[4], "Request Count (requests),3");
+        assert_eq!(lines[4], "Request Count,3.00");
     }
 
     fn fixed_summary(k: f64) -> PhaseSummary {

@@ -125,6 +125,9 @@ pub struct OutputSpec {
     /// `-v` count: log more.
     #[serde(skip)]
     pub verbose: u8,
+    /// `--show-trace-timing`: the HTTP timing metrics in the console table.
+    #[serde(skip)]
+    pub show_trace_timing: bool,
     /// `--log-level`: wins over `-v`.
     #[serde(skip)]
     pub log_level: Option<LogLevel>,

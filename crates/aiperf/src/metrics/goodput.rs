@@ -11,7 +11,16 @@ use serde::{Serialize, Serializer};
 use super::{metric_info, MetricKind, RequestMetrics, METRICS};
 
 /// Metrics where a larger value is better: the threshold is a minimum.
-const LARGER_IS_BETTER: &[&str] = &["output_token_throughput_per_user", "output_sequence_length"];
+const LARGER_IS_BETTER: &[&str] = &[
+    "output_token_throughput_per_user",
+    "output_sequence_length",
+    "e2e_output_token_throughput",
+    "prefill_throughput_per_user",
+    "output_token_count",
+    "usage_prompt_tokens",
+    "usage_completion_tokens",
+    "usage_total_tokens",
+];
 
 /// One objective: `tag` must be at most (or, for a larger-is-better metric, at least)
 /// `threshold`.
@@ -88,19 +97,7 @@ pub fn parse(s: &str) -> Result<Goodput, String> {
 
 /// A successful request's value of a per-request metric, as the summary counts it.
 fn value_of(tag: &str, m: &RequestMetrics) -> Option<f64> {
-    match tag {
-        "time_to_first_token" => m.ttft_ms,
-        "time_to_second_token" => m.ttst_ms,
-        "time_to_first_output_token" => m.ttfo_ms,
-        "request_latency" => Some(m.latency_ms),
-        "inter_token_latency" => m.itl_ms,
-        "output_token_throughput_per_user" => m.tps_per_user,
-        "output_sequence_length" => Some(m.osl as f64),
-        "reasoning_token_count" => (m.reasoning_tokens > 0).then_some(m.reasoning_tokens as f64),
-        "input_sequence_length" => Some(m.isl as f64),
-        "send_lag" => m.send_lag_ms,
-        _ => None,
-    }
+    m.value(tag)
 }
 
 impl Goodput {

@@ -68,7 +68,7 @@ enum Work {
 type SummaryRequest = (PhaseKind, oneshot::Sender<PhaseSummary>);
 
 enum Done {
-    Record(Box<RequestRecord>, Option<RequestMetrics>),
+    Record(Box<RequestRecord>, Option<Box<RequestMetrics>>),
     Marker(u64),
     Summarize(u64, PhaseKind, oneshot::Sender<PhaseSummary>),
 }
@@ -157,7 +157,7 @@ impl RecordProcessor {
                             let m = rec
                                 .error
                                 .is_none()
-                                .then(|| compute(&rec, &tokenizer, use_server_counts));
+                                .then(|| Box::new(compute(&rec, &tokenizer, use_server_counts)));
                             Done::Record(rec, m)
                         }
                         Work::Marker(t) => Done::Marker(t),
@@ -395,6 +395,9 @@ mod tests {
             isl: 10,
             error: None,
             cancelled: false,
+            requested_osl: None,
+            ids: Default::default(),
+            http: Default::default(),
         }
     }
 
@@ -523,6 +526,7 @@ mod tests {
         rec.usage = Some(crate::metrics::Usage {
             prompt_tokens: Some(99),
             completion_tokens: Some(7),
+            total_tokens: None,
         });
         p.sender().send(rec).unwrap();
         let s = p.summarize(PhaseKind::Profiling).await;

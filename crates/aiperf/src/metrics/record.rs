@@ -101,6 +101,65 @@ impl ErrorDetails {
 pub struct Usage {
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
+    /// `usage.total_tokens` as the server wrote it (never computed here).
+    pub total_tokens: Option<u64>,
+}
+
+/// The request's identity on the wire: its `X-Request-ID` and its conversation's
+/// `X-Correlation-ID` (or `--session-header`), both UUID v4, and whether it is the last turn
+/// of its conversation (a sticky connection is closed after it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestIds {
+    pub request: uuid::Uuid,
+    pub correlation: uuid::Uuid,
+    pub last_turn: bool,
+}
+
+impl RequestIds {
+    /// A new random id (UUID v4) from the thread's generator: no system call, no allocation.
+    pub fn random_uuid() -> uuid::Uuid {
+        uuid::Builder::from_random_bytes(rand::random::<[u8; 16]>()).into_uuid()
+    }
+
+    /// A request of the conversation `correlation`, with a fresh request id.
+    pub fn new(correlation: uuid::Uuid, last_turn: bool) -> Self {
+        Self {
+            request: Self::random_uuid(),
+            correlation,
+            last_turn,
+        }
+    }
+}
+
+/// How one HTTP exchange went, phase by phase (the `http_req_*` metrics). Timestamps are
+/// monotonic nanoseconds since the run's clock origin, 0 when the phase was not reached;
+/// they follow each other: `start_ns` (the record's) ≤ `conn_ns` ≤ `dns_ns` ≤ `connected_ns`
+/// ≤ `sent_ns` ≤ `first_byte_ns` ≤ `last_byte_ns`. Filled by the transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HttpTrace {
+    /// A connection was chosen: an idle pooled one, or none (a new one is opened next).
+    pub conn_ns: u64,
+    /// The host name was resolved (new connection; `conn_ns` when reused).
+    pub dns_ns: u64,
+    /// The TCP (and TLS) connection was established (`dns_ns` when reused); sending starts.
+    pub connected_ns: u64,
+    /// The whole request (head and body) was written.
+    pub sent_ns: u64,
+    /// The first byte of the response arrived.
+    pub first_byte_ns: u64,
+    /// The last byte of the response arrived.
+    pub last_byte_ns: u64,
+    /// The request went out on a connection that carried an earlier one.
+    pub reused: bool,
+    /// Bytes written (request head and body), and socket writes.
+    pub bytes_sent: u64,
+    pub chunks_sent: u32,
+    /// Bytes read (response head and body), and socket reads that returned data.
+    pub bytes_received: u64,
+    pub chunks_received: u32,
+    /// Every field above was measured (the lean HTTP/1.1 client); hyper (`https://`) does
+    /// not expose its phases, so its records leave this `false`.
+    pub measured: bool,
 }
 
 /// The raw facts of one request. All `*_ns` fields are monotonic nanoseconds since the run's
@@ -132,6 +191,12 @@ pub struct RequestRecord {
     pub isl: u32,
     pub error: Option<ErrorDetails>,
     pub cancelled: bool,
+    /// `max_tokens` as sent (the turn's requested output length), if any.
+    pub requested_osl: Option<u32>,
+    /// `X-Request-ID`, `X-Correlation-ID`, last turn.
+    pub ids: RequestIds,
+    /// The exchange phase by phase (the `http_req_*` metrics).
+    pub http: HttpTrace,
 }
 
 #[cfg(test)]
@@ -150,5 +215,20 @@ mod tests {
         ] {
             assert!(!e(k).is_client_side(), "{k}");
         }
+    }
+
+    #[test]
+    fn request_ids_are_distinct_uuid_v4s() {
+        let conv = RequestIds::random_uuid();
+        let a = RequestIds::new(conv, false);
+        let b = RequestIds::new(conv, true);
+        assert_eq!(a.correlation, b.correlation);
+        assert_ne!(a.request, b.request);
+        assert_ne!(a.request, conv);
+        for id in [a.request, b.request, conv] {
+            assert_eq!(id.get_version_num(), 4);
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+        }
+        assert!(b.last_turn && !a.last_turn);
     }
 }

@@ -16,7 +16,7 @@ use super::schedule::Schedule;
 use super::{ConcurrencyCap, PhaseLoad, PhaseSpec, PhaseTracker, RequestSender, RunContext, Trace};
 use crate::dataset::Turn;
 use crate::endpoint::{build_payload, Message};
-use crate::metrics::{PhaseKind, RequestRecord};
+use crate::metrics::{PhaseKind, RequestIds, RequestRecord};
 use crate::plugin::HookRegistry;
 
 /// Per-phase state shared by its workers.
@@ -114,6 +114,9 @@ fn new_record(
         isl: turn.isl,
         error: None,
         cancelled: false,
+        requested_osl: turn.osl,
+        ids: Default::default(),
+        http: Default::default(),
     }
 }
 
@@ -131,6 +134,8 @@ async fn execute<S: RequestSender>(
     let entry = &ctx.dataset.entries[entry_index];
     let mut history: Vec<Message> = Vec::new();
     let mut sent_payloads = Vec::new();
+    // X-Correlation-ID: one per conversation, on every turn.
+    let correlation = RequestIds::random_uuid();
     for (turn_index, turn) in entry.turns.iter().enumerate() {
         let payload = if turn_index == 0 {
             entry.payload.clone()
@@ -161,6 +166,7 @@ async fn execute<S: RequestSender>(
             ctx.streaming,
             scheduled_ns.filter(|_| turn_index == 0),
         );
+        rec.ids = RequestIds::new(correlation, turn_index + 1 == entry.turns.len());
         phase.count_sent(turn_index == 0);
         let cancel_after = phase.cancel_after(credit);
         ctx.transport

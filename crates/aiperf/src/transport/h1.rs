@@ -23,6 +23,7 @@
 //! trailers of at most [`MAX_TRAILERS`] bytes; the caller caps bodies
 //! ([`Exchange::read_to_end`]).
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::mem::MaybeUninit;
 use std::sync::Mutex;
@@ -32,6 +33,10 @@ use bytes::{Buf, BytesMut};
 use hyper::header::HeaderMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::clock::Clock;
+use crate::endpoint::ConnectionReuseStrategy;
+use crate::metrics::{HttpTrace, RequestIds};
 
 /// Largest response head accepted (64 KiB).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -90,10 +95,41 @@ const RESET_AFTER_SEND: &str = "connection reset by the server after the request
 pub struct Endpoint {
     /// `host:port` to connect to.
     addr: String,
-    /// `POST <path> HTTP/1.1`, host, the run's headers, up to `content-length: `.
+    /// `POST <path> HTTP/1.1`, host, the run's headers.
     head: Vec<u8>,
+    /// `X-Request-ID`, unless the run's headers set it.
+    request_id_header: Option<&'static [u8]>,
+    /// `X-Correlation-ID` (or `--session-header`), unless the run's headers set it.
+    session_header: Option<Vec<u8>>,
     connect_timeout: Duration,
+    clock: Clock,
+    reuse: ConnectionReuseStrategy,
+    /// Idle keep-alive connections (`pooled`).
     idle: Mutex<Vec<Conn>>,
+    /// Each conversation's idle connection between its turns (`sticky-user-sessions`).
+    sticky: Mutex<HashMap<uuid::Uuid, Conn>>,
+}
+
+/// How requests are sent on an [`Endpoint`]: the header naming the conversation, how
+/// connections are shared, and the clock the exchange's phases are timed on.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub session_header: String,
+    pub reuse: ConnectionReuseStrategy,
+    pub connect_timeout: Duration,
+    pub clock: Clock,
+}
+
+impl Options {
+    /// Pooled connections, `X-Correlation-ID`, a fresh clock.
+    pub fn pooled(connect_timeout: Duration) -> Self {
+        Self {
+            session_header: crate::endpoint::DEFAULT_SESSION_HEADER.to_string(),
+            reuse: ConnectionReuseStrategy::Pooled,
+            connect_timeout,
+            clock: Clock::new(),
+        }
+    }
 }
 
 struct Conn {
@@ -127,7 +163,7 @@ enum Attempt {
 
 impl Endpoint {
     /// `uri` must be an `http://` URI with a host.
-    pub fn new(uri: &hyper::Uri, headers: &HeaderMap, connect_timeout: Duration) -> Self {
+    pub fn new(uri: &hyper::Uri, headers: &HeaderMap, opts: Options) -> Self {
         // `host()` keeps an IPv6 address's brackets, so this is a valid socket address.
         let addr = format!(
             "{}:{}",
@@ -143,23 +179,53 @@ impl Endpoint {
             head.extend_from_slice(value.as_bytes());
             head.extend_from_slice(b"\r\n");
         }
-        head.extend_from_slice(b"content-length: ");
+        // The run's own headers (`-H`) win over the generated ids, as in AIPerf.
+        let request_id_header =
+            (!headers.contains_key("x-request-id")).then_some(&b"X-Request-ID"[..]);
+        let session_header = (!headers.contains_key(opts.session_header.as_str()))
+            .then(|| opts.session_header.as_bytes().to_vec());
         Self {
             addr,
             head,
-            connect_timeout,
+            request_id_header,
+            session_header,
+            connect_timeout: opts.connect_timeout,
+            clock: opts.clock,
+            reuse: opts.reuse,
             idle: Mutex::new(Vec::new()),
+            sticky: Mutex::new(HashMap::new()),
         }
     }
 
-    async fn connect(&self) -> Result<Conn, H1Error> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr))
+    /// A new connection: the name resolved (`trace.dns_ns`), then each address tried in
+    /// turn until one accepts (`trace.connected_ns`), all within the connect timeout.
+    async fn connect(&self, trace: &mut HttpTrace) -> Result<Conn, H1Error> {
+        let clock = self.clock;
+        let connecting = async {
+            let addrs = tokio::net::lookup_host(&self.addr).await?;
+            trace.dns_ns = clock.now_ns();
+            let mut last = None;
+            for a in addrs {
+                match TcpStream::connect(a).await {
+                    Ok(s) => return Ok(s),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the name resolved to no address",
+                )
+            }))
+        };
+        let stream = tokio::time::timeout(self.connect_timeout, connecting)
             .await
             .map_err(|_| H1Error::ConnectTimeout(self.addr.clone()))?
             .map_err(|source| H1Error::Connect {
                 addr: self.addr.clone(),
                 source,
             })?;
+        trace.connected_ns = self.clock.now_ns();
         stream
             .set_nodelay(true)
             .map_err(|source| H1Error::Connect {
@@ -173,46 +239,147 @@ impl Endpoint {
         })
     }
 
-    fn checkout(&self) -> Option<Conn> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    /// An idle connection for this request: the pool's (`pooled`), the conversation's own
+    /// (`sticky-user-sessions`), never one for `never`.
+    fn checkout(&self, ids: &RequestIds) -> Option<Conn> {
+        match self.reuse {
+            ConnectionReuseStrategy::Pooled => {
+                self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+            }
+            ConnectionReuseStrategy::Never => None,
+            ConnectionReuseStrategy::StickyUserSessions => self
+                .sticky
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&ids.correlation),
+        }
     }
 
-    fn checkin(&self, conn: Conn) {
-        self.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(conn);
+    /// A finished keep-alive connection goes back for the next request: to the pool, or
+    /// kept for the conversation's next turn; otherwise it is closed.
+    fn checkin(&self, conn: Conn, session: Session) {
+        match self.reuse {
+            ConnectionReuseStrategy::Pooled => self
+                .idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(conn),
+            ConnectionReuseStrategy::Never => {}
+            ConnectionReuseStrategy::StickyUserSessions => {
+                if !session.last_turn {
+                    self.sticky
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(session.correlation, conn);
+                }
+            }
+        }
     }
 
-    /// Sends the request and reads the response head. The returned exchange reads the body;
-    /// dropping it before the body is finished closes the connection.
+    /// The conversation `correlation` ended early (a failed turn): its kept connection, if
+    /// any, is closed.
+    pub fn end_session(&self, correlation: &uuid::Uuid) {
+        if self.reuse == ConnectionReuseStrategy::StickyUserSessions {
+            self.sticky
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(correlation);
+        }
+    }
+
+    /// [`Endpoint::send_traced`] with nil ids and no trace kept (tests).
+    #[cfg(test)]
     pub async fn send(&self, body: &[u8]) -> Result<Exchange<'_>, H1Error> {
-        while let Some(conn) = self.checkout() {
+        let mut trace = HttpTrace::default();
+        self.send_traced(body, &RequestIds::default(), &mut trace)
+            .await
+    }
+
+    /// Sends the request (with its `X-Request-ID` and conversation header) and reads the
+    /// response head. The returned exchange reads the body; dropping it before the body is
+    /// finished closes the connection. `trace` gets the phases up to the first response
+    /// byte, the bytes written and the bytes read so far (the exchange counts the rest).
+    pub async fn send_traced(
+        &self,
+        body: &[u8],
+        ids: &RequestIds,
+        trace: &mut HttpTrace,
+    ) -> Result<Exchange<'_>, H1Error> {
+        while let Some(conn) = self.checkout(ids) {
             if !conn.is_reusable() {
                 continue; // closed, reset or dirty: dropped
             }
-            match self.try_send(conn, body).await {
+            let now = self.clock.now_ns();
+            (trace.conn_ns, trace.dns_ns, trace.connected_ns) = (now, now, now);
+            trace.reused = true;
+            match self.try_send(conn, body, ids, trace).await {
                 Ok(x) => return Ok(x),
                 // The write failed: nothing complete reached the server.
                 Err(Attempt::Unsent(_)) => continue,
                 Err(Attempt::Sent(e)) => return Err(e),
             }
         }
-        let conn = self.connect().await?;
-        self.try_send(conn, body).await.map_err(|a| match a {
-            Attempt::Unsent(e) | Attempt::Sent(e) => e,
-        })
+        trace.conn_ns = self.clock.now_ns();
+        trace.reused = false;
+        let conn = self.connect(trace).await?;
+        self.try_send(conn, body, ids, trace)
+            .await
+            .map_err(|a| match a {
+                Attempt::Unsent(e) | Attempt::Sent(e) => e,
+            })
     }
 
-    async fn try_send(&self, mut conn: Conn, body: &[u8]) -> Result<Exchange<'_>, Attempt> {
+    async fn try_send(
+        &self,
+        mut conn: Conn,
+        body: &[u8],
+        ids: &RequestIds,
+        trace: &mut HttpTrace,
+    ) -> Result<Exchange<'_>, Attempt> {
         conn.out.clear();
         conn.out.extend_from_slice(&self.head);
-        // Writing into a Vec cannot fail.
-        let _ = write!(conn.out, "{}\r\n\r\n", body.len());
-        conn.out.extend_from_slice(body);
-        if let Err(e) = conn.stream.write_all(&conn.out).await {
-            return Err(Attempt::Unsent(H1Error::Io(e)));
+        let mut id = uuid::Uuid::encode_buffer();
+        if let Some(name) = self.request_id_header {
+            conn.out.extend_from_slice(name);
+            conn.out.extend_from_slice(b": ");
+            conn.out
+                .extend_from_slice(ids.request.hyphenated().encode_lower(&mut id).as_bytes());
+            conn.out.extend_from_slice(b"\r\n");
         }
+        if let Some(name) = &self.session_header {
+            conn.out.extend_from_slice(name);
+            conn.out.extend_from_slice(b": ");
+            conn.out.extend_from_slice(
+                ids.correlation
+                    .hyphenated()
+                    .encode_lower(&mut id)
+                    .as_bytes(),
+            );
+            conn.out.extend_from_slice(b"\r\n");
+        }
+        // Writing into a Vec cannot fail.
+        let _ = write!(conn.out, "content-length: {}\r\n\r\n", body.len());
+        conn.out.extend_from_slice(body);
+        // Written piece by piece to count the socket writes (usually one).
+        let mut written = 0;
+        trace.chunks_sent = 0;
+        while written < conn.out.len() {
+            match conn.stream.write(&conn.out[written..]).await {
+                Ok(0) => {
+                    return Err(Attempt::Unsent(H1Error::Io(
+                        std::io::ErrorKind::WriteZero.into(),
+                    )))
+                }
+                Ok(n) => {
+                    written += n;
+                    trace.chunks_sent += 1;
+                }
+                Err(e) => return Err(Attempt::Unsent(H1Error::Io(e))),
+            }
+        }
+        trace.sent_ns = self.clock.now_ns();
+        trace.bytes_sent = written as u64;
+        (trace.bytes_received, trace.chunks_received) = (0, 0);
         conn.buf.clear();
         loop {
             let head = match parse_head(&conn.buf) {
@@ -225,7 +392,15 @@ impl Endpoint {
                         ))));
                     }
                     let nothing_yet = conn.buf.is_empty();
-                    match read_more(&mut conn).await {
+                    let read = read_more(&mut conn).await;
+                    if let Ok(n @ 1..) = read {
+                        if trace.chunks_received == 0 {
+                            trace.first_byte_ns = self.clock.now_ns();
+                        }
+                        trace.bytes_received += n as u64;
+                        trace.chunks_received += 1;
+                    }
+                    match read {
                         Ok(0) if nothing_yet => {
                             return Err(Attempt::Sent(H1Error::ClosedBeforeResponse(
                                 CLOSED_AFTER_SEND,
@@ -265,6 +440,12 @@ impl Endpoint {
                 framing,
                 keep_alive,
                 finished: false,
+                session: Session {
+                    correlation: ids.correlation,
+                    last_turn: ids.last_turn,
+                },
+                bytes_received: trace.bytes_received,
+                reads: trace.chunks_received,
             });
         }
     }
@@ -399,9 +580,26 @@ pub struct Exchange<'e> {
     framing: Framing,
     keep_alive: bool,
     finished: bool,
+    session: Session,
+    /// Bytes read from the socket for this exchange (head included), and the reads that
+    /// returned data.
+    bytes_received: u64,
+    reads: u32,
+}
+
+/// Which conversation an exchange belongs to (where a sticky connection goes back).
+#[derive(Clone, Copy)]
+struct Session {
+    correlation: uuid::Uuid,
+    last_turn: bool,
 }
 
 impl Exchange<'_> {
+    /// Bytes read from the socket so far (head and body), and the reads that returned data.
+    pub fn received(&self) -> (u64, u32) {
+        (self.bytes_received, self.reads)
+    }
+
     /// Appends the body bytes that can be had with at most one read of the socket to `out`.
     /// Returns `Ok(true)` once the body is complete (`out` may then be empty); `Ok(false)`
     /// means `out` got data and more follows.
@@ -420,7 +618,10 @@ impl Exchange<'_> {
             if out.len() > start {
                 return Ok(false);
             }
-            if read_more(conn).await? == 0 {
+            let n = read_more(conn).await?;
+            self.bytes_received += n as u64;
+            self.reads += u32::from(n > 0);
+            if n == 0 {
                 if matches!(self.framing, Framing::Close) {
                     self.finished = true;
                     self.conn = None;
@@ -449,7 +650,7 @@ impl Exchange<'_> {
     fn release(&mut self) {
         if let Some(conn) = self.conn.take() {
             if self.keep_alive && conn.buf.is_empty() {
-                self.endpoint.checkin(conn);
+                self.endpoint.checkin(conn, self.session);
             }
         }
     }
@@ -615,7 +816,11 @@ mod tests {
                 "POST /v1/chat?x=1 HTTP/1.1\r\nhost: [::1]:9000\r\n",
             ),
         ] {
-            let e = Endpoint::new(&url.parse().unwrap(), &headers, Duration::from_secs(1));
+            let e = Endpoint::new(
+                &url.parse().unwrap(),
+                &headers,
+                Options::pooled(Duration::from_secs(1)),
+            );
             assert_eq!(e.addr, addr, "{url}");
             assert!(e.head.starts_with(head.as_bytes()), "{url}");
         }
@@ -649,7 +854,11 @@ mod tests {
 
     fn endpoint(server: &TestServer, headers: &HeaderMap) -> Endpoint {
         let uri = format!("{}/v1/chat/completions", server.base_url());
-        Endpoint::new(&uri.parse().unwrap(), headers, Duration::from_secs(5))
+        Endpoint::new(
+            &uri.parse().unwrap(),
+            headers,
+            Options::pooled(Duration::from_secs(5)),
+        )
     }
 
     fn idle(e: &Endpoint) -> usize {
@@ -703,6 +912,8 @@ mod tests {
             first,
             format!(
                 "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\nx-test: yes\r\n\
+                 X-Request-ID: 00000000-0000-0000-0000-000000000000\r\n\
+                 X-Correlation-ID: 00000000-0000-0000-0000-000000000000\r\n\
                  content-length: 7\r\n\r\n{{\"q\":1}}"
             )
         );
@@ -981,7 +1192,11 @@ mod tests {
             l.local_addr().unwrap()
         };
         let uri = format!("http://{addr}/v1/chat").parse().unwrap();
-        let e = Endpoint::new(&uri, &HeaderMap::new(), Duration::from_secs(5));
+        let e = Endpoint::new(
+            &uri,
+            &HeaderMap::new(),
+            Options::pooled(Duration::from_secs(5)),
+        );
         let err = e.send(b"{}").await.err().unwrap();
         assert!(err.is_connect(), "{err:?}");
         assert!(err.to_string().contains(&addr.to_string()), "{err}");
@@ -994,5 +1209,135 @@ mod tests {
         let e = endpoint(&server, &HeaderMap::new());
         let err = e.send(b"{}").await.err().unwrap();
         assert!(matches!(err, H1Error::Invalid(_)), "{err:?}");
+    }
+
+    fn endpoint_with(server: &TestServer, headers: &HeaderMap, opts: Options) -> Endpoint {
+        let uri = format!("{}/v1/chat/completions", server.base_url());
+        Endpoint::new(&uri.parse().unwrap(), headers, opts)
+    }
+
+    /// Sends `ids`' request, reads the whole response, and returns its trace.
+    async fn traced(e: &Endpoint, ids: &RequestIds) -> HttpTrace {
+        let mut trace = HttpTrace::default();
+        let mut x = e.send_traced(b"{}", ids, &mut trace).await.unwrap();
+        let mut body = Vec::new();
+        assert!(x.read_to_end(&mut body, usize::MAX).await.unwrap());
+        (trace.bytes_received, trace.chunks_received) = x.received();
+        trace
+    }
+
+    fn ids(correlation: u128, last_turn: bool) -> RequestIds {
+        RequestIds::new(uuid::Uuid::from_u128(correlation), last_turn)
+    }
+
+    #[tokio::test]
+    async fn the_phases_of_a_new_and_of_a_reused_connection() {
+        let ok = || response("200 OK", "application/json", "{\"a\":1}");
+        let server =
+            TestServer::start(vec![Reply::Send(vec![ok()]), Reply::Send(vec![ok()])]).await;
+        let e = endpoint(&server, &HeaderMap::new());
+        let t = traced(&e, &ids(1, false)).await;
+        assert!(!t.reused);
+        assert!(
+            0 < t.conn_ns
+                && t.conn_ns <= t.dns_ns
+                && t.dns_ns < t.connected_ns
+                && t.connected_ns <= t.sent_ns
+                && t.sent_ns <= t.first_byte_ns,
+            "{t:?}"
+        );
+        let request = &server.requests()[0];
+        assert_eq!(
+            t.bytes_sent,
+            request.len() as u64,
+            "head and body, as received"
+        );
+        assert_eq!(t.chunks_sent, 1);
+        assert_eq!(t.bytes_received, ok().len() as u64, "head and body");
+        assert!(t.chunks_received >= 1);
+        let t = traced(&e, &ids(2, false)).await;
+        assert!(t.reused);
+        assert_eq!(
+            (t.conn_ns, t.dns_ns),
+            (t.connected_ns, t.connected_ns),
+            "{t:?}"
+        );
+        assert!(t.connected_ns <= t.sent_ns && t.sent_ns <= t.first_byte_ns);
+        assert_eq!(server.connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_ids_go_out_as_headers() {
+        let ok = || response("200 OK", "application/json", "{}");
+        let server =
+            TestServer::start(vec![Reply::Send(vec![ok()]), Reply::Send(vec![ok()])]).await;
+        let mut opts = Options::pooled(Duration::from_secs(5));
+        opts.session_header = "X-Session-ID".into();
+        let e = endpoint_with(&server, &HeaderMap::new(), opts);
+        let id = ids(7, true);
+        traced(&e, &id).await;
+        let req = String::from_utf8(server.requests()[0].clone()).unwrap();
+        assert!(
+            req.contains(&format!(
+                "\r\nX-Request-ID: {}\r\n",
+                id.request.hyphenated()
+            )),
+            "{req}"
+        );
+        assert!(
+            req.contains("\r\nX-Session-ID: 00000000-0000-0000-0000-000000000007\r\n"),
+            "{req}"
+        );
+        assert!(!req.contains("X-Correlation-ID"), "renamed: {req}");
+        // `-H` wins over the generated ids.
+        let mut headers = HeaderMap::new();
+        headers.insert("x-request-id", "mine".parse().unwrap());
+        headers.insert("x-correlation-id", "ours".parse().unwrap());
+        let e = endpoint_with(&server, &headers, Options::pooled(Duration::from_secs(5)));
+        traced(&e, &id).await;
+        let req = String::from_utf8(server.requests()[1].clone()).unwrap();
+        assert!(req.contains("x-request-id: mine\r\n"), "{req}");
+        assert!(!req.contains("X-Request-ID"), "{req}");
+        assert_eq!(req.matches("correlation-id").count(), 1, "{req}");
+    }
+
+    #[tokio::test]
+    async fn never_opens_and_closes_a_connection_per_request() {
+        let ok = || response("200 OK", "application/json", "{}");
+        let server = TestServer::start((0..3).map(|_| Reply::Send(vec![ok()])).collect()).await;
+        let mut opts = Options::pooled(Duration::from_secs(5));
+        opts.reuse = ConnectionReuseStrategy::Never;
+        let e = endpoint_with(&server, &HeaderMap::new(), opts);
+        for i in 0..3 {
+            let t = traced(&e, &ids(i, false)).await;
+            assert!(!t.reused && t.connected_ns > t.dns_ns, "{t:?}");
+            assert_eq!(idle(&e), 0);
+        }
+        assert_eq!(server.connections(), 3);
+    }
+
+    #[tokio::test]
+    async fn sticky_sessions_keep_one_connection_per_conversation() {
+        let ok = || response("200 OK", "application/json", "{}");
+        let server = TestServer::start((0..6).map(|_| Reply::Send(vec![ok()])).collect()).await;
+        let mut opts = Options::pooled(Duration::from_secs(5));
+        opts.reuse = ConnectionReuseStrategy::StickyUserSessions;
+        let e = endpoint_with(&server, &HeaderMap::new(), opts);
+        let sticky = |e: &Endpoint| e.sticky.lock().unwrap().len();
+        // Two conversations interleaved: each keeps its own connection.
+        assert!(!traced(&e, &ids(1, false)).await.reused);
+        assert!(!traced(&e, &ids(2, false)).await.reused);
+        assert_eq!(sticky(&e), 2);
+        assert!(traced(&e, &ids(1, false)).await.reused);
+        assert!(traced(&e, &ids(2, false)).await.reused);
+        assert_eq!(server.connections(), 2);
+        // The last turn closes it; a conversation ended early is forgotten.
+        assert!(traced(&e, &ids(1, true)).await.reused);
+        assert_eq!(sticky(&e), 1);
+        e.end_session(&uuid::Uuid::from_u128(2));
+        assert_eq!(sticky(&e), 0);
+        assert!(!traced(&e, &ids(2, true)).await.reused);
+        assert_eq!((sticky(&e), idle(&e)), (0, 0), "nothing pooled");
+        assert_eq!(server.connections(), 3);
     }
 }

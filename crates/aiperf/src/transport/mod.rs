@@ -32,7 +32,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::endpoint::{parse_response, ResponseParser};
+use crate::endpoint::{parse_response, ConnectionReuseStrategy, ResponseParser};
 use crate::metrics::record::kind;
 use crate::metrics::{ErrorDetails, RequestRecord};
 pub use failure::client_resource;
@@ -80,9 +80,27 @@ type HyperClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Byte
 /// How requests to one URL are sent.
 enum Route {
     /// `http://`: the lean client, read by the requesting task.
-    Http(h1::Endpoint),
+    Http(Box<h1::Endpoint>),
     /// `https://`: hyper's pooled client (shared by every https URL).
     Https(Box<HyperClient>),
+}
+
+/// How requests identify themselves and share connections (`--session-header`,
+/// `--connection-reuse-strategy`).
+#[derive(Debug, Clone)]
+pub struct Connections {
+    /// The header carrying the conversation's id (`X-Correlation-ID` by default).
+    pub session_header: String,
+    pub reuse: ConnectionReuseStrategy,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Self {
+            session_header: crate::endpoint::DEFAULT_SESSION_HEADER.to_string(),
+            reuse: ConnectionReuseStrategy::Pooled,
+        }
+    }
 }
 
 /// Sends requests to one or more base URLs, round-robin chosen by the caller.
@@ -91,6 +109,10 @@ pub struct Transport {
     /// Per URL.
     routes: Vec<Route>,
     headers: HeaderMap,
+    /// For `https://` requests: the conversation header's name (unless `-H` sets it), and
+    /// whether `X-Request-ID` is generated (unless `-H` sets it).
+    session_header: Option<HeaderName>,
+    request_id_header: bool,
     timeout: Duration,
     clock: Clock,
     parser: ResponseParser,
@@ -108,6 +130,7 @@ impl Transport {
         clock: Clock,
         parser: ResponseParser,
         tls: &TlsOptions,
+        connections: &Connections,
     ) -> Result<Self, TransportError> {
         let mut map = HeaderMap::new();
         map.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -136,11 +159,21 @@ impl Transport {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let connect_timeout = timeout.min(Duration::from_secs(30));
+        let session_header = HeaderName::from_bytes(connections.session_header.as_bytes())
+            .map_err(|e| TransportError::Header(format!("{}: {e}", connections.session_header)))?;
+        let https_urls = urls.iter().any(|u| u.scheme_str() != Some("http"));
+        if https_urls && connections.reuse == ConnectionReuseStrategy::StickyUserSessions {
+            return Err(TransportError::Client(
+                "--connection-reuse-strategy sticky-user-sessions is not supported for https:// \
+                 URLs (their HTTP/2-capable client pools connections itself)"
+                    .into(),
+            ));
+        }
         if tls.insecure {
             eprintln!("{}", tls::INSECURE_WARNING);
         }
         // Trust is only read (system store, CA files) when some URL needs it.
-        let https = if urls.iter().any(|u| u.scheme_str() != Some("http")) {
+        let https = if https_urls {
             Some(hyper_client(tls, connect_timeout)?)
         } else {
             None
@@ -149,12 +182,27 @@ impl Transport {
             .iter()
             .map(|u| match (&https, u.scheme_str() == Some("http")) {
                 (Some(client), false) => Route::Https(Box::new(client.clone())),
-                _ => Route::Http(h1::Endpoint::new(u, &map, connect_timeout)),
+                _ => Route::Http(Box::new(h1::Endpoint::new(
+                    u,
+                    &map,
+                    h1::Options {
+                        session_header: connections.session_header.clone(),
+                        reuse: connections.reuse,
+                        connect_timeout,
+                        clock,
+                    },
+                ))),
             })
             .collect();
+        if connections.reuse == ConnectionReuseStrategy::Never {
+            // hyper closes a connection after a request that says so.
+            map.insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         Ok(Self {
             urls,
             routes,
+            request_id_header: !map.contains_key("x-request-id"),
+            session_header: (!map.contains_key(&session_header)).then_some(session_header),
             headers: map,
             timeout,
             clock,
@@ -228,7 +276,19 @@ impl Transport {
                 let mut req = hyper::Request::new(Full::new(body));
                 *req.method_mut() = Method::POST;
                 *req.uri_mut() = self.urls[rec.url_index].clone();
-                *req.headers_mut() = self.headers.clone();
+                let mut headers = self.headers.clone();
+                let mut id = uuid::Uuid::encode_buffer();
+                let mut value = |u: &uuid::Uuid| {
+                    HeaderValue::from_str(u.hyphenated().encode_lower(&mut id))
+                        .unwrap_or(HeaderValue::from_static(""))
+                };
+                if self.request_id_header {
+                    headers.insert("x-request-id", value(&rec.ids.request));
+                }
+                if let Some(name) = &self.session_header {
+                    headers.insert(name.clone(), value(&rec.ids.correlation));
+                }
+                *req.headers_mut() = headers;
                 self.exchange_hyper(client, req, rec).await
             }
         }
@@ -236,7 +296,35 @@ impl Transport {
 
     /// `http://`: the lean client, read by this task.
     async fn exchange_h1(&self, endpoint: &h1::Endpoint, body: &[u8], rec: &mut RequestRecord) {
-        let mut x = match endpoint.send(body).await {
+        self.exchange_h1_inner(endpoint, body, rec).await;
+        if rec.error.is_some() {
+            // A failed turn ends its conversation: a connection kept for it is closed.
+            endpoint.end_session(&rec.ids.correlation);
+        }
+    }
+
+    /// The whole response was read at `last_read_ns` by the exchange `x`: the trace is
+    /// complete. A response read in one piece took no time to receive (AIPerf's rule).
+    fn finish_trace(rec: &mut RequestRecord, x: &h1::Exchange<'_>, last_read_ns: u64) {
+        let (bytes, reads) = x.received();
+        let h = &mut rec.http;
+        h.bytes_received = bytes;
+        h.chunks_received = reads;
+        h.last_byte_ns = if reads <= 1 {
+            h.first_byte_ns
+        } else {
+            last_read_ns.max(h.first_byte_ns)
+        };
+        h.measured = true;
+    }
+
+    async fn exchange_h1_inner(
+        &self,
+        endpoint: &h1::Endpoint,
+        body: &[u8],
+        rec: &mut RequestRecord,
+    ) {
+        let mut x = match endpoint.send_traced(body, &rec.ids, &mut rec.http).await {
             Ok(x) => x,
             Err(e) => {
                 rec.end_ns = self.clock.now_ns();
@@ -257,7 +345,10 @@ impl Transport {
         }
         if !(rec.streaming && x.event_stream) {
             match x.read_to_end(&mut buf, self.limits.body).await {
-                Ok(true) => self.take_body(&buf, rec),
+                Ok(true) => {
+                    self.take_body(&buf, rec);
+                    Self::finish_trace(rec, &x, rec.end_ns);
+                }
                 Ok(false) => self.body_too_large(rec),
                 Err(e) => {
                     rec.end_ns = self.clock.now_ns();
@@ -267,7 +358,7 @@ impl Transport {
             return;
         }
         let mut stream = StreamReader::new(self.limits.event);
-        loop {
+        let last = loop {
             buf.clear();
             let end = match x.read_some(&mut buf).await {
                 Ok(end) => end,
@@ -283,9 +374,10 @@ impl Transport {
                 return;
             }
             if end {
-                break;
+                break t;
             }
-        }
+        };
+        Self::finish_trace(rec, &x, last);
         stream.finish(&self.parser, self.clock.now_ns(), rec);
     }
 
@@ -610,6 +702,7 @@ mod tests {
             Clock::new(),
             ResponseParser::OpenAi,
             &TlsOptions::default(),
+            &Connections::default(),
         )
         .unwrap()
     }
@@ -634,6 +727,9 @@ mod tests {
             isl: 3,
             error: None,
             cancelled: false,
+            requested_osl: None,
+            ids: Default::default(),
+            http: Default::default(),
         }
     }
 
@@ -674,7 +770,8 @@ mod tests {
             rec.usage,
             Some(Usage {
                 prompt_tokens: Some(3),
-                completion_tokens: Some(2)
+                completion_tokens: Some(2),
+                total_tokens: None,
             })
         );
         assert_eq!(rec.content_ns, [rec.end_ns]);
@@ -925,6 +1022,7 @@ mod tests {
             Clock::new(),
             parser,
             &TlsOptions::default(),
+            &Connections::default(),
         )
         .unwrap()
         .with_limits(limits)
@@ -1136,7 +1234,8 @@ mod tests {
             rec.usage,
             Some(Usage {
                 prompt_tokens: Some(5),
-                completion_tokens: Some(2)
+                completion_tokens: Some(2),
+                total_tokens: None,
             })
         );
     }
@@ -1201,6 +1300,7 @@ mod tests {
                 Clock::new(),
                 ResponseParser::OpenAi,
                 &TlsOptions::default(),
+                &Connections::default(),
             )
             .err()
             .map(|e| e.to_string())
@@ -1211,5 +1311,99 @@ mod tests {
         assert!(new("http://127.0.0.1:1", &bad)
             .unwrap()
             .starts_with("invalid header: bad header"));
+    }
+
+    #[tokio::test]
+    async fn a_stream_leaves_a_complete_trace_and_its_ids_on_the_wire() {
+        let pieces = vec![
+            sse_head(),
+            sse_chunk(&delta("Hel")),
+            sse_chunk(&delta("lo")),
+            [sse_chunk("[DONE]"), last_chunk()].concat(),
+        ];
+        let wire: usize = pieces.iter().map(Vec::len).sum();
+        let server = TestServer::start(vec![Reply::Send(pieces)]).await;
+        let t = transport(&server.base_url(), Duration::from_secs(5));
+        let mut rec = record(true);
+        rec.ids = crate::metrics::RequestIds::new(uuid::Uuid::from_u128(42), true);
+        t.send(
+            &mut rec,
+            Bytes::from_static(b"{}"),
+            &CancellationToken::new(),
+            None,
+        )
+        .await;
+        assert_eq!(rec.error, None);
+        let h = rec.http;
+        assert!(h.measured && !h.reused, "{h:?}");
+        assert!(
+            rec.start_ns <= h.conn_ns
+                && h.conn_ns <= h.dns_ns
+                && h.dns_ns <= h.connected_ns
+                && h.connected_ns <= h.sent_ns
+                && h.sent_ns <= h.first_byte_ns
+                && h.first_byte_ns <= h.last_byte_ns
+                && h.last_byte_ns <= rec.end_ns,
+            "{rec:?}"
+        );
+        assert_eq!(h.bytes_received, wire as u64, "every byte the server wrote");
+        assert!(h.chunks_received >= 2, "{h:?}");
+        let req = &server.requests()[0];
+        assert_eq!(h.bytes_sent, req.len() as u64);
+        let req = String::from_utf8(req.clone()).unwrap();
+        assert!(
+            req.contains(&format!(
+                "X-Request-ID: {}\r\n",
+                rec.ids.request.hyphenated()
+            )),
+            "{req}"
+        );
+        assert!(
+            req.contains("X-Correlation-ID: 00000000-0000-0000-0000-00000000002a\r\n"),
+            "{req}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_response_read_in_one_piece_takes_no_time_to_receive() {
+        let server = TestServer::start(vec![Reply::Send(vec![response(
+            "200 OK",
+            "application/json",
+            r#"{"choices":[{"index":0,"message":{"content":"hi"}}]}"#,
+        )])])
+        .await;
+        let t = transport(&server.base_url(), Duration::from_secs(5));
+        let rec = send(&t, false, None).await;
+        assert_eq!(rec.error, None);
+        let h = rec.http;
+        assert!(h.measured);
+        if h.chunks_received == 1 {
+            assert_eq!(h.last_byte_ns, h.first_byte_ns, "AIPerf: one chunk, 0 ms");
+        }
+    }
+
+    #[tokio::test]
+    async fn https_refuses_sticky_sessions() {
+        let new = |reuse| {
+            Transport::new(
+                &["https://127.0.0.1:1".to_string()],
+                PATH,
+                None,
+                &[],
+                Duration::from_secs(1),
+                Clock::new(),
+                ResponseParser::OpenAi,
+                &TlsOptions::default(),
+                &Connections {
+                    reuse,
+                    ..Connections::default()
+                },
+            )
+            .err()
+            .map(|e| e.to_string())
+        };
+        assert_eq!(new(ConnectionReuseStrategy::Never), None);
+        let err = new(ConnectionReuseStrategy::StickyUserSessions).unwrap();
+        assert!(err.contains("not supported for https://"), "{err}");
     }
 }

@@ -65,12 +65,29 @@ fn unit_of(tag: &str) -> &'static str {
         | "time_to_first_output_token"
         | "request_latency"
         | "inter_token_latency"
-        | "inter_chunk_latency" => "ms",
-        "output_token_throughput_per_user" => "tokens/sec/user",
+        | "inter_chunk_latency"
+        | "decode_duration"
+        | "http_req_blocked"
+        | "http_req_dns_lookup"
+        | "http_req_connecting"
+        | "http_req_sending"
+        | "http_req_waiting"
+        | "http_req_receiving"
+        | "http_req_duration"
+        | "http_req_connection_overhead"
+        | "http_req_total" => "ms",
+        "output_token_throughput_per_user"
+        | "e2e_output_token_throughput"
+        | "prefill_throughput_per_user" => "tokens/sec/user",
         "output_sequence_length"
         | "input_sequence_length"
+        | "output_token_count"
         | "total_output_tokens"
         | "total_input_tokens" => "tokens",
+        "osl_mismatch_diff_pct" => "%",
+        "http_req_connection_reused" => "ratio",
+        "http_req_data_sent" | "http_req_data_received" => "KB",
+        "http_req_chunks_sent" | "http_req_chunks_received" => "count",
         "request_count" | "error_request_count" => "requests",
         "request_throughput" => "requests/sec",
         "output_token_throughput" => "tokens/sec",
@@ -209,12 +226,15 @@ fn csv_layout() {
         let cells: Vec<&str> = row.split(',').collect();
         assert_eq!(cells.len(), 15, "{row}");
         assert!(
-            cells[0].ends_with(')') && cells[0].contains(" ("),
-            "row labelled `Header (unit)`: {row}"
+            (cells[0].ends_with(')') && cells[0].contains(" ("))
+                || cells[0].starts_with("HTTP Chunks"),
+            "row labelled `Header (unit)` (no unit for counts): {row}"
         );
         for c in &cells[1..] {
             c.parse::<f64>()
                 .unwrap_or_else(|_| panic!("not a number {c:?} in {row}"));
+            let decimals = c.rsplit_once('.').map(|(_, d)| d.len());
+            assert_eq!(decimals, Some(2), "two decimals, as AIPerf: {c:?} in {row}");
         }
     }
     assert!(
@@ -225,17 +245,22 @@ fn csv_layout() {
     );
     assert!(lines[1..blank]
         .iter()
-        .any(|l| l.starts_with("Output Sequence Length (tokens),5,5,5,30,")));
+        .any(|l| l.starts_with("Output Sequence Length (tokens),5.00,5.00,5.00,30.00,")));
     assert_eq!(lines[blank + 1], "Metric,Value");
     let agg: Vec<&str> = lines[blank + 2..].to_vec();
     assert!(!agg.is_empty());
     for row in &agg {
-        let (label, value) = row.rsplit_once(',').expect("Metric,Value row");
-        assert!(label.ends_with(')'), "{row}");
+        let (_label, value) = row.rsplit_once(',').expect("Metric,Value row");
         value.parse::<f64>().expect("a number");
     }
-    assert!(agg.contains(&"Request Count (requests),6"), "{agg:?}");
-    assert!(agg.contains(&"Error Request Count (requests),0"), "{agg:?}");
+    // AIPerf's labels: no unit for request counts; two decimals.
+    assert!(agg.contains(&"Request Count,6.00"), "{agg:?}");
+    assert!(agg.contains(&"Error Request Count,0.00"), "{agg:?}");
+    assert!(
+        agg.contains(&"Completed Requests (Success + Error),6.00"),
+        "{agg:?}"
+    );
+    assert!(agg.contains(&"Request Error Rate (%),0.00"), "{agg:?}");
 }
 
 #[test]

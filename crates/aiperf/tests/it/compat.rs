@@ -250,3 +250,30 @@ fn failed_request_threshold_stops_a_failing_run() {
         assert!(line.contains("--failed-request-threshold"), "{line}");
     }
 }
+
+/// `--show-trace-timing` adds the HTTP timing metrics to the console table (they are in the
+/// files either way).
+#[test]
+fn show_trace_timing_puts_http_phases_in_the_console() {
+    let _gate = support::shared();
+    let args = ["--url", FAST_MOCK, "--request-count", "3"];
+    let plain = Run::profile(&args).run();
+    plain.ok();
+    assert!(!plain.stdout.contains("HTTP Waiting"), "{}", plain.stdout);
+    assert!(plain.json()["http_req_waiting"]["avg"].is_number());
+    let mut with: Vec<&str> = args.to_vec();
+    with.push("--show-trace-timing");
+    let traced = Run::profile(&with).run();
+    traced.ok();
+    for row in [
+        "HTTP Waiting (TTFB) (ms)",
+        "HTTP Sending (ms)",
+        "HTTP Receiving (ms)",
+    ] {
+        assert!(
+            traced.stdout.contains(row),
+            "{row} missing:\n{}",
+            traced.stdout
+        );
+    }
+}

@@ -63,7 +63,7 @@ fn check_consistent(run: &Output, slos: &[(&str, f64, bool)]) -> f64 {
     assert_eq!(json["good_request_fraction"]["unit"], "ratio");
     let csv = run.csv();
     for row in [
-        "Good Request Count (requests),",
+        "Good Request Count,",
         "Goodput (requests/sec),",
         "Good Request Fraction (ratio),",
     ] {

@@ -16,6 +16,7 @@ mod config;
 mod failures;
 mod faults;
 mod goodput;
+mod http_timing;
 mod layers;
 mod load;
 mod plugins;

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::{
@@ -193,6 +193,8 @@ struct TlsServer {
     cert_pem: String,
     /// Requests answered.
     answered: Arc<AtomicUsize>,
+    /// Each request's head, lower-cased.
+    heads: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -216,17 +218,18 @@ impl TlsServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let answered = Arc::new(AtomicUsize::new(0));
+        let heads = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (a, s) = (answered.clone(), stop.clone());
+        let (a, s, h) = (answered.clone(), stop.clone(), heads.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if s.load(Ordering::Acquire) {
                     return;
                 }
                 let Ok(stream) = stream else { continue };
-                let (config, a) = (config.clone(), a.clone());
+                let (config, a, h) = (config.clone(), a.clone(), h.clone());
                 std::thread::spawn(move || {
-                    let _ = serve_tls(stream, config, &a);
+                    let _ = serve_tls(stream, config, &a, &h);
                 });
             }
         });
@@ -234,6 +237,7 @@ impl TlsServer {
             addr,
             cert_pem,
             answered,
+            heads,
             stop,
         }
     }
@@ -255,6 +259,7 @@ fn serve_tls(
     tcp: TcpStream,
     config: Arc<rustls::ServerConfig>,
     answered: &AtomicUsize,
+    heads: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
     let conn = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
@@ -273,6 +278,7 @@ fn serve_tls(
             buf.extend_from_slice(&chunk[..n]);
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        heads.lock().expect("heads").push(head.clone());
         let len: usize = head
             .lines()
             .find_map(|l| l.strip_prefix("content-length:"))
@@ -414,4 +420,48 @@ fn a_missing_or_invalid_ca_file_is_a_usage_error() {
     .run();
     let line = out.assert_usage_error();
     assert!(line.contains("--ssl-ca-file"), "{line}");
+}
+
+/// Over `https://` (hyper) the requests carry the same ids; the HTTP phases, which hyper does
+/// not expose, are left out rather than approximated.
+#[test]
+fn https_requests_carry_the_ids_and_no_http_phases() {
+    let _gate = support::shared();
+    let server = TlsServer::start();
+    let run = tls_run(
+        &server,
+        &["--ssl-insecure", "--session-header", "X-Session-ID"],
+    )
+    .run();
+    run.ok();
+    let heads = server.heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 2);
+    let header = |head: &str, name: &str| -> Vec<String> {
+        head.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(|v| v.trim().to_string())
+            .collect()
+    };
+    let records = run.jsonl();
+    assert_eq!(records.len(), 2);
+    for r in &records {
+        let md = &r["metadata"];
+        let id = md["x_request_id"].as_str().unwrap();
+        let head = heads
+            .iter()
+            .find(|h| header(h, "x-request-id") == [id])
+            .unwrap_or_else(|| panic!("no request with X-Request-ID {id}: {heads:?}"));
+        assert_eq!(
+            header(head, "x-session-id"),
+            [md["x_correlation_id"].as_str().unwrap()],
+            "{head}"
+        );
+        let metrics = r["metrics"].as_object().unwrap();
+        assert!(metrics.contains_key("request_latency"), "{r}");
+        assert!(
+            !metrics.keys().any(|k| k.starts_with("http_req_")),
+            "no HTTP phases over https: {r}"
+        );
+    }
+    assert!(run.json().get("http_req_duration").is_none());
 }
