@@ -18,6 +18,7 @@ use crate::config::{BenchmarkConfig, ConfigError};
 use crate::dataset::Dataset;
 use crate::endpoint::{RequestShape, ResponseParser};
 use crate::error::{Error, IoContext, Result};
+use crate::export::outputs::{OutputsWriter, Tee, OUTPUTS_FILE};
 use crate::export::{self, jsonl::JsonlWriter, OutputSpec, RunReport, UiType};
 use crate::metrics::processor::RecordProcessor;
 use crate::metrics::{MetricValue, PhaseKind, PhaseSummary};
@@ -440,7 +441,7 @@ fn open_artifacts(
     out: &OutputSpec,
     dataset: &Dataset,
     clock: Clock,
-) -> Result<Option<JsonlWriter>> {
+) -> Result<Tee<Option<JsonlWriter>, Option<OutputsWriter>>> {
     let dir = &out.artifact_directory;
     let unwritable = |what: &str, e: std::io::Error| {
         ConfigError::Usage(format!(
@@ -450,18 +451,21 @@ fn open_artifacts(
     };
     std::fs::create_dir_all(dir).map_err(|e| unwritable("cannot create it", e))?;
     export::write_inputs(dir, dataset).map_err(|e| unwritable("inputs.json", e))?;
-    if !out.writes_records() {
-        return Ok(None);
-    }
-    let path = dir.join(&out.names.jsonl);
-    let ids = dataset
+    let ids: Arc<[String]> = dataset
         .entries
         .iter()
         .map(|e| e.conversation_id.clone())
         .collect();
+    let outputs = out
+        .export_outputs_json
+        .then(|| OutputsWriter::new(dir.join(OUTPUTS_FILE), clock, ids.clone()));
+    if !out.writes_records() {
+        return Ok(Tee(None, outputs));
+    }
+    let path = dir.join(&out.names.jsonl);
     let writer =
         JsonlWriter::create(&path, clock, ids).map_err(|e| unwritable(&out.names.jsonl, e))?;
-    Ok(Some(writer))
+    Ok(Tee(Some(writer), outputs))
 }
 
 /// Warmup seeds are the profiling seed with this mixed in.

@@ -120,7 +120,7 @@ pub const OPTIONS: &[AiperfOption] = &[
     o("Output", &["--slice-duration"], P(15, "time slices come with server metrics")),
     o("Output", &["--auto-plot", "--no-auto-plot"], P(16, "plots and the HTML report")),
     o("Output", &["--plot-required"], P(16, "plots and the HTML report")),
-    o("Output", &["--export-outputs-json"], P(12, PARITY)),
+    o("Output", &["--export-outputs-json"], S),
     o("Output", &["--otel-url"], N(TRACKERS)),
     o("Output", &["--stream"], N(TRACKERS)),
     o("Output", &["--otel-resource-attributes"], N(TRACKERS)),

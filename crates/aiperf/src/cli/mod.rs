@@ -456,6 +456,10 @@ pub struct OutputArgs {
     /// waiting, receiving, duration) in the console table.
     #[arg(long)]
     pub show_trace_timing: bool,
+    /// Write outputs.json: every profiling request's generated text, with its ids, times,
+    /// ISL, OSL, latency, TTFT and ITL (held in memory until the end of the run).
+    #[arg(long)]
+    pub export_outputs_json: bool,
     /// Log level of the console and of logs/aiperf.log (AIPerf's names); wins over -v.
     #[arg(long, value_enum, value_name = "LEVEL")]
     pub log_level: Option<LogLevel>,

@@ -2,6 +2,7 @@
 
 pub mod console;
 pub mod jsonl;
+pub mod outputs;
 mod spec;
 
 pub use spec::{ArtifactNames, ExportLevel, LogLevel, OutputSpec, UiType};

@@ -125,6 +125,9 @@ pub struct OutputSpec {
     /// `-v` count: log more.
     #[serde(skip)]
     pub verbose: u8,
+    /// `--export-outputs-json`: every profiling response's text in `outputs.json`.
+    #[serde(skip)]
+    pub export_outputs_json: bool,
     /// `--show-trace-timing`: the HTTP timing metrics in the console table.
     #[serde(skip)]
     pub show_trace_timing: bool,

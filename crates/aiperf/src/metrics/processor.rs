@@ -37,9 +37,12 @@ use tokio_util::sync::CancellationToken;
 pub trait RecordSink: Send {
     fn write_success(&mut self, rec: &RequestRecord, m: &RequestMetrics) -> std::io::Result<()>;
     fn write_error(&mut self, rec: &RequestRecord, err: &ErrorDetails) -> std::io::Result<()>;
-    /// Called whenever the aggregator has caught up, before a summary is answered, and at the
-    /// end.
+    /// Called whenever the aggregator has caught up and before a summary is answered.
     fn flush(&mut self) -> std::io::Result<()>;
+    /// Called once, after the last record.
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.flush()
+    }
 }
 
 /// No sink: records are counted in the summaries and not written (`--export-level summary`).
@@ -54,6 +57,10 @@ impl<T: RecordSink> RecordSink for Option<T> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.as_mut().map_or(Ok(()), |s| s.flush())
+    }
+
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.as_mut().map_or(Ok(()), |s| s.finish())
     }
 }
 
@@ -300,7 +307,7 @@ fn aggregate(
             }
         }
     }
-    io_result.and_then(|()| sink.flush())
+    io_result.and_then(|()| sink.finish())
 }
 
 #[cfg(test)]

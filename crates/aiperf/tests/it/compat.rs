@@ -277,3 +277,55 @@ fn show_trace_timing_puts_http_phases_in_the_console() {
         );
     }
 }
+
+/// `--export-outputs-json`: `outputs.json` holds every profiling request (not the warmup's),
+/// sorted by session_num, with the text the server generated (`null` for a failed one), its
+/// request id as in the JSONL, and AIPerf's metrics allowlist.
+#[test]
+fn export_outputs_json_keeps_every_response_text() {
+    let _gate = support::shared();
+    let run = Run::profile(&[
+        "--url",
+        "mock?error_rate=30&ttft_ms=1&itl_ms=0",
+        "--streaming",
+        "--osl",
+        "3",
+        "--request-count",
+        "8",
+        "--warmup-request-count",
+        "2",
+        "--export-outputs-json",
+    ])
+    .run();
+    let out: Value = serde_json::from_str(&run.read("outputs.json")).unwrap();
+    let data = out["data"].as_array().unwrap();
+    let records: Vec<Value> = run
+        .jsonl()
+        .into_iter()
+        .filter(|r| r["metadata"]["benchmark_phase"] == "profiling")
+        .collect();
+    assert_eq!(data.len(), records.len());
+    assert_eq!(data.len(), 8);
+    let nums: Vec<u64> = data
+        .iter()
+        .map(|d| d["session_num"].as_u64().unwrap())
+        .collect();
+    let mut sorted = nums.clone();
+    sorted.sort_unstable();
+    assert_eq!(nums, sorted);
+    for d in data {
+        let rec = records
+            .iter()
+            .find(|r| r["metadata"]["x_request_id"] == d["x_request_id"])
+            .unwrap_or_else(|| panic!("no JSONL record with {}", d["x_request_id"]));
+        if rec["error"].is_null() {
+            let text = d["response_text"].as_str().unwrap();
+            assert!(!text.is_empty(), "{d}");
+            assert_eq!(d["metrics"]["output_sequence_length"], 3, "{d}");
+            assert!(d["metrics"]["time_to_first_token"].is_number(), "{d}");
+        } else {
+            assert!(d["response_text"].is_null(), "{d}");
+        }
+        assert_eq!(d["conversation_id"], rec["metadata"]["conversation_id"]);
+    }
+}
