@@ -23,7 +23,7 @@ use rand::SeedableRng;
 use serde::Deserialize;
 use serde_json::Number;
 
-use super::{entry, single, Entry, PromptGenerator, Turn, UsedBlocks};
+use super::{entry, single, Entry, Preamble, PromptGenerator, Turn, UsedBlocks};
 use super::{CustomDatasetType, InputSpec, SamplingStrategy};
 use crate::endpoint::RequestShape;
 use crate::mix::mix;
@@ -177,6 +177,7 @@ impl BlockCache<'_> {
 pub fn load(
     cfg: &InputSpec,
     shape: &RequestShape,
+    preamble: &Preamble,
     path: &Path,
     tokenizer: &Tokenizer,
 ) -> Result<(Vec<Entry>, SamplingStrategy), DatasetError> {
@@ -191,6 +192,7 @@ pub fn load(
     let run = Run {
         cfg,
         shape,
+        preamble,
         tokenizer,
     };
     let entries = match kind {
@@ -217,6 +219,8 @@ pub fn load(
 struct Run<'a> {
     cfg: &'a InputSpec,
     shape: &'a RequestShape,
+    /// `--system-prompt`, opening every conversation.
+    preamble: &'a Preamble<'a>,
     tokenizer: &'a Tokenizer,
 }
 
@@ -232,7 +236,15 @@ impl Run<'_> {
         let osl = row.output_length()?.or(self.cfg.osl());
         let isl = self.count(&prompt);
         let id = row.session_id.unwrap_or(id);
-        Ok(single(self.shape, id, prompt, isl, osl, None))
+        Ok(single(
+            self.shape,
+            self.preamble,
+            id,
+            prompt,
+            isl,
+            osl,
+            None,
+        ))
     }
 
     /// A `multi_turn` line: one session, its turns sent in order.
@@ -258,6 +270,7 @@ impl Run<'_> {
         let first = turns[0].text.clone();
         Ok(entry(
             self.shape,
+            self.preamble,
             row.session_id.unwrap_or(id),
             vec![first],
             turns,
@@ -318,6 +331,7 @@ fn load_sharegpt(run: &Run, shown: &str, text: &str) -> Result<Vec<Entry>, Datas
         let id = format!("conv-{}", entries.len());
         entries.push(single(
             run.shape,
+            run.preamble,
             id,
             q.value.clone(),
             run.count(&q.value),
@@ -378,7 +392,8 @@ impl Trace<'_> {
                 .prompt(&ids, input_length as usize, &mut self.rng)
         };
         let isl = self.run.count(&prompt);
-        Ok(single(self.run.shape, id, prompt, isl, osl, row.timestamp))
+        let (shape, preamble) = (self.run.shape, self.run.preamble);
+        Ok(single(shape, preamble, id, prompt, isl, osl, row.timestamp))
     }
 }
 
@@ -472,7 +487,8 @@ mod tests {
         .to_vec();
         let cfg = crate::config::load(&args).unwrap();
         let shape = RequestShape::new(&cfg.endpoint, false);
-        load(&cfg.input, &shape, &path, tokenizer()).map(|(entries, _)| entries)
+        let preamble = Preamble::default();
+        load(&cfg.input, &shape, &preamble, &path, tokenizer()).map(|(entries, _)| entries)
     }
 
     /// `text` must fail to load with `input.jsonl:LINE: ...` mentioning `needle`.
