@@ -287,7 +287,7 @@ fn check_input(a: &ProfileArgs, endpoint: &EndpointSpec) -> Result<(), ConfigErr
     }
     check_conversation_input(a, endpoint)?;
     if i.input_file.is_none() {
-        let tokens = synthetic_tokens(a);
+        let tokens = synthetic_tokens(a, dataset_entries(a));
         if tokens > MAX_DATASET_TOKENS {
             return Err(usage(format!(
                 "the synthetic prompts would hold about {tokens} tokens (--num-dataset-entries \
@@ -394,23 +394,30 @@ fn system_prompt(a: &ProfileArgs) -> Result<Option<String>, ConfigError> {
     Ok(Some(text))
 }
 
-/// Synthetic conversations generated: `--num-dataset-entries`, else AIPerf's fallback,
-/// `--conversation-num` (within the entries' bound), else 100.
+/// Synthetic conversations generated: `--num-dataset-entries`; else, as AIPerf does it,
+/// `--conversation-num`, else `--request-count`, each cut to what the dataset's bounds
+/// allow (a count given for the load never makes the dataset too large); else 100.
 fn dataset_entries(a: &ProfileArgs) -> usize {
-    let conversations = a.conversation.conversation_num.map(|n| {
-        usize::try_from(n)
-            .unwrap_or(usize::MAX)
-            .min(MAX_DATASET_ENTRIES)
-    });
-    a.input.num_dataset_entries.or(conversations).unwrap_or(100)
+    if let Some(n) = a.input.num_dataset_entries {
+        return n;
+    }
+    let fallback = a.conversation.conversation_num.or(a.load.request_count);
+    let Some(n) = fallback else {
+        return 100;
+    };
+    let per_entry = synthetic_tokens(a, 1).max(1);
+    let fits = (MAX_DATASET_TOKENS / per_entry).max(1);
+    usize::try_from(n.min(fits))
+        .unwrap_or(usize::MAX)
+        .min(MAX_DATASET_ENTRIES)
 }
 
-/// Tokens of synthetic prompt text the dataset would hold, at the mean lengths. Each factor
-/// is bounded by its parser, so the products fit in a `u64` (or saturate).
-fn synthetic_tokens(a: &ProfileArgs) -> u64 {
+/// Tokens of synthetic prompt text a dataset of `entries` would hold, at the mean lengths.
+/// Each factor is bounded by its parser, so the products fit in a `u64` (or saturate).
+fn synthetic_tokens(a: &ProfileArgs, entries: usize) -> u64 {
     let (i, p) = (&a.input, &a.prefix);
     let per_input = u64::from(a.isl.isl) + u64::from(p.prefix_prompt_length);
-    let entries = dataset_entries(a) as u64;
+    let entries = entries as u64;
     let prompts = entries
         .saturating_mul(u64::from(a.conversation.conversation_turn_mean))
         .saturating_mul(u64::from(i.batch_size));

@@ -670,4 +670,237 @@ mod tests {
         let fresh = dataset(5, SamplingStrategy::Shuffle);
         assert_eq!(first, (0..5).map(|i| fresh.pick(i)).collect::<Vec<_>>());
     }
+
+    /// A synthetic dataset from these flags (chat, builtin tokenizer).
+    fn synthetic(flags: &[&str]) -> Dataset {
+        let args: Vec<String> = ["--url", "mock", "--isl", "4", "--random-seed", "11"]
+            .iter()
+            .chain(flags)
+            .map(|s| s.to_string())
+            .collect();
+        let cfg = crate::config::load(&args).unwrap();
+        let shape = RequestShape::new(&cfg.endpoint, false);
+        Dataset::build(&cfg.input, shape, &Tokenizer::load("builtin").unwrap()).unwrap()
+    }
+
+    /// A turn's text, ISL, OSL and delay.
+    type TurnShape = (String, u32, Option<u32>, Duration);
+
+    /// Each turn's [`TurnShape`], of every entry.
+    fn shape_of(d: &Dataset) -> Vec<Vec<TurnShape>> {
+        d.entries
+            .iter()
+            .map(|e| {
+                e.turns
+                    .iter()
+                    .map(|t| (t.text.clone(), t.isl, t.osl, t.delay))
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn messages(payload: &Bytes) -> Vec<serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        v["messages"].as_array().unwrap().clone()
+    }
+
+    #[test]
+    fn synthetic_conversations_are_reproducible_from_the_seed() {
+        let flags = [
+            "--num-dataset-entries",
+            "20",
+            "--conversation-turn-mean",
+            "3",
+            "--conversation-turn-stddev",
+            "2",
+            "--conversation-turn-delay-mean",
+            "50",
+            "--conversation-turn-delay-stddev",
+            "20",
+            "--isl-stddev",
+            "2",
+            "--osl",
+            "5",
+            "--osl-stddev",
+            "2",
+        ];
+        let a = shape_of(&synthetic(&flags));
+        assert_eq!(
+            a,
+            shape_of(&synthetic(&flags)),
+            "same seed, same conversations"
+        );
+        let other = [&flags[..], &["--random-seed", "12"]].concat();
+        assert_ne!(a, shape_of(&synthetic(&other)));
+        assert!(a.iter().any(|c| c.len() != a[0].len()), "turn counts vary");
+        for conversation in &a {
+            assert!(!conversation.is_empty());
+            assert_eq!(
+                conversation[0].3,
+                Duration::ZERO,
+                "no delay before the first turn"
+            );
+            for (text, isl, osl, delay) in &conversation[1..] {
+                assert_eq!(
+                    *isl as usize,
+                    Tokenizer::load("builtin").unwrap().count(text)
+                );
+                assert!(osl.is_some_and(|o| o >= 1));
+                // Whole ms, at least 1 (AIPerf's positive normal integer).
+                assert!(*delay >= Duration::from_millis(1), "{delay:?}");
+                assert_eq!(delay.subsec_nanos() % 1_000_000, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn without_conversation_flags_the_dataset_is_single_turn_as_before() {
+        let plain = synthetic(&["--num-dataset-entries", "5"]);
+        assert!(plain
+            .entries
+            .iter()
+            .all(|e| e.turns.len() == 1 && e.turns[0].text.is_empty()));
+        // Asking for more turns keeps each first turn's prompt: the later turns' draws
+        // come from a stream of their own.
+        let multi = synthetic(&[
+            "--num-dataset-entries",
+            "5",
+            "--conversation-turn-mean",
+            "3",
+        ]);
+        for (p, m) in plain.entries.iter().zip(&multi.entries) {
+            assert_eq!(p.payload, m.payload);
+            assert_eq!(m.turns.len(), 3);
+            let first = messages(&m.payload);
+            assert_eq!(first[0]["content"], m.turns[0].text.as_str());
+        }
+    }
+
+    #[test]
+    fn turn_counts_and_delays_follow_their_distribution_and_clamps() {
+        let d = synthetic(&[
+            "--num-dataset-entries",
+            "2000",
+            "--isl",
+            "1",
+            "--conversation-turn-mean",
+            "4",
+            "--conversation-turn-stddev",
+            "2",
+            "--conversation-turn-delay-mean",
+            "100",
+            "--conversation-turn-delay-stddev",
+            "30",
+        ]);
+        let turns: Vec<f64> = d.entries.iter().map(|e| e.turns.len() as f64).collect();
+        let mean = turns.iter().sum::<f64>() / turns.len() as f64;
+        // A normal draw kept ≥ 0 and rounded up: a little over the mean.
+        assert!((4.0..5.2).contains(&mean), "mean turns {mean}");
+        assert!(turns.iter().all(|&t| t >= 1.0));
+        let delays: Vec<f64> = d
+            .entries
+            .iter()
+            .flat_map(|e| e.turns[1..].iter().map(|t| t.delay.as_secs_f64() * 1e3))
+            .collect();
+        let mean = delays.iter().sum::<f64>() / delays.len() as f64;
+        assert!((90.0..115.0).contains(&mean), "mean delay {mean} ms");
+        // Clamped: at least one turn, delays never below 1 ms.
+        let wide = synthetic(&[
+            "--num-dataset-entries",
+            "300",
+            "--isl",
+            "1",
+            "--conversation-turn-mean",
+            "1",
+            "--conversation-turn-stddev",
+            "5",
+            "--conversation-turn-delay-mean",
+            "1",
+            "--conversation-turn-delay-stddev",
+            "1000",
+        ]);
+        assert!(wide.entries.iter().all(|e| !e.turns.is_empty()));
+        assert!(wide.entries.iter().any(|e| e.turns.len() > 3));
+        assert!(wide
+            .entries
+            .iter()
+            .flat_map(|e| &e.turns[1..])
+            .all(|t| t.delay >= Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn the_delay_ratio_scales_every_delay() {
+        let delays = |ratio: &str| {
+            let d = synthetic(&[
+                "--num-dataset-entries",
+                "3",
+                "--conversation-turn-mean",
+                "3",
+                "--conversation-turn-delay-mean",
+                "40",
+                "--conversation-turn-delay-ratio",
+                ratio,
+            ]);
+            d.entries
+                .iter()
+                .flat_map(|e| e.turns.iter().map(|t| t.delay))
+                .collect::<Vec<_>>()
+        };
+        let ms = Duration::from_millis;
+        assert_eq!(delays("1"), [ms(0), ms(40), ms(40)].repeat(3));
+        assert_eq!(delays("2.5"), [ms(0), ms(100), ms(100)].repeat(3));
+        assert!(delays("0").iter().all(|d| d.is_zero()));
+    }
+
+    #[test]
+    fn system_and_context_prompts_open_every_conversation() {
+        let tok = Tokenizer::load("builtin").unwrap();
+        let d = synthetic(&[
+            "--num-dataset-entries",
+            "4",
+            "--conversation-turn-mean",
+            "2",
+            "--shared-system-prompt-length",
+            "12",
+            "--user-context-prompt-length",
+            "6",
+        ]);
+        let system = d.system_prompt.clone().unwrap();
+        assert_eq!(tok.count(&system), 12);
+        let mut contexts = HashSet::new();
+        for e in &d.entries {
+            let m = messages(&e.payload);
+            assert_eq!(m[0]["role"], "system");
+            assert_eq!(m[0]["content"], system.as_str());
+            assert_eq!(m[1]["role"], "user");
+            let context = e.context.clone().unwrap();
+            assert_eq!(m[1]["content"], context.as_str());
+            assert_eq!(tok.count(&context), 6);
+            contexts.insert(context);
+            assert_eq!(m[2]["content"], e.turns[0].text.as_str());
+            // Every turn's ISL counts what each of its requests carries besides history.
+            assert_eq!(e.turns[0].isl as usize, 18 + 4);
+            assert_eq!(e.turns[1].isl as usize, 18 + tok.count(&e.turns[1].text));
+            let preamble = d.preamble(e);
+            assert_eq!(
+                preamble,
+                [("system", system.clone()), ("user", context_of(e))]
+            );
+        }
+        assert_eq!(contexts.len(), 4, "each conversation has its own context");
+        // A verbatim system prompt, with an input file too.
+        let d = synthetic(&["--num-dataset-entries", "2", "--system-prompt", "Be brief."]);
+        for e in &d.entries {
+            let m = messages(&e.payload);
+            assert_eq!(
+                m[0],
+                serde_json::json!({"role": "system", "content": "Be brief."})
+            );
+            assert_eq!(e.turns[0].isl as usize, 4 + tok.count("Be brief."));
+        }
+    }
+
+    fn context_of(e: &Entry) -> String {
+        e.context.clone().unwrap()
+    }
 }

@@ -12,6 +12,7 @@ mod support;
 mod accuracy;
 mod artifacts;
 mod config;
+mod counting;
 mod failures;
 mod faults;
 mod goodput;
