@@ -336,6 +336,8 @@ fn multi_turn_history_carries_the_real_replies_and_delays_are_honoured() {
         "multi_turn",
         "--osl",
         "3",
+        "--conversation-num",
+        "1",
     ])
     .run();
     run.ok();
@@ -436,6 +438,8 @@ fn multi_turn_sessions_do_not_mix_histories() {
         "multi_turn",
         "--concurrency",
         "3",
+        "--conversation-num",
+        "3",
     ])
     .run();
     run.ok();
@@ -500,6 +504,8 @@ fn streaming_multi_turn_against_the_mock_completes_every_turn() {
         "--custom-dataset-type",
         "multi_turn",
         "--concurrency",
+        "2",
+        "--conversation-num",
         "2",
     ])
     .run();
@@ -579,6 +585,9 @@ fn check_mooncake_blocks(seed: u64) {
         "16",
         "--random-seed",
         &seed.to_string(),
+        // One request per line (AIPerf's default without timestamps would be 10).
+        "--request-count",
+        "5",
     ])
     .run();
     run.ok();
@@ -1214,9 +1223,9 @@ fn single_turn_file_loads_and_sequential_uses_entries_in_order() {
         );
     }
 
-    // Without --request-count: one request per entry, in file order.
+    // Without --request-count: AIPerf's default of 10 requests, in file order, wrapping.
     let (order, _) = picked(&file, "single_turn", &[]);
-    assert_eq!(order, [0, 1, 2, 3, 4]);
+    assert_eq!(order, [0, 1, 2, 3, 4, 0, 1, 2, 3, 4]);
 }
 
 #[test]
@@ -1231,7 +1240,7 @@ fn single_turn_texts_and_output_length() {
     .map(|v| format!("{v}\n"))
     .collect::<String>();
     let file = write_file(tmp.path(), "single.jsonl", &body);
-    let (order, run) = picked(&file, "single_turn", &[]);
+    let (order, run) = picked(&file, "single_turn", &["--request-count", "2"]);
     assert_eq!(order, [0, 1]);
     let entries = input_entries(&run);
     assert_eq!(chat_prompt(&entries[0].1), "alpha beta gamma delta");
@@ -1358,6 +1367,8 @@ fn sharegpt_file_loads_human_prompts_with_reply_lengths() {
         &path_str(&file),
         "--custom-dataset-type",
         "sharegpt",
+        "--request-count",
+        "2",
     ])
     .run();
     run.ok();
@@ -1409,6 +1420,8 @@ fn jsonl_conversation_ids_match_the_session_ids_of_inputs_json() {
         "multi_turn",
         "--osl",
         "1",
+        "--conversation-num",
+        "2",
     ])
     .run();
     run.ok();
