@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aiperf_plugin::Hook;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +30,13 @@ struct Counting {
     sessions: u64,
     /// Turns the started conversations will send in all (less those given up).
     planned_turns: u64,
+    /// Conversations started and not yet ended.
+    active: u64,
 }
+
+/// A later turn waiting for a tick of the rate: the scheduler answers with the tick's
+/// deadline and its time in ns.
+type TickRequest = oneshot::Sender<(Instant, u64)>;
 
 /// Per-phase state shared by its workers.
 struct PhaseRun {
@@ -43,11 +49,23 @@ struct PhaseRun {
     /// counted the last request, so `phase_sending_complete` reports every request as sent.
     all_issued: CancellationToken,
     cancel: CancellationToken,
+    /// With a rate: later turns ready to go wait here for a tick of the rate, which they
+    /// take before new conversations do (AIPerf's continuation turns).
+    ticks: Option<mpsc::UnboundedSender<TickRequest>>,
+    /// The scheduler's end of `ticks`, taken when it starts.
+    tick_requests: Mutex<Option<mpsc::UnboundedReceiver<TickRequest>>>,
 }
 
 impl PhaseRun {
     fn new<S>(ctx: &RunContext<S>, spec: PhaseSpec) -> Self {
         let expected = expected_requests(&ctx.dataset, &spec);
+        let (ticks, tick_requests) = match spec.load {
+            PhaseLoad::Rate { .. } => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Some(tx), Some(rx))
+            }
+            _ => (None, None),
+        };
         Self {
             tracker: Arc::new(PhaseTracker::new(spec.kind, expected, ctx.clock)),
             stop: ctx.stop_sending.child_token(),
@@ -55,7 +73,29 @@ impl PhaseRun {
             cancel: ctx.cancel_in_flight.child_token(),
             spec,
             counting: Mutex::new(Counting::default()),
+            ticks,
+            tick_requests: Mutex::new(tick_requests),
         }
+    }
+
+    /// Whether every conversation started has ended.
+    fn idle(&self) -> bool {
+        self.counting().active == 0
+    }
+
+    /// Waits for a tick of the rate for a later turn: its deadline and time in ns, `None`
+    /// without a rate, or `Some(None)` when the phase will send no more.
+    async fn tick(&self) -> Option<Option<(Instant, u64)>> {
+        let ticks = self.ticks.as_ref()?;
+        let (tx, rx) = oneshot::channel();
+        if ticks.send(tx).is_err() {
+            return Some(None);
+        }
+        Some(tokio::select! {
+            t = rx => t.ok(),
+            _ = self.stop.cancelled() => None,
+            _ = self.all_issued.cancelled() => None,
+        })
     }
 
     fn counting(&self) -> std::sync::MutexGuard<'_, Counting> {
@@ -91,6 +131,7 @@ impl PhaseRun {
         let credit = c.sessions;
         let (entry, turns) = entry(credit);
         c.sessions += 1;
+        c.active += 1;
         c.planned_turns += turns.max(1);
         Some((credit, entry)).filter(|_| self.count_sent(c))
     }
@@ -108,13 +149,11 @@ impl PhaseRun {
         self.count_sent(c)
     }
 
-    /// A conversation ends with `unsent` of its turns never sent (a failed turn, or the
-    /// record processor gone): they no longer hold the phase open.
-    fn give_up(&self, unsent: u64) {
-        if unsent == 0 {
-            return;
-        }
+    /// A started conversation ends, with `unsent` of its turns never sent (a failed turn, a
+    /// limit, a stop, or the record processor gone): they no longer hold the phase open.
+    fn end_conversation(&self, unsent: u64) {
         let mut c = self.counting();
+        c.active = c.active.saturating_sub(1);
         c.planned_turns = c.planned_turns.saturating_sub(unsent);
         if self.complete(&c) {
             drop(c);
@@ -244,7 +283,7 @@ async fn execute<S: RequestSender>(
         return Ran::NotStarted;
     };
     let Some(entry) = dataset.entries.get(entry_index) else {
-        phase.give_up(1);
+        phase.end_conversation(1);
         return Ran::Done;
     };
     let mut history: Vec<Message> = Vec::new();
@@ -252,23 +291,33 @@ async fn execute<S: RequestSender>(
         history = dataset.preamble(entry);
     }
     let mut sent_payloads = Vec::new();
+    let mut unsent = entry.turns.len() as u64;
     for (turn_index, turn) in entry.turns.iter().enumerate() {
-        let unsent = (entry.turns.len() - turn_index) as u64;
+        let mut scheduled_ns = scheduled_ns.filter(|_| turn_index == 0);
         let payload = if turn_index == 0 {
             entry.payload.clone()
         } else {
             if !turn.delay.is_zero() {
                 tokio::select! {
                     _ = tokio::time::sleep(turn.delay) => {}
-                    _ = phase.cancel.cancelled() => {
-                        phase.give_up(unsent);
-                        return Ran::Done;
-                    }
+                    _ = phase.cancel.cancelled() => break,
                 }
             }
+            // With a rate, the turn goes out on the next tick it is given.
+            match phase.tick().await {
+                Some(Some((deadline, ns))) => {
+                    tokio::select! {
+                        biased;
+                        _ = phase.stop.cancelled() => break,
+                        _ = S::sleep_until(deadline) => {}
+                    }
+                    scheduled_ns = Some(ns);
+                }
+                Some(None) => break,
+                None => {}
+            }
             if !phase.continue_conversation() {
-                phase.give_up(unsent);
-                return Ran::Done;
+                break;
             }
             history.push(("user", turn.text.clone()));
             let body = build_payload(&dataset.shape, &history, turn.osl);
@@ -286,8 +335,9 @@ async fn execute<S: RequestSender>(
             entry_index,
             (turn_index, turn),
             ctx.streaming,
-            scheduled_ns.filter(|_| turn_index == 0),
+            scheduled_ns,
         );
+        unsent -= 1;
         let cancel_after = phase.cancel_after(credit);
         ctx.transport
             .send(&mut rec, payload, &phase.cancel, cancel_after)
@@ -301,15 +351,15 @@ async fn execute<S: RequestSender>(
             history.push(("assistant", rec.output_text.clone()));
         }
         if ctx.records.send(rec).is_err() {
-            phase.give_up(unsent - 1);
+            phase.end_conversation(unsent);
             return Ran::ProcessorGone;
         }
         if failed {
             // The conversation can't go on without this turn's reply.
-            phase.give_up(unsent - 1);
             break;
         }
     }
+    phase.end_conversation(unsent);
     if sent_payloads.len() + 1 == entry.turns.len() && !sent_payloads.is_empty() {
         // Kept for inputs.json: the first complete run of this conversation.
         let _ = entry.later_payloads.set(sent_payloads);
@@ -417,8 +467,9 @@ fn concurrency_cap(
     (Some(sem), grow)
 }
 
-/// Open loop: start conversations on absolute deadlines while the phase's limits allow new
-/// ones; each conversation runs in its own task, in `requests`, and is counted (and may
+/// Open loop: on each absolute deadline, a later turn that is ready takes the tick (with a
+/// rate, as in AIPerf), else a new conversation starts while the phase's limits allow new
+/// ones. Each conversation runs in its own task, in `requests`, and is counted (and may
 /// still be refused, when a limit was reached meanwhile) as its first request leaves.
 async fn scheduler<S: RequestSender>(
     ctx: Arc<RunContext<S>>,
@@ -430,6 +481,11 @@ async fn scheduler<S: RequestSender>(
     // Time zero lies one spawn lead ahead, so the first requests are not late by design.
     let t0 = Instant::now() + SPAWN_LEAD;
     let (cap, _grow_cap) = concurrency_cap(cap, t0, &phase.stop);
+    let mut later_turns = phase
+        .tick_requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
     let mut last_deadline = t0;
     while let Some((offset, entry)) = offsets.next() {
         let deadline = t0 + offset;
@@ -444,16 +500,43 @@ async fn scheduler<S: RequestSender>(
         }
         // Drain finished request tasks so the set stays small.
         while requests.try_join_next().is_some() {}
+        let scheduled_ns = ctx.clock.instant_ns(deadline.into_std());
+        let tick = (deadline, scheduled_ns);
+        if let Some(waiting) = later_turns.as_mut() {
+            if grant_waiting(waiting, tick) {
+                last_deadline = deadline;
+                continue;
+            }
+        }
         if !phase.may_start() {
+            if later_turns.is_some() && !phase.idle() {
+                // The conversations in flight may still want ticks for their later turns.
+                continue;
+            }
             break;
         }
-        let Some(permit) = take_permit(cap.as_ref(), &phase).await else {
+        // A slot under the cap; a later turn that becomes ready meanwhile takes this tick.
+        let permit = tokio::select! {
+            biased;
+            p = take_permit(cap.as_ref(), &phase) => p,
+            Some(turn) = async {
+                match later_turns.as_mut() {
+                    Some(w) => w.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if turn.send(tick).is_ok() {
+                    last_deadline = deadline;
+                }
+                continue;
+            }
+        };
+        let Some(permit) = permit else {
             break;
         };
         if !phase.may_start() {
             break;
         }
-        let scheduled_ns = ctx.clock.instant_ns(deadline.into_std());
         last_deadline = deadline;
         let (ctx, phase) = (ctx.clone(), phase.clone());
         requests.spawn(async move {
@@ -472,6 +555,16 @@ async fn scheduler<S: RequestSender>(
         _ = phase.all_issued.cancelled() => {}
         _ = S::sleep_until(last_deadline) => {}
     }
+}
+
+/// Gives the tick to the first later turn still waiting for one; `false` when none is.
+fn grant_waiting(waiting: &mut mpsc::UnboundedReceiver<TickRequest>, tick: (Instant, u64)) -> bool {
+    while let Ok(turn) = waiting.try_recv() {
+        if turn.send(tick).is_ok() {
+            return true;
+        }
+    }
+    false
 }
 
 /// A slot under the cap (`Some(None)` without a cap). Blocked by the cap, the request waits

@@ -722,17 +722,49 @@ fn with_both_counts_the_first_limit_reached_ends_sending() {
 }
 
 #[test]
-fn open_loop_counts_every_turn_and_stops_conversations_after_their_current_turn() {
-    // A conversation starts every 10 ms; each turn takes 15 ms. The fourth request is the
-    // last: conversation 1's second turn (due at 25 ms) and conversation 0's third (30 ms)
-    // are not sent, and no conversation starts at 30 ms.
+fn open_loop_counts_every_turn_and_later_turns_take_the_rates_ticks_first() {
+    // A tick every 10 ms; each turn takes 15 ms. As in AIPerf, a later turn whose reply is
+    // in takes the next tick before a new conversation does: conversation 0 at 0 ms, 1 at
+    // 10 (0's reply is not in yet), then 0's second turn at 20 and 1's at 30. That is the
+    // fourth request, the last: nothing else is sent.
     let phase = spec(constant_rate(100.0, None), Some(4));
     let (sent, log, last) = multi_turn_run(phase, 15 * MS);
-    assert_eq!(turns(&sent), [(0, 0), (1, 0), (0, 1), (2, 0)]);
-    assert_eq!(send_offsets_ms(&sent), [0, 10, 15, 20]);
+    assert_eq!(turns(&sent), [(0, 0), (1, 0), (0, 1), (1, 1)]);
+    assert_eq!(send_offsets_ms(&sent), [0, 10, 20, 30]);
+    // Later turns are scheduled on their tick too, and leave on it.
+    assert_eq!(scheduled_offsets(&sent), [0, 10, 20, 30].map(|ms| ms * MS));
     let sc = sending_complete(&log);
     assert_eq!(sc.sent, 4);
-    assert_eq!((last.completed, last.cancelled), (4, 0));
+    assert_eq!((last.completed, last.cancelled, last.late_sends), (4, 0, 0));
+}
+
+#[test]
+fn with_a_cap_later_turns_still_get_ticks_while_new_conversations_wait() {
+    // One conversation at a time: the scheduler waits for the slot, and meanwhile gives the
+    // ticks to the conversation's later turns (no deadlock).
+    let cap = ConcurrencyCap {
+        limit: 1,
+        ramp: None,
+    };
+    let phase = PhaseSpec {
+        session_count: Some(2),
+        ..spec(constant_rate(100.0, Some(cap)), None)
+    };
+    let (sent, log, _) = multi_turn_run(phase, 15 * MS);
+    assert_eq!(
+        turns(&sent),
+        [
+            (0, 0),
+            (0, 1),
+            (0, 2),
+            (0, 3),
+            (1, 0),
+            (1, 1),
+            (1, 2),
+            (1, 3)
+        ]
+    );
+    assert_eq!(sending_complete(&log).sent, 8);
 }
 
 #[test]
