@@ -81,8 +81,6 @@ pub struct ProfileArgs {
     pub endpoint: EndpointArgs,
     #[command(flatten, next_help_heading = "Input")]
     pub input: InputArgs,
-    #[command(flatten, next_help_heading = "Conversation Input")]
-    pub conversation: ConversationArgs,
     #[command(flatten, next_help_heading = "Input Sequence Length (ISL)")]
     pub isl: IslArgs,
     #[command(flatten, next_help_heading = "Output Sequence Length (OSL)")]
@@ -93,6 +91,8 @@ pub struct ProfileArgs {
     pub load: LoadArgs,
     #[command(flatten, next_help_heading = "Warmup")]
     pub warmup: WarmupArgs,
+    #[command(flatten, next_help_heading = "Conversation Input")]
+    pub conversation: ConversationArgs,
     #[command(flatten, next_help_heading = "Request Cancellation")]
     pub cancellation: CancellationArgs,
     #[command(flatten, next_help_heading = "Output")]
