@@ -395,14 +395,15 @@ fn system_prompt(a: &ProfileArgs) -> Result<Option<String>, ConfigError> {
 }
 
 /// Synthetic conversations generated: `--num-dataset-entries`; else, as AIPerf does it,
-/// `--conversation-num`, else `--request-count`, each cut to what the dataset's bounds
-/// allow (a count given for the load never makes the dataset too large); else 100.
+/// `--conversation-num`, cut to what the dataset's bounds allow (a count given for the load
+/// never makes the dataset too large); else 100. (AIPerf falls back to `--request-count`
+/// next; not here: a dataset as large as the request count would be built, and written to
+/// `inputs.json`, before the first request, seconds for a hundred thousand prompts.)
 fn dataset_entries(a: &ProfileArgs) -> usize {
     if let Some(n) = a.input.num_dataset_entries {
         return n;
     }
-    let fallback = a.conversation.conversation_num.or(a.load.request_count);
-    let Some(n) = fallback else {
+    let Some(n) = a.conversation.conversation_num else {
         return 100;
     };
     let per_entry = synthetic_tokens(a, 1).max(1);

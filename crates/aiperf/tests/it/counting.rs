@@ -393,6 +393,26 @@ fn conversation_flags_are_checked_before_anything_is_sent() {
         let line = config_error(&args);
         assert!(line.contains(needle), "{flags:?}: {line}");
     }
+    // Synthetic conversations generated: --num-dataset-entries, else --conversation-num
+    // (within the dataset's bound), else 100.
+    let entries = |flags: &[&str]| {
+        let mut args = vec!["--url", "mock"];
+        args.extend_from_slice(flags);
+        aiperf::config::load(&support::strings(&args))
+            .unwrap()
+            .input
+            .num_dataset_entries
+    };
+    assert_eq!(entries(&["--conversation-num", "3"]), 3);
+    assert_eq!(
+        entries(&["--num-dataset-entries", "5", "--num-sessions", "3"]),
+        5
+    );
+    assert_eq!(entries(&["--request-count", "7"]), 100);
+    assert_eq!(
+        entries(&["--conversation-num", "1000000000", "--isl", "550"]),
+        1_000_000_000 / 550
+    );
     // A system prompt from a file goes with an input file.
     let prompt = write_file(tmp.path(), "system.txt", "Answer in one word.\n");
     let cfg = aiperf::config::load(&support::strings(&[
