@@ -305,7 +305,7 @@ async fn prepare(mut cfg: BenchmarkConfig, clock: Clock) -> Result<Prepared> {
     let (tokenizer, mock) = tokenizer_and_mock(&mut cfg, clock).await?;
     let dataset = build_dataset(&cfg, &tokenizer, clock).await?;
     let trace = fixed_schedule(&cfg, &dataset)?;
-    let profiling_count = profiling_count(&cfg, trace.as_deref(), dataset.entries.len());
+    let profiling_count = profiling_count(&cfg, trace.as_deref());
     // After every usage error could have been found, before anything is written or sent.
     readiness::wait(&cfg.endpoint, &dataset.shape, &cfg.endpoint.urls).await?;
     let jsonl = open_artifacts(&cfg.output, &dataset, clock)?;
@@ -416,19 +416,28 @@ async fn build_dataset(
     Ok(dataset)
 }
 
-/// The profiling phase's request count. With an input file and no `--request-count`: one
-/// request per entry (or per trace line), unless the phase is bounded by time.
-fn profiling_count(cfg: &BenchmarkConfig, trace: Option<&Trace>, entries: usize) -> Option<u64> {
-    match (trace, cfg.input.input_file.is_some()) {
-        (Some(t), _) => Some(
-            cfg.load
-                .request_count
-                .map_or(t.len() as u64, |c| c.min(t.len() as u64)),
-        ),
-        (None, true) if cfg.load.benchmark_duration.is_none() => {
-            Some(cfg.load.request_count.unwrap_or(entries as u64))
+/// The profiling phase's request count. A trace on a fixed schedule sends every entry of
+/// its window (no more than `--request-count` or `--conversation-num`: its entries are
+/// single requests). Otherwise `--request-count`, or AIPerf's default of 10 requests when
+/// neither a duration nor a conversation count bounds the phase (an input file too).
+fn profiling_count(cfg: &BenchmarkConfig, trace: Option<&Trace>) -> Option<u64> {
+    let l = &cfg.load;
+    match trace {
+        Some(t) => {
+            let n = t.len() as u64;
+            let limit = [l.request_count, l.conversation_num]
+                .into_iter()
+                .flatten()
+                .min();
+            Some(limit.map_or(n, |c| c.min(n)))
         }
-        _ => cfg.load.request_count,
+        None if l.request_count.is_none()
+            && l.benchmark_duration.is_none()
+            && l.conversation_num.is_none() =>
+        {
+            Some(10)
+        }
+        None => l.request_count,
     }
 }
 
@@ -471,9 +480,12 @@ fn open_artifacts(
 /// Warmup seeds are the profiling seed with this mixed in.
 const WARMUP_SEED: u64 = 0x5741_524D;
 
-/// The phases to run, in order: a warmup if `--warmup-request-count` or `--warmup-duration`
-/// asks for one (its own count, duration, concurrency and rate, falling back to the
-/// profiling ones; never a trace, a concurrency ramp or cancellation), then profiling.
+/// The phases to run, in order: a warmup if `--warmup-request-count`,
+/// `--num-warmup-sessions` or `--warmup-duration` asks for one (its own counts, duration,
+/// concurrency and rate, falling back to the profiling ones; never a trace, a concurrency
+/// ramp or cancellation), then profiling. Request counts count every turn; conversation
+/// counts bound the conversations started (AIPerf's `--request-count` and
+/// `--conversation-num`).
 pub fn phase_specs(
     cfg: &BenchmarkConfig,
     profiling_count: Option<u64>,
@@ -488,6 +500,7 @@ pub fn phase_specs(
             kind: PhaseKind::Warmup,
             request_count: (cfg.load.warmup_request_count > 0)
                 .then_some(cfg.load.warmup_request_count),
+            session_count: cfg.load.warmup_num_sessions,
             duration: cfg.load.warmup_duration,
             grace_period: cfg.load.grace_period,
             load: phase_load(cfg, None, rate, concurrency, None, seed),
@@ -499,6 +512,7 @@ pub fn phase_specs(
     phases.push(PhaseSpec {
         kind: PhaseKind::Profiling,
         request_count: profiling_count,
+        session_count: cfg.load.conversation_num,
         duration: cfg.load.benchmark_duration,
         grace_period: cfg.load.grace_period,
         load: phase_load(
@@ -583,11 +597,11 @@ async fn run_phases(
                 .map_or("unbounded".to_string(), |n| n.to_string()),
             spec.duration
         );
-        let progress = (ui == UiType::Simple).then_some((spec.request_count, spec.duration));
+        let progress = (ui == UiType::Simple).then_some(spec.duration);
         let watch = watch.as_ref().filter(|_| kind == PhaseKind::Profiling);
         let (tracker, observers) = run_phase(ctx, spec, hooks, |t| {
             let w = watch.map(|w| w.start(t.clone(), ctx.stop_sending.clone()));
-            let p = progress.map(|(total, dur)| Progress::start(kind, t, total, dur));
+            let p = progress.map(|dur| Progress::start(kind, t.clone(), t.expected, dur));
             Some((p, w))
         })
         .await;
@@ -871,6 +885,7 @@ mod tests {
             [PhaseSpec {
                 kind: PhaseKind::Profiling,
                 request_count: Some(20),
+                session_count: None,
                 duration: None,
                 grace_period: 5 * S,
                 load: PhaseLoad::ClosedLoop {
@@ -935,6 +950,7 @@ mod tests {
                 PhaseSpec {
                     kind: PhaseKind::Warmup,
                     request_count: Some(5),
+                    session_count: None,
                     duration: None,
                     grace_period: c.load.grace_period,
                     // Seeded apart from profiling; no concurrency ramp, no cancellation.
@@ -951,6 +967,7 @@ mod tests {
                 PhaseSpec {
                     kind: PhaseKind::Profiling,
                     request_count: None,
+                    session_count: None,
                     duration: Some(60 * S),
                     grace_period: c.load.grace_period,
                     load: PhaseLoad::Rate {
@@ -1053,18 +1070,45 @@ mod tests {
     fn profiling_count_from_flags_input_file_or_trace() {
         let trace: Trace = vec![(Duration::ZERO, 0); 7];
         let mut c = cfg(&["--request-count", "10"]);
-        assert_eq!(profiling_count(&c, None, 50), Some(10));
+        assert_eq!(profiling_count(&c, None), Some(10));
         assert_eq!(
-            profiling_count(&c, Some(&trace), 50),
+            profiling_count(&c, Some(&trace)),
             Some(7),
             "no more than the trace"
         );
         c.load.request_count = None;
-        assert_eq!(profiling_count(&c, Some(&trace), 50), Some(7));
+        assert_eq!(profiling_count(&c, Some(&trace)), Some(7));
+        c.load.conversation_num = Some(3);
+        assert_eq!(profiling_count(&c, Some(&trace)), Some(3));
+        assert_eq!(profiling_count(&c, None), None, "bounded by conversations");
+        c.load.conversation_num = None;
+        // AIPerf's default, an input file too: 10 requests.
         c.input.input_file = Some("in.jsonl".into());
-        assert_eq!(profiling_count(&c, None, 50), Some(50), "one per entry");
+        assert_eq!(profiling_count(&c, None), Some(10));
         c.load.benchmark_duration = Some(S);
-        assert_eq!(profiling_count(&c, None, 50), None, "bounded by time");
+        assert_eq!(profiling_count(&c, None), None, "bounded by time");
+    }
+
+    #[test]
+    fn conversation_counts_bound_profiling_and_warmup() {
+        let c = cfg(&["--conversation-num", "3", "--num-warmup-sessions", "2"]);
+        assert_eq!(c.load.request_count, None, "no default count with sessions");
+        let specs = phase_specs(&c, profiling_count(&c, None), None);
+        assert_eq!(specs.len(), 2, "--num-warmup-sessions makes a warmup");
+        assert_eq!(
+            (specs[0].request_count, specs[0].session_count),
+            (None, Some(2))
+        );
+        assert_eq!(
+            (specs[1].request_count, specs[1].session_count),
+            (None, Some(3))
+        );
+        let c = cfg(&["--request-count", "10", "--num-sessions", "3"]);
+        let specs = phase_specs(&c, profiling_count(&c, None), None);
+        assert_eq!(
+            (specs[0].request_count, specs[0].session_count),
+            (Some(10), Some(3))
+        );
     }
 
     #[test]

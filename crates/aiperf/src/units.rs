@@ -51,6 +51,12 @@ pub const MAX_TIMESTAMP_MS: f64 = 1e15;
 pub const MAX_TRACE_SPAN_MS: f64 = MAX_SECONDS * 1e3;
 /// The longest multi-turn `delay`, in ms: [`MAX_SECONDS`].
 pub const MAX_DELAY_MS: f64 = MAX_SECONDS * 1e3;
+/// The most turns of a synthetic conversation (`--conversation-turn-mean`, its deviation).
+/// Every turn resends the whole conversation so far, so far fewer are already huge.
+pub const MAX_TURNS: u32 = 100_000;
+/// The largest `--conversation-turn-delay-ratio`: a synthetic delay times it is still
+/// bounded by [`MAX_DELAY_MS`].
+pub const MAX_DELAY_RATIO: f64 = 1e6;
 /// The most items in one input-file line's `texts` or `hash_ids`.
 pub const MAX_LIST_ITEMS: usize = MAX_TOKENS as usize;
 
@@ -168,6 +174,31 @@ pub fn request_count(s: &str) -> Result<u64, String> {
 /// `--warmup-request-count`: 0 to [`MAX_REQUESTS`].
 pub fn request_count_or_zero(s: &str) -> Result<u64, String> {
     whole(s, 0, MAX_REQUESTS, " requests")
+}
+
+/// `--conversation-num`, `--num-warmup-sessions`: 1 to [`MAX_REQUESTS`] conversations.
+pub fn conversation_count(s: &str) -> Result<u64, String> {
+    whole(s, 1, MAX_REQUESTS, " conversations")
+}
+
+/// `--conversation-turn-mean`: 1 to [`MAX_TURNS`].
+pub fn turns(s: &str) -> Result<u32, String> {
+    narrow(whole(s, 1, MAX_TURNS.into(), " turns")?)
+}
+
+/// `--conversation-turn-stddev`: 0 to [`MAX_TURNS`] (a whole number, as in AIPerf).
+pub fn turns_stddev(s: &str) -> Result<u32, String> {
+    narrow(whole(s, 0, MAX_TURNS.into(), " turns")?)
+}
+
+/// A delay between turns in ms, or its deviation: 0 to [`MAX_DELAY_MS`].
+pub fn delay_ms(s: &str) -> Result<f64, String> {
+    real(s, 0.0, MAX_DELAY_MS, " ms")
+}
+
+/// `--conversation-turn-delay-ratio`: 0 to [`MAX_DELAY_RATIO`].
+pub fn delay_ratio(s: &str) -> Result<f64, String> {
+    real(s, 0.0, MAX_DELAY_RATIO, "")
 }
 
 /// `--concurrency`, `--warmup-concurrency`: 1 to [`MAX_CONCURRENCY`].
@@ -331,6 +362,12 @@ mod tests {
         assert!(batch_size("100001").is_err());
         assert_eq!(prefix_prompts("100000").unwrap(), MAX_PREFIX_PROMPTS);
         assert!(prefix_prompts("100001").is_err());
+        assert_eq!(conversation_count("1000000000").unwrap(), MAX_REQUESTS);
+        assert!(conversation_count("0").is_err() && conversation_count("1e10").is_err());
+        assert_eq!(turns("100000").unwrap(), MAX_TURNS);
+        assert!(turns("0").is_err() && turns("100001").is_err() && turns("2.5").is_err());
+        assert_eq!(turns_stddev("0").unwrap(), 0);
+        assert!(turns_stddev("-1").is_err() && turns_stddev("nan").is_err());
     }
 
     #[test]
@@ -353,6 +390,14 @@ mod tests {
         assert_eq!(offset_ms("0").unwrap(), 0.0);
         assert!(offset_ms("1.7e12").is_ok(), "Unix-epoch ms");
         assert!(offset_ms("1e16").is_err() && offset_ms("-1").is_err());
+        assert_eq!(delay_ms("0").unwrap(), 0.0);
+        assert_eq!(delay_ms("1e10").unwrap(), MAX_DELAY_MS);
+        for bad in ["-1", "nan", "inf", "1.1e10"] {
+            assert!(delay_ms(bad).is_err(), "{bad}");
+        }
+        assert_eq!(delay_ratio("0").unwrap(), 0.0);
+        assert!(delay_ratio("-0.5").is_err() && delay_ratio("1e7").is_err());
+        assert!(delay_ratio(".nan").is_err());
     }
 
     #[test]
@@ -392,6 +437,11 @@ mod tests {
                 let _ = dataset_entries(&text);
                 let _ = prefix_prompts(&text);
                 let _ = batch_size(&text);
+                let _ = conversation_count(&text);
+                let _ = turns(&text);
+                let _ = turns_stddev(&text);
+                let _ = delay_ms(&text);
+                let _ = delay_ratio(&text);
                 let _ = request_count(&text);
                 let _ = request_count_or_zero(&text);
                 let _ = concurrency(&text);

@@ -96,6 +96,8 @@ pub struct ProfileArgs {
     pub load: LoadArgs,
     #[command(flatten, next_help_heading = "Warmup")]
     pub warmup: WarmupArgs,
+    #[command(flatten, next_help_heading = "Conversation Input")]
+    pub conversation: ConversationArgs,
     #[command(flatten, next_help_heading = "Request Cancellation")]
     pub cancellation: CancellationArgs,
     #[command(flatten, next_help_heading = "Output")]
@@ -231,15 +233,15 @@ pub struct InputArgs {
     /// How dataset entries are picked for each request.
     #[arg(long, value_enum)]
     pub dataset_sampling_strategy: Option<SamplingStrategy>,
-    /// Number of distinct prompts generated and cycled through.
+    /// Number of distinct prompts (synthetic conversations) generated and cycled through
+    /// (default: --conversation-num if given, else 100).
     #[arg(
         long,
         value_name = "N",
         visible_alias = "num-prompts",
-        default_value_t = 100,
         value_parser = units::dataset_entries
     )]
-    pub num_dataset_entries: usize,
+    pub num_dataset_entries: Option<usize>,
     /// Inputs per embeddings request.
     #[arg(
         short = 'b',
@@ -344,6 +346,90 @@ pub struct PrefixArgs {
         value_parser = units::prefix_prompts
     )]
     pub num_prefix_prompts: u32,
+    /// A system message, this text, at the start of every conversation (chat, responses).
+    #[arg(long, value_name = "TEXT")]
+    pub system_prompt: Option<String>,
+    /// Like --system-prompt, with the text read from a UTF-8 file.
+    #[arg(long, value_name = "FILE")]
+    pub system_prompt_file: Option<PathBuf>,
+    /// A synthetic system message of N tokens, the same for every conversation (synthetic
+    /// prompts; chat, responses).
+    #[arg(long, value_name = "N", value_parser = units::tokens)]
+    pub shared_system_prompt_length: Option<u32>,
+    /// A synthetic user message of N tokens opening each conversation, different for each
+    /// one (synthetic prompts; chat, responses).
+    #[arg(long, value_name = "N", value_parser = units::tokens)]
+    pub user_context_prompt_length: Option<u32>,
+}
+
+/// How many conversations are sent, and synthetic multi-turn conversations (AIPerf's
+/// "Conversation Input"). Each turn is one request.
+#[derive(Debug, Clone, Args)]
+pub struct ConversationArgs {
+    /// Conversations in the profiling phase: once this many have started no new one starts,
+    /// and those started are sent whole (with --request-count too, whichever limit comes
+    /// first). Synthetic prompts: also the number generated, unless --num-dataset-entries.
+    #[arg(
+        long,
+        value_name = "N",
+        visible_aliases = ["num-conversations", "num-sessions"],
+        value_parser = units::conversation_count
+    )]
+    pub conversation_num: Option<u64>,
+    /// Mean turns of a synthetic conversation (normal, rounded up, at least 1).
+    #[arg(
+        long,
+        value_name = "N",
+        visible_alias = "session-turns-mean",
+        default_value_t = 1,
+        value_parser = units::turns
+    )]
+    pub conversation_turn_mean: u32,
+    /// Standard deviation of the turns of a synthetic conversation.
+    #[arg(
+        long,
+        value_name = "N",
+        visible_alias = "session-turns-stddev",
+        default_value_t = 0,
+        value_parser = units::turns_stddev
+    )]
+    pub conversation_turn_stddev: u32,
+    /// Mean wait in ms after a reply before a synthetic conversation's next turn.
+    #[arg(
+        long,
+        value_name = "MS",
+        visible_alias = "session-turn-delay-mean",
+        default_value_t = 0.0,
+        value_parser = units::delay_ms
+    )]
+    pub conversation_turn_delay_mean: f64,
+    /// Standard deviation of that wait, in ms.
+    #[arg(
+        long,
+        value_name = "MS",
+        visible_alias = "session-turn-delay-stddev",
+        default_value_t = 0.0,
+        value_parser = units::delay_ms
+    )]
+    pub conversation_turn_delay_stddev: f64,
+    /// Every synthetic turn delay is multiplied by this.
+    #[arg(
+        long,
+        value_name = "X",
+        visible_alias = "session-delay-ratio",
+        default_value_t = 1.0,
+        value_parser = units::delay_ratio
+    )]
+    pub conversation_turn_delay_ratio: f64,
+    /// Conversations in the warmup phase (with --warmup-request-count too, whichever limit
+    /// comes first).
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Warmup",
+        value_parser = units::conversation_count
+    )]
+    pub num_warmup_sessions: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]

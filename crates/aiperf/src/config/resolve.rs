@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::{usage, BenchmarkConfig, ConfigError};
 use crate::cli::{EndpointArgs, InputArgs, OutputArgs, ProfileArgs};
-use crate::dataset::{InputSpec, Lengths, PromptSpec};
+use crate::dataset::{ConversationSpec, InputSpec, Lengths, PromptSpec};
 use crate::endpoint::{
     ConnectionReuseStrategy, EndpointSpec, EndpointType, ModelSelectionStrategy, WaitForModel,
     WaitMode, DEFAULT_SESSION_HEADER,
@@ -18,7 +18,7 @@ use crate::mock::{is_mock_url, MockConfig};
 use crate::plugin::PluginsSection;
 use crate::timing::{LoadSpec, RequestRateMode};
 use crate::tokenizer::{hub, TokenizerSpec, BUILTIN};
-use crate::units::MAX_DATASET_TOKENS;
+use crate::units::{MAX_DATASET_ENTRIES, MAX_DATASET_TOKENS};
 
 pub(super) fn resolve(
     a: ProfileArgs,
@@ -341,9 +341,12 @@ fn load(a: &ProfileArgs) -> Result<LoadSpec, ConfigError> {
         return Err(usage("--request-rate-ramp-duration needs --request-rate"));
     }
     let cancel_rate = c.request_cancellation_rate.filter(|p| *p > 0.0);
-    // Default 10 requests; with an --input-file, one per entry (decided once it is loaded).
-    let request_count = match (l.request_count, l.benchmark_duration, &a.input.input_file) {
-        (None, None, None) => Some(10),
+    // AIPerf's default: 10 requests, unless a duration or a conversation count bounds the
+    // phase. With an --input-file it is decided once the file is loaded (a fixed schedule
+    // sends its whole window).
+    let conversation_num = a.conversation.conversation_num;
+    let request_count = match (l.request_count, l.benchmark_duration, conversation_num) {
+        (None, None, None) if a.input.input_file.is_none() => Some(10),
         (rc, _, _) => rc,
     };
     Ok(LoadSpec {
@@ -359,10 +362,12 @@ fn load(a: &ProfileArgs) -> Result<LoadSpec, ConfigError> {
         warmup_concurrency: w.warmup_concurrency,
         warmup_request_rate: w.warmup_request_rate,
         request_count,
+        conversation_num,
         benchmark_duration: l.benchmark_duration,
         grace_period: l.benchmark_grace_period,
         warmup_request_count: w.warmup_request_count,
         failed_request_threshold: l.failed_request_threshold,
+        warmup_num_sessions: a.conversation.num_warmup_sessions,
     })
 }
 
@@ -400,12 +405,14 @@ fn check_input(a: &ProfileArgs, endpoint: &EndpointSpec) -> Result<(), ConfigErr
     if i.batch_size > 1 && endpoint.endpoint_type != EndpointType::Embeddings {
         return Err(usage("--batch-size applies to --endpoint-type embeddings"));
     }
+    check_conversation_input(a, endpoint)?;
     if i.input_file.is_none() {
-        let tokens = synthetic_tokens(a);
+        let tokens = synthetic_tokens(a, dataset_entries(a));
         if tokens > MAX_DATASET_TOKENS {
             return Err(usage(format!(
-                "the synthetic prompts would hold about {tokens} tokens (--num-dataset-entries × \
-                 --batch-size × (--isl + --prefix-prompt-length), plus the prefixes); at most \
+                "the synthetic prompts would hold about {tokens} tokens (--num-dataset-entries \
+                 (else --conversation-num) × --conversation-turn-mean × --batch-size × (--isl \
+                 + --prefix-prompt-length), plus the prefixes and context prompts); at most \
                  {MAX_DATASET_TOKENS}"
             )));
         }
@@ -413,15 +420,134 @@ fn check_input(a: &ProfileArgs, endpoint: &EndpointSpec) -> Result<(), ConfigErr
     Ok(())
 }
 
-/// Tokens of synthetic prompt text the dataset would hold, at the mean lengths. Each factor
-/// is bounded by its parser, so the products fit in a `u64`.
-fn synthetic_tokens(a: &ProfileArgs) -> u64 {
+/// The system prompt, user context and synthetic multi-turn flags, as AIPerf allows them:
+/// a verbatim system prompt (text or file, not both) goes with any dataset but not with a
+/// synthetic one or with prefix prompts; the synthetic ones only with synthetic prompts;
+/// all of them need a chat or responses endpoint, where a conversation has messages.
+fn check_conversation_input(a: &ProfileArgs, endpoint: &EndpointSpec) -> Result<(), ConfigError> {
+    let (p, c) = (&a.prefix, &a.conversation);
+    let verbatim = p.system_prompt.is_some() || p.system_prompt_file.is_some();
+    if p.system_prompt.is_some() && p.system_prompt_file.is_some() {
+        return Err(usage(
+            "--system-prompt and --system-prompt-file are mutually exclusive",
+        ));
+    }
+    if verbatim && p.shared_system_prompt_length.is_some() {
+        return Err(usage(
+            "--system-prompt (or --system-prompt-file) and --shared-system-prompt-length are \
+             mutually exclusive: both are the system message",
+        ));
+    }
+    let synthetic_context =
+        p.shared_system_prompt_length.is_some() || p.user_context_prompt_length.is_some();
+    if (verbatim || synthetic_context) && p.num_prefix_prompts > 0 {
+        return Err(usage(
+            "--prefix-prompt-length/--num-prefix-prompts and the system prompt flags \
+             (--system-prompt, --system-prompt-file, --shared-system-prompt-length, \
+             --user-context-prompt-length) are mutually exclusive",
+        ));
+    }
+    let multi_turn = c.conversation_turn_mean > 1 || c.conversation_turn_stddev > 0;
+    let delays = c.conversation_turn_delay_mean > 0.0
+        || c.conversation_turn_delay_stddev > 0.0
+        || c.conversation_turn_delay_ratio != 1.0;
+    if a.input.input_file.is_some() {
+        let synthetic_only = [
+            (
+                synthetic_context,
+                "--shared-system-prompt-length/--user-context-prompt-length",
+            ),
+            (
+                multi_turn,
+                "--conversation-turn-mean/--conversation-turn-stddev",
+            ),
+            (delays, "--conversation-turn-delay-mean/-stddev/-ratio"),
+        ];
+        if let Some((_, flag)) = synthetic_only.iter().find(|(set, _)| *set) {
+            return Err(usage(format!(
+                "{flag} applies to synthetic prompts, not to an --input-file (whose \
+                 conversations are its own)"
+            )));
+        }
+    }
+    let has_messages = matches!(
+        endpoint.endpoint_type,
+        EndpointType::Chat | EndpointType::Responses
+    );
+    if (verbatim || synthetic_context) && !has_messages {
+        return Err(usage(
+            "--system-prompt, --system-prompt-file, --shared-system-prompt-length and \
+             --user-context-prompt-length apply to --endpoint-type chat or responses",
+        ));
+    }
+    if multi_turn && endpoint.endpoint_type == EndpointType::Embeddings {
+        return Err(usage(
+            "--conversation-turn-mean/--conversation-turn-stddev do not apply to \
+             --endpoint-type embeddings",
+        ));
+    }
+    Ok(())
+}
+
+/// `--system-prompt`, or the text of `--system-prompt-file`: a usage error when empty or
+/// unreadable, found before anything is sent.
+fn system_prompt(a: &ProfileArgs) -> Result<Option<String>, ConfigError> {
+    let p = &a.prefix;
+    let text = match (&p.system_prompt, &p.system_prompt_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f).map_err(|e| {
+            usage(format!(
+                "cannot read --system-prompt-file {}: {e}",
+                f.display()
+            ))
+        })?,
+        (None, None) => return Ok(None),
+    };
+    if text.trim().is_empty() {
+        let flag = if p.system_prompt.is_some() {
+            "--system-prompt"
+        } else {
+            "--system-prompt-file"
+        };
+        return Err(usage(format!("{flag} is empty")));
+    }
+    Ok(Some(text))
+}
+
+/// Synthetic conversations generated: `--num-dataset-entries`; else, as AIPerf does it,
+/// `--conversation-num`, cut to what the dataset's bounds allow (a count given for the load
+/// never makes the dataset too large); else 100. (AIPerf falls back to `--request-count`
+/// next; not here: a dataset as large as the request count would be built, and written to
+/// `inputs.json`, before the first request, seconds for a hundred thousand prompts.)
+fn dataset_entries(a: &ProfileArgs) -> usize {
+    if let Some(n) = a.input.num_dataset_entries {
+        return n;
+    }
+    let Some(n) = a.conversation.conversation_num else {
+        return 100;
+    };
+    let per_entry = synthetic_tokens(a, 1).max(1);
+    let fits = (MAX_DATASET_TOKENS / per_entry).max(1);
+    usize::try_from(n.min(fits))
+        .unwrap_or(usize::MAX)
+        .min(MAX_DATASET_ENTRIES)
+}
+
+/// Tokens of synthetic prompt text a dataset of `entries` would hold, at the mean lengths.
+/// Each factor is bounded by its parser, so the products fit in a `u64` (or saturate).
+fn synthetic_tokens(a: &ProfileArgs, entries: usize) -> u64 {
     let (i, p) = (&a.input, &a.prefix);
     let per_input = u64::from(a.isl.isl) + u64::from(p.prefix_prompt_length);
-    let prompts = (i.num_dataset_entries as u64).saturating_mul(u64::from(i.batch_size));
+    let entries = entries as u64;
+    let prompts = entries
+        .saturating_mul(u64::from(a.conversation.conversation_turn_mean))
+        .saturating_mul(u64::from(i.batch_size));
+    let context = entries.saturating_mul(u64::from(p.user_context_prompt_length.unwrap_or(0)));
     prompts
         .saturating_mul(per_input)
         .saturating_add(u64::from(p.num_prefix_prompts) * u64::from(p.prefix_prompt_length))
+        .saturating_add(context)
+        .saturating_add(u64::from(p.shared_system_prompt_length.unwrap_or(0)))
 }
 
 fn input(a: &ProfileArgs, endpoint: &EndpointSpec, seed: u64) -> Result<InputSpec, ConfigError> {
@@ -429,7 +555,7 @@ fn input(a: &ProfileArgs, endpoint: &EndpointSpec, seed: u64) -> Result<InputSpe
     let i = &a.input;
     Ok(InputSpec {
         random_seed: seed,
-        num_dataset_entries: i.num_dataset_entries,
+        num_dataset_entries: dataset_entries(a),
         input_file: i.input_file.clone(),
         custom_dataset_type: i.custom_dataset_type,
         fixed_schedule: if i.fixed_schedule {
@@ -451,6 +577,21 @@ fn input(a: &ProfileArgs, endpoint: &EndpointSpec, seed: u64) -> Result<InputSpe
         use_server_token_count: a.endpoint.use_server_token_count,
         tokenizer: tokenizer(i, endpoint)?,
         goodput: i.goodput.clone(),
+        conversation: ConversationSpec {
+            turns: Lengths {
+                mean: a.conversation.conversation_turn_mean,
+                stddev: f64::from(a.conversation.conversation_turn_stddev),
+            },
+            turn_delay_ms: Lengths {
+                mean: a.conversation.conversation_turn_delay_mean,
+                stddev: a.conversation.conversation_turn_delay_stddev,
+            },
+            turn_delay_ratio: a.conversation.conversation_turn_delay_ratio,
+        },
+        system_prompt: system_prompt(a)?,
+        system_prompt_file: a.prefix.system_prompt_file.clone(),
+        shared_system_prompt_length: a.prefix.shared_system_prompt_length,
+        user_context_prompt_length: a.prefix.user_context_prompt_length,
         prompt: PromptSpec {
             input_tokens: Lengths {
                 mean: a.isl.isl,

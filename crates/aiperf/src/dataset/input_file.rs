@@ -23,7 +23,7 @@ use rand::SeedableRng;
 use serde::Deserialize;
 use serde_json::Number;
 
-use super::{entry, single, Entry, PromptGenerator, Turn, UsedBlocks};
+use super::{entry, single, Entry, Preamble, PromptGenerator, Turn, UsedBlocks};
 use super::{CustomDatasetType, InputSpec, SamplingStrategy};
 use crate::endpoint::RequestShape;
 use crate::mix::mix;
@@ -177,6 +177,7 @@ impl BlockCache<'_> {
 pub fn load(
     cfg: &InputSpec,
     shape: &RequestShape,
+    preamble: &Preamble,
     path: &Path,
     tokenizer: &Tokenizer,
 ) -> Result<(Vec<Entry>, SamplingStrategy), DatasetError> {
@@ -191,6 +192,7 @@ pub fn load(
     let run = Run {
         cfg,
         shape,
+        preamble,
         tokenizer,
     };
     let entries = match kind {
@@ -217,6 +219,8 @@ pub fn load(
 struct Run<'a> {
     cfg: &'a InputSpec,
     shape: &'a RequestShape,
+    /// `--system-prompt`, opening every conversation.
+    preamble: &'a Preamble<'a>,
     tokenizer: &'a Tokenizer,
 }
 
@@ -232,7 +236,14 @@ impl Run<'_> {
         let osl = row.output_length()?.or(self.cfg.osl());
         let isl = self.count(&prompt);
         let id = row.session_id.unwrap_or(id);
-        Ok(single(self.shape, index, id, prompt, isl, osl, None))
+        Ok(single(
+            self.shape,
+            index,
+            self.preamble,
+            id,
+            (prompt, isl, osl),
+            None,
+        ))
     }
 
     /// A `multi_turn` line: one session, its turns sent in order.
@@ -259,6 +270,7 @@ impl Run<'_> {
         Ok(entry(
             self.shape,
             index,
+            self.preamble,
             row.session_id.unwrap_or(id),
             vec![first],
             turns,
@@ -320,10 +332,9 @@ fn load_sharegpt(run: &Run, shown: &str, text: &str) -> Result<Vec<Entry>, Datas
         entries.push(single(
             run.shape,
             entries.len(),
+            run.preamble,
             id,
-            q.value.clone(),
-            run.count(&q.value),
-            osl,
+            (q.value.clone(), run.count(&q.value), osl),
             None,
         ));
     }
@@ -385,13 +396,13 @@ impl Trace<'_> {
                 .prompt(&ids, input_length as usize, &mut self.rng)
         };
         let isl = self.run.count(&prompt);
+        let (shape, preamble) = (self.run.shape, self.run.preamble);
         Ok(single(
-            self.run.shape,
+            shape,
             index,
+            preamble,
             id,
-            prompt,
-            isl,
-            osl,
+            (prompt, isl, osl),
             row.timestamp,
         ))
     }
@@ -487,7 +498,8 @@ mod tests {
         .to_vec();
         let cfg = crate::config::load(&args).unwrap();
         let shape = RequestShape::new(&cfg.endpoint, false);
-        load(&cfg.input, &shape, &path, tokenizer()).map(|(entries, _)| entries)
+        let preamble = Preamble::default();
+        load(&cfg.input, &shape, &preamble, &path, tokenizer()).map(|(entries, _)| entries)
     }
 
     /// `text` must fail to load with `input.jsonl:LINE: ...` mentioning `needle`.

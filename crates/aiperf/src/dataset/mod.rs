@@ -17,13 +17,15 @@ use rand_distr::{Distribution, Normal};
 use crate::endpoint::{build_payload, Message, RequestShape};
 use crate::mix::mix;
 use crate::tokenizer::Tokenizer;
-use crate::units::MAX_TOKENS;
+use crate::units::{self, MAX_DELAY_MS, MAX_TOKENS, MAX_TURNS};
 
 pub mod input_file;
 mod spec;
 
 pub use input_file::DatasetError;
-pub use spec::{CustomDatasetType, InputSpec, Lengths, PromptSpec, SamplingStrategy};
+pub use spec::{
+    ConversationSpec, CustomDatasetType, InputSpec, Lengths, PromptSpec, SamplingStrategy,
+};
 
 const CORPUS: &str = include_str!("corpus.txt");
 
@@ -48,6 +50,9 @@ pub struct Entry {
     pub payload: Bytes,
     /// When a trace says to send it, in ms from the trace's origin.
     pub timestamp_ms: Option<f64>,
+    /// `--user-context-prompt-length`: a user message of its own opening the conversation,
+    /// after the system prompt (AIPerf's `user_context_message`).
+    pub context: Option<String>,
     /// Multi-turn: the later turns' payloads as first sent (they hold the server's replies,
     /// so they exist only once the conversation has run).
     pub later_payloads: std::sync::OnceLock<Vec<Bytes>>,
@@ -62,6 +67,9 @@ impl Entry {
 #[derive(Debug, Clone)]
 pub struct Dataset {
     pub entries: Vec<Entry>,
+    /// A system message opening every conversation: `--system-prompt`, or the synthetic one
+    /// of `--shared-system-prompt-length`.
+    pub system_prompt: Option<String>,
     pub shape: RequestShape,
     pub sampling: SamplingStrategy,
     pub seed: u64,
@@ -213,17 +221,45 @@ fn sample_len(rng: &mut StdRng, mean: f64, std: f64) -> u32 {
     drawn.round().max(1.0).min(f64::from(MAX_TOKENS)) as u32
 }
 
+/// The messages that open every request of a conversation, before its turns: the system
+/// prompt, then the conversation's user context; and their tokens, counted into every
+/// turn's ISL (each request carries them).
+#[derive(Debug, Clone, Default)]
+pub struct Preamble<'a> {
+    pub system: Option<&'a str>,
+    pub context: Option<String>,
+    pub tokens: u32,
+}
+
+impl Preamble<'_> {
+    fn messages(&self) -> Vec<Message> {
+        let system = self.system.map(|s| ("system", s.to_string()));
+        let context = self.context.clone().map(|c| ("user", c));
+        system.into_iter().chain(context).collect()
+    }
+}
+
+/// A token count as the dataset stores it (a text longer than `u32::MAX` tokens saturates).
+fn count_tokens(tokenizer: &Tokenizer, text: &str) -> u32 {
+    u32::try_from(tokenizer.count(text)).unwrap_or(u32::MAX)
+}
+
 /// Builds entry number `index` of the dataset (the endpoint picks its model by it); `inputs`
 /// are the first turn's texts (several for an embeddings batch).
 fn entry(
     shape: &RequestShape,
     index: usize,
+    preamble: &Preamble,
     id: String,
     inputs: Vec<String>,
-    turns: Vec<Turn>,
+    mut turns: Vec<Turn>,
     timestamp_ms: Option<f64>,
 ) -> Entry {
-    let messages: Vec<Message> = inputs.into_iter().map(|t| ("user", t)).collect();
+    let mut messages = preamble.messages();
+    messages.extend(inputs.into_iter().map(|t| ("user", t)));
+    for turn in &mut turns {
+        turn.isl = turn.isl.saturating_add(preamble.tokens);
+    }
     let payload = build_payload(shape, index, &messages, turns[0].osl);
     Entry {
         conversation_id: id,
@@ -231,17 +267,23 @@ fn entry(
         // A `Value` always serializes (its keys are strings).
         payload: Bytes::from(serde_json::to_vec(&payload).unwrap_or_default()),
         timestamp_ms,
+        context: preamble.context.clone(),
         later_payloads: std::sync::OnceLock::new(),
     }
 }
 
+/// A synthetic conversation's id, as AIPerf names them (`session_000042`).
+pub fn session_id(i: usize) -> String {
+    format!("session_{i:06}")
+}
+
+/// A one-turn entry: `prompt` of `isl` tokens, asking for `osl`.
 fn single(
     shape: &RequestShape,
     index: usize,
+    preamble: &Preamble,
     id: String,
-    prompt: String,
-    isl: u32,
-    osl: Option<u32>,
+    (prompt, isl, osl): (String, u32, Option<u32>),
     timestamp_ms: Option<f64>,
 ) -> Entry {
     let turn = Turn {
@@ -250,8 +292,60 @@ fn single(
         osl,
         delay: Duration::ZERO,
     };
-    entry(shape, index, id, vec![prompt], vec![turn], timestamp_ms)
+    entry(
+        shape,
+        index,
+        preamble,
+        id,
+        vec![prompt],
+        vec![turn],
+        timestamp_ms,
+    )
 }
+
+/// A count drawn as AIPerf's `sample_positive_normal_integer` draws it: without deviation
+/// the mean rounded; else a normal draw, redrawn while negative (at most 10,000 times, then
+/// the mean), rounded up; at least 1 and at most `max`.
+fn positive_normal_integer(rng: &mut StdRng, mean: f64, stddev: f64, max: u64) -> u64 {
+    let clamp = |v: f64| v.max(1.0).min(max as f64) as u64;
+    let normal = match Normal::new(mean, stddev) {
+        Ok(n) if stddev > 0.0 => n,
+        // NaN becomes 1: `max` ignores it, `as` saturates.
+        _ => return clamp(mean.round()),
+    };
+    for _ in 0..10_000 {
+        let v = normal.sample(rng);
+        if v >= 0.0 {
+            return clamp(v.ceil());
+        }
+    }
+    clamp(mean.max(0.0).ceil())
+}
+
+/// Turns of a synthetic conversation (`--conversation-turn-mean/-stddev`).
+fn sample_turns(rng: &mut StdRng, spec: &ConversationSpec) -> usize {
+    let turns = &spec.turns;
+    positive_normal_integer(rng, f64::from(turns.mean), turns.stddev, MAX_TURNS.into()) as usize
+}
+
+/// The wait before a later synthetic turn: none without a mean delay; else, as AIPerf does
+/// it, a count of whole ms drawn from the mean and deviation cut to whole ms (at least 1),
+/// times the ratio.
+fn sample_delay(rng: &mut StdRng, spec: &ConversationSpec) -> Duration {
+    let d = &spec.turn_delay_ms;
+    if d.mean.is_nan() || d.mean <= 0.0 {
+        return Duration::ZERO;
+    }
+    let max = MAX_DELAY_MS as u64;
+    let ms = positive_normal_integer(rng, d.mean.trunc(), d.stddev.trunc(), max);
+    units::clamped_millis(ms as f64 * spec.turn_delay_ratio)
+}
+
+/// Seeds of the synthetic draws that came with multi-turn conversations, apart from the
+/// prompts' own so that a single-turn dataset is what it was.
+const TURNS_SALT: u64 = 0x5455_524E;
+const CONTEXT_SALT: u64 = 0x4354_5854;
+const SYSTEM_SALT: u64 = 0x5359_5354;
 
 impl Dataset {
     /// Builds the requests: from `--input-file` when given, else synthetic prompts.
@@ -260,15 +354,31 @@ impl Dataset {
         shape: RequestShape,
         tokenizer: &Tokenizer,
     ) -> Result<Self, input_file::DatasetError> {
+        let generator = PromptGenerator::new(tokenizer.clone());
+        let system_prompt = cfg.system_prompt.clone().or_else(|| {
+            cfg.shared_system_prompt_length.map(|n| {
+                let mut rng = StdRng::seed_from_u64(mix(cfg.random_seed, SYSTEM_SALT));
+                let start = generator.random_start(&mut rng);
+                generator.prompt(start, n as usize)
+            })
+        });
+        let preamble = Preamble {
+            system: system_prompt.as_deref(),
+            context: None,
+            tokens: system_prompt
+                .as_deref()
+                .map_or(0, |s| count_tokens(tokenizer, s)),
+        };
         let (entries, default_sampling) = match &cfg.input_file {
-            Some(path) => input_file::load(cfg, &shape, path, tokenizer)?,
+            Some(path) => input_file::load(cfg, &shape, &preamble, path, tokenizer)?,
             None => (
-                Self::synthetic_entries(cfg, &shape, tokenizer),
+                Self::synthetic_entries(cfg, &shape, &preamble, &generator),
                 SamplingStrategy::Sequential,
             ),
         };
         Ok(Dataset {
             entries,
+            system_prompt,
             shape,
             sampling: cfg.sampling.unwrap_or(default_sampling),
             seed: cfg.random_seed,
@@ -276,13 +386,28 @@ impl Dataset {
         })
     }
 
-    /// `num_dataset_entries` synthetic single-turn requests (with shared prefixes when asked).
+    /// The messages a conversation's later turns start with (the first turn's payload
+    /// already holds them): the system prompt, then the entry's user context.
+    pub fn preamble(&self, entry: &Entry) -> Vec<Message> {
+        Preamble {
+            system: self.system_prompt.as_deref(),
+            context: entry.context.clone(),
+            tokens: 0,
+        }
+        .messages()
+    }
+
+    /// `num_dataset_entries` synthetic conversations (with shared prefixes when asked): a
+    /// first turn of one request (an embeddings batch: several inputs), then, with
+    /// `--conversation-turn-mean`, later turns of one prompt each, every one with its own
+    /// ISL and OSL draws and a delay.
     fn synthetic_entries(
         cfg: &InputSpec,
         shape: &RequestShape,
-        tokenizer: &Tokenizer,
+        preamble: &Preamble,
+        generator: &PromptGenerator,
     ) -> Vec<Entry> {
-        let generator = PromptGenerator::new(tokenizer.clone());
+        let tokenizer = generator.tokenizer();
         let mut rng = StdRng::seed_from_u64(cfg.random_seed);
         // Distinct prefixes, each ending in a newline: a token boundary no prompt merges across.
         let mut used = UsedBlocks::default();
@@ -292,36 +417,69 @@ impl Dataset {
                 generator.block(start, cfg.prefix_prompt_length as usize, &mut used)
             })
             .collect();
+        let (isl, osl) = (cfg.prompt.input_tokens, cfg.prompt.output_tokens);
         // Entries are independent (each has its own seeded generator), so they are built on
         // every core: this is most of the time before the first request.
         let make = |i: usize| {
             let mut rng = StdRng::seed_from_u64(mix(cfg.random_seed, i as u64));
-            let (isl, osl) = (cfg.prompt.input_tokens, cfg.prompt.output_tokens);
-            let isl = sample_len(&mut rng, isl.mean as f64, isl.stddev);
-            let osl = osl.mean.map(|o| sample_len(&mut rng, o as f64, osl.stddev));
+            let first_isl = sample_len(&mut rng, isl.mean as f64, isl.stddev);
+            let first_osl = osl.mean.map(|o| sample_len(&mut rng, o as f64, osl.stddev));
             let batch: Vec<String> = (0..cfg.batch_size.max(1))
                 .map(|_| {
                     let start = generator.random_start(&mut rng);
                     if prefixes.is_empty() {
-                        generator.prompt(start, isl as usize)
+                        generator.prompt(start, first_isl as usize)
                     } else {
                         let prefix = &prefixes[rng.gen_range(0..prefixes.len())];
-                        let total = tokenizer.count(prefix) + isl as usize;
+                        let total = tokenizer.count(prefix) + first_isl as usize;
                         generator.with_prefix(prefix, start, total)
                     }
                 })
                 .collect();
-            let isl = batch
+            let first_isl = batch
                 .iter()
-                .map(|p| u32::try_from(tokenizer.count(p)).unwrap_or(u32::MAX))
+                .map(|p| count_tokens(tokenizer, p))
                 .fold(0u32, u32::saturating_add);
-            let turn = Turn {
-                text: String::new(),
-                isl,
-                osl,
+            // Later turns and the context are drawn from streams of their own.
+            let mut turn_rng = StdRng::seed_from_u64(mix(cfg.random_seed ^ TURNS_SALT, i as u64));
+            let n_turns = sample_turns(&mut turn_rng, &cfg.conversation);
+            let mut turns = Vec::with_capacity(n_turns);
+            turns.push(Turn {
+                // Kept for the history of later turns.
+                text: if n_turns > 1 {
+                    batch[0].clone()
+                } else {
+                    String::new()
+                },
+                isl: first_isl,
+                osl: first_osl,
                 delay: Duration::ZERO,
+            });
+            for _ in 1..n_turns {
+                let len = sample_len(&mut turn_rng, isl.mean as f64, isl.stddev);
+                let osl = osl
+                    .mean
+                    .map(|o| sample_len(&mut turn_rng, o as f64, osl.stddev));
+                let start = generator.random_start(&mut turn_rng);
+                let text = generator.prompt(start, len as usize);
+                turns.push(Turn {
+                    isl: count_tokens(tokenizer, &text),
+                    osl,
+                    delay: sample_delay(&mut turn_rng, &cfg.conversation),
+                    text,
+                });
+            }
+            let context = cfg.user_context_prompt_length.map(|n| {
+                let mut rng = StdRng::seed_from_u64(mix(cfg.random_seed ^ CONTEXT_SALT, i as u64));
+                generator.prompt(generator.random_start(&mut rng), n as usize)
+            });
+            let context_tokens = context.as_deref().map_or(0, |c| count_tokens(tokenizer, c));
+            let preamble = Preamble {
+                system: preamble.system,
+                context,
+                tokens: preamble.tokens.saturating_add(context_tokens),
             };
-            entry(shape, i, format!("conv-{i}"), batch, vec![turn], None)
+            entry(shape, i, &preamble, session_id(i), batch, turns, None)
         };
         let n = cfg.num_dataset_entries;
         let threads = std::thread::available_parallelism()
@@ -526,5 +684,238 @@ mod tests {
         let first: Vec<usize> = (0..5).map(|i| d.pick(i)).collect();
         let fresh = dataset(5, SamplingStrategy::Shuffle);
         assert_eq!(first, (0..5).map(|i| fresh.pick(i)).collect::<Vec<_>>());
+    }
+
+    /// A synthetic dataset from these flags (chat, builtin tokenizer).
+    fn synthetic(flags: &[&str]) -> Dataset {
+        let args: Vec<String> = ["--url", "mock", "--isl", "4", "--random-seed", "11"]
+            .iter()
+            .chain(flags)
+            .map(|s| s.to_string())
+            .collect();
+        let cfg = crate::config::load(&args).unwrap();
+        let shape = RequestShape::new(&cfg.endpoint, false);
+        Dataset::build(&cfg.input, shape, &Tokenizer::load("builtin").unwrap()).unwrap()
+    }
+
+    /// A turn's text, ISL, OSL and delay.
+    type TurnShape = (String, u32, Option<u32>, Duration);
+
+    /// Each turn's [`TurnShape`], of every entry.
+    fn shape_of(d: &Dataset) -> Vec<Vec<TurnShape>> {
+        d.entries
+            .iter()
+            .map(|e| {
+                e.turns
+                    .iter()
+                    .map(|t| (t.text.clone(), t.isl, t.osl, t.delay))
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn messages(payload: &Bytes) -> Vec<serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        v["messages"].as_array().unwrap().clone()
+    }
+
+    #[test]
+    fn synthetic_conversations_are_reproducible_from_the_seed() {
+        let flags = [
+            "--num-dataset-entries",
+            "20",
+            "--conversation-turn-mean",
+            "3",
+            "--conversation-turn-stddev",
+            "2",
+            "--conversation-turn-delay-mean",
+            "50",
+            "--conversation-turn-delay-stddev",
+            "20",
+            "--isl-stddev",
+            "2",
+            "--osl",
+            "5",
+            "--osl-stddev",
+            "2",
+        ];
+        let a = shape_of(&synthetic(&flags));
+        assert_eq!(
+            a,
+            shape_of(&synthetic(&flags)),
+            "same seed, same conversations"
+        );
+        let other = [&flags[..], &["--random-seed", "12"]].concat();
+        assert_ne!(a, shape_of(&synthetic(&other)));
+        assert!(a.iter().any(|c| c.len() != a[0].len()), "turn counts vary");
+        for conversation in &a {
+            assert!(!conversation.is_empty());
+            assert_eq!(
+                conversation[0].3,
+                Duration::ZERO,
+                "no delay before the first turn"
+            );
+            for (text, isl, osl, delay) in &conversation[1..] {
+                assert_eq!(
+                    *isl as usize,
+                    Tokenizer::load("builtin").unwrap().count(text)
+                );
+                assert!(osl.is_some_and(|o| o >= 1));
+                // Whole ms, at least 1 (AIPerf's positive normal integer).
+                assert!(*delay >= Duration::from_millis(1), "{delay:?}");
+                assert_eq!(delay.subsec_nanos() % 1_000_000, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn without_conversation_flags_the_dataset_is_single_turn_as_before() {
+        let plain = synthetic(&["--num-dataset-entries", "5"]);
+        assert!(plain
+            .entries
+            .iter()
+            .all(|e| e.turns.len() == 1 && e.turns[0].text.is_empty()));
+        // Asking for more turns keeps each first turn's prompt: the later turns' draws
+        // come from a stream of their own.
+        let multi = synthetic(&[
+            "--num-dataset-entries",
+            "5",
+            "--conversation-turn-mean",
+            "3",
+        ]);
+        for (p, m) in plain.entries.iter().zip(&multi.entries) {
+            assert_eq!(p.payload, m.payload);
+            assert_eq!(m.turns.len(), 3);
+            let first = messages(&m.payload);
+            assert_eq!(first[0]["content"], m.turns[0].text.as_str());
+        }
+    }
+
+    #[test]
+    fn turn_counts_and_delays_follow_their_distribution_and_clamps() {
+        let d = synthetic(&[
+            "--num-dataset-entries",
+            "2000",
+            "--isl",
+            "1",
+            "--conversation-turn-mean",
+            "4",
+            "--conversation-turn-stddev",
+            "2",
+            "--conversation-turn-delay-mean",
+            "100",
+            "--conversation-turn-delay-stddev",
+            "30",
+        ]);
+        let turns: Vec<f64> = d.entries.iter().map(|e| e.turns.len() as f64).collect();
+        let mean = turns.iter().sum::<f64>() / turns.len() as f64;
+        // A normal draw kept ≥ 0 and rounded up: a little over the mean.
+        assert!((4.0..5.2).contains(&mean), "mean turns {mean}");
+        assert!(turns.iter().all(|&t| t >= 1.0));
+        let delays: Vec<f64> = d
+            .entries
+            .iter()
+            .flat_map(|e| e.turns[1..].iter().map(|t| t.delay.as_secs_f64() * 1e3))
+            .collect();
+        let mean = delays.iter().sum::<f64>() / delays.len() as f64;
+        assert!((90.0..115.0).contains(&mean), "mean delay {mean} ms");
+        // Clamped: at least one turn, delays never below 1 ms.
+        let wide = synthetic(&[
+            "--num-dataset-entries",
+            "300",
+            "--isl",
+            "1",
+            "--conversation-turn-mean",
+            "1",
+            "--conversation-turn-stddev",
+            "5",
+            "--conversation-turn-delay-mean",
+            "1",
+            "--conversation-turn-delay-stddev",
+            "1000",
+        ]);
+        assert!(wide.entries.iter().all(|e| !e.turns.is_empty()));
+        assert!(wide.entries.iter().any(|e| e.turns.len() > 3));
+        assert!(wide
+            .entries
+            .iter()
+            .flat_map(|e| &e.turns[1..])
+            .all(|t| t.delay >= Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn the_delay_ratio_scales_every_delay() {
+        let delays = |ratio: &str| {
+            let d = synthetic(&[
+                "--num-dataset-entries",
+                "3",
+                "--conversation-turn-mean",
+                "3",
+                "--conversation-turn-delay-mean",
+                "40",
+                "--conversation-turn-delay-ratio",
+                ratio,
+            ]);
+            d.entries
+                .iter()
+                .flat_map(|e| e.turns.iter().map(|t| t.delay))
+                .collect::<Vec<_>>()
+        };
+        let ms = Duration::from_millis;
+        assert_eq!(delays("1"), [ms(0), ms(40), ms(40)].repeat(3));
+        assert_eq!(delays("2.5"), [ms(0), ms(100), ms(100)].repeat(3));
+        assert!(delays("0").iter().all(|d| d.is_zero()));
+    }
+
+    #[test]
+    fn system_and_context_prompts_open_every_conversation() {
+        let tok = Tokenizer::load("builtin").unwrap();
+        let d = synthetic(&[
+            "--num-dataset-entries",
+            "4",
+            "--conversation-turn-mean",
+            "2",
+            "--shared-system-prompt-length",
+            "12",
+            "--user-context-prompt-length",
+            "6",
+        ]);
+        let system = d.system_prompt.clone().unwrap();
+        assert_eq!(tok.count(&system), 12);
+        let mut contexts = HashSet::new();
+        for e in &d.entries {
+            let m = messages(&e.payload);
+            assert_eq!(m[0]["role"], "system");
+            assert_eq!(m[0]["content"], system.as_str());
+            assert_eq!(m[1]["role"], "user");
+            let context = e.context.clone().unwrap();
+            assert_eq!(m[1]["content"], context.as_str());
+            assert_eq!(tok.count(&context), 6);
+            contexts.insert(context);
+            assert_eq!(m[2]["content"], e.turns[0].text.as_str());
+            // Every turn's ISL counts what each of its requests carries besides history.
+            assert_eq!(e.turns[0].isl as usize, 18 + 4);
+            assert_eq!(e.turns[1].isl as usize, 18 + tok.count(&e.turns[1].text));
+            let preamble = d.preamble(e);
+            assert_eq!(
+                preamble,
+                [("system", system.clone()), ("user", context_of(e))]
+            );
+        }
+        assert_eq!(contexts.len(), 4, "each conversation has its own context");
+        // A verbatim system prompt, with an input file too.
+        let d = synthetic(&["--num-dataset-entries", "2", "--system-prompt", "Be brief."]);
+        for e in &d.entries {
+            let m = messages(&e.payload);
+            assert_eq!(
+                m[0],
+                serde_json::json!({"role": "system", "content": "Be brief."})
+            );
+            assert_eq!(e.turns[0].isl as usize, 4 + tok.count("Be brief."));
+        }
+    }
+
+    fn context_of(e: &Entry) -> String {
+        e.context.clone().unwrap()
     }
 }

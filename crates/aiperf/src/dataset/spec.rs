@@ -52,6 +52,31 @@ pub struct PromptSpec {
     pub output_tokens: Lengths<Option<u32>>,
 }
 
+/// Synthetic multi-turn conversations (`--conversation-turn-*`): turns per conversation and
+/// the wait before each later turn, in ms, drawn as AIPerf draws them.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConversationSpec {
+    pub turns: Lengths<u32>,
+    pub turn_delay_ms: Lengths<f64>,
+    pub turn_delay_ratio: f64,
+}
+
+impl Default for ConversationSpec {
+    fn default() -> Self {
+        Self {
+            turns: Lengths {
+                mean: 1,
+                stddev: 0.0,
+            },
+            turn_delay_ms: Lengths {
+                mean: 0.0,
+                stddev: 0.0,
+            },
+            turn_delay_ratio: 1.0,
+        }
+    }
+}
+
 /// The resolved input settings, serialized as the export's `input_config.input`.
 #[derive(Debug, Clone, Serialize)]
 pub struct InputSpec {
@@ -79,6 +104,16 @@ pub struct InputSpec {
     #[serde(flatten)]
     pub tokenizer: crate::tokenizer::TokenizerSpec,
     pub prompt: PromptSpec,
+    /// Synthetic conversations: their turns and delays.
+    pub conversation: ConversationSpec,
+    /// `--system-prompt`, or the text of `--system-prompt-file`: a system message opening
+    /// every conversation.
+    pub system_prompt: Option<String>,
+    pub system_prompt_file: Option<PathBuf>,
+    /// A synthetic system message of this many tokens, shared by every conversation.
+    pub shared_system_prompt_length: Option<u32>,
+    /// A synthetic user message of this many tokens opening each conversation, its own.
+    pub user_context_prompt_length: Option<u32>,
     /// `--goodput`'s objectives, as AIPerf's `input.goodput`: `{tag: threshold}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub goodput: Option<crate::metrics::Goodput>,

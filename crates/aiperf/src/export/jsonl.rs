@@ -119,6 +119,9 @@ impl Serialize for SuccessMetrics<'_> {
             }
         });
         result?;
+        if let Some(good) = m.good {
+            put(&mut map, "good_request_count", u64::from(good))?;
+        }
         map.end()
     }
 }

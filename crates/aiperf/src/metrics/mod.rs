@@ -333,9 +333,10 @@ pub const METRICS: &[MetricInfo] = &[
         true,
     ),
     m("goodput", "Goodput", "requests/sec", Aggregate, true),
+    // AIPerf's header, spelled as AIPerf spells it (a CSV row name scripts look up).
     m(
         "good_request_fraction",
-        "Good Request Fraction",
+        "GoodRequestFraction",
         "ratio",
         Aggregate,
         true,
@@ -513,6 +514,9 @@ pub struct RequestMetrics {
     pub send_lag_ms: Option<f64>,
     /// The client's and the server's output token counts differ by more than 10 %.
     pub count_mismatch: bool,
+    /// With `--goodput`: whether the request met every objective (set by the aggregator; the
+    /// JSONL's per-request `good_request_count`, 1 or 0, as AIPerf writes it).
+    pub good: Option<bool>,
     /// Request latency minus TTFT (streaming).
     pub decode_ms: Option<f64>,
     /// OSL over the request latency in seconds.
@@ -753,6 +757,7 @@ pub fn compute(
         osl_mismatch_diff_pct,
         osl_mismatch,
         http: HttpMetrics::from_trace(&rec.http, rec.start_ns),
+        good: None,
     }
 }
 

@@ -269,7 +269,8 @@ fn aggregate(
             Done::Record(rec, m) => {
                 let acc = phases.entry(rec.phase).or_insert_with(new_phase);
                 let written = match (&rec.error, m) {
-                    (None, Some(m)) => {
+                    (None, Some(mut m)) => {
+                        m.good = goodput.as_ref().map(|g| g.is_good(&m));
                         acc.add_success(&rec, &m);
                         sink.write_success(&rec, &m)
                     }

@@ -84,7 +84,11 @@ pub enum PhaseLoad {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PhaseSpec {
     pub kind: PhaseKind,
+    /// Requests (every turn of a conversation counts) after which the phase sends no more:
+    /// conversations in flight stop after their current turn, no new one starts.
     pub request_count: Option<u64>,
+    /// Conversations after which no new one starts; those started are sent whole.
+    pub session_count: Option<u64>,
     pub duration: Option<Duration>,
     pub grace_period: Duration,
     pub load: PhaseLoad,

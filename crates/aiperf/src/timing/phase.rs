@@ -1,12 +1,12 @@
 //! One phase, run to completion: credits, the closed-loop workers, the open-loop scheduler,
 //! and the lifecycle CREATED → STARTED → SENDING_COMPLETE → COMPLETE with its hooks.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aiperf_plugin::Hook;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -14,63 +14,173 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::schedule::Schedule;
 use super::{ConcurrencyCap, PhaseLoad, PhaseSpec, PhaseTracker, RequestSender, RunContext, Trace};
-use crate::dataset::Turn;
+use crate::dataset::{Dataset, Turn};
 use crate::endpoint::{build_payload, Message};
 use crate::metrics::{PhaseKind, RequestIds, RequestRecord};
 use crate::plugin::HookRegistry;
+
+/// What a phase has sent so far, counted under one lock so that the limits are exact
+/// whatever thread sends: requests (turns) against `--request-count`, conversations against
+/// `--conversation-num`.
+#[derive(Debug, Default)]
+struct Counting {
+    /// Requests sent (every turn).
+    sent: u64,
+    /// Conversations started; the next one started gets this number as its credit.
+    sessions: u64,
+    /// Turns the started conversations will send in all (less those given up).
+    planned_turns: u64,
+    /// Conversations started and not yet ended.
+    active: u64,
+}
+
+/// A later turn waiting for a tick of the rate: the scheduler answers with the tick's
+/// deadline and its time in ns.
+type TickRequest = oneshot::Sender<(Instant, u64)>;
 
 /// Per-phase state shared by its workers.
 struct PhaseRun {
     spec: PhaseSpec,
     tracker: Arc<PhaseTracker>,
-    /// Credits handed out in this phase.
-    issued: AtomicU64,
+    counting: Mutex<Counting>,
     /// Stop sending now (duration reached, Ctrl-C): requests not yet sent are dropped.
     stop: CancellationToken,
-    /// Conversations whose first request has gone out (and been counted as sent).
-    started: AtomicU64,
-    /// Every credit of a count-bounded phase has been sent: fired only once the tracker has
-    /// counted the last one, so `phase_sending_complete` reports every request as sent.
+    /// Nothing more will be sent (a limit is reached): fired only once the tracker has
+    /// counted the last request, so `phase_sending_complete` reports every request as sent.
     all_issued: CancellationToken,
     cancel: CancellationToken,
+    /// With a rate: later turns ready to go wait here for a tick of the rate, which they
+    /// take before new conversations do (AIPerf's continuation turns).
+    ticks: Option<mpsc::UnboundedSender<TickRequest>>,
+    /// The scheduler's end of `ticks`, taken when it starts.
+    tick_requests: Mutex<Option<mpsc::UnboundedReceiver<TickRequest>>>,
 }
 
 impl PhaseRun {
     fn new<S>(ctx: &RunContext<S>, spec: PhaseSpec) -> Self {
+        let expected = expected_requests(&ctx.dataset, &spec);
+        let (ticks, tick_requests) = match spec.load {
+            PhaseLoad::Rate { .. } => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Some(tx), Some(rx))
+            }
+            _ => (None, None),
+        };
         Self {
-            tracker: Arc::new(PhaseTracker::new(spec.kind, spec.request_count, ctx.clock)),
+            tracker: Arc::new(PhaseTracker::new(spec.kind, expected, ctx.clock)),
             stop: ctx.stop_sending.child_token(),
             all_issued: CancellationToken::new(),
             cancel: ctx.cancel_in_flight.child_token(),
             spec,
-            issued: AtomicU64::new(0),
-            started: AtomicU64::new(0),
+            counting: Mutex::new(Counting::default()),
+            ticks,
+            tick_requests: Mutex::new(tick_requests),
         }
     }
 
-    /// Claims the next credit, or `None` when the phase sends no more.
-    fn next_credit(&self) -> Option<u64> {
+    /// Whether every conversation started has ended.
+    fn idle(&self) -> bool {
+        self.counting().active == 0
+    }
+
+    /// Waits for a tick of the rate for a later turn: its deadline and time in ns, `None`
+    /// without a rate, or `Some(None)` when the phase will send no more.
+    async fn tick(&self) -> Option<Option<(Instant, u64)>> {
+        let ticks = self.ticks.as_ref()?;
+        let (tx, rx) = oneshot::channel();
+        if ticks.send(tx).is_err() {
+            return Some(None);
+        }
+        Some(tokio::select! {
+            t = rx => t.ok(),
+            _ = self.stop.cancelled() => None,
+            _ = self.all_issued.cancelled() => None,
+        })
+    }
+
+    fn counting(&self) -> std::sync::MutexGuard<'_, Counting> {
+        // Nothing panics while holding it; a poisoned lock still holds valid counts.
+        self.counting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a new conversation may still start (AIPerf's `can_start_new_session`): the
+    /// phase is not stopped, fewer requests than `--request-count` were sent and fewer
+    /// conversations than `--conversation-num` were started. Once false, it stays false.
+    fn may_start(&self) -> bool {
+        if self.stop.is_cancelled() || self.all_issued.is_cancelled() {
+            return false;
+        }
+        let c = self.counting();
+        self.spec.request_count.is_none_or(|l| c.sent < l)
+            && self.spec.session_count.is_none_or(|l| c.sessions < l)
+    }
+
+    /// Starts a conversation and counts its first request as sent, or `None` when no new
+    /// conversation may start. `entry(credit)` gives the dataset entry of the conversation
+    /// numbered `credit` in this phase, and how many turns it has.
+    fn start_conversation(&self, entry: impl FnOnce(u64) -> (usize, u64)) -> Option<(u64, usize)> {
         if self.stop.is_cancelled() {
             return None;
         }
-        let n = self.issued.fetch_add(1, Ordering::AcqRel);
-        match self.spec.request_count {
-            Some(limit) if n >= limit => None,
-            _ => Some(n),
+        let mut c = self.counting();
+        if self.spec.request_count.is_some_and(|l| c.sent >= l)
+            || self.spec.session_count.is_some_and(|l| c.sessions >= l)
+        {
+            return None;
+        }
+        let credit = c.sessions;
+        let (entry, turns) = entry(credit);
+        c.sessions += 1;
+        c.active += 1;
+        c.planned_turns += turns.max(1);
+        Some((credit, entry)).filter(|_| self.count_sent(c))
+    }
+
+    /// Counts a later turn of a started conversation as sent, or `false` when the request
+    /// limit has been reached (the conversation stops after its current turn).
+    fn continue_conversation(&self) -> bool {
+        if self.stop.is_cancelled() {
+            return false;
+        }
+        let c = self.counting();
+        if self.spec.request_count.is_some_and(|l| c.sent >= l) {
+            return false;
+        }
+        self.count_sent(c)
+    }
+
+    /// A started conversation ends, with `unsent` of its turns never sent (a failed turn, a
+    /// limit, a stop, or the record processor gone): they no longer hold the phase open.
+    fn end_conversation(&self, unsent: u64) {
+        let mut c = self.counting();
+        c.active = c.active.saturating_sub(1);
+        c.planned_turns = c.planned_turns.saturating_sub(unsent);
+        if self.complete(&c) {
+            drop(c);
+            self.all_issued.cancel();
         }
     }
 
-    /// Counts a conversation's first request as sent; the last one of a count-bounded
-    /// phase completes the sending.
-    fn count_sent(&self, first_turn: bool) {
-        self.tracker.sent.fetch_add(1, Ordering::AcqRel);
-        if !first_turn {
-            return;
-        }
-        let started = self.started.fetch_add(1, Ordering::AcqRel) + 1;
-        if self.spec.request_count == Some(started) {
+    /// Counts one request as sent (the lock held); fires `all_issued` when it was the last.
+    fn count_sent(&self, mut c: std::sync::MutexGuard<'_, Counting>) -> bool {
+        c.sent += 1;
+        self.tracker.sent.store(c.sent, Ordering::Release);
+        if self.complete(&c) {
+            drop(c);
             self.all_issued.cancel();
         }
+        true
+    }
+
+    /// Whether nothing more will be sent: the request limit is reached, or the conversation
+    /// limit is and every turn of the started conversations has been sent (AIPerf's final
+    /// credit).
+    fn complete(&self, c: &Counting) -> bool {
+        self.spec.request_count.is_some_and(|l| c.sent >= l)
+            || self
+                .spec
+                .session_count
+                .is_some_and(|l| c.sessions >= l && c.sent >= c.planned_turns)
     }
 
     /// Whether this credit's request is to be cancelled, decided by a seeded hash so a run
@@ -80,6 +190,32 @@ impl PhaseRun {
         let u = (crate::mix::mix(self.spec.seed ^ 0xCA9C_E11E, credit) >> 11) as f64
             / (1u64 << 53) as f64;
         (u * 100.0 < pct).then_some(delay)
+    }
+}
+
+/// Requests a phase is expected to send, for progress: its request limit, or the turns of
+/// the conversations its conversation limit lets start (the dataset's picks are a function
+/// of the credit), whichever is smaller. `None` for a phase bounded by time alone, or by a
+/// conversation limit too large to add up.
+fn expected_requests(dataset: &Dataset, spec: &PhaseSpec) -> Option<u64> {
+    const MAX_SUMMED: u64 = 1_000_000;
+    let by_sessions = spec.session_count.and_then(|n| {
+        let single_turn = dataset.entries.iter().all(|e| e.turns.len() <= 1);
+        if single_turn || matches!(spec.load, PhaseLoad::Trace { .. }) {
+            return Some(n);
+        }
+        (n <= MAX_SUMMED).then(|| {
+            (0..n)
+                .map(|c| {
+                    let turns = dataset.entries.get(dataset.pick(c)).map(|e| e.turns.len());
+                    turns.unwrap_or(1) as u64
+                })
+                .sum()
+        })
+    });
+    match (spec.request_count, by_sessions) {
+        (Some(r), Some(s)) => Some(r.min(s)),
+        (r, s) => r.or(s),
     }
 }
 
@@ -120,38 +256,78 @@ fn new_record(
     }
 }
 
-/// Sends one conversation (usually a single request) and hands each record to the
-/// processor. Later turns carry the history, including the server's actual replies.
-/// `false` when the record processor has gone.
+/// How [`execute`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    /// No new conversation may start: a limit is reached or the phase stopped.
+    NotStarted,
+    /// The conversation was sent (all of it, or until a limit, a failure or a stop).
+    Done,
+    /// The record processor has gone.
+    ProcessorGone,
+}
+
+/// Starts a conversation, if the phase's limits allow one, and sends it turn by turn (usually
+/// a single request), handing each record to the processor. Later turns carry the history,
+/// including the server's actual replies. Each turn is counted as a request: once
+/// `--request-count` requests are sent, the conversation stops after its current turn.
 async fn execute<S: RequestSender>(
     ctx: &RunContext<S>,
     phase: &PhaseRun,
-    credit: u64,
     entry: Option<usize>,
     scheduled_ns: Option<u64>,
-) -> bool {
-    let entry_index = entry.unwrap_or_else(|| ctx.dataset.pick(credit));
-    let entry = &ctx.dataset.entries[entry_index];
+) -> Ran {
+    let dataset = &ctx.dataset;
+    let turns_of = |i: usize| dataset.entries.get(i).map_or(1, |e| e.turns.len() as u64);
+    let Some((credit, entry_index)) = phase.start_conversation(|credit| {
+        let i = entry.unwrap_or_else(|| dataset.pick(credit));
+        (i, turns_of(i))
+    }) else {
+        return Ran::NotStarted;
+    };
+    let Some(entry) = dataset.entries.get(entry_index) else {
+        phase.end_conversation(1);
+        return Ran::Done;
+    };
     let mut history: Vec<Message> = Vec::new();
+    if entry.turns.len() > 1 {
+        history = dataset.preamble(entry);
+    }
     let mut sent_payloads = Vec::new();
     // X-Correlation-ID: one per conversation, on every turn.
     let correlation = RequestIds::random_uuid();
+    let mut unsent = entry.turns.len() as u64;
     for (turn_index, turn) in entry.turns.iter().enumerate() {
+        let mut scheduled_ns = scheduled_ns.filter(|_| turn_index == 0);
         let payload = if turn_index == 0 {
             entry.payload.clone()
         } else {
             if !turn.delay.is_zero() {
                 tokio::select! {
                     _ = tokio::time::sleep(turn.delay) => {}
-                    _ = phase.cancel.cancelled() => return true,
+                    _ = phase.cancel.cancelled() => break,
                 }
             }
-            if phase.stop.is_cancelled() {
-                return true;
+            // With a rate, the turn goes out on the next tick it is given.
+            match phase.tick().await {
+                Some(Some((deadline, ns))) => {
+                    tokio::select! {
+                        biased;
+                        _ = phase.stop.cancelled() => break,
+                        _ = S::sleep_until(deadline) => {}
+                    }
+                    scheduled_ns = Some(ns);
+                }
+                Some(None) => break,
+                None => {}
+            }
+            if !phase.continue_conversation() {
+                break;
             }
             history.push(("user", turn.text.clone()));
-            let body = build_payload(&ctx.dataset.shape, entry_index, &history, turn.osl);
-            let bytes = bytes::Bytes::from(serde_json::to_vec(&body).expect("payload serializes"));
+            let body = build_payload(&dataset.shape, entry_index, &history, turn.osl);
+            // A `Value` always serializes (its keys are strings).
+            let bytes = bytes::Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
             if entry.later_payloads.get().is_none() {
                 sent_payloads.push(bytes.clone());
             }
@@ -164,10 +340,10 @@ async fn execute<S: RequestSender>(
             entry_index,
             (turn_index, turn),
             ctx.streaming,
-            scheduled_ns.filter(|_| turn_index == 0),
+            scheduled_ns,
         );
         rec.ids = RequestIds::new(correlation, turn_index + 1 == entry.turns.len());
-        phase.count_sent(turn_index == 0);
+        unsent -= 1;
         let cancel_after = phase.cancel_after(credit);
         ctx.transport
             .send(&mut rec, payload, &phase.cancel, cancel_after)
@@ -181,21 +357,24 @@ async fn execute<S: RequestSender>(
             history.push(("assistant", rec.output_text.clone()));
         }
         if ctx.records.send(rec).is_err() {
-            return false;
+            phase.end_conversation(unsent);
+            return Ran::ProcessorGone;
         }
         if failed {
             // The conversation can't go on without this turn's reply.
             break;
         }
     }
+    phase.end_conversation(unsent);
     if sent_payloads.len() + 1 == entry.turns.len() && !sent_payloads.is_empty() {
         // Kept for inputs.json: the first complete run of this conversation.
         let _ = entry.later_payloads.set(sent_payloads);
     }
-    true
+    Ran::Done
 }
 
-/// Closed loop: send, wait for the answer, send the next.
+/// Closed loop: send a conversation, wait for its last answer, start the next; a worker is
+/// AIPerf's session slot.
 async fn worker<S: RequestSender>(
     ctx: Arc<RunContext<S>>,
     phase: Arc<PhaseRun>,
@@ -209,14 +388,11 @@ async fn worker<S: RequestSender>(
             _ = phase.all_issued.cancelled() => return,
         }
     }
-    while let Some(credit) = phase.next_credit() {
-        if !execute(&ctx, &phase, credit, None, None).await {
-            break;
-        }
-    }
+    while execute(&ctx, &phase, None, None).await == Ran::Done {}
 }
 
-/// Closed loop: `concurrency` workers, never more than the request count; with a ramp,
+/// Closed loop: `concurrency` workers, never more than the request or conversation count
+/// (each worker needs at least one request of its own); with a ramp,
 /// worker i joins at ramp·i/N.
 fn spawn_workers<S: RequestSender>(
     ctx: &Arc<RunContext<S>>,
@@ -224,7 +400,11 @@ fn spawn_workers<S: RequestSender>(
     concurrency: usize,
     ramp: Option<Duration>,
 ) -> JoinSet<()> {
-    let workers = match phase.spec.request_count {
+    let limit = [phase.spec.request_count, phase.spec.session_count]
+        .into_iter()
+        .flatten()
+        .min();
+    let workers = match limit {
         Some(c) => c.min(concurrency as u64) as usize,
         None => concurrency,
     };
@@ -293,8 +473,10 @@ fn concurrency_cap(
     (Some(sem), grow)
 }
 
-/// Open loop: issue credits on absolute deadlines; each request runs in its own task, in
-/// `requests`.
+/// Open loop: on each absolute deadline, a later turn that is ready takes the tick (with a
+/// rate, as in AIPerf), else a new conversation starts while the phase's limits allow new
+/// ones. Each conversation runs in its own task, in `requests`, and is counted (and may
+/// still be refused, when a limit was reached meanwhile) as its first request leaves.
 async fn scheduler<S: RequestSender>(
     ctx: Arc<RunContext<S>>,
     phase: Arc<PhaseRun>,
@@ -305,6 +487,11 @@ async fn scheduler<S: RequestSender>(
     // Time zero lies one spawn lead ahead, so the first requests are not late by design.
     let t0 = Instant::now() + SPAWN_LEAD;
     let (cap, _grow_cap) = concurrency_cap(cap, t0, &phase.stop);
+    let mut later_turns = phase
+        .tick_requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
     let mut last_deadline = t0;
     while let Some((offset, entry)) = offsets.next() {
         let deadline = t0 + offset;
@@ -314,17 +501,48 @@ async fn scheduler<S: RequestSender>(
         tokio::select! {
             biased;
             _ = phase.stop.cancelled() => return,
+            _ = phase.all_issued.cancelled() => break,
             _ = tokio::time::sleep_until(deadline.checked_sub(SPAWN_LEAD).unwrap_or(deadline)) => {}
         }
         // Drain finished request tasks so the set stays small.
         while requests.try_join_next().is_some() {}
-        let Some(credit) = phase.next_credit() else {
+        let scheduled_ns = ctx.clock.instant_ns(deadline.into_std());
+        let tick = (deadline, scheduled_ns);
+        if let Some(waiting) = later_turns.as_mut() {
+            if grant_waiting(waiting, tick) {
+                last_deadline = deadline;
+                continue;
+            }
+        }
+        if !phase.may_start() {
+            if later_turns.is_some() && !phase.idle() {
+                // The conversations in flight may still want ticks for their later turns.
+                continue;
+            }
+            break;
+        }
+        // A slot under the cap; a later turn that becomes ready meanwhile takes this tick.
+        let permit = tokio::select! {
+            biased;
+            p = take_permit(cap.as_ref(), &phase) => p,
+            Some(turn) = async {
+                match later_turns.as_mut() {
+                    Some(w) => w.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if turn.send(tick).is_ok() {
+                    last_deadline = deadline;
+                }
+                continue;
+            }
+        };
+        let Some(permit) = permit else {
             break;
         };
-        let Some(permit) = take_permit(cap.as_ref(), &phase.stop).await else {
-            return;
-        };
-        let scheduled_ns = ctx.clock.instant_ns(deadline.into_std());
+        if !phase.may_start() {
+            break;
+        }
         last_deadline = deadline;
         let (ctx, phase) = (ctx.clone(), phase.clone());
         requests.spawn(async move {
@@ -333,27 +551,40 @@ async fn scheduler<S: RequestSender>(
                 _ = phase.stop.cancelled() => return,
                 _ = S::sleep_until(deadline) => {}
             }
-            execute(&ctx, &phase, credit, entry, Some(scheduled_ns)).await;
+            execute(&ctx, &phase, entry, Some(scheduled_ns)).await;
             drop(permit);
         });
     }
     // Sending is complete once the last scheduled request has actually gone out.
     tokio::select! {
         _ = phase.stop.cancelled() => {}
+        _ = phase.all_issued.cancelled() => {}
         _ = S::sleep_until(last_deadline) => {}
     }
 }
 
+/// Gives the tick to the first later turn still waiting for one; `false` when none is.
+fn grant_waiting(waiting: &mut mpsc::UnboundedReceiver<TickRequest>, tick: (Instant, u64)) -> bool {
+    while let Ok(turn) = waiting.try_recv() {
+        if turn.send(tick).is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
 /// A slot under the cap (`Some(None)` without a cap). Blocked by the cap, the request waits
-/// (its send lag grows); it is not dropped. `None`: the phase stopped meanwhile.
+/// (its send lag grows); it is not dropped. `None`: the phase stopped, or sent its last
+/// request, meanwhile.
 async fn take_permit(
     cap: Option<&Arc<Semaphore>>,
-    stop: &CancellationToken,
+    phase: &PhaseRun,
 ) -> Option<Option<OwnedSemaphorePermit>> {
     match cap {
         Some(sem) => tokio::select! {
-            p = sem.clone().acquire_owned() => Some(Some(p.expect("semaphore open"))),
-            _ = stop.cancelled() => None,
+            p = sem.clone().acquire_owned() => p.ok().map(Some),
+            _ = phase.stop.cancelled() => None,
+            _ = phase.all_issued.cancelled() => None,
         },
         None => Some(None),
     }
@@ -401,26 +632,37 @@ fn spawn_load<S: RequestSender>(ctx: &Arc<RunContext<S>>, phase: &Arc<PhaseRun>)
     }
 }
 
-/// Waits until the phase sends no more: the last credit is claimed, the workers or the
-/// scheduler are done, the duration passes (stopping the phase), or the user stops. Returns
-/// the requests still running and whether the duration cut the phase.
+/// Waits until the phase sends no more: its last request is counted as sent, the workers
+/// (or the scheduler and the conversations it started) are done, the duration passes
+/// (stopping the phase), or the user stops. Returns the requests still running and whether
+/// the duration cut the phase.
 async fn until_sending_complete(phase: &PhaseRun, senders: Senders) -> (JoinSet<()>, bool) {
-    let (mut tasks, scheduler) = match senders {
+    let (mut tasks, mut scheduler) = match senders {
         Senders::Workers(tasks) => (tasks, None),
         Senders::Scheduler(s) => (JoinSet::new(), Some(s)),
     };
     let deadline = phase.spec.duration.map(|d| Instant::now() + d);
+    let until_deadline = || async move {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
     let mut timed_out = false;
-    tokio::select! {
-        _ = phase.stop.cancelled() => {}
-        _ = phase.all_issued.cancelled() => {}
-        _ = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
+    loop {
+        tokio::select! {
+            _ = phase.stop.cancelled() => break,
+            _ = phase.all_issued.cancelled() => break,
+            _ = until_deadline() => { timed_out = true; phase.stop.cancel(); break }
+            r = async { scheduler.as_mut().expect("guarded").await }, if scheduler.is_some() => {
+                // No new conversation starts; those it started may still send later turns.
+                scheduler = None;
+                if let Ok(requests) = r {
+                    tasks = requests;
+                }
             }
-        } => { timed_out = true; phase.stop.cancel(); }
-        _ = async { while tasks.join_next().await.is_some() {} }, if scheduler.is_none() => {}
+            _ = async { while tasks.join_next().await.is_some() {} }, if scheduler.is_none() => break,
+        }
     }
     if let Some(s) = scheduler {
         if let Ok(requests) = s.await {

@@ -28,8 +28,12 @@ pub struct LoadSpec {
     pub warmup_duration: Option<Duration>,
     pub warmup_concurrency: Option<usize>,
     pub warmup_request_rate: Option<f64>,
-    /// Profiling requests; `None` with an input file: one per entry (decided once loaded).
+    /// Profiling requests (each turn of a conversation is one); `None` with an input file:
+    /// decided once it is loaded (a fixed schedule's entries, else 10), or with a duration
+    /// or a conversation count.
     pub request_count: Option<u64>,
+    /// Profiling conversations (`--conversation-num`): no new one starts after these.
+    pub conversation_num: Option<u64>,
     #[serde(serialize_with = "opt_secs")]
     pub benchmark_duration: Option<Duration>,
     #[serde(rename = "benchmark_grace_period", serialize_with = "secs")]
@@ -38,6 +42,8 @@ pub struct LoadSpec {
     /// Stop sending once more than this share of the profiling phase's finished requests
     /// failed (checked from [`FAILED_REQUEST_GRACE`] or the concurrency, whichever is more).
     pub failed_request_threshold: Option<f64>,
+    /// Warmup conversations (`--num-warmup-sessions`).
+    pub warmup_num_sessions: Option<u64>,
 }
 
 /// Finished requests needed before `--failed-request-threshold` is checked (AIPerf's floor;
@@ -53,6 +59,8 @@ impl LoadSpec {
 
     /// Whether a warmup phase runs before profiling.
     pub fn has_warmup(&self) -> bool {
-        self.warmup_request_count > 0 || self.warmup_duration.is_some()
+        self.warmup_request_count > 0
+            || self.warmup_duration.is_some()
+            || self.warmup_num_sessions.is_some()
     }
 }

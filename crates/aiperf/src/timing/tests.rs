@@ -27,6 +27,7 @@ const MS: Duration = Duration::from_millis(1);
 struct Sent {
     at: Instant,
     conversation: usize,
+    turn: u32,
     scheduled_ns: Option<u64>,
     start_ns: u64,
 }
@@ -58,6 +59,7 @@ impl RequestSender for FakeServer {
         self.sent.lock().unwrap().push(Sent {
             at,
             conversation: rec.conversation_index,
+            turn: rec.turn_index,
             scheduled_ns: rec.scheduled_ns,
             start_ns: rec.start_ns,
         });
@@ -103,18 +105,37 @@ fn tokenizer() -> Tokenizer {
         .clone()
 }
 
+/// Synthetic conversations of short turns, picked in order, from these flags.
+fn build_dataset(flags: &[&str]) -> Dataset {
+    let args: Vec<String> = ["-m", "m", "--url", "http://127.0.0.1:9", "--isl", "8"]
+        .iter()
+        .chain(&["--osl", "4"])
+        .chain(flags)
+        .map(|s| s.to_string())
+        .collect();
+    let cfg = crate::config::load(&args).unwrap();
+    let shape = crate::endpoint::RequestShape::new(&cfg.endpoint, false);
+    Dataset::build(&cfg.input, shape, &tokenizer()).unwrap()
+}
+
 /// Four synthetic conversations of one short turn each, picked in order.
 fn dataset() -> Dataset {
     static D: OnceLock<Dataset> = OnceLock::new();
+    D.get_or_init(|| build_dataset(&["--num-dataset-entries", "4"]))
+        .clone()
+}
+
+/// Five synthetic conversations of four turns each (as a 5-session × 4-turn `multi_turn`
+/// file), picked in order.
+fn multi_turn_dataset() -> Dataset {
+    static D: OnceLock<Dataset> = OnceLock::new();
     D.get_or_init(|| {
-        let args: Vec<String> = ["-m", "m", "--url", "http://127.0.0.1:9", "--isl", "8"]
-            .iter()
-            .chain(&["--osl", "4", "--num-dataset-entries", "4"])
-            .map(|s| s.to_string())
-            .collect();
-        let cfg = crate::config::load(&args).unwrap();
-        let shape = crate::endpoint::RequestShape::new(&cfg.endpoint, false);
-        Dataset::build(&cfg.input, shape, &tokenizer()).unwrap()
+        build_dataset(&[
+            "--num-dataset-entries",
+            "5",
+            "--conversation-turn-mean",
+            "4",
+        ])
     })
     .clone()
 }
@@ -128,7 +149,10 @@ struct Fixture {
 
 impl Fixture {
     fn new(clock: Clock, latency: Duration) -> Self {
-        let dataset = dataset();
+        Self::with_dataset(clock, latency, dataset())
+    }
+
+    fn with_dataset(clock: Clock, latency: Duration, dataset: Dataset) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ids = dataset.entries.iter().map(|e| e.conversation_id.clone());
         let jsonl = JsonlWriter::create(&dir.path().join("x.jsonl"), clock, ids.collect());
@@ -199,6 +223,7 @@ fn spec(load: PhaseLoad, request_count: Option<u64>) -> PhaseSpec {
     PhaseSpec {
         kind: PhaseKind::Profiling,
         request_count,
+        session_count: None,
         duration: None,
         grace_period: Duration::from_secs(30),
         load,
@@ -604,4 +629,187 @@ fn sending_completes_only_once_the_last_request_is_counted_as_sent() {
     // Closed loop with several workers: the same.
     let (log, ..) = with_recorder(Duration::ZERO, spec(closed_loop(4), Some(9)), 10 * MS);
     assert_eq!(log[1].1.sent, 9, "{:?}", log[1].1);
+}
+
+/// (conversation, turn) of each request, in the order they left.
+fn turns(sent: &[Sent]) -> Vec<(usize, u32)> {
+    sent.iter().map(|s| (s.conversation, s.turn)).collect()
+}
+
+/// A phase over [`multi_turn_dataset`]: the requests sent and the hooks seen.
+fn multi_turn_run(
+    phase: PhaseSpec,
+    latency: Duration,
+) -> (Vec<Sent>, Vec<(Hook, PhaseStats)>, PhaseStats) {
+    paused(|clock| async move {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let recorder = Recorder {
+            log: log.clone(),
+            start_delay: Duration::ZERO,
+        };
+        let hooks = HookRegistry::with_plugin("recorder", Box::new(recorder), MS);
+        let fx = Fixture::with_dataset(clock, latency, multi_turn_dataset());
+        let (stats, _) = fx.run(phase, &hooks).await;
+        hooks.finish().await;
+        let log = log.lock().unwrap().clone();
+        (fx.sent(), log, stats)
+    })
+}
+
+/// The stats of the `phase_sending_complete` hook.
+fn sending_complete(log: &[(Hook, PhaseStats)]) -> &PhaseStats {
+    log.iter()
+        .find(|(h, _)| *h == Hook::PhaseSendingComplete)
+        .map(|(_, s)| s)
+        .expect("phase_sending_complete")
+}
+
+#[test]
+fn the_request_count_counts_turns_and_cuts_conversations_in_flight_after_their_turn() {
+    // AIPerf: 5 conversations × 4 turns, concurrency 2, --request-count 10: conversations 0
+    // and 1 whole, then 2 and 3 stop after their first turn.
+    let phase = spec(closed_loop(2), Some(10));
+    let (sent, log, last) = multi_turn_run(phase, 10 * MS);
+    let mut got = turns(&sent);
+    got.sort();
+    let mut want: Vec<(usize, u32)> = (0..2).flat_map(|c| (0..4).map(move |t| (c, t))).collect();
+    want.extend([(2, 0), (3, 0)]);
+    assert_eq!(got, want);
+    // Each pair of turns leaves together, a turn every 10 ms.
+    assert_eq!(
+        send_offsets_ms(&sent),
+        [0, 0, 10, 10, 20, 20, 30, 30, 40, 40]
+    );
+    let sc = sending_complete(&log);
+    assert_eq!((sc.sent, sc.expected), (10, Some(10)));
+    assert_eq!((last.sent, last.completed, last.in_flight), (10, 10, 0));
+}
+
+#[test]
+fn the_conversation_count_sends_whole_conversations() {
+    // AIPerf: --conversation-num 3 sends 12 requests, 3 whole conversations.
+    let phase = PhaseSpec {
+        session_count: Some(3),
+        ..spec(closed_loop(2), None)
+    };
+    let (sent, log, last) = multi_turn_run(phase, 10 * MS);
+    let mut got = turns(&sent);
+    got.sort();
+    let want: Vec<(usize, u32)> = (0..3).flat_map(|c| (0..4).map(move |t| (c, t))).collect();
+    assert_eq!(got, want);
+    let sc = sending_complete(&log);
+    assert_eq!(
+        (sc.sent, sc.expected),
+        (12, Some(12)),
+        "expected from the dataset"
+    );
+    assert_eq!((last.sent, last.completed), (12, 12));
+}
+
+#[test]
+fn with_both_counts_the_first_limit_reached_ends_sending() {
+    let both = |requests, sessions| {
+        let phase = PhaseSpec {
+            session_count: Some(sessions),
+            ..spec(closed_loop(2), Some(requests))
+        };
+        let (sent, log, _) = multi_turn_run(phase, 10 * MS);
+        let sc = sending_complete(&log).clone();
+        (sent.len(), sc.sent, sc.expected)
+    };
+    assert_eq!(both(10, 3), (10, 10, Some(10)));
+    assert_eq!(both(20, 3), (12, 12, Some(12)));
+}
+
+#[test]
+fn open_loop_counts_every_turn_and_later_turns_take_the_rates_ticks_first() {
+    // A tick every 10 ms; each turn takes 15 ms. As in AIPerf, a later turn whose reply is
+    // in takes the next tick before a new conversation does: conversation 0 at 0 ms, 1 at
+    // 10 (0's reply is not in yet), then 0's second turn at 20 and 1's at 30. That is the
+    // fourth request, the last: nothing else is sent.
+    let phase = spec(constant_rate(100.0, None), Some(4));
+    let (sent, log, last) = multi_turn_run(phase, 15 * MS);
+    assert_eq!(turns(&sent), [(0, 0), (1, 0), (0, 1), (1, 1)]);
+    assert_eq!(send_offsets_ms(&sent), [0, 10, 20, 30]);
+    // Later turns are scheduled on their tick too, and leave on it.
+    assert_eq!(scheduled_offsets(&sent), [0, 10, 20, 30].map(|ms| ms * MS));
+    let sc = sending_complete(&log);
+    assert_eq!(sc.sent, 4);
+    assert_eq!((last.completed, last.cancelled, last.late_sends), (4, 0, 0));
+}
+
+#[test]
+fn with_a_cap_later_turns_still_get_ticks_while_new_conversations_wait() {
+    // One conversation at a time: the scheduler waits for the slot, and meanwhile gives the
+    // ticks to the conversation's later turns (no deadlock).
+    let cap = ConcurrencyCap {
+        limit: 1,
+        ramp: None,
+    };
+    let phase = PhaseSpec {
+        session_count: Some(2),
+        ..spec(constant_rate(100.0, Some(cap)), None)
+    };
+    let (sent, log, _) = multi_turn_run(phase, 15 * MS);
+    assert_eq!(
+        turns(&sent),
+        [
+            (0, 0),
+            (0, 1),
+            (0, 2),
+            (0, 3),
+            (1, 0),
+            (1, 1),
+            (1, 2),
+            (1, 3)
+        ]
+    );
+    assert_eq!(sending_complete(&log).sent, 8);
+}
+
+#[test]
+fn open_loop_with_a_conversation_count_sends_them_whole() {
+    let phase = PhaseSpec {
+        session_count: Some(3),
+        ..spec(constant_rate(100.0, None), None)
+    };
+    let (sent, log, _) = multi_turn_run(phase, 15 * MS);
+    let mut got = turns(&sent);
+    got.sort();
+    let want: Vec<(usize, u32)> = (0..3).flat_map(|c| (0..4).map(move |t| (c, t))).collect();
+    assert_eq!(got, want);
+    let sc = sending_complete(&log);
+    assert_eq!((sc.sent, sc.expected), (12, Some(12)));
+}
+
+#[test]
+fn a_failed_turn_ends_its_conversation_and_no_longer_holds_the_phase_open() {
+    // Every request is cancelled 5 ms after sending (an error): each conversation stops at
+    // its first turn, and the conversation-bounded phase ends once two have started.
+    let phase = PhaseSpec {
+        session_count: Some(2),
+        cancellation: Some((100.0, 5 * MS)),
+        ..spec(closed_loop(1), None)
+    };
+    let (sent, log, last) = multi_turn_run(phase, 50 * MS);
+    assert_eq!(turns(&sent), [(0, 0), (1, 0)]);
+    let sc = sending_complete(&log);
+    assert_eq!(sc.sent, 2);
+    assert_eq!((last.sent, last.cancelled), (2, 2));
+}
+
+#[test]
+fn a_warmup_phase_counts_the_same_way() {
+    let phase = PhaseSpec {
+        kind: PhaseKind::Warmup,
+        session_count: Some(1),
+        ..spec(closed_loop(2), Some(3))
+    };
+    let (sent, log, _) = multi_turn_run(phase, 10 * MS);
+    assert_eq!(turns(&sent), [(0, 0), (0, 1), (0, 2)]);
+    let sc = sending_complete(&log);
+    assert_eq!(
+        (sc.phase.as_str(), sc.sent, sc.expected),
+        ("warmup", 3, Some(3))
+    );
 }

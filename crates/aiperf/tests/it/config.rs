@@ -353,6 +353,61 @@ plugins:
 /// Every numeric `profile` flag, values it must reject, its largest accepted value, and
 /// flags that value needs to be loadable (the synthetic dataset's size is bounded too).
 const NUMERIC_FLAGS: &[(&str, &[&str], &str, &[&str])] = &[
+    // Conversation Input.
+    (
+        "conversation-num",
+        &["0", "1000000001", "2.5"],
+        "1000000000",
+        &[],
+    ),
+    (
+        "num-warmup-sessions",
+        &["0", "1000000001"],
+        "1000000000",
+        &[],
+    ),
+    (
+        "conversation-turn-mean",
+        &["0", "100001", "2.5"],
+        "100000",
+        &["--isl", "1", "--num-dataset-entries", "1"],
+    ),
+    (
+        "conversation-turn-stddev",
+        &["100001", "0.5"],
+        "100000",
+        &[],
+    ),
+    (
+        "conversation-turn-delay-mean",
+        &["10000000001"],
+        "10000000000",
+        &[],
+    ),
+    (
+        "conversation-turn-delay-stddev",
+        &["10000000001"],
+        "10000000000",
+        &[],
+    ),
+    (
+        "conversation-turn-delay-ratio",
+        &["1000001"],
+        "1000000",
+        &[],
+    ),
+    (
+        "shared-system-prompt-length",
+        &["0", "1000001"],
+        "1000000",
+        &[],
+    ),
+    (
+        "user-context-prompt-length",
+        &["0", "1000001"],
+        "1000000",
+        &["--num-dataset-entries", "1"],
+    ),
     // Token counts: 1 ..= 1,000,000.
     (
         "isl",

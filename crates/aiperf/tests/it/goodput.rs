@@ -55,6 +55,12 @@ fn check_consistent(run: &Output, slos: &[(&str, f64, bool)]) -> f64 {
     let records = run.jsonl();
     assert_eq!(records.len(), 50);
     assert_eq!(good, good_in_jsonl(&records, slos) as f64, "{}", run.show());
+    // Each record carries its own verdict, as AIPerf's JSONL does: 1 when good, else 0.
+    for r in &records {
+        let mine = good_in_jsonl(std::slice::from_ref(r), slos);
+        assert_eq!(r["metrics"]["good_request_count"]["value"], mine, "{r}");
+        assert_eq!(r["metrics"]["good_request_count"]["unit"], "requests");
+    }
     let duration = avg(&json, "benchmark_duration");
     assert!((avg(&json, "goodput") - good / duration).abs() < 1e-9);
     assert_eq!(avg(&json, "good_request_fraction"), good / 50.0);
@@ -65,7 +71,7 @@ fn check_consistent(run: &Output, slos: &[(&str, f64, bool)]) -> f64 {
     for row in [
         "Good Request Count,",
         "Goodput (requests/sec),",
-        "Good Request Fraction (ratio),",
+        "GoodRequestFraction (ratio),",
     ] {
         assert!(csv.contains(row), "{row} missing from the CSV:\n{csv}");
     }

@@ -145,7 +145,9 @@ fn compare(
                     "{case}: {place} `{key}` exists here but is listed as a difference in docs/metrics.md"
                 ));
             }
-        } else if !present || !detail.is_empty() {
+        } else if !present {
+            missing.push(format!("{case}: {place} `{key}` missing"));
+        } else if !detail.is_empty() {
             missing.push(format!("{case}: {place} `{key}` {detail}"));
         }
     };

@@ -362,7 +362,7 @@ fn counted_with_the_fixture(run: &Output) -> bool {
     run.jsonl().iter().all(|r| {
         let i = r["metadata"]["conversation_id"]
             .as_str()
-            .and_then(|id| id.strip_prefix("conv-"))
+            .and_then(|id| id.strip_prefix("session_"))
             .and_then(|n| n.parse::<usize>().ok())
             .unwrap();
         let isl = r["metrics"]["input_sequence_length"]["value"]

@@ -93,11 +93,13 @@ fn chat_prompt(p: &Value) -> String {
     msgs[0]["content"].as_str().expect("content").to_string()
 }
 
-/// The entry index a JSONL `conversation_id` (`conv-<i>`) stands for.
+/// The entry index a JSONL `conversation_id` stands for: `session_<i>` (synthetic, as
+/// AIPerf names them) or `conv-<i>` (an input-file line without a session id).
 fn conv_index(id: &str) -> usize {
-    id.strip_prefix("conv-")
+    id.strip_prefix("session_")
+        .or_else(|| id.strip_prefix("conv-"))
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("conversation_id {id:?} is not conv-<n>"))
+        .unwrap_or_else(|| panic!("conversation_id {id:?} is not session_<n> or conv-<n>"))
 }
 
 fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
@@ -336,6 +338,8 @@ fn multi_turn_history_carries_the_real_replies_and_delays_are_honoured() {
         "multi_turn",
         "--osl",
         "3",
+        "--conversation-num",
+        "1",
     ])
     .run();
     run.ok();
@@ -436,6 +440,8 @@ fn multi_turn_sessions_do_not_mix_histories() {
         "multi_turn",
         "--concurrency",
         "3",
+        "--conversation-num",
+        "3",
     ])
     .run();
     run.ok();
@@ -500,6 +506,8 @@ fn streaming_multi_turn_against_the_mock_completes_every_turn() {
         "--custom-dataset-type",
         "multi_turn",
         "--concurrency",
+        "2",
+        "--conversation-num",
         "2",
     ])
     .run();
@@ -579,6 +587,9 @@ fn check_mooncake_blocks(seed: u64) {
         "16",
         "--random-seed",
         &seed.to_string(),
+        // One request per line (AIPerf's default without timestamps would be 10).
+        "--request-count",
+        "5",
     ])
     .run();
     run.ok();
@@ -1218,9 +1229,9 @@ fn single_turn_file_loads_and_sequential_uses_entries_in_order() {
         );
     }
 
-    // Without --request-count: one request per entry, in file order.
+    // Without --request-count: AIPerf's default of 10 requests, in file order, wrapping.
     let (order, _) = picked(&file, "single_turn", &[]);
-    assert_eq!(order, [0, 1, 2, 3, 4]);
+    assert_eq!(order, [0, 1, 2, 3, 4, 0, 1, 2, 3, 4]);
 }
 
 #[test]
@@ -1235,7 +1246,7 @@ fn single_turn_texts_and_output_length() {
     .map(|v| format!("{v}\n"))
     .collect::<String>();
     let file = write_file(tmp.path(), "single.jsonl", &body);
-    let (order, run) = picked(&file, "single_turn", &[]);
+    let (order, run) = picked(&file, "single_turn", &["--request-count", "2"]);
     assert_eq!(order, [0, 1]);
     let entries = input_entries(&run);
     assert_eq!(chat_prompt(&entries[0].1), "alpha beta gamma delta");
@@ -1362,6 +1373,8 @@ fn sharegpt_file_loads_human_prompts_with_reply_lengths() {
         &path_str(&file),
         "--custom-dataset-type",
         "sharegpt",
+        "--request-count",
+        "2",
     ])
     .run();
     run.ok();
@@ -1413,6 +1426,8 @@ fn jsonl_conversation_ids_match_the_session_ids_of_inputs_json() {
         "multi_turn",
         "--osl",
         "1",
+        "--conversation-num",
+        "2",
     ])
     .run();
     run.ok();
@@ -1565,5 +1580,5 @@ fn bench_generate_100k_prompts_of_1000_tokens() {
     println!("inputs.json: {} MB", inputs.len() / 1_000_000);
     // Each entry opens with `{"session_id":`, which cannot occur inside a JSON string.
     assert_eq!(inputs.matches("{\"session_id\":").count(), 100_000);
-    assert!(inputs.contains("{\"session_id\":\"conv-99999\""));
+    assert!(inputs.contains("{\"session_id\":\"session_099999\""));
 }
