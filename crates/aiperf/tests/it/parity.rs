@@ -157,8 +157,9 @@ fn compare(
     let o = read_json(&ours.join("profile_export_aiperf.json"));
     for (key, gv) in g.as_object().unwrap() {
         let ov = &o[key];
+        let present = !ov.is_null() || gv.is_null();
         let mut detail = String::new();
-        if ov.is_null() && !gv.is_null() {
+        if !present {
             detail = "missing".into();
         } else if let Some(unit) = gv.get("unit") {
             let gk: BTreeSet<&String> = gv.as_object().unwrap().keys().collect();
@@ -172,13 +173,7 @@ fn compare(
                 detail = format!("stat keys {ok:?} here, {gk:?} in AIPerf");
             }
         }
-        let present = !(ov.is_null() && !gv.is_null());
-        check(
-            "json",
-            key,
-            present,
-            if present { detail } else { "missing".into() },
-        );
+        check("json", key, present, detail);
     }
 
     // profile_export_aiperf.csv
