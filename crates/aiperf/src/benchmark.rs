@@ -27,8 +27,8 @@ use crate::plugin::{HookRegistry, PluginsReport};
 use crate::readiness;
 use crate::timing::health::HealthMonitor;
 use crate::timing::{
-    run_phase, ConcurrencyCap, PhaseLoad, PhaseSpec, PhaseTracker, RateSpec, RunContext, Trace,
-    FAILED_REQUEST_GRACE,
+    run_phase, ConcurrencyCap, PhaseLoad, PhaseSpec, PhaseTracker, RateSpec, RequestRateMode,
+    RunContext, Trace, FAILED_REQUEST_GRACE,
 };
 use crate::tokenizer::{self, Tokenizer, TokenizerSpec};
 use crate::transport::Transport;
@@ -502,8 +502,27 @@ pub fn phase_specs(
                 .then_some(cfg.load.warmup_request_count),
             session_count: cfg.load.warmup_num_sessions,
             duration: cfg.load.warmup_duration,
-            grace_period: cfg.load.grace_period,
-            load: phase_load(cfg, None, rate, concurrency, None, seed),
+            grace_period: cfg
+                .load
+                .warmup_grace_period
+                .unwrap_or(cfg.load.grace_period),
+            load: phase_load(
+                cfg,
+                None,
+                rate.map(|r| {
+                    let l = &cfg.load;
+                    let mode = l.warmup_request_rate_mode.unwrap_or(l.request_rate_mode);
+                    let ramp = l
+                        .warmup_request_rate_ramp_duration
+                        .or(l.request_rate_ramp_duration);
+                    (r, mode, ramp)
+                }),
+                concurrency,
+                cfg.load
+                    .warmup_concurrency_ramp_duration
+                    .or(cfg.load.concurrency_ramp_duration),
+                seed,
+            ),
             cancellation: None,
             seed,
         });
@@ -518,7 +537,10 @@ pub fn phase_specs(
         load: phase_load(
             cfg,
             trace,
-            cfg.load.request_rate,
+            cfg.load.request_rate.map(|r| {
+                let l = &cfg.load;
+                (r, l.request_rate_mode, l.request_rate_ramp_duration)
+            }),
             cfg.load.concurrency,
             cfg.load.concurrency_ramp_duration,
             seed,
@@ -529,12 +551,13 @@ pub fn phase_specs(
     phases
 }
 
-/// A trace or a rate is open loop, capped by `concurrency` if set (the ramp grows the cap);
-/// otherwise closed loop with `concurrency` workers (1 if unset; the ramp staggers them).
+/// A trace or a rate (requests/s, arrival process, rate ramp) is open loop, capped by
+/// `concurrency` if set (the ramp grows the cap); otherwise closed loop with `concurrency`
+/// workers (1 if unset; the ramp staggers them).
 fn phase_load(
     cfg: &BenchmarkConfig,
     trace: Option<Arc<Trace>>,
-    rate: Option<f64>,
+    rate: Option<(f64, RequestRateMode, Option<Duration>)>,
     concurrency: Option<usize>,
     ramp: Option<Duration>,
     seed: u64,
@@ -542,12 +565,12 @@ fn phase_load(
     let cap = concurrency.map(|limit| ConcurrencyCap { limit, ramp });
     match (trace, rate) {
         (Some(trace), _) => PhaseLoad::Trace { trace, cap },
-        (None, Some(rate)) => PhaseLoad::Rate {
+        (None, Some((rate, mode, rate_ramp))) => PhaseLoad::Rate {
             rate: RateSpec {
                 rate,
-                mode: cfg.load.request_rate_mode,
+                mode,
                 smoothness: cfg.load.arrival_smoothness,
-                ramp: cfg.load.request_rate_ramp_duration,
+                ramp: rate_ramp,
                 seed,
             },
             cap,
@@ -860,7 +883,6 @@ fn finish_console(console: &str, dir: &Path, report: &RunReport, failures: &[Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timing::RequestRateMode;
 
     fn cfg(flags: &[&str]) -> BenchmarkConfig {
         let args = [
@@ -953,12 +975,13 @@ mod tests {
                     session_count: None,
                     duration: None,
                     grace_period: c.load.grace_period,
-                    // Seeded apart from profiling; no concurrency ramp, no cancellation.
+                    // Seeded apart from profiling; the profiling ramps (as AIPerf), no
+                    // cancellation.
                     load: PhaseLoad::Rate {
                         rate: rate(warmup_seed),
                         cap: Some(ConcurrencyCap {
                             limit: 3,
-                            ramp: None
+                            ramp: Some(2 * S)
                         }),
                     },
                     cancellation: None,
@@ -1022,6 +1045,70 @@ mod tests {
             }
         );
         assert_eq!(specs[1].request_count, Some(100));
+    }
+
+    /// AIPerf's warmup-only flags: arrival pattern, ramps and grace period; a grace period
+    /// needs a timed warmup, a rate ramp needs a rate.
+    #[test]
+    fn warmup_arrival_pattern_ramps_and_grace_period() {
+        let c = cfg(&[
+            "--warmup-duration",
+            "2",
+            "--warmup-request-rate",
+            "5",
+            "--warmup-arrival-pattern",
+            "constant",
+            "--warmup-request-rate-ramp-duration",
+            "1",
+            "--warmup-concurrency",
+            "4",
+            "--warmup-concurrency-ramp-duration",
+            "3",
+            "--warmup-grace-period",
+            "7",
+            "--request-rate",
+            "9",
+        ]);
+        let specs = phase_specs(&c, Some(10), None);
+        let warmup = &specs[0];
+        assert_eq!(warmup.grace_period, 7 * S);
+        let PhaseLoad::Rate { rate, cap } = &warmup.load else {
+            panic!("{:?}", warmup.load)
+        };
+        assert_eq!((rate.mode, rate.ramp), (RequestRateMode::Constant, Some(S)));
+        assert_eq!(
+            *cap,
+            Some(ConcurrencyCap {
+                limit: 4,
+                ramp: Some(3 * S)
+            })
+        );
+        // Profiling keeps its own: Poisson, no ramps, the benchmark grace period.
+        let PhaseLoad::Rate { rate, cap } = &specs[1].load else {
+            panic!("{:?}", specs[1].load)
+        };
+        assert_eq!(
+            (rate.mode, rate.ramp, *cap),
+            (RequestRateMode::Poisson, None, None)
+        );
+        assert_eq!(specs[1].grace_period, c.load.grace_period);
+        let err = |flags: &[&str]| {
+            let mut args = vec!["--url", "mock"];
+            args.extend_from_slice(flags);
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            crate::config::load(&args).unwrap_err().to_string()
+        };
+        assert!(
+            err(&["--warmup-request-count", "3", "--warmup-grace-period", "1"])
+                .contains("--warmup-duration")
+        );
+        assert!(err(&[
+            "--warmup-duration",
+            "1",
+            "--warmup-request-rate-ramp-duration",
+            "1"
+        ])
+        .contains("warmup rate"));
     }
 
     #[test]

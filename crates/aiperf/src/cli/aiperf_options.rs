@@ -54,7 +54,6 @@ const SERVICES: &str =
 const NETLAT: &str = "network latency probing is not supported: run against the server's own host to leave the network out";
 const ACCURACY: &str = "accuracy benchmarks are not supported: this tool measures performance";
 const SERVER_METRICS: &str = "scraping the server's /metrics";
-const PARITY: &str = "AIPerf parity, in progress";
 const SWEEPS: &str = "sweeps, repeated runs and SLO search";
 
 /// Every `aiperf profile` option of AIPerf 0.13.
@@ -174,11 +173,11 @@ pub const OPTIONS: &[AiperfOption] = &[
     o("Warmup", &["--warmup-concurrency"], S),
     o("Warmup", &["--warmup-prefill-concurrency"], N(PREFILL)),
     o("Warmup", &["--warmup-request-rate"], S),
-    o("Warmup", &["--warmup-arrival-pattern"], P(12, PARITY)),
-    o("Warmup", &["--warmup-grace-period"], P(12, PARITY)),
-    o("Warmup", &["--warmup-concurrency-ramp-duration"], P(12, PARITY)),
+    o("Warmup", &["--warmup-arrival-pattern"], S),
+    o("Warmup", &["--warmup-grace-period"], S),
+    o("Warmup", &["--warmup-concurrency-ramp-duration"], S),
     o("Warmup", &["--warmup-prefill-concurrency-ramp-duration"], N(PREFILL)),
-    o("Warmup", &["--warmup-request-rate-ramp-duration"], P(12, PARITY)),
+    o("Warmup", &["--warmup-request-rate-ramp-duration"], S),
     // User-Centric Rate
     o("User-Centric Rate", &["--user-centric-rate"], N(USER_RATE)),
     o("User-Centric Rate", &["--num-users"], N(USER_RATE)),

@@ -498,6 +498,19 @@ pub struct WarmupArgs {
     /// Request rate during warmup (default: --request-rate).
     #[arg(long, value_name = "R", value_parser = units::rate)]
     pub warmup_request_rate: Option<f64>,
+    /// Arrival process of the warmup's request rate (default: --request-rate-mode).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub warmup_arrival_pattern: Option<RequestRateMode>,
+    /// Ramp the warmup's request rate from 0 over this many seconds.
+    #[arg(long, value_name = "S", value_parser = units::positive_seconds)]
+    pub warmup_request_rate_ramp_duration: Option<Duration>,
+    /// Ramp the warmup's concurrency from 1 over this many seconds.
+    #[arg(long, value_name = "S", value_parser = units::positive_seconds)]
+    pub warmup_concurrency_ramp_duration: Option<Duration>,
+    /// After a timed warmup, how long its in-flight requests may finish (seconds; default:
+    /// --benchmark-grace-period).
+    #[arg(long, value_name = "S", value_parser = units::seconds)]
+    pub warmup_grace_period: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Args)]

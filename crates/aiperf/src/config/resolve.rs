@@ -349,6 +349,18 @@ fn load(a: &ProfileArgs) -> Result<LoadSpec, ConfigError> {
         (None, None, None) if a.input.input_file.is_none() => Some(10),
         (rc, _, _) => rc,
     };
+    if w.warmup_grace_period.is_some() && w.warmup_duration.is_none() {
+        return Err(usage(
+            "--warmup-grace-period needs --warmup-duration (the grace period follows a timed warmup)",
+        ));
+    }
+    if w.warmup_request_rate_ramp_duration.is_some()
+        && w.warmup_request_rate.or(l.request_rate).is_none()
+    {
+        return Err(usage(
+            "--warmup-request-rate-ramp-duration needs a warmup rate (--warmup-request-rate or --request-rate)",
+        ));
+    }
     Ok(LoadSpec {
         concurrency: l.concurrency,
         request_rate: l.request_rate,
@@ -361,6 +373,10 @@ fn load(a: &ProfileArgs) -> Result<LoadSpec, ConfigError> {
         warmup_duration: w.warmup_duration,
         warmup_concurrency: w.warmup_concurrency,
         warmup_request_rate: w.warmup_request_rate,
+        warmup_request_rate_mode: w.warmup_arrival_pattern,
+        warmup_request_rate_ramp_duration: w.warmup_request_rate_ramp_duration,
+        warmup_concurrency_ramp_duration: w.warmup_concurrency_ramp_duration,
+        warmup_grace_period: w.warmup_grace_period,
         request_count,
         conversation_num,
         benchmark_duration: l.benchmark_duration,

@@ -28,6 +28,15 @@ pub struct LoadSpec {
     pub warmup_duration: Option<Duration>,
     pub warmup_concurrency: Option<usize>,
     pub warmup_request_rate: Option<f64>,
+    /// `--warmup-arrival-pattern` (default: `request_rate_mode`).
+    pub warmup_request_rate_mode: Option<RequestRateMode>,
+    #[serde(serialize_with = "opt_secs")]
+    pub warmup_request_rate_ramp_duration: Option<Duration>,
+    #[serde(serialize_with = "opt_secs")]
+    pub warmup_concurrency_ramp_duration: Option<Duration>,
+    /// Grace period of a timed warmup (default: `grace_period`).
+    #[serde(serialize_with = "opt_secs")]
+    pub warmup_grace_period: Option<Duration>,
     /// Profiling requests (each turn of a conversation is one); `None` with an input file:
     /// decided once it is loaded (a fixed schedule's entries, else 10), or with a duration
     /// or a conversation count.

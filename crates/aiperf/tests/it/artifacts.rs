@@ -84,7 +84,10 @@ fn unit_of(tag: &str) -> &'static str {
         | "output_token_count"
         | "total_output_tokens"
         | "total_input_tokens" => "tokens",
-        "osl_mismatch_diff_pct" => "%",
+        "osl_mismatch_diff_pct"
+        | "usage_prompt_tokens_diff_pct"
+        | "usage_completion_tokens_diff_pct" => "%",
+        "usage_prompt_tokens" | "usage_completion_tokens" | "usage_total_tokens" => "tokens",
         "http_req_connection_reused" => "ratio",
         "http_req_data_sent" | "http_req_data_received" => "KB",
         "http_req_chunks_sent" | "http_req_chunks_received" => "count",

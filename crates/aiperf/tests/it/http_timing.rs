@@ -360,6 +360,9 @@ fn multi_turn_run(strategy: &str) -> (Output, usize) {
         "multi_turn",
         "--concurrency",
         "3",
+        // Every conversation whole (AIPerf's default is 10 requests).
+        "--conversation-num",
+        "3",
         "--connection-reuse-strategy",
         strategy,
     ])

@@ -5,7 +5,7 @@
 //! binary against scripted servers that record what they received.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -278,6 +278,9 @@ fn every_turn_of_a_conversation_keeps_its_model() {
         file.to_str().unwrap(),
         "--custom-dataset-type",
         "multi_turn",
+        // One pass over the file's conversations (AIPerf's default is 10 requests).
+        "--conversation-num",
+        "3",
     ])
     .run();
     run.ok();
@@ -577,7 +580,14 @@ fn a_server_that_never_gets_ready_ends_the_run_with_exit_1() {
     );
     // Nothing but probes was sent, and no results were written.
     assert!(server.requests().iter().all(|r| r.body.len() < 200));
-    assert!(run.all_files().is_empty(), "nothing written");
+    // No results were written: the run's log (logs/aiperf.log, written from the start as
+    // AIPerf's) is all there is.
+    let files = run.all_files();
+    let names: Vec<&PathBuf> = files.iter().map(|(p, _)| p).collect();
+    assert!(
+        names.iter().all(|p| p.ends_with("logs/aiperf.log")),
+        "nothing but the log written: {names:?}"
+    );
     // Nothing listening at all: the same, with the connection error.
     let port = support::free_port();
     let run = Run::profile(&[
