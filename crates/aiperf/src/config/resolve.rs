@@ -18,7 +18,7 @@ use crate::mock::{is_mock_url, MockConfig};
 use crate::plugin::PluginsSection;
 use crate::timing::{LoadSpec, RequestRateMode};
 use crate::tokenizer::{hub, TokenizerSpec, BUILTIN};
-use crate::units::{MAX_DATASET_ENTRIES, MAX_DATASET_TOKENS};
+use crate::units::MAX_DATASET_TOKENS;
 
 pub(super) fn resolve(
     a: ProfileArgs,
@@ -530,24 +530,29 @@ fn system_prompt(a: &ProfileArgs) -> Result<Option<String>, ConfigError> {
     Ok(Some(text))
 }
 
-/// Synthetic conversations generated: `--num-dataset-entries`; else, as AIPerf does it,
-/// `--conversation-num`, cut to what the dataset's bounds allow (a count given for the load
-/// never makes the dataset too large); else 100. (AIPerf falls back to `--request-count`
-/// next; not here: a dataset as large as the request count would be built, and written to
-/// `inputs.json`, before the first request, seconds for a hundred thousand prompts.)
+/// Synthetic conversations generated, as AIPerf decides it: `--num-dataset-entries`; else
+/// `--conversation-num`; else `--request-count` (so each request of a short run has its own
+/// prompt); else 100. A count given for the load is cut to [`DERIVED_ENTRIES_MAX`] and to
+/// what the dataset's bounds allow: the dataset is built, and written to `inputs.json`,
+/// before the first request (seconds for a hundred thousand prompts), so a long run cycles
+/// through at most that many prompts unless `--num-dataset-entries` asks for more.
 fn dataset_entries(a: &ProfileArgs) -> usize {
     if let Some(n) = a.input.num_dataset_entries {
         return n;
     }
-    let Some(n) = a.conversation.conversation_num else {
+    let Some(n) = a.conversation.conversation_num.or(a.load.request_count) else {
         return 100;
     };
     let per_entry = synthetic_tokens(a, 1).max(1);
     let fits = (MAX_DATASET_TOKENS / per_entry).max(1);
     usize::try_from(n.min(fits))
         .unwrap_or(usize::MAX)
-        .min(MAX_DATASET_ENTRIES)
+        .min(DERIVED_ENTRIES_MAX)
 }
+
+/// The most synthetic entries a request or conversation count makes (see
+/// [`dataset_entries`]); `--num-dataset-entries` goes up to `MAX_DATASET_ENTRIES`.
+pub const DERIVED_ENTRIES_MAX: usize = 10_000;
 
 /// Tokens of synthetic prompt text a dataset of `entries` would hold, at the mean lengths.
 /// Each factor is bounded by its parser, so the products fit in a `u64` (or saturate).

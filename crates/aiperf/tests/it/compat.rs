@@ -329,3 +329,33 @@ fn export_outputs_json_keeps_every_response_text() {
         assert_eq!(d["conversation_id"], rec["metadata"]["conversation_id"]);
     }
 }
+
+/// `inputs.json` as AIPerf writes it: synthetic conversations named `session_000000`, ...,
+/// and as many of them as the run asks for (`--request-count`, else `--conversation-num`)
+/// unless `--num-dataset-entries` says otherwise.
+#[test]
+fn inputs_json_session_ids_and_entry_count_as_aiperf() {
+    let _gate = support::shared();
+    let entries = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["--url", FAST_MOCK, "--isl", "8"];
+        args.extend_from_slice(extra);
+        let run = Run::profile(&args).run();
+        run.ok();
+        run.inputs()["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["session_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let ids = entries(&["--request-count", "7"]);
+    assert_eq!(ids.len(), 7);
+    assert_eq!(ids[0], "session_000000");
+    assert_eq!(ids[6], "session_000006");
+    assert_eq!(
+        entries(&["--request-count", "7", "--num-dataset-entries", "3"]).len(),
+        3
+    );
+    assert_eq!(entries(&["--conversation-num", "4"]).len(), 4);
+    assert_eq!(entries(&["--benchmark-duration", "0.05"]).len(), 100);
+}
