@@ -393,8 +393,9 @@ fn conversation_flags_are_checked_before_anything_is_sent() {
         let line = config_error(&args);
         assert!(line.contains(needle), "{flags:?}: {line}");
     }
-    // Synthetic conversations generated: --num-dataset-entries, else --conversation-num
-    // (within the dataset's bound), else 100.
+    // Synthetic conversations generated, as AIPerf: --num-dataset-entries, else
+    // --conversation-num, else --request-count (a count from the load at most 10,000 and
+    // within the dataset's bound), else 100.
     let entries = |flags: &[&str]| {
         let mut args = vec!["--url", "mock"];
         args.extend_from_slice(flags);
@@ -408,10 +409,16 @@ fn conversation_flags_are_checked_before_anything_is_sent() {
         entries(&["--num-dataset-entries", "5", "--num-sessions", "3"]),
         5
     );
-    assert_eq!(entries(&["--request-count", "7"]), 100);
+    assert_eq!(entries(&["--request-count", "7"]), 7);
+    assert_eq!(entries(&["--benchmark-duration", "1"]), 100);
     assert_eq!(
         entries(&["--conversation-num", "1000000000", "--isl", "550"]),
-        1_000_000_000 / 550
+        10_000
+    );
+    assert_eq!(
+        entries(&["--request-count", "50000", "--isl", "500000"]),
+        1_000_000_000 / 500_000,
+        "within the dataset's token bound"
     );
     // A system prompt from a file goes with an input file.
     let prompt = write_file(tmp.path(), "system.txt", "Answer in one word.\n");
