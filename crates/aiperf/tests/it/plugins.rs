@@ -3,6 +3,7 @@
 //! `aiperf-plugin-rust-hook-log`, the Python example `py_hook_log`), failure isolation
 //! (crashing, hanging, garbage-writing, missing and version-mismatched plugins), rejected
 //! configs, `enabled: false` / `--no-plugins`, secrets redaction, `aiperf plugins list|check`,
+//! the run context an external plugin receives,
 //! reaping of plugin processes, ending the processes a plugin started (its process group),
 //! and the caps on a plugin's stderr.
 //!
@@ -1376,4 +1377,108 @@ fn a_flood_on_a_plugins_stderr_is_capped() {
         show()
     );
     assert_eq!(s.export(&out)["plugins"]["noisy"]["status"], "active");
+}
+
+// =====================================================================================
+// Run context
+// =====================================================================================
+
+/// A JSON-lines plugin in Python (no SDK): records its environment, the context of
+/// `configure` and of each event, and writes it all to `argv[1]` on shutdown.
+const CONTEXT_RECORDER: &str = r#"
+import json, os, sys
+out = sys.argv[1]
+rec = {"env": {k: os.environ.get(k) for k in ("AIPERF_RUN_ID", "AIPERF_ARTIFACT_DIR")}, "events": []}
+def send(m):
+    sys.stdout.write(json.dumps(m) + "\n")
+    sys.stdout.flush()
+for line in sys.stdin:
+    m = json.loads(line)
+    t = m["type"]
+    if t == "hello":
+        send({"type": "handshake", "protocol_version": 1, "name": "ctx", "version": "0.0.1",
+              "hooks": ["benchmark_start", "phase_complete"]})
+    elif t == "configure":
+        rec["configure"] = m.get("context")
+        send({"type": "configured"})
+    elif t == "event":
+        rec["events"].append({"hook": m["hook"], "context": m.get("context")})
+        if m["hook"] == "benchmark_start":
+            rec["artifact_dir_exists"] = os.path.isdir(os.environ.get("AIPERF_ARTIFACT_DIR", ""))
+        send({"type": "ack", "id": m["id"]})
+    elif t == "shutdown":
+        break
+with open(out, "w") as f:
+    json.dump(rec, f)
+"#;
+
+/// An external plugin learns the run it is part of: in `configure`, again on
+/// `benchmark_start` (only there), and in its environment. The run id is the report's
+/// `benchmark_id`, the URL the built-in mock's real address, the load what the flags say,
+/// `input_config` the report's.
+#[test]
+fn an_external_plugin_gets_the_run_context() {
+    let _gate = support::shared();
+    let s = Scenario::new();
+    let recorder = s.path("recorder.py");
+    std::fs::write(&recorder, CONTEXT_RECORDER).expect("write recorder");
+    let record = s.path("context.json");
+    s.script(
+        "ctx",
+        &format!(
+            "exec python3 {} {}",
+            shell_quote(&recorder),
+            shell_quote(&record)
+        ),
+    );
+    let out = s.profile(
+        "  ctx:\n    note: x\n",
+        &["--concurrency", "2", "--warmup-request-count", "2"],
+    );
+    out.expect_code(0);
+    out.assert_no_plugin_warnings();
+    let export = s.export(&out);
+    let text = std::fs::read_to_string(&record)
+        .unwrap_or_else(|e| panic!("the plugin wrote no record ({e})\n{}", out.show()));
+    let rec: Value = serde_json::from_str(&text).expect("record JSON");
+    let ctx = &rec["configure"];
+    let run_id = export["benchmark_id"].as_str().expect("benchmark_id");
+    assert_eq!(ctx["run_id"], run_id, "{ctx}");
+    assert_eq!(rec["env"]["AIPERF_RUN_ID"], run_id);
+    let url = ctx["urls"][0].as_str().expect("a URL");
+    assert!(
+        url.starts_with("http://127.0.0.1:") && ctx["urls"].as_array().unwrap().len() == 1,
+        "the mock's real address: {url}"
+    );
+    assert_eq!(ctx["models"], serde_json::json!(["plugin-test-model"]));
+    assert_eq!(
+        (&ctx["endpoint_type"], &ctx["streaming"]),
+        (&Value::from("chat"), &Value::from(true))
+    );
+    assert_eq!(ctx["aiperf_version"], env!("CARGO_PKG_VERSION"));
+    let load = &ctx["load"];
+    assert_eq!(
+        (&load["mode"], &load["concurrency"], &load["request_count"]),
+        (
+            &Value::from("concurrency"),
+            &Value::from(2),
+            &Value::from(REQUESTS)
+        ),
+        "{load}"
+    );
+    assert_eq!(ctx["warmup"]["request_count"], 2, "{}", ctx["warmup"]);
+    let dir = s.artifacts().display().to_string();
+    assert_eq!(ctx["artifact_dir"], dir.as_str());
+    assert_eq!(rec["env"]["AIPERF_ARTIFACT_DIR"], dir.as_str());
+    assert_eq!(rec["artifact_dir_exists"], true);
+    assert_eq!(ctx["input_config"], export["input_config"]);
+    // benchmark_start carries the same context; other hooks none.
+    let events = rec["events"].as_array().expect("events");
+    let hooks: Vec<&str> = events.iter().map(|e| e["hook"].as_str().unwrap()).collect();
+    assert_eq!(
+        hooks,
+        ["benchmark_start", "phase_complete", "phase_complete"]
+    );
+    assert_eq!(&events[0]["context"], ctx);
+    assert!(events[1..].iter().all(|e| e["context"].is_null()));
 }
