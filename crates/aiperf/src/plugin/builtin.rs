@@ -29,12 +29,22 @@ impl std::fmt::Debug for BuiltinPlugin {
     }
 }
 
-pub const BUILTINS: &[BuiltinPlugin] = &[BuiltinPlugin {
-    name: "event_log",
-    description: "appends every lifecycle event to a file (JSON lines, or text with format: text)",
-    config_schema: event_log_schema,
-    build: EventLog::build,
-}];
+pub const BUILTINS: &[BuiltinPlugin] = &[
+    BuiltinPlugin {
+        name: "event_log",
+        description:
+            "appends every lifecycle event to a file (JSON lines, or text with format: text)",
+        config_schema: event_log_schema,
+        build: EventLog::build,
+    },
+    BuiltinPlugin {
+        name: "prometheus",
+        description:
+            "pushes each phase's counts and latency statistics to a Prometheus Pushgateway",
+        config_schema: super::prometheus::schema,
+        build: super::prometheus::Prometheus::build,
+    },
+];
 
 pub fn find(name: &str) -> Option<&'static BuiltinPlugin> {
     BUILTINS

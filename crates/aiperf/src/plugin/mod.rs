@@ -8,6 +8,7 @@
 pub mod builtin;
 pub mod discovery;
 pub mod process;
+pub mod prometheus;
 mod spec;
 
 pub use spec::{DisabledReason, PluginEntry, PluginsSection};

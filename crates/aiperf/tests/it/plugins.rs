@@ -1482,3 +1482,234 @@ fn an_external_plugin_gets_the_run_context() {
     assert_eq!(&events[0]["context"], ctx);
     assert!(events[1..].iter().all(|e| e["context"].is_null()));
 }
+
+// =====================================================================================
+// Built-in `prometheus` against a real Pushgateway
+// =====================================================================================
+
+/// Debian's `prometheus-pushgateway` (`.ci/run` installs it).
+const PUSHGATEWAY: &str = "/usr/bin/prometheus-pushgateway";
+
+/// A Pushgateway of our own on a free 127.0.0.1 port, killed when dropped.
+struct Pushgateway {
+    child: std::process::Child,
+    port: u16,
+}
+
+/// A port nobody listens on (just released by the OS).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// `METHOD path` on 127.0.0.1:port, HTTP/1.0: (status, body); `None` when nobody answers.
+fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Some((status, body.to_string()))
+}
+
+impl Pushgateway {
+    fn start() -> Self {
+        assert!(
+            Path::new(PUSHGATEWAY).is_file(),
+            "{PUSHGATEWAY} is missing: `apt-get install -y prometheus-pushgateway` (as .ci/run does)"
+        );
+        let port = free_port();
+        let child = std::process::Command::new(PUSHGATEWAY)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the Pushgateway");
+        let gw = Self { child, port };
+        // Bounded wait for it to listen (a hang, not slowness, fails the test).
+        let deadline = Instant::now() + DEFAULT_DEADLINE;
+        while http(port, "GET", "/-/ready").map(|r| r.0) != Some(200) {
+            assert!(
+                Instant::now() < deadline,
+                "the Pushgateway never became ready"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        gw
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The groups of `/api/v1/metrics`.
+    fn groups(&self) -> Vec<Value> {
+        let (status, body) = http(self.port, "GET", "/api/v1/metrics").expect("Pushgateway up");
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).expect("JSON");
+        v["data"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The group whose grouping labels include every `(name, value)`.
+    fn group(&self, labels: &[(&str, &str)]) -> Option<Value> {
+        self.groups()
+            .into_iter()
+            .find(|g| labels.iter().all(|(k, v)| g["labels"][k] == *v))
+    }
+}
+
+impl Drop for Pushgateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A pushed gauge's one sample: (its labels, its value).
+fn sample(group: &Value, metric: &str, stat: Option<&str>) -> (Value, f64) {
+    let samples = group[metric]["metrics"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {metric} in the group: {group}"));
+    let s = samples
+        .iter()
+        .find(|s| stat.is_none_or(|st| s["labels"]["stat"] == st))
+        .unwrap_or_else(|| panic!("no {metric} {stat:?}: {samples:?}"));
+    let value = s["value"].as_str().and_then(|v| v.parse().ok());
+    (s["labels"].clone(), value.expect("a numeric value"))
+}
+
+/// `prometheus` pushes each phase to its own group: the request counts equal the run's,
+/// labelled with model, endpoint type and run id, the latency statistics as gauges; the
+/// group stays after the run (`delete_on_finish` is false by default).
+#[test]
+fn prometheus_pushes_each_phase_to_a_real_pushgateway() {
+    let _gate = support::shared();
+    let gw = Pushgateway::start();
+    let s = Scenario::new();
+    let yaml = format!(
+        "  prometheus:\n    endpoint: {}\n    job_name: aiperf_it\n    grouping:\n      team: ml perf\n",
+        gw.url()
+    );
+    let out = s.profile(&yaml, &["--warmup-request-count", "2", "--strict-plugins"]);
+    out.expect_code(0);
+    out.assert_no_plugin_warnings();
+    let export = s.export(&out);
+    let p = &export["plugins"]["prometheus"];
+    assert_eq!(p["status"], "active", "{p}");
+    assert_eq!(p["hooks"]["phase_complete"]["calls"], 2, "{p}");
+    assert_eq!(p["hooks"]["phase_complete"]["errors"], 0, "{p}");
+    assert_eq!(p["hooks"]["benchmark_complete"]["errors"], 0, "{p}");
+
+    let want = [("job", "aiperf_it"), ("team", "ml perf")];
+    let profiling = gw
+        .group(&[want[0], want[1], ("phase", "profiling")])
+        .unwrap_or_else(|| panic!("no profiling group: {:?}", gw.groups()));
+    let (labels, completed) = sample(&profiling, "aiperf_requests_completed", None);
+    assert_eq!(completed as u64, request_count(&export));
+    assert_eq!(completed as u64, REQUESTS);
+    assert_eq!(labels["model"], "plugin-test-model", "{labels}");
+    assert_eq!(labels["endpoint_type"], "chat");
+    assert_eq!(labels["run_id"], export["benchmark_id"]);
+    assert_eq!(labels["phase"], "profiling");
+    assert_eq!(
+        sample(&profiling, "aiperf_request_count", None).1 as u64,
+        REQUESTS
+    );
+    assert_eq!(sample(&profiling, "aiperf_requests_in_flight", None).1, 0.0);
+    let ttft = export["time_to_first_token"]["p50"]
+        .as_f64()
+        .expect("ttft p50");
+    let pushed = sample(&profiling, "aiperf_time_to_first_token", Some("p50")).1;
+    assert!(
+        (pushed - ttft).abs() <= 1e-9 * ttft.abs().max(1.0),
+        "{pushed} vs {ttft}"
+    );
+    for stat in ["avg", "p90", "p99"] {
+        sample(&profiling, "aiperf_request_latency", Some(stat));
+        sample(&profiling, "aiperf_inter_token_latency", Some(stat));
+    }
+    assert_eq!(sample(&profiling, "aiperf_benchmark_complete", None).1, 1.0);
+    let warmup = gw
+        .group(&[want[0], ("phase", "warmup")])
+        .expect("a warmup group");
+    assert_eq!(sample(&warmup, "aiperf_requests_completed", None).1, 2.0);
+}
+
+/// `delete_on_finish: true` deletes the groups at the end; a Pushgateway that is down is a
+/// counted hook error, the run goes on (exit 0), and `--strict-plugins` fails it.
+#[test]
+fn prometheus_deletes_on_finish_and_survives_a_dead_pushgateway() {
+    let _gate = support::shared();
+    let gw = Pushgateway::start();
+    let s = Scenario::new();
+    let yaml = format!(
+        "  prometheus:\n    endpoint: {}\n    job_name: aiperf_gone\n    delete_on_finish: true\n",
+        gw.url()
+    );
+    let out = s.profile(&yaml, &[]);
+    out.expect_code(0);
+    assert_eq!(
+        s.export(&out)["plugins"]["prometheus"]["hooks"]["phase_complete"]["errors"],
+        0
+    );
+    assert!(
+        gw.group(&[("job", "aiperf_gone")]).is_none(),
+        "deleted at the end: {:?}",
+        gw.groups()
+    );
+
+    let dead = format!(
+        "  prometheus:\n    endpoint: http://127.0.0.1:{}\n    push_timeout_seconds: 2\n",
+        free_port()
+    );
+    let out = s.profile(&dead, &[]);
+    out.expect_code(0);
+    let export = s.export(&out);
+    assert_eq!(request_count(&export), REQUESTS);
+    let p = &export["plugins"]["prometheus"];
+    assert_eq!(p["status"], "active", "{p}");
+    assert_eq!(p["hooks"]["phase_complete"]["errors"], 1, "{p}");
+    assert!(
+        out.stderr.contains("push to http://127.0.0.1:"),
+        "{}",
+        out.show()
+    );
+    let out = s.profile(&dead, &["--strict-plugins"]);
+    out.expect_code(1);
+}
+
+/// The seed's `plugins:` block as written (datadog, prometheus, custom_monitor), with the
+/// Pushgateway's address: every plugin is active and the Pushgateway holds the run.
+#[test]
+fn the_seed_config_runs_with_every_plugin_active() {
+    let _gate = support::shared();
+    let gw = Pushgateway::start();
+    let s = Scenario::new()
+        .with_python()
+        .env("DATADOG_API_KEY", "seed-test-key-1234");
+    let yaml = format!(
+        "  datadog:\n    api_key: ${{DATADOG_API_KEY}}  # From env var\n    site: datadoghq.com\n    tags:\n      - benchmark:llm\n      - env:production\n\n  prometheus:\n    endpoint: {}\n    job_name: aiperf_benchmark\n\n  custom_monitor:\n    enabled: true\n    log_level: INFO\n",
+        gw.url()
+    );
+    let out = s.profile(&yaml, &["--strict-plugins"]);
+    out.expect_code(0);
+    out.assert_no_plugin_warnings();
+    let export = s.export(&out);
+    for name in ["datadog", "prometheus", "custom_monitor"] {
+        assert_eq!(
+            export["plugins"][name]["status"], "active",
+            "{name}: {}",
+            export["plugins"]
+        );
+    }
+    let g = gw
+        .group(&[("job", "aiperf_benchmark"), ("phase", "profiling")])
+        .unwrap_or_else(|| panic!("no group: {:?}", gw.groups()));
+    assert_eq!(
+        sample(&g, "aiperf_requests_completed", None).1 as u64,
+        request_count(&export)
+    );
+}
