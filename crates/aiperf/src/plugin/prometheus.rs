@@ -263,7 +263,7 @@ impl Prometheus {
             .authorize(req)
             .send()
             .await
-            .map_err(|e| fail(reqwest_error(&e)))?;
+            .map_err(|e| fail(reqwest_error(e)))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());
@@ -291,14 +291,15 @@ impl Prometheus {
     }
 }
 
-/// A reqwest error with its causes (`error sending request: connection refused`).
-fn reqwest_error(e: &reqwest::Error) -> String {
-    let mut text = if e.is_timeout() {
-        "timed out".to_string()
-    } else {
-        e.to_string()
-    };
-    let mut source = std::error::Error::source(e);
+/// A reqwest error with its causes, without the URL (the message names it already):
+/// `error sending request: client error (Connect): tcp connect error: Connection refused`.
+fn reqwest_error(e: reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".to_string();
+    }
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         let _ = write!(text, ": {s}");
         source = s.source();
@@ -426,5 +427,45 @@ mod tests {
         assert!(!body.contains("aiperf_benchmark_complete"));
         let end = p.body(None, None, true);
         assert!(end.contains(&format!("aiperf_benchmark_complete{{{labels}}} 1")));
+    }
+
+    /// Serves one request on a local socket: its head (lower-cased), after answering 200.
+    async fn capture_one(listener: tokio::net::TcpListener) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = sock.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&buf).to_lowercase()
+    }
+
+    #[tokio::test]
+    async fn basic_auth_and_post_reach_the_gateway() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(capture_one(listener));
+        let mut p = plugin(json!({
+            "endpoint": format!("http://127.0.0.1:{port}"),
+            "username": "u",
+            "password": "p",
+            "method": "post",
+        }));
+        p.push("profiling", "x 1\n".into()).await.unwrap();
+        let head = server.await.unwrap();
+        assert!(
+            head.starts_with("post /metrics/job/aiperf_benchmark/phase/profiling "),
+            "{head}"
+        );
+        // base64("u:p")
+        assert!(head.contains("authorization: basic dtpw"), "{head}");
     }
 }

@@ -1679,6 +1679,33 @@ fn prometheus_deletes_on_finish_and_survives_a_dead_pushgateway() {
     );
     let out = s.profile(&dead, &["--strict-plugins"]);
     out.expect_code(1);
+
+    // A 4xx answer (a wrong base path: the gateway says 404), and a gateway that never
+    // answers (cut off by push_timeout_seconds): counted, reported, the run goes on.
+    let slow = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let slow_port = slow.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in slow.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    for (endpoint, says) in [
+        (format!("{}/not/here", gw.url()), "HTTP 404"),
+        (format!("http://127.0.0.1:{slow_port}"), "timed out"),
+    ] {
+        let yaml =
+            format!("  prometheus:\n    endpoint: {endpoint}\n    push_timeout_seconds: 1\n");
+        let out = s.profile(&yaml, &[]);
+        out.expect_code(0);
+        let export = s.export(&out);
+        assert_eq!(request_count(&export), REQUESTS);
+        let p = &export["plugins"]["prometheus"];
+        assert_eq!(p["status"], "active", "{p}");
+        assert_eq!(p["hooks"]["phase_complete"]["errors"], 1, "{p}");
+        assert_eq!(p["hooks"]["benchmark_complete"]["errors"], 1, "{p}");
+        assert!(out.stderr.contains(says), "{says}:\n{}", out.show());
+    }
 }
 
 /// The seed's `plugins:` block as written (datadog, prometheus, custom_monitor), with the
