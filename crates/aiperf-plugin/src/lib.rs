@@ -60,7 +60,8 @@ pub mod protocol;
 pub mod sdk;
 
 pub use protocol::{
-    decode_line, encode_line, Event, Hook, HostMessage, PhaseStats, PluginMessage, PROTOCOL_VERSION,
+    decode_line, encode_line, Event, Hook, HostMessage, LoadContext, PhaseStats, PluginMessage,
+    RunContext, PROTOCOL_VERSION,
 };
 pub use sdk::*;
 pub use serde_json::Value;

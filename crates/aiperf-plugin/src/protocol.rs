@@ -205,6 +205,69 @@ pub struct PhaseStats {
     pub max_send_lag_ms: Option<f64>,
 }
 
+// ---------------------------------------------------------------------------------------------
+// RunContext
+// ---------------------------------------------------------------------------------------------
+
+/// The run a plugin takes part in: sent once in `configure` (see [`HostMessage::Configure`])
+/// and again in the `benchmark_start` event ([`Event::context`]).
+///
+/// Every field has a default and unknown fields are ignored, so a plugin built against this
+/// version reads a newer host's context, and an older host's messages (no context) decode.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunContext {
+    /// The run's id, a UUID v4: the report's `benchmark_id`.
+    pub run_id: String,
+    /// The version of aiperf running the benchmark.
+    pub aiperf_version: String,
+    /// The model names requests carry (`--model`).
+    pub models: Vec<String>,
+    /// The URLs requests go to; for `--url mock`, the built-in mock's real address.
+    pub urls: Vec<String>,
+    /// `chat`, `completions`, `embeddings`, `responses` or `template`.
+    pub endpoint_type: String,
+    /// The path requests are sent to (`/v1/chat/completions`, ...).
+    pub endpoint_path: String,
+    /// Whether responses are streamed (SSE).
+    pub streaming: bool,
+    /// The directory the run's artifacts go to, absolute. It exists from `benchmark_start` on.
+    pub artifact_dir: String,
+    /// The profiling phase's load.
+    pub load: LoadContext,
+    /// The warmup phase's load; `None` without a warmup.
+    pub warmup: Option<LoadContext>,
+    /// The resolved config, secrets redacted: the report's `input_config`, exactly.
+    pub input_config: Value,
+}
+
+/// How one phase loads the server.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoadContext {
+    /// `"concurrency"` (closed loop: each worker sends its next request when the last one
+    /// finished), `"request_rate"` (open loop) or `"fixed_schedule"` (a trace's timestamps).
+    pub mode: String,
+    /// Closed loop: the number of workers. Open loop: the cap on requests in flight, if any.
+    pub concurrency: Option<u64>,
+    /// Requests per second (`request_rate` mode).
+    pub request_rate: Option<f64>,
+    /// The arrival process of `request_rate` mode: `"poisson"`, `"constant"` or `"gamma"`.
+    pub arrival_pattern: Option<String>,
+    /// The requests the phase sends (every turn counts); `None` when bounded otherwise.
+    pub request_count: Option<u64>,
+    /// The conversations the phase starts, when a conversation count bounds it.
+    pub conversation_count: Option<u64>,
+    /// The phase's duration limit in seconds, when time bounds it.
+    pub duration_sec: Option<f64>,
+    /// How long in-flight requests may finish after a time-bounded phase, in seconds.
+    pub grace_period_sec: f64,
+    /// Ramp of the concurrency (closed loop) or of its cap (open loop), in seconds.
+    pub concurrency_ramp_sec: Option<f64>,
+    /// Ramp of the request rate, in seconds.
+    pub request_rate_ramp_sec: Option<f64>,
+}
+
 /// A hook firing, delivered to the plugin; it must be answered with an [`PluginMessage::Ack`]
 /// carrying the same `id`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -219,6 +282,10 @@ pub struct Event {
     /// Metric summary (shape of `profile_export_aiperf.json`) on `phase_complete` and
     /// `benchmark_complete`; `None` (JSON `null`) otherwise.
     pub summary: Option<Value>,
+    /// The run's context on `benchmark_start` (the same as in `configure`); absent (omitted
+    /// on the wire) on every other hook, and from hosts that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Box<RunContext>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -241,9 +308,13 @@ pub enum HostMessage {
         plugin_name: String,
     },
     /// The plugin's config section. A missing `config` field decodes as JSON `null`.
+    /// `context` is the run's context (omitted when `None`: `aiperf plugins check`, which
+    /// has no run, and hosts that predate it).
     Configure {
         #[serde(default)]
         config: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        context: Option<Box<RunContext>>,
     },
     /// A hook firing; answer with an `ack`.
     Event(Event),
@@ -387,6 +458,7 @@ mod tests {
         });
         round_trip_host(HostMessage::Configure {
             config: json!({"api_key": "k", "nested": {"a": [1, 2]}}),
+            context: None,
         });
         round_trip_host(HostMessage::Event(Event {
             id: 3,
@@ -394,6 +466,7 @@ mod tests {
             phase: Some("profiling".into()),
             stats: Some(sample_stats()),
             summary: Some(json!({"request_latency": {"unit": "ms", "avg": 1.5, "p50": 1.2}})),
+            context: None,
         }));
         round_trip_host(HostMessage::Event(Event {
             id: 1,
@@ -401,6 +474,7 @@ mod tests {
             phase: None,
             stats: None,
             summary: None,
+            context: None,
         }));
         round_trip_host(HostMessage::Shutdown);
     }
@@ -456,6 +530,7 @@ mod tests {
             phase: None,
             stats: None,
             summary: None,
+            context: None,
         }))
         .unwrap();
         assert_eq!(
@@ -538,7 +613,13 @@ mod tests {
         assert_eq!(m, HostMessage::Shutdown);
         let m: HostMessage =
             decode_line(r#"{"type":"configure","config":{},"extra":[1]}"#).unwrap();
-        assert_eq!(m, HostMessage::Configure { config: json!({}) });
+        assert_eq!(
+            m,
+            HostMessage::Configure {
+                config: json!({}),
+                context: None,
+            }
+        );
         let m: PluginMessage = decode_line(r#"{"type":"configured","took_ms":3}"#).unwrap();
         assert_eq!(m, PluginMessage::Configured);
         let m: PluginMessage =
@@ -569,6 +650,7 @@ mod tests {
                 phase: None,
                 stats: None,
                 summary: None,
+                context: None,
             })
         );
     }
@@ -632,5 +714,55 @@ mod tests {
         line.push_str("\"}");
         let err = decode_line::<PluginMessage>(&line).unwrap_err();
         assert!(err.to_string().contains("limit"), "{err}");
+    }
+
+    #[test]
+    fn the_run_context_is_optional_and_tolerant() {
+        let ctx = RunContext {
+            run_id: "0b5e".into(),
+            aiperf_version: "0.1.0".into(),
+            models: vec!["m".into()],
+            urls: vec!["http://127.0.0.1:1".into()],
+            endpoint_type: "chat".into(),
+            endpoint_path: "/v1/chat/completions".into(),
+            streaming: true,
+            artifact_dir: "/tmp/a".into(),
+            load: LoadContext {
+                mode: "concurrency".into(),
+                concurrency: Some(4),
+                request_count: Some(10),
+                ..LoadContext::default()
+            },
+            warmup: None,
+            input_config: json!({"endpoint": {"model_names": ["m"]}}),
+        };
+        round_trip_host(HostMessage::Configure {
+            config: json!({"a": 1}),
+            context: Some(Box::new(ctx.clone())),
+        });
+        round_trip_host(HostMessage::Event(Event {
+            id: 1,
+            hook: Hook::BenchmarkStart,
+            phase: None,
+            stats: None,
+            summary: None,
+            context: Some(Box::new(ctx)),
+        }));
+        // An older host sends none; a newer one may add fields or leave some out.
+        let m: HostMessage = decode_line(r#"{"type":"configure","config":{}}"#).unwrap();
+        assert!(matches!(m, HostMessage::Configure { context: None, .. }));
+        let m: HostMessage = decode_line(
+            r#"{"type":"configure","config":{},"context":{"run_id":"r","future":{"x":1},
+                "load":{"mode":"request_rate","request_rate":2.5,"later":true}}}"#,
+        )
+        .unwrap();
+        let HostMessage::Configure {
+            context: Some(c), ..
+        } = m
+        else {
+            panic!("{m:?}")
+        };
+        assert_eq!((c.run_id.as_str(), c.load.request_rate), ("r", Some(2.5)));
+        assert_eq!((c.models.len(), c.warmup.is_none()), (0, true));
     }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde_json::Value;
 
 use crate::protocol::{
-    decode_line, encode_line, Event, Hook, HostMessage, PluginMessage, MAX_LINE_BYTES,
+    decode_line, encode_line, Event, Hook, HostMessage, PluginMessage, RunContext, MAX_LINE_BYTES,
     PROTOCOL_VERSION,
 };
 
@@ -38,6 +38,20 @@ pub trait Plugin {
     fn configure(&mut self, config: Value) -> Result<(), String> {
         let _ = config;
         Ok(())
+    }
+
+    /// Receives the config section with the run's [`RunContext`] (run id, models, URLs,
+    /// load, artifact directory, resolved config); `context` is `None` when the host has no
+    /// run (`aiperf plugins check`) or predates it. The default calls
+    /// [`Plugin::configure`]: override this one to keep the context. The `benchmark_start`
+    /// event carries the same context in [`Event::context`].
+    fn configure_with_context(
+        &mut self,
+        config: Value,
+        context: Option<RunContext>,
+    ) -> Result<(), String> {
+        let _ = context;
+        self.configure(config)
     }
 
     /// Handles one event. `Err(msg)` (or a panic) is reported to the host as a hook error; the
@@ -343,8 +357,10 @@ where
                 send(&mut writer, &handshake)?;
                 after_handshake();
             }
-            HostMessage::Configure { config } => {
-                let (result, logs) = run_callback("configure", || plugin.configure(config));
+            HostMessage::Configure { config, context } => {
+                let (result, logs) = run_callback("configure", || {
+                    plugin.configure_with_context(config, context.map(|c| *c))
+                });
                 send_logs(&mut writer, logs)?;
                 let reply = match result {
                     Ok(()) => PluginMessage::Configured,
@@ -437,6 +453,7 @@ mod tests {
             phase: phase.map(str::to_owned),
             stats: None,
             summary: None,
+            context: None,
         }))
     }
 
@@ -461,6 +478,7 @@ mod tests {
         let mut input = hello(&[1]);
         input += &encode_line(&HostMessage::Configure {
             config: json!({"key": "k"}),
+            context: None,
         });
         input += &event(1, Hook::PhaseStart, Some("warmup"));
         input += &event(2, Hook::PhaseComplete, Some("panic"));
@@ -588,9 +606,11 @@ mod tests {
         let mut input = hello(&[1]);
         input += &encode_line(&HostMessage::Configure {
             config: json!({"key": "bad"}),
+            context: None,
         });
         input += &encode_line(&HostMessage::Configure {
             config: json!({"key": "panic"}),
+            context: None,
         });
         let (result, msgs) = run(&input);
         result.unwrap();
@@ -693,5 +713,79 @@ mod tests {
         // Goes to stderr (no serve running on this thread, stdout protocol inactive).
         log(LogLevel::Info, "hello from a test");
         assert_eq!(LogLevel::Warning.to_string(), "warning");
+    }
+
+    /// A plugin that keeps the context it is configured with and logs what it got.
+    struct ContextPlugin;
+
+    impl Plugin for ContextPlugin {
+        fn name(&self) -> &str {
+            "ctx"
+        }
+        fn version(&self) -> &str {
+            "0"
+        }
+        fn hooks(&self) -> Vec<Hook> {
+            vec![Hook::BenchmarkStart]
+        }
+        fn configure_with_context(
+            &mut self,
+            _config: Value,
+            context: Option<RunContext>,
+        ) -> Result<(), String> {
+            let id = context.map_or("none".to_owned(), |c| c.run_id);
+            log(LogLevel::Info, format!("configured for {id}"));
+            Ok(())
+        }
+        fn on_event(&mut self, event: &Event) -> Result<(), String> {
+            let model = event.context.as_ref().map(|c| c.models.join(","));
+            log(LogLevel::Info, format!("start {model:?}"));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_context_reaches_configure_and_benchmark_start() {
+        let ctx = RunContext {
+            run_id: "run-1".into(),
+            models: vec!["m".into()],
+            ..RunContext::default()
+        };
+        let mut input = hello(&[1]);
+        input += &encode_line(&HostMessage::Configure {
+            config: json!({}),
+            context: Some(Box::new(ctx.clone())),
+        });
+        // An older host: no context.
+        input += &encode_line(&HostMessage::Configure {
+            config: json!({}),
+            context: None,
+        });
+        input += &encode_line(&HostMessage::Event(Event {
+            id: 1,
+            hook: Hook::BenchmarkStart,
+            phase: None,
+            stats: None,
+            summary: None,
+            context: Some(Box::new(ctx)),
+        }));
+        let mut out = Vec::new();
+        serve_io(ContextPlugin, Cursor::new(input.into_bytes()), &mut out).unwrap();
+        let logs: Vec<String> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .filter_map(|l| match decode_line::<PluginMessage>(l).unwrap() {
+                PluginMessage::Log { message, .. } => Some(message),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            logs,
+            [
+                "configured for run-1",
+                "configured for none",
+                "start Some(\"m\")"
+            ]
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! One benchmark run, end to end, in steps: `prepare` (tokenizer, mock, dataset, fixed
-//! schedule, artifacts, record processor, transport), [`phase_specs`] (what each phase does,
-//! from the config alone), `run_phases`, `wind_down` (plugins, JSONL, mock), `report`, then
-//! the files and the console.
+//! schedule), [`phase_specs`] (what each phase does, from the config alone), [`run_context`]
+//! (what the plugins learn about the run) and the plugins started, `start` (readiness,
+//! artifacts, record processor, transport), `run_phases`, `wind_down` (plugins, JSONL, mock),
+//! `report`, then the files and the console.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,7 +10,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aiperf_plugin::{Hook, PhaseStats};
+use aiperf_plugin::{Hook, LoadContext, PhaseStats};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +24,7 @@ use crate::export::{self, jsonl::JsonlWriter, OutputSpec, RunReport, UiType};
 use crate::metrics::processor::RecordProcessor;
 use crate::metrics::{MetricValue, PhaseKind, PhaseSummary};
 use crate::mock::{is_mock_url, InProcessMock, MockConfig};
-use crate::plugin::{HookRegistry, PluginsReport};
+use crate::plugin::{HookRegistry, PluginsReport, Redactor};
 use crate::readiness;
 use crate::timing::health::HealthMonitor;
 use crate::timing::{
@@ -36,7 +37,8 @@ use crate::transport::Transport;
 /// How a run ended, for the exit code.
 #[derive(Debug)]
 pub struct RunOutcome {
-    pub report: RunReport,
+    /// `None` when the run stopped before its first phase (`--strict-plugins`).
+    pub report: Option<RunReport>,
     /// 0: success; 1: every request failed or a strict check failed.
     pub exit_code: u8,
 }
@@ -142,18 +144,36 @@ async fn load_tokenizer(spec: &mut TokenizerSpec) -> Result<Tokenizer> {
     Ok(loaded.tokenizer)
 }
 
-/// Runs a benchmark. `hooks` receives the lifecycle events.
-pub async fn run(cfg: BenchmarkConfig, hooks: HookRegistry) -> Result<RunOutcome> {
+/// Runs a benchmark: prepares it, starts the plugins (with the run's context) and sends them
+/// the lifecycle events. `redactor` hides secrets in what the plugins print.
+pub async fn run(cfg: BenchmarkConfig, redactor: &Redactor) -> Result<RunOutcome> {
     let clock = Clock::new();
     let Prepared {
         cfg,
-        ctx,
-        mut processor,
+        dataset,
+        tokenizer,
         mock,
         trace,
         profiling_count,
     } = prepare(cfg, clock).await?;
     let specs = phase_specs(&cfg, profiling_count, trace);
+    // Every usage error could have been found by now, and nothing was written or sent.
+    let run_ctx = Arc::new(run_context(&cfg, &specs, uuid::Uuid::new_v4().to_string()));
+    let hooks = HookRegistry::load(&cfg.plugins, redactor, run_ctx.clone()).await;
+    if cfg.plugins.strict {
+        if let Some(why) = hooks.startup_failure() {
+            hooks.finish().await;
+            if let Some(m) = mock {
+                m.stop().await;
+            }
+            eprintln!("error: --strict-plugins: {why}");
+            return Ok(RunOutcome {
+                report: None,
+                exit_code: 1,
+            });
+        }
+    }
+    let (ctx, mut processor) = start(&cfg, dataset, tokenizer, clock).await?;
     stop_on_sink_failure(&processor, &ctx.stop_sending);
     let health = HealthMonitor::start();
     let run_start = clock.now_ns();
@@ -177,7 +197,7 @@ pub async fn run(cfg: BenchmarkConfig, hooks: HookRegistry) -> Result<RunOutcome
         jsonl_error,
         aborted: abort.get().cloned(),
     };
-    let report = report(&cfg, times, phases, plugins, health, &ending);
+    let report = report(&cfg, &run_ctx, times, phases, plugins, health, &ending);
     let dir = &cfg.output.artifact_directory;
     // The console summary is printed even when the files cannot be written: on a full
     // disk it is all that is left of the run.
@@ -199,7 +219,79 @@ pub async fn run(cfg: BenchmarkConfig, hooks: HookRegistry) -> Result<RunOutcome
     );
     failures.extend(lost_requests(&report, ending.was_cancelled));
     let exit_code = finish_console(&console, dir, &report, &failures);
-    Ok(RunOutcome { report, exit_code })
+    Ok(RunOutcome {
+        report: Some(report),
+        exit_code,
+    })
+}
+
+/// What the plugins learn about the run (in `configure` and `benchmark_start`): its id (the
+/// report's `benchmark_id`), models, URLs (the in-process mock's real address), endpoint,
+/// each phase's load from `specs`, the artifact directory, aiperf's version, and the config
+/// as the report's `input_config` (secrets redacted). `cfg` is the prepared config.
+pub fn run_context(
+    cfg: &BenchmarkConfig,
+    specs: &[PhaseSpec],
+    run_id: String,
+) -> aiperf_plugin::RunContext {
+    let load = |kind| specs.iter().find(|s| s.kind == kind).map(load_context);
+    let dir = &cfg.output.artifact_directory;
+    let name = |v: Value| v.as_str().unwrap_or_default().to_string();
+    aiperf_plugin::RunContext {
+        run_id,
+        aiperf_version: env!("CARGO_PKG_VERSION").to_string(),
+        models: cfg.endpoint.models.clone(),
+        urls: cfg.endpoint.urls.clone(),
+        endpoint_type: name(serde_json::to_value(cfg.endpoint.endpoint_type).unwrap_or_default()),
+        endpoint_path: cfg.endpoint.path.clone(),
+        streaming: cfg.endpoint.streams(),
+        artifact_dir: std::path::absolute(dir)
+            .unwrap_or_else(|_| dir.clone())
+            .display()
+            .to_string(),
+        load: load(PhaseKind::Profiling).unwrap_or_default(),
+        warmup: load(PhaseKind::Warmup),
+        input_config: serde_json::to_value(cfg).unwrap_or_default(),
+    }
+}
+
+/// One phase's load, as the run context gives it.
+fn load_context(spec: &PhaseSpec) -> LoadContext {
+    let secs = |d: Duration| d.as_secs_f64();
+    let cap_of = |cap: &Option<ConcurrencyCap>| {
+        (
+            cap.as_ref().map(|c| c.limit as u64),
+            cap.as_ref().and_then(|c| c.ramp).map(secs),
+        )
+    };
+    let mut l = LoadContext {
+        request_count: spec.request_count,
+        conversation_count: spec.session_count,
+        duration_sec: spec.duration.map(secs),
+        grace_period_sec: secs(spec.grace_period),
+        ..LoadContext::default()
+    };
+    match &spec.load {
+        PhaseLoad::ClosedLoop { concurrency, ramp } => {
+            l.mode = "concurrency".into();
+            l.concurrency = Some(*concurrency as u64);
+            l.concurrency_ramp_sec = ramp.map(secs);
+        }
+        PhaseLoad::Rate { rate, cap } => {
+            l.mode = "request_rate".into();
+            l.request_rate = Some(rate.rate);
+            l.arrival_pattern = serde_json::to_value(rate.mode)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string));
+            l.request_rate_ramp_sec = rate.ramp.map(secs);
+            (l.concurrency, l.concurrency_ramp_sec) = cap_of(cap);
+        }
+        PhaseLoad::Trace { cap, .. } => {
+            l.mode = "fixed_schedule".into();
+            (l.concurrency, l.concurrency_ramp_sec) = cap_of(cap);
+        }
+    }
+    l
 }
 
 /// How the run ended, beyond its phases' results.
@@ -287,26 +379,41 @@ fn lost(stats: &PhaseStats, recorded: u64, was_cancelled: bool) -> Option<String
     })
 }
 
-/// Everything a run needs before its first phase.
+/// What a run is made of, before the plugins start: nothing written or sent yet.
 struct Prepared {
-    /// With the in-process mock's address in place of `mock`.
+    /// With the in-process mock's address in place of `mock`, and the tokenizer used.
     cfg: BenchmarkConfig,
-    ctx: Arc<RunContext>,
-    processor: RecordProcessor,
+    dataset: Dataset,
+    tokenizer: Tokenizer,
     mock: Option<InProcessMock>,
     trace: Option<Arc<Trace>>,
     profiling_count: Option<u64>,
 }
 
-/// Tokenizer and mock, dataset, fixed schedule, readiness (`--wait-for-model-timeout`),
-/// artifact directory (`inputs.json`, the JSONL opened), record processor, transport, signal
-/// handler.
+/// Tokenizer and mock, dataset, fixed schedule.
 async fn prepare(mut cfg: BenchmarkConfig, clock: Clock) -> Result<Prepared> {
     let (tokenizer, mock) = tokenizer_and_mock(&mut cfg, clock).await?;
     let dataset = build_dataset(&cfg, &tokenizer, clock).await?;
     let trace = fixed_schedule(&cfg, &dataset)?;
     let profiling_count = profiling_count(&cfg, trace.as_deref());
-    // After every usage error could have been found, before anything is written or sent.
+    Ok(Prepared {
+        cfg,
+        dataset,
+        tokenizer,
+        mock,
+        trace,
+        profiling_count,
+    })
+}
+
+/// Readiness (`--wait-for-model-timeout`), artifact directory (`inputs.json`, the JSONL
+/// opened), record processor, transport, signal handler.
+async fn start(
+    cfg: &BenchmarkConfig,
+    dataset: Dataset,
+    tokenizer: Tokenizer,
+    clock: Clock,
+) -> Result<(Arc<RunContext>, RecordProcessor)> {
     readiness::wait(&cfg.endpoint, &dataset.shape, &cfg.endpoint.urls).await?;
     let jsonl = open_artifacts(&cfg.output, &dataset, clock)?;
     let processor = RecordProcessor::start(
@@ -343,14 +450,7 @@ async fn prepare(mut cfg: BenchmarkConfig, clock: Clock) -> Result<Prepared> {
         stop_sending,
         cancel_in_flight: CancellationToken::new(),
     });
-    Ok(Prepared {
-        cfg,
-        ctx,
-        processor,
-        mock,
-        trace,
-        profiling_count,
-    })
+    Ok((ctx, processor))
 }
 
 /// Loads the tokenizer on a blocking thread while the in-process mock (`--url mock`)
@@ -690,6 +790,7 @@ async fn wind_down(
 /// The run's report: the phases' results, the client-health verdict, the warnings.
 fn report(
     cfg: &BenchmarkConfig,
+    run_ctx: &aiperf_plugin::RunContext,
     (start_time, end_time): (String, String),
     phases: PhaseResults,
     plugins: PluginsReport,
@@ -717,8 +818,8 @@ fn report(
         ));
     }
     RunReport {
-        benchmark_id: uuid::Uuid::new_v4().to_string(),
-        input_config: serde_json::to_value(cfg).unwrap_or_default(),
+        benchmark_id: run_ctx.run_id.clone(),
+        input_config: run_ctx.input_config.clone(),
         profiling,
         warmup: phases.warmup,
         was_cancelled,
@@ -1216,5 +1317,97 @@ mod tests {
             ..stats
         };
         assert_eq!(lost(&timed_out, 9, false), None);
+    }
+
+    /// The run context from a config: the prepared config's URLs and models, each phase's
+    /// load as `phase_specs` makes it, and `input_config` exactly as the report writes it.
+    #[test]
+    fn the_run_context_describes_the_run_from_its_config() {
+        let mut c = cfg(&[
+            "--streaming",
+            "--request-rate",
+            "12.5",
+            "--request-rate-mode",
+            "constant",
+            "--concurrency",
+            "6",
+            "--request-count",
+            "40",
+            "--warmup-request-count",
+            "3",
+            "--warmup-concurrency",
+            "2",
+            "--artifact-dir",
+            "rel/dir",
+            "--api-key",
+            "sk-secret-1234",
+        ]);
+        // As `prepare` leaves it for `--url mock`: the mock's real address.
+        c.endpoint.urls = vec!["http://127.0.0.1:40123".into()];
+        let specs = phase_specs(&c, profiling_count(&c, None), None);
+        let ctx = run_context(&c, &specs, "run-42".into());
+        assert_eq!(ctx.run_id, "run-42");
+        assert_eq!(ctx.aiperf_version, env!("CARGO_PKG_VERSION"));
+        assert_eq!(ctx.models, ["m"]);
+        assert_eq!(ctx.urls, ["http://127.0.0.1:40123"]);
+        assert_eq!(
+            (ctx.endpoint_type.as_str(), ctx.endpoint_path.as_str()),
+            ("chat", "/v1/chat/completions")
+        );
+        assert!(ctx.streaming);
+        let dir = Path::new(&ctx.artifact_dir);
+        assert!(dir.is_absolute() && dir.ends_with("rel/dir"), "{dir:?}");
+        assert_eq!(
+            ctx.load,
+            LoadContext {
+                mode: "request_rate".into(),
+                concurrency: Some(6),
+                request_rate: Some(12.5),
+                arrival_pattern: Some("constant".into()),
+                request_count: Some(40),
+                conversation_count: None,
+                duration_sec: None,
+                grace_period_sec: c.load.grace_period.as_secs_f64(),
+                concurrency_ramp_sec: None,
+                request_rate_ramp_sec: None,
+            }
+        );
+        let warmup = ctx.warmup.as_ref().expect("a warmup");
+        assert_eq!(
+            (
+                warmup.mode.as_str(),
+                warmup.request_count,
+                warmup.concurrency
+            ),
+            ("request_rate", Some(3), Some(2))
+        );
+        assert_eq!(ctx.input_config, serde_json::to_value(&c).unwrap());
+        assert_eq!(
+            ctx.input_config["endpoint"]["urls"][0],
+            "http://127.0.0.1:40123"
+        );
+        let text = serde_json::to_string(&ctx).unwrap();
+        assert!(!text.contains("sk-secret-1234"), "secrets redacted: {text}");
+
+        // Closed loop, bounded by time, no warmup.
+        let c = cfg(&["--concurrency", "3", "--benchmark-duration", "5"]);
+        let ctx = run_context(
+            &c,
+            &phase_specs(&c, profiling_count(&c, None), None),
+            "x".into(),
+        );
+        assert_eq!(
+            (
+                ctx.load.mode.as_str(),
+                ctx.load.concurrency,
+                ctx.load.request_count
+            ),
+            ("concurrency", Some(3), None)
+        );
+        assert_eq!(
+            (ctx.load.duration_sec, ctx.load.request_rate),
+            (Some(5.0), None)
+        );
+        assert_eq!((ctx.streaming, ctx.warmup), (false, None));
     }
 }

@@ -114,7 +114,7 @@ fn check_builtin(b: &BuiltinPlugin, entry: Option<&PluginEntry>) -> u8 {
         Some(s) => plugin::validate_config(&s, &e.config),
         None => Ok(()),
     }
-    .and_then(|_| (b.build)(&e.config).map(|_| ()));
+    .and_then(|_| (b.build)(&e.config, &Default::default()).map(|_| ()));
     match checked {
         Ok(()) => {
             println!("  config: ok");

@@ -26,7 +26,7 @@ mod inspect;
 pub use error::{Error, IoContext, Result};
 pub use inspect::{plugins_check, plugins_list};
 
-/// `aiperf profile`: loads the plugins, runs the benchmark and returns the exit code.
+/// `aiperf profile`: runs the benchmark (which starts the plugins) and returns the exit code.
 pub async fn run_profile(cfg: config::BenchmarkConfig) -> Result<u8> {
     if let Some(warning) = fd_shortage(&cfg, mock::raise_fd_limit()) {
         eprintln!("warning: {warning}");
@@ -40,15 +40,7 @@ pub async fn run_profile(cfg: config::BenchmarkConfig) -> Result<u8> {
             .map(|(_, v)| v.clone()),
     );
     let redactor = plugin::Redactor::new(&cfg.plugins, &secrets);
-    let hooks = plugin::HookRegistry::load(&cfg.plugins, &redactor).await;
-    if cfg.plugins.strict {
-        if let Some(why) = hooks.startup_failure() {
-            hooks.finish().await;
-            eprintln!("error: --strict-plugins: {why}");
-            return Ok(1);
-        }
-    }
-    let outcome = benchmark::run(cfg, hooks).await?;
+    let outcome = benchmark::run(cfg, &redactor).await?;
     Ok(outcome.exit_code)
 }
 

@@ -4,7 +4,7 @@ import json
 import unittest
 
 import aiperf_plugin
-from aiperf_plugin import CreditPhase, PhaseHookRegistry, PhaseStats, PhaseTracker
+from aiperf_plugin import CreditPhase, LoadContext, PhaseHookRegistry, PhaseStats, PhaseTracker, RunContext
 from aiperf_plugin.discovery import find_plugin, list_plugins
 
 from _support import SUMMARY, phase_stats
@@ -153,3 +153,28 @@ class DiscoveryTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class RunContextTest(unittest.TestCase):
+    def test_from_dict_is_typed_and_tolerant(self):
+        ctx = RunContext.from_dict(
+            {"run_id": "r", "models": ["a", "b"], "load": {"mode": "request_rate", "request_rate": 2.5, "new": 1},
+             "warmup": {"mode": "concurrency", "concurrency": 2}, "later": True}
+        )
+        self.assertIsInstance(ctx, RunContext)
+        self.assertEqual(ctx.run_id, "r")
+        self.assertEqual(ctx.model, "a")
+        self.assertIsInstance(ctx.load, LoadContext)
+        self.assertEqual((ctx.load.mode, ctx.load.request_rate, ctx.load.concurrency), ("request_rate", 2.5, None))
+        self.assertEqual(ctx.warmup, LoadContext(mode="concurrency", concurrency=2))
+        self.assertEqual(ctx.extra, {"later": True})
+        self.assertEqual(ctx.to_dict()["later"], True)
+        self.assertEqual(ctx.input_config, {})
+        self.assertIsNone(RunContext.from_dict(None))
+        self.assertEqual(RunContext.from_dict({}), RunContext())
+        self.assertIsNone(PhaseTracker.from_event({"hook": "benchmark_start"}).context)
+
+    def test_package_is_typed(self):
+        import os
+
+        self.assertTrue(os.path.isfile(os.path.join(os.path.dirname(aiperf_plugin.__file__), "py.typed")))

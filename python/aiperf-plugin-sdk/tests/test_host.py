@@ -6,6 +6,8 @@ import subprocess
 import time
 import unittest
 
+from aiperf_plugin import RunContext
+
 from _support import ALL_HOOKS, HOST_EXE, RUN_EVENTS, SUMMARY, PluginTestCase, hello, phase_stats
 
 
@@ -344,6 +346,58 @@ class CallbackTest(PluginTestCase):
         self.assertEqual(complete["new_field"], "<missing>")
         self.assertEqual(complete["summary"], SUMMARY)
         self.assertEqual(complete["stats"], phase_stats("profiling"))
+
+    def test_run_context_in_configure_and_benchmark_start(self):
+        context = {
+            "run_id": "5f0c-run",
+            "aiperf_version": "0.1.0",
+            "models": ["m1"],
+            "urls": ["http://127.0.0.1:40000"],
+            "endpoint_type": "chat",
+            "endpoint_path": "/v1/chat/completions",
+            "streaming": True,
+            "artifact_dir": "/tmp/artifacts",
+            "load": {"mode": "concurrency", "concurrency": 4, "request_count": 10, "grace_period_sec": 30.0},
+            "warmup": None,
+            "input_config": {"endpoint": {"model_names": ["m1"]}},
+            "from_a_newer_aiperf": 1,
+        }
+        log = self.path("ctx.log")
+        p = self.spawn("--plugin", "sdk_test_context")
+        p.handshake("sdk_test_context")
+        p.send({"type": "configure", "config": {"file": log}, "context": context})
+        self.assertEqual(p.recv(), {"type": "configured"})
+        p.send({"type": "event", "id": 1, "hook": "benchmark_start", "phase": None, "stats": None,
+                "summary": None, "context": context})
+        self.assertNotIn("error", p.recv())
+        p.event(2, "phase_complete", "profiling")
+        self.assertEqual(p.shutdown(), 0)
+        init, register, start, phase = [json.loads(line) for line in self.read_lines("ctx.log")]
+        self.assertEqual(init, {"where": "init", "run_id": "5f0c-run"})
+        self.assertEqual(register, {"where": "register", "run_id": "5f0c-run"})
+        self.assertTrue(start["is_run_context"])
+        self.assertTrue(start["same_as_plugin"])
+        got = start["context"]
+        self.assertEqual(got["from_a_newer_aiperf"], 1)  # unknown fields are kept
+        self.assertEqual(RunContext.from_dict(got), RunContext.from_dict(context))
+        self.assertEqual((got["run_id"], got["models"], got["urls"]), ("5f0c-run", ["m1"], ["http://127.0.0.1:40000"]))
+        self.assertEqual((got["load"]["concurrency"], got["load"]["arrival_pattern"]), (4, None))
+        self.assertEqual(got["input_config"], context["input_config"])
+        self.assertEqual(phase["tracker_context"], True)
+
+        # A plain constructor gets it as an attribute; an older host (no context) gives None.
+        log = self.path("attr.log")
+        for ctx, expected in ((context, {"models": ["m1"], "load": "concurrency"}),
+                              (None, {"models": None, "load": None})):
+            p = self.spawn("--plugin", "sdk_test_context_attr")
+            p.handshake("sdk_test_context_attr")
+            message = {"type": "configure", "config": {"file": log}}
+            if ctx is not None:
+                message["context"] = ctx
+            p.send(message)
+            self.assertEqual(p.recv(), {"type": "configured"})
+            self.assertEqual(p.shutdown(), 0)
+            self.assertEqual(json.loads(self.read_lines("attr.log")[-1]), expected)
 
     def test_print_never_reaches_stdout(self):
         p = self.spawn("--plugin", "sdk_test_printer")

@@ -2,18 +2,23 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use aiperf_plugin::Hook;
+use aiperf_plugin::{Hook, RunContext};
 use serde_json::{json, Value};
 
 use super::{HookError, HookEvent, HookResult, Plugin};
+
+/// Builds a built-in plugin from its config and the run's context.
+pub type BuildFn = fn(&Value, &Arc<RunContext>) -> Result<Box<dyn Plugin>, String>;
 
 /// A built-in plugin's entry in the catalogue.
 pub struct BuiltinPlugin {
     pub name: &'static str,
     pub description: &'static str,
     pub config_schema: fn() -> Option<Value>,
-    pub build: fn(&Value) -> Result<Box<dyn Plugin>, String>,
+    /// Builds the plugin from its config and the run's context.
+    pub build: BuildFn,
 }
 
 impl std::fmt::Debug for BuiltinPlugin {
@@ -24,12 +29,22 @@ impl std::fmt::Debug for BuiltinPlugin {
     }
 }
 
-pub const BUILTINS: &[BuiltinPlugin] = &[BuiltinPlugin {
-    name: "event_log",
-    description: "appends every lifecycle event to a file (JSON lines, or text with format: text)",
-    config_schema: event_log_schema,
-    build: EventLog::build,
-}];
+pub const BUILTINS: &[BuiltinPlugin] = &[
+    BuiltinPlugin {
+        name: "event_log",
+        description:
+            "appends every lifecycle event to a file (JSON lines, or text with format: text)",
+        config_schema: event_log_schema,
+        build: EventLog::build,
+    },
+    BuiltinPlugin {
+        name: "prometheus",
+        description:
+            "pushes each phase's counts and latency statistics to a Prometheus Pushgateway",
+        config_schema: super::prometheus::schema,
+        build: super::prometheus::Prometheus::build,
+    },
+];
 
 pub fn find(name: &str) -> Option<&'static BuiltinPlugin> {
     BUILTINS
@@ -50,7 +65,8 @@ fn event_log_schema() -> Option<Value> {
 }
 
 /// `event_log`: one line per event. `format: text` writes `event_log <hook> <phase|->`;
-/// the default `json` writes the whole event (hook, phase, stats, summary).
+/// the default `json` writes the whole event (hook, phase, stats, summary, and the run's
+/// context on `benchmark_start`).
 pub struct EventLog {
     path: PathBuf,
     text: bool,
@@ -58,7 +74,7 @@ pub struct EventLog {
 }
 
 impl EventLog {
-    fn build(config: &Value) -> Result<Box<dyn Plugin>, String> {
+    fn build(config: &Value, _context: &Arc<RunContext>) -> Result<Box<dyn Plugin>, String> {
         let path = config["file"].as_str().ok_or("`file` is required")?;
         let hooks = match config.get("hooks").and_then(Value::as_array) {
             Some(list) => list
@@ -100,7 +116,10 @@ impl Plugin for EventLog {
         let line = if self.text {
             format!("event_log {} {phase}\n", e.hook)
         } else {
-            let v = json!({"hook": e.hook, "phase": e.phase, "stats": e.stats, "summary": e.summary.as_deref()});
+            let mut v = json!({"hook": e.hook, "phase": e.phase, "stats": e.stats, "summary": e.summary.as_deref()});
+            if let Some(ctx) = &e.context {
+                v["context"] = json!(&**ctx);
+            }
             format!("{v}\n")
         };
         let path = self.path.clone();

@@ -8,6 +8,7 @@
 pub mod builtin;
 pub mod discovery;
 pub mod process;
+pub mod prometheus;
 mod spec;
 
 pub use spec::{DisabledReason, PluginEntry, PluginsSection};
@@ -16,7 +17,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aiperf_plugin::{Hook, PhaseStats};
+use aiperf_plugin::{Hook, PhaseStats, RunContext};
 use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -35,6 +36,8 @@ pub struct HookEvent {
     /// The metric summary (shape of `profile_export_aiperf.json`) on `phase_complete` and
     /// `benchmark_complete`.
     pub summary: Option<Arc<Value>>,
+    /// The run's context on `benchmark_start`; `None` on every other hook.
+    pub context: Option<Arc<RunContext>>,
 }
 
 /// Why a hook call failed.
@@ -245,6 +248,8 @@ pub struct HookRegistry {
     statuses: Vec<Arc<Mutex<PluginStatus>>>,
     /// The longest hook timeout, to bound waits on `phase_start`.
     max_timeout: Duration,
+    /// The run's context, attached to `benchmark_start`.
+    context: Option<Arc<RunContext>>,
 }
 
 fn warn_disabled(name: &str, why: &str) {
@@ -280,10 +285,19 @@ impl HookRegistry {
         Self::default()
     }
 
-    /// Discovers, starts and configures every plugin enabled under `plugins:`. A plugin that
-    /// can't start is disabled with a one-line warning; it never stops the run.
-    pub async fn load(section: &PluginsSection, redactor: &Redactor) -> Self {
-        let mut reg = Self::default();
+    /// Discovers, starts and configures every plugin enabled under `plugins:`, handing each
+    /// the run's context (built-ins at construction, external plugins in `configure` and
+    /// their environment). A plugin that can't start is disabled with a one-line warning; it
+    /// never stops the run.
+    pub async fn load(
+        section: &PluginsSection,
+        redactor: &Redactor,
+        context: Arc<RunContext>,
+    ) -> Self {
+        let mut reg = Self {
+            context: Some(context.clone()),
+            ..Self::default()
+        };
         let search = discovery::SearchPath::from_env();
         let mut python_cache = discovery::PythonPlugins::default();
         let starts = section.entries.iter().map(|entry| {
@@ -310,9 +324,10 @@ impl HookRegistry {
         let started =
             futures_util::future::join_all(pending.into_iter().map(|(entry, status, found)| {
                 let redactor = redactor.clone();
+                let context = context.clone();
                 async move {
                     let result = match found {
-                        Ok(loc) => start_plugin(&entry, &loc, &redactor)
+                        Ok(loc) => start_plugin(&entry, &loc, &redactor, &context)
                             .await
                             .map(|p| (p, loc)),
                         Err(e) => Err(e),
@@ -365,6 +380,7 @@ impl HookRegistry {
             runners: vec![runner],
             statuses: vec![status],
             max_timeout: timeout,
+            context: None,
         }
     }
 
@@ -400,6 +416,10 @@ impl HookRegistry {
             phase,
             stats,
             summary: summary.map(Arc::new),
+            context: self
+                .context
+                .clone()
+                .filter(|_| hook == Hook::BenchmarkStart),
         });
         for r in &self.runners {
             let _ = r.tx.send(Delivery {
@@ -422,6 +442,10 @@ impl HookRegistry {
             phase,
             stats,
             summary: None,
+            context: self
+                .context
+                .clone()
+                .filter(|_| hook == Hook::BenchmarkStart),
         });
         let mut acks = Vec::new();
         for r in &self.runners {
@@ -468,13 +492,14 @@ async fn start_plugin(
     entry: &PluginEntry,
     loc: &discovery::Located,
     redactor: &Redactor,
+    context: &Arc<RunContext>,
 ) -> Result<Started, String> {
     match &loc.location {
         discovery::Location::Builtin(b) => {
             if let Some(schema) = (b.config_schema)() {
                 validate_config(&schema, &entry.config)?;
             }
-            let p = (b.build)(&entry.config)?;
+            let p = (b.build)(&entry.config, context)?;
             Ok((p, Some(env!("CARGO_PKG_VERSION").to_string())))
         }
         discovery::Location::Executable(cmd) | discovery::Location::Python(cmd) => {
@@ -483,6 +508,7 @@ async fn start_plugin(
                 &cmd.path,
                 &cmd.args,
                 &entry.config,
+                Some(context),
                 entry.timeout,
                 redactor.clone(),
             )
@@ -786,5 +812,48 @@ mod tests {
         let err = validate_config(&schema, &json!({"port": "x"})).unwrap_err();
         assert!(err.contains("host") && err.contains("/port"), "{err}");
         assert!(validate_config(&schema, &json!({"host": "h", "port": 1})).is_ok());
+    }
+
+    /// A plugin that records, per hook, the run id of the context it was given.
+    type Seen = Arc<Mutex<Vec<(Hook, Option<String>)>>>;
+    struct ContextProbe(Seen);
+
+    #[async_trait::async_trait]
+    impl Plugin for ContextProbe {
+        fn hooks(&self) -> Vec<Hook> {
+            Hook::ALL.to_vec()
+        }
+        async fn on_event(&mut self, e: &HookEvent) -> HookResult {
+            let id = e.context.as_ref().map(|c| c.run_id.clone());
+            self.0.lock().unwrap().push((e.hook, id));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn benchmark_start_carries_the_run_context_and_no_other_hook_does() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut reg = HookRegistry::with_plugin(
+            "ctx",
+            Box::new(ContextProbe(seen.clone())),
+            Duration::from_secs(1),
+        );
+        reg.context = Some(Arc::new(RunContext {
+            run_id: "r-1".into(),
+            ..RunContext::default()
+        }));
+        reg.emit(Hook::BenchmarkStart, None, None, None);
+        reg.emit_and_wait(Hook::PhaseStart, Some(PhaseKind::Profiling), None)
+            .await;
+        reg.emit(Hook::BenchmarkComplete, None, None, None);
+        reg.finish().await;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                (Hook::BenchmarkStart, Some("r-1".to_string())),
+                (Hook::PhaseStart, None),
+                (Hook::BenchmarkComplete, None),
+            ]
+        );
     }
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use aiperf_plugin::protocol::{
     decode_line, encode_line, Event, HostMessage, PluginMessage, MAX_LINE_BYTES, PROTOCOL_VERSION,
 };
-use aiperf_plugin::Hook;
+use aiperf_plugin::{Hook, RunContext};
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
@@ -550,13 +550,24 @@ async fn leader_exit(pid: Option<i32>) -> String {
     }
 }
 
+/// The environment an external plugin gets from the run's context.
+fn run_env(context: &RunContext) -> Vec<(&'static str, String)> {
+    vec![
+        ("AIPERF_RUN_ID", context.run_id.clone()),
+        ("AIPERF_ARTIFACT_DIR", context.artifact_dir.clone()),
+    ]
+}
+
 impl ProcessPlugin {
-    /// Starts the process, runs the handshake, validates and sends the config.
+    /// Starts the process, runs the handshake, validates and sends the config with the run's
+    /// context (none for `aiperf plugins check`). With a context, the process also gets
+    /// `AIPERF_RUN_ID` and `AIPERF_ARTIFACT_DIR` in its environment.
     pub async fn start(
         name: &str,
         path: &Path,
         args: &[String],
         config: &Value,
+        context: Option<&Arc<RunContext>>,
         timeout: Duration,
         redactor: Redactor,
     ) -> Result<Self, String> {
@@ -564,7 +575,7 @@ impl ProcessPlugin {
             name,
             path,
             args,
-            config,
+            (config, context),
             timeout,
             redactor,
             Arc::new(TracingSink),
@@ -576,14 +587,16 @@ impl ProcessPlugin {
         name: &str,
         path: &Path,
         args: &[String],
-        config: &Value,
+        (config, context): (&Value, Option<&Arc<RunContext>>),
         timeout: Duration,
         redactor: Redactor,
         sink: Arc<dyn OutputSink>,
     ) -> Result<Self, String> {
-        let mut plugin = Self::spawn(name, path, args, redactor, sink)?;
+        let env = context.map(|c| run_env(c)).unwrap_or_default();
+        let mut plugin = Self::spawn(name, path, args, &env, redactor, sink)?;
         // Startup gets at least STARTUP_TIMEOUT: an interpreter (Python) can take a second or
         // more to start on a loaded machine, which says nothing about its hooks.
+        let config = (config, context);
         match plugin.handshake(config, timeout.max(STARTUP_TIMEOUT)).await {
             Ok(()) => Ok(plugin),
             Err(e) => {
@@ -597,11 +610,13 @@ impl ProcessPlugin {
         name: &str,
         path: &Path,
         args: &[String],
+        env: &[(&'static str, String)],
         redactor: Redactor,
         sink: Arc<dyn OutputSink>,
     ) -> Result<Self, String> {
         let mut child = Command::new(path)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -713,13 +728,18 @@ impl ProcessPlugin {
         }
     }
 
-    async fn handshake(&mut self, config: &Value, timeout: Duration) -> Result<(), String> {
+    async fn handshake(
+        &mut self,
+        (config, context): (&Value, Option<&Arc<RunContext>>),
+        timeout: Duration,
+    ) -> Result<(), String> {
         if let Some(schema) = self.hello(timeout).await? {
             validate_config(&schema, config)?;
         }
         if let Err(e) = self
             .send(&HostMessage::Configure {
                 config: config.clone(),
+                context: context.map(|c| Box::new(RunContext::clone(c))),
             })
             .await
         {
@@ -841,6 +861,7 @@ impl Plugin for ProcessPlugin {
             phase: e.phase.map(|p| p.as_str().to_string()),
             stats: e.stats.clone(),
             summary: e.summary.as_deref().cloned(),
+            context: e.context.as_deref().map(|c| Box::new(c.clone())),
         });
         if let Err(err) = self.send(&msg).await {
             return Err(HookError::Fatal(format!(
@@ -894,7 +915,14 @@ pub async fn probe_handshake(
     args: &[String],
     timeout: Duration,
 ) -> Result<(String, Vec<Hook>), String> {
-    let mut p = ProcessPlugin::spawn(name, path, args, Redactor::default(), Arc::new(TracingSink))?;
+    let mut p = ProcessPlugin::spawn(
+        name,
+        path,
+        args,
+        &[],
+        Redactor::default(),
+        Arc::new(TracingSink),
+    )?;
     let result = p.hello(timeout).await;
     let out = result.map(|_| (p.version.clone(), p.hooks.clone()));
     p.kill().await;
@@ -911,7 +939,7 @@ pub async fn probe(
     timeout: Duration,
 ) -> Result<(String, Vec<Hook>), String> {
     let mut p =
-        ProcessPlugin::start(name, path, args, config, timeout, Redactor::default()).await?;
+        ProcessPlugin::start(name, path, args, config, None, timeout, Redactor::default()).await?;
     let out = (p.version.clone(), p.hooks.clone());
     p.shutdown().await;
     Ok(out)
@@ -962,6 +990,7 @@ done
             Path::new("sh"),
             args,
             &config,
+            None,
             Duration::from_secs(5),
             Redactor::default(),
         )
@@ -977,6 +1006,7 @@ done
                 ..Default::default()
             }),
             summary: None,
+            context: None,
         }
     }
 
@@ -1006,6 +1036,43 @@ done
         assert!(p.on_event(&event(Hook::PhaseStart)).await.is_ok());
         p.shutdown().await;
         assert!(p.child.is_none() && p.stdin.is_none());
+    }
+
+    /// With a run context, `configure` carries it and the process has `AIPERF_RUN_ID` and
+    /// `AIPERF_ARTIFACT_DIR`; without one (`plugins check`), neither.
+    #[tokio::test]
+    async fn the_run_context_reaches_configure_and_the_environment() {
+        let args = sh_plugin(
+            HANDSHAKE,
+            r#"case "$line" in
+                 *'"context":{"run_id":"r-9",'*) ctx=yes ;;
+                 *'"context"'*) ctx=other ;;
+                 *) ctx=no ;;
+               esac
+               echo "{\"type\":\"error\",\"message\":\"ctx=$ctx id=${AIPERF_RUN_ID-unset} dir=${AIPERF_ARTIFACT_DIR-unset}\"}""#,
+            ACK,
+        );
+        let ctx = Arc::new(RunContext {
+            run_id: "r-9".into(),
+            artifact_dir: "/tmp/arts".into(),
+            ..RunContext::default()
+        });
+        let config = json!({});
+        let with = |context| {
+            ProcessPlugin::start(
+                "t",
+                Path::new("sh"),
+                &args,
+                &config,
+                context,
+                Duration::from_secs(5),
+                Redactor::default(),
+            )
+        };
+        let err = with(Some(&ctx)).await.err().unwrap();
+        assert_eq!(err, "config rejected: ctx=yes id=r-9 dir=/tmp/arts");
+        let err = with(None).await.err().unwrap();
+        assert_eq!(err, "config rejected: ctx=no id=unset dir=unset");
     }
 
     #[tokio::test]
@@ -1092,6 +1159,7 @@ done
             Path::new("/nonexistent/aiperf-plugin-t"),
             &[],
             &json!({}),
+            None,
             Duration::from_secs(5),
             Redactor::default(),
         )
@@ -1212,7 +1280,7 @@ done
             "t",
             Path::new("sh"),
             args,
-            &json!({}),
+            (&json!({}), None),
             Duration::from_secs(5),
             Redactor::default(),
             sink,

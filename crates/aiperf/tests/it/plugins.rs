@@ -3,6 +3,7 @@
 //! `aiperf-plugin-rust-hook-log`, the Python example `py_hook_log`), failure isolation
 //! (crashing, hanging, garbage-writing, missing and version-mismatched plugins), rejected
 //! configs, `enabled: false` / `--no-plugins`, secrets redaction, `aiperf plugins list|check`,
+//! the run context an external plugin receives,
 //! reaping of plugin processes, ending the processes a plugin started (its process group),
 //! and the caps on a plugin's stderr.
 //!
@@ -1376,4 +1377,366 @@ fn a_flood_on_a_plugins_stderr_is_capped() {
         show()
     );
     assert_eq!(s.export(&out)["plugins"]["noisy"]["status"], "active");
+}
+
+// =====================================================================================
+// Run context
+// =====================================================================================
+
+/// A JSON-lines plugin in Python (no SDK): records its environment, the context of
+/// `configure` and of each event, and writes it all to `argv[1]` on shutdown.
+const CONTEXT_RECORDER: &str = r#"
+import json, os, sys
+out = sys.argv[1]
+rec = {"env": {k: os.environ.get(k) for k in ("AIPERF_RUN_ID", "AIPERF_ARTIFACT_DIR")}, "events": []}
+def send(m):
+    sys.stdout.write(json.dumps(m) + "\n")
+    sys.stdout.flush()
+for line in sys.stdin:
+    m = json.loads(line)
+    t = m["type"]
+    if t == "hello":
+        send({"type": "handshake", "protocol_version": 1, "name": "ctx", "version": "0.0.1",
+              "hooks": ["benchmark_start", "phase_complete"]})
+    elif t == "configure":
+        rec["configure"] = m.get("context")
+        send({"type": "configured"})
+    elif t == "event":
+        rec["events"].append({"hook": m["hook"], "context": m.get("context")})
+        if m["hook"] == "benchmark_start":
+            rec["artifact_dir_exists"] = os.path.isdir(os.environ.get("AIPERF_ARTIFACT_DIR", ""))
+        send({"type": "ack", "id": m["id"]})
+    elif t == "shutdown":
+        break
+with open(out, "w") as f:
+    json.dump(rec, f)
+"#;
+
+/// An external plugin learns the run it is part of: in `configure`, again on
+/// `benchmark_start` (only there), and in its environment. The run id is the report's
+/// `benchmark_id`, the URL the built-in mock's real address, the load what the flags say,
+/// `input_config` the report's.
+#[test]
+fn an_external_plugin_gets_the_run_context() {
+    let _gate = support::shared();
+    let s = Scenario::new();
+    let recorder = s.path("recorder.py");
+    std::fs::write(&recorder, CONTEXT_RECORDER).expect("write recorder");
+    let record = s.path("context.json");
+    s.script(
+        "ctx",
+        &format!(
+            "exec python3 {} {}",
+            shell_quote(&recorder),
+            shell_quote(&record)
+        ),
+    );
+    let out = s.profile(
+        "  ctx:\n    note: x\n",
+        &["--concurrency", "2", "--warmup-request-count", "2"],
+    );
+    out.expect_code(0);
+    out.assert_no_plugin_warnings();
+    let export = s.export(&out);
+    let text = std::fs::read_to_string(&record)
+        .unwrap_or_else(|e| panic!("the plugin wrote no record ({e})\n{}", out.show()));
+    let rec: Value = serde_json::from_str(&text).expect("record JSON");
+    let ctx = &rec["configure"];
+    let run_id = export["benchmark_id"].as_str().expect("benchmark_id");
+    assert_eq!(ctx["run_id"], run_id, "{ctx}");
+    assert_eq!(rec["env"]["AIPERF_RUN_ID"], run_id);
+    let url = ctx["urls"][0].as_str().expect("a URL");
+    assert!(
+        url.starts_with("http://127.0.0.1:") && ctx["urls"].as_array().unwrap().len() == 1,
+        "the mock's real address: {url}"
+    );
+    assert_eq!(ctx["models"], serde_json::json!(["plugin-test-model"]));
+    assert_eq!(
+        (&ctx["endpoint_type"], &ctx["streaming"]),
+        (&Value::from("chat"), &Value::from(true))
+    );
+    assert_eq!(ctx["aiperf_version"], env!("CARGO_PKG_VERSION"));
+    let load = &ctx["load"];
+    assert_eq!(
+        (&load["mode"], &load["concurrency"], &load["request_count"]),
+        (
+            &Value::from("concurrency"),
+            &Value::from(2),
+            &Value::from(REQUESTS)
+        ),
+        "{load}"
+    );
+    assert_eq!(ctx["warmup"]["request_count"], 2, "{}", ctx["warmup"]);
+    let dir = s.artifacts().display().to_string();
+    assert_eq!(ctx["artifact_dir"], dir.as_str());
+    assert_eq!(rec["env"]["AIPERF_ARTIFACT_DIR"], dir.as_str());
+    assert_eq!(rec["artifact_dir_exists"], true);
+    assert_eq!(ctx["input_config"], export["input_config"]);
+    // benchmark_start carries the same context; other hooks none.
+    let events = rec["events"].as_array().expect("events");
+    let hooks: Vec<&str> = events.iter().map(|e| e["hook"].as_str().unwrap()).collect();
+    assert_eq!(
+        hooks,
+        ["benchmark_start", "phase_complete", "phase_complete"]
+    );
+    assert_eq!(&events[0]["context"], ctx);
+    assert!(events[1..].iter().all(|e| e["context"].is_null()));
+}
+
+// =====================================================================================
+// Built-in `prometheus` against a real Pushgateway
+// =====================================================================================
+
+/// Debian's `prometheus-pushgateway` (`.ci/run` installs it).
+const PUSHGATEWAY: &str = "/usr/bin/prometheus-pushgateway";
+
+/// A Pushgateway of our own on a free 127.0.0.1 port, killed when dropped.
+struct Pushgateway {
+    child: std::process::Child,
+    port: u16,
+}
+
+/// A port nobody listens on (just released by the OS).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// `METHOD path` on 127.0.0.1:port, HTTP/1.0: (status, body); `None` when nobody answers.
+fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Some((status, body.to_string()))
+}
+
+impl Pushgateway {
+    fn start() -> Self {
+        assert!(
+            Path::new(PUSHGATEWAY).is_file(),
+            "{PUSHGATEWAY} is missing: `apt-get install -y prometheus-pushgateway` (as .ci/run does)"
+        );
+        let port = free_port();
+        let child = std::process::Command::new(PUSHGATEWAY)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the Pushgateway");
+        let gw = Self { child, port };
+        // Bounded wait for it to listen (a hang, not slowness, fails the test).
+        let deadline = Instant::now() + DEFAULT_DEADLINE;
+        while http(port, "GET", "/-/ready").map(|r| r.0) != Some(200) {
+            assert!(
+                Instant::now() < deadline,
+                "the Pushgateway never became ready"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        gw
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The groups of `/api/v1/metrics`.
+    fn groups(&self) -> Vec<Value> {
+        let (status, body) = http(self.port, "GET", "/api/v1/metrics").expect("Pushgateway up");
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).expect("JSON");
+        v["data"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The group whose grouping labels include every `(name, value)`.
+    fn group(&self, labels: &[(&str, &str)]) -> Option<Value> {
+        self.groups()
+            .into_iter()
+            .find(|g| labels.iter().all(|(k, v)| g["labels"][k] == *v))
+    }
+}
+
+impl Drop for Pushgateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A pushed gauge's one sample: (its labels, its value).
+fn sample(group: &Value, metric: &str, stat: Option<&str>) -> (Value, f64) {
+    let samples = group[metric]["metrics"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {metric} in the group: {group}"));
+    let s = samples
+        .iter()
+        .find(|s| stat.is_none_or(|st| s["labels"]["stat"] == st))
+        .unwrap_or_else(|| panic!("no {metric} {stat:?}: {samples:?}"));
+    let value = s["value"].as_str().and_then(|v| v.parse().ok());
+    (s["labels"].clone(), value.expect("a numeric value"))
+}
+
+/// `prometheus` pushes each phase to its own group: the request counts equal the run's,
+/// labelled with model, endpoint type and run id, the latency statistics as gauges; the
+/// group stays after the run (`delete_on_finish` is false by default).
+#[test]
+fn prometheus_pushes_each_phase_to_a_real_pushgateway() {
+    let _gate = support::shared();
+    let gw = Pushgateway::start();
+    let s = Scenario::new();
+    let yaml = format!(
+        "  prometheus:\n    endpoint: {}\n    job_name: aiperf_it\n    grouping:\n      team: ml perf\n",
+        gw.url()
+    );
+    let out = s.profile(&yaml, &["--warmup-request-count", "2", "--strict-plugins"]);
+    out.expect_code(0);
+    out.assert_no_plugin_warnings();
+    let export = s.export(&out);
+    let p = &export["plugins"]["prometheus"];
+    assert_eq!(p["status"], "active", "{p}");
+    assert_eq!(p["hooks"]["phase_complete"]["calls"], 2, "{p}");
+    assert_eq!(p["hooks"]["phase_complete"]["errors"], 0, "{p}");
+    assert_eq!(p["hooks"]["benchmark_complete"]["errors"], 0, "{p}");
+
+    let want = [("job", "aiperf_it"), ("team", "ml perf")];
+    let profiling = gw
+        .group(&[want[0], want[1], ("phase", "profiling")])
+        .unwrap_or_else(|| panic!("no profiling group: {:?}", gw.groups()));
+    let (labels, completed) = sample(&profiling, "aiperf_requests_completed", None);
+    assert_eq!(completed as u64, request_count(&export));
+    assert_eq!(completed as u64, REQUESTS);
+    assert_eq!(labels["model"], "plugin-test-model", "{labels}");
+    assert_eq!(labels["endpoint_type"], "chat");
+    assert_eq!(labels["run_id"], export["benchmark_id"]);
+    assert_eq!(labels["phase"], "profiling");
+    assert_eq!(
+        sample(&profiling, "aiperf_request_count", None).1 as u64,
+        REQUESTS
+    );
+    assert_eq!(sample(&profiling, "aiperf_requests_in_flight", None).1, 0.0);
+    let ttft = export["time_to_first_token"]["p50"]
+        .as_f64()
+        .expect("ttft p50");
+    let pushed = sample(&profiling, "aiperf_time_to_first_token", Some("p50")).1;
+    assert!(
+        (pushed - ttft).abs() <= 1e-9 * ttft.abs().max(1.0),
+        "{pushed} vs {ttft}"
+    );
+    for stat in ["avg", "p90", "p99"] {
+        sample(&profiling, "aiperf_request_latency", Some(stat));
+        sample(&profiling, "aiperf_inter_token_latency", Some(stat));
+    }
+    assert_eq!(sample(&profiling, "aiperf_benchmark_complete", None).1, 1.0);
+    let warmup = gw
+        .group(&[want[0], ("phase", "warmup")])
+        .expect("a warmup group");
+    assert_eq!(sample(&warmup, "aiperf_requests_completed", None).1, 2.0);
+}
+
+/// `delete_on_finish: true` deletes the groups at the end; a Pushgateway that is down is a
+/// counted hook error, the run goes on (exit 0), and `--strict-plugins` fails it.
+#[test]
+fn prometheus_deletes_on_finish_and_survives_a_dead_pushgateway() {
+    let _gate = support::shared();
+    let gw = Pushgateway::start();
+    let s = Scenario::new();
+    let yaml = format!(
+        "  prometheus:\n    endpoint: {}\n    job_name: aiperf_gone\n    delete_on_finish: true\n",
+        gw.url()
+    );
+    let out = s.profile(&yaml, &[]);
+    out.expect_code(0);
+    assert_eq!(
+        s.export(&out)["plugins"]["prometheus"]["hooks"]["phase_complete"]["errors"],
+        0
+    );
+    assert!(
+        gw.group(&[("job", "aiperf_gone")]).is_none(),
+        "deleted at the end: {:?}",
+        gw.groups()
+    );
+
+    let dead = format!(
+        "  prometheus:\n    endpoint: http://127.0.0.1:{}\n    push_timeout_seconds: 2\n",
+        free_port()
+    );
+    let out = s.profile(&dead, &[]);
+    out.expect_code(0);
+    let export = s.export(&out);
+    assert_eq!(request_count(&export), REQUESTS);
+    let p = &export["plugins"]["prometheus"];
+    assert_eq!(p["status"], "active", "{p}");
+    assert_eq!(p["hooks"]["phase_complete"]["errors"], 1, "{p}");
+    assert!(
+        out.stderr.contains("push to http://127.0.0.1:"),
+        "{}",
+        out.show()
+    );
+    let out = s.profile(&dead, &["--strict-plugins"]);
+    out.expect_code(1);
+
+    // A 4xx answer (a wrong base path: the gateway says 404), and a gateway that never
+    // answers (cut off by push_timeout_seconds): counted, reported, the run goes on.
+    let slow = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let slow_port = slow.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in slow.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    for (endpoint, says) in [
+        (format!("{}/not/here", gw.url()), "HTTP 404"),
+        (format!("http://127.0.0.1:{slow_port}"), "timed out"),
+    ] {
+        let yaml =
+            format!("  prometheus:\n    endpoint: {endpoint}\n    push_timeout_seconds: 1\n");
+        let out = s.profile(&yaml, &[]);
+        out.expect_code(0);
+        let export = s.export(&out);
+        assert_eq!(request_count(&export), REQUESTS);
+        let p = &export["plugins"]["prometheus"];
+        assert_eq!(p["status"], "active", "{p}");
+        assert_eq!(p["hooks"]["phase_complete"]["errors"], 1, "{p}");
+        assert_eq!(p["hooks"]["benchmark_complete"]["errors"], 1, "{p}");
+        assert!(out.stderr.contains(says), "{says}:\n{}", out.show());
+    }
+}
+
+/// The seed's `plugins:` block as written (datadog, prometheus, custom_monitor), with the
+/// Pushgateway's address: every plugin is active and the Pushgateway holds the run.
+#[test]
+fn the_seed_config_runs_with_every_plugin_active() {
+    let _gate = support::shared();
+    let gw = Pushgateway::start();
+    let s = Scenario::new()
+        .with_python()
+        .env("DATADOG_API_KEY", "seed-test-key-1234");
+    let yaml = format!(
+        "  datadog:\n    api_key: ${{DATADOG_API_KEY}}  # From env var\n    site: datadoghq.com\n    tags:\n      - benchmark:llm\n      - env:production\n\n  prometheus:\n    endpoint: {}\n    job_name: aiperf_benchmark\n\n  custom_monitor:\n    enabled: true\n    log_level: INFO\n",
+        gw.url()
+    );
+    let out = s.profile(&yaml, &["--strict-plugins"]);
+    out.expect_code(0);
+    out.assert_no_plugin_warnings();
+    let export = s.export(&out);
+    for name in ["datadog", "prometheus", "custom_monitor"] {
+        assert_eq!(
+            export["plugins"][name]["status"], "active",
+            "{name}: {}",
+            export["plugins"]
+        );
+    }
+    let g = gw
+        .group(&[("job", "aiperf_benchmark"), ("phase", "profiling")])
+        .unwrap_or_else(|| panic!("no group: {:?}", gw.groups()));
+    assert_eq!(
+        sample(&g, "aiperf_requests_completed", None).1 as u64,
+        request_count(&export)
+    );
 }

@@ -7,10 +7,16 @@ callbacks into :class:`PhaseHookRegistry`; it is published through an entry poin
 Phase hook callbacks are called as ``callback(phase, tracker)``; benchmark hook callbacks
 as ``callback(tracker)`` (``tracker.phase is None``, ``tracker.create_stats() is None``,
 ``tracker.summary`` set on ``benchmark_complete``). Callbacks may be sync or async.
+
+The run's context (:class:`RunContext`: run id, models, URLs, load, artifact directory,
+resolved config) is the plugin's ``context`` attribute, set before ``register_hooks()``; a
+constructor that takes a ``context`` keyword gets it there too. ``tracker.context`` holds it
+on ``benchmark_start``.
 """
 
 __version__ = "0.1.0"
 
+from .context import LoadContext, RunContext
 from .enums import CreditPhase, HookName
 from .phase_hooks import BENCHMARK_HOOKS, HOOK_NAMES, PHASE_HOOKS, PhaseHookRegistry
 from .tracker import CreditPhaseTracker, PhaseStats, PhaseTracker
@@ -18,6 +24,8 @@ from .tracker import CreditPhaseTracker, PhaseStats, PhaseTracker
 __all__ = [
     "__version__",
     "CreditPhase",
+    "LoadContext",
+    "RunContext",
     "HookName",
     "PhaseHookRegistry",
     "PhaseStats",

@@ -26,6 +26,7 @@ import threading
 from typing import Any, Callable, Dict, List, Optional
 
 from . import __version__
+from .context import RunContext
 from .discovery import ENTRY_POINT_GROUP, find_plugin, iter_plugins, list_plugins
 from .phase_hooks import HOOK_NAMES, PHASE_HOOKS, PhaseHookRegistry
 from .tracker import PhaseTracker
@@ -159,6 +160,27 @@ def _decode(line: bytes) -> Optional[Dict[str, Any]]:
     return message
 
 
+def _accepts_context(factory: Any) -> bool:
+    """Whether ``factory(config, context=...)`` is allowed (a ``context`` or ``**kwargs`` parameter)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.name == "context" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        or p.kind == p.VAR_KEYWORD
+        for p in params
+    )
+
+
+def _set_context(instance: Any, context: Optional[RunContext]) -> None:
+    """``instance.context = context``, unless the object cannot take the attribute."""
+    try:
+        setattr(instance, "context", context)
+    except (AttributeError, TypeError):
+        logger.debug("cannot set %s.context", type(instance).__name__)
+
+
 def _describe(exc: BaseException) -> str:
     return repr(exc)
 
@@ -183,6 +205,7 @@ class _Session:
         self.instance: Any = None
         self.hooks: List[str] = list(HOOK_NAMES)
         self.configured = False
+        self.context: Optional[RunContext] = None
         self._sync_running = 0
         self._sync_lock = threading.Lock()
         self.inbox: "asyncio.Queue[Any]"
@@ -365,9 +388,14 @@ class _Session:
             return
         self.configured = False
         self.instance = None
+        self.context = RunContext.from_dict(message.get("context"))
         PhaseHookRegistry.clear()
         try:
-            instance = self.plugin_obj(config)
+            if _accepts_context(self.plugin_obj):
+                instance = self.plugin_obj(config, context=self.context)
+            else:
+                instance = self.plugin_obj(config)
+            _set_context(instance, self.context)
             register = getattr(instance, "register_hooks", None)
             if register is None:
                 raise TypeError(f"{type(instance).__name__} has no register_hooks() method")
@@ -423,6 +451,9 @@ class _Session:
         if not callbacks:
             return ack
         tracker = PhaseTracker.from_event(message)
+        if tracker.context is not None:
+            self.context = tracker.context
+            _set_context(self.instance, tracker.context)
         args = (tracker.phase, tracker) if hook in PHASE_HOOKS else (tracker,)
         errors: List[str] = []
         for callback in callbacks:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Optional, Union
 
+from .context import RunContext
 from .enums import CreditPhase
 
 __all__ = ["PhaseStats", "PhaseTracker", "CreditPhaseTracker", "coerce_phase"]
@@ -107,6 +108,7 @@ class PhaseTracker:
     - ``event_id``: the protocol event id (``None`` when built by hand).
     - ``summary``: the metric summary dict (``{tag: {"unit":..,"avg":..,...}}``) on
       ``phase_complete`` and ``benchmark_complete``, else ``None``.
+    - ``context``: the run's :class:`RunContext` on ``benchmark_start``, else ``None``.
     - ``create_stats()``: a fresh ``PhaseStats`` snapshot for phase hooks; ``None`` for
       benchmark hooks.
     """
@@ -118,8 +120,10 @@ class PhaseTracker:
         summary: Optional[Dict[str, Any]] = None,
         hook: Optional[str] = None,
         event_id: Any = None,
+        context: Optional[RunContext] = None,
     ) -> None:
         self.phase = coerce_phase(phase)
+        self.context = context
         self.hook = hook
         self.event_id = event_id
         self.summary = summary
@@ -136,6 +140,7 @@ class PhaseTracker:
             summary=summary if isinstance(summary, dict) else None,
             hook=event.get("hook"),
             event_id=event.get("id"),
+            context=RunContext.from_dict(event.get("context")),
         )
 
     @property
