@@ -41,6 +41,10 @@ pub async fn run_profile(cfg: config::BenchmarkConfig) -> Result<u8> {
     );
     let redactor = plugin::Redactor::new(&cfg.plugins, &secrets);
     let hooks = plugin::HookRegistry::load(&cfg.plugins, &redactor).await;
+    if let Some(why) = hooks.config_error() {
+        hooks.finish().await;
+        return Err(config::ConfigError::Usage(why).into());
+    }
     if cfg.plugins.strict {
         if let Some(why) = hooks.startup_failure() {
             hooks.finish().await;

@@ -33,7 +33,7 @@ use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::sync::CancellationToken;
 use tracing::Level;
 
-use super::{validate_config, HookError, HookEvent, HookResult, Plugin, Redactor};
+use super::{validate_config_at, HookError, HookEvent, HookResult, Plugin, Redactor};
 
 /// After `shutdown`, how long the plugin has to exit on its own.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -84,6 +84,8 @@ pub struct ProcessPlugin {
     readers: Vec<JoinHandle<()>>,
     /// Stops the readers before end of file.
     stop: CancellationToken,
+    /// Where its config section is, so schema errors name `file:line`.
+    origin: Option<Arc<super::ConfigOrigin>>,
 }
 
 fn excerpt(s: &str) -> String {
@@ -572,6 +574,21 @@ impl ProcessPlugin {
         .await
     }
 
+    /// [`ProcessPlugin::start`], with schema errors placed at `file:line` in `origin`.
+    pub async fn start_at(
+        name: &str,
+        path: &Path,
+        args: &[String],
+        config: &Value,
+        timeout: Duration,
+        redactor: Redactor,
+        origin: Option<Arc<super::ConfigOrigin>>,
+    ) -> Result<Self, String> {
+        let mut plugin = Self::spawn(name, path, args, redactor, Arc::new(TracingSink))?;
+        plugin.origin = origin;
+        plugin.configure_or_kill(config, timeout).await
+    }
+
     async fn start_with(
         name: &str,
         path: &Path,
@@ -581,7 +598,12 @@ impl ProcessPlugin {
         redactor: Redactor,
         sink: Arc<dyn OutputSink>,
     ) -> Result<Self, String> {
-        let mut plugin = Self::spawn(name, path, args, redactor, sink)?;
+        let plugin = Self::spawn(name, path, args, redactor, sink)?;
+        plugin.configure_or_kill(config, timeout).await
+    }
+
+    async fn configure_or_kill(self, config: &Value, timeout: Duration) -> Result<Self, String> {
+        let mut plugin = self;
         // Startup gets at least STARTUP_TIMEOUT: an interpreter (Python) can take a second or
         // more to start on a loaded machine, which says nothing about its hooks.
         match plugin.handshake(config, timeout.max(STARTUP_TIMEOUT)).await {
@@ -647,6 +669,7 @@ impl ProcessPlugin {
             next_id: 0,
             readers,
             stop,
+            origin: None,
         })
     }
 
@@ -715,7 +738,7 @@ impl ProcessPlugin {
 
     async fn handshake(&mut self, config: &Value, timeout: Duration) -> Result<(), String> {
         if let Some(schema) = self.hello(timeout).await? {
-            validate_config(&schema, config)?;
+            validate_config_at(&schema, config, self.origin.as_deref())?;
         }
         if let Err(e) = self
             .send(&HostMessage::Configure {
@@ -909,9 +932,18 @@ pub async fn probe(
     args: &[String],
     config: &Value,
     timeout: Duration,
+    origin: Option<Arc<super::ConfigOrigin>>,
 ) -> Result<(String, Vec<Hook>), String> {
-    let mut p =
-        ProcessPlugin::start(name, path, args, config, timeout, Redactor::default()).await?;
+    let mut p = ProcessPlugin::start_at(
+        name,
+        path,
+        args,
+        config,
+        timeout,
+        Redactor::default(),
+        origin,
+    )
+    .await?;
     let out = (p.version.clone(), p.hooks.clone());
     p.shutdown().await;
     Ok(out)
@@ -1164,6 +1196,7 @@ done
             &args,
             &json!({}),
             Duration::from_secs(5),
+            None,
         )
         .await
         .unwrap();
@@ -1180,7 +1213,8 @@ done
             Path::new("sh"),
             &args,
             &json!({}),
-            Duration::from_secs(5)
+            Duration::from_secs(5),
+            None
         )
         .await
         .is_err());

@@ -882,7 +882,7 @@ exec cat >/dev/null
         ),
     );
     let yaml = format!(
-        "  echo-config:\n    api_key: ${{AIPERF_TEST_SECRET}}\n    site: public-site\n  leaky:\n    auth_token: ${{AIPERF_TEST_SECRET}}\n  py_hook_log:\n    file: {}\n    api_key: ${{AIPERF_TEST_SECRET}}\n",
+        "  echo-config:\n    api_key: ${{AIPERF_TEST_SECRET}}\n    site: public-site\n  leaky:\n    auth_token: ${{AIPERF_TEST_SECRET}}\n  py_hook_log:\n    file: {}\n",
         q(&s.path("py.txt")),
     );
     let out = s.profile(&yaml, &["-v"]);
