@@ -28,11 +28,18 @@ pub async fn plugins_list(config_path: Option<&Path>) -> crate::Result<u8> {
         rows.push((e.name.clone(), loc, Some(e)));
     }
     rows.extend(found.into_iter().map(|(name, loc)| (name, Some(loc), None)));
-    let probes = futures_util::future::join_all(rows.iter().map(|(name, loc, _)| async move {
+    let probes = futures_util::future::join_all(rows.iter().map(|(name, loc, e)| async move {
+        // The `hello` names the implementation; a Python host serves the plugin by it.
+        let implementation = e.map_or(name.as_str(), |e| e.implementation());
         match loc.as_ref().and_then(|l| l.command()) {
             Some(cmd) => Some(
-                process::probe_handshake(name, &cmd.path, &cmd.args, process::STARTUP_TIMEOUT)
-                    .await,
+                process::probe_handshake(
+                    implementation,
+                    &cmd.path,
+                    &cmd.args,
+                    process::STARTUP_TIMEOUT,
+                )
+                .await,
             ),
             None => None,
         }
@@ -154,6 +161,7 @@ async fn check_process(
         Some(e) => {
             process::probe(
                 name,
+                e.implementation(),
                 &cmd.path,
                 &cmd.args,
                 &e.config,

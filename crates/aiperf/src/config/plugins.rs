@@ -276,9 +276,14 @@ fn is_plugin_name(s: &str) -> bool {
 }
 
 /// The host key `k` is probably a misspelling of: the same but for case, or close in
-/// edits (`timeout_secs`, `enabeld`, `plugn`); `path`, being short, only by case.
+/// edits (`enabeld`, `plugn`) or an abbreviation (`timeout_sec`); `path`, being short,
+/// only by case.
 fn host_key_typo(k: &str) -> Option<&'static str> {
     let lower = k.to_ascii_lowercase();
+    // `timeout_sec`, `timeout_secs`: abbreviations, whatever the edit distance.
+    if lower.starts_with("timeout_sec") {
+        return Some("timeout_seconds");
+    }
     HOST_KEYS.iter().copied().find(|h| {
         let allowed = match h.len() {
             10.. => 3,
@@ -423,6 +428,13 @@ mod tests {
         );
         let e = err("plugins:\n  p:\n\n    enabeld: false\n");
         assert!(e.starts_with("c.yaml:4:") && e.contains("`enabled`"), "{e}");
+        let e = err("plugins:\n  p:\n    timeout_sec: 3\n");
+        assert!(
+            e.starts_with("c.yaml:3:") && e.contains("`timeout_seconds`"),
+            "{e}"
+        );
+        let e = err("plugins:\n  p:\n    plugins: x\n");
+        assert!(e.starts_with("c.yaml:3:") && e.contains("`plugin`"), "{e}");
         let e = err("plugins:\n  p:\n    Path: /x\n");
         assert!(e.starts_with("c.yaml:3:") && e.contains("`path`"), "{e}");
         // Plugin settings that merely resemble host keys are the plugin's.

@@ -515,6 +515,7 @@ async fn start_plugin(
         discovery::Location::Executable(cmd) | discovery::Location::Python(cmd) => {
             let p = process::ProcessPlugin::start_at(
                 &entry.name,
+                entry.implementation(),
                 &cmd.path,
                 &cmd.args,
                 &entry.config,

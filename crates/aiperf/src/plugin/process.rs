@@ -86,6 +86,8 @@ pub struct ProcessPlugin {
     stop: CancellationToken,
     /// Where its config section is, so schema errors name `file:line`.
     origin: Option<Arc<super::ConfigOrigin>>,
+    /// The implementation's name for `hello` when the instance has its own name.
+    implementation: Option<String>,
 }
 
 fn excerpt(s: &str) -> String {
@@ -574,9 +576,13 @@ impl ProcessPlugin {
         .await
     }
 
-    /// [`ProcessPlugin::start`], with schema errors placed at `file:line` in `origin`.
+    /// [`ProcessPlugin::start`] for the instance `name` of `implementation` (the name its
+    /// `hello` carries, so a host serving several plugins picks the right one), with schema
+    /// errors placed at `file:line` in `origin`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start_at(
         name: &str,
+        implementation: &str,
         path: &Path,
         args: &[String],
         config: &Value,
@@ -586,6 +592,7 @@ impl ProcessPlugin {
     ) -> Result<Self, String> {
         let mut plugin = Self::spawn(name, path, args, redactor, Arc::new(TracingSink))?;
         plugin.origin = origin;
+        plugin.implementation = (implementation != name).then(|| implementation.to_string());
         plugin.configure_or_kill(config, timeout).await
     }
 
@@ -670,6 +677,7 @@ impl ProcessPlugin {
             readers,
             stop,
             origin: None,
+            implementation: None,
         })
     }
 
@@ -772,7 +780,10 @@ impl ProcessPlugin {
             protocol_versions: vec![PROTOCOL_VERSION],
             host: "aiperf".into(),
             host_version: env!("CARGO_PKG_VERSION").into(),
-            plugin_name: self.name.clone(),
+            plugin_name: self
+                .implementation
+                .clone()
+                .unwrap_or_else(|| self.name.clone()),
         };
         if let Err(e) = self.send(&hello).await {
             return Err(format!(
@@ -926,8 +937,10 @@ pub async fn probe_handshake(
 
 /// Starts a plugin, runs the handshake (and the config, when given), then shuts it down.
 /// Returns (version, hooks) for `aiperf plugins check` / `list`.
+#[allow(clippy::too_many_arguments)]
 pub async fn probe(
     name: &str,
+    implementation: &str,
     path: &Path,
     args: &[String],
     config: &Value,
@@ -936,6 +949,7 @@ pub async fn probe(
 ) -> Result<(String, Vec<Hook>), String> {
     let mut p = ProcessPlugin::start_at(
         name,
+        implementation,
         path,
         args,
         config,
@@ -1192,6 +1206,7 @@ done
         assert_eq!((version.as_str(), &got), ("1.2.3", &hooks));
         let (version, got) = probe(
             "t",
+            "t",
             Path::new("sh"),
             &args,
             &json!({}),
@@ -1209,6 +1224,7 @@ done
                 .is_ok()
         );
         assert!(probe(
+            "t",
             "t",
             Path::new("sh"),
             &args,

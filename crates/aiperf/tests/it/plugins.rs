@@ -1552,7 +1552,7 @@ exec cat >/dev/null
 #[test]
 fn two_instances_of_one_plugin_run_independently() {
     let _gate = support::shared();
-    let s = Scenario::new();
+    let s = Scenario::new().with_python();
     // Each process appends its config and its events to `<tmp>/counter-<pid>.txt`.
     s.script(
         "counter",
@@ -1579,9 +1579,11 @@ done
         ),
     );
     let yaml = format!(
-        "  log_a:\n    plugin: event_log\n    file: {}\n    format: text\n  log_b:\n    plugin: event_log\n    file: {}\n    format: text\n    hooks: [phase_start]\n  push_a:\n    plugin: counter\n    target: a\n  push_b:\n    plugin: counter\n    target: b\n",
+        "  log_a:\n    plugin: event_log\n    file: {}\n    format: text\n  log_b:\n    plugin: event_log\n    file: {}\n    format: text\n    hooks: [phase_start]\n  push_a:\n    plugin: counter\n    target: a\n  push_b:\n    plugin: counter\n    target: b\n  py_a:\n    plugin: py_hook_log\n    file: {}\n  py_b:\n    plugin: py_hook_log\n    file: {}\n",
         q(&s.path("a.txt")),
-        q(&s.path("b.txt"))
+        q(&s.path("b.txt")),
+        q(&s.path("pa.txt")),
+        q(&s.path("pb.txt"))
     );
     let out = s.profile(&yaml, &[]);
     out.expect_code(0);
@@ -1622,7 +1624,14 @@ done
         out.show()
     );
     let export = s.export(&out);
-    for (name, hooks) in [("log_a", 6), ("log_b", 1), ("push_a", 2), ("push_b", 2)] {
+    for (name, hooks) in [
+        ("log_a", 6),
+        ("log_b", 1),
+        ("push_a", 2),
+        ("push_b", 2),
+        ("py_a", 6),
+        ("py_b", 6),
+    ] {
         let p = &export["plugins"][name];
         assert_eq!(p["status"], "active", "{name}: {p}");
         assert_eq!(
@@ -1646,7 +1655,11 @@ done
         &s.path("config.yaml").display().to_string(),
     ]);
     list.expect_code(0);
-    for name in ["log_a", "log_b", "push_a", "push_b"] {
-        assert!(list_row(&list, name).contains("enabled"), "{}", list.show());
+    for name in ["log_a", "log_b", "push_a", "push_b", "py_a", "py_b"] {
+        assert!(
+            list_row(&list, name).ends_with("enabled"),
+            "{}",
+            list.show()
+        );
     }
 }
