@@ -160,6 +160,14 @@ pub async fn run(cfg: BenchmarkConfig, redactor: &Redactor) -> Result<RunOutcome
     // Every usage error could have been found by now, and nothing was written or sent.
     let run_ctx = Arc::new(run_context(&cfg, &specs, uuid::Uuid::new_v4().to_string()));
     let hooks = HookRegistry::load(&cfg.plugins, redactor, run_ctx.clone()).await;
+    // A key a plugin's schema forbids (found once it said its schema): a usage error.
+    if let Some(why) = hooks.config_error() {
+        hooks.finish().await;
+        if let Some(m) = mock {
+            m.stop().await;
+        }
+        return Err(ConfigError::Usage(why).into());
+    }
     if cfg.plugins.strict {
         if let Some(why) = hooks.startup_failure() {
             hooks.finish().await;

@@ -19,7 +19,7 @@ pub async fn plugins_list(config_path: Option<&Path>) -> crate::Result<u8> {
     // then everything else that was discovered.
     let mut rows: Vec<(String, Option<Located>, Option<&PluginEntry>)> = Vec::new();
     for e in &section.entries {
-        let loc = discovery::locate(&e.name, e.path.as_deref(), &search, &mut python)
+        let loc = discovery::locate(e.implementation(), e.path.as_deref(), &search, &mut python)
             .await
             .ok();
         if let Some(l) = &loc {
@@ -28,11 +28,18 @@ pub async fn plugins_list(config_path: Option<&Path>) -> crate::Result<u8> {
         rows.push((e.name.clone(), loc, Some(e)));
     }
     rows.extend(found.into_iter().map(|(name, loc)| (name, Some(loc), None)));
-    let probes = futures_util::future::join_all(rows.iter().map(|(name, loc, _)| async move {
+    let probes = futures_util::future::join_all(rows.iter().map(|(name, loc, e)| async move {
+        // The `hello` names the implementation; a Python host serves the plugin by it.
+        let implementation = e.map_or(name.as_str(), |e| e.implementation());
         match loc.as_ref().and_then(|l| l.command()) {
             Some(cmd) => Some(
-                process::probe_handshake(name, &cmd.path, &cmd.args, process::STARTUP_TIMEOUT)
-                    .await,
+                process::probe_handshake(
+                    implementation,
+                    &cmd.path,
+                    &cmd.args,
+                    process::STARTUP_TIMEOUT,
+                )
+                .await,
             ),
             None => None,
         }
@@ -82,17 +89,23 @@ pub async fn plugins_list(config_path: Option<&Path>) -> crate::Result<u8> {
 /// `aiperf plugins check NAME`: runs the handshake (and the config, when a file gives one).
 pub async fn plugins_check(name: &str, config_path: Option<&Path>) -> crate::Result<u8> {
     let section = config::load_plugins_section(config_path)?;
+    // What is printed hides secrets, as in a run.
+    let redactor = plugin::Redactor::new(&section, &[]);
     let entry = section.entries.iter().find(|e| e.name == name);
     let search = discovery::SearchPath::from_env();
     let mut python = discovery::PythonPlugins::default();
     let explicit = entry.and_then(|e| e.path.as_deref());
-    let loc = match discovery::locate(name, explicit, &search, &mut python).await {
+    let implementation = entry.map_or(name, |e| e.implementation());
+    let loc = match discovery::locate(implementation, explicit, &search, &mut python).await {
         Ok(l) => l,
         Err(e) => {
-            println!("{name}: {e}");
+            println!("{name}: {}", redactor.redact(&e));
             return Ok(1);
         }
     };
+    if implementation != name {
+        println!("{name}: an instance of `{implementation}`");
+    }
     println!(
         "{name}: {} plugin ({})",
         loc.kind().as_str(),
@@ -101,17 +114,23 @@ pub async fn plugins_check(name: &str, config_path: Option<&Path>) -> crate::Res
             .unwrap_or_else(|| loc.source.clone())
     );
     Ok(match &loc.location {
-        Location::Builtin(b) => check_builtin(b, entry),
-        Location::Executable(cmd) | Location::Python(cmd) => check_process(name, cmd, entry).await,
+        Location::Builtin(b) => check_builtin(b, entry, &redactor),
+        Location::Executable(cmd) | Location::Python(cmd) => {
+            check_process(name, cmd, entry, &redactor).await
+        }
     })
 }
 
 /// A built-in: its description, and its config checked against its schema and constructor.
-fn check_builtin(b: &BuiltinPlugin, entry: Option<&PluginEntry>) -> u8 {
+fn check_builtin(
+    b: &BuiltinPlugin,
+    entry: Option<&PluginEntry>,
+    redactor: &plugin::Redactor,
+) -> u8 {
     println!("  {}", b.description);
     let Some(e) = entry else { return 0 };
     let checked = match (b.config_schema)() {
-        Some(s) => plugin::validate_config(&s, &e.config),
+        Some(s) => plugin::validate_config_at(&s, &e.config, e.origin.as_deref()),
         None => Ok(()),
     }
     .and_then(|_| (b.build)(&e.config, &Default::default()).map(|_| ()));
@@ -121,26 +140,42 @@ fn check_builtin(b: &BuiltinPlugin, entry: Option<&PluginEntry>) -> u8 {
             0
         }
         Err(why) => {
-            println!("  config: {why}");
+            println!("  config: {}", redactor.redact(&why));
             1
         }
     }
 }
 
 /// A process plugin: started, handshaken, configured (when there is a config), stopped.
-async fn check_process(name: &str, cmd: &Command, entry: Option<&PluginEntry>) -> u8 {
+async fn check_process(
+    name: &str,
+    cmd: &Command,
+    entry: Option<&PluginEntry>,
+    redactor: &plugin::Redactor,
+) -> u8 {
     let timeout = entry
         .map(|e| e.timeout)
         .unwrap_or(Duration::from_secs(5))
         .max(process::STARTUP_TIMEOUT);
     let result = match entry {
-        Some(e) => process::probe(name, &cmd.path, &cmd.args, &e.config, timeout).await,
+        Some(e) => {
+            process::probe(
+                name,
+                e.implementation(),
+                &cmd.path,
+                &cmd.args,
+                &e.config,
+                timeout,
+                e.origin.clone(),
+            )
+            .await
+        }
         None => process::probe_handshake(name, &cmd.path, &cmd.args, timeout).await,
     };
     let (version, hooks) = match result {
         Ok(r) => r,
         Err(e) => {
-            println!("  failed: {e}");
+            println!("  failed: {}", redactor.redact(&e));
             return 1;
         }
     };

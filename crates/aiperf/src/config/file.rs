@@ -88,6 +88,60 @@ impl KeyLines {
     }
 }
 
+/// Each entry of the top-level mapping `root` (block style: `plugins:` then `  push_a:`):
+/// its line and the lines of its own keys, at their first occurrence; read in one pass.
+/// An entry it cannot follow (flow style) is absent; a key it cannot place is absent.
+pub(super) type EntryLines = HashMap<String, (usize, HashMap<String, usize>)>;
+
+pub(super) fn nested_key_lines(text: &str, root: &str) -> EntryLines {
+    let mut out: EntryLines = HashMap::new();
+    // The keys open above the current line: (indent, key).
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    // Inside a block scalar opened at this indent.
+    let mut scalar_of: Option<usize> = None;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        match scalar_of {
+            Some(ind) if indent > ind => continue,
+            _ => scalar_of = None,
+        }
+        if trimmed.starts_with("- ") || trimmed == "-" {
+            continue;
+        }
+        let Some((key, value)) = split_key(trimmed) else {
+            continue;
+        };
+        while stack.last().is_some_and(|(ind, _)| *ind >= indent) {
+            stack.pop();
+        }
+        match stack.as_slice() {
+            [(_, r)] if r == root => {
+                out.entry(key.clone()).or_insert((i + 1, HashMap::new()));
+            }
+            [(_, r), (_, entry)] if r == root => {
+                if let Some((_, keys)) = out.get_mut(entry) {
+                    keys.entry(key.clone()).or_insert(i + 1);
+                }
+            }
+            _ => {}
+        }
+        if value.starts_with('|') || value.starts_with('>') {
+            scalar_of = Some(indent);
+        }
+        if stack.len() < 2 {
+            stack.push((indent, key));
+        } else {
+            // Deeper keys matter only for their indent; keep the stack short.
+            stack.push((indent, String::new()));
+        }
+    }
+    out
+}
+
 fn closest<'a>(key: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .map(|c| (strsim::jaro_winkler(key, c), c))
@@ -459,6 +513,22 @@ mod tests {
             assert!(msg.starts_with(&path.display().to_string()), "{msg}");
             assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
         }
+    }
+
+    #[test]
+    fn nested_key_lines_follow_the_path() {
+        let text = "benchmark:\n  file: x\nplugins:\n  a:\n    file: f\n    deep:\n      file: g\n    text: |\n      file: no\n    hooks:\n      - x\n    format: json\n  b:\n    file: h\n";
+        let all = nested_key_lines(text, "plugins");
+        let (line, keys) = all["a"].clone();
+        assert_eq!(line, 4);
+        assert_eq!(keys.get("file"), Some(&5));
+        assert_eq!(keys.get("deep"), Some(&6));
+        assert_eq!(keys.get("format"), Some(&12));
+        assert_eq!(keys.len(), 5, "{keys:?}");
+        let (line, keys) = all["b"].clone();
+        assert_eq!((line, keys.get("file")), (13, Some(&14)));
+        assert_eq!(all.len(), 2);
+        assert!(nested_key_lines("plugins: {a: {x: 1}}\n", "plugins").is_empty());
     }
 
     #[test]

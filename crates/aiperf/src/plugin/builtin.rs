@@ -55,6 +55,7 @@ pub fn find(name: &str) -> Option<&'static BuiltinPlugin> {
 fn event_log_schema() -> Option<Value> {
     Some(json!({
         "type": "object",
+        "additionalProperties": false,
         "properties": {
             "file": {"type": "string"},
             "format": {"enum": ["json", "text"]},

@@ -11,7 +11,7 @@ pub mod process;
 pub mod prometheus;
 mod spec;
 
-pub use spec::{DisabledReason, PluginEntry, PluginsSection};
+pub use spec::{ConfigOrigin, DisabledReason, PluginEntry, PluginsSection};
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -182,7 +182,10 @@ pub struct Redactor {
 }
 
 impl Redactor {
-    /// Collects the values of secret-looking keys in every plugin config, plus `extra`.
+    /// Collects the values of secret-looking keys in every plugin config, the values marked
+    /// secret (`!secret`, `secrets:`), the credentials inside strings
+    /// ([`crate::secret::credential_parts`]: URL userinfo, token parameters, webhook paths,
+    /// header values), plus `extra`.
     pub fn new(plugins: &PluginsSection, extra: &[String]) -> Self {
         fn walk(v: &Value, secret: bool, out: &mut Vec<String>) {
             match v {
@@ -193,6 +196,12 @@ impl Redactor {
                 }
                 Value::Array(a) => a.iter().for_each(|v| walk(v, secret, out)),
                 Value::String(s) if secret && s.len() >= 4 => out.push(s.clone()),
+                Value::String(s) => out.extend(
+                    crate::secret::credential_parts(s)
+                        .into_iter()
+                        .filter(|p| p.len() >= 4)
+                        .map(str::to_string),
+                ),
                 Value::Number(n) if secret => out.push(n.to_string()),
                 _ => {}
             }
@@ -200,6 +209,7 @@ impl Redactor {
         let mut secrets: Vec<String> = extra.iter().filter(|s| s.len() >= 4).cloned().collect();
         for p in &plugins.entries {
             walk(&p.config, false, &mut secrets);
+            secrets.extend(p.secrets.iter().filter(|s| s.len() >= 4).cloned());
         }
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets.dedup();
@@ -250,6 +260,9 @@ pub struct HookRegistry {
     max_timeout: Duration,
     /// The run's context, attached to `benchmark_start`.
     context: Option<Arc<RunContext>>,
+    /// Config mistakes found when starting plugins (a key the plugin's schema forbids),
+    /// each naming `file:line`: the run stops with exit 2.
+    config_errors: Vec<String>,
 }
 
 fn warn_disabled(name: &str, why: &str) {
@@ -312,12 +325,23 @@ impl HookRegistry {
                 continue;
             }
             let found = discovery::locate(
-                &entry.name,
+                entry.implementation(),
                 entry.path.as_deref(),
                 &search,
                 &mut python_cache,
             )
             .await;
+            // An instance naming an implementation that does not exist is a config mistake.
+            if let (Err(e), Some(origin)) = (&found, &entry.origin) {
+                if entry.implementation() != entry.name && entry.path.is_none() {
+                    reg.config_errors.push(format!(
+                        "{}: plugins.{}: plugin `{}` {e}",
+                        origin.at(Some("plugin")),
+                        entry.name,
+                        entry.implementation()
+                    ));
+                }
+            }
             pending.push((entry.clone(), status, found));
         }
         // Start external plugins concurrently: handshakes can take a while (Python startup).
@@ -360,6 +384,10 @@ impl HookRegistry {
                 }
                 Err(why) => {
                     let why = redactor.redact(&why);
+                    if entry.origin.is_some() && why.contains(UNKNOWN_KEY) {
+                        reg.config_errors
+                            .push(format!("plugin `{}`: {why}", entry.name));
+                    }
                     let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
                     warn_disabled(&entry.name, &why);
                     st.reason = Some(why);
@@ -381,7 +409,14 @@ impl HookRegistry {
             statuses: vec![status],
             max_timeout: timeout,
             context: None,
+            config_errors: Vec::new(),
         }
+    }
+
+    /// A config mistake found while starting the plugins (a key a plugin's schema forbids),
+    /// naming `file:line`: the caller stops with exit 2.
+    pub fn config_error(&self) -> Option<String> {
+        (!self.config_errors.is_empty()).then(|| self.config_errors.join("; "))
     }
 
     /// A plugin that failed to start (for `--strict-plugins`, before any request is sent).
@@ -497,20 +532,22 @@ async fn start_plugin(
     match &loc.location {
         discovery::Location::Builtin(b) => {
             if let Some(schema) = (b.config_schema)() {
-                validate_config(&schema, &entry.config)?;
+                validate_config_at(&schema, &entry.config, entry.origin.as_deref())?;
             }
             let p = (b.build)(&entry.config, context)?;
             Ok((p, Some(env!("CARGO_PKG_VERSION").to_string())))
         }
         discovery::Location::Executable(cmd) | discovery::Location::Python(cmd) => {
-            let p = process::ProcessPlugin::start(
+            let p = process::ProcessPlugin::start_at(
                 &entry.name,
+                entry.implementation(),
                 &cmd.path,
                 &cmd.args,
                 &entry.config,
                 Some(context),
                 entry.timeout,
                 redactor.clone(),
+                entry.origin.clone(),
             )
             .await?;
             let version = Some(p.version().to_string());
@@ -519,29 +556,115 @@ async fn start_plugin(
     }
 }
 
-/// Checks a config against a plugin's JSON Schema; the error lists what is wrong.
-pub fn validate_config(schema: &Value, config: &Value) -> Result<(), String> {
+/// What [`schema_problems`] says of an unknown key, and how the load recognises it.
+const UNKNOWN_KEY: &str = "unknown key `";
+
+/// One thing a plugin's schema finds wrong with its config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaProblem {
+    /// The top-level key it is about (`None`: the config as a whole).
+    pub key: Option<String>,
+    pub message: String,
+    /// A key the schema forbids (`additionalProperties: false`): a typo, so a config error.
+    pub unknown: bool,
+}
+
+/// Checks a config against a plugin's JSON Schema; the error is the schema itself being
+/// invalid. Unknown keys come one problem each, with the closest declared key as a hint.
+pub fn schema_problems(schema: &Value, config: &Value) -> Result<Vec<SchemaProblem>, String> {
     let validator = jsonschema::validator_for(schema)
         .map_err(|e| format!("its config_schema is not a valid JSON Schema: {e}"))?;
-    let errors: Vec<String> = validator
-        .iter_errors(config)
-        .map(|e| {
-            let at = e.instance_path.to_string();
-            if at.is_empty() {
+    let mut out = Vec::new();
+    for e in validator.iter_errors(config) {
+        let at = e.instance_path.to_string();
+        let path: Vec<String> = at
+            .split('/')
+            .skip(1)
+            .map(|c| c.replace("~1", "/").replace("~0", "~"))
+            .collect();
+        if let jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } = &e.kind
+        {
+            // The declared keys of the object that has the stray key.
+            let mut sub = schema;
+            for part in &path {
+                sub = sub
+                    .get("properties")
+                    .and_then(|p| p.get(part))
+                    .or_else(|| sub.get("items"))
+                    .unwrap_or(&Value::Null);
+            }
+            let declared: Vec<&str> = sub
+                .get("properties")
+                .and_then(Value::as_object)
+                .map(|m| m.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            for k in unexpected {
+                let hint = declared
+                    .iter()
+                    .map(|c| (strsim::jaro_winkler(k, c), *c))
+                    .filter(|(score, _)| *score > 0.8)
+                    .max_by(|a, b| a.0.total_cmp(&b.0))
+                    .map(|(_, c)| format!("; did you mean `{c}`?"))
+                    .unwrap_or_else(|| {
+                        if declared.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; known keys: {}", declared.join(", "))
+                        }
+                    });
+                let within = if at.is_empty() {
+                    String::new()
+                } else {
+                    format!(" in {at}")
+                };
+                out.push(SchemaProblem {
+                    key: Some(path.first().cloned().unwrap_or_else(|| k.clone())),
+                    message: format!("{UNKNOWN_KEY}{k}`{within}{hint}"),
+                    unknown: true,
+                });
+            }
+            continue;
+        }
+        out.push(SchemaProblem {
+            key: path.first().cloned(),
+            message: if at.is_empty() {
                 e.to_string()
             } else {
                 format!("{at}: {e}")
-            }
+            },
+            unknown: false,
+        });
+    }
+    Ok(out)
+}
+
+/// Checks a config against a plugin's JSON Schema; the error lists what is wrong.
+pub fn validate_config(schema: &Value, config: &Value) -> Result<(), String> {
+    validate_config_at(schema, config, None)
+}
+
+/// [`validate_config`], each problem preceded by the `file:line` of its key when the
+/// config came from a file.
+pub fn validate_config_at(
+    schema: &Value,
+    config: &Value,
+    origin: Option<&ConfigOrigin>,
+) -> Result<(), String> {
+    let problems = schema_problems(schema, config)?;
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<String> = problems
+        .iter()
+        .map(|p| match origin {
+            Some(o) => format!("{}: {}", o.at(p.key.as_deref()), p.message),
+            None => p.message.clone(),
         })
         .collect();
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "config rejected by its schema: {}",
-            errors.join("; ")
-        ))
-    }
+    Err(format!(
+        "config rejected by its schema: {}",
+        shown.join("; ")
+    ))
 }
 
 fn spawn_runner(
@@ -778,16 +901,51 @@ mod tests {
         let section = PluginsSection {
             entries: vec![PluginEntry {
                 name: "x".into(),
-                config: json!({"api_key": "sekrit-123", "nested": {"token": "tok-456"}, "site": "public"}),
-                disabled: None,
-                path: None,
+                config: json!({"api_key": "sekrit-123", "nested": {"token": "tok-456"}, "site": "public",
+                    "hook": "https://hooks.slack.com/services/T1/B2/slacksecret", "plain": "marked-999",
+                    "headers": ["Authorization: Bearer hdr-token", "Accept: text/plain"]}),
+                secrets: vec!["marked-999".into()],
                 timeout: Duration::from_secs(5),
+                ..Default::default()
             }],
             ..Default::default()
         };
         let r = Redactor::new(&section, &["bearer-789".into()]);
         let out = r.redact("key=sekrit-123 tok-456 bearer-789 site=public");
         assert_eq!(out, "key=<redacted> <redacted> <redacted> site=public");
+        let out = r.redact("T1/B2/slacksecret marked-999 hdr-token text/plain");
+        assert_eq!(out, "<redacted> <redacted> <redacted> text/plain");
+    }
+
+    #[test]
+    fn unknown_keys_are_placed_at_their_line() {
+        let schema = json!({"type": "object", "additionalProperties": false,
+            "properties": {"log_level": {"type": "string"}, "file": {"type": "string"}}});
+        let origin = ConfigOrigin {
+            file: "c.yaml".into(),
+            line: 3,
+            keys: [("log_levle".to_string(), 5), ("file".to_string(), 4)].into(),
+        };
+        let err = validate_config_at(
+            &schema,
+            &json!({"log_levle": "x", "file": "f"}),
+            Some(&origin),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "config rejected by its schema: c.yaml:5: unknown key `log_levle`; did you mean `log_level`?"
+        );
+        let err = validate_config_at(&schema, &json!({"file": 3}), Some(&origin)).unwrap_err();
+        assert!(
+            err.starts_with("config rejected by its schema: c.yaml:4: /file:"),
+            "{err}"
+        );
+        let p = schema_problems(&schema, &json!({"zzz": 1})).unwrap();
+        assert!(
+            p[0].unknown && p[0].message.contains("known keys: "),
+            "{p:?}"
+        );
     }
 
     #[test]

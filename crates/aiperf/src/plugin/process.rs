@@ -33,7 +33,7 @@ use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::sync::CancellationToken;
 use tracing::Level;
 
-use super::{validate_config, HookError, HookEvent, HookResult, Plugin, Redactor};
+use super::{validate_config_at, HookError, HookEvent, HookResult, Plugin, Redactor};
 
 /// After `shutdown`, how long the plugin has to exit on its own.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -84,6 +84,10 @@ pub struct ProcessPlugin {
     readers: Vec<JoinHandle<()>>,
     /// Stops the readers before end of file.
     stop: CancellationToken,
+    /// Where its config section is, so schema errors name `file:line`.
+    origin: Option<Arc<super::ConfigOrigin>>,
+    /// The implementation's name for `hello` when the instance has its own name.
+    implementation: Option<String>,
 }
 
 fn excerpt(s: &str) -> String {
@@ -583,6 +587,28 @@ impl ProcessPlugin {
         .await
     }
 
+    /// [`ProcessPlugin::start`] for the instance `name` of `implementation` (the name its
+    /// `hello` carries, so a host serving several plugins picks the right one), with schema
+    /// errors placed at `file:line` in `origin`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_at(
+        name: &str,
+        implementation: &str,
+        path: &Path,
+        args: &[String],
+        config: &Value,
+        context: Option<&Arc<RunContext>>,
+        timeout: Duration,
+        redactor: Redactor,
+        origin: Option<Arc<super::ConfigOrigin>>,
+    ) -> Result<Self, String> {
+        let env = context.map(|c| run_env(c)).unwrap_or_default();
+        let mut plugin = Self::spawn(name, path, args, &env, redactor, Arc::new(TracingSink))?;
+        plugin.origin = origin;
+        plugin.implementation = (implementation != name).then(|| implementation.to_string());
+        plugin.configure_or_kill((config, context), timeout).await
+    }
+
     async fn start_with(
         name: &str,
         path: &Path,
@@ -593,10 +619,18 @@ impl ProcessPlugin {
         sink: Arc<dyn OutputSink>,
     ) -> Result<Self, String> {
         let env = context.map(|c| run_env(c)).unwrap_or_default();
-        let mut plugin = Self::spawn(name, path, args, &env, redactor, sink)?;
+        let plugin = Self::spawn(name, path, args, &env, redactor, sink)?;
+        plugin.configure_or_kill((config, context), timeout).await
+    }
+
+    async fn configure_or_kill(
+        self,
+        config: (&Value, Option<&Arc<RunContext>>),
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let mut plugin = self;
         // Startup gets at least STARTUP_TIMEOUT: an interpreter (Python) can take a second or
         // more to start on a loaded machine, which says nothing about its hooks.
-        let config = (config, context);
         match plugin.handshake(config, timeout.max(STARTUP_TIMEOUT)).await {
             Ok(()) => Ok(plugin),
             Err(e) => {
@@ -662,6 +696,8 @@ impl ProcessPlugin {
             next_id: 0,
             readers,
             stop,
+            origin: None,
+            implementation: None,
         })
     }
 
@@ -734,7 +770,7 @@ impl ProcessPlugin {
         timeout: Duration,
     ) -> Result<(), String> {
         if let Some(schema) = self.hello(timeout).await? {
-            validate_config(&schema, config)?;
+            validate_config_at(&schema, config, self.origin.as_deref())?;
         }
         if let Err(e) = self
             .send(&HostMessage::Configure {
@@ -769,7 +805,10 @@ impl ProcessPlugin {
             protocol_versions: vec![PROTOCOL_VERSION],
             host: "aiperf".into(),
             host_version: env!("CARGO_PKG_VERSION").into(),
-            plugin_name: self.name.clone(),
+            plugin_name: self
+                .implementation
+                .clone()
+                .unwrap_or_else(|| self.name.clone()),
         };
         if let Err(e) = self.send(&hello).await {
             return Err(format!(
@@ -931,15 +970,28 @@ pub async fn probe_handshake(
 
 /// Starts a plugin, runs the handshake (and the config, when given), then shuts it down.
 /// Returns (version, hooks) for `aiperf plugins check` / `list`.
+#[allow(clippy::too_many_arguments)]
 pub async fn probe(
     name: &str,
+    implementation: &str,
     path: &Path,
     args: &[String],
     config: &Value,
     timeout: Duration,
+    origin: Option<Arc<super::ConfigOrigin>>,
 ) -> Result<(String, Vec<Hook>), String> {
-    let mut p =
-        ProcessPlugin::start(name, path, args, config, None, timeout, Redactor::default()).await?;
+    let mut p = ProcessPlugin::start_at(
+        name,
+        implementation,
+        path,
+        args,
+        config,
+        None,
+        timeout,
+        Redactor::default(),
+        origin,
+    )
+    .await?;
     let out = (p.version.clone(), p.hooks.clone());
     p.shutdown().await;
     Ok(out)
@@ -1228,10 +1280,12 @@ done
         assert_eq!((version.as_str(), &got), ("1.2.3", &hooks));
         let (version, got) = probe(
             "t",
+            "t",
             Path::new("sh"),
             &args,
             &json!({}),
             Duration::from_secs(5),
+            None,
         )
         .await
         .unwrap();
@@ -1245,10 +1299,12 @@ done
         );
         assert!(probe(
             "t",
+            "t",
             Path::new("sh"),
             &args,
             &json!({}),
-            Duration::from_secs(5)
+            Duration::from_secs(5),
+            None
         )
         .await
         .is_err());

@@ -35,12 +35,41 @@ impl std::fmt::Display for DisabledReason {
     }
 }
 
+/// Where a plugin's section is in the config file, to name `file:line` in errors about it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigOrigin {
+    pub file: String,
+    /// The line of the section's own key (`push_a:`).
+    pub line: usize,
+    /// The lines of the section's keys (the plugin's top-level settings).
+    pub keys: std::collections::HashMap<String, usize>,
+}
+
+impl ConfigOrigin {
+    /// `file:line` of one of the section's keys (the section's line when it is not placed).
+    pub fn at(&self, key: Option<&str>) -> String {
+        let line = key
+            .and_then(|k| self.keys.get(k).copied())
+            .unwrap_or(self.line);
+        format!("{}:{line}", self.file)
+    }
+}
+
 /// One entry of the `plugins:` section, after `${VAR}` substitution.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PluginEntry {
+    /// The instance name: the section's key, shown in the report, logs and `plugins list`.
     pub name: String,
-    /// The plugin's own config (host keys `enabled`, `path`, `timeout_seconds` removed).
+    /// The implementation (built-in, executable or Python entry point): `plugin:` in the
+    /// section, else the instance name.
+    pub plugin: String,
+    /// The plugin's own config (host keys `enabled`, `path`, `timeout_seconds`, `plugin`,
+    /// `secrets` removed; `!secret` tags taken off).
     pub config: Value,
+    /// Values the user marked secret (`!secret`, `secrets:`), hidden wherever shown.
+    pub secrets: Vec<String>,
+    /// Where the section is, when it came from a file.
+    pub origin: Option<std::sync::Arc<ConfigOrigin>>,
     /// Why the plugin is off; `None` when it is enabled.
     pub disabled: Option<DisabledReason>,
     pub path: Option<PathBuf>,
@@ -50,6 +79,20 @@ pub struct PluginEntry {
 impl PluginEntry {
     pub fn enabled(&self) -> bool {
         self.disabled.is_none()
+    }
+
+    /// The implementation's name: `plugin:`, else the instance name.
+    pub fn implementation(&self) -> &str {
+        if self.plugin.is_empty() {
+            &self.name
+        } else {
+            &self.plugin
+        }
+    }
+
+    /// The config as shown anywhere (report, messages): secrets of every kind hidden.
+    pub fn shown_config(&self) -> Value {
+        crate::secret::redact_with(&self.config, &self.secrets)
     }
 }
 
@@ -63,12 +106,14 @@ pub struct PluginsSection {
     pub strict: bool,
 }
 
-/// As the export's `input_config.plugins`: `{name: {enabled, config (secrets hidden),
-/// timeout_seconds}}`.
+/// As the export's `input_config.plugins`: `{instance: {plugin (when not the instance's
+/// name), enabled, config (secrets hidden), timeout_seconds}}`.
 impl Serialize for PluginsSection {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         #[derive(Serialize)]
         struct Shown<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            plugin: Option<&'a str>,
             enabled: bool,
             config: Value,
             #[serde(serialize_with = "crate::units::secs")]
@@ -77,8 +122,9 @@ impl Serialize for PluginsSection {
         let mut map = s.serialize_map(Some(self.entries.len()))?;
         for p in &self.entries {
             let shown = Shown {
+                plugin: (p.implementation() != p.name).then(|| p.implementation()),
                 enabled: p.enabled(),
-                config: crate::secret::redact(&p.config),
+                config: p.shown_config(),
                 timeout_seconds: &p.timeout,
             };
             map.serialize_entry(&p.name, &shown)?;

@@ -883,7 +883,7 @@ exec cat >/dev/null
         ),
     );
     let yaml = format!(
-        "  echo-config:\n    api_key: ${{AIPERF_TEST_SECRET}}\n    site: public-site\n  leaky:\n    auth_token: ${{AIPERF_TEST_SECRET}}\n  py_hook_log:\n    file: {}\n    api_key: ${{AIPERF_TEST_SECRET}}\n",
+        "  echo-config:\n    api_key: ${{AIPERF_TEST_SECRET}}\n    site: public-site\n  leaky:\n    auth_token: ${{AIPERF_TEST_SECRET}}\n  py_hook_log:\n    file: {}\n",
         q(&s.path("py.txt")),
     );
     let out = s.profile(&yaml, &["-v"]);
@@ -1739,4 +1739,293 @@ fn the_seed_config_runs_with_every_plugin_active() {
         sample(&g, "aiperf_requests_completed", None).1 as u64,
         request_count(&export)
     );
+}
+
+// =====================================================================================
+// Config that catches mistakes, secrets by marking and by shape, instances
+// =====================================================================================
+
+/// The 1-based line of the first line of `config.yaml` containing `needle`.
+fn config_line(s: &Scenario, needle: &str) -> usize {
+    let text = std::fs::read_to_string(s.path("config.yaml")).expect("config.yaml");
+    1 + text
+        .lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no {needle:?} in config.yaml"))
+}
+
+#[test]
+fn typos_in_a_plugin_section_are_exit_2_at_their_line() {
+    let _gate = support::shared();
+    let s = Scenario::new();
+    s.script("quiet", &configured_then("quiet", "exec cat >/dev/null"));
+    let cases = [
+        // A key the built-in's schema forbids.
+        (
+            format!(
+                "  event_log:\n    file: {}\n    log_levle: debug\n",
+                q(&s.path("e.txt"))
+            ),
+            "log_levle",
+        ),
+        // A typo of a host key, on an external plugin without a schema.
+        (
+            "  quiet:\n    site: x\n    timeout_secs: 3\n".to_string(),
+            "timeout_secs",
+        ),
+        // A key the external Rust example's schema forbids (checked after its handshake).
+        (
+            format!(
+                "  rust-hook-log:\n    path: {}\n    file: {}\n    fiel: typo\n",
+                q(&rust_hook_log_path()),
+                q(&s.path("r.txt"))
+            ),
+            "fiel",
+        ),
+        // An instance of a plugin that does not exist.
+        (
+            "  push_a:\n    plugin: no_such_plugin_xyz\n".to_string(),
+            "no_such_plugin_xyz",
+        ),
+    ];
+    for (yaml, key) in cases {
+        let out = s.profile(&yaml, &[]);
+        out.expect_code(2);
+        let at = format!(
+            "{}:{}:",
+            s.path("config.yaml").display(),
+            config_line(&s, key)
+        );
+        assert!(
+            out.stderr.contains(&at) && out.stderr.contains(key),
+            "stderr should name {at} and `{key}`\n{}",
+            out.show()
+        );
+        assert!(
+            !s.export_path().exists(),
+            "no run for a config mistake\n{}",
+            out.show()
+        );
+    }
+}
+
+#[test]
+fn marked_and_obvious_secrets_never_show_but_reach_the_plugin() {
+    let _gate = support::shared();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    let tag = format!("{}x{nanos:x}", std::process::id());
+    let marked = format!("marked-{tag}");
+    let listed = format!("listed-{tag}");
+    let slack = format!("T0/B0/slack{tag}");
+    let bearer = format!("bearer{tag}");
+    let userpass = format!("pw{tag}");
+    let s = Scenario::new();
+    // Where the plugin records what it received.
+    let received = tempfile::NamedTempFile::new().expect("tempfile");
+    s.script(
+        "record",
+        &format!(
+            r#"read -r hello
+echo '{}'
+read -r configure
+printf '%s\n' "$configure" > {}
+echo "whole config: $configure" >&2
+echo '{{"type":"configured"}}'
+exec cat >/dev/null
+"#,
+            handshake_line("record", 1, ""),
+            shell_quote(received.path())
+        ),
+    );
+    let yaml = format!(
+        "  record:\n    endpoint: !secret {marked}\n    plain: {listed}\n    secrets: [plain]\n    webhook: https://hooks.slack.com/services/{slack}\n    push: https://bob:{userpass}@push.example/x?job=j\n    headers: [\"Authorization: Bearer {bearer}\", \"X-Trace: visible-trace\"]\n    site: public-site\n    link: https://example.com/page\n"
+    );
+    let out = s.profile(&yaml, &["-v"]);
+    out.expect_code(0);
+    let got = std::fs::read_to_string(received.path()).expect("the plugin's record");
+    let secrets = [&marked, &listed, &slack, &bearer, &userpass];
+    for secret in secrets {
+        assert!(
+            got.contains(secret.as_str()),
+            "the plugin should get {secret}: {got}"
+        );
+        assert!(
+            !out.stdout.contains(secret.as_str()) && !out.stderr.contains(secret.as_str()),
+            "{secret} leaked to the console\n{}",
+            out.show()
+        );
+        // The artifacts: the JSON report, the JSONL, `logs/aiperf.log`, ...
+        let leaks = files_containing(&s.artifacts(), secret);
+        assert!(leaks.is_empty(), "{secret} leaked into {leaks:?}");
+    }
+    // The plugin's echo of its config reached the log, with the non-secrets intact.
+    for shown in [
+        "whole config:",
+        "public-site",
+        "visible-trace",
+        "https://example.com/page",
+    ] {
+        assert!(
+            out.stderr.contains(shown),
+            "{shown} should be shown\n{}",
+            out.show()
+        );
+    }
+    assert!(
+        s.artifacts().join("logs/aiperf.log").is_file(),
+        "the run's log file is checked for leaks too"
+    );
+    let export = s.export(&out);
+    let shown = &export["input_config"]["plugins"]["record"]["config"];
+    assert_eq!(shown["endpoint"], "<redacted>");
+    assert_eq!(shown["plain"], "<redacted>");
+    assert_eq!(
+        shown["webhook"],
+        "https://hooks.slack.com/services/<redacted>"
+    );
+    assert_eq!(shown["push"], "https://<redacted>@push.example/x?job=j");
+    assert_eq!(shown["headers"][0], "Authorization: <redacted>");
+    assert_eq!(shown["headers"][1], "X-Trace: visible-trace");
+    assert_eq!(shown["link"], "https://example.com/page");
+    // `plugins check` prints what went wrong with the config: secrets hidden there too.
+    let bad = format!(
+        "plugins:\n  event_log:\n    file: {}\n    format: !secret {marked}\n",
+        q(&s.path("e.txt"))
+    );
+    std::fs::write(s.path("check.yaml"), bad).expect("write");
+    let check = s.aiperf(&[
+        "plugins",
+        "check",
+        "event_log",
+        "--config",
+        &s.path("check.yaml").display().to_string(),
+    ]);
+    check.expect_code(1);
+    assert!(
+        !check.stdout.contains(&marked) && !check.stderr.contains(&marked),
+        "{}",
+        check.show()
+    );
+    assert!(check.stdout.contains("config:"), "{}", check.show());
+}
+
+#[test]
+fn two_instances_of_one_plugin_run_independently() {
+    let _gate = support::shared();
+    let s = Scenario::new().with_python();
+    // Each process appends its config and its events to `<tmp>/counter-<pid>.txt`.
+    s.script(
+        "counter",
+        &format!(
+            r#"read -r hello
+echo '{handshake}'
+read -r configure
+out={dir}/counter-$$.txt
+printf '%s\n' "$configure" >> "$out"
+echo "started" >&2
+echo '{{"type":"configured"}}'
+while IFS= read -r line; do
+  case "$line" in
+    *'"type":"event"'*)
+      printf '%s\n' "$line" >> "$out"
+      id=$(printf '%s\n' "$line" | sed 's/^{{"type":"event","id":\([0-9]*\),.*/\1/')
+      echo "{{\"type\":\"ack\",\"id\":$id}}" ;;
+    *) exit 0 ;;
+  esac
+done
+"#,
+            handshake = handshake_line("counter", 1, r#""phase_start","phase_complete""#),
+            dir = shell_quote(s.tmp.path()),
+        ),
+    );
+    let yaml = format!(
+        "  log_a:\n    plugin: event_log\n    file: {}\n    format: text\n  log_b:\n    plugin: event_log\n    file: {}\n    format: text\n    hooks: [phase_start]\n  push_a:\n    plugin: counter\n    target: a\n  push_b:\n    plugin: counter\n    target: b\n  py_a:\n    plugin: py_hook_log\n    file: {}\n  py_b:\n    plugin: py_hook_log\n    file: {}\n",
+        q(&s.path("a.txt")),
+        q(&s.path("b.txt")),
+        q(&s.path("pa.txt")),
+        q(&s.path("pb.txt"))
+    );
+    let out = s.profile(&yaml, &[]);
+    out.expect_code(0);
+    out.assert_no_plugin_warnings();
+    assert_eq!(s.hook_lines("a.txt", "event_log"), PROFILING_ORDER);
+    assert_eq!(
+        s.hook_lines("b.txt", "event_log"),
+        ["phase_start profiling"]
+    );
+    // Two processes, each with its own config and every event it asked for.
+    let mut targets = Vec::new();
+    for e in std::fs::read_dir(s.tmp.path()).expect("read_dir").flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with("counter-") {
+            let text = std::fs::read_to_string(e.path()).expect("read");
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 3, "configure + 2 events: {text}");
+            targets.push(lines[0].to_string());
+        }
+    }
+    targets.sort();
+    assert_eq!(targets.len(), 2, "two processes: {targets:?}");
+    assert!(targets[0].contains(r#""target":"a""#) && targets[1].contains(r#""target":"b""#));
+    // The plugin's own config, without the host's `plugin:` key (the run context's
+    // `input_config` does list every instance's `plugin:`).
+    let configure: serde_json::Value = serde_json::from_str(&targets[0]).unwrap();
+    assert!(
+        configure["config"].get("plugin").is_none(),
+        "`plugin:` is aiperf's: {}",
+        configure["config"]
+    );
+    // Logged, reported and listed under their instance names.
+    assert!(
+        out.stderr.contains("[plugin:push_a] started"),
+        "{}",
+        out.show()
+    );
+    assert!(
+        out.stderr.contains("[plugin:push_b] started"),
+        "{}",
+        out.show()
+    );
+    let export = s.export(&out);
+    for (name, hooks) in [
+        ("log_a", 6),
+        ("log_b", 1),
+        ("push_a", 2),
+        ("push_b", 2),
+        ("py_a", 6),
+        ("py_b", 6),
+    ] {
+        let p = &export["plugins"][name];
+        assert_eq!(p["status"], "active", "{name}: {p}");
+        assert_eq!(
+            p["hooks"].as_object().map(|h| h.len()),
+            Some(hooks),
+            "{name}: {p}"
+        );
+    }
+    assert_eq!(
+        export["plugins"]["push_a"]["hooks"]["phase_start"]["calls"],
+        1
+    );
+    assert_eq!(
+        export["input_config"]["plugins"]["push_b"]["plugin"],
+        "counter"
+    );
+    let list = s.aiperf(&[
+        "plugins",
+        "list",
+        "--config",
+        &s.path("config.yaml").display().to_string(),
+    ]);
+    list.expect_code(0);
+    for name in ["log_a", "log_b", "push_a", "push_b", "py_a", "py_b"] {
+        assert!(
+            list_row(&list, name).ends_with("enabled"),
+            "{}",
+            list.show()
+        );
+    }
 }

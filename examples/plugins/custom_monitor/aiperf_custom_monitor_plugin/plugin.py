@@ -27,6 +27,8 @@ class CustomMonitorPlugin:
     HOOKS = ["phase_start", "phase_sending_complete", "phase_timeout", "phase_complete"]
     CONFIG_SCHEMA = {
         "type": "object",
+        # A key not listed below is a typo: aiperf rejects it with its file:line.
+        "additionalProperties": False,
         "properties": {
             "log_level": {"type": ["string", "integer"]},
             "output_file": {"type": ["string", "null"]},

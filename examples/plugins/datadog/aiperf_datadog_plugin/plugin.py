@@ -117,6 +117,8 @@ class DatadogPhasePlugin:
     HOOKS = ["phase_start", "phase_complete"]
     CONFIG_SCHEMA = {
         "type": "object",
+        # A key not listed below is a typo: aiperf rejects it with its file:line.
+        "additionalProperties": False,
         "properties": {
             "api_key": {"type": ["string", "null"]},
             "site": {"type": "string"},

@@ -12,6 +12,8 @@ from aiperf_plugin import HOOK_NAMES, PhaseHookRegistry
 class PyHookLogPlugin:
     CONFIG_SCHEMA = {
         "type": "object",
+        # A key not listed below is a typo: aiperf rejects it with its file:line.
+        "additionalProperties": False,
         "properties": {
             "file": {"type": "string", "minLength": 1},
             "sleep_seconds": {"type": "number", "minimum": 0},

@@ -32,6 +32,8 @@ impl Plugin for HookLog {
     fn config_schema(&self) -> Option<Value> {
         Some(json!({
             "type": "object",
+            // Any other key is a typo: aiperf rejects it with its file:line.
+            "additionalProperties": false,
             "properties": { "file": { "type": "string" } },
             "required": ["file"]
         }))
