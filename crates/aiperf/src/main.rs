@@ -48,7 +48,15 @@ fn init_logging(
         match opened {
             Ok(f) => Some(f),
             Err(e) => {
-                eprintln!("warning: cannot write the log file {}: {e}", path.display());
+                // An artifact directory that cannot be made is the run's usage error (exit
+                // 2, one line), said once the config is checked: no warning here too.
+                let dir_exists = path
+                    .parent()
+                    .and_then(|l| l.parent())
+                    .is_some_and(|d| d.is_dir());
+                if dir_exists {
+                    eprintln!("warning: cannot write the log file {}: {e}", path.display());
+                }
                 None
             }
         }
