@@ -493,6 +493,15 @@ async fn scheduler<S: RequestSender>(
         .unwrap_or_else(|e| e.into_inner())
         .take();
     let mut last_deadline = t0;
+    // Ticks handed out (first turns spawned, later turns granted) and conversations spawned.
+    // A spawned request counts as sent only once its task starts it, at its deadline; the
+    // scheduler bounds what it hands out itself, so the first N ticks, in deadline order,
+    // are the N requests of a count-bounded phase even when tasks run late and out of order.
+    let (mut handed, mut spawned) = (0u64, 0u64);
+    let room = |handed: u64, spawned: u64| {
+        phase.spec.request_count.is_none_or(|l| handed < l)
+            && phase.spec.session_count.is_none_or(|l| spawned < l)
+    };
     while let Some((offset, entry)) = offsets.next() {
         let deadline = t0 + offset;
         // Hand the request to its own task a little early: that task then waits on the
@@ -510,12 +519,16 @@ async fn scheduler<S: RequestSender>(
         let tick = (deadline, scheduled_ns);
         if let Some(waiting) = later_turns.as_mut() {
             if grant_waiting(waiting, tick) {
+                handed += 1;
                 last_deadline = deadline;
                 continue;
             }
         }
-        if !phase.may_start() {
-            if later_turns.is_some() && !phase.idle() {
+        if !phase.may_start() || !room(handed, spawned) {
+            // A conversation spawned but not started yet (its deadline is ahead) will want
+            // ticks for its later turns too.
+            let pending = spawned > phase.counting().sessions;
+            if later_turns.is_some() && (!phase.idle() || pending) {
                 // The conversations in flight may still want ticks for their later turns.
                 continue;
             }
@@ -532,6 +545,7 @@ async fn scheduler<S: RequestSender>(
                 }
             } => {
                 if turn.send(tick).is_ok() {
+                    handed += 1;
                     last_deadline = deadline;
                 }
                 continue;
@@ -540,9 +554,11 @@ async fn scheduler<S: RequestSender>(
         let Some(permit) = permit else {
             break;
         };
-        if !phase.may_start() {
+        if !phase.may_start() || !room(handed, spawned) {
             break;
         }
+        handed += 1;
+        spawned += 1;
         last_deadline = deadline;
         let (ctx, phase) = (ctx.clone(), phase.clone());
         requests.spawn(async move {
