@@ -19,7 +19,7 @@ use crate::config::{BenchmarkConfig, ConfigError};
 use crate::dataset::Dataset;
 use crate::endpoint::{RequestShape, ResponseParser};
 use crate::error::{Error, IoContext, Result};
-use crate::export::outputs::{OutputsWriter, Tee, OUTPUTS_FILE};
+use crate::export::outputs::{OutputsWriter, Tee};
 use crate::export::{self, jsonl::JsonlWriter, OutputSpec, RunReport, UiType};
 use crate::metrics::processor::RecordProcessor;
 use crate::metrics::{MetricValue, PhaseKind, PhaseSummary};
@@ -575,7 +575,7 @@ fn open_artifacts(
         .collect();
     let outputs = out
         .export_outputs_json
-        .then(|| OutputsWriter::new(dir.join(OUTPUTS_FILE), clock, ids.clone()));
+        .then(|| OutputsWriter::new(dir.to_path_buf(), clock, ids.clone()));
     if !out.writes_records() {
         return Ok(Tee(None, outputs));
     }

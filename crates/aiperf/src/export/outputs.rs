@@ -30,16 +30,17 @@ struct Output {
 
 /// The `outputs.json` sink: collects the profiling records, writes the file at the end.
 pub struct OutputsWriter {
-    path: PathBuf,
+    /// The artifact directory; the file is [`OUTPUTS_FILE`] in it.
+    dir: PathBuf,
     clock: Clock,
     conversation_ids: Arc<[String]>,
     outputs: Vec<Output>,
 }
 
 impl OutputsWriter {
-    pub fn new(path: PathBuf, clock: Clock, conversation_ids: Arc<[String]>) -> Self {
+    pub fn new(dir: PathBuf, clock: Clock, conversation_ids: Arc<[String]>) -> Self {
         Self {
-            path,
+            dir,
             clock,
             conversation_ids,
             outputs: Vec::new(),
@@ -114,11 +115,7 @@ impl RecordSink for OutputsWriter {
         let bytes = serde_json::to_vec_pretty(&File {
             data: &self.outputs,
         })?;
-        let (dir, name) = match (self.path.parent(), self.path.file_name()) {
-            (Some(d), Some(n)) => (d.to_path_buf(), n.to_string_lossy().into_owned()),
-            _ => (PathBuf::from("."), OUTPUTS_FILE.to_string()),
-        };
-        super::write_atomic(&dir, &name, &bytes)
+        super::write_atomic(&self.dir, OUTPUTS_FILE, &bytes)
     }
 }
 

@@ -807,7 +807,11 @@ impl PhaseAccumulator {
         self.total_osl += m.osl;
         self.count_mismatches += m.count_mismatch as u64;
         self.total_isl += m.isl;
-        if self.goodput.as_ref().is_some_and(|g| g.is_good(m)) {
+        // The aggregator judges each record once (`m.good`); judge here only when it has not.
+        let good = m
+            .good
+            .unwrap_or_else(|| self.goodput.as_ref().is_some_and(|g| g.is_good(m)));
+        if good {
             self.good += 1;
         }
         if let Some(d) = m.usage_discrepancy {
