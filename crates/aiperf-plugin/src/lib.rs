@@ -61,7 +61,7 @@ pub mod sdk;
 
 pub use protocol::{
     decode_line, encode_line, Event, Hook, HostMessage, LoadContext, PhaseStats, PluginMessage,
-    RunContext, PROTOCOL_VERSION,
+    PluginReport, ProgressWindow, RunContext, WindowStat, PROTOCOL_VERSION,
 };
 pub use sdk::*;
 pub use serde_json::Value;

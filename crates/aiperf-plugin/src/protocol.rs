@@ -37,6 +37,12 @@ pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 pub enum Hook {
     BenchmarkStart,
     PhaseStart,
+    /// Opt-in: the phase's finished requests, in batches ([`Event::records`]), off the hot
+    /// path; batches a slow plugin cannot take are dropped and counted.
+    RequestRecords,
+    /// Opt-in: live counters ([`Event::stats`]) and rolling metrics ([`Event::window`]) every
+    /// few seconds while a phase runs.
+    Progress,
     PhaseSendingComplete,
     PhaseTimeout,
     PhaseComplete,
@@ -45,7 +51,20 @@ pub enum Hook {
 
 impl Hook {
     /// Every hook, in the order they can fire during a run.
-    pub const ALL: [Hook; 6] = [
+    pub const ALL: [Hook; 8] = [
+        Hook::BenchmarkStart,
+        Hook::PhaseStart,
+        Hook::RequestRecords,
+        Hook::Progress,
+        Hook::PhaseSendingComplete,
+        Hook::PhaseTimeout,
+        Hook::PhaseComplete,
+        Hook::BenchmarkComplete,
+    ];
+
+    /// The lifecycle hooks: each fires once per phase or run (not `request_records` or
+    /// `progress`, which fire many times while a phase runs).
+    pub const LIFECYCLE: [Hook; 6] = [
         Hook::BenchmarkStart,
         Hook::PhaseStart,
         Hook::PhaseSendingComplete,
@@ -59,6 +78,8 @@ impl Hook {
         match self {
             Hook::BenchmarkStart => "benchmark_start",
             Hook::PhaseStart => "phase_start",
+            Hook::RequestRecords => "request_records",
+            Hook::Progress => "progress",
             Hook::PhaseSendingComplete => "phase_sending_complete",
             Hook::PhaseTimeout => "phase_timeout",
             Hook::PhaseComplete => "phase_complete",
@@ -66,10 +87,15 @@ impl Hook {
         }
     }
 
-    /// `true` for hooks that belong to a phase (their events carry `phase` and `stats`);
-    /// `false` for `benchmark_start` and `benchmark_complete`.
+    /// `true` for hooks that belong to a phase (their events carry `phase`, and `stats`
+    /// except `request_records`); `false` for `benchmark_start` and `benchmark_complete`.
     pub const fn is_phase_hook(self) -> bool {
         !matches!(self, Hook::BenchmarkStart | Hook::BenchmarkComplete)
+    }
+
+    /// `true` for `request_records` and `progress`, which fire many times per phase.
+    pub const fn is_streaming(self) -> bool {
+        matches!(self, Hook::RequestRecords | Hook::Progress)
     }
 }
 
@@ -286,6 +312,70 @@ pub struct Event {
     /// on the wire) on every other hook, and from hosts that predate it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<Box<RunContext>>,
+    /// `request_records`: finished requests of the phase, each exactly one line of
+    /// `profile_export.jsonl` (`metadata`, `metrics`, `error`), oldest first. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<Vec<Value>>,
+    /// `request_records`: records this plugin lost so far in the run because it fell behind
+    /// (its queue was full); `0` when none. Absent on other hooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_records: Option<u64>,
+    /// `progress`: the rolling window's metrics. Absent on other hooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<ProgressWindow>,
+}
+
+/// Rolling metrics over the last `window_sec` seconds of finished requests (of the phase in
+/// the event), sent with `progress`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProgressWindow {
+    /// The window's length in seconds (the requests that finished in it are counted).
+    pub window_sec: f64,
+    /// Requests that finished in the window, with or without error.
+    pub requests: u64,
+    /// Of those, the failed ones.
+    pub errors: u64,
+    /// Finished requests per second over the window.
+    pub request_throughput: f64,
+    /// Output tokens per second over the window.
+    pub output_token_throughput: f64,
+    /// `time_to_first_token`, `inter_token_latency`, `request_latency` (ms), each present
+    /// when a request in the window had it.
+    pub metrics: std::collections::BTreeMap<String, WindowStat>,
+}
+
+/// One metric's statistics over a [`ProgressWindow`] (linear-interpolation percentiles).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WindowStat {
+    pub unit: String,
+    pub count: u64,
+    pub avg: f64,
+    pub min: f64,
+    pub max: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+}
+
+/// What a plugin adds to the run's report: it appears under `plugins.<name>.report` in
+/// `profile_export_aiperf.json` and in the console's plugin section. Sent as a
+/// [`PluginMessage::Report`] at any time; later metrics replace earlier ones of the same
+/// name, notes accumulate.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PluginReport {
+    /// Name → a number, string or boolean.
+    pub metrics: serde_json::Map<String, Value>,
+    pub notes: Vec<String>,
+}
+
+impl PluginReport {
+    /// Whether there is nothing to report.
+    pub fn is_empty(&self) -> bool {
+        self.metrics.is_empty() && self.notes.is_empty()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -350,6 +440,13 @@ pub enum PluginMessage {
     },
     /// A log line; `level` is one of `debug`, `info`, `warning`, `error`.
     Log { level: String, message: String },
+    /// Metrics and notes for the run's report, at any time (no answer).
+    Report {
+        #[serde(default)]
+        metrics: serde_json::Map<String, Value>,
+        #[serde(default)]
+        notes: Vec<String>,
+    },
     /// Fatal: wrong protocol version (answer to `hello`) or rejected config (answer to
     /// `configure`).
     Error { message: String },
@@ -467,6 +564,9 @@ mod tests {
             stats: Some(sample_stats()),
             summary: Some(json!({"request_latency": {"unit": "ms", "avg": 1.5, "p50": 1.2}})),
             context: None,
+            records: None,
+            dropped_records: None,
+            window: None,
         }));
         round_trip_host(HostMessage::Event(Event {
             id: 1,
@@ -475,6 +575,9 @@ mod tests {
             stats: None,
             summary: None,
             context: None,
+            records: None,
+            dropped_records: None,
+            window: None,
         }));
         round_trip_host(HostMessage::Shutdown);
     }
@@ -531,6 +634,9 @@ mod tests {
             stats: None,
             summary: None,
             context: None,
+            records: None,
+            dropped_records: None,
+            window: None,
         }))
         .unwrap();
         assert_eq!(
@@ -651,6 +757,9 @@ mod tests {
                 stats: None,
                 summary: None,
                 context: None,
+                records: None,
+                dropped_records: None,
+                window: None,
             })
         );
     }
@@ -747,6 +856,9 @@ mod tests {
             stats: None,
             summary: None,
             context: Some(Box::new(ctx)),
+            records: None,
+            dropped_records: None,
+            window: None,
         }));
         // An older host sends none; a newer one may add fields or leave some out.
         let m: HostMessage = decode_line(r#"{"type":"configure","config":{}}"#).unwrap();

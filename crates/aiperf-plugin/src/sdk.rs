@@ -454,6 +454,9 @@ mod tests {
             stats: None,
             summary: None,
             context: None,
+            records: None,
+            dropped_records: None,
+            window: None,
         }))
     }
 
@@ -768,6 +771,9 @@ mod tests {
             stats: None,
             summary: None,
             context: Some(Box::new(ctx)),
+            records: None,
+            dropped_records: None,
+            window: None,
         }));
         let mut out = Vec::new();
         serve_io(ContextPlugin, Cursor::new(input.into_bytes()), &mut out).unwrap();

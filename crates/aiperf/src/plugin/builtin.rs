@@ -65,7 +65,7 @@ fn event_log_schema() -> Option<Value> {
     }))
 }
 
-/// `event_log`: one line per event. `format: text` writes `event_log <hook> <phase|->`;
+/// `event_log`: one line per event (the lifecycle hooks unless `hooks:` lists others). `format: text` writes `event_log <hook> <phase|->`;
 /// the default `json` writes the whole event (hook, phase, stats, summary, and the run's
 /// context on `benchmark_start`).
 pub struct EventLog {
@@ -83,15 +83,20 @@ impl EventLog {
                 .filter_map(Value::as_str)
                 .map(|s| s.parse::<Hook>().map_err(|e| e.to_string()))
                 .collect::<Result<Vec<_>, _>>()?,
-            None => Hook::ALL.to_vec(),
+            None => Hook::LIFECYCLE.to_vec(),
         };
-        // Open once now so a bad path is reported at startup, not at the first event.
+        // Open once now so a bad path is reported at startup, not at the first event. The
+        // directory must exist: a typo'd path fails the config instead of creating a tree.
         if let Some(dir) = std::path::Path::new(path)
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
         {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            if !dir.is_dir() {
+                return Err(format!(
+                    "`file`: directory {} does not exist",
+                    dir.display()
+                ));
+            }
         }
         std::fs::OpenOptions::new()
             .create(true)

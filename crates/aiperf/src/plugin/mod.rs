@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aiperf_plugin::{Hook, PhaseStats, RunContext};
+use aiperf_plugin::{Hook, PhaseStats, PluginReport, ProgressWindow, RunContext};
 use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -38,6 +38,29 @@ pub struct HookEvent {
     pub summary: Option<Arc<Value>>,
     /// The run's context on `benchmark_start`; `None` on every other hook.
     pub context: Option<Arc<RunContext>>,
+    /// `request_records`: a batch of the phase's finished requests, each one line of
+    /// `profile_export.jsonl` as JSON, oldest first. `None` on every other hook.
+    pub records: Option<Arc<Vec<Value>>>,
+    /// `request_records`: records this plugin lost so far because its queue was full.
+    pub dropped_records: Option<u64>,
+    /// `progress`: rolling metrics over the plugin's progress interval.
+    pub window: Option<Arc<ProgressWindow>>,
+}
+
+impl HookEvent {
+    /// An event with only its hook, phase and stats (the rest `None`).
+    pub fn new(hook: Hook, phase: Option<PhaseKind>, stats: Option<PhaseStats>) -> Self {
+        Self {
+            hook,
+            phase,
+            stats,
+            summary: None,
+            context: None,
+            records: None,
+            dropped_records: None,
+            window: None,
+        }
+    }
 }
 
 /// Why a hook call failed.
@@ -78,6 +101,20 @@ pub trait Plugin: Send {
     async fn on_benchmark_complete(&mut self, _e: &HookEvent) -> HookResult {
         Ok(())
     }
+    /// A batch of finished requests (opt in with [`Hook::RequestRecords`]).
+    async fn on_request_records(&mut self, _e: &HookEvent) -> HookResult {
+        Ok(())
+    }
+    /// Live stats and rolling metrics (opt in with [`Hook::Progress`]).
+    async fn on_progress(&mut self, _e: &HookEvent) -> HookResult {
+        Ok(())
+    }
+
+    /// What the plugin adds to the run's report (`plugins.<name>.report`), asked once after
+    /// the last event, before [`Plugin::shutdown`].
+    async fn report(&mut self) -> Option<PluginReport> {
+        None
+    }
 
     /// Routes an event to its hook method. External plugins override this to forward it.
     async fn on_event(&mut self, e: &HookEvent) -> HookResult {
@@ -88,6 +125,8 @@ pub trait Plugin: Send {
             Hook::PhaseTimeout => self.on_phase_timeout(e).await,
             Hook::PhaseComplete => self.on_phase_complete(e).await,
             Hook::BenchmarkComplete => self.on_benchmark_complete(e).await,
+            Hook::RequestRecords => self.on_request_records(e).await,
+            Hook::Progress => self.on_progress(e).await,
         }
     }
 
@@ -455,6 +494,9 @@ impl HookRegistry {
                 .context
                 .clone()
                 .filter(|_| hook == Hook::BenchmarkStart),
+            records: None,
+            dropped_records: None,
+            window: None,
         });
         for r in &self.runners {
             let _ = r.tx.send(Delivery {
@@ -481,6 +523,9 @@ impl HookRegistry {
                 .context
                 .clone()
                 .filter(|_| hook == Hook::BenchmarkStart),
+            records: None,
+            dropped_records: None,
+            window: None,
         });
         let mut acks = Vec::new();
         for r in &self.runners {

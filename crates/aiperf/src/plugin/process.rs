@@ -901,6 +901,9 @@ impl Plugin for ProcessPlugin {
             stats: e.stats.clone(),
             summary: e.summary.as_deref().cloned(),
             context: e.context.as_deref().map(|c| Box::new(c.clone())),
+            records: e.records.as_deref().cloned(),
+            dropped_records: e.dropped_records,
+            window: e.window.as_deref().cloned(),
         });
         if let Err(err) = self.send(&msg).await {
             return Err(HookError::Fatal(format!(
@@ -1050,16 +1053,14 @@ done
     }
 
     fn event(hook: Hook) -> HookEvent {
-        HookEvent {
+        HookEvent::new(
             hook,
-            phase: Some(PhaseKind::Profiling),
-            stats: Some(PhaseStats {
+            Some(PhaseKind::Profiling),
+            Some(PhaseStats {
                 phase: "profiling".into(),
                 ..Default::default()
             }),
-            summary: None,
-            context: None,
-        }
+        )
     }
 
     fn fatal(r: HookResult) -> String {
