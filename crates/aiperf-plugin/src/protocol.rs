@@ -322,7 +322,7 @@ pub struct Event {
     pub dropped_records: Option<u64>,
     /// `progress`: the rolling window's metrics. Absent on other hooks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub window: Option<ProgressWindow>,
+    pub window: Option<Box<ProgressWindow>>,
 }
 
 /// Rolling metrics over the last `window_sec` seconds of finished requests (of the phase in

@@ -903,7 +903,7 @@ impl Plugin for ProcessPlugin {
             context: e.context.as_deref().map(|c| Box::new(c.clone())),
             records: e.records.as_deref().cloned(),
             dropped_records: e.dropped_records,
-            window: e.window.as_deref().cloned(),
+            window: e.window.as_deref().map(|w| Box::new(w.clone())),
         });
         if let Err(err) = self.send(&msg).await {
             return Err(HookError::Fatal(format!(
