@@ -385,6 +385,8 @@ impl PluginReport {
 /// Messages from the host (aiperf) to the plugin, read from the plugin's stdin.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// Messages live one at a time, on their way to or from the wire: the size is no matter.
+#[allow(clippy::large_enum_variant)]
 pub enum HostMessage {
     /// First message: the protocol versions the host speaks, and who it is.
     Hello {
