@@ -23,6 +23,7 @@ mod load;
 mod parity;
 mod plugins;
 mod profile;
+mod prometheus_exporter;
 mod request_shape;
 mod tokenizer;
 mod transport;
