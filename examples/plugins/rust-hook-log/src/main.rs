@@ -26,7 +26,7 @@ impl Plugin for HookLog {
     }
 
     fn hooks(&self) -> Vec<Hook> {
-        Hook::ALL.to_vec()
+        Hook::LIFECYCLE.to_vec()
     }
 
     fn config_schema(&self) -> Option<Value> {
