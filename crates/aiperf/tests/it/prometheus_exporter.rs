@@ -231,7 +231,6 @@ fn request_count(export: &Value) -> u64 {
 /// the profiling phase's TTFT count reaches the run's request count, and so does the largest
 /// value Prometheus stored. The warmup is its own series, and the sum is in seconds.
 #[test]
-#[ignore = "needs the record feed"]
 fn a_real_prometheus_scrapes_every_request() {
     let _gate = support::shared();
     let s = Scenario::new();
@@ -303,11 +302,21 @@ fn a_real_prometheus_scrapes_every_request() {
         1.0
     );
 
-    // From every record (`request_records`).
+    // From every record (`request_records`): none dropped, all received.
     assert!(
         p["hooks"]["request_records"]["calls"].as_u64() > Some(0),
         "{p}"
     );
+    assert_eq!(p["records"]["dropped"], 0, "{p}");
+    assert_eq!(p["records"]["delivered"], REQUESTS + WARMUP, "{p}");
+    let report = &p["report"]["metrics"];
+    assert_eq!(report["records"], REQUESTS + WARMUP, "{p}");
+    assert_eq!(
+        report["url"],
+        format!("http://127.0.0.1:{port}/metrics"),
+        "{p}"
+    );
+    assert!(report["scrapes"].as_u64() > Some(0), "{p}");
 
     assert_eq!(
         live.last().copied(),
