@@ -7,9 +7,11 @@
 
 pub mod builtin;
 pub mod discovery;
+pub mod otlp;
 pub mod process;
 pub mod prometheus;
 mod spec;
+pub mod webhook;
 
 pub use spec::{ConfigOrigin, DisabledReason, PluginEntry, PluginsSection};
 
