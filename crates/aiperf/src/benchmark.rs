@@ -20,11 +20,12 @@ use crate::dataset::Dataset;
 use crate::endpoint::{RequestShape, ResponseParser};
 use crate::error::{Error, IoContext, Result};
 use crate::export::outputs::{OutputsWriter, Tee};
+use crate::export::tap::PluginTap;
 use crate::export::{self, jsonl::JsonlWriter, OutputSpec, RunReport, UiType};
 use crate::metrics::processor::RecordProcessor;
 use crate::metrics::{MetricValue, PhaseKind, PhaseSummary};
 use crate::mock::{is_mock_url, InProcessMock, MockConfig};
-use crate::plugin::{HookRegistry, PluginsReport, Redactor};
+use crate::plugin::{HookRegistry, PluginsReport, RecordFeed, Redactor};
 use crate::readiness;
 use crate::timing::health::HealthMonitor;
 use crate::timing::{
@@ -181,7 +182,7 @@ pub async fn run(cfg: BenchmarkConfig, redactor: &Redactor) -> Result<RunOutcome
             });
         }
     }
-    let (ctx, mut processor) = start(&cfg, dataset, tokenizer, clock).await?;
+    let (ctx, mut processor) = start(&cfg, dataset, tokenizer, clock, hooks.record_feed()).await?;
     stop_on_sink_failure(&processor, &ctx.stop_sending);
     let health = HealthMonitor::start();
     let run_start = clock.now_ns();
@@ -421,9 +422,10 @@ async fn start(
     dataset: Dataset,
     tokenizer: Tokenizer,
     clock: Clock,
+    feed: Option<RecordFeed>,
 ) -> Result<(Arc<RunContext>, RecordProcessor)> {
     readiness::wait(&cfg.endpoint, &dataset.shape, &cfg.endpoint.urls).await?;
-    let jsonl = open_artifacts(&cfg.output, &dataset, clock)?;
+    let jsonl = open_artifacts(&cfg.output, &dataset, clock, feed)?;
     let processor = RecordProcessor::start(
         tokenizer,
         cfg.input.use_server_token_count,
@@ -549,8 +551,12 @@ fn profiling_count(cfg: &BenchmarkConfig, trace: Option<&Trace>) -> Option<u64> 
     }
 }
 
+/// The record processor's sinks: the JSONL, `outputs.json`, the plugins' feed.
+type Sinks = Tee<Tee<Option<JsonlWriter>, Option<OutputsWriter>>, Option<PluginTap>>;
+
 /// Creates the artifact directory, writes `inputs.json` and opens `profile_export.jsonl`
-/// (unless `--export-level summary`).
+/// (unless `--export-level summary`); the plugins' feed, when a plugin takes records or
+/// progress.
 ///
 /// Nothing has been sent yet, so a directory that cannot be written is the user's to fix:
 /// a usage error (exit 2) naming `--artifact-dir`.
@@ -558,7 +564,8 @@ fn open_artifacts(
     out: &OutputSpec,
     dataset: &Dataset,
     clock: Clock,
-) -> Result<Tee<Option<JsonlWriter>, Option<OutputsWriter>>> {
+    feed: Option<RecordFeed>,
+) -> Result<Sinks> {
     let dir = &out.artifact_directory;
     let unwritable = |what: &str, e: std::io::Error| {
         ConfigError::Usage(format!(
@@ -576,13 +583,14 @@ fn open_artifacts(
     let outputs = out
         .export_outputs_json
         .then(|| OutputsWriter::new(dir.to_path_buf(), clock, ids.clone()));
+    let tap = feed.map(|f| PluginTap::new(f, clock, ids.clone()));
     if !out.writes_records() {
-        return Ok(Tee(None, outputs));
+        return Ok(Tee(Tee(None, outputs), tap));
     }
     let path = dir.join(&out.names.jsonl);
     let writer =
         JsonlWriter::create(&path, clock, ids).map_err(|e| unwritable(&out.names.jsonl, e))?;
-    Ok(Tee(Some(writer), outputs))
+    Ok(Tee(Tee(Some(writer), outputs), tap))
 }
 
 /// Warmup seeds are the profiling seed with this mixed in.
@@ -733,10 +741,13 @@ async fn run_phases(
         let (tracker, observers) = run_phase(ctx, spec, hooks, |t| {
             let w = watch.map(|w| w.start(t.clone(), ctx.stop_sending.clone()));
             let p = progress.map(|dur| Progress::start(kind, t.clone(), t.expected, dur));
-            Some((p, w))
+            let live = t.clone();
+            let ticker = hooks.start_progress(kind, Arc::new(move || live.stats()));
+            Some((p, w, ticker))
         })
         .await;
-        if let Some((p, w)) = observers {
+        if let Some((p, w, ticker)) = observers {
+            drop(ticker);
             if let Some(p) = p {
                 p.finish();
             }
@@ -825,6 +836,7 @@ fn report(
             client_health.reasons.join("; ")
         ));
     }
+    warnings.extend(plugins.behind());
     RunReport {
         benchmark_id: run_ctx.run_id.clone(),
         input_config: run_ctx.input_config.clone(),
@@ -940,6 +952,7 @@ fn console_text(cfg: &BenchmarkConfig, report: &RunReport, ending: &Ending) -> S
         cfg.endpoint.models.join(", ")
     );
     let mut text = export::console::render(&title, s, cfg.output.show_trace_timing);
+    text.push_str(&export::console::plugins_section(&report.plugins));
     let h = &report.client_health;
     if h.ok() {
         // A figure that is missing (or not finite: null in the JSON) shows as 0.

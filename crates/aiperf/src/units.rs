@@ -61,7 +61,7 @@ pub const MAX_DELAY_RATIO: f64 = 1e6;
 pub const MAX_LIST_ITEMS: usize = MAX_TOKENS as usize;
 
 /// A finite number. YAML's `.nan` and `.inf` are named as such.
-fn number(s: &str) -> Result<f64, String> {
+pub fn number(s: &str) -> Result<f64, String> {
     let t = s.trim();
     let v: f64 = match t.parse() {
         Ok(v) => v,

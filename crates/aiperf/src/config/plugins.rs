@@ -14,7 +14,24 @@ use super::{env, ConfigError};
 use crate::plugin::{ConfigOrigin, DisabledReason, PluginEntry, PluginsSection};
 
 /// The keys aiperf reads from a plugin's section; the plugin never sees them.
-pub const HOST_KEYS: [&str; 5] = ["enabled", "path", "timeout_seconds", "plugin", "secrets"];
+pub const HOST_KEYS: [&str; 7] = [
+    "enabled",
+    "path",
+    "timeout_seconds",
+    "plugin",
+    "secrets",
+    "progress_interval_seconds",
+    "records_queue",
+];
+
+/// How often a plugin that takes `progress` gets it, unless `progress_interval_seconds`.
+const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+/// The shortest and longest `progress_interval_seconds` accepted.
+const PROGRESS_INTERVAL_SECONDS: (f64, f64) = (0.1, 3600.0);
+/// Batches of records a plugin may have waiting before more are dropped, unless
+/// `records_queue`; and the largest accepted (a batch is up to 256 records).
+const DEFAULT_RECORDS_QUEUE: usize = 64;
+const MAX_RECORDS_QUEUE: u64 = 100_000;
 
 /// A hook's time limit when the section does not set `timeout_seconds`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -151,6 +168,51 @@ fn parse_entry(name: String, v: Yaml) -> Result<PluginEntry, KeyError> {
             ))
         }
     };
+    let progress_interval = match untagged(map.get("progress_interval_seconds")) {
+        None => DEFAULT_PROGRESS_INTERVAL,
+        Some(v @ (Yaml::Number(_) | Yaml::String(_))) => {
+            let s = yaml_scalar(v).unwrap_or_default();
+            let (lo, hi) = PROGRESS_INTERVAL_SECONDS;
+            crate::units::number(&s)
+                .and_then(|n| crate::units::check_real(n, lo, hi, " seconds"))
+                .map(Duration::from_secs_f64)
+                .map_err(|e| {
+                    at(
+                        "progress_interval_seconds",
+                        format!("plugins.{name}.progress_interval_seconds: {e}"),
+                    )
+                })?
+        }
+        Some(_) => {
+            return Err(at(
+                "progress_interval_seconds",
+                format!("plugins.{name}.progress_interval_seconds must be a number of seconds"),
+            ))
+        }
+    };
+    let records_queue = match untagged(map.get("records_queue")) {
+        None => DEFAULT_RECORDS_QUEUE,
+        Some(v @ (Yaml::Number(_) | Yaml::String(_))) => {
+            let s = yaml_scalar(v).unwrap_or_default();
+            s.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("`{s}` is not a whole number"))
+                .and_then(|n| crate::units::check_whole(n, 1, MAX_RECORDS_QUEUE, " batches"))
+                .map(|n| n as usize)
+                .map_err(|e| {
+                    at(
+                        "records_queue",
+                        format!("plugins.{name}.records_queue: {e}"),
+                    )
+                })?
+        }
+        Some(_) => {
+            return Err(at(
+                "records_queue",
+                format!("plugins.{name}.records_queue must be a whole number of batches"),
+            ))
+        }
+    };
     let plugin = match untagged(map.get("plugin")) {
         None => name.clone(),
         Some(Yaml::String(s)) if is_plugin_name(s) => s.clone(),
@@ -256,6 +318,8 @@ fn parse_entry(name: String, v: Yaml) -> Result<PluginEntry, KeyError> {
         disabled,
         path,
         timeout,
+        progress_interval,
+        records_queue,
     })
 }
 

@@ -1,6 +1,7 @@
 //! The console summary: `Metric | avg | min | max | p99 | p90 | p50 | std`.
 
 use crate::metrics::{ErrorDetails, MetricValue, PhaseSummary};
+use crate::plugin::PluginsReport;
 
 /// Error groups (by code and type) shown on the console; the JSON keeps every message.
 const SHOWN_ERROR_GROUPS: usize = 10;
@@ -144,6 +145,38 @@ fn render_errors(errors: &[(ErrorDetails, u64)]) -> String {
             "  … {} more kinds of error ({n} requests): see error_summary in profile_export_aiperf.json\n",
             rest.len()
         ));
+    }
+    out
+}
+
+/// What plugins added to the report, one block per plugin that reported: its metrics on
+/// one line, then its notes. Empty when none did.
+pub fn plugins_section(plugins: &PluginsReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for p in &plugins.plugins {
+        let Some(r) = p.report.as_ref().filter(|r| !r.is_empty()) else {
+            continue;
+        };
+        if out.is_empty() {
+            out.push_str("Plugins:\n");
+        }
+        let metrics: Vec<String> = r
+            .metrics
+            .iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => format!("{k}={s}"),
+                serde_json::Value::Number(n) => match n.as_f64() {
+                    Some(f) if n.is_f64() => format!("{k}={}", fmt(f)),
+                    _ => format!("{k}={n}"),
+                },
+                other => format!("{k}={other}"),
+            })
+            .collect();
+        let _ = writeln!(out, "  {}: {}", p.name, metrics.join(", "));
+        for n in &r.notes {
+            let _ = writeln!(out, "    {n}");
+        }
     }
     out
 }

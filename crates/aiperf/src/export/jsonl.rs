@@ -238,37 +238,13 @@ impl JsonlWriter {
         if self.out.is_none() {
             return Ok(());
         }
-        let wall = |ns: u64| self.clock.wall_ns(ns);
-        let metadata = Metadata {
-            session_num: rec.request_index,
-            x_request_id: Id(rec.ids.request),
-            x_correlation_id: Id(rec.ids.correlation),
-            conversation_id: match self.conversation_ids.get(rec.conversation_index) {
-                Some(id) => ConversationId::Known(id),
-                None => ConversationId::Index(rec.conversation_index),
-            },
-            turn_index: rec.turn_index,
-            request_start_ns: wall(rec.start_ns),
-            request_ack_ns: rec.ack_ns.map(wall),
-            request_end_ns: wall(rec.end_ns),
-            benchmark_phase: rec.phase,
-            url_index: rec.url_index,
-            scheduled_ns: rec.scheduled_ns.map(wall),
-            send_lag_ms: rec
-                .scheduled_ns
-                .map(|s| (rec.start_ns as f64 - s as f64) / 1e6),
-            was_cancelled: rec.cancelled,
-            cancellation_time_ns: rec.cancelled.then(|| wall(rec.end_ns)),
-        };
         self.line.clear();
-        serde_json::to_writer(
-            &mut self.line,
-            &Line {
-                metadata,
-                metrics,
-                error,
-            },
-        )?;
+        let line = Line {
+            metadata: metadata(&self.clock, &self.conversation_ids, rec),
+            metrics,
+            error,
+        };
+        serde_json::to_writer(&mut self.line, &line)?;
         self.line.push(b'\n');
         let room = self
             .out
@@ -293,6 +269,68 @@ impl JsonlWriter {
     }
 }
 
+/// A record's `metadata`: its ids, times on the wall clock, phase and send lag.
+fn metadata<'a>(
+    clock: &Clock,
+    conversation_ids: &'a [String],
+    rec: &RequestRecord,
+) -> Metadata<'a> {
+    let wall = |ns: u64| clock.wall_ns(ns);
+    Metadata {
+        session_num: rec.request_index,
+        x_request_id: Id(rec.ids.request),
+        x_correlation_id: Id(rec.ids.correlation),
+        conversation_id: match conversation_ids.get(rec.conversation_index) {
+            Some(id) => ConversationId::Known(id),
+            None => ConversationId::Index(rec.conversation_index),
+        },
+        turn_index: rec.turn_index,
+        request_start_ns: wall(rec.start_ns),
+        request_ack_ns: rec.ack_ns.map(wall),
+        request_end_ns: wall(rec.end_ns),
+        benchmark_phase: rec.phase,
+        url_index: rec.url_index,
+        scheduled_ns: rec.scheduled_ns.map(wall),
+        send_lag_ms: rec
+            .scheduled_ns
+            .map(|s| (rec.start_ns as f64 - s as f64) / 1e6),
+        was_cancelled: rec.cancelled,
+        cancellation_time_ns: rec.cancelled.then(|| wall(rec.end_ns)),
+    }
+}
+
+/// A record exactly as its `profile_export.jsonl` line, as a JSON value (what plugins get
+/// in `request_records`).
+pub fn record_value(
+    clock: &Clock,
+    conversation_ids: &[String],
+    rec: &RequestRecord,
+    outcome: Result<&RequestMetrics, &ErrorDetails>,
+) -> serde_json::Result<serde_json::Value> {
+    let metadata = metadata(clock, conversation_ids, rec);
+    match outcome {
+        Ok(m) => serde_json::to_value(Line {
+            metadata,
+            metrics: &SuccessMetrics(m),
+            error: None,
+        }),
+        Err(err) => serde_json::to_value(Line {
+            metadata,
+            metrics: &error_metrics(rec),
+            error: Some(err),
+        }),
+    }
+}
+
+fn error_metrics(rec: &RequestRecord) -> ErrorMetrics {
+    ErrorMetrics {
+        error_isl: Entry {
+            value: rec.isl,
+            unit: "tokens",
+        },
+    }
+}
+
 /// The record processor's aggregator writes every processed request here.
 impl RecordSink for JsonlWriter {
     fn write_success(&mut self, rec: &RequestRecord, m: &RequestMetrics) -> std::io::Result<()> {
@@ -300,13 +338,7 @@ impl RecordSink for JsonlWriter {
     }
 
     fn write_error(&mut self, rec: &RequestRecord, err: &ErrorDetails) -> std::io::Result<()> {
-        let metrics = ErrorMetrics {
-            error_isl: Entry {
-                value: rec.isl,
-                unit: "tokens",
-            },
-        };
-        self.write_record(rec, &metrics, Some(err))
+        self.write_record(rec, &error_metrics(rec), Some(err))
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

@@ -4,6 +4,7 @@ pub mod console;
 pub mod jsonl;
 pub mod outputs;
 mod spec;
+pub mod tap;
 
 pub use spec::{ArtifactNames, ExportLevel, LogLevel, OutputSpec, UiType};
 
@@ -346,6 +347,9 @@ mod tests {
             reason: reason.map(String::from),
             failed: false,
             hooks: BTreeMap::new(),
+            records: None,
+            progress: None,
+            report: None,
         };
         let counts = |calls, errors| HookCounts {
             calls,
@@ -360,6 +364,21 @@ mod tests {
         ]
         .into_iter()
         .collect();
+        event_log.records = Some(crate::plugin::feed::RecordCounts {
+            delivered: 90,
+            dropped: 10,
+            dropped_batches: 1,
+        });
+        event_log.progress = Some(crate::plugin::feed::ProgressCounts {
+            sent: 4,
+            skipped: 1,
+        });
+        event_log.report = Some(aiperf_plugin::PluginReport {
+            metrics: [("slo_violations".to_string(), serde_json::json!(3))]
+                .into_iter()
+                .collect(),
+            notes: vec!["3 requests over the TTFT SLO".into()],
+        });
         let why = Some("hook phase_start timed out");
         let mut zeta = status("zeta", Some(PluginKind::External), false, why);
         zeta.path = Some("/bin/zeta".into());

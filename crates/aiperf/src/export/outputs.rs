@@ -146,4 +146,10 @@ impl<A: RecordSink, B: RecordSink> RecordSink for Tee<A, B> {
         let b = self.1.finish();
         a.and(b)
     }
+
+    fn phase_end(&mut self) -> std::io::Result<()> {
+        let a = self.0.phase_end();
+        let b = self.1.phase_end();
+        a.and(b)
+    }
 }

@@ -43,6 +43,10 @@ pub trait RecordSink: Send {
     fn finish(&mut self) -> std::io::Result<()> {
         self.flush()
     }
+    /// Called when a phase's records are all written, before its summary is answered.
+    fn phase_end(&mut self) -> std::io::Result<()> {
+        self.flush()
+    }
 }
 
 /// No sink: records are counted in the summaries and not written (`--export-level summary`).
@@ -61,6 +65,10 @@ impl<T: RecordSink> RecordSink for Option<T> {
 
     fn finish(&mut self) -> std::io::Result<()> {
         self.as_mut().map_or(Ok(()), |s| s.finish())
+    }
+
+    fn phase_end(&mut self) -> std::io::Result<()> {
+        self.as_mut().map_or(Ok(()), |s| s.phase_end())
     }
 }
 
@@ -300,7 +308,7 @@ fn aggregate(
                 let Some((_, Some((phase, reply)))) = pending.remove(&token) else {
                     continue;
                 };
-                if let (Err(e), Ok(())) = (sink.flush(), &io_result) {
+                if let (Err(e), Ok(())) = (sink.phase_end(), &io_result) {
                     io_result = Err(e);
                     failed.cancel();
                 }

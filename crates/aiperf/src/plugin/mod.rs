@@ -7,13 +7,17 @@
 
 pub mod builtin;
 pub mod discovery;
+pub mod feed;
 pub mod process;
 pub mod prometheus;
+pub mod report;
 mod spec;
 
+pub use feed::{ProgressGuard, RecordFeed, RecordPoint, StatsFn};
 pub use spec::{ConfigOrigin, DisabledReason, PluginEntry, PluginsSection};
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -183,6 +187,15 @@ pub struct PluginStatus {
     #[serde(skip)]
     pub failed: bool,
     pub hooks: BTreeMap<Hook, HookCounts>,
+    /// `request_records`: delivered and dropped (the plugin fell behind).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub records: Option<feed::RecordCounts>,
+    /// `progress`: sent, and skipped while the plugin still had the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<feed::ProgressCounts>,
+    /// What the plugin added to the report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<PluginReport>,
 }
 
 fn active_or_disabled<S: serde::Serializer>(active: &bool, s: S) -> Result<S::Ok, S::Error> {
@@ -200,6 +213,9 @@ impl PluginStatus {
             reason: None,
             failed: false,
             hooks: BTreeMap::new(),
+            records: None,
+            progress: None,
+            report: None,
         }
     }
 }
@@ -207,6 +223,9 @@ impl PluginStatus {
 struct Delivery {
     event: Arc<HookEvent>,
     ack: Option<oneshot::Sender<()>>,
+    /// Decremented once the event is handled (how many `request_records` or `progress`
+    /// events the plugin has waiting).
+    done: Option<Arc<AtomicUsize>>,
 }
 
 struct Runner {
@@ -302,6 +321,10 @@ pub struct HookRegistry {
     /// Config mistakes found when starting plugins (a key the plugin's schema forbids),
     /// each naming `file:line`: the run stops with exit 2.
     config_errors: Vec<String>,
+    /// Finished requests for the plugins that take `request_records` or `progress`.
+    feed: Option<RecordFeed>,
+    /// The plugins that take `progress`.
+    progress: Vec<feed::ProgressSubscriber>,
 }
 
 fn warn_disabled(name: &str, why: &str) {
@@ -399,6 +422,7 @@ impl HookRegistry {
                 }
             }))
             .await;
+        let mut records = Vec::new();
         for (entry, status, result) in started {
             match result {
                 Ok((plugin, loc)) => {
@@ -413,12 +437,26 @@ impl HookRegistry {
                         }
                     }
                     reg.max_timeout = reg.max_timeout.max(entry.timeout);
-                    reg.runners.push(spawn_runner(
-                        plugin.0,
-                        entry.timeout,
-                        status.clone(),
-                        redactor.clone(),
-                    ));
+                    let wants = plugin.0.hooks();
+                    let runner =
+                        spawn_runner(plugin.0, entry.timeout, status.clone(), redactor.clone());
+                    if wants.contains(&Hook::RequestRecords) {
+                        records.push(feed::Subscriber {
+                            tx: runner.tx.clone(),
+                            pending: Arc::new(AtomicUsize::new(0)),
+                            cap: entry.records_queue.max(1),
+                            status: status.clone(),
+                        });
+                    }
+                    if wants.contains(&Hook::Progress) {
+                        reg.progress.push(feed::ProgressSubscriber {
+                            tx: runner.tx.clone(),
+                            interval: entry.progress_interval.max(Duration::from_millis(100)),
+                            pending: Arc::new(AtomicUsize::new(0)),
+                            status: status.clone(),
+                        });
+                    }
+                    reg.runners.push(runner);
                     tracing::info!("plugin `{}` active", entry.name);
                 }
                 Err(why) => {
@@ -434,7 +472,28 @@ impl HookRegistry {
                 }
             }
         }
+        if !records.is_empty() || !reg.progress.is_empty() {
+            let keep = reg.progress.iter().map(|p| p.interval).max();
+            reg.feed = Some(RecordFeed::new(
+                records,
+                keep.is_some(),
+                keep.unwrap_or_default(),
+            ));
+        }
         reg
+    }
+
+    /// The feed the record processor pushes finished requests into, when a plugin takes
+    /// `request_records` or `progress`.
+    pub fn record_feed(&self) -> Option<RecordFeed> {
+        self.feed.clone()
+    }
+
+    /// Starts `progress` for the phase that just started, when a plugin takes it; it stops
+    /// when the guard is dropped.
+    pub fn start_progress(&self, phase: PhaseKind, stats: StatsFn) -> Option<ProgressGuard> {
+        (!self.progress.is_empty())
+            .then(|| feed::start_progress(&self.progress, self.feed.clone(), phase, stats))
     }
 
     /// A registry of one in-process plugin, active, for tests of code that emits hooks.
@@ -447,8 +506,7 @@ impl HookRegistry {
             runners: vec![runner],
             statuses: vec![status],
             max_timeout: timeout,
-            context: None,
-            config_errors: Vec::new(),
+            ..Self::default()
         }
     }
 
@@ -502,6 +560,7 @@ impl HookRegistry {
             let _ = r.tx.send(Delivery {
                 event: event.clone(),
                 ack: None,
+                done: None,
             });
         }
     }
@@ -534,6 +593,7 @@ impl HookRegistry {
                 .send(Delivery {
                     event: event.clone(),
                     ack: Some(tx),
+                    done: None,
                 })
                 .is_ok()
             {
@@ -546,7 +606,11 @@ impl HookRegistry {
     }
 
     /// Delivers what is queued, shuts every plugin down and reports what happened.
-    pub async fn finish(self) -> PluginsReport {
+    pub async fn finish(mut self) -> PluginsReport {
+        if let Some(feed) = self.feed.take() {
+            feed.close();
+        }
+        self.progress.clear();
         let mut tasks = Vec::new();
         for r in self.runners {
             drop(r.tx);
@@ -779,8 +843,18 @@ fn spawn_runner(
             if let Some(ack) = d.ack {
                 let _ = ack.send(());
             }
+            if let Some(done) = d.done {
+                done.fetch_sub(1, Ordering::AcqRel);
+            }
         }
         if alive {
+            let asked = std::panic::AssertUnwindSafe(plugin.report()).catch_unwind();
+            if let Ok(Ok(Some(report))) = tokio::time::timeout(timeout, asked).await {
+                let report = report::checked(report, &redactor);
+                if !report.is_empty() {
+                    status.lock().unwrap_or_else(|e| e.into_inner()).report = Some(report);
+                }
+            }
             plugin.shutdown().await;
         }
     });
@@ -801,6 +875,23 @@ fn by_name<S: serde::Serializer>(plugins: &[PluginStatus], s: S) -> Result<S::Ok
 }
 
 impl PluginsReport {
+    /// One warning per plugin that fell behind and lost records.
+    pub fn behind(&self) -> Vec<String> {
+        self.plugins
+            .iter()
+            .filter_map(|p| {
+                let r = p.records.as_ref().filter(|r| r.dropped > 0)?;
+                Some(format!(
+                    "plugin `{}` fell behind: {} of {} request records dropped (it was sent {}; raise its records_queue or make it faster)",
+                    p.name,
+                    r.dropped,
+                    r.dropped + r.delivered,
+                    r.delivered
+                ))
+            })
+            .collect()
+    }
+
     /// With `--strict-plugins`, a description of the plugin failures, if any.
     pub fn strict_failure(&self, strict: bool) -> Option<String> {
         if !strict {

@@ -21,7 +21,7 @@ use std::time::Duration;
 use aiperf_plugin::protocol::{
     decode_line, encode_line, Event, HostMessage, PluginMessage, MAX_LINE_BYTES, PROTOCOL_VERSION,
 };
-use aiperf_plugin::{Hook, RunContext};
+use aiperf_plugin::{Hook, PluginReport, RunContext};
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
@@ -88,6 +88,8 @@ pub struct ProcessPlugin {
     origin: Option<Arc<super::ConfigOrigin>>,
     /// The implementation's name for `hello` when the instance has its own name.
     implementation: Option<String>,
+    /// What the plugin sent in `report` messages (merged by the stdout reader).
+    report: Arc<std::sync::Mutex<PluginReport>>,
 }
 
 fn excerpt(s: &str) -> String {
@@ -360,6 +362,8 @@ struct Output {
     name: String,
     redactor: Redactor,
     sink: Arc<dyn OutputSink>,
+    /// What the plugin sent in `report` messages, merged.
+    report: Arc<std::sync::Mutex<PluginReport>>,
 }
 
 impl Output {
@@ -519,6 +523,11 @@ async fn read_stdout(
                     });
                     continue;
                 }
+                Ok(PluginMessage::Report { metrics, notes }) => {
+                    let mut r = out.report.lock().unwrap_or_else(|e| e.into_inner());
+                    super::report::merge(&mut r, PluginReport { metrics, notes }, &out.redactor);
+                    continue;
+                }
                 Ok(m) => Incoming::Msg(m),
                 Err(_) => Incoming::Garbage(excerpt(&out.redactor.redact(&l))),
             },
@@ -673,10 +682,12 @@ impl ProcessPlugin {
             return Err(format!("cannot start {}: no pipes", path.display()));
         };
 
+        let report = Arc::new(std::sync::Mutex::new(PluginReport::default()));
         let out = Output {
             name: name.to_string(),
             redactor,
             sink,
+            report: report.clone(),
         };
         let stop = CancellationToken::new();
         let (tx, incoming) = mpsc::unbounded_channel();
@@ -698,6 +709,7 @@ impl ProcessPlugin {
             stop,
             origin: None,
             implementation: None,
+            report,
         })
     }
 
@@ -889,6 +901,11 @@ impl Drop for ProcessPlugin {
 impl Plugin for ProcessPlugin {
     fn hooks(&self) -> Vec<Hook> {
         self.hooks.clone()
+    }
+
+    async fn report(&mut self) -> Option<PluginReport> {
+        let r = self.report.lock().unwrap_or_else(|e| e.into_inner());
+        (!r.is_empty()).then(|| r.clone())
     }
 
     async fn on_event(&mut self, e: &HookEvent) -> HookResult {

@@ -74,6 +74,11 @@ pub struct PluginEntry {
     pub disabled: Option<DisabledReason>,
     pub path: Option<PathBuf>,
     pub timeout: Duration,
+    /// How often the plugin gets `progress` (`progress_interval_seconds`).
+    pub progress_interval: Duration,
+    /// How many batches of `request_records` may wait for the plugin before more are
+    /// dropped (`records_queue`).
+    pub records_queue: usize,
 }
 
 impl PluginEntry {

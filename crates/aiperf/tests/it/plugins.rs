@@ -2029,3 +2029,249 @@ done
         );
     }
 }
+
+// =====================================================================================
+// Records, progress and reports: what a plugin sees while a phase runs, what it adds
+// =====================================================================================
+
+/// A plugin in plain Python (no SDK) that takes `request_records` and `progress`, sleeps
+/// `SLEEP` seconds per batch, sends a `report` at `benchmark_complete`, and writes what it
+/// saw to `OUT` (JSON) when it is shut down.
+const RECORDER_PY: &str = r#"
+import json, sys, time
+sleep, out = float(sys.argv[1]), sys.argv[2]
+def send(m):
+    sys.stdout.write(json.dumps(m) + "\n"); sys.stdout.flush()
+seen = {"ids": [], "phases": [], "batches": 0, "last_dropped": 0, "progress": [],
+        "records_at_complete": {}, "before_progress_phase": []}
+for line in sys.stdin:
+    m = json.loads(line)
+    t = m["type"]
+    if t == "hello":
+        send({"type": "handshake", "protocol_version": 1, "name": "recorder", "version": "1",
+              "hooks": ["request_records", "progress", "phase_complete", "benchmark_complete"]})
+    elif t == "configure":
+        send({"type": "configured"})
+    elif t == "event":
+        h = m["hook"]
+        if h == "request_records":
+            seen["batches"] += 1
+            seen["last_dropped"] = m["dropped_records"]
+            for r in m["records"]:
+                seen["ids"].append(r["metadata"]["x_request_id"])
+                seen["phases"].append(r["metadata"]["benchmark_phase"])
+            time.sleep(sleep)
+        elif h == "progress":
+            seen["progress"].append({"phase": m["phase"], "stats": m["stats"], "window": m["window"]})
+        elif h == "phase_complete":
+            seen["records_at_complete"][m["phase"]] = seen["phases"].count(m["phase"])
+        elif h == "benchmark_complete":
+            send({"type": "report", "metrics": {"records_seen": len(seen["ids"]), "verdict": "fine"},
+                  "notes": ["counted by the recorder"]})
+        send({"type": "ack", "id": m["id"]})
+    elif t == "shutdown":
+        break
+json.dump(seen, open(out, "w"))
+"#;
+
+impl Scenario {
+    /// Installs the recorder as `aiperf-plugin-recorder`; what it saw goes to `recorder.json`.
+    fn recorder(&self, sleep_sec: f64) {
+        let py = self.path("recorder.py");
+        std::fs::write(&py, RECORDER_PY).expect("write recorder.py");
+        self.script(
+            "recorder",
+            &format!(
+                "exec python3 {} {sleep_sec} {}",
+                shell_quote(&py),
+                shell_quote(&self.path("recorder.json"))
+            ),
+        );
+    }
+
+    fn recorder_saw(&self) -> Value {
+        let p = self.path("recorder.json");
+        let text = std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("the recorder wrote nothing ({}: {e})", p.display()));
+        serde_json::from_str(&text).expect("recorder.json is JSON")
+    }
+
+    fn jsonl_lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.artifacts().join("profile_export.jsonl"))
+            .expect("profile_export.jsonl")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSONL line"))
+            .collect()
+    }
+}
+
+#[test]
+fn a_plugin_taking_records_gets_every_one_before_its_phase_completes_and_reports() {
+    let _gate = support::shared();
+    let s = Scenario::new();
+    s.recorder(0.0);
+    let out = s.profile(
+        "  recorder:\n    timeout_seconds: 10\n",
+        &[
+            "--request-count",
+            "300",
+            "--concurrency",
+            "8",
+            "--warmup-request-count",
+            "20",
+        ],
+    );
+    out.expect_code(0);
+    let export = s.export(&out);
+    let saw = s.recorder_saw();
+    let lines = s.jsonl_lines();
+    // Exactly the JSONL's records, each once, warmup and profiling.
+    let mut want: Vec<String> = lines
+        .iter()
+        .map(|l| l["metadata"]["x_request_id"].as_str().unwrap().to_string())
+        .collect();
+    let mut got: Vec<String> = saw["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got.len(), 320, "records the plugin got");
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "the plugin got the JSONL's records");
+    // A phase's records all arrive before its phase_complete.
+    assert_eq!(saw["records_at_complete"]["warmup"], 20);
+    assert_eq!(saw["records_at_complete"]["profiling"], 300);
+    // Counted in the export; nothing dropped.
+    let p = &export["plugins"]["recorder"];
+    assert_eq!(p["records"]["delivered"], 320, "{p}");
+    assert_eq!(p["records"]["dropped"], 0, "{p}");
+    assert_eq!(
+        p["hooks"]["request_records"]["calls"], saw["batches"],
+        "{p}"
+    );
+    // Its report, in the JSON and on the console.
+    assert_eq!(p["report"]["metrics"]["records_seen"], 320, "{p}");
+    assert_eq!(p["report"]["metrics"]["verdict"], "fine", "{p}");
+    assert_eq!(p["report"]["notes"][0], "counted by the recorder", "{p}");
+    assert!(
+        out.stdout.contains(
+            "Plugins:\n  recorder: records_seen=320, verdict=fine\n    counted by the recorder"
+        ),
+        "console plugin section:\n{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn progress_comes_every_interval_with_live_stats_and_a_rolling_window() {
+    let _gate = support::shared();
+    let s = Scenario::new();
+    s.recorder(0.0);
+    let out = s.profile(
+        "  recorder:\n    progress_interval_seconds: 0.5\n",
+        &[
+            "--benchmark-duration",
+            "3",
+            "--concurrency",
+            "4",
+            "--url",
+            "mock?ttft_ms=20&itl_ms=2",
+        ],
+    );
+    out.expect_code(0);
+    let saw = s.recorder_saw();
+    let progress = saw["progress"].as_array().unwrap();
+    assert!(
+        progress.len() >= 3,
+        "a 3 s phase at 0.5 s intervals: {} progress events",
+        progress.len()
+    );
+    let mut last_sent = 0;
+    for p in progress {
+        assert_eq!(p["phase"], "profiling");
+        let sent = p["stats"]["sent"].as_u64().unwrap();
+        assert!(
+            sent >= last_sent,
+            "stats are live and grow: {sent} after {last_sent}"
+        );
+        last_sent = sent;
+        let w = &p["window"];
+        assert!(w["window_sec"].as_f64().unwrap() <= 0.5 + 1e-9, "{w}");
+    }
+    // Past the first second, the window holds requests; their TTFT is the mock's 20 ms
+    // plus the client's overhead, nothing like zero or seconds.
+    let late = &progress[progress.len() - 1]["window"];
+    assert!(late["requests"].as_u64().unwrap() > 0, "{late}");
+    assert!(late["request_throughput"].as_f64().unwrap() > 0.0, "{late}");
+    let ttft = &late["metrics"]["time_to_first_token"];
+    let p50 = ttft["p50"].as_f64().unwrap();
+    assert!(
+        (19.0..200.0).contains(&p50),
+        "window TTFT p50 {p50} ms: {ttft}"
+    );
+    assert_eq!(ttft["unit"], "ms");
+    let export = s.export(&out);
+    let counts = &export["plugins"]["recorder"]["progress"];
+    assert_eq!(
+        counts["sent"].as_u64().unwrap(),
+        progress.len() as u64,
+        "{counts}"
+    );
+}
+
+#[test]
+fn a_slow_plugin_loses_batches_counted_and_the_run_loses_nothing() {
+    let _gate = support::exclusive();
+    let s = Scenario::new();
+    // 0.4 s per batch, one batch of queue: most batches of a fast run are dropped.
+    s.recorder(0.4);
+    let out = s.profile(
+        "  recorder:\n    records_queue: 1\n    timeout_seconds: 10\n",
+        &[
+            "--request-count",
+            "3000",
+            "--concurrency",
+            "32",
+            "--url",
+            "mock",
+            "--osl",
+            "2",
+        ],
+    );
+    out.expect_code(0);
+    let export = s.export(&out);
+    assert_eq!(request_count(&export), 3000, "the run sent everything");
+    assert_eq!(s.jsonl_lines().len(), 3000, "the JSONL has everything");
+    let saw = s.recorder_saw();
+    let r = &export["plugins"]["recorder"]["records"];
+    let (delivered, dropped) = (
+        r["delivered"].as_u64().unwrap(),
+        r["dropped"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        delivered + dropped,
+        3000,
+        "every record delivered or counted: {r}"
+    );
+    assert!(
+        dropped > 0,
+        "a 0.4 s/batch plugin with a queue of one kept up? {r}"
+    );
+    assert_eq!(
+        saw["ids"].as_array().unwrap().len() as u64,
+        delivered,
+        "the plugin got what the export says"
+    );
+    assert!(
+        saw["last_dropped"].as_u64().unwrap() <= dropped,
+        "dropped_records is the count so far"
+    );
+    assert!(
+        out.stderr.contains("plugin `recorder` fell behind"),
+        "a warning says so:\n{}",
+        out.stderr
+    );
+    assert_eq!(export["plugins"]["recorder"]["status"], "active");
+}

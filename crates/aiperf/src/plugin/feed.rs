@@ -1,0 +1,501 @@
+//! What plugins see while a phase runs: `request_records` (finished requests, in batches)
+//! and `progress` (live counters and rolling metrics every few seconds).
+//!
+//! Neither is on the hot path. The record processor's aggregator thread pushes each
+//! finished request into the [`RecordFeed`] (a short lock, no I/O); a batch goes out when it
+//! is full, every [`FLUSH_EVERY`], and at each phase's end (before `phase_complete`, so a
+//! plugin has a phase's records before its summary). Each plugin has a bounded queue
+//! (`records_queue` batches): when a slow plugin has that many batches waiting, the next
+//! batch is dropped for it and counted (`plugins.<name>.records.dropped`), never waited
+//! for. A `progress` tick is skipped (and counted) while the plugin still has the last one.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use aiperf_plugin::{Hook, PhaseStats, ProgressWindow, WindowStat};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::{Delivery, HookEvent, PluginStatus};
+use crate::metrics::stats::Stats;
+use crate::metrics::PhaseKind;
+
+/// The most records in one `request_records` event.
+pub const BATCH_MAX: usize = 256;
+/// A batch that has not filled goes out after this long.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// The most finished requests kept for rolling windows (the oldest go first).
+const MAX_POINTS: usize = 500_000;
+
+/// What the rolling window needs of one finished request.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RecordPoint {
+    pub error: bool,
+    pub ttft_ms: Option<f64>,
+    pub itl_ms: Option<f64>,
+    pub latency_ms: Option<f64>,
+    pub output_tokens: u64,
+}
+
+/// How many records and batches one plugin got and lost; serialised as its
+/// `plugins.<name>.records`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct RecordCounts {
+    pub delivered: u64,
+    pub dropped: u64,
+    pub dropped_batches: u64,
+}
+
+/// How many `progress` events one plugin got, and the ticks skipped because it still had
+/// the last one; serialised as its `plugins.<name>.progress`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ProgressCounts {
+    pub sent: u64,
+    pub skipped: u64,
+}
+
+/// One plugin's end of the feed: its runner's queue and how much of it is records.
+pub(super) struct Subscriber {
+    pub tx: mpsc::UnboundedSender<Delivery>,
+    /// Batches queued and not yet handled.
+    pub pending: Arc<AtomicUsize>,
+    pub cap: usize,
+    pub status: Arc<Mutex<PluginStatus>>,
+}
+
+impl Subscriber {
+    /// Queues a batch unless the plugin already has `cap` waiting; counts either way.
+    fn offer(&self, phase: PhaseKind, records: &Arc<Vec<Value>>) {
+        let n = records.len() as u64;
+        let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let counts = st.records.get_or_insert_with(RecordCounts::default);
+        if self.pending.load(Ordering::Acquire) >= self.cap {
+            counts.dropped += n;
+            counts.dropped_batches += 1;
+            return;
+        }
+        let mut event = HookEvent::new(Hook::RequestRecords, Some(phase), None);
+        event.records = Some(records.clone());
+        event.dropped_records = Some(counts.dropped);
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        let sent = self.tx.send(Delivery {
+            event: Arc::new(event),
+            ack: None,
+            done: Some(self.pending.clone()),
+        });
+        match sent {
+            Ok(()) => counts.delivered += n,
+            Err(_) => {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                counts.dropped += n;
+                counts.dropped_batches += 1;
+            }
+        }
+    }
+}
+
+struct State {
+    /// The phase of the records in `batch`.
+    phase: Option<PhaseKind>,
+    batch: Vec<Value>,
+    /// Finished requests for rolling windows: when they reached the feed, their phase.
+    points: VecDeque<(Instant, PhaseKind, RecordPoint)>,
+    /// Cleared by [`RecordFeed::close`]: nothing more is sent.
+    subscribers: Vec<Subscriber>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    /// Whether any plugin takes records (else only window points are kept).
+    wants_records: bool,
+    /// Whether any plugin takes progress (else no points are kept).
+    wants_points: bool,
+    /// The longest window asked for: older points are let go.
+    keep: Duration,
+}
+
+/// The records feed: cheap to clone; every clone is the same feed.
+#[derive(Clone)]
+pub struct RecordFeed {
+    inner: Arc<Inner>,
+}
+
+impl RecordFeed {
+    pub(super) fn new(subscribers: Vec<Subscriber>, wants_points: bool, keep: Duration) -> Self {
+        let feed = Self {
+            inner: Arc::new(Inner {
+                wants_records: !subscribers.is_empty(),
+                wants_points,
+                keep,
+                state: Mutex::new(State {
+                    phase: None,
+                    batch: Vec::new(),
+                    points: VecDeque::new(),
+                    subscribers,
+                }),
+            }),
+        };
+        if feed.inner.wants_records {
+            spawn_flusher(Arc::downgrade(&feed.inner));
+        }
+        feed
+    }
+
+    /// Whether any plugin takes `request_records` (so records must be built as JSON).
+    pub fn wants_records(&self) -> bool {
+        self.inner.wants_records
+    }
+
+    /// One finished request: its JSONL line (when [`Self::wants_records`]) and its point.
+    pub fn push(&self, phase: PhaseKind, record: Option<Value>, point: RecordPoint) {
+        let mut st = self.lock();
+        if self.inner.wants_points {
+            let now = Instant::now();
+            st.points.push_back((now, phase, point));
+            let keep = self.inner.keep;
+            while st.points.len() > MAX_POINTS
+                || st
+                    .points
+                    .front()
+                    .is_some_and(|(t, ..)| now.duration_since(*t) > keep)
+            {
+                st.points.pop_front();
+            }
+        }
+        let Some(record) = record.filter(|_| self.inner.wants_records) else {
+            return;
+        };
+        if st.phase != Some(phase) {
+            if let Some(batch) = take_batch(&mut st) {
+                dispatch(&st, batch);
+            }
+            st.phase = Some(phase);
+        }
+        st.batch.push(record);
+        if st.batch.len() >= BATCH_MAX {
+            if let Some(batch) = take_batch(&mut st) {
+                dispatch(&st, batch);
+            }
+        }
+    }
+
+    /// Sends the batch now, whatever its size (a phase's end).
+    pub fn flush(&self) {
+        flush(&self.inner);
+    }
+
+    /// Sends what is left and lets go of the plugins' queues, so their runners can end.
+    pub(super) fn close(&self) {
+        self.flush();
+        self.lock().subscribers.clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Rolling metrics of `phase` over the last `span` (or the phase so far, if shorter).
+    pub fn window(&self, phase: PhaseKind, span: Duration, phase_sec: f64) -> ProgressWindow {
+        let now = Instant::now();
+        let (mut ttft, mut itl, mut lat) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut requests, mut errors, mut tokens) = (0u64, 0u64, 0u64);
+        {
+            let st = self.lock();
+            for (_, _, p) in st
+                .points
+                .iter()
+                .rev()
+                .take_while(|(t, ..)| now.duration_since(*t) <= span)
+                .filter(|(_, k, _)| *k == phase)
+            {
+                requests += 1;
+                errors += u64::from(p.error);
+                tokens += p.output_tokens;
+                ttft.extend(p.ttft_ms);
+                itl.extend(p.itl_ms);
+                lat.extend(p.latency_ms);
+            }
+        }
+        let secs = span.as_secs_f64().min(phase_sec.max(0.0));
+        let per_sec = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+        let mut metrics = std::collections::BTreeMap::new();
+        for (name, mut values) in [
+            ("time_to_first_token", ttft),
+            ("inter_token_latency", itl),
+            ("request_latency", lat),
+        ] {
+            if let Some(s) = Stats::compute(&mut values) {
+                metrics.insert(name.to_string(), window_stat(&s));
+            }
+        }
+        ProgressWindow {
+            window_sec: secs,
+            requests,
+            errors,
+            request_throughput: per_sec(requests),
+            output_token_throughput: per_sec(tokens),
+            metrics,
+        }
+    }
+}
+
+fn window_stat(s: &Stats) -> WindowStat {
+    WindowStat {
+        unit: "ms".into(),
+        count: s.count,
+        avg: s.avg,
+        min: s.min,
+        max: s.max,
+        p50: s.p50,
+        p90: s.p90,
+        p99: s.p99,
+    }
+}
+
+fn take_batch(st: &mut State) -> Option<(PhaseKind, Arc<Vec<Value>>)> {
+    let phase = st.phase?;
+    if st.batch.is_empty() {
+        return None;
+    }
+    let batch = std::mem::replace(&mut st.batch, Vec::with_capacity(BATCH_MAX));
+    Some((phase, Arc::new(batch)))
+}
+
+fn dispatch(st: &State, (phase, records): (PhaseKind, Arc<Vec<Value>>)) {
+    for s in &st.subscribers {
+        s.offer(phase, &records);
+    }
+}
+
+fn flush(inner: &Inner) {
+    let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(batch) = take_batch(&mut st) {
+        dispatch(&st, batch);
+    }
+}
+
+/// Sends a batch that has not filled every [`FLUSH_EVERY`], until the feed is gone.
+fn spawn_flusher(feed: Weak<Inner>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(FLUSH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(inner) = feed.upgrade() else { break };
+            if inner
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .subscribers
+                .is_empty()
+            {
+                break;
+            }
+            flush(&inner);
+        }
+    });
+}
+
+/// One plugin's `progress` ticker: every `interval` while a phase runs, the phase's stats
+/// and the feed's window, unless the plugin still has the last one (then skipped).
+pub(super) struct ProgressSubscriber {
+    pub tx: mpsc::UnboundedSender<Delivery>,
+    pub interval: Duration,
+    pub pending: Arc<AtomicUsize>,
+    pub status: Arc<Mutex<PluginStatus>>,
+}
+
+/// Live stats of the running phase, read by the progress tickers.
+pub type StatsFn = Arc<dyn Fn() -> PhaseStats + Send + Sync>;
+
+/// Ticks `progress` to the plugins that take it while it lives (one per phase).
+#[must_use = "progress stops when the guard is dropped"]
+pub struct ProgressGuard {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for ProgressGuard {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+pub(super) fn start_progress(
+    subscribers: &[ProgressSubscriber],
+    feed: Option<RecordFeed>,
+    phase: PhaseKind,
+    stats: StatsFn,
+) -> ProgressGuard {
+    let tasks = subscribers
+        .iter()
+        .map(|s| {
+            let (tx, pending, status, interval) = (
+                s.tx.clone(),
+                s.pending.clone(),
+                s.status.clone(),
+                s.interval,
+            );
+            let (feed, stats) = (feed.clone(), stats.clone());
+            tokio::spawn(async move {
+                let start = tokio::time::Instant::now() + interval;
+                let mut tick = tokio::time::interval_at(start, interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+                    let counts = st.progress.get_or_insert_with(ProgressCounts::default);
+                    if pending.load(Ordering::Acquire) > 0 {
+                        counts.skipped += 1;
+                        continue;
+                    }
+                    let stats = stats();
+                    let mut event = HookEvent::new(Hook::Progress, Some(phase), None);
+                    event.window = Some(Arc::new(match &feed {
+                        Some(f) => f.window(phase, interval, stats.duration_sec),
+                        None => ProgressWindow::default(),
+                    }));
+                    event.stats = Some(stats);
+                    pending.fetch_add(1, Ordering::AcqRel);
+                    let sent = tx.send(Delivery {
+                        event: Arc::new(event),
+                        ack: None,
+                        done: Some(pending.clone()),
+                    });
+                    if sent.is_err() {
+                        break;
+                    }
+                    counts.sent += 1;
+                }
+            })
+        })
+        .collect();
+    ProgressGuard { tasks }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn subscriber(cap: usize) -> (Subscriber, mpsc::UnboundedReceiver<Delivery>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let s = Subscriber {
+            tx,
+            pending: Arc::new(AtomicUsize::new(0)),
+            cap,
+            status: Arc::new(Mutex::new(PluginStatus::new("p"))),
+        };
+        (s, rx)
+    }
+
+    fn point(ttft: f64) -> RecordPoint {
+        RecordPoint {
+            error: false,
+            ttft_ms: Some(ttft),
+            itl_ms: None,
+            latency_ms: Some(ttft * 2.0),
+            output_tokens: 10,
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_are_full_or_flushed_and_a_phase_change_cuts_them() {
+        let (s, mut rx) = subscriber(1000);
+        let status = s.status.clone();
+        let feed = RecordFeed::new(vec![s], false, Duration::ZERO);
+        for i in 0..(BATCH_MAX + 3) {
+            feed.push(PhaseKind::Warmup, Some(json!(i)), point(1.0));
+        }
+        feed.push(PhaseKind::Profiling, Some(json!("p0")), point(1.0));
+        feed.flush();
+        let mut got = Vec::new();
+        while let Ok(d) = rx.try_recv() {
+            got.push((d.event.phase, d.event.records.as_ref().unwrap().len()));
+        }
+        assert_eq!(
+            got,
+            [
+                (Some(PhaseKind::Warmup), BATCH_MAX),
+                (Some(PhaseKind::Warmup), 3),
+                (Some(PhaseKind::Profiling), 1)
+            ]
+        );
+        let counts = status.lock().unwrap().records.clone().unwrap();
+        assert_eq!(counts.delivered, BATCH_MAX as u64 + 4);
+        assert_eq!(counts.dropped, 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_and_the_count_travels() {
+        let (s, mut rx) = subscriber(2);
+        let (status, pending) = (s.status.clone(), s.pending.clone());
+        let feed = RecordFeed::new(vec![s], false, Duration::ZERO);
+        for b in 0..5 {
+            feed.push(PhaseKind::Profiling, Some(json!(b)), point(1.0));
+            feed.flush();
+        }
+        // Two batches queued (nobody handled them), three dropped.
+        let counts = status.lock().unwrap().records.clone().unwrap();
+        assert_eq!(
+            (counts.delivered, counts.dropped, counts.dropped_batches),
+            (2, 3, 3)
+        );
+        let first = rx.try_recv().unwrap();
+        assert_eq!(first.event.dropped_records, Some(0));
+        first.done.unwrap().fetch_sub(1, Ordering::AcqRel);
+        assert_eq!(pending.load(Ordering::Acquire), 1);
+        feed.push(PhaseKind::Profiling, Some(json!(9)), point(1.0));
+        feed.flush();
+        let _second = rx.try_recv().unwrap();
+        let third = rx.try_recv().unwrap();
+        assert_eq!(
+            third.event.dropped_records,
+            Some(3),
+            "the plugin learns what it lost"
+        );
+        assert_eq!(third.event.records.as_ref().unwrap()[0], json!(9));
+    }
+
+    #[tokio::test]
+    async fn the_window_covers_its_phase_and_span() {
+        let feed = RecordFeed::new(Vec::new(), true, Duration::from_secs(60));
+        feed.push(PhaseKind::Warmup, None, point(100.0));
+        for v in [1.0, 2.0, 3.0, 4.0] {
+            feed.push(PhaseKind::Profiling, None, point(v));
+        }
+        feed.push(
+            PhaseKind::Profiling,
+            None,
+            RecordPoint {
+                error: true,
+                ..Default::default()
+            },
+        );
+        let w = feed.window(PhaseKind::Profiling, Duration::from_secs(10), 2.0);
+        assert_eq!((w.requests, w.errors), (5, 1));
+        assert_eq!(w.window_sec, 2.0, "the phase is shorter than the span");
+        assert_eq!(w.request_throughput, 2.5);
+        assert_eq!(w.output_token_throughput, 20.0);
+        let t = &w.metrics["time_to_first_token"];
+        assert_eq!(
+            (t.count, t.min, t.max, t.avg, t.p50),
+            (4, 1.0, 4.0, 2.5, 2.5)
+        );
+        assert_eq!(w.metrics["request_latency"].max, 8.0);
+        assert!(!w.metrics.contains_key("inter_token_latency"));
+    }
+
+    #[tokio::test]
+    async fn closing_lets_go_of_the_queues() {
+        let (s, mut rx) = subscriber(10);
+        let feed = RecordFeed::new(vec![s], false, Duration::ZERO);
+        feed.push(PhaseKind::Profiling, Some(json!(1)), point(1.0));
+        feed.close();
+        assert!(rx.recv().await.is_some(), "the last batch is sent at close");
+        assert!(rx.recv().await.is_none(), "then the sender is gone");
+    }
+}
