@@ -22,6 +22,7 @@ PACKAGES=(
   "$REPO_ROOT/examples/plugins/datadog"
   "$REPO_ROOT/examples/plugins/custom_monitor"
   "$REPO_ROOT/examples/plugins/py_hook_log"
+  "$REPO_ROOT/examples/plugins/python-slo-alarm"
   "$SDK_DIR/tests/fixtures/aiperf-sdk-test-plugins"
 )
 

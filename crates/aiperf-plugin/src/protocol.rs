@@ -518,6 +518,63 @@ mod tests {
         assert_eq!(back, msg);
     }
 
+    #[test]
+    fn streaming_events_and_reports_round_trip() {
+        let mut window = ProgressWindow {
+            window_sec: 5.0,
+            requests: 10,
+            errors: 1,
+            request_throughput: 2.0,
+            output_token_throughput: 64.0,
+            ..Default::default()
+        };
+        window.metrics.insert(
+            "time_to_first_token".into(),
+            WindowStat {
+                unit: "ms".into(),
+                count: 9,
+                avg: 20.0,
+                min: 18.0,
+                max: 30.0,
+                p50: 19.5,
+                p90: 25.0,
+                p99: 29.0,
+            },
+        );
+        round_trip_host(HostMessage::Event(Event {
+            id: 3,
+            hook: Hook::Progress,
+            phase: Some("profiling".into()),
+            stats: Some(sample_stats()),
+            summary: None,
+            context: None,
+            records: None,
+            dropped_records: None,
+            window: Some(Box::new(window)),
+        }));
+        round_trip_host(HostMessage::Event(Event {
+            id: 4,
+            hook: Hook::RequestRecords,
+            phase: Some("profiling".into()),
+            stats: None,
+            summary: None,
+            context: None,
+            records: Some(vec![json!({"metadata": {"session_num": 0}, "error": null})]),
+            dropped_records: Some(7),
+            window: None,
+        }));
+        let line = r#"{"type":"report","metrics":{"a":1,"b":"x"},"notes":["n"]}"#;
+        let m: PluginMessage = decode_line(line).unwrap();
+        assert!(matches!(&m, PluginMessage::Report { metrics, notes }
+            if metrics["a"] == json!(1) && notes == &["n".to_string()]));
+        round_trip_plugin(m);
+        // An empty report decodes; the fields default.
+        let m: PluginMessage = decode_line(r#"{"type":"report"}"#).unwrap();
+        assert!(
+            matches!(m, PluginMessage::Report { metrics, notes } if metrics.is_empty() && notes.is_empty())
+        );
+    }
+
     fn round_trip_plugin(msg: PluginMessage) {
         let line = encode_line(&msg);
         assert!(line.ends_with('\n'));
@@ -528,7 +585,13 @@ mod tests {
 
     #[test]
     fn hook_names() {
-        assert_eq!(Hook::ALL.len(), 6);
+        assert_eq!(Hook::ALL.len(), 8);
+        assert!(Hook::LIFECYCLE.iter().all(|h| !h.is_streaming()));
+        assert!(Hook::ALL
+            .iter()
+            .all(|h| Hook::LIFECYCLE.contains(h) != h.is_streaming()));
+        assert_eq!(Hook::RequestRecords.as_str(), "request_records");
+        assert_eq!(Hook::Progress.as_str(), "progress");
         for h in Hook::ALL {
             assert_eq!(h.as_str().parse::<Hook>().unwrap(), h);
             assert_eq!(h.to_string(), h.as_str());

@@ -1,4 +1,8 @@
 //! The plugin-author side: implement [`Plugin`] and hand it to [`serve`].
+//!
+//! Hooks arrive as calls of [`Plugin::on_event`] (the lifecycle hooks),
+//! [`Plugin::on_request_records`] and [`Plugin::on_progress`] (the opt-in streaming hooks).
+//! [`log`] sends a log line and [`report`] adds metrics and notes to the run's report.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -7,11 +11,11 @@ use std::io::{self, BufRead, Write};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::protocol::{
-    decode_line, encode_line, Event, Hook, HostMessage, PluginMessage, RunContext, MAX_LINE_BYTES,
-    PROTOCOL_VERSION,
+    decode_line, encode_line, Event, Hook, HostMessage, PhaseStats, PluginMessage, PluginReport,
+    ProgressWindow, RunContext, MAX_LINE_BYTES, PROTOCOL_VERSION,
 };
 
 /// A plugin, as seen by its author. [`serve`] drives it through the protocol.
@@ -54,9 +58,213 @@ pub trait Plugin {
         self.configure(config)
     }
 
-    /// Handles one event. `Err(msg)` (or a panic) is reported to the host as a hook error; the
-    /// plugin stays enabled and keeps receiving events.
-    fn on_event(&mut self, event: &Event) -> Result<(), String>;
+    /// Handles one event of a lifecycle hook (`benchmark_start`, `phase_start`,
+    /// `phase_sending_complete`, `phase_timeout`, `phase_complete`, `benchmark_complete`).
+    /// `Err(msg)` (or a panic) is reported to the host as a hook error; the plugin stays
+    /// enabled and keeps receiving events. The default does nothing.
+    fn on_event(&mut self, event: &Event) -> Result<(), String> {
+        let _ = event;
+        Ok(())
+    }
+
+    /// Handles a `request_records` event (opt in: list [`Hook::RequestRecords`] in
+    /// [`Plugin::hooks`]): `records` are finished requests of the event's phase, oldest first,
+    /// each exactly one line of `profile_export.jsonl` (`{"metadata": {..}, "metrics":
+    /// {"time_to_first_token": {"value": 12.5, "unit": "ms"}, ..}, "error": null}`);
+    /// `dropped_records` counts the records this plugin lost so far in the run because it fell
+    /// behind. Errors and panics count as for [`Plugin::on_event`]. The default does nothing.
+    fn on_request_records(
+        &mut self,
+        event: &Event,
+        records: &[Value],
+        dropped_records: u64,
+    ) -> Result<(), String> {
+        let _ = (event, records, dropped_records);
+        Ok(())
+    }
+
+    /// Handles a `progress` event (opt in: list [`Hook::Progress`] in [`Plugin::hooks`]),
+    /// sent every few seconds while a phase runs: the phase's live counters and the rolling
+    /// window's metrics (each a default value if the host left it out). Errors and panics
+    /// count as for [`Plugin::on_event`]. The default does nothing.
+    fn on_progress(
+        &mut self,
+        event: &Event,
+        stats: &PhaseStats,
+        window: &ProgressWindow,
+    ) -> Result<(), String> {
+        let _ = (event, stats, window);
+        Ok(())
+    }
+}
+
+/// Calls the [`Plugin`] method for `event`'s hook.
+fn dispatch<P: Plugin>(plugin: &mut P, event: &Event) -> Result<(), String> {
+    match event.hook {
+        Hook::RequestRecords => {
+            let records = event.records.as_deref().unwrap_or(&[]);
+            plugin.on_request_records(event, records, event.dropped_records.unwrap_or(0))
+        }
+        Hook::Progress => {
+            let stats = event.stats.clone().unwrap_or_default();
+            let window = event.window.as_deref().cloned().unwrap_or_default();
+            plugin.on_progress(event, &stats, &window)
+        }
+        _ => plugin.on_event(event),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reports
+// ---------------------------------------------------------------------------------------------
+
+/// A report metric's value: a number, a string or a boolean (`From` the usual types).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricValue(Value);
+
+macro_rules! metric_value_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for MetricValue {
+            fn from(v: $t) -> Self {
+                MetricValue(Value::from(v))
+            }
+        }
+    )*};
+}
+metric_value_from!(
+    i8, i16, i32, i64, isize, u8, u16, u32, u64, usize, f32, f64, bool, String, &str
+);
+
+impl MetricValue {
+    /// The JSON value (`null` for a non-finite float, which [`report`] rejects).
+    pub fn as_value(&self) -> &Value {
+        &self.0
+    }
+}
+
+/// Metrics and notes for the run's report (`plugins.<name>.report` in
+/// `profile_export_aiperf.json`, and the console), sent with [`report`]:
+///
+/// ```
+/// # use aiperf_plugin::Report;
+/// let r = Report::new()
+///     .metric("slo_violations", 3u64)
+///     .metric("verdict", "fail")
+///     .note("3 requests over the TTFT SLO");
+/// assert!(!r.is_empty());
+/// ```
+///
+/// Later metrics replace earlier ones of the same name; notes accumulate.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    metrics: Map<String, Value>,
+    notes: Vec<String>,
+}
+
+impl Report {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets metric `name` (replacing an earlier value of this report).
+    pub fn metric(mut self, name: impl Into<String>, value: impl Into<MetricValue>) -> Self {
+        self.metrics.insert(name.into(), value.into().0);
+        self
+    }
+
+    /// Adds a note.
+    pub fn note(mut self, note: impl Into<String>) -> Self {
+        self.notes.push(note.into());
+        self
+    }
+
+    /// Whether there is nothing to report.
+    pub fn is_empty(&self) -> bool {
+        self.metrics.is_empty() && self.notes.is_empty()
+    }
+}
+
+impl From<Report> for PluginReport {
+    fn from(r: Report) -> Self {
+        PluginReport {
+            metrics: r.metrics,
+            notes: r.notes,
+        }
+    }
+}
+
+/// Why a metric value cannot be reported, or `None` when it can.
+fn bad_metric(name: &str, value: &Value) -> Option<String> {
+    if name.is_empty() {
+        return Some("a metric name must not be empty".to_owned());
+    }
+    let kind = match value {
+        Value::Number(_) | Value::String(_) | Value::Bool(_) => return None,
+        Value::Null => "null (or a non-finite number)",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    Some(format!(
+        "metric `{name}`: {kind} is not allowed (a report metric is a number, a string or a \
+         boolean)"
+    ))
+}
+
+/// Adds metrics and notes to this plugin's part of the run's report.
+///
+/// Takes a [`Report`] (whose values are numbers, strings or booleans by construction) or a
+/// [`PluginReport`] (whose values are checked: metrics of another kind, and non-finite
+/// numbers, are left out and an error is [`log`]ged; the rest is sent). Where it goes:
+///
+/// - called from inside a callback of [`serve`]/[`serve_io`]: a `report` message written
+///   before that callback's reply (from [`Plugin::configure`], just after `configured`; not
+///   at all if the config is rejected);
+/// - called from another thread while [`serve`] runs (after the handshake): written to stdout
+///   at once;
+/// - otherwise it cannot be delivered: a warning goes to stderr.
+///
+/// Returns whether everything was valid and delivered (or queued for delivery).
+pub fn report(report: impl Into<PluginReport>) -> bool {
+    let mut report = report.into();
+    let mut valid = true;
+    report
+        .metrics
+        .retain(|name, value| match bad_metric(name, value) {
+            None => true,
+            Some(why) => {
+                log(LogLevel::Error, format!("report: {why}; left out"));
+                valid = false;
+                false
+            }
+        });
+    if report.is_empty() {
+        return valid;
+    }
+    let msg = PluginMessage::Report {
+        metrics: report.metrics,
+        notes: report.notes,
+    };
+    let pending = CALLBACK_OUTPUT.with(|cell| match cell.borrow_mut().as_mut() {
+        Some(queue) => {
+            queue.push(msg);
+            None
+        }
+        None => Some(msg),
+    });
+    let Some(msg) = pending else { return valid };
+    if STDOUT_PROTOCOL_ACTIVE.load(Ordering::SeqCst) {
+        let line = encode_line(&msg);
+        let mut out = io::stdout().lock();
+        if out
+            .write_all(line.as_bytes())
+            .and_then(|()| out.flush())
+            .is_ok()
+        {
+            return valid;
+        }
+    }
+    eprintln!("warning: report not sent (no plugin loop to send it on): {msg:?}");
+    false
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -91,9 +299,10 @@ impl fmt::Display for LogLevel {
 }
 
 thread_local! {
-    /// `Some` while a plugin callback runs inside `serve_io` on this thread: log calls made by
-    /// the callback are queued here and written to the protocol writer before the reply.
-    static CALLBACK_LOGS: RefCell<Option<Vec<(LogLevel, String)>>> = const { RefCell::new(None) };
+    /// `Some` while a plugin callback runs inside `serve_io` on this thread: `log` and
+    /// `report` messages of the callback are queued here, in order, and written to the
+    /// protocol writer before the reply.
+    static CALLBACK_OUTPUT: RefCell<Option<Vec<PluginMessage>>> = const { RefCell::new(None) };
 }
 
 /// Set while [`serve`] runs on the real stdout and the handshake has been sent.
@@ -110,9 +319,9 @@ static STDOUT_PROTOCOL_ACTIVE: AtomicBool = AtomicBool::new(false);
 ///   [`serve_io`]): written to stderr as `<level>: <message>`, which the host also logs.
 pub fn log(level: LogLevel, message: impl Into<String>) {
     let message = message.into();
-    let pending = CALLBACK_LOGS.with(|cell| match cell.borrow_mut().as_mut() {
+    let pending = CALLBACK_OUTPUT.with(|cell| match cell.borrow_mut().as_mut() {
         Some(queue) => {
-            queue.push((level, message));
+            queue.push(log_message(level, message));
             None
         }
         None => Some(message),
@@ -139,17 +348,17 @@ fn log_message(level: LogLevel, message: String) -> PluginMessage {
     }
 }
 
-/// Runs `f` with log capture enabled on this thread and panics caught. Returns the callback's
-/// result (a panic becomes `Err`) and the messages it logged.
-fn run_callback<F>(what: &str, f: F) -> (Result<(), String>, Vec<(LogLevel, String)>)
+/// Runs `f` with output capture enabled on this thread and panics caught. Returns the
+/// callback's result (a panic becomes `Err`) and the `log`/`report` messages it made.
+fn run_callback<F>(what: &str, f: F) -> (Result<(), String>, Vec<PluginMessage>)
 where
     F: FnOnce() -> Result<(), String>,
 {
-    CALLBACK_LOGS.with(|cell| *cell.borrow_mut() = Some(Vec::new()));
+    CALLBACK_OUTPUT.with(|cell| *cell.borrow_mut() = Some(Vec::new()));
     let result = panic::catch_unwind(AssertUnwindSafe(f))
         .unwrap_or_else(|payload| Err(format!("panic in {what}: {}", panic_message(&*payload))));
-    let logs = CALLBACK_LOGS.with(|cell| cell.borrow_mut().take().unwrap_or_default());
-    (result, logs)
+    let output = CALLBACK_OUTPUT.with(|cell| cell.borrow_mut().take().unwrap_or_default());
+    (result, output)
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> &str {
@@ -214,9 +423,9 @@ fn send<W: Write>(writer: &mut W, msg: &PluginMessage) -> io::Result<()> {
     writer.flush()
 }
 
-fn send_logs<W: Write>(writer: &mut W, logs: Vec<(LogLevel, String)>) -> io::Result<()> {
-    for (level, message) in logs {
-        send(writer, &log_message(level, message))?;
+fn send_all<W: Write>(writer: &mut W, msgs: Vec<PluginMessage>) -> io::Result<()> {
+    for msg in msgs {
+        send(writer, &msg)?;
     }
     Ok(())
 }
@@ -358,19 +567,39 @@ where
                 after_handshake();
             }
             HostMessage::Configure { config, context } => {
-                let (result, logs) = run_callback("configure", || {
+                let (result, output) = run_callback("configure", || {
                     plugin.configure_with_context(config, context.map(|c| *c))
                 });
-                send_logs(&mut writer, logs)?;
-                let reply = match result {
-                    Ok(()) => PluginMessage::Configured,
-                    Err(message) => PluginMessage::Error { message },
-                };
-                send(&mut writer, &reply)?;
+                // Logs go before the reply; reports after `configured` (the host takes them
+                // from a configured plugin), and not at all when the config is rejected.
+                let (reports, logs): (Vec<_>, Vec<_>) = output
+                    .into_iter()
+                    .partition(|m| matches!(m, PluginMessage::Report { .. }));
+                send_all(&mut writer, logs)?;
+                match result {
+                    Ok(()) => {
+                        send(&mut writer, &PluginMessage::Configured)?;
+                        send_all(&mut writer, reports)?;
+                    }
+                    Err(message) => {
+                        if !reports.is_empty() {
+                            eprintln!(
+                                "aiperf-plugin: dropping {} report(s) made by a rejected configure",
+                                reports.len()
+                            );
+                        }
+                        send(&mut writer, &PluginMessage::Error { message })?;
+                    }
+                }
             }
             HostMessage::Event(event) => {
-                let (result, logs) = run_callback("on_event", || plugin.on_event(&event));
-                send_logs(&mut writer, logs)?;
+                let what = match event.hook {
+                    Hook::RequestRecords => "on_request_records",
+                    Hook::Progress => "on_progress",
+                    _ => "on_event",
+                };
+                let (result, output) = run_callback(what, || dispatch(&mut plugin, &event));
+                send_all(&mut writer, output)?;
                 send(
                     &mut writer,
                     &PluginMessage::Ack {
@@ -793,5 +1022,352 @@ mod tests {
                 "start Some(\"m\")"
             ]
         );
+    }
+
+    /// Uses the streaming hooks and reports from every kind of callback.
+    struct StreamPlugin;
+
+    impl Plugin for StreamPlugin {
+        fn name(&self) -> &str {
+            "streams"
+        }
+        fn version(&self) -> &str {
+            "0"
+        }
+        fn hooks(&self) -> Vec<Hook> {
+            vec![Hook::RequestRecords, Hook::Progress, Hook::PhaseComplete]
+        }
+        fn configure(&mut self, config: Value) -> Result<(), String> {
+            assert!(report(Report::new().note("configured")));
+            log(LogLevel::Info, "configuring");
+            if config["reject"] == json!(true) {
+                return Err("rejected".into());
+            }
+            Ok(())
+        }
+        fn on_event(&mut self, event: &Event) -> Result<(), String> {
+            log(LogLevel::Info, format!("on_event {}", event.hook));
+            assert!(report(
+                Report::new().metric("done", true).metric("label", "p")
+            ));
+            Ok(())
+        }
+        fn on_request_records(
+            &mut self,
+            event: &Event,
+            records: &[Value],
+            dropped_records: u64,
+        ) -> Result<(), String> {
+            let slow = records
+                .iter()
+                .filter(|r| {
+                    r["metrics"]["time_to_first_token"]["value"]
+                        .as_f64()
+                        .is_some_and(|v| v > 10.0)
+                })
+                .count();
+            log(
+                LogLevel::Debug,
+                format!("{} records of {:?}", records.len(), event.phase),
+            );
+            assert!(report(
+                Report::new()
+                    .metric("slow", slow)
+                    .metric("dropped", dropped_records)
+                    .note(format!("batch {}", event.id))
+            ));
+            if dropped_records == 99 {
+                return Err("too many dropped".into());
+            }
+            Ok(())
+        }
+        fn on_progress(
+            &mut self,
+            _event: &Event,
+            stats: &PhaseStats,
+            window: &ProgressWindow,
+        ) -> Result<(), String> {
+            let p90 = window.metrics.get("time_to_first_token").map(|s| s.p90);
+            let mut metrics = Map::new();
+            metrics.insert("rps".into(), json!(window.request_throughput));
+            metrics.insert("late".into(), json!(stats.late_sends));
+            metrics.insert("p90".into(), json!(p90));
+            metrics.insert("list".into(), json!([1]));
+            let ok = report(PluginReport {
+                metrics,
+                notes: vec!["progress".into()],
+            });
+            assert!(!ok, "a report with bad values is not all valid");
+            Ok(())
+        }
+    }
+
+    fn run_with<P: Plugin>(plugin: P, input: &str) -> Vec<PluginMessage> {
+        let mut out = Vec::new();
+        serve_io(plugin, Cursor::new(input.as_bytes().to_vec()), &mut out).unwrap();
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| decode_line::<PluginMessage>(l).unwrap())
+            .collect()
+    }
+
+    fn configure_line(config: Value) -> String {
+        encode_line(&HostMessage::Configure {
+            config,
+            context: None,
+        })
+    }
+
+    fn record(ttft: Option<f64>) -> Value {
+        let metrics = match ttft {
+            Some(v) => json!({"time_to_first_token": {"value": v, "unit": "ms"},
+                              "request_latency": {"value": 50.0, "unit": "ms"}}),
+            None => json!({}),
+        };
+        let error = if ttft.is_none() {
+            json!({"code": 500, "type": "HTTPError", "message": "boom"})
+        } else {
+            Value::Null
+        };
+        json!({"metadata": {"benchmark_phase": "profiling"}, "metrics": metrics, "error": error})
+    }
+
+    fn records_line(id: u64, records: Vec<Value>, dropped: Option<u64>) -> String {
+        encode_line(&HostMessage::Event(Event {
+            id,
+            hook: Hook::RequestRecords,
+            phase: Some("profiling".into()),
+            stats: None,
+            summary: None,
+            context: None,
+            records: Some(records),
+            dropped_records: dropped,
+            window: None,
+        }))
+    }
+
+    fn report_msg(metrics: Value, notes: &[&str]) -> PluginMessage {
+        let Value::Object(metrics) = metrics else {
+            panic!("metrics must be an object")
+        };
+        PluginMessage::Report {
+            metrics,
+            notes: notes.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+
+    fn info(message: &str) -> PluginMessage {
+        log_message(LogLevel::Info, message.to_owned())
+    }
+
+    #[test]
+    fn request_records_reach_on_request_records_and_the_report_precedes_the_ack() {
+        let mut input = hello(&[1]);
+        input += &configure_line(json!({}));
+        input += &records_line(
+            1,
+            vec![record(Some(25.0)), record(Some(3.0)), record(None)],
+            Some(2),
+        );
+        // A host that leaves dropped_records out: 0.
+        input += &records_line(2, vec![record(Some(11.0))], None);
+        input += &records_line(3, vec![], Some(99));
+        let msgs = run_with(StreamPlugin, &input);
+        assert_eq!(
+            msgs[1..],
+            [
+                info("configuring"),
+                PluginMessage::Configured,
+                report_msg(json!({}), &["configured"]),
+                log_message(LogLevel::Debug, "3 records of Some(\"profiling\")".into()),
+                report_msg(json!({"slow": 1, "dropped": 2}), &["batch 1"]),
+                PluginMessage::Ack { id: 1, error: None },
+                log_message(LogLevel::Debug, "1 records of Some(\"profiling\")".into()),
+                report_msg(json!({"slow": 1, "dropped": 0}), &["batch 2"]),
+                PluginMessage::Ack { id: 2, error: None },
+                log_message(LogLevel::Debug, "0 records of Some(\"profiling\")".into()),
+                report_msg(json!({"slow": 0, "dropped": 99}), &["batch 3"]),
+                PluginMessage::Ack {
+                    id: 3,
+                    error: Some("too many dropped".into())
+                },
+            ]
+        );
+        let PluginMessage::Handshake { hooks, .. } = &msgs[0] else {
+            panic!("{:?}", msgs[0])
+        };
+        assert_eq!(
+            hooks,
+            &[Hook::RequestRecords, Hook::Progress, Hook::PhaseComplete]
+        );
+    }
+
+    #[test]
+    fn progress_reaches_on_progress_typed_and_bad_report_values_are_left_out_and_logged() {
+        let mut window = ProgressWindow {
+            window_sec: 5.0,
+            requests: 40,
+            request_throughput: 8.0,
+            ..ProgressWindow::default()
+        };
+        window.metrics.insert(
+            "time_to_first_token".into(),
+            crate::protocol::WindowStat {
+                unit: "ms".into(),
+                count: 40,
+                p90: 20.5,
+                ..Default::default()
+            },
+        );
+        let stats = PhaseStats {
+            phase: "profiling".into(),
+            late_sends: 3,
+            max_send_lag_ms: Some(1.5),
+            ..PhaseStats::default()
+        };
+        let mut input = hello(&[1]);
+        input += &encode_line(&HostMessage::Event(Event {
+            id: 7,
+            hook: Hook::Progress,
+            phase: Some("profiling".into()),
+            stats: Some(stats),
+            summary: None,
+            context: None,
+            records: None,
+            dropped_records: None,
+            window: Some(Box::new(window)),
+        }));
+        // A progress event without stats or window: defaults, no crash.
+        input += &event(8, Hook::Progress, Some("warmup"));
+        let msgs = run_with(StreamPlugin, &input);
+        let bad = "report: metric `list`: an array is not allowed (a report metric is a number, \
+                   a string or a boolean); left out";
+        assert_eq!(
+            msgs[1..],
+            [
+                log_message(LogLevel::Error, bad.into()),
+                report_msg(json!({"rps": 8.0, "late": 3, "p90": 20.5}), &["progress"]),
+                PluginMessage::Ack { id: 7, error: None },
+                log_message(LogLevel::Error, bad.into()),
+                log_message(
+                    LogLevel::Error,
+                    "report: metric `p90`: null (or a non-finite number) is not allowed (a report \
+                     metric is a number, a string or a boolean); left out"
+                        .into()
+                ),
+                report_msg(json!({"rps": 0.0, "late": 0}), &["progress"]),
+                PluginMessage::Ack { id: 8, error: None },
+            ]
+        );
+    }
+
+    #[test]
+    fn lifecycle_hooks_still_go_to_on_event_with_reports() {
+        let input = hello(&[1]) + &event(1, Hook::PhaseComplete, Some("profiling"));
+        let msgs = run_with(StreamPlugin, &input);
+        assert_eq!(
+            msgs[1..],
+            [
+                info("on_event phase_complete"),
+                report_msg(json!({"done": true, "label": "p"}), &[]),
+                PluginMessage::Ack { id: 1, error: None },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rejected_config_sends_no_report() {
+        let input = hello(&[1]) + &configure_line(json!({"reject": true}));
+        let msgs = run_with(StreamPlugin, &input);
+        assert_eq!(
+            msgs[1..],
+            [
+                info("configuring"),
+                PluginMessage::Error {
+                    message: "rejected".into()
+                },
+            ]
+        );
+    }
+
+    /// A plugin written before the streaming hooks: only `on_event`.
+    struct OldPlugin;
+
+    impl Plugin for OldPlugin {
+        fn name(&self) -> &str {
+            "old"
+        }
+        fn version(&self) -> &str {
+            "0"
+        }
+        fn hooks(&self) -> Vec<Hook> {
+            Hook::ALL.to_vec()
+        }
+        fn on_event(&mut self, event: &Event) -> Result<(), String> {
+            log(LogLevel::Info, format!("on_event {}", event.hook));
+            Ok(())
+        }
+    }
+
+    /// Implements nothing but its identity: every hook method has a default.
+    struct Minimal;
+
+    impl Plugin for Minimal {
+        fn name(&self) -> &str {
+            "minimal"
+        }
+        fn version(&self) -> &str {
+            "0"
+        }
+        fn hooks(&self) -> Vec<Hook> {
+            vec![Hook::RequestRecords]
+        }
+    }
+
+    #[test]
+    fn streaming_hooks_default_to_doing_nothing() {
+        let mut input = hello(&[1]);
+        input += &records_line(1, vec![record(Some(1.0))], Some(0));
+        input += &event(2, Hook::Progress, Some("profiling"));
+        input += &event(3, Hook::PhaseStart, Some("profiling"));
+        let msgs = run_with(OldPlugin, &input);
+        assert_eq!(
+            msgs[1..],
+            [
+                PluginMessage::Ack { id: 1, error: None },
+                PluginMessage::Ack { id: 2, error: None },
+                info("on_event phase_start"),
+                PluginMessage::Ack { id: 3, error: None },
+            ]
+        );
+        let msgs = run_with(Minimal, &input);
+        assert_eq!(
+            msgs[1..],
+            [
+                PluginMessage::Ack { id: 1, error: None },
+                PluginMessage::Ack { id: 2, error: None },
+                PluginMessage::Ack { id: 3, error: None },
+            ]
+        );
+    }
+
+    #[test]
+    fn report_outside_a_plugin_loop_is_not_delivered() {
+        // No serve on this thread and the stdout protocol inactive: a warning on stderr.
+        assert!(!report(Report::new().metric("a", 1)));
+        assert!(report(Report::new()), "nothing to send is not a failure");
+        assert!(!report(Report::new().metric("nan", f64::NAN)));
+        assert_eq!(MetricValue::from(2.5f64).as_value(), &json!(2.5));
+        assert_eq!(MetricValue::from("x").as_value(), &json!("x"));
+        assert_eq!(MetricValue::from(f64::INFINITY).as_value(), &Value::Null);
+        let r: PluginReport = Report::new()
+            .metric("n", 1u8)
+            .metric("n", 2i64)
+            .note("a")
+            .note("b")
+            .into();
+        assert_eq!(r.metrics, *json!({"n": 2}).as_object().unwrap());
+        assert_eq!(r.notes, ["a", "b"]);
     }
 }

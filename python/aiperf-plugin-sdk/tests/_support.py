@@ -18,7 +18,8 @@ BIN_DIR = os.path.dirname(sys.executable)
 HOST_EXE = shutil.which("aiperf-plugin-python", path=BIN_DIR) or os.path.join(BIN_DIR, "aiperf-plugin-python")
 
 #: Message types a plugin may write on stdout (anything else is garbage).
-PLUGIN_MESSAGE_TYPES = {"handshake", "configured", "error", "ack", "log"}
+PLUGIN_MESSAGE_TYPES = {"handshake", "configured", "error", "ack", "log", "report"}
+#: The lifecycle hooks: what a plugin gets when it declares no HOOKS.
 ALL_HOOKS = [
     "benchmark_start",
     "phase_start",
@@ -56,6 +57,8 @@ def phase_stats(phase: str = "profiling", **overrides: Any) -> Dict[str, Any]:
         "sending_complete_time_ns": 1764121201000000000,
         "end_time_ns": 1764121201532000000,
         "timed_out": False,
+        "late_sends": 0,
+        "max_send_lag_ms": None,
     }
     stats.update(overrides)
     return stats
@@ -214,6 +217,18 @@ class PluginProcess:
         if ack.get("type") != "ack" or ack.get("id") != event_id:
             raise AssertionError(f"expected ack {event_id}, got {ack!r}")
         return ack
+
+    def exchange(self, message: Dict[str, Any], timeout: float = 10.0) -> List[Dict[str, Any]]:
+        """Send an event message; return every message up to and including its ack."""
+        self.send(message)
+        out = []
+        while True:
+            msg = self.recv(timeout=timeout)
+            out.append(msg)
+            if msg.get("type") == "ack" and msg.get("id") == message.get("id"):
+                return out
+            if msg.get("type") == "ack":
+                raise AssertionError(f"expected ack {message.get('id')}, got {msg!r}")
 
     def shutdown(self, timeout: float = 5.0) -> int:
         self.send({"type": "shutdown"})

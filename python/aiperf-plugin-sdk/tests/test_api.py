@@ -147,6 +147,8 @@ class DiscoveryTest(unittest.TestCase):
         self.assertEqual(by_name["datadog"].dist_version, "1.0.0")
         self.assertEqual(by_name["py_hook_log"].dist, "aiperf-py-hook-log-plugin")
         self.assertEqual(by_name["custom_monitor"].dist, "aiperf-custom-monitor-plugin")
+        self.assertEqual(by_name["slo_alarm"].value, "aiperf_slo_alarm_plugin.plugin:SloAlarmPlugin")
+        self.assertEqual(by_name["slo_alarm"].dist, "aiperf-slo-alarm-plugin")
         self.assertIsNone(find_plugin("no_such_plugin_anywhere"))
         self.assertEqual(find_plugin("py_hook_log").value, "aiperf_py_hook_log_plugin.plugin:PyHookLogPlugin")
 

@@ -234,3 +234,85 @@ class CustomMonitorTest(PluginTestCase):
 if __name__ == "__main__":
     logging.basicConfig()
     unittest.main()
+
+
+def _slo_record(ttft=None, latency=50.0, error=False):
+    metrics = {"request_latency": {"value": latency, "unit": "ms"}}
+    if ttft is not None:
+        metrics["time_to_first_token"] = {"value": ttft, "unit": "ms"}
+    return {
+        "metadata": {"benchmark_phase": "profiling"},
+        "metrics": {} if error else metrics,
+        "error": {"code": 500, "type": "HTTPError", "message": "boom"} if error else None,
+    }
+
+
+class SloAlarmTest(PluginTestCase):
+    def records(self, p, event_id, records, phase="profiling", dropped=0):
+        return p.exchange({"type": "event", "id": event_id, "hook": "request_records", "phase": phase,
+                           "stats": None, "summary": None, "records": records, "dropped_records": dropped})
+
+    def complete(self, p, event_id, phase="profiling"):
+        return p.exchange({"type": "event", "id": event_id, "hook": "phase_complete", "phase": phase,
+                           "stats": phase_stats(phase), "summary": SUMMARY})
+
+    def test_counts_violations_and_reports_them(self):
+        p = self.spawn("--plugin", "slo_alarm")
+        hs = p.handshake("slo_alarm")
+        self.assertEqual(hs["hooks"], ["request_records", "phase_complete"])
+        self.assertIs(hs["config_schema"]["additionalProperties"], False)
+        self.assertEqual(p.configure({"ttft_ms_max": 20}), {"type": "configured"})
+        batch = [_slo_record(25.0), _slo_record(3.0), _slo_record(error=True), _slo_record(20.0),
+                 _slo_record(21.0), _slo_record(None, latency=5000.0)]
+        self.assertEqual(
+            self.records(p, 1, batch),
+            [{"type": "report", "notes": [],
+              "metrics": {"slo_violations": 2, "slo_requests_checked": 6, "slo_dropped_records": 0}},
+             {"type": "ack", "id": 1}],
+        )
+        # Warmup is not watched by default: nothing reported.
+        self.assertEqual(self.records(p, 2, [_slo_record(99.0)], phase="warmup"), [{"type": "ack", "id": 2}])
+        self.assertEqual(
+            self.records(p, 3, [_slo_record(30.0)], dropped=4)[0]["metrics"],
+            {"slo_violations": 3, "slo_requests_checked": 7, "slo_dropped_records": 4},
+        )
+        self.assertEqual(self.complete(p, 4, "warmup"), [{"type": "ack", "id": 4}])
+        self.assertEqual(
+            self.complete(p, 5),
+            [{"type": "report",
+              "metrics": {"slo_violations": 3, "slo_requests_checked": 7, "slo_dropped_records": 4},
+              "notes": ["profiling: 3 of 7 requests over the SLO (time_to_first_token > 20 ms)",
+                        "4 records were dropped before this plugin saw them: the counts are a lower bound"]},
+             {"type": "ack", "id": 5}],
+        )
+        self.assertEqual(p.shutdown(), 0)
+        self.assertIn("SLO alarm: profiling: 3 of 7", p.stderr)
+
+    def test_latency_limit_errors_and_failing(self):
+        p = self.spawn("--plugin", "slo_alarm")
+        p.start("slo_alarm", {"request_latency_ms_max": 100, "count_errors": True, "fail_on_violation": True,
+                              "phases": ["warmup", "profiling"]})
+        msgs = self.records(p, 1, [_slo_record(1.0, latency=150.0), _slo_record(error=True), _slo_record(1.0)],
+                            phase="warmup")
+        self.assertEqual(msgs[0]["metrics"]["slo_violations"], 2)
+        msgs = self.complete(p, 2, "warmup")
+        self.assertEqual(msgs[0]["notes"],
+                         ["warmup: 2 of 3 requests over the SLO (request_latency > 100 ms or failed)"])
+        self.assertIn("SLO violated: warmup: 2 of 3", msgs[1]["error"])
+        self.assertEqual(p.shutdown(), 0)
+
+    def test_no_violation_is_not_an_error_and_a_limit_is_required(self):
+        p = self.spawn("--plugin", "slo_alarm")
+        p.start("slo_alarm", {"ttft_ms_max": 1000, "fail_on_violation": True})
+        self.records(p, 1, [_slo_record(5.0)])
+        msgs = self.complete(p, 2)
+        self.assertEqual(msgs[0]["metrics"]["slo_violations"], 0)
+        self.assertEqual(msgs[1], {"type": "ack", "id": 2})
+        self.assertEqual(p.shutdown(), 0)
+
+        p = self.spawn("--plugin", "slo_alarm")
+        p.handshake("slo_alarm")
+        reply = p.configure({"count_errors": True})
+        self.assertEqual(reply["type"], "error")
+        self.assertIn("set at least one of ttft_ms_max, request_latency_ms_max", reply["message"])
+        self.assertEqual(p.shutdown(), 0)

@@ -39,7 +39,7 @@ const MULTIMODAL: &str = "text only: no audio, image or video inputs or endpoint
 const AGENTIC: &str =
     "agentic/Weka trace replay is not supported (mooncake traces are, with --fixed-schedule)";
 const TRACKERS: &str =
-    "no built-in OpenTelemetry, MLflow or W&B exporter: a plugin can send results there (docs/plugins.md)";
+    "no MLflow or W&B exporter and no OpenTelemetry flags: the built-in `otlp` plugin exports to an OpenTelemetry collector, a plugin can send results elsewhere (docs/plugins.md)";
 const PROFILER: &str =
     "no server-profiler control: a plugin's phase_start/phase_complete hooks can call the server (docs/plugins.md)";
 const PUBLIC: &str = "public datasets are not downloaded: convert one to a file and use --input-file (sharegpt, multi_turn, ...)";

@@ -49,6 +49,19 @@ pub const BUILTINS: &[BuiltinPlugin] = &[
         build: super::prometheus::Prometheus::build,
     },
     BuiltinPlugin {
+        name: "webhook",
+        description: "posts the run's summary (JSON, or a Slack message) to a URL at the end of the run",
+        config_schema: super::webhook::schema,
+        build: super::webhook::Webhook::build,
+    },
+    BuiltinPlugin {
+        name: "otlp",
+        description:
+            "exports each phase's counts and latency statistics to an OpenTelemetry collector (OTLP/HTTP)",
+        config_schema: super::otlp::schema,
+        build: super::otlp::Otlp::build,
+    },
+    BuiltinPlugin {
         name: "prometheus_exporter",
         description: "serves live metrics (latency histograms, request counts, throughput) on an HTTP endpoint for Prometheus to scrape",
         config_schema: prometheus_exporter::schema,

@@ -8,10 +8,12 @@
 pub mod builtin;
 pub mod discovery;
 pub mod feed;
+pub mod otlp;
 pub mod process;
 pub mod prometheus;
 pub mod report;
 mod spec;
+pub mod webhook;
 
 pub use feed::{ProgressGuard, RecordFeed, RecordPoint, StatsFn};
 pub use spec::{ConfigOrigin, DisabledReason, PluginEntry, PluginsSection};

@@ -14,6 +14,7 @@ mod artifacts;
 mod compat;
 mod config;
 mod counting;
+mod exporters;
 mod failures;
 mod faults;
 mod goodput;

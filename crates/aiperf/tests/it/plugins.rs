@@ -2275,3 +2275,66 @@ fn a_slow_plugin_loses_batches_counted_and_the_run_loses_nothing() {
     );
     assert_eq!(export["plugins"]["recorder"]["status"], "active");
 }
+
+/// The Python example `slo_alarm` (examples/plugins/python-slo-alarm) counts, from the
+/// `request_records` feed, the requests whose TTFT is over its limit, and reports
+/// `slo_violations`: the count must be the one computed from `profile_export.jsonl` with the
+/// same rule. Every second request's response head is held back 400 ms by the mock, so at
+/// least half of them are over the 200 ms limit.
+#[test]
+fn a_python_plugin_reports_slo_violations_counted_from_the_request_records_feed() {
+    const LIMIT_MS: f64 = 200.0;
+    const COUNT: usize = 8;
+    let _gate = support::shared();
+    let s = Scenario::new().with_python();
+    let out = s.profile(
+        &format!("  slo_alarm:\n    ttft_ms_max: {LIMIT_MS}\n"),
+        &[
+            "--url",
+            "mock?ttft_ms=1&itl_ms=1&fault=slow_headers&fault_ms=400&fault_every=2",
+            "--request-count",
+            &COUNT.to_string(),
+        ],
+    );
+    out.expect_code(0);
+    out.assert_no_plugin_warnings();
+
+    let records = s.jsonl_lines();
+    assert_eq!(records.len(), COUNT, "{records:?}");
+    let over = records
+        .iter()
+        .filter(|r| {
+            r["error"].is_null()
+                && r["metrics"]["time_to_first_token"]["value"]
+                    .as_f64()
+                    .is_some_and(|ttft| ttft > LIMIT_MS)
+        })
+        .count();
+    assert!(
+        over >= COUNT / 2,
+        "the held-back half is over the limit: {records:?}"
+    );
+
+    let export = s.export(&out);
+    let plugin = &export["plugins"]["slo_alarm"];
+    assert_eq!(plugin["status"], "active", "{plugin}");
+    assert_eq!(plugin["kind"], "python", "{plugin}");
+    let report = &plugin["report"];
+    assert_eq!(report["metrics"]["slo_violations"], over, "{plugin}");
+    assert_eq!(report["metrics"]["slo_requests_checked"], COUNT, "{plugin}");
+    assert_eq!(report["metrics"]["slo_dropped_records"], 0, "{plugin}");
+    let note = format!(
+        "profiling: {over} of {COUNT} requests over the SLO (time_to_first_token > {LIMIT_MS} ms)"
+    );
+    assert_eq!(report["notes"], serde_json::json!([note]), "{plugin}");
+    let hooks = &plugin["hooks"];
+    assert!(
+        hooks["request_records"]["calls"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "{plugin}"
+    );
+    assert_eq!(hooks["request_records"]["errors"], 0, "{plugin}");
+    assert_eq!(hooks["phase_complete"]["calls"], 1, "{plugin}");
+    assert_eq!(hooks["phase_complete"]["errors"], 0, "{plugin}");
+}

@@ -1,6 +1,7 @@
 //! Example aiperf plugin written in Rust.
 //!
-//! Subscribes to every hook and, for each event, appends one line
+//! Subscribes to every lifecycle hook (not the streaming `request_records` and `progress`)
+//! and, for each event, appends one line
 //! `rust-hook-log <hook> <phase-or-->` to the file named by the required config key `file`,
 //! e.g. `rust-hook-log phase_start warmup` or `rust-hook-log benchmark_start -`.
 

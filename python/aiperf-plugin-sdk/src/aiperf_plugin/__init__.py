@@ -12,14 +12,32 @@ The run's context (:class:`RunContext`: run id, models, URLs, load, artifact dir
 resolved config) is the plugin's ``context`` attribute, set before ``register_hooks()``; a
 constructor that takes a ``context`` keyword gets it there too. ``tracker.context`` holds it
 on ``benchmark_start``.
+
+Two opt-in hooks (list them in the plugin's ``HOOKS``) stream data while a phase runs:
+``request_records`` (``tracker.records``: finished requests as ``profile_export.jsonl``
+dicts, ``tracker.dropped_records``) and ``progress`` (``tracker.create_stats()`` and
+``tracker.window``, a :class:`ProgressWindow`).
+
+A plugin adds metrics and notes to the run's report by returning a :class:`Report` (or a
+dict ``{"metrics": {...}, "notes": [...]}``) from a callback, or by calling
+:func:`report` at any time.
 """
 
 __version__ = "0.1.0"
 
 from .context import LoadContext, RunContext
 from .enums import CreditPhase, HookName
-from .phase_hooks import BENCHMARK_HOOKS, HOOK_NAMES, PHASE_HOOKS, PhaseHookRegistry
-from .tracker import CreditPhaseTracker, PhaseStats, PhaseTracker
+from .phase_hooks import (
+    BENCHMARK_HOOKS,
+    HOOK_NAMES,
+    LIFECYCLE_HOOKS,
+    PHASE_HOOKS,
+    STREAMING_HOOKS,
+    PhaseHookRegistry,
+)
+from .progress import ProgressWindow, WindowStat
+from .reporting import MetricValue, Report, report
+from .tracker import UPSTREAM_ALIASES, CreditPhaseTracker, PhaseStats, PhaseTracker
 
 __all__ = [
     "__version__",
@@ -31,7 +49,15 @@ __all__ = [
     "PhaseStats",
     "PhaseTracker",
     "CreditPhaseTracker",
+    "ProgressWindow",
+    "WindowStat",
+    "Report",
+    "MetricValue",
+    "report",
+    "UPSTREAM_ALIASES",
     "HOOK_NAMES",
+    "LIFECYCLE_HOOKS",
+    "STREAMING_HOOKS",
     "PHASE_HOOKS",
     "BENCHMARK_HOOKS",
 ]

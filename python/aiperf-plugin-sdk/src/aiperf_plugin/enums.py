@@ -30,10 +30,16 @@ class CreditPhase(_StrValueEnum):
 
 
 class HookName(_StrValueEnum):
-    """Every hook of plugin protocol v1, in the order they fire in a run."""
+    """Every hook of plugin protocol v1, in the order they can fire in a run.
+
+    ``REQUEST_RECORDS`` and ``PROGRESS`` are opt-in (a plugin lists them in ``HOOKS``) and
+    fire many times while a phase runs; the others fire once per phase or run.
+    """
 
     BENCHMARK_START = "benchmark_start"
     PHASE_START = "phase_start"
+    REQUEST_RECORDS = "request_records"
+    PROGRESS = "progress"
     PHASE_SENDING_COMPLETE = "phase_sending_complete"
     PHASE_TIMEOUT = "phase_timeout"
     PHASE_COMPLETE = "phase_complete"

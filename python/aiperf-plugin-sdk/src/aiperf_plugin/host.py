@@ -28,7 +28,8 @@ from typing import Any, Callable, Dict, List, Optional
 from . import __version__
 from .context import RunContext
 from .discovery import ENTRY_POINT_GROUP, find_plugin, iter_plugins, list_plugins
-from .phase_hooks import HOOK_NAMES, PHASE_HOOKS, PhaseHookRegistry
+from .phase_hooks import HOOK_NAMES, LIFECYCLE_HOOKS, PHASE_HOOKS, PhaseHookRegistry
+from .reporting import Report, _set_sink, report_from_return
 from .tracker import PhaseTracker
 
 __all__ = ["main", "PROTOCOL_VERSION", "MAX_LINE_BYTES"]
@@ -203,8 +204,11 @@ class _Session:
         self.dist_version: Optional[str] = None
         self.plugin_obj: Any = None
         self.instance: Any = None
-        self.hooks: List[str] = list(HOOK_NAMES)
+        self.hooks: List[str] = list(LIFECYCLE_HOOKS)
         self.configured = False
+        # report(): sent at once while configured, else held until `configured` is sent.
+        self._report_lock = threading.Lock()
+        self._pending_reports: List[Report] = []
         self.context: Optional[RunContext] = None
         self._sync_running = 0
         self._sync_lock = threading.Lock()
@@ -243,6 +247,7 @@ class _Session:
         )
         reader.start()
         worker = asyncio.ensure_future(self._event_worker())
+        _set_sink(self._on_report)
 
         exit_code = 0
         while True:
@@ -271,7 +276,18 @@ class _Session:
                 logger.debug("ignoring unknown message type %r", kind)
 
         await self._drain(worker)
+        _set_sink(None)
         return exit_code
+
+    # -- reports -----------------------------------------------------------------------------
+
+    def _on_report(self, rep: Report) -> None:
+        """The sink of ``aiperf_plugin.report()``; may run on any thread."""
+        with self._report_lock:
+            if not self.configured:
+                self._pending_reports.append(rep)
+                return
+            self.channel.send(rep.to_message())
 
     async def _drain(self, worker: "asyncio.Future[Any]") -> None:
         """Let already-received events finish (bounded by the grace period), then stop."""
@@ -386,7 +402,8 @@ class _Session:
         if not isinstance(config, dict):
             self.send_error(f"config must be a JSON object, got {type(config).__name__}")
             return
-        self.configured = False
+        with self._report_lock:
+            self.configured = False
         self.instance = None
         self.context = RunContext.from_dict(message.get("context"))
         PhaseHookRegistry.clear()
@@ -406,6 +423,10 @@ class _Session:
             if _is_fatal(exc):
                 raise
             PhaseHookRegistry.clear()
+            with self._report_lock:
+                dropped, self._pending_reports = len(self._pending_reports), []
+            if dropped:
+                logger.warning("dropping %d report(s) made while the plugin failed to initialise", dropped)
             logger.exception("plugin %r failed to initialise", self.name)
             self.send_error(f"plugin {self.name!r} failed to initialise: {_describe(exc)}")
             return
@@ -417,8 +438,12 @@ class _Session:
                 ", ".join(ignored),
             )
         self.instance = instance
-        self.configured = True
         self.send({"type": "configured"})
+        with self._report_lock:
+            self.configured = True
+            pending, self._pending_reports = self._pending_reports, []
+            for rep in pending:
+                self.channel.send(rep.to_message())
 
     # -- events ----------------------------------------------------------------------------
 
@@ -458,7 +483,7 @@ class _Session:
         errors: List[str] = []
         for callback in callbacks:
             try:
-                await self._invoke(callback, args)
+                result = await self._invoke(callback, args)
             except BaseException as exc:
                 if _is_fatal(exc):
                     raise
@@ -466,19 +491,34 @@ class _Session:
                     "%s callback %s failed", hook, getattr(callback, "__qualname__", callback), exc_info=exc
                 )
                 errors.append(_describe(exc))
+                continue
+            self._send_returned_report(hook, callback, result)
         if errors:
             ack["error"] = "; ".join(errors)
         return ack
 
-    async def _invoke(self, callback: Callable[..., Any], args: tuple) -> None:
+    def _send_returned_report(self, hook: str, callback: Callable[..., Any], result: Any) -> None:
+        """A callback's return value, when it is a report: checked, then sent (before the ack)."""
+        rep, problems = report_from_return(result)
+        for why in problems:
+            logger.error(
+                "%s callback %s returned a bad report: %s; left out",
+                hook,
+                getattr(callback, "__qualname__", callback),
+                why,
+            )
+        if rep is not None and not rep.is_empty():
+            self._on_report(rep)
+
+    async def _invoke(self, callback: Callable[..., Any], args: tuple) -> Any:
         if inspect.iscoroutinefunction(callback) or asyncio.iscoroutinefunction(callback):
-            await callback(*args)
-            return
+            return await callback(*args)
         # Plain function: run it in a worker thread so that a blocking callback cannot
         # freeze the protocol loop (it can still read shutdown/EOF and exit).
         result = await asyncio.to_thread(self._call_sync, callback, args)
         if inspect.isawaitable(result):  # e.g. an object whose __call__ is async
-            await result
+            result = await result
+        return result
 
     def _call_sync(self, callback: Callable[..., Any], args: tuple) -> Any:
         with self._sync_lock:

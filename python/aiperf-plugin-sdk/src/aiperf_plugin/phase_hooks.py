@@ -6,14 +6,23 @@ calls them when aiperf sends the matching event.
 
 Callback signatures:
 
-- phase hooks (``phase_start``, ``phase_sending_complete``, ``phase_timeout``,
-  ``phase_complete``): ``callback(phase: CreditPhase, tracker: PhaseTracker)``
+- phase hooks (``phase_start``, ``request_records``, ``progress``,
+  ``phase_sending_complete``, ``phase_timeout``, ``phase_complete``):
+  ``callback(phase: CreditPhase, tracker: PhaseTracker)``. On ``request_records``,
+  ``tracker.records`` is the batch of finished requests (dicts, one
+  ``profile_export.jsonl`` line each) and ``tracker.dropped_records`` the count lost so
+  far; on ``progress``, ``tracker.window`` is a :class:`ProgressWindow`.
 - benchmark hooks (``benchmark_start``, ``benchmark_complete``):
   ``callback(tracker: PhaseTracker)`` where ``tracker.phase is None``,
   ``tracker.create_stats()`` returns ``None`` and ``tracker.summary`` is the profiling
   phase's metric summary on ``benchmark_complete`` (``None`` on ``benchmark_start``).
 
-Callbacks may be ``async def`` (awaited) or plain functions (run in a worker thread).
+Callbacks may be ``async def`` (awaited) or plain functions (run in a worker thread). A
+callback may return a report (a :class:`~aiperf_plugin.reporting.Report` or a dict
+``{"metrics": {...}, "notes": [...]}``), which the host sends before the event's ack.
+
+``request_records`` and ``progress`` are opt-in: a plugin receives them only when its
+``HOOKS`` list names them (the default ``HOOKS`` are the six :data:`LIFECYCLE_HOOKS`).
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ from typing import Callable, Dict, List, Tuple
 __all__ = [
     "PhaseHookRegistry",
     "HOOK_NAMES",
+    "LIFECYCLE_HOOKS",
+    "STREAMING_HOOKS",
     "PHASE_HOOKS",
     "BENCHMARK_HOOKS",
 ]
@@ -30,14 +41,27 @@ __all__ = [
 #: Hooks whose callbacks receive ``(phase, tracker)``.
 PHASE_HOOKS: Tuple[str, ...] = (
     "phase_start",
+    "request_records",
+    "progress",
     "phase_sending_complete",
     "phase_timeout",
     "phase_complete",
 )
 #: Hooks whose callbacks receive ``(tracker)`` only.
 BENCHMARK_HOOKS: Tuple[str, ...] = ("benchmark_start", "benchmark_complete")
-#: Every hook name of protocol v1, in firing order.
+#: Every hook name of protocol v1, in the order they can fire.
 HOOK_NAMES: Tuple[str, ...] = (
+    "benchmark_start",
+    "phase_start",
+    "request_records",
+    "progress",
+    "phase_sending_complete",
+    "phase_timeout",
+    "phase_complete",
+    "benchmark_complete",
+)
+#: The hooks that fire once per phase or run: a plugin's ``HOOKS`` when it sets none.
+LIFECYCLE_HOOKS: Tuple[str, ...] = (
     "benchmark_start",
     "phase_start",
     "phase_sending_complete",
@@ -45,6 +69,8 @@ HOOK_NAMES: Tuple[str, ...] = (
     "phase_complete",
     "benchmark_complete",
 )
+#: The opt-in hooks that fire many times while a phase runs (list them in ``HOOKS``).
+STREAMING_HOOKS: Tuple[str, ...] = ("request_records", "progress")
 
 
 class PhaseHookRegistry:
@@ -52,6 +78,8 @@ class PhaseHookRegistry:
 
     _benchmark_start_callbacks: List[Callable] = []
     _phase_start_callbacks: List[Callable] = []
+    _request_records_callbacks: List[Callable] = []
+    _progress_callbacks: List[Callable] = []
     _phase_sending_complete_callbacks: List[Callable] = []
     _phase_timeout_callbacks: List[Callable] = []
     _phase_complete_callbacks: List[Callable] = []
@@ -102,6 +130,21 @@ class PhaseHookRegistry:
         cls.register("phase_start", callback)
 
     @classmethod
+    def register_request_records(cls, callback: Callable) -> None:
+        """``callback(phase, tracker)`` for each batch of finished requests (opt-in: list
+        ``"request_records"`` in ``HOOKS``). ``tracker.records`` is the batch, a list of
+        dicts shaped like ``profile_export.jsonl`` lines; ``tracker.dropped_records`` counts
+        the records this plugin lost so far because it fell behind."""
+        cls.register("request_records", callback)
+
+    @classmethod
+    def register_progress(cls, callback: Callable) -> None:
+        """``callback(phase, tracker)`` every few seconds while a phase runs (opt-in: list
+        ``"progress"`` in ``HOOKS``). ``tracker.create_stats()`` gives the live counters,
+        ``tracker.window`` the rolling metrics (a :class:`ProgressWindow`)."""
+        cls.register("progress", callback)
+
+    @classmethod
     def register_phase_sending_complete(cls, callback: Callable) -> None:
         """``callback(phase, tracker)`` when a phase has sent its last request."""
         cls.register("phase_sending_complete", callback)
@@ -129,6 +172,14 @@ class PhaseHookRegistry:
     @classmethod
     def get_phase_start_callbacks(cls) -> List[Callable]:
         return cls.get_callbacks("phase_start")
+
+    @classmethod
+    def get_request_records_callbacks(cls) -> List[Callable]:
+        return cls.get_callbacks("request_records")
+
+    @classmethod
+    def get_progress_callbacks(cls) -> List[Callable]:
+        return cls.get_callbacks("progress")
 
     @classmethod
     def get_phase_sending_complete_callbacks(cls) -> List[Callable]:

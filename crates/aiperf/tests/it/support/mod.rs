@@ -15,7 +15,9 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use serde_json::Value;
 
 pub use run::{bin, stat_of, MockServer, Output, Run, Running};
-pub use server::{chat_completion, chat_server, stalling_server, ScriptedServer, CHAT_REPLY};
+pub use server::{
+    chat_completion, chat_server, stalling_server, Request, ScriptedServer, CHAT_REPLY,
+};
 
 // ---------------------------------------------------------------------------------------
 // The CPU gate
