@@ -1,5 +1,7 @@
 //! `prometheus`: pushes a phase's results to a Prometheus Pushgateway, in the Prometheus text
-//! format, at each `phase_complete` and at `benchmark_complete`.
+//! format, during the run (each `progress`: live counts and the rolling window's latency
+//! statistics and throughputs, under the same names) and at each `phase_complete` and at
+//! `benchmark_complete` (the phase's final figures replace the live ones).
 //!
 //! Each phase is its own group, `{endpoint}/metrics/job/{job_name}/phase/{phase}` plus the
 //! configured grouping labels, so the warmup's figures never replace the profiling ones.
@@ -291,6 +293,27 @@ impl Prometheus {
     }
 }
 
+/// A progress window in the summary's shape (`{tag: {unit, avg, p50, ...}}`), so the live
+/// figures are pushed under the same names as the final ones.
+fn window_summary(w: &aiperf_plugin::ProgressWindow) -> Value {
+    let mut out = serde_json::Map::new();
+    for (tag, s) in &w.metrics {
+        out.insert(
+            tag.clone(),
+            json!({"unit": s.unit, "avg": s.avg, "p50": s.p50, "p90": s.p90, "p99": s.p99}),
+        );
+    }
+    out.insert(
+        "request_throughput".into(),
+        json!({"unit": "requests/sec", "avg": w.request_throughput}),
+    );
+    out.insert(
+        "output_token_throughput".into(),
+        json!({"unit": "tokens/sec", "avg": w.output_token_throughput}),
+    );
+    Value::Object(out)
+}
+
 /// A reqwest error with its causes, without the URL (the message names it already):
 /// `error sending request: client error (Connect): tcp connect error: Connection refused`.
 fn reqwest_error(e: reqwest::Error) -> String {
@@ -310,7 +333,25 @@ fn reqwest_error(e: reqwest::Error) -> String {
 #[async_trait::async_trait]
 impl Plugin for Prometheus {
     fn hooks(&self) -> Vec<Hook> {
-        vec![Hook::PhaseComplete, Hook::BenchmarkComplete]
+        vec![Hook::Progress, Hook::PhaseComplete, Hook::BenchmarkComplete]
+    }
+
+    /// Live figures: the phase's counts and the rolling window's statistics, pushed to the
+    /// phase's group (replaced by the final figures at `phase_complete`).
+    async fn on_progress(&mut self, e: &HookEvent) -> HookResult {
+        let Some(phase) = e.phase else {
+            return Ok(());
+        };
+        let window = e.window.as_deref().map(window_summary);
+        let mut body = self.body(e.stats.as_ref(), window.as_ref(), false);
+        if let Some(w) = e.window.as_deref() {
+            let _ = writeln!(
+                body,
+                "# HELP aiperf_progress_window_seconds Length of the rolling window of the live figures\n# TYPE aiperf_progress_window_seconds gauge\naiperf_progress_window_seconds{{{}}} {}",
+                self.labels, w.window_sec
+            );
+        }
+        self.push(phase.as_str(), body).await
     }
 
     async fn on_phase_complete(&mut self, e: &HookEvent) -> HookResult {
@@ -362,6 +403,38 @@ mod tests {
         let schema = schema().unwrap();
         super::super::validate_config(&schema, &config).unwrap();
         Prometheus::new(&config, &ctx).unwrap()
+    }
+
+    #[test]
+    fn progress_bodies_carry_the_window_under_the_final_names() {
+        let p = plugin(json!({}));
+        let mut w = aiperf_plugin::ProgressWindow {
+            window_sec: 5.0,
+            request_throughput: 12.5,
+            ..Default::default()
+        };
+        w.metrics.insert(
+            "time_to_first_token".into(),
+            aiperf_plugin::WindowStat {
+                unit: "ms".into(),
+                p50: 21.5,
+                ..Default::default()
+            },
+        );
+        let stats = PhaseStats {
+            sent: 9,
+            in_flight: 4,
+            ..Default::default()
+        };
+        let body = p.body(Some(&stats), Some(&window_summary(&w)), false);
+        let labels = r#"model="m\"1",endpoint_type="chat",run_id="r1""#;
+        for line in [
+            format!("aiperf_requests_in_flight{{{labels}}} 4"),
+            format!("aiperf_time_to_first_token{{{labels},stat=\"p50\"}} 21.5"),
+            format!("aiperf_request_throughput{{{labels}}} 12.5"),
+        ] {
+            assert!(body.lines().any(|l| l == line), "{line} in\n{body}");
+        }
     }
 
     #[test]

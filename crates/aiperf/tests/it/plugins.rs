@@ -1517,6 +1517,11 @@ fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
 
 impl Pushgateway {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With extra flags (`--web.config.file=...`).
+    fn start_with(extra: &[String]) -> Self {
         assert!(
             Path::new(PUSHGATEWAY).is_file(),
             "{PUSHGATEWAY} is missing: `apt-get install -y prometheus-pushgateway` (as .ci/run does)"
@@ -1524,6 +1529,7 @@ impl Pushgateway {
         let port = free_port();
         let child = std::process::Command::new(PUSHGATEWAY)
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -1531,7 +1537,8 @@ impl Pushgateway {
         let gw = Self { child, port };
         // Bounded wait for it to listen (a hang, not slowness, fails the test).
         let deadline = Instant::now() + DEFAULT_DEADLINE;
-        while http(port, "GET", "/-/ready").map(|r| r.0) != Some(200) {
+        // `/-/ready` answers 200, or 401 behind basic auth: either way it listens.
+        while !matches!(http(port, "GET", "/-/ready").map(|r| r.0), Some(200 | 401)) {
             assert!(
                 Instant::now() < deadline,
                 "the Pushgateway never became ready"
@@ -2337,4 +2344,140 @@ fn a_python_plugin_reports_slo_violations_counted_from_the_request_records_feed(
     assert_eq!(hooks["request_records"]["errors"], 0, "{plugin}");
     assert_eq!(hooks["phase_complete"]["calls"], 1, "{plugin}");
     assert_eq!(hooks["phase_complete"]["errors"], 0, "{plugin}");
+}
+
+/// During the run, `prometheus` pushes live figures at every `progress` (in-flight requests,
+/// the window's TTFT), seen in the Pushgateway while requests are still in flight; the final
+/// push replaces them.
+#[test]
+fn prometheus_pushes_live_figures_during_the_run() {
+    let _gate = support::shared();
+    let gw = Pushgateway::start();
+    let s = Scenario::new();
+    let yaml = format!(
+        "  prometheus:\n    endpoint: {}\n    job_name: aiperf_live\n    progress_interval_seconds: 0.3\n",
+        gw.url()
+    );
+    let mut live: Option<Value> = None;
+    let out = s.profile_polling(
+        &yaml,
+        &[
+            "--benchmark-duration",
+            "3",
+            "--concurrency",
+            "4",
+            "--url",
+            "mock?ttft_ms=30&itl_ms=5",
+            "--osl",
+            "8",
+        ],
+        || {
+            if live.is_some() {
+                return;
+            }
+            let g = gw.group(&[("job", "aiperf_live"), ("phase", "profiling")]);
+            live = g.filter(|g| {
+                g.get("aiperf_requests_in_flight").is_some()
+                    && sample(g, "aiperf_requests_in_flight", None).1 > 0.0
+                    && g.get("aiperf_time_to_first_token").is_some()
+            });
+        },
+    );
+    out.expect_code(0);
+    let live = live.expect("a push with requests in flight and a window TTFT, during the run");
+    let p50 = sample(&live, "aiperf_time_to_first_token", Some("p50")).1;
+    assert!((29.0..300.0).contains(&p50), "live TTFT p50 {p50} ms");
+    assert!(sample(&live, "aiperf_progress_window_seconds", None).1 <= 0.3 + 1e-9);
+    let export = s.export(&out);
+    let p = &export["plugins"]["prometheus"];
+    assert!(
+        p["hooks"]["progress"]["calls"].as_u64().unwrap() >= 3,
+        "{p}"
+    );
+    assert_eq!(p["hooks"]["progress"]["errors"], 0, "{p}");
+    // The final push: nothing in flight, the whole phase's count.
+    let last = gw
+        .group(&[("job", "aiperf_live"), ("phase", "profiling")])
+        .expect("the group");
+    assert_eq!(sample(&last, "aiperf_requests_in_flight", None).1, 0.0);
+    assert_eq!(
+        sample(&last, "aiperf_requests_completed", None).1 as u64,
+        request_count(&export)
+    );
+    assert!(
+        last.get("aiperf_progress_window_seconds").is_none(),
+        "{last}"
+    );
+}
+
+/// A Pushgateway behind basic auth (its `--web.config.file`): the configured `username`
+/// and `password` get through; a wrong password is a counted 401, the run goes on, and the
+/// password shows nowhere.
+#[test]
+fn prometheus_basic_auth_against_a_real_pushgateway() {
+    let _gate = support::shared();
+    let s = Scenario::new();
+    // bcrypt of `gw-test-pass` (cost 4), the user `aiperf`.
+    let web = s.path("web.yml");
+    std::fs::write(
+        &web,
+        "basic_auth_users:\n  aiperf: $2b$04$0L4C9OxWGIGndUu8sOOUiO9wrT2C7ee8XAcSNdanDyhOPPSxlaS1a\n",
+    )
+    .expect("web config");
+    let gw = Pushgateway::start_with(&[format!("--web.config.file={}", web.display())]);
+    assert_eq!(
+        http(gw.port, "GET", "/api/v1/metrics").map(|r| r.0),
+        Some(401)
+    );
+    let yaml = |pass: &str| {
+        format!(
+            "  prometheus:\n    endpoint: {}\n    job_name: aiperf_auth\n    username: aiperf\n    password: {pass}\n",
+            gw.url()
+        )
+    };
+    let out = s.profile(&yaml("gw-test-pass"), &["--strict-plugins"]);
+    out.expect_code(0);
+    let p = &s.export(&out)["plugins"]["prometheus"];
+    assert_eq!(p["hooks"]["phase_complete"]["errors"], 0, "{p}");
+    assert_eq!(p["hooks"]["benchmark_complete"]["errors"], 0, "{p}");
+    // Read back with the same credentials.
+    let (status, body) = {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", gw.port)).expect("connect");
+        // base64("aiperf:gw-test-pass")
+        write!(
+            c,
+            "GET /api/v1/metrics HTTP/1.0\r\nHost: x\r\nAuthorization: Basic YWlwZXJmOmd3LXRlc3QtcGFzcw==\r\n\r\n"
+        )
+        .expect("write");
+        let mut text = String::new();
+        c.read_to_string(&mut text).expect("read");
+        let status: u16 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, text.split_once("\r\n\r\n").unwrap().1.to_string())
+    };
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("aiperf_auth"),
+        "the pushed group is there: {body}"
+    );
+
+    let out = s.profile(&yaml("wrong-pass-123"), &[]);
+    out.expect_code(0);
+    let export = s.export(&out);
+    assert_eq!(request_count(&export), REQUESTS);
+    let p = &export["plugins"]["prometheus"];
+    assert_eq!(p["hooks"]["phase_complete"]["errors"], 1, "{p}");
+    assert!(out.stderr.contains("HTTP 401"), "{}", out.show());
+    for text in [&out.stdout, &out.stderr] {
+        assert!(
+            !text.contains("wrong-pass-123"),
+            "the password leaked:\n{}",
+            out.show()
+        );
+    }
+    let raw = std::fs::read_to_string(s.export_path()).expect("export");
+    assert!(
+        !raw.contains("wrong-pass-123"),
+        "the password is in the export"
+    );
 }
