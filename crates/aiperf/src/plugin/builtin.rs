@@ -9,10 +9,6 @@ use serde_json::{json, Value};
 
 use super::{HookError, HookEvent, HookResult, Plugin};
 
-// Declared here, beside its catalogue entry (`plugin/mod.rs` is shared with other work).
-#[path = "prometheus_exporter.rs"]
-pub mod prometheus_exporter;
-
 /// Builds a built-in plugin from its config and the run's context.
 pub type BuildFn = fn(&Value, &Arc<RunContext>) -> Result<Box<dyn Plugin>, String>;
 
@@ -64,8 +60,8 @@ pub const BUILTINS: &[BuiltinPlugin] = &[
     BuiltinPlugin {
         name: "prometheus_exporter",
         description: "serves live metrics (latency histograms, request counts, throughput) on an HTTP endpoint for Prometheus to scrape",
-        config_schema: prometheus_exporter::schema,
-        build: prometheus_exporter::PrometheusExporter::build,
+        config_schema: super::prometheus_exporter::schema,
+        build: super::prometheus_exporter::PrometheusExporter::build,
     },
 ];
 

@@ -11,6 +11,7 @@ pub mod feed;
 pub mod otlp;
 pub mod process;
 pub mod prometheus;
+pub mod prometheus_exporter;
 pub mod report;
 mod spec;
 pub mod webhook;
