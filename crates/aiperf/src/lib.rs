@@ -13,9 +13,11 @@ pub mod export;
 pub mod metrics;
 pub mod mix;
 pub mod mock;
+pub mod multirun;
 pub mod plugin;
 pub mod readiness;
 pub mod secret;
+pub mod sweep;
 pub mod timing;
 pub mod tokenizer;
 pub mod transport;
@@ -40,6 +42,9 @@ pub async fn run_profile(cfg: config::BenchmarkConfig) -> Result<u8> {
             .map(|(_, v)| v.clone()),
     );
     let redactor = plugin::Redactor::new(&cfg.plugins, &secrets);
+    if cfg.sweep.is_multi() {
+        return multirun::run_sweep(cfg, &redactor).await;
+    }
     let outcome = benchmark::run(cfg, &redactor).await?;
     Ok(outcome.exit_code)
 }
