@@ -507,3 +507,60 @@ fn config_file_lists_sweep_like_comma_lists() {
     let msg = config_error(&["--config", f.to_str().unwrap()]);
     assert!(msg.contains(":3:") && msg.contains("concurrency"), "{msg}");
 }
+
+#[test]
+fn an_interrupt_ends_the_current_run_and_the_sweep_with_its_aggregates() {
+    let _gate = support::shared();
+    // Run 1 (40 at once) is quick; run 2 (one at a time, 50 ms each) takes seconds.
+    let mut run = Run::profile(&[
+        "--url",
+        "mock?ttft_ms=50&itl_ms=0&tokens=1",
+        "--request-count",
+        "80",
+        "--concurrency",
+        "40,1,2",
+    ])
+    .spawn();
+    let second = run.dir.join("concurrency_1/profile_export.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_to_string(&second)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 1
+    {
+        assert!(run.exited().is_none(), "exited early: {}", run.stderr());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run 2 never started: {}",
+            run.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    run.signal(libc::SIGINT);
+    let out = run
+        .wait_within(std::time::Duration::from_secs(60))
+        .expect("the sweep stops after an interrupt");
+    assert_eq!(
+        out.stderr.matches("Interrupted:").count(),
+        1,
+        "one run acts on the signal: {}",
+        out.show()
+    );
+    assert!(
+        out.stderr.contains("the sweep stops after 2 of 3 runs"),
+        "{}",
+        out.show()
+    );
+    assert!(!out.dir.join("concurrency_2").exists());
+    let agg = read_json(&out.dir.join("sweep_aggregate.json"));
+    let runs: Vec<u64> = agg["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["runs"].as_u64().unwrap())
+        .collect();
+    assert_eq!(runs, [1, 1, 0], "{agg}");
+    let second = read_json(&out.dir.join("concurrency_1/profile_export_aiperf.json"));
+    assert_eq!(second["was_cancelled"], true);
+}
