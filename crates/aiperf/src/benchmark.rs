@@ -96,6 +96,10 @@ impl Progress {
 /// listeners are made once, before the first signal, so no signal can fall between two of
 /// them.
 fn install_signal_handler(stop: CancellationToken) {
+    // Each run of a sweep installs its own; only the latest one acts on a signal.
+    static LATEST: AtomicU64 = AtomicU64::new(0);
+    let me = LATEST.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    let current = move || LATEST.load(std::sync::atomic::Ordering::SeqCst) == me;
     #[cfg(unix)]
     let listeners = {
         use tokio::signal::unix::{signal, SignalKind};
@@ -116,6 +120,9 @@ fn install_signal_handler(stop: CancellationToken) {
             }
             #[cfg(not(unix))]
             if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            if !current() {
                 return;
             }
             if count == 1 {

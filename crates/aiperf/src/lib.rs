@@ -58,7 +58,9 @@ const FD_MARGIN: u64 = 64;
 fn fd_shortage(cfg: &config::BenchmarkConfig, limit: Option<u64>) -> Option<String> {
     let limit = limit?;
     let load = &cfg.load;
-    let concurrency = load.concurrency.max(load.warmup_concurrency)? as u64;
+    // A sweep's largest concurrency.
+    let swept = cfg.sweep.concurrency.iter().max().copied();
+    let concurrency = load.concurrency.max(load.warmup_concurrency).max(swept)? as u64;
     let per_request = if mock::is_mock_url(&cfg.endpoint.urls[0]) {
         2
     } else {
@@ -120,6 +122,11 @@ mod tests {
         let mock = cfg(&["--url", "mock", "--concurrency", "1000"]);
         assert!(fd_shortage(&mock, Some(2000)).is_some());
         // No cap on connections (a rate without --concurrency), or no limit known: no guess.
+        let sweep = cfg(&["-m", "m", "--url", "http://h:1", "--concurrency", "1,1000"]);
+        assert!(
+            fd_shortage(&sweep, Some(256)).is_some(),
+            "a sweep's largest point"
+        );
         let rate = cfg(&["-m", "m", "--url", "http://h:1", "--request-rate", "5"]);
         assert_eq!(fd_shortage(&rate, Some(16)), None);
         assert_eq!(fd_shortage(&remote, None), None);

@@ -9,6 +9,7 @@ from aiperf_plugin import (
     HOOK_NAMES,
     LIFECYCLE_HOOKS,
     STREAMING_HOOKS,
+    SWEEP_HOOKS,
     UPSTREAM_ALIASES,
     CreditPhase,
     HookName,
@@ -224,8 +225,25 @@ class StreamingRegistryTest(unittest.TestCase):
     def test_hook_names(self):
         self.assertEqual(HOOK_NAMES, tuple(h.value for h in HookName))
         self.assertEqual(STREAMING_HOOKS, ("request_records", "progress"))
-        self.assertEqual(tuple(h for h in HOOK_NAMES if h not in STREAMING_HOOKS), LIFECYCLE_HOOKS)
-        self.assertEqual(HOOK_NAMES[2:4], STREAMING_HOOKS)  # the Rust `Hook::ALL` order
+        self.assertEqual(SWEEP_HOOKS, ("sweep_start", "sweep_complete"))
+        self.assertEqual(
+            tuple(h for h in HOOK_NAMES if h not in STREAMING_HOOKS + SWEEP_HOOKS), LIFECYCLE_HOOKS
+        )
+        self.assertEqual(HOOK_NAMES[3:5], STREAMING_HOOKS)  # the Rust `Hook::ALL` order
+        self.assertEqual((HOOK_NAMES[0], HOOK_NAMES[-1]), SWEEP_HOOKS)
+
+    def test_sweep_context_is_optional(self):
+        from aiperf_plugin import RunContext
+
+        self.assertIsNone(RunContext.from_dict({"run_id": "r"}).sweep)
+        self.assertNotIn("sweep", RunContext.from_dict({"run_id": "r"}).to_dict())
+        ctx = RunContext.from_dict(
+            {"sweep": {"index": 2, "count": 4, "trial": 1, "trials": 3, "parameters": {"concurrency": 8, "later": 1}}}
+        )
+        self.assertEqual((ctx.sweep.index, ctx.sweep.count, ctx.sweep.trial, ctx.sweep.trials), (2, 4, 1, 3))
+        self.assertEqual(ctx.sweep.parameters.concurrency, 8)
+        self.assertIsNone(ctx.sweep.parameters.isl)
+        self.assertEqual(ctx.to_dict()["sweep"]["parameters"]["concurrency"], 8)
 
 
 if __name__ == "__main__":

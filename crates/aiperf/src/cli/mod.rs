@@ -161,7 +161,7 @@ pub struct MultiRunArgs {
     #[arg(long)]
     pub no_sweep_table: bool,
     /// ISL/OSL pairs to sweep, e.g. `128/128,2048/512` (instead of --isl and --osl).
-    #[arg(long, value_name = "ISL/OSL[,...]", value_delimiter = ',', value_parser = units::isl_osl_pair)]
+    #[arg(long, value_name = "ISL/OSL[,...]", value_delimiter = ',', action = clap::ArgAction::Set, value_parser = units::isl_osl_pair)]
     pub isl_osl_pairs: Vec<(u32, u32)>,
 }
 
@@ -342,6 +342,7 @@ pub struct IslArgs {
         visible_aliases = ["prompt-input-tokens-mean", "synthetic-input-tokens-mean"],
         default_value = "550",
         value_delimiter = ',',
+        action = clap::ArgAction::Set,
         value_parser = units::tokens
     )]
     pub isl: Vec<u32>,
@@ -374,6 +375,7 @@ pub struct OslArgs {
         value_name = "N",
         visible_aliases = ["prompt-output-tokens-mean", "output-tokens-mean"],
         value_delimiter = ',',
+        action = clap::ArgAction::Set,
         value_parser = units::tokens
     )]
     pub osl: Vec<u32>,
@@ -497,11 +499,11 @@ pub struct ConversationArgs {
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
     /// Number of requests in flight at once; a comma list (`1,4,16`) sweeps it.
-    #[arg(long, value_name = "N[,N...]", value_delimiter = ',', value_parser = units::concurrency)]
+    #[arg(long, value_name = "N[,N...]", value_delimiter = ',', action = clap::ArgAction::Set, value_parser = units::concurrency)]
     pub concurrency: Vec<usize>,
     /// Requests per second (open loop); combined with --concurrency as a cap. A comma list
     /// (`10,20,40`) sweeps it.
-    #[arg(long, value_name = "R[,R...]", value_delimiter = ',', value_parser = units::rate)]
+    #[arg(long, value_name = "R[,R...]", value_delimiter = ',', action = clap::ArgAction::Set, value_parser = units::rate)]
     pub request_rate: Vec<f64>,
     /// Arrival process for --request-rate (default poisson).
     #[arg(long, value_enum, visible_alias = "arrival-pattern")]

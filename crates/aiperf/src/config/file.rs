@@ -17,6 +17,8 @@ struct FlagInfo {
     long: String,
     action: ArgAction,
     takes_many: bool,
+    /// A comma list in one flag (`--concurrency 1,4`): a YAML list is joined into one value.
+    comma_list: bool,
 }
 
 pub(super) fn profile_command() -> clap::Command {
@@ -36,6 +38,7 @@ fn file_keys() -> Vec<(String, FlagInfo)> {
             long: long.to_string(),
             action: arg.get_action().clone(),
             takes_many: matches!(arg.get_action(), ArgAction::Append),
+            comma_list: arg.get_value_delimiter() == Some(','),
         };
         out.push((long.replace('-', "_"), info()));
         for alias in arg.get_all_aliases().unwrap_or_default() {
@@ -416,6 +419,13 @@ fn flag_args(info: &FlagInfo, key: &str, mut v: serde_yaml::Value) -> Result<Vec
                 };
                 args.push(format!("{flag}={s}"));
             }
+        }
+        (_, serde_yaml::Value::Sequence(items)) if info.comma_list && !items.is_empty() => {
+            let values = items
+                .iter()
+                .map(|item| yaml_scalar(item).ok_or_else(|| bad("must be a list of values")))
+                .collect::<Result<Vec<_>, _>>()?;
+            args.push(format!("{flag}={}", values.join(",")));
         }
         (_, serde_yaml::Value::Mapping(_)) if info.takes_many => {
             let json = serde_json::to_string(&v).map_err(|e| bad(&e.to_string()))?;

@@ -139,6 +139,57 @@ mod tests {
     /// An AIPerf option this tool does not support is refused with the reason, as a flag
     /// (with or without `=value`) and as a config-file key (at its line); AIPerf's aliases of
     /// supported flags work in both places.
+    /// A comma list sweeps; a repeated flag still means its last value (as before lists),
+    /// and a file's YAML list is the same comma list.
+    #[test]
+    fn comma_lists_sweep_and_a_repeated_flag_is_its_last_value() {
+        let c = load(&args(&[
+            "--url",
+            "mock",
+            "--concurrency",
+            "1,4",
+            "--isl",
+            "64,128",
+        ]))
+        .unwrap();
+        assert_eq!(
+            (c.sweep.concurrency.as_slice(), c.sweep.isl.as_slice()),
+            (&[1, 4][..], &[64, 128][..])
+        );
+        assert_eq!(
+            (c.load.concurrency, c.input.prompt.input_tokens.mean),
+            (Some(1), 64)
+        );
+        assert!(c.sweep.is_multi());
+        let c = load(&args(&[
+            "--url",
+            "mock",
+            "--concurrency",
+            "1",
+            "--concurrency",
+            "3",
+        ]))
+        .unwrap();
+        assert_eq!(
+            (c.load.concurrency, c.sweep.concurrency.as_slice()),
+            (Some(3), &[3][..])
+        );
+        assert!(!c.sweep.is_multi());
+        let f = write("benchmark:\n  url: mock\n  concurrency: [2, 8]\n  osl: [16]\n");
+        let c = load(&args(&["--config", f.path().to_str().unwrap()])).unwrap();
+        assert_eq!(c.sweep.concurrency, [2, 8]);
+        assert_eq!(c.input.prompt.output_tokens.mean, Some(16));
+        // The command line wins over the file's list.
+        let c = load(&args(&[
+            "--config",
+            f.path().to_str().unwrap(),
+            "--concurrency",
+            "5",
+        ]))
+        .unwrap();
+        assert_eq!(c.sweep.concurrency, [5]);
+    }
+
     #[test]
     fn aiperf_options_refused_with_reason_or_accepted_as_aliases() {
         let e = load(&args(&["--url", "mock", "--audio-format", "wav"])).unwrap_err();

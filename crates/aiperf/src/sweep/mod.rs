@@ -202,6 +202,15 @@ impl SweepSpec {
             return Err("--isl-osl-pairs cannot be combined with a list of --isl or --osl".into());
         }
         let points = self.points()?;
+        let mut seen = std::collections::HashSet::new();
+        for p in &points {
+            let name = point_dir_name(p).unwrap_or_default();
+            if !seen.insert(name.clone()) {
+                return Err(format!(
+                    "the sweep has the point {name} twice: give each value once"
+                ));
+            }
+        }
         let runs = points.len() as u64 * u64::from(self.trials);
         if runs > MAX_RUNS {
             return Err(format!(
@@ -335,5 +344,10 @@ mod tests {
             ..spec()
         };
         assert!(s.check().unwrap_err().contains("--isl-osl-pairs"));
+        let s = SweepSpec {
+            concurrency: vec![1, 2, 1],
+            ..spec()
+        };
+        assert!(s.check().unwrap_err().contains("concurrency_1 twice"));
     }
 }

@@ -19,7 +19,10 @@ fn unsupported_aiperf_options_are_refused_with_the_reason() {
             vec!["--url", FAST_MOCK, "--image-width-mean", "64"],
             "no audio, image or video",
         ),
-        (vec!["--url", FAST_MOCK, "--num-profile-runs=3"], "issue 14"),
+        (
+            vec!["--url", FAST_MOCK, "--search-recipe=pareto"],
+            "issue 14",
+        ),
         (vec!["--url", FAST_MOCK, "--zmq-host", "x"], "one process"),
         (vec!["--url", FAST_MOCK, "--ui", "dashboard"], "issue 16"),
     ] {

@@ -95,6 +95,8 @@ class PhaseHookRegistry:
     _phase_timeout_callbacks: List[Callable] = []
     _phase_complete_callbacks: List[Callable] = []
     _benchmark_complete_callbacks: List[Callable] = []
+    _sweep_start_callbacks: List[Callable] = []
+    _sweep_complete_callbacks: List[Callable] = []
 
     # -- generic access ----------------------------------------------------------------
 
@@ -179,6 +181,16 @@ class PhaseHookRegistry:
     def register_benchmark_complete(cls, callback: Callable) -> None:
         """``callback(tracker)`` once, after the last phase."""
         cls.register("benchmark_complete", callback)
+
+    @classmethod
+    def register_sweep_start(cls, callback: Callable) -> None:
+        """``callback(tracker)`` once, before the first run of a sweep (opt in via ``HOOKS``)."""
+        cls.register("sweep_start", callback)
+
+    @classmethod
+    def register_sweep_complete(cls, callback: Callable) -> None:
+        """``callback(tracker)`` once, after the last run of a sweep (``tracker.summary``: the sweep's aggregate)."""
+        cls.register("sweep_complete", callback)
 
     @classmethod
     def get_phase_start_callbacks(cls) -> List[Callable]:
