@@ -601,6 +601,15 @@ pub struct MockServerArgs {
     /// Time between tokens, in milliseconds.
     #[arg(long, value_name = "MS", default_value = "5", value_parser = units::millis)]
     pub itl_ms: Duration,
+    /// Load model: milliseconds added to the TTFT per request in flight at the mock when a
+    /// request arrives, counting itself (in a closed loop at concurrency C: TTFT =
+    /// --ttft-ms + this × C).
+    #[arg(long, value_name = "MS", default_value = "0", value_parser = units::millis)]
+    pub ttft_per_inflight_ms: Duration,
+    /// Load model: milliseconds added to the time between tokens per request in flight at
+    /// arrival, counting itself.
+    #[arg(long, value_name = "MS", default_value = "0", value_parser = units::millis)]
+    pub itl_per_inflight_ms: Duration,
     /// Tokens generated when the request sets no max tokens.
     #[arg(long, value_name = "N", default_value = "16", value_parser = mock::tokens)]
     pub default_tokens: u32,
@@ -652,6 +661,8 @@ impl MockServerArgs {
         let cfg = MockConfig {
             ttft: a.ttft_ms,
             itl: a.itl_ms,
+            ttft_per_inflight: a.ttft_per_inflight_ms,
+            itl_per_inflight: a.itl_per_inflight_ms,
             default_tokens: a.default_tokens,
             seed: a.random_seed,
             error_rate: a.error_rate,

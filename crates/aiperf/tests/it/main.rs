@@ -25,6 +25,7 @@ mod parity;
 mod plugins;
 mod profile;
 mod request_shape;
+mod search;
 mod tokenizer;
 mod transport;
 mod workloads;
