@@ -15,6 +15,8 @@ pub mod mix;
 pub mod mock;
 pub mod plugin;
 pub mod readiness;
+pub mod search;
+mod search_run;
 pub mod secret;
 pub mod timing;
 pub mod tokenizer;
@@ -40,6 +42,9 @@ pub async fn run_profile(cfg: config::BenchmarkConfig) -> Result<u8> {
             .map(|(_, v)| v.clone()),
     );
     let redactor = plugin::Redactor::new(&cfg.plugins, &secrets);
+    if let Some(spec) = cfg.search.clone() {
+        return search_run::run(cfg, spec, &redactor).await;
+    }
     let outcome = benchmark::run(cfg, &redactor).await?;
     Ok(outcome.exit_code)
 }

@@ -66,6 +66,9 @@ pub struct BenchmarkConfig {
     pub plugins: PluginsSection,
     /// The command line as typed, secrets hidden.
     pub cli_command: String,
+    /// `--search-recipe`: run a search of benchmarks instead of one (docs/sweeps.md#search).
+    #[serde(skip)]
+    pub search: Option<crate::search::SearchSpec>,
 }
 
 /// Loads only the `plugins:` section of a config file (for `aiperf plugins ...`).
