@@ -109,7 +109,8 @@ pub mod sdk;
 
 pub use protocol::{
     decode_line, encode_line, Event, Hook, HostMessage, LoadContext, PhaseStats, PluginMessage,
-    PluginReport, ProgressWindow, RunContext, WindowStat, PROTOCOL_VERSION,
+    PluginReport, ProgressWindow, RunContext, SweepParameters, SweepPoint, WindowStat,
+    PROTOCOL_VERSION,
 };
 pub use sdk::*;
 pub use serde_json::Value;

@@ -47,11 +47,17 @@ pub enum Hook {
     PhaseTimeout,
     PhaseComplete,
     BenchmarkComplete,
+    /// Opt-in: before the first run of a sweep or of repeated runs (`--concurrency 1,4`,
+    /// `--num-profile-runs 3`), with the first run's context ([`RunContext::sweep`]).
+    SweepStart,
+    /// Opt-in: after the last run of a sweep, with the sweep's aggregate as the summary.
+    SweepComplete,
 }
 
 impl Hook {
     /// Every hook, in the order they can fire during a run.
-    pub const ALL: [Hook; 8] = [
+    pub const ALL: [Hook; 10] = [
+        Hook::SweepStart,
         Hook::BenchmarkStart,
         Hook::PhaseStart,
         Hook::RequestRecords,
@@ -60,6 +66,7 @@ impl Hook {
         Hook::PhaseTimeout,
         Hook::PhaseComplete,
         Hook::BenchmarkComplete,
+        Hook::SweepComplete,
     ];
 
     /// The lifecycle hooks: each fires once per phase or run (not `request_records` or
@@ -84,13 +91,23 @@ impl Hook {
             Hook::PhaseTimeout => "phase_timeout",
             Hook::PhaseComplete => "phase_complete",
             Hook::BenchmarkComplete => "benchmark_complete",
+            Hook::SweepStart => "sweep_start",
+            Hook::SweepComplete => "sweep_complete",
         }
     }
 
     /// `true` for hooks that belong to a phase (their events carry `phase`, and `stats`
-    /// except `request_records`); `false` for `benchmark_start` and `benchmark_complete`.
+    /// except `request_records`); `false` for the benchmark and sweep hooks.
     pub const fn is_phase_hook(self) -> bool {
-        !matches!(self, Hook::BenchmarkStart | Hook::BenchmarkComplete)
+        !matches!(
+            self,
+            Hook::BenchmarkStart | Hook::BenchmarkComplete | Hook::SweepStart | Hook::SweepComplete
+        )
+    }
+
+    /// `true` for `sweep_start` and `sweep_complete`, which wrap the runs of a sweep.
+    pub const fn is_sweep(self) -> bool {
+        matches!(self, Hook::SweepStart | Hook::SweepComplete)
     }
 
     /// `true` for `request_records` and `progress`, which fire many times per phase.
@@ -265,6 +282,41 @@ pub struct RunContext {
     pub warmup: Option<LoadContext>,
     /// The resolved config, secrets redacted: the report's `input_config`, exactly.
     pub input_config: Value,
+    /// Where this run sits in a sweep or in repeated runs; `None` (omitted) for a single run
+    /// and from hosts that predate sweeps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<SweepPoint>,
+}
+
+/// One run of a sweep (`--concurrency 1,4`, `--isl-osl-pairs ...`) or of repeated runs
+/// (`--num-profile-runs N`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SweepPoint {
+    /// The point's index among the sweep's points, from 0.
+    pub index: u64,
+    /// How many points the sweep has (1 for repeated runs of one configuration).
+    pub count: u64,
+    /// The trial of this point, from 0 (`--num-profile-runs`).
+    pub trial: u64,
+    /// How many trials each point has.
+    pub trials: u64,
+    /// The values this point sets; the others are the run's own.
+    pub parameters: SweepParameters,
+}
+
+/// The parameters a sweep varies; `None` (omitted) when the point does not set it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SweepParameters {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_rate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isl: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub osl: Option<u32>,
 }
 
 /// How one phase loads the server.
@@ -585,11 +637,18 @@ mod tests {
 
     #[test]
     fn hook_names() {
-        assert_eq!(Hook::ALL.len(), 8);
+        assert_eq!(Hook::ALL.len(), 10);
         assert!(Hook::LIFECYCLE.iter().all(|h| !h.is_streaming()));
-        assert!(Hook::ALL
-            .iter()
-            .all(|h| Hook::LIFECYCLE.contains(h) != h.is_streaming()));
+        // Each hook is exactly one of: lifecycle, streaming, sweep (the last two opt in).
+        assert!(Hook::ALL.iter().all(|h| {
+            [Hook::LIFECYCLE.contains(h), h.is_streaming(), h.is_sweep()]
+                .iter()
+                .filter(|b| **b)
+                .count()
+                == 1
+        }));
+        assert_eq!(Hook::SweepStart.as_str(), "sweep_start");
+        assert!(!Hook::SweepComplete.is_phase_hook());
         assert_eq!(Hook::RequestRecords.as_str(), "request_records");
         assert_eq!(Hook::Progress.as_str(), "progress");
         for h in Hook::ALL {
@@ -909,7 +968,30 @@ mod tests {
             },
             warmup: None,
             input_config: json!({"endpoint": {"model_names": ["m"]}}),
+            sweep: None,
         };
+        // A single run's context has no `sweep` on the wire; a sweep run's round-trips.
+        assert!(!encode_line(&ctx).contains("sweep"));
+        let in_sweep = RunContext {
+            sweep: Some(SweepPoint {
+                index: 1,
+                count: 4,
+                trial: 0,
+                trials: 1,
+                parameters: SweepParameters {
+                    concurrency: Some(4),
+                    isl: Some(128),
+                    ..SweepParameters::default()
+                },
+            }),
+            ..ctx.clone()
+        };
+        let text = encode_line(&in_sweep);
+        assert!(
+            text.contains(r#""parameters":{"concurrency":4,"isl":128}"#),
+            "{text}"
+        );
+        assert_eq!(decode_line::<RunContext>(&text).unwrap(), in_sweep);
         round_trip_host(HostMessage::Configure {
             config: json!({"a": 1}),
             context: Some(Box::new(ctx.clone())),

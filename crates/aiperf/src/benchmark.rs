@@ -148,6 +148,29 @@ async fn load_tokenizer(spec: &mut TokenizerSpec) -> Result<Tokenizer> {
 /// Runs a benchmark: prepares it, starts the plugins (with the run's context) and sends them
 /// the lifecycle events. `redactor` hides secrets in what the plugins print.
 pub async fn run(cfg: BenchmarkConfig, redactor: &Redactor) -> Result<RunOutcome> {
+    run_in_sweep(cfg, redactor, None).await
+}
+
+/// Makes [`sweep_complete`](Hook::SweepComplete)'s summary from the last run's profiling
+/// summary (the shape of `benchmark_complete`'s).
+pub type SweepSummaryFn = Box<dyn FnOnce(&Value) -> Value + Send>;
+
+/// What a run of a sweep (or of repeated runs) adds to a single run: its place in the
+/// sweep (the run context's `sweep`), `sweep_start` before `benchmark_start` on the first
+/// run, and `sweep_complete` after `benchmark_complete` on the last.
+pub struct SweepRun {
+    pub point: aiperf_plugin::SweepPoint,
+    pub first: bool,
+    /// On the sweep's last run: `sweep_complete`'s summary, from this run's summary.
+    pub last: Option<SweepSummaryFn>,
+}
+
+/// [`run`], as one run of a sweep when `sweep` is given.
+pub async fn run_in_sweep(
+    cfg: BenchmarkConfig,
+    redactor: &Redactor,
+    sweep: Option<SweepRun>,
+) -> Result<RunOutcome> {
     let clock = Clock::new();
     let Prepared {
         cfg,
@@ -159,7 +182,15 @@ pub async fn run(cfg: BenchmarkConfig, redactor: &Redactor) -> Result<RunOutcome
     } = prepare(cfg, clock).await?;
     let specs = phase_specs(&cfg, profiling_count, trace);
     // Every usage error could have been found by now, and nothing was written or sent.
-    let run_ctx = Arc::new(run_context(&cfg, &specs, uuid::Uuid::new_v4().to_string()));
+    let mut run_ctx = run_context(&cfg, &specs, uuid::Uuid::new_v4().to_string());
+    let (sweep_first, sweep_last) = match sweep {
+        Some(s) => {
+            run_ctx.sweep = Some(s.point);
+            (s.first, s.last)
+        }
+        None => (false, None),
+    };
+    let run_ctx = Arc::new(run_ctx);
     let hooks = HookRegistry::load(&cfg.plugins, redactor, run_ctx.clone()).await;
     // A key a plugin's schema forbids (found once it said its schema): a usage error.
     if let Some(why) = hooks.config_error() {
@@ -186,6 +217,9 @@ pub async fn run(cfg: BenchmarkConfig, redactor: &Redactor) -> Result<RunOutcome
     stop_on_sink_failure(&processor, &ctx.stop_sending);
     let health = HealthMonitor::start();
     let run_start = clock.now_ns();
+    if sweep_first {
+        hooks.emit(Hook::SweepStart, None, None, None);
+    }
     hooks.emit(Hook::BenchmarkStart, None, None, None);
     let abort = Arc::new(std::sync::OnceLock::new());
     let watch = cfg.load.failed_request_threshold.map(|t| FailureWatch {
@@ -196,7 +230,11 @@ pub async fn run(cfg: BenchmarkConfig, redactor: &Redactor) -> Result<RunOutcome
     let phases = run_phases(&ctx, &mut processor, &hooks, specs, cfg.output.ui, watch).await;
     let run_end = clock.now_ns();
     let summary = Value::Object(phases.profiling.metrics_json());
+    let sweep_summary = sweep_last.map(|f| f(&summary));
     hooks.emit(Hook::BenchmarkComplete, None, None, Some(summary));
+    if let Some(s) = sweep_summary {
+        hooks.emit(Hook::SweepComplete, None, None, Some(s));
+    }
     let stop_sending = ctx.stop_sending.clone();
     let (plugins, jsonl_error) =
         wind_down(&cfg.output.artifact_directory, ctx, processor, mock, hooks).await?;
@@ -261,6 +299,7 @@ pub fn run_context(
         load: load(PhaseKind::Profiling).unwrap_or_default(),
         warmup: load(PhaseKind::Warmup),
         input_config: serde_json::to_value(cfg).unwrap_or_default(),
+        sweep: None,
     }
 }
 

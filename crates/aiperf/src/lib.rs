@@ -13,11 +13,13 @@ pub mod export;
 pub mod metrics;
 pub mod mix;
 pub mod mock;
+pub mod multirun;
 pub mod plugin;
 pub mod readiness;
 pub mod search;
 mod search_run;
 pub mod secret;
+pub mod sweep;
 pub mod timing;
 pub mod tokenizer;
 pub mod transport;
@@ -44,6 +46,9 @@ pub async fn run_profile(cfg: config::BenchmarkConfig) -> Result<u8> {
     let redactor = plugin::Redactor::new(&cfg.plugins, &secrets);
     if let Some(spec) = cfg.search.clone() {
         return search_run::run(cfg, spec, &redactor).await;
+    }
+    if cfg.sweep.is_multi() {
+        return multirun::run_sweep(cfg, &redactor).await;
     }
     let outcome = benchmark::run(cfg, &redactor).await?;
     Ok(outcome.exit_code)

@@ -1,15 +1,17 @@
 //! `aiperf profile --search-recipe …`: the SLO search of `search.rs`, with each probe one
-//! benchmark run ([`crate::benchmark::run`]) of the user's config at the probe's load, in
-//! its own artifact subdirectory (`concurrency_40/`, `request_rate_12.5/`). Prints each probe
+//! benchmark run of the user's config at the probe's load ([`multirun::run_point`], the
+//! sweep infrastructure's entry point), in its own artifact subdirectory (`concurrency_40/`, `request_rate_12.5/`). Prints each probe
 //! and the answer, and writes `search_result.json` at the top of the artifact directory.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use crate::benchmark;
+use aiperf_plugin::SweepParameters;
+
 use crate::config::BenchmarkConfig;
+use crate::multirun::{self, PointOptions, PointResult};
 use crate::plugin::Redactor;
 use crate::search::{self, Dimension, Ending, Probe, ProbeOutcome, SearchResult, SearchSpec};
 use crate::{IoContext, Result};
@@ -43,33 +45,15 @@ fn show(d: Dimension, x: f64) -> String {
     format!("{} {}", d.key(), load_value(d, x))
 }
 
-/// The config of the probe at `load`: the user's, with the load set and its own artifact
-/// directory.
-fn probe_config(base: &BenchmarkConfig, d: Dimension, load: f64) -> BenchmarkConfig {
-    let mut cfg = base.clone();
-    cfg.search = None;
-    match d {
-        Dimension::Concurrency => cfg.load.concurrency = Some(load as usize),
-        Dimension::RequestRate => cfg.load.request_rate = Some(load),
-    }
-    cfg.output.artifact_directory =
-        base.output
-            .artifact_directory
-            .join(format!("{}_{}", d.key(), load_value(d, load)));
-    cfg
+/// The artifact directory of the probe at `load`: `concurrency_40/`, `request_rate_12.5/`.
+fn probe_dir(base: &BenchmarkConfig, d: Dimension, load: f64) -> PathBuf {
+    base.output
+        .artifact_directory
+        .join(format!("{}_{}", d.key(), load_value(d, load)))
 }
 
-/// What a finished probe run measured, from its `profile_export_aiperf.json`.
-fn outcome_of(
-    dir: &Path,
-    json_name: &str,
-    spec: &SearchSpec,
-) -> std::result::Result<ProbeOutcome, String> {
-    let path = dir.join(json_name);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let report: Value =
-        serde_json::from_str(&text).map_err(|e| format!("cannot parse {}: {e}", path.display()))?;
+/// What a finished probe measured: its good fraction and the kept statistics.
+fn outcome_of(point: &PointResult, spec: &SearchSpec) -> ProbeOutcome {
     let mut metrics = BTreeMap::new();
     let wanted = KEPT
         .iter()
@@ -81,26 +65,19 @@ fn outcome_of(
                 .map(|s| (s.tag.clone(), s.stat.clone())),
         );
     for (tag, stat) in wanted {
-        if let Some(v) = report
-            .get(&tag)
-            .and_then(|m| m.get(&stat))
-            .and_then(Value::as_f64)
-        {
+        if let Some(v) = point.metric(&tag, &stat) {
             metrics.insert(format!("{tag}.{stat}"), v);
         }
     }
-    let good_fraction = report
-        .get("good_request_fraction")
-        .and_then(|m| m.get("avg"))
-        .and_then(Value::as_f64);
-    Ok(ProbeOutcome {
-        good_fraction,
+    ProbeOutcome {
+        good_fraction: point.goodput_fraction,
         metrics,
-        artifact_dir: Some(dir.to_path_buf()),
-    })
+        artifact_dir: Some(point.artifact_dir.clone()),
+    }
 }
 
-/// One probe: a whole benchmark run at `load`.
+/// One probe: a whole benchmark run at `load` (the sweep infrastructure's
+/// [`multirun::run_point`]: the config's warmup and seed, no sweep hooks).
 async fn run_probe(
     base: &BenchmarkConfig,
     spec: &SearchSpec,
@@ -108,19 +85,25 @@ async fn run_probe(
     load: f64,
 ) -> std::result::Result<ProbeOutcome, String> {
     let d = spec.space.dimension;
-    let cfg = probe_config(base, d, load);
-    let dir = cfg.output.artifact_directory.clone();
-    let json_name = cfg.output.names.json.clone();
-    let outcome = benchmark::run(cfg, redactor)
+    let parameters = SweepParameters {
+        concurrency: (d == Dimension::Concurrency).then_some(load as u64),
+        request_rate: (d == Dimension::RequestRate).then_some(load),
+        ..SweepParameters::default()
+    };
+    let opts = PointOptions::new(probe_dir(base, d, load));
+    let point = multirun::run_point(base, redactor, &parameters, opts)
         .await
         .map_err(|e| format!("the run at {} failed: {e}", show(d, load)))?;
-    if outcome.report.is_none() {
+    if point.was_cancelled {
+        return Err(format!("the run at {} was interrupted", show(d, load)));
+    }
+    if point.report.is_null() {
         return Err(format!(
             "the run at {} stopped before it started",
             show(d, load)
         ));
     }
-    outcome_of(&dir, &json_name, spec)
+    Ok(outcome_of(&point, spec))
 }
 
 /// The probe's console line: load, good fraction, the SLA values, verdict.

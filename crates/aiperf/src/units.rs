@@ -206,6 +206,28 @@ pub fn concurrency(s: &str) -> Result<usize, String> {
     narrow(whole(s, 1, MAX_CONCURRENCY as u64, "")?)
 }
 
+/// Most runs of one point (`--num-profile-runs`).
+pub const MAX_PROFILE_RUNS: u64 = 1000;
+
+/// `--num-profile-runs`: 1 to [`MAX_PROFILE_RUNS`].
+pub fn profile_runs(s: &str) -> Result<u32, String> {
+    narrow(whole(s, 1, MAX_PROFILE_RUNS, " runs")?)
+}
+
+/// `--confidence-level`: more than 0, less than 1 (0.5 to 0.9999).
+pub fn confidence_level(s: &str) -> Result<f64, String> {
+    real(s, 0.5, 0.9999, " (a confidence level)")
+}
+
+/// One `ISL/OSL` pair of `--isl-osl-pairs`, e.g. `128/512`: two token counts.
+pub fn isl_osl_pair(s: &str) -> Result<(u32, u32), String> {
+    let (isl, osl) = s
+        .split_once('/')
+        .ok_or_else(|| format!("`{s}` is not an ISL/OSL pair like 128/512"))?;
+    let part = |v: &str, what: &str| tokens(v).map_err(|e| format!("`{s}`: {what} {e}"));
+    Ok((part(isl, "ISL")?, part(osl, "OSL")?))
+}
+
 /// Requests per second, [`MIN_RATE`] to [`MAX_RATE`].
 pub fn rate(s: &str) -> Result<f64, String> {
     real(s, MIN_RATE, MAX_RATE, " requests per second")

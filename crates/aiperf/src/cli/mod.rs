@@ -106,6 +106,8 @@ pub struct ProfileArgs {
     pub plugins: PluginArgs,
     #[command(flatten, next_help_heading = "Search")]
     pub search: SearchArgs,
+    #[command(flatten, next_help_heading = "Multi-Run")]
+    pub multi_run: MultiRunArgs,
 }
 
 /// `--search-recipe`: what the search looks for.
@@ -157,6 +159,63 @@ pub struct SearchArgs {
     /// p99; OP lt, le, gt or ge), e.g. time_to_first_token:p95:lt:200; repeatable.
     #[arg(long, value_name = "TAG:STAT:OP:THRESHOLD", value_parser = crate::search::parse_sla)]
     pub search_sla: Vec<crate::search::Sla>,
+}
+
+/// Sweeps (comma lists of --concurrency, --request-rate, --isl, --osl, --isl-osl-pairs) and
+/// repeated runs (docs/sweeps.md).
+#[derive(Debug, Clone, Args)]
+pub struct MultiRunArgs {
+    /// Runs of each point; with more than one, an aggregate with mean, standard deviation
+    /// and a Student-t confidence interval of every metric statistic.
+    #[arg(long, value_name = "N", default_value = "1", value_parser = units::profile_runs)]
+    pub num_profile_runs: u32,
+    /// Pause between the runs of a point (seconds).
+    #[arg(long, value_name = "S", default_value = "0", value_parser = units::seconds)]
+    pub profile_run_cooldown_seconds: Duration,
+    /// Confidence level of the intervals of repeated runs.
+    #[arg(long, value_name = "P", default_value = "0.95", value_parser = units::confidence_level)]
+    pub confidence_level: f64,
+    /// Warm up before the first run only (of all points and trials): the default.
+    #[arg(long, overrides_with = "no_profile_run_disable_warmup_after_first")]
+    pub profile_run_disable_warmup_after_first: bool,
+    /// Warm up before every run (every point, every trial).
+    #[arg(long)]
+    pub no_profile_run_disable_warmup_after_first: bool,
+    /// Repeated runs without --random-seed share one seed (the default).
+    #[arg(long, overrides_with = "no_set_consistent_seed")]
+    pub set_consistent_seed: bool,
+    /// Repeated runs without --random-seed each draw their own seed.
+    #[arg(long)]
+    pub no_set_consistent_seed: bool,
+    /// Give each trial its own seed (the seed plus the trial index).
+    #[arg(long, overrides_with = "no_vary_seed_per_trial")]
+    pub vary_seed_per_trial: bool,
+    /// Every trial uses the same seed (the default).
+    #[arg(long)]
+    pub no_vary_seed_per_trial: bool,
+    /// Pause between the points of a sweep (seconds).
+    #[arg(long, value_name = "S", default_value = "0", value_parser = units::seconds)]
+    pub parameter_sweep_cooldown_seconds: Duration,
+    /// Every point of a sweep uses the same seed (the default).
+    #[arg(long, overrides_with = "no_parameter_sweep_same_seed")]
+    pub parameter_sweep_same_seed: bool,
+    /// Give each point its own seed (the seed plus the point index).
+    #[arg(long)]
+    pub no_parameter_sweep_same_seed: bool,
+    /// With --num-profile-runs: `repeated` runs the whole sweep once per trial; `independent`
+    /// runs every trial of a point before the next point.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "repeated")]
+    pub parameter_sweep_mode: crate::sweep::ParameterSweepMode,
+    /// How lists combine: `grid` (every combination) or `zip` (index by index; the lists
+    /// must have the same length).
+    #[arg(long, value_enum, value_name = "TYPE", default_value = "grid")]
+    pub sweep_type: crate::sweep::SweepType,
+    /// Do not print the table of the sweep's points at the end.
+    #[arg(long)]
+    pub no_sweep_table: bool,
+    /// ISL/OSL pairs to sweep, e.g. `128/128,2048/512` (instead of --isl and --osl).
+    #[arg(long, value_name = "ISL/OSL[,...]", value_delimiter = ',', value_parser = units::isl_osl_pair)]
+    pub isl_osl_pairs: Vec<(u32, u32)>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -334,10 +393,11 @@ pub struct IslArgs {
         long,
         value_name = "N",
         visible_aliases = ["prompt-input-tokens-mean", "synthetic-input-tokens-mean"],
-        default_value_t = 550,
+        default_value = "550",
+        value_delimiter = ',',
         value_parser = units::tokens
     )]
-    pub isl: u32,
+    pub isl: Vec<u32>,
     /// Standard deviation of the prompt length.
     #[arg(
         long,
@@ -360,14 +420,16 @@ pub struct IslArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct OslArgs {
-    /// Output tokens asked for (max_completion_tokens). Unset: the server decides.
+    /// Output tokens asked for (max_completion_tokens). Unset: the server decides. A comma
+    /// list sweeps it (with an --isl list: zipped or crossed by --sweep-type).
     #[arg(
         long,
         value_name = "N",
         visible_aliases = ["prompt-output-tokens-mean", "output-tokens-mean"],
+        value_delimiter = ',',
         value_parser = units::tokens
     )]
-    pub osl: Option<u32>,
+    pub osl: Vec<u32>,
     /// Standard deviation of the output length.
     #[arg(
         long,
@@ -487,12 +549,13 @@ pub struct ConversationArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
-    /// Number of requests in flight at once.
-    #[arg(long, value_name = "N", value_parser = units::concurrency)]
-    pub concurrency: Option<usize>,
-    /// Requests per second (open loop); combined with --concurrency as a cap.
-    #[arg(long, value_name = "R", value_parser = units::rate)]
-    pub request_rate: Option<f64>,
+    /// Number of requests in flight at once; a comma list (`1,4,16`) sweeps it.
+    #[arg(long, value_name = "N[,N...]", value_delimiter = ',', value_parser = units::concurrency)]
+    pub concurrency: Vec<usize>,
+    /// Requests per second (open loop); combined with --concurrency as a cap. A comma list
+    /// (`10,20,40`) sweeps it.
+    #[arg(long, value_name = "R[,R...]", value_delimiter = ',', value_parser = units::rate)]
+    pub request_rate: Vec<f64>,
     /// Arrival process for --request-rate (default poisson).
     #[arg(long, value_enum, visible_alias = "arrival-pattern")]
     pub request_rate_mode: Option<RequestRateMode>,

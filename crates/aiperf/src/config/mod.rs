@@ -69,6 +69,11 @@ pub struct BenchmarkConfig {
     /// `--search-recipe`: run a search of benchmarks instead of one (docs/sweeps.md#search).
     #[serde(skip)]
     pub search: Option<crate::search::SearchSpec>,
+    /// Comma lists and the Multi-Run flags (docs/sweeps.md). The other sections hold the
+    /// first point's values; `multirun` sets each point's. Not part of `input_config`: each
+    /// run's config shows its own point.
+    #[serde(skip)]
+    pub sweep: crate::sweep::SweepSpec,
 }
 
 /// Loads only the `plugins:` section of a config file (for `aiperf plugins ...`).
@@ -146,11 +151,11 @@ mod tests {
         );
         let e = load(&args(&["--url", "mock", "--server-metrics=http://x"])).unwrap_err();
         assert!(e.to_string().contains("issue 15"), "{e}");
-        let f = write("benchmark:\n  url: mock\n  num_profile_runs: 3\n");
+        let f = write("benchmark:\n  url: mock\n  search_metric: goodput\n");
         let e = load(&args(&["--config", f.path().to_str().unwrap()])).unwrap_err();
         let msg = e.to_string();
         assert!(
-            msg.contains(":3: `num_profile_runs`") && msg.contains("issue 14"),
+            msg.contains(":3: `search_metric`") && msg.contains("issue 14"),
             "{msg}"
         );
         let c = load(&args(&[

@@ -451,6 +451,34 @@ mod tests {
                 "timeout_seconds: [1]",
                 "c.yaml:4: plugins.p.timeout_seconds must be a positive number",
             ),
+            (
+                "progress_interval_seconds: 0",
+                "c.yaml:4: plugins.p.progress_interval_seconds: must be from 0.1 to 3600 seconds",
+            ),
+            (
+                "progress_interval_seconds: .nan",
+                "c.yaml:4: plugins.p.progress_interval_seconds: `.nan` is not a finite number",
+            ),
+            (
+                "progress_interval_seconds: 1e300",
+                "c.yaml:4: plugins.p.progress_interval_seconds: must be from",
+            ),
+            (
+                "progress_interval_seconds: [1]",
+                "c.yaml:4: plugins.p.progress_interval_seconds must be a number",
+            ),
+            (
+                "records_queue: 0",
+                "c.yaml:4: plugins.p.records_queue: must be from 1 to 100000 batches",
+            ),
+            (
+                "records_queue: 2.5",
+                "c.yaml:4: plugins.p.records_queue: `2.5` is not a whole number",
+            ),
+            (
+                "records_queue: 99999999999",
+                "c.yaml:4: plugins.p.records_queue: must be from 1 to 100000",
+            ),
             ("plugin: 5", "c.yaml:4: plugins.p.plugin must name a plugin"),
             (
                 "plugin: 'a b'",
@@ -475,10 +503,12 @@ mod tests {
             assert!(e.starts_with(want), "{line}: {e}");
         }
         let ok =
-            load("plugins:\n  p:\n    timeout_seconds: 2.5\n    enabled: 'false'\n    path: /x\n")
+            load("plugins:\n  p:\n    timeout_seconds: 2.5\n    enabled: 'false'\n    path: /x\n    progress_interval_seconds: 0.5\n    records_queue: 3\n")
                 .unwrap();
         let p = &ok.entries[0];
         assert_eq!(p.timeout, Duration::from_millis(2500));
+        assert_eq!(p.progress_interval, Duration::from_millis(500));
+        assert_eq!(p.records_queue, 3);
         assert_eq!(p.disabled, Some(DisabledReason::InConfig));
         assert_eq!(p.config, serde_json::json!({}));
     }

@@ -17,6 +17,7 @@ use crate::export::{ArtifactNames, ExportLevel, OutputSpec, UiType};
 use crate::mock::{is_mock_url, MockConfig};
 use crate::plugin::PluginsSection;
 use crate::search::{self, Criteria, Dimension, SearchSpec};
+use crate::sweep::SweepSpec;
 use crate::timing::{LoadSpec, RequestRateMode};
 use crate::tokenizer::{hub, TokenizerSpec, BUILTIN};
 use crate::units::MAX_DATASET_TOKENS;
@@ -27,11 +28,17 @@ pub(super) fn resolve(
     cli_command: String,
 ) -> Result<BenchmarkConfig, ConfigError> {
     let seed = a.input.random_seed.unwrap_or_else(rand::random);
+    let sweep = sweep(&a)?;
     let endpoint = endpoint(a.endpoint.clone(), &a.input, seed)?;
     let load = load(&a)?;
     let input = input(&a, &endpoint, seed)?;
     let search = search(&a, &endpoint, &input)?;
-    let output = output(a.output, &endpoint, &load)?;
+    if search.is_some() && sweep.is_multi() {
+        return Err(usage(
+            "--search-recipe runs its own loads: give single values, not comma lists or --num-profile-runs",
+        ));
+    }
+    let output = output(a.output, &endpoint, &load, &sweep)?;
     plugins.no_plugins = a.plugins.no_plugins;
     plugins.strict = a.plugins.strict_plugins;
     Ok(BenchmarkConfig {
@@ -42,7 +49,47 @@ pub(super) fn resolve(
         plugins,
         cli_command,
         search,
+        sweep,
     })
+}
+
+/// The comma lists and the Multi-Run flags, checked: lists that combine (`--sweep-type zip`
+/// needs equal lengths), a bounded number of runs.
+fn sweep(a: &ProfileArgs) -> Result<SweepSpec, ConfigError> {
+    let m = &a.multi_run;
+    let spec = SweepSpec {
+        concurrency: a.load.concurrency.clone(),
+        request_rate: a.load.request_rate.clone(),
+        isl: a.isl.isl.clone(),
+        osl: a.osl.osl.clone(),
+        isl_osl_pairs: m.isl_osl_pairs.clone(),
+        sweep_type: m.sweep_type,
+        mode: m.parameter_sweep_mode,
+        trials: m.num_profile_runs,
+        trial_cooldown: m.profile_run_cooldown_seconds,
+        point_cooldown: m.parameter_sweep_cooldown_seconds,
+        confidence_level: m.confidence_level,
+        warmup_once: !m.no_profile_run_disable_warmup_after_first,
+        same_seed_per_point: !m.no_parameter_sweep_same_seed,
+        vary_seed_per_trial: m.vary_seed_per_trial,
+        consistent_seed: !m.no_set_consistent_seed,
+        seed_given: a.input.random_seed.is_some(),
+        table: !m.no_sweep_table,
+    };
+    spec.check().map_err(usage)?;
+    Ok(spec)
+}
+
+/// The first point's ISL: the first pair's, else the first `--isl`.
+fn first_isl(a: &ProfileArgs) -> u32 {
+    (a.multi_run.isl_osl_pairs.first().map(|p| p.0))
+        .or(a.isl.isl.first().copied())
+        .unwrap_or(550)
+}
+
+/// The first point's OSL: the first pair's, else the first `--osl`, else unset.
+fn first_osl(a: &ProfileArgs) -> Option<u32> {
+    (a.multi_run.isl_osl_pairs.first().map(|p| p.1)).or(a.osl.osl.first().copied())
 }
 
 /// `--search-recipe` and its flags: the search to run, if any. Every search flag needs the
@@ -85,7 +132,7 @@ fn search(
             "--search-recipe {name} varies the load; a --fixed-schedule replays its own timing"
         )));
     }
-    if dimension == Dimension::Concurrency && a.load.request_rate.is_some() {
+    if dimension == Dimension::Concurrency && !a.load.request_rate.is_empty() {
         return Err(usage(format!(
             "--search-recipe {name} searches --concurrency in a closed loop: drop --request-rate (or use max-rate-under-slo)"
         )));
@@ -438,7 +485,7 @@ fn ssl_ca_files(files: Vec<PathBuf>) -> Result<Vec<PathBuf>, ConfigError> {
 
 fn load(a: &ProfileArgs) -> Result<LoadSpec, ConfigError> {
     let (l, w, c) = (&a.load, &a.warmup, &a.cancellation);
-    if l.request_rate_ramp_duration.is_some() && l.request_rate.is_none() {
+    if l.request_rate_ramp_duration.is_some() && l.request_rate.is_empty() {
         return Err(usage("--request-rate-ramp-duration needs --request-rate"));
     }
     let cancel_rate = c.request_cancellation_rate.filter(|p| *p > 0.0);
@@ -456,15 +503,17 @@ fn load(a: &ProfileArgs) -> Result<LoadSpec, ConfigError> {
         ));
     }
     if w.warmup_request_rate_ramp_duration.is_some()
-        && w.warmup_request_rate.or(l.request_rate).is_none()
+        && w.warmup_request_rate
+            .or(l.request_rate.first().copied())
+            .is_none()
     {
         return Err(usage(
             "--warmup-request-rate-ramp-duration needs a warmup rate (--warmup-request-rate or --request-rate)",
         ));
     }
     Ok(LoadSpec {
-        concurrency: l.concurrency,
-        request_rate: l.request_rate,
+        concurrency: l.concurrency.first().copied(),
+        request_rate: l.request_rate.first().copied(),
         request_rate_mode: l.request_rate_mode.unwrap_or(RequestRateMode::Poisson),
         arrival_smoothness: l.arrival_smoothness,
         request_rate_ramp_duration: l.request_rate_ramp_duration,
@@ -659,7 +708,12 @@ pub const DERIVED_ENTRIES_MAX: usize = 10_000;
 /// Each factor is bounded by its parser, so the products fit in a `u64` (or saturate).
 fn synthetic_tokens(a: &ProfileArgs, entries: usize) -> u64 {
     let (i, p) = (&a.input, &a.prefix);
-    let per_input = u64::from(a.isl.isl) + u64::from(p.prefix_prompt_length);
+    // The largest ISL of a sweep bounds the dataset.
+    let max_isl = (a.isl.isl.iter().copied())
+        .chain(a.multi_run.isl_osl_pairs.iter().map(|p| p.0))
+        .max()
+        .unwrap_or(550);
+    let per_input = u64::from(max_isl) + u64::from(p.prefix_prompt_length);
     let entries = entries as u64;
     let prompts = entries
         .saturating_mul(u64::from(a.conversation.conversation_turn_mean))
@@ -716,11 +770,11 @@ fn input(a: &ProfileArgs, endpoint: &EndpointSpec, seed: u64) -> Result<InputSpe
         user_context_prompt_length: a.prefix.user_context_prompt_length,
         prompt: PromptSpec {
             input_tokens: Lengths {
-                mean: a.isl.isl,
+                mean: first_isl(a),
                 stddev: a.isl.isl_stddev,
             },
             output_tokens: Lengths {
-                mean: a.osl.osl,
+                mean: first_osl(a),
                 stddev: a.osl.osl_stddev,
             },
         },
@@ -732,6 +786,7 @@ fn output(
     a: OutputArgs,
     endpoint: &EndpointSpec,
     load: &LoadSpec,
+    sweep: &SweepSpec,
 ) -> Result<OutputSpec, ConfigError> {
     if a.export_level == ExportLevel::Raw {
         return Err(usage(
@@ -748,7 +803,9 @@ fn output(
         }
     }
     let load_label = match load.request_rate {
+        _ if sweep.request_rate.len() > 1 => "request_rate_sweep".to_string(),
         Some(r) => format!("request_rate{r}"),
+        None if sweep.concurrency.len() > 1 => "concurrency_sweep".to_string(),
         None => format!("concurrency{}", load.concurrency.unwrap_or(1)),
     };
     let artifact_directory = a.artifact_dir.unwrap_or_else(|| {

@@ -57,6 +57,12 @@ pub const BUILTINS: &[BuiltinPlugin] = &[
         config_schema: super::otlp::schema,
         build: super::otlp::Otlp::build,
     },
+    BuiltinPlugin {
+        name: "prometheus_exporter",
+        description: "serves live metrics (latency histograms, request counts, throughput) on an HTTP endpoint for Prometheus to scrape",
+        config_schema: super::prometheus_exporter::schema,
+        build: super::prometheus_exporter::PrometheusExporter::build,
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static BuiltinPlugin> {
@@ -152,5 +158,26 @@ impl Plugin for EventLog {
         .await
         .map_err(|e| HookError::Hook(e.to_string()))?
         .map_err(|e| HookError::Hook(format!("cannot write event log: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_log_with_an_impossible_path_fails_its_config_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no/such/dir");
+        let file = missing.join("events.jsonl");
+        let ctx = Arc::new(RunContext::default());
+        let err = EventLog::build(&json!({"file": file.display().to_string()}), &ctx)
+            .err()
+            .expect("a missing directory is refused");
+        assert!(err.contains("does not exist"), "{err}");
+        assert!(!dir.path().join("no").exists(), "no directory was created");
+        let ok = dir.path().join("events.jsonl");
+        assert!(EventLog::build(&json!({"file": ok.display().to_string()}), &ctx).is_ok());
+        assert!(ok.is_file());
     }
 }

@@ -11,6 +11,7 @@ pub mod feed;
 pub mod otlp;
 pub mod process;
 pub mod prometheus;
+pub mod prometheus_exporter;
 pub mod report;
 mod spec;
 pub mod webhook;
@@ -133,7 +134,13 @@ pub trait Plugin: Send {
             Hook::BenchmarkComplete => self.on_benchmark_complete(e).await,
             Hook::RequestRecords => self.on_request_records(e).await,
             Hook::Progress => self.on_progress(e).await,
+            Hook::SweepStart | Hook::SweepComplete => self.on_sweep(e).await,
         }
+    }
+
+    /// `sweep_start` or `sweep_complete` (opt in): they wrap the runs of a sweep.
+    async fn on_sweep(&mut self, _e: &HookEvent) -> HookResult {
+        Ok(())
     }
 
     /// Called once at the end (external plugins stop their process here).
@@ -553,7 +560,7 @@ impl HookRegistry {
             context: self
                 .context
                 .clone()
-                .filter(|_| hook == Hook::BenchmarkStart),
+                .filter(|_| matches!(hook, Hook::BenchmarkStart | Hook::SweepStart)),
             records: None,
             dropped_records: None,
             window: None,
@@ -583,7 +590,7 @@ impl HookRegistry {
             context: self
                 .context
                 .clone()
-                .filter(|_| hook == Hook::BenchmarkStart),
+                .filter(|_| matches!(hook, Hook::BenchmarkStart | Hook::SweepStart)),
             records: None,
             dropped_records: None,
             window: None,

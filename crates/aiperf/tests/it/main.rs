@@ -24,6 +24,7 @@ mod load;
 mod parity;
 mod plugins;
 mod profile;
+mod prometheus_exporter;
 mod request_shape;
 mod search;
 mod tokenizer;

@@ -25,7 +25,7 @@ dict ``{"metrics": {...}, "notes": [...]}``) from a callback, or by calling
 
 __version__ = "0.1.0"
 
-from .context import LoadContext, RunContext
+from .context import LoadContext, RunContext, SweepParameters, SweepPoint
 from .enums import CreditPhase, HookName
 from .phase_hooks import (
     BENCHMARK_HOOKS,
@@ -33,6 +33,7 @@ from .phase_hooks import (
     LIFECYCLE_HOOKS,
     PHASE_HOOKS,
     STREAMING_HOOKS,
+    SWEEP_HOOKS,
     PhaseHookRegistry,
 )
 from .progress import ProgressWindow, WindowStat
@@ -43,6 +44,8 @@ __all__ = [
     "__version__",
     "CreditPhase",
     "LoadContext",
+    "SweepParameters",
+    "SweepPoint",
     "RunContext",
     "HookName",
     "PhaseHookRegistry",
@@ -58,6 +61,7 @@ __all__ = [
     "HOOK_NAMES",
     "LIFECYCLE_HOOKS",
     "STREAMING_HOOKS",
+    "SWEEP_HOOKS",
     "PHASE_HOOKS",
     "BENCHMARK_HOOKS",
 ]

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
-__all__ = ["LoadContext", "RunContext"]
+__all__ = ["LoadContext", "RunContext", "SweepParameters", "SweepPoint"]
 
 
 def _known(cls: type, data: Mapping[str, Any]) -> Dict[str, Any]:
@@ -42,13 +42,51 @@ class LoadContext:
 
 
 @dataclass
+class SweepParameters:
+    """The values a sweep point sets (``None`` when the point leaves it to the run)."""
+
+    concurrency: Optional[int] = None
+    request_rate: Optional[float] = None
+    isl: Optional[int] = None
+    osl: Optional[int] = None
+
+    @classmethod
+    def from_dict(cls, data: Optional[Mapping[str, Any]]) -> "SweepParameters":
+        return cls(**_known(cls, data)) if isinstance(data, Mapping) else cls()
+
+
+@dataclass
+class SweepPoint:
+    """Where a run sits in a sweep or in repeated runs (``--num-profile-runs``).
+
+    ``index`` counts the sweep's ``count`` points from 0, ``trial`` the point's ``trials``
+    runs from 0.
+    """
+
+    index: int = 0
+    count: int = 1
+    trial: int = 0
+    trials: int = 1
+    parameters: SweepParameters = field(default_factory=SweepParameters)
+
+    @classmethod
+    def from_dict(cls, data: Optional[Mapping[str, Any]]) -> Optional["SweepPoint"]:
+        if not isinstance(data, Mapping):
+            return None
+        fields = _known(cls, data)
+        fields["parameters"] = SweepParameters.from_dict(data.get("parameters"))
+        return cls(**fields)
+
+
+@dataclass
 class RunContext:
     """What aiperf tells a plugin about its run (``plugin.context``).
 
     ``run_id`` is the report's ``benchmark_id``; ``urls`` are the real addresses (the
     built-in mock's too); ``artifact_dir`` is absolute and exists from ``benchmark_start``
     on; ``input_config`` is the resolved config exactly as the report's ``input_config``
-    (secrets redacted). Fields a newer aiperf adds are kept in ``extra``.
+    (secrets redacted); ``sweep`` says where the run sits in a sweep or in repeated runs
+    (``None`` for a single run). Fields a newer aiperf adds are kept in ``extra``.
     """
 
     run_id: str = ""
@@ -62,6 +100,7 @@ class RunContext:
     load: LoadContext = field(default_factory=LoadContext)
     warmup: Optional[LoadContext] = None
     input_config: Dict[str, Any] = field(default_factory=dict)
+    sweep: Optional[SweepPoint] = None
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -74,6 +113,7 @@ class RunContext:
         fields["load"] = LoadContext.from_dict(data.get("load"))
         warmup = data.get("warmup")
         fields["warmup"] = LoadContext.from_dict(warmup) if isinstance(warmup, Mapping) else None
+        fields["sweep"] = SweepPoint.from_dict(data.get("sweep"))
         if not isinstance(fields.get("input_config"), dict):
             fields["input_config"] = {}
         extra = {k: v for k, v in data.items() if k not in {f.name for f in dataclasses.fields(cls)}}
@@ -88,4 +128,6 @@ class RunContext:
         """A JSON-ready dict, as on the wire (``extra`` merged back in)."""
         data = dataclasses.asdict(self)
         extra = data.pop("extra")
+        if data.get("sweep") is None:
+            data.pop("sweep", None)
         return {**extra, **data}

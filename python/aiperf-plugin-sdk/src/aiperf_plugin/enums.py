@@ -36,6 +36,7 @@ class HookName(_StrValueEnum):
     fire many times while a phase runs; the others fire once per phase or run.
     """
 
+    SWEEP_START = "sweep_start"
     BENCHMARK_START = "benchmark_start"
     PHASE_START = "phase_start"
     REQUEST_RECORDS = "request_records"
@@ -44,3 +45,4 @@ class HookName(_StrValueEnum):
     PHASE_TIMEOUT = "phase_timeout"
     PHASE_COMPLETE = "phase_complete"
     BENCHMARK_COMPLETE = "benchmark_complete"
+    SWEEP_COMPLETE = "sweep_complete"

@@ -34,6 +34,7 @@ __all__ = [
     "HOOK_NAMES",
     "LIFECYCLE_HOOKS",
     "STREAMING_HOOKS",
+    "SWEEP_HOOKS",
     "PHASE_HOOKS",
     "BENCHMARK_HOOKS",
 ]
@@ -48,9 +49,15 @@ PHASE_HOOKS: Tuple[str, ...] = (
     "phase_complete",
 )
 #: Hooks whose callbacks receive ``(tracker)`` only.
-BENCHMARK_HOOKS: Tuple[str, ...] = ("benchmark_start", "benchmark_complete")
+BENCHMARK_HOOKS: Tuple[str, ...] = (
+    "sweep_start",
+    "benchmark_start",
+    "benchmark_complete",
+    "sweep_complete",
+)
 #: Every hook name of protocol v1, in the order they can fire.
 HOOK_NAMES: Tuple[str, ...] = (
+    "sweep_start",
     "benchmark_start",
     "phase_start",
     "request_records",
@@ -59,6 +66,7 @@ HOOK_NAMES: Tuple[str, ...] = (
     "phase_timeout",
     "phase_complete",
     "benchmark_complete",
+    "sweep_complete",
 )
 #: The hooks that fire once per phase or run: a plugin's ``HOOKS`` when it sets none.
 LIFECYCLE_HOOKS: Tuple[str, ...] = (
@@ -71,6 +79,9 @@ LIFECYCLE_HOOKS: Tuple[str, ...] = (
 )
 #: The opt-in hooks that fire many times while a phase runs (list them in ``HOOKS``).
 STREAMING_HOOKS: Tuple[str, ...] = ("request_records", "progress")
+#: The opt-in hooks that wrap the runs of a sweep or of repeated runs (list them in ``HOOKS``);
+#: ``sweep_start`` carries the first run's context, ``sweep_complete`` the sweep's aggregate.
+SWEEP_HOOKS: Tuple[str, ...] = ("sweep_start", "sweep_complete")
 
 
 class PhaseHookRegistry:
