@@ -16,6 +16,8 @@ pub mod mock;
 pub mod multirun;
 pub mod plugin;
 pub mod readiness;
+pub mod search;
+mod search_run;
 pub mod secret;
 pub mod sweep;
 pub mod timing;
@@ -42,6 +44,9 @@ pub async fn run_profile(cfg: config::BenchmarkConfig) -> Result<u8> {
             .map(|(_, v)| v.clone()),
     );
     let redactor = plugin::Redactor::new(&cfg.plugins, &secrets);
+    if let Some(spec) = cfg.search.clone() {
+        return search_run::run(cfg, spec, &redactor).await;
+    }
     if cfg.sweep.is_multi() {
         return multirun::run_sweep(cfg, &redactor).await;
     }

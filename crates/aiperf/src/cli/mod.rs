@@ -104,8 +104,61 @@ pub struct ProfileArgs {
     pub output: OutputArgs,
     #[command(flatten, next_help_heading = "Plugins")]
     pub plugins: PluginArgs,
+    #[command(flatten, next_help_heading = "Search")]
+    pub search: SearchArgs,
     #[command(flatten, next_help_heading = "Multi-Run")]
     pub multi_run: MultiRunArgs,
+}
+
+/// `--search-recipe`: what the search looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SearchRecipe {
+    /// The largest --concurrency meeting the SLO (closed loop; AIPerf's name).
+    #[value(
+        name = "max-concurrency-under-sla",
+        alias = "max-concurrency-under-slo"
+    )]
+    MaxConcurrencyUnderSla,
+    /// The largest --request-rate meeting the SLO (open loop).
+    #[value(name = "max-rate-under-slo", alias = "max-rate-under-sla")]
+    MaxRateUnderSlo,
+}
+
+/// The SLO search (docs/sweeps.md#search): runs the benchmark at several loads and reports
+/// the largest that meets the SLO.
+#[derive(Debug, Clone, Args)]
+pub struct SearchArgs {
+    /// Search for the largest load meeting the SLO (--goodput with
+    /// --slo-attainment-fraction, and/or the SLA flags).
+    #[arg(long, value_name = "RECIPE", value_enum)]
+    pub search_recipe: Option<SearchRecipe>,
+    /// The range searched: LO:HI, or DIMENSION:LO,HI[:int|float] with DIMENSION
+    /// `concurrency` or `request_rate` (default: 1 to 1024).
+    #[arg(long, value_name = "SPACE", value_parser = crate::search::parse_space)]
+    pub search_space: Option<crate::search::SpaceArg>,
+    /// At most this many benchmark runs (default 50).
+    #[arg(long, visible_alias = "search-max-runs", value_name = "N", value_parser = crate::search::parse_max_runs)]
+    pub search_max_iterations: Option<u32>,
+    /// The share of requests that must be good (meet every --goodput objective) for a
+    /// load to pass, in (0, 1] (default 0.95).
+    #[arg(long, visible_alias = "slo-min-good-fraction", value_name = "FRACTION", value_parser = crate::search::parse_fraction)]
+    pub slo_attainment_fraction: Option<f64>,
+    /// SLA: p95 time to first token below MS.
+    #[arg(long, value_name = "MS", value_parser = crate::search::parse_sla_ms)]
+    pub ttft_sla_ms: Option<f64>,
+    /// SLA: p95 inter-token latency below MS.
+    #[arg(long, value_name = "MS", value_parser = crate::search::parse_sla_ms)]
+    pub itl_sla_ms: Option<f64>,
+    /// SLA: p95 inter-token latency below MS (AIPerf's alias of --itl-sla-ms).
+    #[arg(long, value_name = "MS", value_parser = crate::search::parse_sla_ms)]
+    pub tpot_sla_ms: Option<f64>,
+    /// SLA: p99 request latency below MS.
+    #[arg(long, value_name = "MS", value_parser = crate::search::parse_sla_ms)]
+    pub e2e_sla_ms: Option<f64>,
+    /// An SLA filter on a run's aggregate, TAG:STAT:OP:THRESHOLD (STAT avg, p50, p90, p95 or
+    /// p99; OP lt, le, gt or ge), e.g. time_to_first_token:p95:lt:200; repeatable.
+    #[arg(long, value_name = "TAG:STAT:OP:THRESHOLD", value_parser = crate::search::parse_sla)]
+    pub search_sla: Vec<crate::search::Sla>,
 }
 
 /// Sweeps (comma lists of --concurrency, --request-rate, --isl, --osl, --isl-osl-pairs) and
@@ -666,6 +719,15 @@ pub struct MockServerArgs {
     /// Time between tokens, in milliseconds.
     #[arg(long, value_name = "MS", default_value = "5", value_parser = units::millis)]
     pub itl_ms: Duration,
+    /// Load model: milliseconds added to the TTFT per request in flight at the mock when a
+    /// request arrives, counting itself (in a closed loop at concurrency C: TTFT =
+    /// --ttft-ms + this × C).
+    #[arg(long, value_name = "MS", default_value = "0", value_parser = units::millis)]
+    pub ttft_per_inflight_ms: Duration,
+    /// Load model: milliseconds added to the time between tokens per request in flight at
+    /// arrival, counting itself.
+    #[arg(long, value_name = "MS", default_value = "0", value_parser = units::millis)]
+    pub itl_per_inflight_ms: Duration,
     /// Tokens generated when the request sets no max tokens.
     #[arg(long, value_name = "N", default_value = "16", value_parser = mock::tokens)]
     pub default_tokens: u32,
@@ -717,6 +779,8 @@ impl MockServerArgs {
         let cfg = MockConfig {
             ttft: a.ttft_ms,
             itl: a.itl_ms,
+            ttft_per_inflight: a.ttft_per_inflight_ms,
+            itl_per_inflight: a.itl_per_inflight_ms,
             default_tokens: a.default_tokens,
             seed: a.random_seed,
             error_rate: a.error_rate,

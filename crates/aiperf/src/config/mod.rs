@@ -66,6 +66,9 @@ pub struct BenchmarkConfig {
     pub plugins: PluginsSection,
     /// The command line as typed, secrets hidden.
     pub cli_command: String,
+    /// `--search-recipe`: run a search of benchmarks instead of one (docs/sweeps.md#search).
+    #[serde(skip)]
+    pub search: Option<crate::search::SearchSpec>,
     /// Comma lists and the Multi-Run flags (docs/sweeps.md). The other sections hold the
     /// first point's values; `multirun` sets each point's. Not part of `input_config`: each
     /// run's config shows its own point.
@@ -199,11 +202,11 @@ mod tests {
         );
         let e = load(&args(&["--url", "mock", "--server-metrics=http://x"])).unwrap_err();
         assert!(e.to_string().contains("issue 15"), "{e}");
-        let f = write("benchmark:\n  url: mock\n  search_recipe: pareto\n");
+        let f = write("benchmark:\n  url: mock\n  search_metric: goodput\n");
         let e = load(&args(&["--config", f.path().to_str().unwrap()])).unwrap_err();
         let msg = e.to_string();
         assert!(
-            msg.contains(":3: `search_recipe`") && msg.contains("issue 14"),
+            msg.contains(":3: `search_metric`") && msg.contains("issue 14"),
             "{msg}"
         );
         let c = load(&args(&[

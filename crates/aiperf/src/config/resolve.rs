@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 
 use super::{usage, BenchmarkConfig, ConfigError};
-use crate::cli::{EndpointArgs, InputArgs, OutputArgs, ProfileArgs};
+use crate::cli::{EndpointArgs, InputArgs, OutputArgs, ProfileArgs, SearchRecipe};
 use crate::dataset::{ConversationSpec, InputSpec, Lengths, PromptSpec};
 use crate::endpoint::{
     ConnectionReuseStrategy, EndpointSpec, EndpointType, ModelSelectionStrategy, WaitForModel,
@@ -16,6 +16,7 @@ use crate::endpoint::{
 use crate::export::{ArtifactNames, ExportLevel, OutputSpec, UiType};
 use crate::mock::{is_mock_url, MockConfig};
 use crate::plugin::PluginsSection;
+use crate::search::{self, Criteria, Dimension, SearchSpec};
 use crate::sweep::SweepSpec;
 use crate::timing::{LoadSpec, RequestRateMode};
 use crate::tokenizer::{hub, TokenizerSpec, BUILTIN};
@@ -31,6 +32,12 @@ pub(super) fn resolve(
     let endpoint = endpoint(a.endpoint.clone(), &a.input, seed)?;
     let load = load(&a)?;
     let input = input(&a, &endpoint, seed)?;
+    let search = search(&a, &endpoint, &input)?;
+    if search.is_some() && sweep.is_multi() {
+        return Err(usage(
+            "--search-recipe runs its own loads: give single values, not comma lists or --num-profile-runs",
+        ));
+    }
     let output = output(a.output, &endpoint, &load, &sweep)?;
     plugins.no_plugins = a.plugins.no_plugins;
     plugins.strict = a.plugins.strict_plugins;
@@ -41,6 +48,7 @@ pub(super) fn resolve(
         output,
         plugins,
         cli_command,
+        search,
         sweep,
     })
 }
@@ -82,6 +90,104 @@ fn first_isl(a: &ProfileArgs) -> u32 {
 /// The first point's OSL: the first pair's, else the first `--osl`, else unset.
 fn first_osl(a: &ProfileArgs) -> Option<u32> {
     (a.multi_run.isl_osl_pairs.first().map(|p| p.1)).or(a.osl.osl.first().copied())
+}
+
+/// `--search-recipe` and its flags: the search to run, if any. Every search flag needs the
+/// recipe; the recipe needs an SLO (`--goodput` and/or an SLA flag) and a load it can vary.
+fn search(
+    a: &ProfileArgs,
+    endpoint: &EndpointSpec,
+    input: &InputSpec,
+) -> Result<Option<SearchSpec>, ConfigError> {
+    let s = &a.search;
+    let Some(recipe) = s.search_recipe else {
+        let given = [
+            ("--search-space", s.search_space.is_some()),
+            ("--search-max-iterations", s.search_max_iterations.is_some()),
+            (
+                "--slo-attainment-fraction",
+                s.slo_attainment_fraction.is_some(),
+            ),
+            ("--ttft-sla-ms", s.ttft_sla_ms.is_some()),
+            ("--itl-sla-ms", s.itl_sla_ms.is_some()),
+            ("--tpot-sla-ms", s.tpot_sla_ms.is_some()),
+            ("--e2e-sla-ms", s.e2e_sla_ms.is_some()),
+            ("--search-sla", !s.search_sla.is_empty()),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, set)| *set) {
+            return Err(usage(format!(
+                "{flag} applies only to a search: add --search-recipe max-concurrency-under-sla or max-rate-under-slo"
+            )));
+        }
+        return Ok(None);
+    };
+    let (name, dimension) = match recipe {
+        SearchRecipe::MaxConcurrencyUnderSla => {
+            ("max-concurrency-under-sla", Dimension::Concurrency)
+        }
+        SearchRecipe::MaxRateUnderSlo => ("max-rate-under-slo", Dimension::RequestRate),
+    };
+    if a.input.fixed_schedule {
+        return Err(usage(format!(
+            "--search-recipe {name} varies the load; a --fixed-schedule replays its own timing"
+        )));
+    }
+    if dimension == Dimension::Concurrency && !a.load.request_rate.is_empty() {
+        return Err(usage(format!(
+            "--search-recipe {name} searches --concurrency in a closed loop: drop --request-rate (or use max-rate-under-slo)"
+        )));
+    }
+    let space = s
+        .search_space
+        .unwrap_or(search::DEFAULT_SPACE)
+        .space(dimension)
+        .map_err(usage)?;
+    if s.itl_sla_ms.is_some() && s.tpot_sla_ms.is_some() {
+        return Err(usage(
+            "--itl-sla-ms and --tpot-sla-ms are the same SLA: give one",
+        ));
+    }
+    let mut slas = Vec::new();
+    if let Some(ms) = s.ttft_sla_ms {
+        slas.push(search::sla_flag("time_to_first_token", "p95", ms));
+    }
+    if let Some(ms) = s.itl_sla_ms.or(s.tpot_sla_ms) {
+        slas.push(search::sla_flag("inter_token_latency", "p95", ms));
+    }
+    if let Some(ms) = s.e2e_sla_ms {
+        slas.push(search::sla_flag("request_latency", "p99", ms));
+    }
+    slas.extend(s.search_sla.iter().cloned());
+    let goodput = input.goodput.is_some();
+    if !goodput && slas.is_empty() {
+        return Err(usage(format!(
+            "--search-recipe {name} needs an SLO: --goodput (with --slo-attainment-fraction) and/or --ttft-sla-ms, --itl-sla-ms, --e2e-sla-ms, --search-sla"
+        )));
+    }
+    if !goodput && s.slo_attainment_fraction.is_some() {
+        return Err(usage(
+            "--slo-attainment-fraction is the share of requests meeting --goodput: add --goodput",
+        ));
+    }
+    if !endpoint.streaming {
+        let streamed = ["time_to_first_token", "inter_token_latency"];
+        if let Some(sla) = slas.iter().find(|sla| streamed.contains(&sla.tag.as_str())) {
+            return Err(usage(format!(
+                "the SLA {sla} needs --streaming (no {} without it)",
+                sla.tag
+            )));
+        }
+    }
+    Ok(Some(SearchSpec {
+        recipe: name,
+        space,
+        criteria: Criteria {
+            goodput,
+            min_good_fraction: s.slo_attainment_fraction.unwrap_or(0.95),
+            slas,
+        },
+        max_runs: s.search_max_iterations.unwrap_or(search::DEFAULT_MAX_RUNS),
+    }))
 }
 
 /// Adds `http://` when a URL has no scheme.

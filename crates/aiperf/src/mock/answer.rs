@@ -5,6 +5,7 @@
 //! up across a stream, and a fault never moves a healthy token.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,45 @@ pub enum Api {
     Completions,
     Responses,
     Embeddings,
+}
+
+/// One request in flight at the mock, for the load model: counted when taken, given back
+/// once, by [`InFlight::finish`] (its answer's end handed to the connection) or when dropped
+/// (an error answer, a dropped stream, a killed connection).
+pub struct InFlight {
+    counter: Arc<AtomicU64>,
+    count: u64,
+    done: AtomicBool,
+}
+
+impl InFlight {
+    /// Counts one more request in flight.
+    pub fn enter(counter: &Arc<AtomicU64>) -> Self {
+        let count = counter.fetch_add(1, Ordering::SeqCst).saturating_add(1);
+        Self {
+            counter: counter.clone(),
+            count,
+            done: AtomicBool::new(false),
+        }
+    }
+
+    /// The requests in flight when this one was counted, itself included.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The answer has ended: no longer in flight (only the first call counts).
+    pub fn finish(&self) {
+        if !self.done.swap(true, Ordering::SeqCst) {
+            self.counter.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 /// Word `i` (from 0) of request `n`'s answer.
@@ -167,6 +207,8 @@ pub struct Stream {
     /// `fault_ms`.
     pub fault_delay: Duration,
     pub conn: Arc<ConnCtl>,
+    /// Given back when the last event is handed to the connection.
+    pub in_flight: InFlight,
 }
 
 impl Stream {
@@ -195,7 +237,7 @@ impl Stream {
 
     /// When token event `i` (from 1) is due.
     fn deadline(&self, i: u32) -> Instant {
-        self.arrival + self.ttft + self.itl * i.saturating_sub(1)
+        self.arrival + self.ttft + self.itl.saturating_mul(i.saturating_sub(1))
     }
 
     /// Frame `i` with the fault applied; `None` after the last.
@@ -243,6 +285,7 @@ impl Stream {
                     let w = word(self.seed, self.n, i - 1);
                     format!("event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"delta\":\"{w}\"}}\n\n")
                 } else if i == tokens + 1 {
+                    self.in_flight.finish();
                     format!("event: response.completed\ndata: {{\"type\":\"response.completed\",\"response\":{{\"id\":\"resp-mock\",\"status\":\"completed\",\"usage\":{{\"input_tokens\":{prompt},\"output_tokens\":{completion}}}}}}}\n\n")
                 } else {
                     return None;
@@ -266,6 +309,7 @@ impl Stream {
                         format!("data: {{\"id\":\"cmpl-mock\",\"object\":\"text_completion\",\"model\":{model},\"choices\":[{{\"index\":0,\"text\":\"{w}\",\"finish_reason\":{finish}}}]}}\n\n")
                     }
                 } else if i == tokens + 1 {
+                    self.in_flight.finish();
                     let mut s = String::new();
                     if self.include_usage {
                         let total = prompt + u64::from(completion);

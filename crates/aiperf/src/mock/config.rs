@@ -14,6 +14,24 @@
 //! hits requests 4, 8, 12, …; `fault_after=10` hits 11 and later. The draw depends only on
 //! the seed and the number, so a given run always faults the same requests.
 //! `error_rate` is an older, independent seeded share (`mix(seed, k − 1)`), checked first.
+//!
+//! **The load model.** With `ttft_per_inflight_ms` (`k_t`) and `itl_per_inflight_ms` (`k_i`),
+//! latency grows with the load at the mock. When a request arrives (its JSON body read), the
+//! mock counts `n`, the requests in flight *including this one*: every API request whose body
+//! was read and whose answer is not finished (the last event of a stream, or the whole body,
+//! handed to the connection; an error answer, a dropped or killed connection also end it).
+//! That request then gets, for its whole answer:
+//!
+//! ```text
+//! TTFT = ttft_ms + k_t · n        ITL = itl_ms + k_i · n
+//! ```
+//!
+//! fixed at arrival (tokens still go out on absolute deadlines). A request finishes being in
+//! flight before its client can see its end, so in a closed loop at concurrency `c`, every
+//! request after the first wave arrives to find `n = c` (the first wave sees 1, 2, …, c).
+//! Example: `ttft_ms=20&ttft_per_inflight_ms=2` at concurrency 40 gives TTFT 100 ms, at 41
+//! 102 ms: the largest concurrency with TTFT ≤ 100 ms is 40. Both default to 0 (no load
+//! model); the added time is capped at [`crate::units::MAX_SECONDS`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -83,6 +101,10 @@ impl Fault {
 pub struct MockConfig {
     pub ttft: Duration,
     pub itl: Duration,
+    /// Added to the TTFT per request in flight at arrival, counting itself (the load model).
+    pub ttft_per_inflight: Duration,
+    /// Added to the ITL per request in flight at arrival, counting itself (the load model).
+    pub itl_per_inflight: Duration,
     /// Tokens generated when a request sets no max tokens.
     pub default_tokens: u32,
     /// Seeds the generated words, `error_rate` and `fault_rate`.
@@ -113,6 +135,8 @@ impl Default for MockConfig {
         Self {
             ttft: Duration::from_millis(20),
             itl: Duration::from_millis(5),
+            ttft_per_inflight: Duration::ZERO,
+            itl_per_inflight: Duration::ZERO,
             default_tokens: 16,
             seed: 0,
             error_rate: 0.0,
@@ -129,9 +153,11 @@ impl Default for MockConfig {
 }
 
 /// Every URL option, in the order `--help` lists the flags.
-pub const OPTIONS: [&str; 13] = [
+pub const OPTIONS: [&str; 15] = [
     "ttft_ms",
     "itl_ms",
+    "ttft_per_inflight_ms",
+    "itl_per_inflight_ms",
     "tokens",
     "seed",
     "error_rate",
@@ -209,6 +235,8 @@ impl MockConfig {
         match key {
             "ttft_ms" => self.ttft = units::millis(value)?,
             "itl_ms" => self.itl = units::millis(value)?,
+            "ttft_per_inflight_ms" => self.ttft_per_inflight = units::millis(value)?,
+            "itl_per_inflight_ms" => self.itl_per_inflight = units::millis(value)?,
             "tokens" => self.default_tokens = tokens(value)?,
             "seed" => self.seed = count(value)?,
             "error_rate" => self.error_rate = percent(value)?,
@@ -268,6 +296,8 @@ impl MockConfig {
         for (name, d) in [
             ("ttft_ms", self.ttft),
             ("itl_ms", self.itl),
+            ("ttft_per_inflight_ms", self.ttft_per_inflight),
+            ("itl_per_inflight_ms", self.itl_per_inflight),
             ("fault_ms", self.fault_delay),
         ] {
             if d.as_secs_f64() > units::MAX_SECONDS {
@@ -305,6 +335,15 @@ impl MockConfig {
         Ok(())
     }
 
+    /// The TTFT and ITL of a request that arrives with `in_flight` requests in flight,
+    /// counting itself (the load model, see the module docs).
+    pub fn latency(&self, in_flight: u64) -> (Duration, Duration) {
+        (
+            loaded(self.ttft, self.ttft_per_inflight, in_flight),
+            loaded(self.itl, self.itl_per_inflight, in_flight),
+        )
+    }
+
     /// Whether request number `n + 1` (`n` counts from 0) is answered with `error_status`
     /// by `error_rate`.
     pub fn error_selected(&self, n: u64) -> bool {
@@ -321,6 +360,16 @@ impl MockConfig {
             && draw(self.seed ^ FAULT_SALT, n) * 100.0 < self.fault_rate;
         selected.then_some(fault)
     }
+}
+
+/// `base + per · n`, with the added time capped at [`units::MAX_SECONDS`] (never overflows).
+fn loaded(base: Duration, per: Duration, n: u64) -> Duration {
+    if per.is_zero() || n == 0 {
+        return base;
+    }
+    let cap = Duration::from_secs(units::MAX_SECONDS as u64);
+    let n = u32::try_from(n).unwrap_or(u32::MAX);
+    base.saturating_add(per.saturating_mul(n).min(cap))
 }
 
 /// A uniform draw in [0, 1) from the seed and the request's number.
@@ -387,6 +436,13 @@ mod tests {
             "mock?ttft_ms=inf",
             "mock?ttft_ms=nan",
             "mock?itl_ms=1e300",
+            "mock?ttft_per_inflight_ms=nan",
+            "mock?ttft_per_inflight_ms=inf",
+            "mock?ttft_per_inflight_ms=-1",
+            "mock?ttft_per_inflight_ms=1e300",
+            "mock?ttft_per_inflight_ms=",
+            "mock?itl_per_inflight_ms=nan",
+            "mock?itl_per_inflight_ms=1e11",
             "mock?ttft_ms=-1",
             "mock?error_rate=101",
             "mock?error_rate=inf",
@@ -419,6 +475,35 @@ mod tests {
             assert!(!err.contains('\n'), "{bad}: {err}");
         }
         assert!(is_mock_url(" mock?tokens=3") && !is_mock_url("mockery"));
+    }
+
+    #[test]
+    fn the_load_model_adds_per_request_in_flight_counting_itself() {
+        let c: MockConfig =
+            "mock?ttft_ms=20&ttft_per_inflight_ms=2&itl_ms=5&itl_per_inflight_ms=0.5"
+                .parse()
+                .unwrap();
+        let ms = Duration::from_millis;
+        assert_eq!(c.latency(1), (ms(22), Duration::from_micros(5500)));
+        assert_eq!(c.latency(40), (ms(100), ms(25)));
+        assert_eq!(c.latency(41), (ms(102), Duration::from_micros(25500)));
+        // The worked example: the largest n with TTFT <= 100 ms is 40.
+        let largest = (1..1000u64).filter(|&n| c.latency(n).0 <= ms(100)).max();
+        assert_eq!(largest, Some(40));
+        // Off by default: the latency does not depend on the load.
+        let plain: MockConfig = "mock?ttft_ms=20&itl_ms=5".parse().unwrap();
+        assert_eq!(plain.latency(1), plain.latency(500));
+        assert_eq!(plain.latency(500), (ms(20), ms(5)));
+        // Huge products saturate at the cap instead of overflowing.
+        let big: MockConfig = "mock?ttft_per_inflight_ms=1e10".parse().unwrap();
+        let (t, _) = big.latency(u64::MAX);
+        assert_eq!(t, ms(20) + Duration::from_secs(units::MAX_SECONDS as u64));
+        // A config built in code is checked too.
+        let bad = MockConfig {
+            itl_per_inflight: Duration::from_secs(1 << 40),
+            ..MockConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("itl_per_inflight_ms"));
     }
 
     #[test]
@@ -471,6 +556,8 @@ mod tests {
         let pairs = [
             ("ttft_ms", "7.5"),
             ("itl_ms", "0.25"),
+            ("ttft_per_inflight_ms", "2"),
+            ("itl_per_inflight_ms", "0.125"),
             ("tokens", "3"),
             ("seed", "42"),
             ("error_rate", "12.5"),
@@ -527,6 +614,10 @@ mod tests {
             ("--ttft-ms", "1e300"),
             ("--ttft-ms", "inf"),
             ("--itl-ms", "nan"),
+            ("--ttft-per-inflight-ms", "nan"),
+            ("--ttft-per-inflight-ms", "-2"),
+            ("--itl-per-inflight-ms", "inf"),
+            ("--itl-per-inflight-ms", "1e300"),
             ("--error-rate", "inf"),
             ("--error-rate", "101"),
             ("--error-status", "200"),

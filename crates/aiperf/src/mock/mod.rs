@@ -9,8 +9,14 @@
 //! over its connection, for the faults below hyper's response API (reset, close).
 //!
 //! `GET /mock/stats` answers the mock's counters as JSON: `requests` (POSTs to the API paths
-//! received: the lines `--log-arrivals` writes), `errors` (answered by `error_rate`) and
-//! `faults` (faults injected).
+//! received: the lines `--log-arrivals` writes), `errors` (answered by `error_rate`),
+//! `faults` (faults injected) and `in_flight` (requests whose answer has not ended: the load
+//! model's count, without the stats request itself).
+//!
+//! The load model (`ttft_per_inflight_ms`, `itl_per_inflight_ms`; see `config.rs`) counts the
+//! requests in flight with an [`answer::InFlight`] guard per request: taken when its body is
+//! read, given back when its answer's end is handed to the connection or the answer is
+//! dropped.
 
 mod answer;
 mod config;
@@ -35,7 +41,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::hires;
-use answer::{full, json_error, Api, Body};
+use answer::{full, json_error, Api, Body, InFlight};
 pub use config::{
     count, error_status, every, fault, is_mock_url, percent, tokens, Fault, MockConfig, FAULT_SALT,
     MAX_TOKENS, OPTIONS,
@@ -50,6 +56,8 @@ struct State {
     received: AtomicU64,
     errors: AtomicU64,
     faults: AtomicU64,
+    /// Requests in flight (the load model's `n`).
+    in_flight: Arc<AtomicU64>,
     arrivals: Option<Mutex<std::io::BufWriter<std::fs::File>>>,
 }
 
@@ -67,6 +75,7 @@ impl State {
             received: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             faults: AtomicU64::new(0),
+            in_flight: Arc::new(AtomicU64::new(0)),
             arrivals,
         })
     }
@@ -76,6 +85,7 @@ impl State {
             "requests": self.received.load(Ordering::Relaxed),
             "errors": self.errors.load(Ordering::Relaxed),
             "faults": self.faults.load(Ordering::Relaxed),
+            "in_flight": self.in_flight.load(Ordering::SeqCst),
         })
     }
 
@@ -143,6 +153,9 @@ async fn handle(
         Break(answer) => return Ok(answer),
     };
     let n = state.counter.fetch_add(1, Ordering::Relaxed);
+    // In flight from here until its answer ends (an early `Break` drops it: ended too).
+    let in_flight = InFlight::enter(&state.in_flight);
+    let (ttft, itl) = state.cfg.latency(in_flight.count());
     let (fault, arrival) = match draw_fault(&state, &conn, n, reused, arrival).await {
         Continue(drawn) => drawn,
         Break(answer) => return Ok(answer),
@@ -151,6 +164,8 @@ async fn handle(
         api,
         n,
         arrival,
+        ttft,
+        itl,
         fault,
         model: gen.model.clone().unwrap_or_else(|| "mock-model".into()),
         // The mock does not tokenize: about four bytes of request per prompt token.
@@ -158,7 +173,9 @@ async fn handle(
     };
     let cfg = &state.cfg;
     if api == Api::Embeddings {
-        return Ok(answer_embeddings(cfg, &ask, &conn).await);
+        let answer = answer_embeddings(cfg, &ask, &conn).await;
+        in_flight.finish();
+        return Ok(answer);
     }
     let tokens = if fault == Some(Fault::Empty) {
         0
@@ -170,10 +187,19 @@ async fn handle(
             .clamp(1, MAX_TOKENS)
     };
     if !gen.stream {
-        return Ok(answer_whole(cfg, &ask, tokens, &conn).await);
+        let answer = answer_whole(cfg, &ask, tokens, &conn).await;
+        in_flight.finish();
+        return Ok(answer);
     }
     let include_usage = gen.stream_options.as_ref().is_some_and(|o| o.include_usage);
-    Ok(answer_stream(cfg, ask, tokens, include_usage, conn))
+    Ok(answer_stream(
+        cfg,
+        ask,
+        tokens,
+        include_usage,
+        conn,
+        in_flight,
+    ))
 }
 
 /// Which API a request is for; `Break` with the answer itself for every other route
@@ -285,6 +311,9 @@ struct Ask {
     /// The request's number (from 0).
     n: u64,
     arrival: Instant,
+    /// This request's TTFT and ITL (the load model applied).
+    ttft: Duration,
+    itl: Duration,
     fault: Option<Fault>,
     model: String,
     prompt_tokens: u64,
@@ -303,13 +332,13 @@ async fn answer_embeddings(cfg: &MockConfig, ask: &Ask, conn: &ConnCtl) -> Respo
         "model": ask.model,
         "usage": {"prompt_tokens": ask.prompt_tokens, "total_tokens": ask.prompt_tokens},
     });
-    let at = ask.arrival + cfg.ttft;
+    let at = ask.arrival + ask.ttft;
     answer::whole(body.to_string(), at, ask.fault, cfg.fault_delay, conn).await
 }
 
 /// The non-streamed answer: the whole body at the time its last token is due.
 async fn answer_whole(cfg: &MockConfig, ask: &Ask, tokens: u32, conn: &ConnCtl) -> Response<Body> {
-    let at = ask.arrival + cfg.ttft + cfg.itl * tokens.saturating_sub(1);
+    let at = ask.arrival + ask.ttft + ask.itl.saturating_mul(tokens.saturating_sub(1));
     let text: String = (0..tokens)
         .map(|i| answer::word(cfg.seed, ask.n, i))
         .collect();
@@ -341,13 +370,14 @@ fn answer_stream(
     tokens: u32,
     include_usage: bool,
     conn: Arc<ConnCtl>,
+    in_flight: InFlight,
 ) -> Response<Body> {
     let stream = answer::Stream {
         api: ask.api,
         model_json: serde_json::to_string(&ask.model).unwrap_or_else(|_| "\"mock-model\"".into()),
         arrival: ask.arrival,
-        ttft: cfg.ttft,
-        itl: cfg.itl,
+        ttft: ask.ttft,
+        itl: ask.itl,
         seed: cfg.seed,
         n: ask.n,
         tokens,
@@ -359,6 +389,7 @@ fn answer_stream(
             .map(|f| (f, cfg.fault_tokens.min(tokens))),
         fault_delay: cfg.fault_delay,
         conn,
+        in_flight,
     };
     stream.response()
 }
@@ -592,7 +623,7 @@ mod tests {
         assert!(text.contains("data: [DONE]\n\n"), "{text}");
         assert_eq!(
             stats(mock.addr).await,
-            json!({"requests": 1, "errors": 0, "faults": 0})
+            json!({"requests": 1, "errors": 0, "faults": 0, "in_flight": 0})
         );
         mock.stop().await;
     }
@@ -649,7 +680,7 @@ mod tests {
         // Both requests arrived; only the second got the fault.
         assert_eq!(
             stats(mock.addr).await,
-            json!({"requests": 2, "errors": 0, "faults": 1})
+            json!({"requests": 2, "errors": 0, "faults": 1, "in_flight": 0})
         );
         mock.stop().await;
     }
@@ -766,8 +797,71 @@ mod tests {
         assert_eq!(statuses, ["200", "429", "200", "429"]);
         assert_eq!(
             stats(mock.addr).await,
-            json!({"requests": 4, "errors": 0, "faults": 2})
+            json!({"requests": 4, "errors": 0, "faults": 2, "in_flight": 0})
         );
+        mock.stop().await;
+    }
+
+    #[test]
+    fn in_flight_counts_itself_and_leaves_once() {
+        let c = Arc::new(AtomicU64::new(0));
+        let a = InFlight::enter(&c);
+        let b = InFlight::enter(&c);
+        assert_eq!((a.count(), b.count()), (1, 2));
+        a.finish();
+        a.finish();
+        assert_eq!(c.load(Ordering::SeqCst), 1);
+        drop(a);
+        assert_eq!(
+            c.load(Ordering::SeqCst),
+            1,
+            "a finished guard is not given back twice"
+        );
+        let d = InFlight::enter(&c);
+        assert_eq!(d.count(), 2);
+        drop(b);
+        drop(d);
+        assert_eq!(c.load(Ordering::SeqCst), 0);
+    }
+
+    /// A finished stream and a connection the mock closed leave the in-flight count; a
+    /// stalled answer stays in it.
+    #[tokio::test]
+    async fn answers_leave_the_in_flight_count_when_they_end() {
+        let mock =
+            start("mock?ttft_ms=0&itl_ms=0&fault=close&fault_every=2&ttft_per_inflight_ms=1").await;
+        for request in 1..=2 {
+            // Request 1: a healthy stream; request 2: closed by the mock after one token.
+            let mut s = TcpStream::connect(mock.addr).await.unwrap();
+            let req = post(STREAM_5).replacen("host: mock", "host: mock\r\nconnection: close", 1);
+            s.write_all(req.as_bytes()).await.unwrap();
+            let (out, end) = read_all(&mut s).await;
+            end.unwrap();
+            let events = token_events(&String::from_utf8_lossy(&out));
+            assert_eq!(events, if request == 1 { 5 } else { 1 });
+            let deadline = Instant::now() + LIMIT;
+            while stats(mock.addr).await["in_flight"] != 0 {
+                assert!(Instant::now() < deadline, "request {request} never left");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        mock.stop().await;
+
+        let mock = start("mock?ttft_ms=0&itl_ms=0&fault=stall").await;
+        let mut stalled = TcpStream::connect(mock.addr).await.unwrap();
+        stalled.write_all(post(STREAM_5).as_bytes()).await.unwrap();
+        let mut buf = [0u8; 4096];
+        let mut seen = String::new();
+        while token_events(&seen) < 1 {
+            let n = tokio::time::timeout(LIMIT, stalled.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0);
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        assert_eq!(stats(mock.addr).await["in_flight"], 1);
+        drop(stalled);
         mock.stop().await;
     }
 

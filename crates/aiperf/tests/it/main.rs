@@ -26,6 +26,7 @@ mod plugins;
 mod profile;
 mod prometheus_exporter;
 mod request_shape;
+mod search;
 mod sweeps;
 mod tokenizer;
 mod transport;
