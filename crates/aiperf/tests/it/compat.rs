@@ -20,7 +20,11 @@ fn unsupported_aiperf_options_are_refused_with_the_reason() {
             "no audio, image or video",
         ),
         (
-            vec!["--url", FAST_MOCK, "--search-recipe=pareto"],
+            vec![
+                "--url",
+                FAST_MOCK,
+                "--convergence-metric=time_to_first_token",
+            ],
             "issue 14",
         ),
         (vec!["--url", FAST_MOCK, "--zmq-host", "x"], "one process"),
