@@ -316,7 +316,7 @@ fn window_summary(w: &aiperf_plugin::ProgressWindow) -> Value {
 
 /// A reqwest error with its causes, without the URL (the message names it already):
 /// `error sending request: client error (Connect): tcp connect error: Connection refused`.
-fn reqwest_error(e: reqwest::Error) -> String {
+pub(super) fn reqwest_error(e: reqwest::Error) -> String {
     if e.is_timeout() {
         return "timed out".to_string();
     }

@@ -173,21 +173,6 @@ impl Failure {
     }
 }
 
-/// A reqwest error with its causes, without the URL.
-fn transport_error(e: reqwest::Error) -> String {
-    if e.is_timeout() {
-        return "timed out".to_string();
-    }
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        let _ = write!(text, ": {s}");
-        source = s.source();
-    }
-    text
-}
-
 /// A POST to deliver, and how hard to try.
 pub(super) struct Delivery<'a> {
     pub client: &'a reqwest::Client,
@@ -256,11 +241,11 @@ impl Delivery<'_> {
         let resp = req
             .send()
             .await
-            .map_err(|e| Failure::Transport(transport_error(e)))?;
+            .map_err(|e| Failure::Transport(super::prometheus::reqwest_error(e)))?;
         let status = resp.status();
         let body = resp.bytes().await.map(|b| b.to_vec());
         if status.is_success() {
-            return body.map_err(|e| Failure::Transport(transport_error(e)));
+            return body.map_err(|e| Failure::Transport(super::prometheus::reqwest_error(e)));
         }
         let text = body.unwrap_or_default();
         let text: String = String::from_utf8_lossy(&text)
