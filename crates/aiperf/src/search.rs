@@ -586,23 +586,6 @@ pub fn parse_sla(s: &str) -> Result<Sla, String> {
     })
 }
 
-/// The Pareto front of points `(throughput, latency)`: the indices of the points that no
-/// other point dominates (another point dominates one when its throughput is at least as
-/// high and its latency at least as low, one of them strictly). Points with a value that is
-/// not a number are never on the front.
-pub fn pareto_front(points: &[(f64, f64)]) -> Vec<bool> {
-    points
-        .iter()
-        .map(|&(t, l)| {
-            !t.is_nan()
-                && !l.is_nan()
-                && !points.iter().any(|&(t2, l2)| {
-                    t2 >= t && l2 <= l && (t2 > t || l2 < l) && !t2.is_nan() && !l2.is_nan()
-                })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -931,26 +914,5 @@ mod tests {
         ] {
             assert!(parse_sla(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn the_pareto_front_keeps_the_undominated_points() {
-        // (throughput, latency)
-        let pts = [
-            (50.0, 10.0),  // front: lowest latency
-            (200.0, 12.0), // front
-            (150.0, 15.0), // dominated by (200, 12)
-            (720.0, 18.5), // front
-            (720.0, 20.0), // dominated: same throughput, higher latency
-            (990.0, 4801.0),
-            (f64::NAN, 1.0),
-        ];
-        assert_eq!(
-            pareto_front(&pts),
-            [true, true, false, true, false, true, false]
-        );
-        // Equal points do not dominate each other.
-        assert_eq!(pareto_front(&[(1.0, 1.0), (1.0, 1.0)]), [true, true]);
-        assert!(pareto_front(&[]).is_empty());
     }
 }

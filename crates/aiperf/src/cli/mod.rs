@@ -122,6 +122,10 @@ pub enum SearchRecipe {
     /// The largest --request-rate meeting the SLO (open loop).
     #[value(name = "max-rate-under-slo", alias = "max-rate-under-sla")]
     MaxRateUnderSlo,
+    /// The Pareto front (throughput vs latency) over the sweep's points: comma lists of
+    /// --isl-osl-pairs, --concurrency, --request-rate, --isl, --osl.
+    #[value(alias = "pareto-sweep")]
+    Pareto,
 }
 
 /// The SLO search (docs/sweeps.md#search): runs the benchmark at several loads and reports
@@ -213,6 +217,14 @@ pub struct MultiRunArgs {
     /// Do not print the table of the sweep's points at the end.
     #[arg(long)]
     pub no_sweep_table: bool,
+    /// The throughput axis of the sweep's Pareto front (higher is better):
+    /// output_token_throughput or request_throughput.
+    #[arg(long, value_name = "METRIC", value_parser = |s: &str| crate::sweep::aggregate::parse_pareto_column(s, true))]
+    pub pareto_throughput: Option<&'static str>,
+    /// The latency axis of the sweep's Pareto front (lower is better): a key metric such as
+    /// request_latency_p50 (the default), time_to_first_token_p99, inter_token_latency_p50.
+    #[arg(long, value_name = "METRIC", value_parser = |s: &str| crate::sweep::aggregate::parse_pareto_column(s, false))]
+    pub pareto_latency: Option<&'static str>,
     /// ISL/OSL pairs to sweep, e.g. `128/128,2048/512` (instead of --isl and --osl).
     #[arg(long, value_name = "ISL/OSL[,...]", value_delimiter = ',', action = clap::ArgAction::Set, value_parser = units::isl_osl_pair)]
     pub isl_osl_pairs: Vec<(u32, u32)>,

@@ -17,7 +17,7 @@ use crate::export::{ArtifactNames, ExportLevel, OutputSpec, UiType};
 use crate::mock::{is_mock_url, MockConfig};
 use crate::plugin::PluginsSection;
 use crate::search::{self, Criteria, Dimension, SearchSpec};
-use crate::sweep::SweepSpec;
+use crate::sweep::{aggregate::ParetoAxes, SweepSpec};
 use crate::timing::{LoadSpec, RequestRateMode};
 use crate::tokenizer::{hub, TokenizerSpec, BUILTIN};
 use crate::units::MAX_DATASET_TOKENS;
@@ -28,11 +28,19 @@ pub(super) fn resolve(
     cli_command: String,
 ) -> Result<BenchmarkConfig, ConfigError> {
     let seed = a.input.random_seed.unwrap_or_else(rand::random);
-    let sweep = sweep(&a)?;
+    let mut sweep = sweep(&a)?;
     let endpoint = endpoint(a.endpoint.clone(), &a.input, seed)?;
     let load = load(&a)?;
     let input = input(&a, &endpoint, seed)?;
     let search = search(&a, &endpoint, &input)?;
+    if a.search.search_recipe == Some(SearchRecipe::Pareto) {
+        if sweep.points().map_or(0, |p| p.len()) < 2 {
+            return Err(usage(
+                "--search-recipe pareto compares the points of a sweep: give comma lists, e.g. --isl-osl-pairs 128/128,2048/512 --concurrency 1,8,32",
+            ));
+        }
+        sweep.pareto_recipe = true;
+    }
     if search.is_some() && sweep.is_multi() {
         return Err(usage(
             "--search-recipe runs its own loads: give single values, not comma lists or --num-profile-runs",
@@ -75,6 +83,13 @@ fn sweep(a: &ProfileArgs) -> Result<SweepSpec, ConfigError> {
         consistent_seed: !m.no_set_consistent_seed,
         seed_given: a.input.random_seed.is_some(),
         table: !m.no_sweep_table,
+        pareto: ParetoAxes {
+            throughput: m
+                .pareto_throughput
+                .unwrap_or(ParetoAxes::default().throughput),
+            latency: m.pareto_latency.unwrap_or(ParetoAxes::default().latency),
+        },
+        pareto_recipe: false,
     };
     spec.check().map_err(usage)?;
     Ok(spec)
@@ -100,21 +115,23 @@ fn search(
     input: &InputSpec,
 ) -> Result<Option<SearchSpec>, ConfigError> {
     let s = &a.search;
+    let given = [
+        ("--search-space", s.search_space.is_some()),
+        ("--search-max-iterations", s.search_max_iterations.is_some()),
+        (
+            "--slo-attainment-fraction",
+            s.slo_attainment_fraction.is_some(),
+        ),
+        ("--ttft-sla-ms", s.ttft_sla_ms.is_some()),
+        ("--itl-sla-ms", s.itl_sla_ms.is_some()),
+        ("--tpot-sla-ms", s.tpot_sla_ms.is_some()),
+        ("--e2e-sla-ms", s.e2e_sla_ms.is_some()),
+        ("--search-sla", !s.search_sla.is_empty()),
+    ];
+    // A flag of the SLO searches, if one was given.
+    let slo_flag = given.iter().find(|(_, set)| *set).map(|(flag, _)| *flag);
     let Some(recipe) = s.search_recipe else {
-        let given = [
-            ("--search-space", s.search_space.is_some()),
-            ("--search-max-iterations", s.search_max_iterations.is_some()),
-            (
-                "--slo-attainment-fraction",
-                s.slo_attainment_fraction.is_some(),
-            ),
-            ("--ttft-sla-ms", s.ttft_sla_ms.is_some()),
-            ("--itl-sla-ms", s.itl_sla_ms.is_some()),
-            ("--tpot-sla-ms", s.tpot_sla_ms.is_some()),
-            ("--e2e-sla-ms", s.e2e_sla_ms.is_some()),
-            ("--search-sla", !s.search_sla.is_empty()),
-        ];
-        if let Some((flag, _)) = given.iter().find(|(_, set)| *set) {
+        if let Some(flag) = slo_flag {
             return Err(usage(format!(
                 "{flag} applies only to a search: add --search-recipe max-concurrency-under-sla or max-rate-under-slo"
             )));
@@ -126,6 +143,14 @@ fn search(
             ("max-concurrency-under-sla", Dimension::Concurrency)
         }
         SearchRecipe::MaxRateUnderSlo => ("max-rate-under-slo", Dimension::RequestRate),
+        SearchRecipe::Pareto => {
+            if let Some(flag) = slo_flag {
+                return Err(usage(format!(
+                    "{flag} belongs to the SLO searches (max-concurrency-under-sla, max-rate-under-slo), not to --search-recipe pareto"
+                )));
+            }
+            return Ok(None);
+        }
     };
     if a.input.fixed_schedule {
         return Err(usage(format!(

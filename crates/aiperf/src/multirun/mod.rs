@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aiperf_plugin::{SweepParameters, SweepPoint};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::benchmark::{self, SweepRun};
 use crate::config::BenchmarkConfig;
 use crate::error::{IoContext, Result};
 use crate::plugin::Redactor;
-use crate::sweep::aggregate::{self, Confidence, PointRow};
+use crate::sweep::aggregate::{self, Confidence, ParetoAxes, PointRow};
 use crate::sweep::{point_dir_name, run_dir_name, ParameterSweepMode, SweepSpec, SweepType};
 
 /// How to run one point (besides its parameters).
@@ -259,10 +259,12 @@ pub async fn run_sweep(cfg: BenchmarkConfig, redactor: &Redactor) -> Result<u8> 
         let last = (k + 1 == total).then(|| {
             let (base, points, mut so_far) = (base.clone(), points.clone(), reports.clone());
             let (level, trials, kind) = (spec.confidence_level, spec.trials, spec.sweep_type);
+            let axes = spec.pareto;
             Box::new(move |summary: &Value| {
                 so_far[pi].push(summary.clone());
-                let rows = rows(&base, &points, &so_far, level);
-                aggregate::sweep_json(&rows, sweep_type_name(kind), trials, level)
+                let mut rows = rows(&base, &points, &so_far, level);
+                aggregate::mark_pareto(&mut rows, axes);
+                aggregate::sweep_json(&rows, sweep_type_name(kind), trials, level, axes)
             }) as benchmark::SweepSummaryFn
         });
         let opts = PointOptions {
@@ -295,7 +297,8 @@ pub async fn run_sweep(cfg: BenchmarkConfig, redactor: &Redactor) -> Result<u8> 
             break;
         }
     }
-    let rows = rows(&base, &points, &reports, spec.confidence_level);
+    let mut rows = rows(&base, &points, &reports, spec.confidence_level);
+    let front = aggregate::mark_pareto(&mut rows, spec.pareto);
     let mut failures = Vec::new();
     if spec.trials > 1 {
         for (row, (p, rs)) in rows.iter().zip(points.iter().zip(&reports)) {
@@ -318,6 +321,7 @@ pub async fn run_sweep(cfg: BenchmarkConfig, redactor: &Redactor) -> Result<u8> 
         sweep_type_name(spec.sweep_type),
         spec.trials,
         spec.confidence_level,
+        spec.pareto,
     );
     if let Err(e) = write_json_csv(
         &base,
@@ -328,10 +332,19 @@ pub async fn run_sweep(cfg: BenchmarkConfig, redactor: &Redactor) -> Result<u8> 
         failures.push(e.to_string());
     }
     if spec.table {
-        println!("{}", table(&rows));
+        println!("{}", table(&rows, spec.pareto));
     }
     for line in noise_notes(&rows) {
         println!("{line}");
+    }
+    if spec.pareto_recipe {
+        println!("{}", pareto_answer(&rows, spec.pareto));
+        let path = base.join("search_result.json");
+        let json = pareto_result(&rows, spec.pareto, &front);
+        let text = serde_json::to_string_pretty(&json).unwrap_or_default() + "\n";
+        if let Err(e) = std::fs::write(&path, text) {
+            failures.push(format!("cannot write {}: {e}", path.display()));
+        }
     }
     for f in &failures {
         eprintln!("error: {f}");
@@ -353,8 +366,60 @@ fn write_json_csv(dir: &Path, name: &str, json: &Value, csv: &str) -> Result<()>
     Ok(())
 }
 
-/// The console table of the points: parameters and the main metrics.
-pub fn table(rows: &[PointRow]) -> String {
+/// `search_result.json` of `--search-recipe pareto`: the axes, the front (each point with
+/// its parameters, both axes and directory) and every point with whether it is on it.
+pub fn pareto_result(rows: &[PointRow], axes: ParetoAxes, front: &[usize]) -> Value {
+    let point = |r: &PointRow| {
+        json!({
+            "index": r.index,
+            "parameters": r.parameters,
+            "throughput": r.metrics.get(axes.throughput),
+            "latency": r.metrics.get(axes.latency),
+            "pareto": r.pareto.unwrap_or(false),
+            "artifact_dir": r.artifact_dir,
+        })
+    };
+    json!({
+        "recipe": "pareto",
+        "throughput_metric": axes.throughput,
+        "latency_metric": axes.latency,
+        "front": rows.iter().filter(|r| front.contains(&r.index)).map(point).collect::<Vec<_>>(),
+        "points": rows.iter().map(point).collect::<Vec<_>>(),
+    })
+}
+
+/// The console lines of `--search-recipe pareto`: the front's points by rising throughput.
+pub fn pareto_answer(rows: &[PointRow], axes: ParetoAxes) -> String {
+    let mut on: Vec<&PointRow> = rows.iter().filter(|r| r.pareto == Some(true)).collect();
+    if on.is_empty() {
+        return format!(
+            "Pareto front: none (fewer than two points have both {} and {})",
+            axes.throughput, axes.latency
+        );
+    }
+    let t = |r: &PointRow| r.metrics.get(axes.throughput).copied().unwrap_or(f64::NAN);
+    on.sort_by(|a, b| t(a).total_cmp(&t(b)));
+    let mut out = format!(
+        "Pareto front ({} vs {}): {} of {} points",
+        axes.throughput,
+        axes.latency,
+        on.len(),
+        rows.len()
+    );
+    for r in on {
+        out.push_str(&format!(
+            "\n  {:<28} {:>12.2}  {:>10.2} ms",
+            label(&r.parameters),
+            t(r),
+            r.metrics.get(axes.latency).copied().unwrap_or(f64::NAN)
+        ));
+    }
+    out
+}
+
+/// The console table of the points: parameters and the main metrics; `*` marks the
+/// points on the Pareto front.
+pub fn table(rows: &[PointRow], axes: ParetoAxes) -> String {
     let cols: [(&str, &str); 7] = [
         ("request_throughput", "req/s"),
         ("output_token_throughput", "tok/s"),
@@ -384,7 +449,16 @@ pub fn table(rows: &[PointRow]) -> String {
                 None => out.push_str(&format!("  {:>14}", "-")),
             }
         }
+        if r.pareto == Some(true) {
+            out.push_str("  *");
+        }
         out.push('\n');
+    }
+    if rows.iter().any(|r| r.pareto.is_some()) {
+        out.push_str(&format!(
+            "* on the Pareto front of {} (higher is better) vs {} (lower is better)\n",
+            axes.throughput, axes.latency
+        ));
     }
     out
 }

@@ -228,6 +228,10 @@ pub struct PointRow {
     /// With repeated runs: each key metric's confidence interval.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub confidence: BTreeMap<&'static str, Confidence>,
+    /// Whether the point is on the sweep's Pareto front ([`mark_pareto`]); unset when the
+    /// sweep has no front (fewer than two points with both axes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pareto: Option<bool>,
 }
 
 impl PointRow {
@@ -258,13 +262,105 @@ impl PointRow {
             runs: reports.len(),
             metrics,
             confidence,
+            pareto: None,
         }
     }
 }
 
-/// `sweep_aggregate.json`.
-pub fn sweep_json(rows: &[PointRow], sweep_type: &str, trials: u32, level: f64) -> Value {
-    json!({
+/// The axes of a sweep's Pareto front: a throughput (higher is better) and a latency (lower
+/// is better), each a column of [`KEY_METRICS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ParetoAxes {
+    pub throughput: &'static str,
+    pub latency: &'static str,
+}
+
+impl Default for ParetoAxes {
+    fn default() -> Self {
+        Self {
+            throughput: "output_token_throughput",
+            latency: "request_latency_p50",
+        }
+    }
+}
+
+/// The key-metric columns a Pareto axis may name: the throughputs (`higher` true) or the
+/// latency statistics (`higher` false).
+pub fn pareto_columns(higher: bool) -> Vec<&'static str> {
+    KEY_METRICS
+        .iter()
+        .map(|k| k.0)
+        .filter(|c| c.ends_with("_throughput") == higher)
+        .filter(|c| higher || c.contains("latency") || c.starts_with("time_to_first_token"))
+        .collect()
+}
+
+/// The value parser of `--pareto-throughput` (`higher`) and `--pareto-latency`: a column
+/// of [`pareto_columns`].
+pub fn parse_pareto_column(s: &str, higher: bool) -> Result<&'static str, String> {
+    let cols = pareto_columns(higher);
+    cols.iter()
+        .find(|c| **c == s.trim())
+        .copied()
+        .ok_or_else(|| format!("`{s}` is not one of: {}", cols.join(", ")))
+}
+
+/// The Pareto front of points `(throughput, latency)`: whether each point is one that no
+/// other point dominates (another point dominates one when its throughput is at least as
+/// high and its latency at least as low, one of them strictly). Points with a value that is
+/// not a number are never on the front.
+pub fn pareto_front(points: &[(f64, f64)]) -> Vec<bool> {
+    let ok = |&(t, l): &(f64, f64)| !t.is_nan() && !l.is_nan();
+    points
+        .iter()
+        .map(|p @ &(t, l)| {
+            ok(p)
+                && !points
+                    .iter()
+                    .any(|q @ &(t2, l2)| ok(q) && t2 >= t && l2 <= l && (t2 > t || l2 < l))
+        })
+        .collect()
+}
+
+/// Marks each row's `pareto` by the front of `axes` over the rows that have both metrics
+/// (the others are off it); with fewer than two such rows there is no front and nothing is
+/// marked. Returns the indices of the rows on the front.
+pub fn mark_pareto(rows: &mut [PointRow], axes: ParetoAxes) -> Vec<usize> {
+    let pts: Vec<(f64, f64)> = rows
+        .iter()
+        .map(|r| {
+            let get = |c| r.metrics.get(c).copied().unwrap_or(f64::NAN);
+            (get(axes.throughput), get(axes.latency))
+        })
+        .collect();
+    if pts
+        .iter()
+        .filter(|(t, l)| !t.is_nan() && !l.is_nan())
+        .count()
+        < 2
+    {
+        return Vec::new();
+    }
+    let front = pareto_front(&pts);
+    for (r, &on) in rows.iter_mut().zip(&front) {
+        r.pareto = Some(on);
+    }
+    (rows.iter().zip(&front))
+        .filter(|(_, &on)| on)
+        .map(|(r, _)| r.index)
+        .collect()
+}
+
+/// `sweep_aggregate.json`; with a Pareto front (rows marked by [`mark_pareto`]), a
+/// `pareto` object: its axes and the indices of the points on it.
+pub fn sweep_json(
+    rows: &[PointRow],
+    sweep_type: &str,
+    trials: u32,
+    level: f64,
+    axes: ParetoAxes,
+) -> Value {
+    let mut v = json!({
         "aggregation_type": "sweep",
         "sweep_type": sweep_type,
         "num_points": rows.len(),
@@ -272,7 +368,19 @@ pub fn sweep_json(rows: &[PointRow], sweep_type: &str, trials: u32, level: f64) 
         "confidence_level": level,
         "ci_method": "student_t",
         "points": rows,
-    })
+    });
+    if rows.iter().any(|r| r.pareto.is_some()) {
+        let front: Vec<usize> = (rows.iter())
+            .filter(|r| r.pareto == Some(true))
+            .map(|r| r.index)
+            .collect();
+        v["pareto"] = json!({
+            "throughput": axes.throughput,
+            "latency": axes.latency,
+            "front": front,
+        });
+    }
+    v
 }
 
 /// `sweep_aggregate.csv`: one row per point; the parameters any point sets, then the key
@@ -297,6 +405,10 @@ pub fn sweep_csv(rows: &[PointRow]) -> String {
         s.push(',');
         s.push_str(c);
     }
+    let pareto = rows.iter().any(|r| r.pareto.is_some());
+    if pareto {
+        s.push_str(",pareto");
+    }
     s.push('\n');
     for r in rows {
         s.push_str(&r.index.to_string());
@@ -309,6 +421,12 @@ pub fn sweep_csv(rows: &[PointRow]) -> String {
             s.push(',');
             if let Some(v) = r.metrics.get(c) {
                 s.push_str(&format!("{v:.4}"));
+            }
+        }
+        if pareto {
+            s.push(',');
+            if let Some(on) = r.pareto {
+                s.push_str(if on { "true" } else { "false" });
             }
         }
         s.push('\n');
@@ -351,6 +469,100 @@ mod tests {
         assert!(wide.ci_high > c.ci_high, "a higher level is wider");
         assert!(c.overlaps(&Confidence::of(&[15.0, 16.0, 17.0], 0.95).unwrap()));
         assert!(!c.overlaps(&Confidence::of(&[100.0, 101.0, 102.0], 0.95).unwrap()));
+    }
+
+    #[test]
+    fn the_pareto_front_keeps_the_undominated_points() {
+        // (throughput, latency): (10, 5) dominates (8, 6); (12, 9) trades latency for
+        // throughput; (12, 10) is dominated by (12, 9); NaN is never on the front.
+        let pts = [
+            (10.0, 5.0),
+            (8.0, 6.0),
+            (12.0, 9.0),
+            (12.0, 10.0),
+            (f64::NAN, 1.0),
+            (3.0, 1.0),
+        ];
+        assert_eq!(pareto_front(&pts), [true, false, true, false, false, true]);
+        // Equal points do not dominate each other.
+        assert_eq!(pareto_front(&[(1.0, 1.0), (1.0, 1.0)]), [true, true]);
+        assert!(pareto_front(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_sweep_marks_its_pareto_front_in_the_json_csv_and_rows() {
+        let report = |tput: f64, lat: f64| {
+            json!({"output_token_throughput": {"unit": "tokens/sec", "avg": tput},
+                   "request_latency": {"unit": "ms", "p50": lat, "p99": lat * 2.0}})
+        };
+        let point = |c: u64| SweepParameters {
+            concurrency: Some(c),
+            ..Default::default()
+        };
+        let mut rows: Vec<PointRow> = [(100.0, 50.0), (90.0, 60.0), (300.0, 80.0)]
+            .iter()
+            .enumerate()
+            .map(|(i, &(t, l))| {
+                PointRow::new(i, point(1 << i), format!("p{i}"), &[report(t, l)], 0.95)
+            })
+            .collect();
+        let axes = ParetoAxes::default();
+        assert_eq!(mark_pareto(&mut rows, axes), [0, 2]);
+        assert_eq!(
+            rows.iter().map(|r| r.pareto).collect::<Vec<_>>(),
+            [Some(true), Some(false), Some(true)]
+        );
+        let j = sweep_json(&rows, "grid", 1, 0.95, axes);
+        assert_eq!(j["pareto"]["front"], json!([0, 2]));
+        assert_eq!(j["pareto"]["latency"], "request_latency_p50");
+        assert_eq!(j["points"][1]["pareto"], false);
+        let csv = sweep_csv(&rows);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert!(lines[0].ends_with(",pareto"), "{}", lines[0]);
+        assert!(lines[1].ends_with(",true") && lines[2].ends_with(",false"));
+        // Another latency axis changes the answer: by p99, the same.
+        let p99 = ParetoAxes {
+            latency: "request_latency_p99",
+            ..axes
+        };
+        assert_eq!(mark_pareto(&mut rows, p99), [0, 2]);
+        // With fewer than two points having both axes, there is no front, and the JSON
+        // and CSV say nothing of one.
+        let mut one = rows[..1].to_vec();
+        one[0].pareto = None;
+        assert!(mark_pareto(&mut one, axes).is_empty());
+        assert_eq!(one[0].pareto, None);
+        assert!(sweep_json(&one, "grid", 1, 0.95, axes)
+            .get("pareto")
+            .is_none());
+        assert!(!sweep_csv(&one).contains("pareto"));
+        let no_ttft = ParetoAxes {
+            latency: "time_to_first_token_p50",
+            ..axes
+        };
+        assert!(mark_pareto(&mut rows.clone(), no_ttft).is_empty());
+    }
+
+    #[test]
+    fn pareto_axes_are_key_metric_columns_of_the_right_kind() {
+        assert_eq!(
+            parse_pareto_column("request_throughput", true),
+            Ok("request_throughput")
+        );
+        assert_eq!(
+            parse_pareto_column("time_to_first_token_p99", false),
+            Ok("time_to_first_token_p99")
+        );
+        for (bad, higher) in [
+            ("request_latency_p50", true),
+            ("output_token_throughput", false),
+            ("goodput", false),
+            ("request_count", true),
+            ("nope", false),
+        ] {
+            let e = parse_pareto_column(bad, higher).unwrap_err();
+            assert!(e.contains("is not one of"), "{e}");
+        }
     }
 
     #[test]

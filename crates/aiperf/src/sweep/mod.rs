@@ -62,6 +62,11 @@ pub struct SweepSpec {
     pub seed_given: bool,
     /// Print the table of points at the end (not `--no-sweep-table`).
     pub table: bool,
+    /// The axes of the Pareto front marked in the aggregate (`--pareto-throughput`,
+    /// `--pareto-latency`).
+    pub pareto: aggregate::ParetoAxes,
+    /// `--search-recipe pareto`: the front is the answer (printed, `search_result.json`).
+    pub pareto_recipe: bool,
 }
 
 impl Default for SweepSpec {
@@ -84,6 +89,8 @@ impl Default for SweepSpec {
             consistent_seed: true,
             seed_given: false,
             table: true,
+            pareto: aggregate::ParetoAxes::default(),
+            pareto_recipe: false,
         }
     }
 }

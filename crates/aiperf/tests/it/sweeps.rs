@@ -171,7 +171,7 @@ fn zip_pairs_lists_index_by_index_and_mismatched_lengths_are_a_usage_error() {
         .lines()
         .next()
         .unwrap()
-        .ends_with(",goodput,good_request_fraction"));
+        .ends_with(",goodput,good_request_fraction,pareto"));
 
     let bad = Run::profile(&[
         "--url",
@@ -563,4 +563,122 @@ fn an_interrupt_ends_the_current_run_and_the_sweep_with_its_aggregates() {
     assert_eq!(runs, [1, 1, 0], "{agg}");
     let second = read_json(&out.dir.join("concurrency_1/profile_export_aiperf.json"));
     assert_eq!(second["was_cancelled"], true);
+}
+
+/// (output token throughput avg, request latency p50) of a point, from its own report.
+fn throughput_and_latency(dir: &Path) -> (f64, f64) {
+    let r = read_json(&dir.join("profile_export_aiperf.json"));
+    let get = |tag: &str, stat: &str| {
+        r[tag][stat]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{tag}.{stat} in {}", dir.display()))
+    };
+    (
+        get("output_token_throughput", "avg"),
+        get("request_latency", "p50"),
+    )
+}
+
+#[test]
+fn the_pareto_recipe_finds_the_undominated_points_of_isl_osl_pairs_and_concurrencies() {
+    let _gate = support::shared();
+    // TTFT grows by 5 ms per request in flight, so a higher concurrency buys throughput
+    // with latency; a longer output buys throughput per request with latency too.
+    let out = Run::profile(&[
+        "--url",
+        "mock?ttft_ms=20&itl_ms=2&ttft_per_inflight_ms=5",
+        "--streaming",
+        "--random-seed",
+        "7",
+        "--request-count",
+        "8",
+        "--search-recipe",
+        "pareto",
+        "--isl-osl-pairs",
+        "32/8,32/32",
+        "--concurrency",
+        "1,4",
+    ])
+    .run();
+    out.ok();
+    let result = read_json(&out.dir.join("search_result.json"));
+    assert_eq!(result["recipe"], "pareto", "{result}");
+    assert_eq!(result["throughput_metric"], "output_token_throughput");
+    assert_eq!(result["latency_metric"], "request_latency_p50");
+    let points = result["points"].as_array().expect("points");
+    assert_eq!(points.len(), 4, "{result}");
+    // The truth, from each point's own report: a point is on the front when no other
+    // point has at least its throughput and at most its latency, one of them better.
+    let measured: Vec<(f64, f64)> = points
+        .iter()
+        .map(|p| {
+            let dir = out
+                .dir
+                .join(p["artifact_dir"].as_str().expect("artifact_dir"));
+            throughput_and_latency(&dir)
+        })
+        .collect();
+    let expected: Vec<u64> = (0..measured.len())
+        .filter(|&i| {
+            let (t, l) = measured[i];
+            !measured
+                .iter()
+                .any(|&(t2, l2)| t2 >= t && l2 <= l && (t2 > t || l2 < l))
+        })
+        .map(|i| i as u64)
+        .collect();
+    assert!(!expected.is_empty());
+    let front: Vec<u64> = result["front"]
+        .as_array()
+        .expect("front")
+        .iter()
+        .map(|p| p["index"].as_u64().expect("index"))
+        .collect();
+    assert_eq!(front, expected, "measured {measured:?}\n{result}");
+    for (p, &(t, l)) in points.iter().zip(&measured) {
+        assert!((p["throughput"].as_f64().unwrap() - t).abs() < 1e-6 * t.max(1.0));
+        assert!((p["latency"].as_f64().unwrap() - l).abs() < 1e-6 * l.max(1.0));
+        let on = expected.contains(&p["index"].as_u64().unwrap());
+        assert_eq!(p["pareto"], on, "{p}");
+    }
+    // The sweep's aggregate marks the same front, and the console prints it.
+    let agg = read_json(&out.dir.join("sweep_aggregate.json"));
+    assert_eq!(agg["pareto"]["front"], serde_json::json!(expected), "{agg}");
+    assert!(
+        out.stdout
+            .contains("Pareto front (output_token_throughput vs request_latency_p50)"),
+        "{}",
+        out.show()
+    );
+    let csv = std::fs::read_to_string(out.dir.join("sweep_aggregate.csv")).unwrap();
+    assert!(csv.lines().next().unwrap().ends_with(",pareto"), "{csv}");
+}
+
+#[test]
+fn the_pareto_recipe_needs_a_sweep_and_no_slo_flags() {
+    let e = config_error(&["--url", "mock", "--search-recipe", "pareto"]);
+    assert!(e.contains("compares the points of a sweep"), "{e}");
+    let e = config_error(&[
+        "--url",
+        "mock",
+        "--search-recipe",
+        "pareto",
+        "--concurrency",
+        "1,2",
+        "--ttft-sla-ms",
+        "100",
+    ]);
+    assert!(
+        e.contains("--ttft-sla-ms belongs to the SLO searches"),
+        "{e}"
+    );
+    let e = config_error(&[
+        "--url",
+        "mock",
+        "--concurrency",
+        "1,2",
+        "--pareto-latency",
+        "output_token_throughput",
+    ]);
+    assert!(e.contains("is not one of"), "{e}");
 }
