@@ -406,9 +406,14 @@ pub fn pareto_answer(rows: &[PointRow], axes: ParetoAxes) -> String {
         on.len(),
         rows.len()
     );
+    let width = on
+        .iter()
+        .map(|r| label(&r.parameters).len())
+        .max()
+        .unwrap_or(0);
     for r in on {
         out.push_str(&format!(
-            "\n  {:<28} {:>12.2}  {:>10.2} ms",
+            "\n  {:<width$}  {:>12.2}  {:>10.2} ms",
             label(&r.parameters),
             t(r),
             r.metrics.get(axes.latency).copied().unwrap_or(f64::NAN)
