@@ -23,6 +23,7 @@ use crate::export::outputs::{OutputsWriter, Tee};
 use crate::export::tap::PluginTap;
 use crate::export::{self, jsonl::JsonlWriter, OutputSpec, RunReport, UiType};
 use crate::metrics::processor::RecordProcessor;
+use crate::metrics::slices::{Slicing, TimeSlice};
 use crate::metrics::{MetricValue, PhaseKind, PhaseSummary};
 use crate::mock::{is_mock_url, InProcessMock, MockConfig};
 use crate::plugin::{HookRegistry, PluginsReport, RecordFeed, Redactor};
@@ -234,7 +235,8 @@ pub async fn run_in_sweep(
         floor: FAILED_REQUEST_GRACE.max(cfg.load.concurrency.unwrap_or(1) as u64),
         reason: abort.clone(),
     });
-    let phases = run_phases(&ctx, &mut processor, &hooks, specs, cfg.output.ui, watch).await;
+    let mut phases = run_phases(&ctx, &mut processor, &hooks, specs, cfg.output.ui, watch).await;
+    let timeslices = std::mem::take(&mut phases.timeslices);
     let run_end = clock.now_ns();
     let summary = Value::Object(phases.profiling.metrics_json());
     let sweep_summary = sweep_last.map(|f| f(&summary));
@@ -260,6 +262,13 @@ pub async fn run_in_sweep(
     let names = &cfg.output.names;
     if let Err(e) = export::write_reports(dir, names, &report) {
         failures.push(format!("cannot write the reports: {e}"));
+    }
+    if cfg.output.slice_duration.is_some() {
+        let written =
+            export::timeslices::write_timeslices(dir, names, &timeslices, &report.input_config);
+        if let Err(e) = written {
+            failures.push(format!("cannot write {}: {e}", names.timeslices_json));
+        }
     }
     let console = console_text(&cfg, &report, &ending);
     if let Err(e) = export::write_console_text(dir, names, &console) {
@@ -472,11 +481,16 @@ async fn start(
 ) -> Result<(Arc<RunContext>, RecordProcessor)> {
     readiness::wait(&cfg.endpoint, &dataset.shape, &cfg.endpoint.urls).await?;
     let jsonl = open_artifacts(&cfg.output, &dataset, clock, feed)?;
-    let processor = RecordProcessor::start(
+    let slicing = cfg.output.slice_duration.map(|d| Slicing {
+        duration_ns: u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1),
+        wall_origin_ns: clock.wall_ns(0),
+    });
+    let processor = RecordProcessor::start_sliced(
         tokenizer,
         cfg.input.use_server_token_count,
         cfg.input.goodput.clone(),
         jsonl,
+        slicing,
     )
     .context(|| "cannot start the record-processing threads".into())?;
     let transport = Transport::new(
@@ -751,6 +765,8 @@ struct PhaseResults {
     profiling: PhaseSummary,
     /// Each phase's final stats, as `phase_complete` gave them to the plugins.
     stats: BTreeMap<PhaseKind, PhaseStats>,
+    /// The profiling phase's time slices (`--slice-duration`; empty without it).
+    timeslices: Vec<TimeSlice>,
 }
 
 /// Runs the phases in order (the rest are skipped after a Ctrl-C), each followed by its
@@ -802,6 +818,9 @@ async fn run_phases(
             }
         }
         let summary = processor.summarize(kind).await;
+        if kind == PhaseKind::Profiling {
+            results.timeslices = processor.timeslices().await;
+        }
         let stats = tracker.stats();
         tracing::info!(
             "{kind} phase complete: {} sent, {} succeeded, {} failed",

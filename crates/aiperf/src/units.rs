@@ -282,6 +282,19 @@ pub fn positive_seconds(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// The shortest time slice (`--slice-duration`): a millisecond. Shorter slices hold a
+/// request or two each, and make as many slices as requests.
+pub const MIN_SLICE_SECONDS: f64 = 1e-3;
+
+/// `--slice-duration`: seconds, from [`MIN_SLICE_SECONDS`] to [`MAX_SECONDS`].
+pub fn slice_seconds(s: &str) -> Result<Duration, String> {
+    let v = number(s)?;
+    if !(MIN_SLICE_SECONDS..=MAX_SECONDS).contains(&v) {
+        return Err("must be from 0.001 to 10000000 seconds".into());
+    }
+    Ok(clamped_secs(v))
+}
+
 /// Milliseconds, zero or more (the mock server's latencies).
 pub fn millis(s: &str) -> Result<Duration, String> {
     duration(number(s)?, 1e3, "10000000000 ms")

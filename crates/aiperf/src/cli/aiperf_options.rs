@@ -116,7 +116,7 @@ pub const OPTIONS: &[AiperfOption] = &[
     o("Output", &["--output-artifact-dir", "--artifact-dir"], S),
     o("Output", &["--profile-export-prefix", "--profile-export-file"], S),
     o("Output", &["--export-level", "--profile-export-level"], S),
-    o("Output", &["--slice-duration"], P(15, "time slices come with server metrics")),
+    o("Output", &["--slice-duration"], S),
     o("Output", &["--auto-plot", "--no-auto-plot"], P(16, "plots and the HTML report")),
     o("Output", &["--plot-required"], P(16, "plots and the HTML report")),
     o("Output", &["--export-outputs-json"], S),

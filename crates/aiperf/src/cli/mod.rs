@@ -45,8 +45,9 @@ pub enum Command {
     /// Run the built-in mock OpenAI-compatible server.
     ///
     /// It serves POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses,
-    /// GET /health, /v1/models, and GET /mock/stats (its counters as JSON: `requests`
-    /// received, `errors` of --error-rate, `faults` injected). Every flag is also an option
+    /// GET /health, /v1/models, GET /metrics (what it served, in Prometheus text under
+    /// vLLM's metric names) and GET /mock/stats (its counters as JSON: `requests` received,
+    /// `errors` of --error-rate, `faults` injected). Every flag is also an option
     /// of `aiperf profile --url 'mock?KEY=VALUE&...'` (the in-process mock), checked by the
     /// same code: the flag's name with `_` for `-`, `tokens` for --default-tokens and `seed`
     /// for --random-seed.
@@ -692,6 +693,11 @@ pub struct OutputArgs {
     /// Log level of the console and of logs/aiperf.log (AIPerf's names); wins over -v.
     #[arg(long, value_enum, value_name = "LEVEL")]
     pub log_level: Option<LogLevel>,
+    /// Split the profiling phase into time slices of this many seconds and report every
+    /// metric per slice (profile_export_aiperf_timeslices.json and .csv). A request belongs
+    /// to the slice holding its start; slices are aligned on the wall clock, as AIPerf's.
+    #[arg(long, value_name = "SECONDS", value_parser = units::slice_seconds)]
+    pub slice_duration: Option<Duration>,
 }
 
 /// `--ui`: `none` or `simple`; AIPerf's `dashboard` is refused with the reason.
@@ -740,6 +746,22 @@ pub struct MockServerArgs {
     /// arrival, counting itself.
     #[arg(long, value_name = "MS", default_value = "0", value_parser = units::millis)]
     pub itl_per_inflight_ms: Duration,
+    /// Latency step: milliseconds added to the TTFT of every request arriving
+    /// --step-after-s or more after the mock's first request (for tests and demos of
+    /// drift, e.g. with --slice-duration).
+    #[arg(long, value_name = "MS", default_value = "0", value_parser = units::millis)]
+    pub ttft_step_ms: Duration,
+    /// When the latency step starts: seconds after the mock's first request.
+    #[arg(long, value_name = "SECONDS", default_value = "0", value_parser = units::seconds)]
+    pub step_after_s: Duration,
+    /// The most requests generating at once (vLLM's --max-num-seqs): later ones wait for a
+    /// slot (vllm:num_requests_waiting) and their TTFT includes the wait. 0: no limit.
+    #[arg(long, value_name = "N", default_value = "0", value_parser = mock::seqs)]
+    pub max_num_seqs: u64,
+    /// Capacity of the KV-cache model in tokens: vllm:kv_cache_usage_perc is the tokens held
+    /// by running requests (prompt and generated) over this.
+    #[arg(long, value_name = "TOKENS", default_value = "1000000", value_parser = mock::kv_tokens)]
+    pub kv_cache_tokens: u64,
     /// Tokens generated when the request sets no max tokens.
     #[arg(long, value_name = "N", default_value = "16", value_parser = mock::tokens)]
     pub default_tokens: u32,
@@ -804,6 +826,10 @@ impl MockServerArgs {
             fault_tokens: a.fault_tokens,
             fault_delay: a.fault_ms,
             log_arrivals: a.log_arrivals.clone(),
+            max_num_seqs: a.max_num_seqs,
+            kv_cache_tokens: a.kv_cache_tokens,
+            ttft_step: a.ttft_step_ms,
+            step_after: a.step_after_s,
         };
         cfg.validate()?;
         Ok(cfg)

@@ -870,6 +870,7 @@ fn output(
         log_level: a.log_level,
         show_trace_timing: a.show_trace_timing,
         export_outputs_json: a.export_outputs_json,
+        slice_duration: a.slice_duration,
     })
 }
 

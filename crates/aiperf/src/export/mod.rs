@@ -5,6 +5,7 @@ pub mod jsonl;
 pub mod outputs;
 mod spec;
 pub mod tap;
+pub mod timeslices;
 
 pub use spec::{ArtifactNames, ExportLevel, LogLevel, OutputSpec, UiType};
 
@@ -29,6 +30,8 @@ pub const CSV_FILE: &str = "profile_export_aiperf.csv";
 pub const JSONL_FILE: &str = "profile_export.jsonl";
 pub const CONSOLE_FILE: &str = "profile_export_console.txt";
 pub const INPUTS_FILE: &str = "inputs.json";
+pub const TIMESLICES_JSON_FILE: &str = "profile_export_aiperf_timeslices.json";
+pub const TIMESLICES_CSV_FILE: &str = "profile_export_aiperf_timeslices.csv";
 
 /// Everything a finished (or interrupted) run reports. Serialises as
 /// `profile_export_aiperf.json` (see [`ReportJson`] for the layout).

@@ -63,6 +63,9 @@ pub struct ArtifactNames {
     pub csv: String,
     pub jsonl: String,
     pub console_txt: String,
+    /// `--slice-duration`'s files.
+    pub timeslices_json: String,
+    pub timeslices_csv: String,
 }
 
 /// Suffixes dropped from a prefix, so `--profile-export-prefix foo.json` (or
@@ -95,12 +98,16 @@ impl ArtifactNames {
                 csv: format!("{b}.csv"),
                 jsonl: format!("{b}.jsonl"),
                 console_txt: format!("{b}_console.txt"),
+                timeslices_json: format!("{b}_timeslices.json"),
+                timeslices_csv: format!("{b}_timeslices.csv"),
             },
             None => Self {
                 json: super::JSON_FILE.into(),
                 csv: super::CSV_FILE.into(),
                 jsonl: super::JSONL_FILE.into(),
                 console_txt: super::CONSOLE_FILE.into(),
+                timeslices_json: super::TIMESLICES_JSON_FILE.into(),
+                timeslices_csv: super::TIMESLICES_CSV_FILE.into(),
             },
         }
     }
@@ -134,6 +141,12 @@ pub struct OutputSpec {
     /// `--log-level`: wins over `-v`.
     #[serde(skip)]
     pub log_level: Option<LogLevel>,
+    /// `--slice-duration`: time slices of the profiling phase (seconds in `input_config`).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::units::opt_secs"
+    )]
+    pub slice_duration: Option<std::time::Duration>,
 }
 
 impl OutputSpec {

@@ -3,6 +3,7 @@
 pub mod goodput;
 pub mod processor;
 pub mod record;
+pub mod slices;
 pub mod stats;
 
 use std::collections::BTreeMap;

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use super::slices::{Slicer, Slicing, TimeSlice};
 use super::{
     compute, ErrorDetails, Goodput, PhaseAccumulator, PhaseKind, PhaseSummary, RequestMetrics,
     RequestRecord,
@@ -86,6 +87,8 @@ enum Done {
     Record(Box<RequestRecord>, Option<Box<RequestMetrics>>),
     Marker(u64),
     Summarize(u64, PhaseKind, oneshot::Sender<PhaseSummary>),
+    /// The profiling phase's time slices (asked after its summary, so every record is in).
+    Slices(oneshot::Sender<Vec<TimeSlice>>),
 }
 
 /// Where workers send finished requests: round robin over the tokenizer threads' queues.
@@ -153,6 +156,18 @@ impl RecordProcessor {
         goodput: Option<Goodput>,
         sink: impl RecordSink + 'static,
     ) -> std::io::Result<Self> {
+        Self::start_sliced(tokenizer, use_server_counts, goodput, sink, None)
+    }
+
+    /// [`RecordProcessor::start`], also splitting the profiling phase into time slices
+    /// (`--slice-duration`) when `slicing` is given.
+    pub fn start_sliced(
+        tokenizer: Tokenizer,
+        use_server_counts: bool,
+        goodput: Option<Goodput>,
+        sink: impl RecordSink + 'static,
+        slicing: Option<Slicing>,
+    ) -> std::io::Result<Self> {
         let goodput = goodput.map(Arc::new);
         let n = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -186,7 +201,7 @@ impl RecordProcessor {
         let sink_failed = CancellationToken::new();
         let failed = sink_failed.clone();
         let aggregator = spawn("aiperf-aggregate", move || {
-            aggregate(done_rx, n, sink, failed, goodput)
+            aggregate(done_rx, n, sink, failed, goodput, slicing)
         })?;
         Ok(Self {
             tx: Some(RecordSender {
@@ -232,6 +247,19 @@ impl RecordProcessor {
         rx.await.unwrap_or_default()
     }
 
+    /// The profiling phase's time slices (empty without slicing). Ask after
+    /// `summarize(PhaseKind::Profiling)` has answered: every profiling record is in by then.
+    pub async fn timeslices(&mut self) -> Vec<TimeSlice> {
+        if self.tx.is_none() {
+            return Vec::new();
+        }
+        let (reply, rx) = oneshot::channel();
+        if self.done_tx.send(Done::Slices(reply)).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
     /// Stops the threads once everything is processed (all senders must be dropped).
     pub async fn finish(mut self) -> std::io::Result<()> {
         drop(self.tx.take());
@@ -256,8 +284,11 @@ fn aggregate(
     mut sink: impl RecordSink,
     failed: CancellationToken,
     goodput: Option<Arc<Goodput>>,
+    slicing: Option<Slicing>,
 ) -> std::io::Result<()> {
     let mut phases: BTreeMap<PhaseKind, PhaseAccumulator> = BTreeMap::new();
+    // The profiling phase's slices; `None` (nothing done per record) without slicing.
+    let mut slicer = slicing.map(|s| Slicer::new(s, goodput.clone()));
     let new_phase = || PhaseAccumulator::new(goodput.clone());
     let mut io_result = Ok(());
     // token -> (markers seen, the request once it arrived)
@@ -276,14 +307,23 @@ fn aggregate(
         let token = match msg {
             Done::Record(rec, m) => {
                 let acc = phases.entry(rec.phase).or_insert_with(new_phase);
+                let slices = slicer
+                    .as_mut()
+                    .filter(|_| rec.phase == PhaseKind::Profiling);
                 let written = match (&rec.error, m) {
                     (None, Some(mut m)) => {
                         m.good = goodput.as_ref().map(|g| g.is_good(&m));
                         acc.add_success(&rec, &m);
+                        if let Some(s) = slices {
+                            s.add_success(&rec, &m);
+                        }
                         sink.write_success(&rec, &m)
                     }
                     (Some(err), _) => {
                         acc.add_error(&rec, err);
+                        if let Some(s) = slices {
+                            s.add_error(&rec, err);
+                        }
                         sink.write_error(&rec, err)
                     }
                     (None, None) => Ok(()),
@@ -301,6 +341,10 @@ fn aggregate(
             Done::Summarize(t, phase, reply) => {
                 pending.entry(t).or_default().1 = Some((phase, reply));
                 t
+            }
+            Done::Slices(reply) => {
+                let _ = reply.send(slicer.as_mut().map(Slicer::summarize).unwrap_or_default());
+                continue;
             }
         };
         if let Some((seen, Some(_))) = pending.get(&token) {
@@ -431,6 +475,81 @@ mod tests {
             Some(MetricValue::Avg(v)) => *v,
             other => panic!("{tag}: {other:?}"),
         }
+    }
+
+    /// Profiling records land in the slice of their start; warmup is never sliced; the
+    /// slices add up to the phase.
+    #[tokio::test]
+    async fn profiling_records_are_sliced_by_their_start() {
+        // 10 ms slices; the run clock's origin is wall 5 ms, so run-clock 0..5 ms is slice 0.
+        let slicing = Slicing {
+            duration_ns: 10_000_000,
+            wall_origin_ns: 5_000_000,
+        };
+        let mut p = RecordProcessor::start_sliced(
+            tokenizer(),
+            false,
+            None,
+            VecSink::default(),
+            Some(slicing),
+        )
+        .expect("threads start");
+        let tx = p.sender();
+        tx.send(success(PhaseKind::Warmup, 0, 100)).unwrap();
+        let at = |phase, i, start_ms: u64, ttft| {
+            let mut r = success(phase, i, ttft);
+            let shift = start_ms * 1_000_000 - r.start_ns;
+            r.start_ns += shift;
+            r.end_ns += shift;
+            r.ack_ns = r.ack_ns.map(|t| t + shift);
+            r.first_output_ns = r.first_output_ns.map(|t| t + shift);
+            r.content_ns.iter_mut().for_each(|t| *t += shift);
+            r
+        };
+        // Slice 0 (wall 0-10 ms): starts at 1 and 4 ms; slice 2 (wall 20-30 ms): 16 ms, and
+        // a failure at 24 ms is slice 2 as well (wall 29 ms). Nothing in slice 1.
+        tx.send(at(PhaseKind::Profiling, 1, 1, 10)).unwrap();
+        tx.send(at(PhaseKind::Profiling, 2, 4, 20)).unwrap();
+        tx.send(at(PhaseKind::Profiling, 3, 16, 50)).unwrap();
+        let mut f = at(PhaseKind::Profiling, 4, 24, 0);
+        f.error = Some(ErrorDetails::new(Some(500), "HTTPError", "boom"));
+        f.content_ns.clear();
+        f.first_output_ns = None;
+        tx.send(f).unwrap();
+        let phase = p.summarize(PhaseKind::Profiling).await;
+        let slices = p.timeslices().await;
+        assert_eq!(slices.len(), 2, "{slices:?}");
+        assert_eq!(
+            slices
+                .iter()
+                .map(|s| (s.start_ns, s.end_ns))
+                .collect::<Vec<_>>(),
+            [(0, 10_000_000), (20_000_000, 30_000_000)]
+        );
+        let counts: Vec<(u64, u64)> = slices
+            .iter()
+            .map(|s| (s.summary.success, s.summary.error_count))
+            .collect();
+        assert_eq!(counts, [(2, 0), (1, 1)]);
+        let total: u64 = counts.iter().map(|(a, b)| a + b).sum();
+        assert_eq!(total, phase.success + phase.error_count);
+        let ttft = |s: &PhaseSummary| match s.get("time_to_first_token") {
+            Some(MetricValue::Stats(st)) => st.avg,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(ttft(&slices[0].summary), 15.0);
+        assert_eq!(ttft(&slices[1].summary), 50.0);
+        drop(tx);
+        p.finish().await.unwrap();
+
+        // Without slicing: no slices, whatever was sent.
+        let mut p = RecordProcessor::start(tokenizer(), false, None, VecSink::default()).unwrap();
+        p.sender()
+            .send(success(PhaseKind::Profiling, 0, 10))
+            .unwrap();
+        p.summarize(PhaseKind::Profiling).await;
+        assert!(p.timeslices().await.is_empty());
+        p.finish().await.unwrap();
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ use hyper::{Response, StatusCode};
 
 use super::config::Fault;
 use super::conn::ConnCtl;
+use super::metrics::Served;
 use crate::clock::hires;
 use crate::mix::mix;
 
@@ -209,6 +210,8 @@ pub struct Stream {
     pub conn: Arc<ConnCtl>,
     /// Given back when the last event is handed to the connection.
     pub in_flight: InFlight,
+    /// The request's part in `/metrics`: each token, and the end.
+    pub served: Served,
 }
 
 impl Stream {
@@ -269,6 +272,17 @@ impl Stream {
         Some(frame)
     }
 
+    /// The last event is being handed to the connection: no longer in flight or running; a
+    /// success unless the stream carried broken JSON.
+    fn end(&self) {
+        if matches!(self.fault, Some((Fault::BadJson, _))) {
+            self.served.finish();
+        } else {
+            self.served.succeed();
+        }
+        self.in_flight.finish();
+    }
+
     /// Event `i` of the healthy stream: 0 opens it (sent at once), 1..=tokens are the tokens
     /// (each at its deadline), tokens+1 ends it; `None` after that.
     async fn event(&self, i: u32) -> Option<Vec<u8>> {
@@ -282,10 +296,11 @@ impl Stream {
                     "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp-mock\"}}\n\n".to_string()
                 } else if i <= tokens {
                     hires::sleep_until(self.deadline(i)).await;
+                    self.served.token();
                     let w = word(self.seed, self.n, i - 1);
                     format!("event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"delta\":\"{w}\"}}\n\n")
                 } else if i == tokens + 1 {
-                    self.in_flight.finish();
+                    self.end();
                     format!("event: response.completed\ndata: {{\"type\":\"response.completed\",\"response\":{{\"id\":\"resp-mock\",\"status\":\"completed\",\"usage\":{{\"input_tokens\":{prompt},\"output_tokens\":{completion}}}}}}}\n\n")
                 } else {
                     return None;
@@ -301,6 +316,7 @@ impl Stream {
                     }
                 } else if i <= tokens {
                     hires::sleep_until(self.deadline(i)).await;
+                    self.served.token();
                     let w = word(self.seed, self.n, i - 1);
                     let finish = if i == tokens { "\"length\"" } else { "null" };
                     if chat {
@@ -309,7 +325,7 @@ impl Stream {
                         format!("data: {{\"id\":\"cmpl-mock\",\"object\":\"text_completion\",\"model\":{model},\"choices\":[{{\"index\":0,\"text\":\"{w}\",\"finish_reason\":{finish}}}]}}\n\n")
                     }
                 } else if i == tokens + 1 {
-                    self.in_flight.finish();
+                    self.end();
                     let mut s = String::new();
                     if self.include_usage {
                         let total = prompt + u64::from(completion);

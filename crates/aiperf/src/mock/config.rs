@@ -26,7 +26,18 @@
 //! TTFT = ttft_ms + k_t · n        ITL = itl_ms + k_i · n
 //! ```
 //!
-//! fixed at arrival (tokens still go out on absolute deadlines). A request finishes being in
+//! fixed at arrival (tokens still go out on absolute deadlines).
+//!
+//! **The latency step.** With `ttft_step_ms` (and `step_after_s`, default 0), every request
+//! arriving `step_after_s` seconds or more after the mock's first request gets that much
+//! more TTFT, on top of the load model: a known change in the middle of a run, for tests and
+//! demos of drift (`--slice-duration`). `step_after_s` without a step is refused.
+//!
+//! **Slots.** With `max_num_seqs=N` at most N requests generate at once, as vLLM schedules:
+//! a request past its fault draw waits for a slot (counted in `vllm:num_requests_waiting`),
+//! and is answered from the moment it gets one (its TTFT, as the client and `/metrics` see
+//! it, includes the wait). 0, the default, is no limit. `kv_cache_tokens` is the capacity of
+//! the KV-cache model behind `vllm:kv_cache_usage_perc` (see `metrics.rs`). A request finishes being in
 //! flight before its client can see its end, so in a closed loop at concurrency `c`, every
 //! request after the first wave arrives to find `n = c` (the first wave sees 1, 2, …, c).
 //! Example: `ttft_ms=20&ttft_per_inflight_ms=2` at concurrency 40 gives TTFT 100 ms, at 41
@@ -128,6 +139,15 @@ pub struct MockConfig {
     pub fault_delay: Duration,
     /// Append `arrival_unix_ns` of every request to this file.
     pub log_arrivals: Option<PathBuf>,
+    /// The most requests generating at once (vLLM's `--max-num-seqs`); later ones wait for a
+    /// slot, and their TTFT includes the wait. 0: no limit.
+    pub max_num_seqs: u64,
+    /// The KV-cache model's capacity in tokens (`vllm:kv_cache_usage_perc`).
+    pub kv_cache_tokens: u64,
+    /// The latency step: added to the TTFT of every request arriving `step_after` or more
+    /// after the mock's first request.
+    pub ttft_step: Duration,
+    pub step_after: Duration,
 }
 
 impl Default for MockConfig {
@@ -148,16 +168,30 @@ impl Default for MockConfig {
             fault_tokens: 1,
             fault_delay: Duration::from_millis(100),
             log_arrivals: None,
+            max_num_seqs: 0,
+            kv_cache_tokens: DEFAULT_KV_CACHE_TOKENS,
+            ttft_step: Duration::ZERO,
+            step_after: Duration::ZERO,
         }
     }
 }
 
+/// The KV-cache model's default capacity, in tokens.
+pub const DEFAULT_KV_CACHE_TOKENS: u64 = 1_000_000;
+/// The largest `max_num_seqs` and `kv_cache_tokens`.
+pub const MAX_SEQS: u64 = 1_000_000;
+pub const MAX_KV_CACHE_TOKENS: u64 = 1_000_000_000_000;
+
 /// Every URL option, in the order `--help` lists the flags.
-pub const OPTIONS: [&str; 15] = [
+pub const OPTIONS: [&str; 19] = [
     "ttft_ms",
     "itl_ms",
     "ttft_per_inflight_ms",
     "itl_per_inflight_ms",
+    "ttft_step_ms",
+    "step_after_s",
+    "max_num_seqs",
+    "kv_cache_tokens",
     "tokens",
     "seed",
     "error_rate",
@@ -221,6 +255,22 @@ pub fn error_status(s: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("`{s}` is not an HTTP error status from 400 to 599"))
 }
 
+/// A whole number from 0 to [`MAX_SEQS`] (`max_num_seqs`; 0: no limit).
+pub fn seqs(s: &str) -> Result<u64, String> {
+    whole(s)
+        .ok()
+        .filter(|&n| n <= MAX_SEQS)
+        .ok_or_else(|| format!("`{s}` is not a whole number from 0 to {MAX_SEQS}"))
+}
+
+/// A whole number from 1 to [`MAX_KV_CACHE_TOKENS`] (`kv_cache_tokens`).
+pub fn kv_tokens(s: &str) -> Result<u64, String> {
+    whole(s)
+        .ok()
+        .filter(|&n| (1..=MAX_KV_CACHE_TOKENS).contains(&n))
+        .ok_or_else(|| format!("`{s}` is not a whole number from 1 to {MAX_KV_CACHE_TOKENS}"))
+}
+
 /// A fault name (`fault`), as clap reads `--fault`.
 pub fn fault(s: &str) -> Result<Fault, String> {
     Fault::from_str(s.trim(), false).map_err(|_| {
@@ -237,6 +287,10 @@ impl MockConfig {
             "itl_ms" => self.itl = units::millis(value)?,
             "ttft_per_inflight_ms" => self.ttft_per_inflight = units::millis(value)?,
             "itl_per_inflight_ms" => self.itl_per_inflight = units::millis(value)?,
+            "ttft_step_ms" => self.ttft_step = units::millis(value)?,
+            "step_after_s" => self.step_after = units::seconds(value)?,
+            "max_num_seqs" => self.max_num_seqs = seqs(value)?,
+            "kv_cache_tokens" => self.kv_cache_tokens = kv_tokens(value)?,
             "tokens" => self.default_tokens = tokens(value)?,
             "seed" => self.seed = count(value)?,
             "error_rate" => self.error_rate = percent(value)?,
@@ -298,11 +352,27 @@ impl MockConfig {
             ("itl_ms", self.itl),
             ("ttft_per_inflight_ms", self.ttft_per_inflight),
             ("itl_per_inflight_ms", self.itl_per_inflight),
+            ("ttft_step_ms", self.ttft_step),
+            ("step_after_s", self.step_after),
             ("fault_ms", self.fault_delay),
         ] {
             if d.as_secs_f64() > units::MAX_SECONDS {
                 return Err(format!("{name} must be at most 10000000000 ms"));
             }
+        }
+        if self.max_num_seqs > MAX_SEQS {
+            return Err(format!("max_num_seqs must be at most {MAX_SEQS}"));
+        }
+        if !(1..=MAX_KV_CACHE_TOKENS).contains(&self.kv_cache_tokens) {
+            return Err(format!(
+                "kv_cache_tokens must be from 1 to {MAX_KV_CACHE_TOKENS}"
+            ));
+        }
+        if !self.step_after.is_zero() && self.ttft_step.is_zero() {
+            return Err(
+                "step_after_s (--step-after-s) needs a step: set ttft_step_ms (--ttft-step-ms)"
+                    .into(),
+            );
         }
         let d = Self::default();
         if self.fault.is_none() {
@@ -342,6 +412,18 @@ impl MockConfig {
             loaded(self.ttft, self.ttft_per_inflight, in_flight),
             loaded(self.itl, self.itl_per_inflight, in_flight),
         )
+    }
+
+    /// The TTFT and ITL of a request that arrives `since_first` after the mock's first
+    /// request, with `in_flight` requests in flight: the load model, plus `ttft_step` from
+    /// `step_after` on.
+    pub fn latency_at(&self, in_flight: u64, since_first: Duration) -> (Duration, Duration) {
+        let (ttft, itl) = self.latency(in_flight);
+        if !self.ttft_step.is_zero() && since_first >= self.step_after {
+            (ttft.saturating_add(self.ttft_step), itl)
+        } else {
+            (ttft, itl)
+        }
     }
 
     /// Whether request number `n + 1` (`n` counts from 0) is answered with `error_status`
@@ -468,6 +550,17 @@ mod tests {
             "mock?fault=stall&fault_ms=1e300",
             "mock?fault=stall&fault_ms=-5",
             "mock?log_arrivals=",
+            "mock?max_num_seqs=-1",
+            "mock?max_num_seqs=1.5",
+            "mock?max_num_seqs=1000001",
+            "mock?kv_cache_tokens=0",
+            "mock?kv_cache_tokens=nan",
+            "mock?ttft_step_ms=inf",
+            "mock?ttft_step_ms=-3",
+            "mock?ttft_step_ms=10&step_after_s=nan",
+            "mock?ttft_step_ms=10&step_after_s=-1",
+            "mock?ttft_step_ms=10&step_after_s=1e300",
+            "mock?step_after_s=2",
             "http://x",
             "mockery",
         ] {
@@ -504,6 +597,26 @@ mod tests {
             ..MockConfig::default()
         };
         assert!(bad.validate().unwrap_err().contains("itl_per_inflight_ms"));
+    }
+
+    #[test]
+    fn the_latency_step_starts_after_step_after_s() {
+        let c: MockConfig = "mock?ttft_ms=20&itl_ms=5&ttft_step_ms=30&step_after_s=2"
+            .parse()
+            .unwrap();
+        let ms = Duration::from_millis;
+        assert_eq!(c.latency_at(1, Duration::ZERO), (ms(20), ms(5)));
+        assert_eq!(c.latency_at(1, ms(1999)), (ms(20), ms(5)));
+        assert_eq!(c.latency_at(1, ms(2000)), (ms(50), ms(5)));
+        assert_eq!(c.latency_at(7, ms(9000)), (ms(50), ms(5)));
+        // With the load model, the step adds on top.
+        let c: MockConfig = "mock?ttft_ms=20&ttft_per_inflight_ms=1&ttft_step_ms=30"
+            .parse()
+            .unwrap();
+        assert_eq!(c.latency_at(4, Duration::ZERO).0, ms(54));
+        // No step: the load model alone.
+        let plain: MockConfig = "mock".parse().unwrap();
+        assert_eq!(plain.latency_at(3, ms(5000)), plain.latency(3));
     }
 
     #[test]
@@ -558,6 +671,10 @@ mod tests {
             ("itl_ms", "0.25"),
             ("ttft_per_inflight_ms", "2"),
             ("itl_per_inflight_ms", "0.125"),
+            ("ttft_step_ms", "40"),
+            ("step_after_s", "1.5"),
+            ("max_num_seqs", "8"),
+            ("kv_cache_tokens", "4096"),
             ("tokens", "3"),
             ("seed", "42"),
             ("error_rate", "12.5"),
@@ -629,6 +746,11 @@ mod tests {
             ("--fault-after", "1.5"),
             ("--fault-tokens", "2000000"),
             ("--fault-ms", "-1"),
+            ("--max-num-seqs", "-1"),
+            ("--max-num-seqs", "2e6"),
+            ("--kv-cache-tokens", "0"),
+            ("--ttft-step-ms", "nan"),
+            ("--step-after-s", "inf"),
         ] {
             let r = crate::cli::Cli::try_parse_from(["aiperf", "mock-server", flag, value]);
             assert!(r.is_err(), "{flag} {value}");

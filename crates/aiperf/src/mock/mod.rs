@@ -21,13 +21,15 @@
 mod answer;
 mod config;
 mod conn;
+mod metrics;
+mod prefix;
 
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::ops::ControlFlow::{self, Break, Continue};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -38,15 +40,18 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::hires;
 use answer::{full, json_error, Api, Body, InFlight};
 pub use config::{
-    count, error_status, every, fault, is_mock_url, percent, tokens, Fault, MockConfig, FAULT_SALT,
-    MAX_TOKENS, OPTIONS,
+    count, error_status, every, fault, is_mock_url, kv_tokens, percent, seqs, tokens, Fault,
+    MockConfig, FAULT_SALT, MAX_TOKENS, OPTIONS,
 };
 use conn::{ConnCtl, Socket};
+use metrics::{Metrics, Served};
+pub use metrics::{E2E_BOUNDS, ITL_BOUNDS, TTFT_BOUNDS};
 
 struct State {
     cfg: MockConfig,
@@ -59,6 +64,13 @@ struct State {
     /// Requests in flight (the load model's `n`).
     in_flight: Arc<AtomicU64>,
     arrivals: Option<Mutex<std::io::BufWriter<std::fs::File>>>,
+    /// What `GET /metrics` shows.
+    metrics: Arc<Metrics>,
+    prefix: prefix::PrefixCache,
+    /// `max_num_seqs` slots, when limited.
+    slots: Option<Arc<Semaphore>>,
+    /// When the first API request arrived (the latency step counts from it).
+    first: OnceLock<Instant>,
 }
 
 impl State {
@@ -69,7 +81,15 @@ impl State {
             )?))),
             None => None,
         };
+        let slots = (cfg.max_num_seqs > 0).then(|| {
+            let n = usize::try_from(cfg.max_num_seqs).unwrap_or(Semaphore::MAX_PERMITS);
+            Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS)))
+        });
         Ok(Self {
+            metrics: Arc::new(Metrics::new(cfg.kv_cache_tokens)),
+            prefix: prefix::PrefixCache::default(),
+            slots,
+            first: OnceLock::new(),
             cfg,
             counter: AtomicU64::new(0),
             received: AtomicU64::new(0),
@@ -101,6 +121,29 @@ impl State {
                 let _ = writeln!(w, "{unix_ns}");
             }
         }
+    }
+
+    /// Waits for a `max_num_seqs` slot (none without a limit), counted as waiting meanwhile;
+    /// returns it and when the wait ended (`arrival` when there was none).
+    async fn admit(&self, arrival: Instant) -> (Option<OwnedSemaphorePermit>, Instant) {
+        let Some(slots) = &self.slots else {
+            return (None, arrival);
+        };
+        if let Ok(p) = slots.clone().try_acquire_owned() {
+            return (Some(p), arrival);
+        }
+        // Counted until admitted, or until the handler is dropped (the client went away).
+        struct Waiting<'a>(&'a AtomicU64);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.metrics.waiting.fetch_add(1, Ordering::Relaxed);
+        let waiting = Waiting(&self.metrics.waiting);
+        let permit = slots.clone().acquire_owned().await.ok();
+        drop(waiting);
+        (permit, Instant::now().max(arrival))
     }
 
     fn flush_arrivals(&self) {
@@ -155,11 +198,23 @@ async fn handle(
     let n = state.counter.fetch_add(1, Ordering::Relaxed);
     // In flight from here until its answer ends (an early `Break` drops it: ended too).
     let in_flight = InFlight::enter(&state.in_flight);
-    let (ttft, itl) = state.cfg.latency(in_flight.count());
+    let first = *state.first.get_or_init(|| arrival);
+    let since_first = arrival.saturating_duration_since(first);
+    let (ttft, itl) = state.cfg.latency_at(in_flight.count(), since_first);
+    let received = arrival;
     let (fault, arrival) = match draw_fault(&state, &conn, n, reused, arrival).await {
         Continue(drawn) => drawn,
         Break(answer) => return Ok(answer),
     };
+    // The mock does not tokenize: about four bytes of request per prompt token.
+    let prompt_tokens = (body.len() / 4).max(1) as u64;
+    let m = &state.metrics;
+    m.prefix_queries.fetch_add(prompt_tokens, Ordering::Relaxed);
+    m.prefix_hits
+        .fetch_add(state.prefix.hits(&body), Ordering::Relaxed);
+    // A request past its slot's wait is answered from its admission on.
+    let (permit, arrival) = state.admit(arrival).await;
+    let served = Served::admit(m, received, prompt_tokens, permit);
     let ask = Ask {
         api,
         n,
@@ -168,12 +223,17 @@ async fn handle(
         itl,
         fault,
         model: gen.model.clone().unwrap_or_else(|| "mock-model".into()),
-        // The mock does not tokenize: about four bytes of request per prompt token.
-        prompt_tokens: (body.len() / 4).max(1) as u64,
+        prompt_tokens,
     };
     let cfg = &state.cfg;
+    // A healthy answer, or a late (`slow_headers`) or empty one, ends normally.
+    let healthy = matches!(fault, None | Some(Fault::Empty | Fault::SlowHeaders));
     if api == Api::Embeddings {
         let answer = answer_embeddings(cfg, &ask, &conn).await;
+        if healthy {
+            served.succeed();
+        }
+        drop(served);
         in_flight.finish();
         return Ok(answer);
     }
@@ -188,6 +248,12 @@ async fn handle(
     };
     if !gen.stream {
         let answer = answer_whole(cfg, &ask, tokens, &conn).await;
+        if healthy {
+            let waited = ask.arrival.saturating_duration_since(received);
+            served.tokens_at_once(u64::from(tokens), waited + ask.ttft, ask.itl);
+            served.succeed();
+        }
+        drop(served);
         in_flight.finish();
         return Ok(answer);
     }
@@ -198,7 +264,7 @@ async fn handle(
         tokens,
         include_usage,
         conn,
-        in_flight,
+        (in_flight, served),
     ))
 }
 
@@ -216,6 +282,11 @@ fn route(state: &State, method: &Method, path: &str) -> ControlFlow<Response<Bod
             "application/json",
             state.stats().to_string(),
         )),
+        (Method::GET, "/metrics") => Break(full(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            state.metrics.render(),
+        )),
         (Method::POST, "/v1/chat/completions") => Continue(Api::Chat),
         (Method::POST, "/v1/completions") => Continue(Api::Completions),
         (Method::POST, "/v1/embeddings") => Continue(Api::Embeddings),
@@ -228,6 +299,7 @@ fn route(state: &State, method: &Method, path: &str) -> ControlFlow<Response<Bod
             | "/v1/responses"
             | "/v1/models"
             | "/health"
+            | "/metrics"
             | "/mock/stats",
         ) => Break(json_error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -370,7 +442,7 @@ fn answer_stream(
     tokens: u32,
     include_usage: bool,
     conn: Arc<ConnCtl>,
-    in_flight: InFlight,
+    (in_flight, served): (InFlight, Served),
 ) -> Response<Body> {
     let stream = answer::Stream {
         api: ask.api,
@@ -390,6 +462,7 @@ fn answer_stream(
         fault_delay: cfg.fault_delay,
         conn,
         in_flight,
+        served,
     };
     stream.response()
 }

@@ -519,6 +519,13 @@ const NUMERIC_FLAGS: &[(&str, &[&str], &str, &[&str])] = &[
         &[],
     ),
     ("request-cancellation-delay", &["10000001"], "10000000", &[]),
+    // Output.
+    (
+        "slice-duration",
+        &["0", "0.0009", "10000001"],
+        "10000000",
+        &[],
+    ),
 ];
 
 /// Rejected by every numeric flag.
