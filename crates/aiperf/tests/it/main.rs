@@ -27,6 +27,7 @@ mod profile;
 mod prometheus_exporter;
 mod request_shape;
 mod search;
+mod server_metrics;
 mod sweeps;
 mod tokenizer;
 mod transport;
