@@ -375,6 +375,12 @@ pub struct Event {
     /// `progress`: the rolling window's metrics. Absent on other hooks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<Box<ProgressWindow>>,
+    /// `phase_complete`: the server's Prometheus metrics over the phase's window (the body of
+    /// `server_metrics_export.json`: `metrics` by name, each with its series and their
+    /// stats; `endpoints` with their scrape counts). Absent when no server metrics were
+    /// scraped, and on every other hook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_metrics: Option<Value>,
 }
 
 /// Rolling metrics over the last `window_sec` seconds of finished requests (of the phase in
@@ -603,6 +609,7 @@ mod tests {
             records: None,
             dropped_records: None,
             window: Some(Box::new(window)),
+            server_metrics: None,
         }));
         round_trip_host(HostMessage::Event(Event {
             id: 4,
@@ -614,6 +621,7 @@ mod tests {
             records: Some(vec![json!({"metadata": {"session_num": 0}, "error": null})]),
             dropped_records: Some(7),
             window: None,
+            server_metrics: None,
         }));
         let line = r#"{"type":"report","metrics":{"a":1,"b":"x"},"notes":["n"]}"#;
         let m: PluginMessage = decode_line(line).unwrap();
@@ -691,6 +699,7 @@ mod tests {
             records: None,
             dropped_records: None,
             window: None,
+            server_metrics: None,
         }));
         round_trip_host(HostMessage::Event(Event {
             id: 1,
@@ -702,6 +711,7 @@ mod tests {
             records: None,
             dropped_records: None,
             window: None,
+            server_metrics: None,
         }));
         round_trip_host(HostMessage::Shutdown);
     }
@@ -761,6 +771,7 @@ mod tests {
             records: None,
             dropped_records: None,
             window: None,
+            server_metrics: None,
         }))
         .unwrap();
         assert_eq!(
@@ -884,6 +895,7 @@ mod tests {
                 records: None,
                 dropped_records: None,
                 window: None,
+                server_metrics: None,
             })
         );
     }
@@ -1006,6 +1018,7 @@ mod tests {
             records: None,
             dropped_records: None,
             window: None,
+            server_metrics: None,
         }));
         // An older host sends none; a newer one may add fields or leave some out.
         let m: HostMessage = decode_line(r#"{"type":"configure","config":{}}"#).unwrap();

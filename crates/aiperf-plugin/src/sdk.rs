@@ -686,6 +686,7 @@ mod tests {
             records: None,
             dropped_records: None,
             window: None,
+            server_metrics: None,
         }))
     }
 
@@ -1003,6 +1004,7 @@ mod tests {
             records: None,
             dropped_records: None,
             window: None,
+            server_metrics: None,
         }));
         let mut out = Vec::new();
         serve_io(ContextPlugin, Cursor::new(input.into_bytes()), &mut out).unwrap();
@@ -1144,6 +1146,7 @@ mod tests {
             records: Some(records),
             dropped_records: dropped,
             window: None,
+            server_metrics: None,
         }))
     }
 
@@ -1237,6 +1240,7 @@ mod tests {
             records: None,
             dropped_records: None,
             window: Some(Box::new(window)),
+            server_metrics: None,
         }));
         // A progress event without stats or window: defaults, no crash.
         input += &event(8, Hook::Progress, Some("warmup"));

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aiperf_plugin::{Hook, LoadContext, PhaseStats};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
@@ -28,6 +28,7 @@ use crate::metrics::{MetricValue, PhaseKind, PhaseSummary};
 use crate::mock::{is_mock_url, InProcessMock, MockConfig};
 use crate::plugin::{HookRegistry, PluginsReport, RecordFeed, Redactor};
 use crate::readiness;
+use crate::servermetrics::{Collector, Files as ScrapeFiles};
 use crate::timing::health::HealthMonitor;
 use crate::timing::{
     run_phase, ConcurrencyCap, PhaseLoad, PhaseSpec, PhaseTracker, RateSpec, RequestRateMode,
@@ -223,6 +224,15 @@ pub async fn run_in_sweep(
     }
     let (ctx, mut processor) = start(&cfg, dataset, tokenizer, clock, hooks.record_feed()).await?;
     stop_on_sink_failure(&processor, &ctx.stop_sending);
+    // Server metrics and GPU telemetry: the scrapers' own threads, started before the
+    // first phase so its window opens on a sample.
+    let collector = Collector::start(
+        &cfg.server_metrics,
+        &cfg.endpoint.urls,
+        clock,
+        scrape_files(&cfg.output.artifact_directory, &cfg.output.names),
+    )
+    .await;
     let health = HealthMonitor::start();
     let run_start = clock.now_ns();
     if sweep_first {
@@ -235,9 +245,31 @@ pub async fn run_in_sweep(
         floor: FAILED_REQUEST_GRACE.max(cfg.load.concurrency.unwrap_or(1) as u64),
         reason: abort.clone(),
     });
-    let mut phases = run_phases(&ctx, &mut processor, &hooks, specs, cfg.output.ui, watch).await;
+    let mut phases = run_phases(
+        &ctx,
+        &mut processor,
+        &hooks,
+        specs,
+        cfg.output.ui,
+        watch,
+        &collector,
+    )
+    .await;
     let timeslices = std::mem::take(&mut phases.timeslices);
     let run_end = clock.now_ns();
+    let (window_start, window_end) = match phases.stats.get(&PhaseKind::Profiling) {
+        Some(s) => (
+            s.start_time_ns,
+            s.end_time_ns.unwrap_or(clock.wall_ns(run_end)),
+        ),
+        None => (clock.wall_ns(run_start), clock.wall_ns(run_end)),
+    };
+    // The server's metrics and GPU telemetry over each time slice's window.
+    let slice_sections: Vec<Map<String, Value>> = timeslices
+        .iter()
+        .map(|t| collector.sections(t.start_ns, t.end_ns))
+        .collect();
+    let scraped = collector.finish(window_start, window_end).await;
     let summary = Value::Object(phases.profiling.metrics_json());
     let sweep_summary = sweep_last.map(|f| f(&summary));
     hooks.emit(Hook::BenchmarkComplete, None, None, Some(summary));
@@ -253,24 +285,37 @@ pub async fn run_in_sweep(
         jsonl_error,
         aborted: abort.get().cloned(),
     };
-    let report = report(&cfg, &run_ctx, times, phases, plugins, health, &ending);
+    let mut report = report(&cfg, &run_ctx, times, phases, plugins, health, &ending);
+    report.server_metrics = scraped.server_section;
+    report.gpu_telemetry = scraped.gpu_section;
     let dir = &cfg.output.artifact_directory;
     // The console summary is printed even when the files cannot be written: on a full
     // disk it is all that is left of the run.
     let mut failures: Vec<String> = ending.jsonl_error.iter().cloned().collect();
+    failures.extend(scraped.errors);
     failures.extend(ending.aborted.clone());
     let names = &cfg.output.names;
     if let Err(e) = export::write_reports(dir, names, &report) {
         failures.push(format!("cannot write the reports: {e}"));
     }
     if cfg.output.slice_duration.is_some() {
-        let written =
-            export::timeslices::write_timeslices(dir, names, &timeslices, &report.input_config);
+        let written = export::timeslices::write_timeslices(
+            dir,
+            names,
+            &timeslices,
+            &slice_sections,
+            &report.input_config,
+        );
         if let Err(e) = written {
             failures.push(format!("cannot write {}: {e}", names.timeslices_json));
         }
     }
-    let console = console_text(&cfg, &report, &ending);
+    let mut console = console_text(&cfg, &report, &ending);
+    if !scraped.console.is_empty() {
+        // Before the warnings, which come last.
+        let at = console.find("\nwarning: ").map_or(console.len(), |i| i + 1);
+        console.insert_str(at, &scraped.console);
+    }
     if let Err(e) = export::write_console_text(dir, names, &console) {
         failures.push(format!("cannot write {}: {e}", names.console_txt));
     }
@@ -778,6 +823,7 @@ async fn run_phases(
     specs: Vec<PhaseSpec>,
     ui: UiType,
     watch: Option<FailureWatch>,
+    collector: &Collector,
 ) -> PhaseResults {
     let mut results = PhaseResults::default();
     for spec in specs {
@@ -799,6 +845,8 @@ async fn run_phases(
             spec.duration
         );
         let progress = (ui == UiType::Simple).then_some(spec.duration);
+        // A scrape just before the phase: its window's reference sample.
+        collector.mark().await;
         let watch = watch.as_ref().filter(|_| kind == PhaseKind::Profiling);
         let (tracker, observers) = run_phase(ctx, spec, hooks, |t| {
             let w = watch.map(|w| w.start(t.clone(), ctx.stop_sending.clone()));
@@ -822,6 +870,16 @@ async fn run_phases(
             results.timeslices = processor.timeslices().await;
         }
         let stats = tracker.stats();
+        // A scrape just after the phase: its window's end sample.
+        collector.mark().await;
+        let server_metrics = collector
+            .server_window(
+                stats.start_time_ns,
+                stats
+                    .end_time_ns
+                    .unwrap_or_else(|| ctx.clock.wall_ns(ctx.clock.now_ns())),
+            )
+            .and_then(|w| serde_json::to_value(w).ok());
         tracing::info!(
             "{kind} phase complete: {} sent, {} succeeded, {} failed",
             stats.sent,
@@ -830,7 +888,13 @@ async fn run_phases(
         );
         results.stats.insert(kind, stats.clone());
         let metrics = Value::Object(summary.metrics_json());
-        hooks.emit(Hook::PhaseComplete, Some(kind), Some(stats), Some(metrics));
+        hooks.emit_with_server_metrics(
+            Hook::PhaseComplete,
+            Some(kind),
+            Some(stats),
+            Some(metrics),
+            server_metrics,
+        );
         match kind {
             PhaseKind::Warmup => results.warmup = Some(summary),
             PhaseKind::Profiling => results.profiling = summary,
@@ -915,6 +979,29 @@ fn report(
         plugins,
         phase_stats: phases.stats,
         client_health,
+        server_metrics: None,
+        gpu_telemetry: None,
+    }
+}
+
+/// Where the scrapers' artifacts go: `server_metrics_export.*` and `gpu_telemetry_export.*`
+/// (AIPerf's names), or `<prefix>_server_metrics.*` and `<prefix>_gpu_telemetry.*` with
+/// `--profile-export-prefix`.
+fn scrape_files(dir: &Path, names: &export::ArtifactNames) -> ScrapeFiles {
+    let (server_stem, gpu_stem) = match names.json.strip_suffix(".json") {
+        Some(base) if names.json != export::JSON_FILE => (
+            format!("{base}_server_metrics"),
+            format!("{base}_gpu_telemetry"),
+        ),
+        _ => (
+            "server_metrics_export".to_string(),
+            "gpu_telemetry_export".to_string(),
+        ),
+    };
+    ScrapeFiles {
+        dir: dir.to_path_buf(),
+        server_stem,
+        gpu_stem,
     }
 }
 

@@ -19,6 +19,7 @@ pub mod readiness;
 pub mod search;
 mod search_run;
 pub mod secret;
+pub mod servermetrics;
 pub mod sweep;
 pub mod timing;
 pub mod tokenizer;

@@ -295,6 +295,22 @@ pub fn slice_seconds(s: &str) -> Result<Duration, String> {
     Ok(clamped_secs(v))
 }
 
+/// The shortest `--server-metrics-interval`, in seconds.
+pub const MIN_SCRAPE_INTERVAL: f64 = 0.05;
+/// The longest `--server-metrics-interval`, in seconds.
+pub const MAX_SCRAPE_INTERVAL: f64 = 3600.0;
+
+/// Seconds between scrapes (`--server-metrics-interval`).
+pub fn scrape_interval(s: &str) -> Result<Duration, String> {
+    let v = check_real(
+        number(s)?,
+        MIN_SCRAPE_INTERVAL,
+        MAX_SCRAPE_INTERVAL,
+        " seconds",
+    )?;
+    Ok(clamped_secs(v))
+}
+
 /// Milliseconds, zero or more (the mock server's latencies).
 pub fn millis(s: &str) -> Result<Duration, String> {
     duration(number(s)?, 1e3, "10000000000 ms")

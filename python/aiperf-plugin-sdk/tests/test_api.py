@@ -118,6 +118,15 @@ class TrackerTest(unittest.TestCase):
         self.assertEqual(tracker.create_stats().sent, 100)
         self.assertEqual(tracker.create_stats(), tracker.create_stats())
 
+    def test_server_metrics_on_phase_complete(self):
+        sm = {"start_ns": 1, "end_ns": 2, "endpoints": [], "notes": [],
+              "metrics": {"vllm:num_requests_running": {"type": "gauge", "series": []}}}
+        tracker = PhaseTracker.from_event({"type": "event", "id": 4, "hook": "phase_complete", "phase": "profiling",
+                                           "stats": phase_stats("profiling"), "summary": SUMMARY, "server_metrics": sm})
+        self.assertEqual(tracker.server_metrics, sm)
+        self.assertIsNone(PhaseTracker.from_event({"hook": "phase_complete", "phase": "warmup"}).server_metrics)
+        self.assertIsNone(PhaseTracker.from_event({"hook": "phase_complete", "server_metrics": [1]}).server_metrics)
+
     def test_missing_fields_get_defaults(self):
         tracker = PhaseTracker.from_event({"type": "event", "id": 1, "hook": "phase_start", "phase": "warmup",
                                            "stats": {"sent": 3}})

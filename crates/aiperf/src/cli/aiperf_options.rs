@@ -53,7 +53,6 @@ const SERVICES: &str =
     "one process, no worker services or message bus: the tool sizes its threads to the machine";
 const NETLAT: &str = "network latency probing is not supported: run against the server's own host to leave the network out";
 const ACCURACY: &str = "accuracy benchmarks are not supported: this tool measures performance";
-const SERVER_METRICS: &str = "scraping the server's /metrics";
 const SWEEPS: &str = "sweeps, repeated runs and SLO search";
 
 /// Every `aiperf profile` option of AIPerf 0.13.
@@ -275,16 +274,16 @@ pub const OPTIONS: &[AiperfOption] = &[
     o("Service", &["--api-host"], N("there is no HTTP API while a run goes on; plugins get live progress (docs/plugins.md)")),
     o("Service", &["--stats-interval"], P(16, "periodic live statistics come with the live dashboard")),
     // Server Metrics
-    o("Server Metrics", &["--server-metrics"], P(15, SERVER_METRICS)),
-    o("Server Metrics", &["--no-server-metrics"], P(15, SERVER_METRICS)),
-    o("Server Metrics", &["--server-metrics-formats"], P(15, SERVER_METRICS)),
+    o("Server Metrics", &["--server-metrics"], S),
+    o("Server Metrics", &["--no-server-metrics"], S),
+    o("Server Metrics", &["--server-metrics-formats"], S),
     // Network Latency
     o("Network Latency", &["--network-latency-automatic"], N(NETLAT)),
     o("Network Latency", &["--network-latency-mean"], N(NETLAT)),
     o("Network Latency", &["--network-latency-ping-interval"], N(NETLAT)),
     // GPU Telemetry
-    o("GPU Telemetry", &["--gpu-telemetry"], P(15, "GPU telemetry from DCGM exporters")),
-    o("GPU Telemetry", &["--no-gpu-telemetry"], P(15, "GPU telemetry from DCGM exporters")),
+    o("GPU Telemetry", &["--gpu-telemetry"], S),
+    o("GPU Telemetry", &["--no-gpu-telemetry"], S),
     // UI
     o("UI", &["--ui-type", "--ui"], S),
     // Workers
@@ -527,8 +526,8 @@ mod tests {
             r.contains("`--audio-format`") && r.contains("no audio"),
             "{r}"
         );
-        let r = refusal("--gpu-telemetry", &cmd).unwrap();
-        assert!(r.contains("planned in issue 15"), "{r}");
+        let r = refusal("--stats-interval", &cmd).unwrap();
+        assert!(r.contains("planned in issue 16"), "{r}");
         assert_eq!(refusal("--concurrency", &cmd), None, "supported");
         assert_eq!(
             refusal("--not-an-aiperf-option", &cmd),

@@ -105,6 +105,10 @@ pub struct ProfileArgs {
     pub output: OutputArgs,
     #[command(flatten, next_help_heading = "Plugins")]
     pub plugins: PluginArgs,
+    #[command(flatten, next_help_heading = "Server Metrics")]
+    pub server_metrics: ServerMetricsArgs,
+    #[command(flatten, next_help_heading = "GPU Telemetry")]
+    pub gpu_telemetry: GpuTelemetryArgs,
     #[command(flatten, next_help_heading = "Search")]
     pub search: SearchArgs,
     #[command(flatten, next_help_heading = "Multi-Run")]
@@ -710,6 +714,39 @@ fn ui_type(s: &str) -> Result<UiType, String> {
     }
     <UiType as clap::ValueEnum>::from_str(s, true)
         .map_err(|_| format!("{s:?} is not a UI: `simple` or `none`"))
+}
+
+/// The server's Prometheus metrics, scraped during the run (docs/server-metrics.md).
+#[derive(Debug, Clone, Args)]
+pub struct ServerMetricsArgs {
+    /// More Prometheus endpoints to scrape (`host:port` or a URL; `/metrics` when no path
+    /// is given), besides each --url's own `/metrics`, which is always tried and skipped
+    /// quietly when it does not answer.
+    #[arg(long, value_name = "URL", num_args = 0..)]
+    pub server_metrics: Option<Vec<String>>,
+    /// Scrape no server metrics.
+    #[arg(long, conflicts_with = "server_metrics")]
+    pub no_server_metrics: bool,
+    /// Seconds between scrapes (server metrics and GPU telemetry); one scrape may take as
+    /// long, from 0.5 s to 5 s.
+    #[arg(long, value_name = "S", value_parser = units::scrape_interval)]
+    pub server_metrics_interval: Option<Duration>,
+    /// Which files: `json` and `csv` (the profiling window's summary), `jsonl` (every scrape,
+    /// written during the run). Default: json csv.
+    #[arg(long, value_name = "FORMAT", num_args = 1.., value_enum)]
+    pub server_metrics_formats: Option<Vec<crate::servermetrics::Format>>,
+}
+
+/// GPU telemetry from DCGM exporters (docs/server-metrics.md#gpu-telemetry).
+#[derive(Debug, Clone, Args)]
+pub struct GpuTelemetryArgs {
+    /// More DCGM exporter endpoints (`host:port` or a URL), besides localhost:9400 and
+    /// localhost:9401, which are always tried.
+    #[arg(long, value_name = "URL", num_args = 0..)]
+    pub gpu_telemetry: Option<Vec<String>>,
+    /// Collect no GPU telemetry.
+    #[arg(long, conflicts_with = "gpu_telemetry")]
+    pub no_gpu_telemetry: bool,
 }
 
 #[derive(Debug, Clone, Args)]

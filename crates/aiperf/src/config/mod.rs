@@ -64,6 +64,8 @@ pub struct BenchmarkConfig {
     pub load: LoadSpec,
     pub output: OutputSpec,
     pub plugins: PluginsSection,
+    /// Server metrics and GPU telemetry (docs/server-metrics.md).
+    pub server_metrics: crate::servermetrics::ServerMetricsSpec,
     /// The command line as typed, secrets hidden.
     pub cli_command: String,
     /// `--search-recipe`: run a search of benchmarks instead of one (docs/sweeps.md#search).

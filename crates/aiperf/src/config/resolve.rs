@@ -17,6 +17,7 @@ use crate::export::{ArtifactNames, ExportLevel, OutputSpec, UiType};
 use crate::mock::{is_mock_url, MockConfig};
 use crate::plugin::PluginsSection;
 use crate::search::{self, Criteria, Dimension, SearchSpec};
+use crate::servermetrics::ServerMetricsSpec;
 use crate::sweep::{aggregate::ParetoAxes, SweepSpec};
 use crate::timing::{LoadSpec, RequestRateMode};
 use crate::tokenizer::{hub, TokenizerSpec, BUILTIN};
@@ -46,6 +47,7 @@ pub(super) fn resolve(
             "--search-recipe runs its own loads: give single values, not comma lists or --num-profile-runs",
         ));
     }
+    let server_metrics = server_metrics(&a)?;
     let output = output(a.output, &endpoint, &load, &sweep)?;
     plugins.no_plugins = a.plugins.no_plugins;
     plugins.strict = a.plugins.strict_plugins;
@@ -55,10 +57,50 @@ pub(super) fn resolve(
         load,
         output,
         plugins,
+        server_metrics,
         cli_command,
         search,
         sweep,
     })
+}
+
+/// `--server-metrics`, `--gpu-telemetry` and their companions: URLs normalised (a bad one is
+/// a usage error).
+fn server_metrics(a: &ProfileArgs) -> Result<ServerMetricsSpec, ConfigError> {
+    use crate::servermetrics::normalize_url;
+    let (s, g) = (&a.server_metrics, &a.gpu_telemetry);
+    let urls = |given: &Option<Vec<String>>, flag: &str| -> Result<Vec<String>, ConfigError> {
+        let mut out: Vec<String> = Vec::new();
+        for u in given.iter().flatten() {
+            for part in u.split(',').filter(|p| !p.trim().is_empty()) {
+                let n = normalize_url(part).map_err(|e| usage(format!("{flag}: {e}")))?;
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+        }
+        Ok(out)
+    };
+    let mut spec = ServerMetricsSpec {
+        enabled: !s.no_server_metrics,
+        urls: urls(&s.server_metrics, "--server-metrics")?,
+        gpu_telemetry: !g.no_gpu_telemetry,
+        gpu_urls: urls(&g.gpu_telemetry, "--gpu-telemetry")?,
+        ..ServerMetricsSpec::default()
+    };
+    if let Some(i) = s.server_metrics_interval {
+        spec.interval = i;
+    }
+    if let Some(f) = &s.server_metrics_formats {
+        let mut formats = Vec::new();
+        for x in f {
+            if !formats.contains(x) {
+                formats.push(*x);
+            }
+        }
+        spec.formats = formats;
+    }
+    Ok(spec)
 }
 
 /// The comma lists and the Multi-Run flags, checked: lists that combine (`--sweep-type zip`

@@ -52,6 +52,10 @@ pub struct RunReport {
     pub phase_stats: BTreeMap<PhaseKind, PhaseStats>,
     /// Whether the client kept up (see `timing::health`).
     pub client_health: ClientHealth,
+    /// The `server_metrics` section, when server metrics were scraped.
+    pub server_metrics: Option<Value>,
+    /// The `gpu_telemetry` section, when GPU telemetry was collected (or asked for).
+    pub gpu_telemetry: Option<Value>,
 }
 
 impl Serialize for RunReport {
@@ -82,6 +86,10 @@ struct ReportJson<'a> {
     phase_stats: &'a BTreeMap<PhaseKind, PhaseStats>,
     warnings: &'a [String],
     client_health: &'a ClientHealth,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_metrics: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gpu_telemetry: Option<&'a Value>,
     plugins: &'a PluginsReport,
     input_config: &'a Value,
 }
@@ -146,6 +154,8 @@ impl<'a> From<&'a RunReport> for ReportJson<'a> {
             phase_stats: &r.phase_stats,
             warnings: &r.warnings,
             client_health: &r.client_health,
+            server_metrics: r.server_metrics.as_ref(),
+            gpu_telemetry: r.gpu_telemetry.as_ref(),
             plugins: &r.plugins,
             input_config: &r.input_config,
         }
@@ -432,6 +442,8 @@ mod tests {
             .into_iter()
             .collect(),
             client_health: fixed_health(),
+            server_metrics: None,
+            gpu_telemetry: None,
         }
     }
 

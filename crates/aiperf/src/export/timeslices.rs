@@ -20,8 +20,14 @@ use crate::metrics::slices::TimeSlice;
 use crate::metrics::stats::PERCENTILES;
 use crate::metrics::MetricValue;
 
-/// The JSON document: the slices in time order, then the run's `input_config`.
-pub fn timeslices_json(slices: &[TimeSlice], input_config: &Value) -> Value {
+/// The JSON document: the slices in time order, then the run's `input_config`. `extra[i]`,
+/// when given, is added to slice `i`'s object (the server's metrics and GPU telemetry over
+/// the slice's window: `server_metrics`, `gpu_telemetry`).
+pub fn timeslices_json(
+    slices: &[TimeSlice],
+    extra: &[Map<String, Value>],
+    input_config: &Value,
+) -> Value {
     let list: Vec<Value> = slices
         .iter()
         .enumerate()
@@ -31,6 +37,9 @@ pub fn timeslices_json(slices: &[TimeSlice], input_config: &Value) -> Value {
             obj.insert("start_ns".into(), json!(s.start_ns));
             obj.insert("end_ns".into(), json!(s.end_ns));
             obj.extend(s.summary.metrics_json());
+            if let Some(more) = extra.get(i) {
+                obj.extend(more.clone());
+            }
             Value::Object(obj)
         })
         .collect();
@@ -82,9 +91,10 @@ pub fn write_timeslices(
     dir: &Path,
     names: &ArtifactNames,
     slices: &[TimeSlice],
+    extra: &[Map<String, Value>],
     input_config: &Value,
 ) -> std::io::Result<()> {
-    let json = serde_json::to_vec_pretty(&timeslices_json(slices, input_config))?;
+    let json = serde_json::to_vec_pretty(&timeslices_json(slices, extra, input_config))?;
     write_atomic(dir, &names.timeslices_json, &json)?;
     write_atomic(
         dir,
@@ -123,7 +133,7 @@ mod tests {
             slice(5_000, &mut [10.0, 20.0], 2.0),
             slice(7_000, &mut [30.0], 1.0),
         ];
-        let v = timeslices_json(&slices, &json!({"k": 1}));
+        let v = timeslices_json(&slices, &[], &json!({"k": 1}));
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
         assert_eq!(keys, ["timeslices", "input_config"]);
         let s0 = &v["timeslices"][0];

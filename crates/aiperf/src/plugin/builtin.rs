@@ -145,6 +145,9 @@ impl Plugin for EventLog {
             if let Some(ctx) = &e.context {
                 v["context"] = json!(&**ctx);
             }
+            if let Some(sm) = &e.server_metrics {
+                v["server_metrics"] = (**sm).clone();
+            }
             format!("{v}\n")
         };
         let path = self.path.clone();

@@ -52,6 +52,8 @@ pub struct HookEvent {
     pub dropped_records: Option<u64>,
     /// `progress`: rolling metrics over the plugin's progress interval.
     pub window: Option<Arc<ProgressWindow>>,
+    /// `phase_complete`: the server metrics over the phase's window, when scraped.
+    pub server_metrics: Option<Arc<Value>>,
 }
 
 impl HookEvent {
@@ -66,6 +68,7 @@ impl HookEvent {
             records: None,
             dropped_records: None,
             window: None,
+            server_metrics: None,
         }
     }
 }
@@ -552,6 +555,18 @@ impl HookRegistry {
         stats: Option<PhaseStats>,
         summary: Option<Value>,
     ) {
+        self.emit_with_server_metrics(hook, phase, stats, summary, None)
+    }
+
+    /// [`emit`](Self::emit) with the server metrics of the phase (`phase_complete`).
+    pub fn emit_with_server_metrics(
+        &self,
+        hook: Hook,
+        phase: Option<PhaseKind>,
+        stats: Option<PhaseStats>,
+        summary: Option<Value>,
+        server_metrics: Option<Value>,
+    ) {
         let event = Arc::new(HookEvent {
             hook,
             phase,
@@ -564,6 +579,7 @@ impl HookRegistry {
             records: None,
             dropped_records: None,
             window: None,
+            server_metrics: server_metrics.map(Arc::new),
         });
         for r in &self.runners {
             let _ = r.tx.send(Delivery {
@@ -594,6 +610,7 @@ impl HookRegistry {
             records: None,
             dropped_records: None,
             window: None,
+            server_metrics: None,
         });
         let mut acks = Vec::new();
         for r in &self.runners {

@@ -921,6 +921,7 @@ impl Plugin for ProcessPlugin {
             records: e.records.as_deref().cloned(),
             dropped_records: e.dropped_records,
             window: e.window.as_deref().map(|w| Box::new(w.clone())),
+            server_metrics: e.server_metrics.as_deref().cloned(),
         });
         if let Err(err) = self.send(&msg).await {
             return Err(HookError::Fatal(format!(

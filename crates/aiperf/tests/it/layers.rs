@@ -120,6 +120,7 @@ fn leaves_import_nothing_from_the_crate() {
         "plugin",
         "mock",
         "timing",
+        "servermetrics",
     ] {
         let deps = &graph[low];
         for high in ["config", "cli", "benchmark", "export"] {

@@ -28,6 +28,7 @@ mod profile;
 mod prometheus_exporter;
 mod request_shape;
 mod search;
+mod server_metrics;
 mod sweeps;
 mod timeslices;
 mod tokenizer;

@@ -285,6 +285,10 @@ class PhaseTracker:
       far in the run because it fell behind (``0`` when none); ``None`` on other hooks.
     - ``window``: on ``progress``, the rolling metrics (:class:`ProgressWindow`); ``None``
       on other hooks.
+    - ``server_metrics``: on ``phase_complete``, when the run scraped server metrics, the
+      server's Prometheus metrics over the phase's window as a dict (``{"start_ns",
+      "end_ns", "duration_sec", "endpoints": [...], "metrics": {name: {"type", "series"}},
+      "notes"}``, docs/server-metrics.md); else ``None``.
     - ``create_stats()``: a fresh ``PhaseStats`` snapshot for phase hooks that carry stats;
       ``None`` for benchmark hooks and ``request_records``.
     """
@@ -300,6 +304,7 @@ class PhaseTracker:
         records: Optional[List[Dict[str, Any]]] = None,
         dropped_records: Optional[int] = None,
         window: Optional[ProgressWindow] = None,
+        server_metrics: Optional[Dict[str, Any]] = None,
     ) -> None:
         self.phase = coerce_phase(phase)
         self.context = context
@@ -309,6 +314,7 @@ class PhaseTracker:
         self.records = records
         self.dropped_records = dropped_records
         self.window = window
+        self.server_metrics = server_metrics
         self._stats = dict(stats) if stats is not None else None
 
     @classmethod
@@ -334,6 +340,7 @@ class PhaseTracker:
             records=records,
             dropped_records=dropped,
             window=ProgressWindow.from_dict(event.get("window")),
+            server_metrics=sm if isinstance(sm := event.get("server_metrics"), dict) else None,
         )
 
     @property

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 pub use run::{bin, stat_of, MockServer, Output, Run, Running};
 pub use server::{
-    chat_completion, chat_server, stalling_server, Request, ScriptedServer, CHAT_REPLY,
+    chat_completion, chat_server, stalling_server, Conn, Request, ScriptedServer, CHAT_REPLY,
 };
 
 // ---------------------------------------------------------------------------------------
