@@ -202,8 +202,11 @@ mod tests {
             e.to_string().contains("`--audio-format`") && e.to_string().contains("no audio"),
             "{e}"
         );
-        let e = load(&args(&["--url", "mock", "--server-metrics=http://x"])).unwrap_err();
-        assert!(e.to_string().contains("issue 15"), "{e}");
+        let e = load(&args(&["--url", "mock", "--stats-interval=1"])).unwrap_err();
+        assert!(e.to_string().contains("issue 16"), "{e}");
+        // Supported now: `--server-metrics=URL` and its YAML list.
+        let c = load(&args(&["--url", "mock", "--server-metrics=x:9100"])).unwrap();
+        assert_eq!(c.server_metrics.urls, ["http://x:9100/metrics"]);
         let f = write("benchmark:\n  url: mock\n  search_metric: goodput\n");
         let e = load(&args(&["--config", f.path().to_str().unwrap()])).unwrap_err();
         let msg = e.to_string();

@@ -38,14 +38,16 @@ fn unsupported_aiperf_options_are_refused_with_the_reason() {
     let cfg = support::write_file(
         tmp.path(),
         "c.yaml",
-        &format!("benchmark:\n  url: \"{FAST_MOCK}\"\n  request_count: 2\n  gpu_telemetry: true\n"),
+        &format!("benchmark:\n  url: \"{FAST_MOCK}\"\n  request_count: 2\n  stats_interval: 1\n"),
     );
     let line = Run::new(&["--config", &cfg.display().to_string()])
         .with_artifacts()
         .run()
         .assert_usage_error();
     assert!(
-        line.contains("c.yaml:4:") && line.contains("`gpu_telemetry`") && line.contains("issue 15"),
+        line.contains("c.yaml:4:")
+            && line.contains("`stats_interval`")
+            && line.contains("issue 16"),
         "{line}"
     );
 }

@@ -44,6 +44,10 @@ impl Request {
 struct Shared {
     requests: Mutex<Vec<Request>>,
     stop: AtomicBool,
+    /// Whether scripts see `GET /metrics`. Off by default: `aiperf` scrapes each `--url`'s
+    /// `/metrics` (server metrics), which a script written for the API must not see or count;
+    /// such a request gets a 404 and is not recorded.
+    metrics: bool,
 }
 
 /// How often a waiting connection looks at the stop flag.
@@ -63,11 +67,28 @@ impl ScriptedServer {
     where
         F: Fn(&mut Conn) -> std::io::Result<()> + Send + Sync + 'static,
     {
+        Self::start_with(script, false)
+    }
+
+    /// [`start`](Self::start) for a script that serves `GET /metrics` itself (a scrape
+    /// endpoint).
+    pub fn start_metrics<F>(script: F) -> Self
+    where
+        F: Fn(&mut Conn) -> std::io::Result<()> + Send + Sync + 'static,
+    {
+        Self::start_with(script, true)
+    }
+
+    fn start_with<F>(script: F, metrics: bool) -> Self
+    where
+        F: Fn(&mut Conn) -> std::io::Result<()> + Send + Sync + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind scripted server");
         let addr = listener.local_addr().expect("local addr");
         let shared = Arc::new(Shared {
             requests: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
+            metrics,
         });
         let script = Arc::new(script);
         let sh = shared.clone();
@@ -215,6 +236,11 @@ impl Conn {
             headers,
             body,
         };
+        if !self.shared.metrics && req.method == "GET" && req.path.starts_with("/metrics") {
+            self.write("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                .ok()?;
+            return self.request();
+        }
         self.shared
             .requests
             .lock()
