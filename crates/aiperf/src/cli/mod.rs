@@ -54,6 +54,25 @@ pub enum Command {
     /// Inspect plugins: `list`, `check NAME`.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// Rebuild the HTML report, and a picture of each of its charts, from artifact
+    /// directories (this tool's or Python AIPerf's). One run directory: its report; several:
+    /// one report comparing them; a sweep's directory: the sweep's report.
+    Plot(PlotArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PlotArgs {
+    /// Artifact directories: a run's (holding profile_export_aiperf.json and, for the
+    /// distributions and timelines, profile_export.jsonl), a directory of runs, or a
+    /// sweep's (holding sweep_aggregate.json).
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Where report.html and the pictures go (default: DIR/plots for the first DIR).
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Picture format of each chart.
+    #[arg(long, value_enum, default_value = "png")]
+    pub format: crate::report::Format,
 }
 
 #[derive(Debug, Subcommand)]
@@ -680,6 +699,19 @@ pub struct OutputArgs {
     /// Log level of the console and of logs/aiperf.log (AIPerf's names); wins over -v.
     #[arg(long, value_enum, value_name = "LEVEL")]
     pub log_level: Option<LogLevel>,
+    /// Do not write report.html (the run's self-contained HTML report with plots).
+    #[arg(long)]
+    pub no_html: bool,
+    /// Also draw each chart of the report as a PNG under plots/ in the artifact directory
+    /// (AIPerf's --auto-plot; off by default).
+    #[arg(long, overrides_with = "no_auto_plot")]
+    pub auto_plot: bool,
+    /// No PNGs after the run (the default).
+    #[arg(long)]
+    pub no_auto_plot: bool,
+    /// A report or plot that cannot be made fails the run (exit 1) instead of a warning.
+    #[arg(long)]
+    pub plot_required: bool,
 }
 
 /// `--ui`: `none` or `simple`; AIPerf's `dashboard` is refused with the reason.

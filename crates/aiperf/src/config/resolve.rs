@@ -845,6 +845,9 @@ fn output(
         log_level: a.log_level,
         show_trace_timing: a.show_trace_timing,
         export_outputs_json: a.export_outputs_json,
+        html: !a.no_html,
+        auto_plot: a.auto_plot && !a.no_auto_plot,
+        plot_required: a.plot_required,
     })
 }
 

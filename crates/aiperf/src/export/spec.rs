@@ -134,6 +134,15 @@ pub struct OutputSpec {
     /// `--log-level`: wins over `-v`.
     #[serde(skip)]
     pub log_level: Option<LogLevel>,
+    /// `report.html` is written (not `--no-html`).
+    #[serde(skip)]
+    pub html: bool,
+    /// `--auto-plot`: each chart of the report as a PNG under `plots/`.
+    #[serde(skip)]
+    pub auto_plot: bool,
+    /// `--plot-required`: a report that cannot be made fails the run.
+    #[serde(skip)]
+    pub plot_required: bool,
 }
 
 impl OutputSpec {
