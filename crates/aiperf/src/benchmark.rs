@@ -319,6 +319,18 @@ pub async fn run_in_sweep(
     if let Err(e) = export::write_console_text(dir, names, &console) {
         failures.push(format!("cannot write {}: {e}", names.console_txt));
     }
+    if cfg.output.html {
+        // Built from the files just written, as `aiperf plot` builds it.
+        let made =
+            crate::report::write_for_run(dir, &names.json, &names.jsonl, cfg.output.auto_plot);
+        if let Err(e) = made {
+            if cfg.output.plot_required {
+                failures.push(format!("--plot-required: {e}"));
+            } else {
+                eprintln!("warning: no {}: {e}", crate::report::REPORT_FILE);
+            }
+        }
+    }
     failures.extend(
         report
             .plugins

@@ -16,6 +16,7 @@ pub mod mock;
 pub mod multirun;
 pub mod plugin;
 pub mod readiness;
+pub mod report;
 pub mod search;
 mod search_run;
 pub mod secret;
@@ -79,6 +80,26 @@ fn fd_shortage(cfg: &config::BenchmarkConfig, limit: Option<u64>) -> Option<Stri
              requests past it will fail on the client (raise it with `ulimit -n {needed}`)"
         )
     })
+}
+
+/// `aiperf plot DIR...`: the report (and a picture per chart) rebuilt from artifacts.
+pub fn run_plot(a: &cli::PlotArgs) -> Result<u8> {
+    let out = report::plot(&report::PlotRequest {
+        dirs: a.dirs.clone(),
+        output: a.output.clone(),
+        format: a.format,
+    })
+    .map_err(config::ConfigError::Usage)?;
+    println!("Report: {}", out.report.display());
+    println!(
+        "Plots: {} {} file(s) in {}",
+        out.pictures.len(),
+        a.format.ext(),
+        out.report
+            .parent()
+            .map_or_else(String::new, |p| p.display().to_string())
+    );
+    Ok(0)
 }
 
 /// `aiperf mock-server`: serves until Ctrl-C.

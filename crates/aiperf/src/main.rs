@@ -150,6 +150,13 @@ fn main() -> ExitCode {
         Some(Command::Plugins(PluginsCommand::Check { name, config })) => {
             run_async(async move { aiperf::plugins_check(&name, config.as_deref()).await })
         }
+        Some(Command::Plot(p)) => match aiperf::run_plot(&p) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        },
         Some(Command::Profile(_)) | None => {
             eprintln!(
                 "error: nothing to do; try `aiperf profile --help` or `aiperf --config FILE`"

@@ -55,6 +55,25 @@ pub enum Command {
     /// Inspect plugins: `list`, `check NAME`.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// Rebuild the HTML report, and a picture of each of its charts, from artifact
+    /// directories (this tool's or Python AIPerf's). One run directory: its report; several:
+    /// one report comparing them; a sweep's directory: the sweep's report.
+    Plot(PlotArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PlotArgs {
+    /// Artifact directories: a run's (holding profile_export_aiperf.json and, for the
+    /// distributions and timelines, profile_export.jsonl), a directory of runs, or a
+    /// sweep's (holding sweep_aggregate.json).
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Where report.html and the pictures go (default: DIR/plots for the first DIR).
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Picture format of each chart.
+    #[arg(long, value_enum, default_value = "png")]
+    pub format: crate::report::Format,
 }
 
 #[derive(Debug, Subcommand)]
@@ -702,6 +721,19 @@ pub struct OutputArgs {
     /// to the slice holding its start; slices are aligned on the wall clock, as AIPerf's.
     #[arg(long, value_name = "SECONDS", value_parser = units::slice_seconds)]
     pub slice_duration: Option<Duration>,
+    /// Do not write report.html (the run's self-contained HTML report with plots).
+    #[arg(long)]
+    pub no_html: bool,
+    /// Also draw each chart of the report as a PNG under plots/ in the artifact directory
+    /// (AIPerf's --auto-plot; off by default).
+    #[arg(long, overrides_with = "no_auto_plot")]
+    pub auto_plot: bool,
+    /// No PNGs after the run (the default).
+    #[arg(long)]
+    pub no_auto_plot: bool,
+    /// A report or plot that cannot be made fails the run (exit 1) instead of a warning.
+    #[arg(long)]
+    pub plot_required: bool,
 }
 
 /// `--ui`: `none` or `simple`; AIPerf's `dashboard` is refused with the reason.

@@ -913,6 +913,9 @@ fn output(
         show_trace_timing: a.show_trace_timing,
         export_outputs_json: a.export_outputs_json,
         slice_duration: a.slice_duration,
+        html: !a.no_html,
+        auto_plot: a.auto_plot && !a.no_auto_plot,
+        plot_required: a.plot_required,
     })
 }
 

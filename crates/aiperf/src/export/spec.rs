@@ -147,6 +147,15 @@ pub struct OutputSpec {
         serialize_with = "crate::units::opt_secs"
     )]
     pub slice_duration: Option<std::time::Duration>,
+    /// `report.html` is written (not `--no-html`).
+    #[serde(skip)]
+    pub html: bool,
+    /// `--auto-plot`: each chart of the report as a PNG under `plots/`.
+    #[serde(skip)]
+    pub auto_plot: bool,
+    /// `--plot-required`: a report that cannot be made fails the run.
+    #[serde(skip)]
+    pub plot_required: bool,
 }
 
 impl OutputSpec {

@@ -330,6 +330,15 @@ pub async fn run_sweep(cfg: BenchmarkConfig, redactor: &Redactor) -> Result<u8> 
         &aggregate::sweep_csv(&rows),
     ) {
         failures.push(e.to_string());
+    } else if cfg.output.html {
+        // The sweep's report, from the aggregate just written; each run wrote its own.
+        if let Err(e) = crate::report::write_for_sweep(&base, cfg.output.auto_plot) {
+            if cfg.output.plot_required {
+                failures.push(format!("--plot-required: {e}"));
+            } else {
+                eprintln!("warning: no sweep {}: {e}", crate::report::REPORT_FILE);
+            }
+        }
     }
     if spec.table {
         println!("{}", table(&rows, spec.pareto));

@@ -26,6 +26,7 @@ mod parity;
 mod plugins;
 mod profile;
 mod prometheus_exporter;
+mod report;
 mod request_shape;
 mod search;
 mod server_metrics;
