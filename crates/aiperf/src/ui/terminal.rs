@@ -31,8 +31,9 @@ static ACTIVE: AtomicBool = AtomicBool::new(false);
 
 /// Alternate screen on, cursor hidden, screen cleared.
 const ENTER: &[u8] = b"\x1b[?1049h\x1b[?25l\x1b[2J";
-/// Cursor shown, alternate screen left.
-const LEAVE: &[u8] = b"\x1b[?25h\x1b[?1049l";
+/// Cursor shown, alternate screen left, cursor shown again (leaving the alternate screen
+/// restores the cursor state some terminals saved on entering it).
+const LEAVE: &[u8] = b"\x1b[?25h\x1b[?1049l\x1b[?25h";
 /// The most captured stderr bytes kept for the end of the screen (the rest are counted).
 const MAX_CAPTURED: usize = 1 << 20;
 /// The most captured lines kept for the log panel.
