@@ -36,6 +36,7 @@ use crate::timing::{
 };
 use crate::tokenizer::{self, Tokenizer, TokenizerSpec};
 use crate::transport::Transport;
+use crate::ui::{Dashboard, Live, PhaseInfo};
 
 /// How a run ended, for the exit code.
 #[derive(Debug)]
@@ -128,9 +129,12 @@ fn install_signal_handler(stop: CancellationToken) {
                 return;
             }
             if count == 1 {
+                // (Under the dashboard this goes to its log panel, and to stderr after it.)
                 eprintln!("\nInterrupted: no new requests; waiting for in-flight requests (interrupt again to quit now)");
                 stop.cancel();
             } else {
+                // The dashboard's terminal back first (`atexit` would too, after the message).
+                crate::ui::terminal::restore();
                 eprintln!("\nInterrupted twice: exiting now");
                 std::process::exit(130);
             }
@@ -222,7 +226,17 @@ pub async fn run_in_sweep(
             });
         }
     }
-    let (ctx, mut processor) = start(&cfg, dataset, tokenizer, clock, hooks.record_feed()).await?;
+    let ui = effective_ui(cfg.output.ui);
+    let live = (ui == UiType::Dashboard).then(|| Arc::new(Live::default()));
+    let (ctx, mut processor) = start(
+        &cfg,
+        dataset,
+        tokenizer,
+        clock,
+        hooks.record_feed(),
+        live.clone(),
+    )
+    .await?;
     stop_on_sink_failure(&processor, &ctx.stop_sending);
     // Server metrics and GPU telemetry: the scrapers' own threads, started before the
     // first phase so its window opens on a sample.
@@ -234,6 +248,16 @@ pub async fn run_in_sweep(
     )
     .await;
     let health = HealthMonitor::start();
+    let dashboard = live.as_ref().and_then(|l| {
+        Dashboard::start(
+            l.clone(),
+            health.probe(),
+            dashboard_title(&cfg),
+            ctx.stop_sending.clone(),
+        )
+        .map_err(|e| eprintln!("warning: cannot show the dashboard: {e}"))
+        .ok()
+    });
     let run_start = clock.now_ns();
     if sweep_first {
         hooks.emit(Hook::SweepStart, None, None, None);
@@ -245,17 +269,26 @@ pub async fn run_in_sweep(
         floor: FAILED_REQUEST_GRACE.max(cfg.load.concurrency.unwrap_or(1) as u64),
         reason: abort.clone(),
     });
+    let shown = Shown {
+        bar: ui == UiType::Simple || (ui == UiType::Dashboard && dashboard.is_none()),
+        live: live.filter(|_| dashboard.is_some()),
+    };
     let mut phases = run_phases(
         &ctx,
         &mut processor,
         &hooks,
         specs,
-        cfg.output.ui,
+        shown,
         watch,
         &collector,
     )
     .await;
     let timeslices = std::mem::take(&mut phases.timeslices);
+    // The terminal back before anything else is printed (what was written to stderr
+    // meanwhile comes out now).
+    if let Some(d) = dashboard {
+        d.stop();
+    }
     let run_end = clock.now_ns();
     let (window_start, window_end) = match phases.stats.get(&PhaseKind::Profiling) {
         Some(s) => (
@@ -343,6 +376,59 @@ pub async fn run_in_sweep(
         report: Some(report),
         exit_code,
     })
+}
+
+/// `--ui dashboard` needs stdout to be a terminal; elsewhere it falls back to the progress
+/// bar (stderr a terminal) or nothing, with a warning.
+fn effective_ui(ui: UiType) -> UiType {
+    if ui != UiType::Dashboard {
+        return ui;
+    }
+    match crate::ui::unavailable() {
+        None => UiType::Dashboard,
+        Some(why) => {
+            let fallback = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                UiType::Simple
+            } else {
+                UiType::None
+            };
+            eprintln!(
+                "warning: --ui dashboard needs a terminal ({why}): showing {}",
+                match fallback {
+                    UiType::Simple => "the progress bar instead",
+                    _ => "no progress",
+                }
+            );
+            fallback
+        }
+    }
+}
+
+/// The dashboard's first line: models, URL and endpoint.
+fn dashboard_title(cfg: &BenchmarkConfig) -> String {
+    let url = cfg.endpoint.urls.first().map(String::as_str).unwrap_or("");
+    let more = match cfg.endpoint.urls.len() {
+        0 | 1 => String::new(),
+        n => format!(" (+{} URLs)", n - 1),
+    };
+    format!(
+        "· {} · {url}{}{more} · {}",
+        cfg.endpoint.models.join(", "),
+        cfg.endpoint.path,
+        if cfg.endpoint.streams() {
+            "streaming"
+        } else {
+            "not streaming"
+        }
+    )
+}
+
+/// What the run shows while its phases run.
+struct Shown {
+    /// The progress bar (`--ui simple`, or a dashboard that could not start).
+    bar: bool,
+    /// The dashboard's live data, when it is up.
+    live: Option<Arc<Live>>,
 }
 
 /// What the plugins learn about the run (in `configure` and `benchmark_start`): its id (the
@@ -535,9 +621,11 @@ async fn start(
     tokenizer: Tokenizer,
     clock: Clock,
     feed: Option<RecordFeed>,
+    live: Option<Arc<Live>>,
 ) -> Result<(Arc<RunContext>, RecordProcessor)> {
     readiness::wait(&cfg.endpoint, &dataset.shape, &cfg.endpoint.urls).await?;
-    let jsonl = open_artifacts(&cfg.output, &dataset, clock, feed)?;
+    let sinks = open_artifacts(&cfg.output, &dataset, clock, feed)?;
+    let jsonl = Tee(sinks, live.map(|l| l.tap()));
     let slicing = cfg.output.slice_duration.map(|d| Slicing {
         duration_ns: u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1),
         wall_origin_ns: clock.wall_ns(0),
@@ -833,7 +921,7 @@ async fn run_phases(
     processor: &mut RecordProcessor,
     hooks: &HookRegistry,
     specs: Vec<PhaseSpec>,
-    ui: UiType,
+    shown: Shown,
     watch: Option<FailureWatch>,
     collector: &Collector,
 ) -> PhaseResults {
@@ -856,11 +944,19 @@ async fn run_phases(
                 .map_or("unbounded".to_string(), |n| n.to_string()),
             spec.duration
         );
-        let progress = (ui == UiType::Simple).then_some(spec.duration);
+        let progress = shown.bar.then_some(spec.duration);
+        let duration = spec.duration;
         // A scrape just before the phase: its window's reference sample.
         collector.mark().await;
         let watch = watch.as_ref().filter(|_| kind == PhaseKind::Profiling);
         let (tracker, observers) = run_phase(ctx, spec, hooks, |t| {
+            if let Some(live) = &shown.live {
+                live.set_phase(PhaseInfo {
+                    tracker: t.clone(),
+                    load: load.clone(),
+                    duration,
+                });
+            }
             let w = watch.map(|w| w.start(t.clone(), ctx.stop_sending.clone()));
             let p = progress.map(|dur| Progress::start(kind, t.clone(), t.expected, dur));
             let live = t.clone();

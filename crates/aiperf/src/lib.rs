@@ -25,6 +25,7 @@ pub mod sweep;
 pub mod timing;
 pub mod tokenizer;
 pub mod transport;
+pub mod ui;
 pub mod units;
 
 mod error;

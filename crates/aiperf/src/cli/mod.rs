@@ -682,8 +682,9 @@ pub struct OutputArgs {
     /// Where artifacts are written (default artifacts/<model>-<endpoint>-<load>).
     #[arg(long, value_name = "DIR", visible_alias = "output-artifact-dir")]
     pub artifact_dir: Option<PathBuf>,
-    /// Progress display: `simple` (a progress bar) or `none`. Default: simple on a TTY.
-    /// (AIPerf's `dashboard` is planned.)
+    /// Progress display: `dashboard` (a live terminal dashboard on stdout), `simple` (a
+    /// progress bar on stderr) or `none`. Default: dashboard when stdout is a terminal,
+    /// simple when only stderr is, else none.
     #[arg(long, value_name = "UI", visible_alias = "ui-type", value_parser = ui_type)]
     pub ui: Option<UiType>,
     /// Base name of the exported files, as AIPerf: `foo` writes foo.json, foo.csv,
@@ -736,16 +737,10 @@ pub struct OutputArgs {
     pub plot_required: bool,
 }
 
-/// `--ui`: `none` or `simple`; AIPerf's `dashboard` is refused with the reason.
+/// `--ui`: `dashboard`, `simple` or `none`, in any case (AIPerf's values).
 fn ui_type(s: &str) -> Result<UiType, String> {
-    if s.eq_ignore_ascii_case("dashboard") {
-        return Err(
-            "AIPerf's live dashboard is not supported yet (planned in issue 16): use `simple` or `none`"
-                .into(),
-        );
-    }
     <UiType as clap::ValueEnum>::from_str(s, true)
-        .map_err(|_| format!("{s:?} is not a UI: `simple` or `none`"))
+        .map_err(|_| format!("{s:?} is not a UI: `dashboard`, `simple` or `none`"))
 }
 
 /// The server's Prometheus metrics, scraped during the run (docs/server-metrics.md).

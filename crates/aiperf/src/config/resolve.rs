@@ -892,13 +892,7 @@ fn output(
             endpoint.endpoint_type.label()
         ))
     });
-    let ui = a.ui.unwrap_or_else(|| {
-        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            UiType::Simple
-        } else {
-            UiType::None
-        }
-    });
+    let ui = a.ui.unwrap_or_else(UiType::for_this_terminal);
     Ok(OutputSpec {
         artifact_directory,
         names: ArtifactNames::new(a.profile_export_prefix.as_deref()),

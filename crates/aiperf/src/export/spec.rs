@@ -5,12 +5,33 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-/// Progress display.
+/// Progress display (AIPerf's `--ui-type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UiType {
+    /// Nothing while the run goes on (for CI and logs).
     None,
+    /// A progress bar on stderr.
     Simple,
+    /// The live terminal dashboard on stdout (`ui`).
+    Dashboard,
+}
+
+impl UiType {
+    /// The default, as AIPerf's (`dashboard`) where it makes sense: the dashboard when
+    /// stdout is a terminal (and `TERM` is not `dumb`), the progress bar when only stderr
+    /// is, nothing otherwise.
+    pub fn for_this_terminal() -> Self {
+        use std::io::IsTerminal;
+        let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
+        if std::io::stdout().is_terminal() && !dumb {
+            UiType::Dashboard
+        } else if std::io::stderr().is_terminal() {
+            UiType::Simple
+        } else {
+            UiType::None
+        }
+    }
 }
 
 /// Which files a run writes (AIPerf's `--export-level`).

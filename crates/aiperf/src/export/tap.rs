@@ -41,6 +41,14 @@ impl PluginTap {
     }
 }
 
+/// How late a failed request left (rate and trace modes), in ms, as the accumulator counts
+/// it in `send_lag` (a request that never started has none).
+pub fn send_lag_ms(rec: &RequestRecord) -> Option<f64> {
+    rec.scheduled_ns
+        .filter(|_| rec.start_ns > 0)
+        .map(|s| (rec.start_ns as f64 - s as f64) / 1e6)
+}
+
 impl RecordSink for PluginTap {
     fn write_success(&mut self, rec: &RequestRecord, m: &RequestMetrics) -> std::io::Result<()> {
         let point = RecordPoint {
@@ -49,6 +57,7 @@ impl RecordSink for PluginTap {
             itl_ms: m.itl_ms,
             latency_ms: Some(m.latency_ms),
             output_tokens: m.osl,
+            send_lag_ms: m.send_lag_ms,
         };
         self.push(rec, Ok(m), point);
         Ok(())
@@ -57,6 +66,7 @@ impl RecordSink for PluginTap {
     fn write_error(&mut self, rec: &RequestRecord, err: &ErrorDetails) -> std::io::Result<()> {
         let point = RecordPoint {
             error: true,
+            send_lag_ms: send_lag_ms(rec),
             ..RecordPoint::default()
         };
         self.push(rec, Err(err), point);

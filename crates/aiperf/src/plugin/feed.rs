@@ -37,6 +37,130 @@ pub struct RecordPoint {
     pub itl_ms: Option<f64>,
     pub latency_ms: Option<f64>,
     pub output_tokens: u64,
+    /// How late it left (rate and trace modes): `start − scheduled`, in ms.
+    pub send_lag_ms: Option<f64>,
+}
+
+/// Finished requests of the last `keep` (at most [`MAX_POINTS`]), for rolling metrics: fed
+/// by the record processor's aggregator thread (a short lock, no I/O), read by the plugins'
+/// `progress` ticks and by the live dashboard (`ui`), never by the request path.
+pub struct RollingWindow {
+    keep: Duration,
+    points: Mutex<VecDeque<(Instant, PhaseKind, RecordPoint)>>,
+}
+
+/// The rolling metrics of one phase over a span: counts, and the values' statistics (`None`
+/// without values).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowStats {
+    /// The span covered: the one asked for, or the phase so far if shorter.
+    pub window_sec: f64,
+    pub requests: u64,
+    pub errors: u64,
+    pub output_tokens: u64,
+    pub ttft: Option<Stats>,
+    pub itl: Option<Stats>,
+    pub latency: Option<Stats>,
+    pub send_lag: Option<Stats>,
+}
+
+impl WindowStats {
+    fn per_sec(&self, n: u64) -> f64 {
+        if self.window_sec > 0.0 {
+            n as f64 / self.window_sec
+        } else {
+            0.0
+        }
+    }
+
+    /// Finished requests per second over the window.
+    pub fn request_throughput(&self) -> f64 {
+        self.per_sec(self.requests)
+    }
+
+    /// Output tokens per second over the window.
+    pub fn output_token_throughput(&self) -> f64 {
+        self.per_sec(self.output_tokens)
+    }
+
+    /// As a `progress` event gives it to the plugins (TTFT, ITL and latency).
+    pub fn progress(&self) -> ProgressWindow {
+        let mut metrics = std::collections::BTreeMap::new();
+        for (name, s) in [
+            ("time_to_first_token", &self.ttft),
+            ("inter_token_latency", &self.itl),
+            ("request_latency", &self.latency),
+        ] {
+            if let Some(s) = s {
+                metrics.insert(name.to_string(), window_stat(s));
+            }
+        }
+        ProgressWindow {
+            window_sec: self.window_sec,
+            requests: self.requests,
+            errors: self.errors,
+            request_throughput: self.request_throughput(),
+            output_token_throughput: self.output_token_throughput(),
+            metrics,
+        }
+    }
+}
+
+impl RollingWindow {
+    pub fn new(keep: Duration) -> Self {
+        Self {
+            keep,
+            points: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// One finished request of `phase`; points older than `keep` are let go.
+    pub fn push(&self, phase: PhaseKind, point: RecordPoint) {
+        let now = Instant::now();
+        let mut points = self.points.lock().unwrap_or_else(|e| e.into_inner());
+        points.push_back((now, phase, point));
+        while points.len() > MAX_POINTS
+            || points
+                .front()
+                .is_some_and(|(t, ..)| now.duration_since(*t) > self.keep)
+        {
+            points.pop_front();
+        }
+    }
+
+    /// Rolling metrics of `phase` over the last `span` (or the phase so far, if shorter:
+    /// `phase_sec`). The values are copied under the lock and sorted after it.
+    pub fn stats(&self, phase: PhaseKind, span: Duration, phase_sec: f64) -> WindowStats {
+        let now = Instant::now();
+        let (mut ttft, mut itl, mut lat, mut lag) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut w = WindowStats {
+            window_sec: span.as_secs_f64().min(phase_sec.max(0.0)),
+            ..WindowStats::default()
+        };
+        {
+            let points = self.points.lock().unwrap_or_else(|e| e.into_inner());
+            for (_, _, p) in points
+                .iter()
+                .rev()
+                .take_while(|(t, ..)| now.duration_since(*t) <= span)
+                .filter(|(_, k, _)| *k == phase)
+            {
+                w.requests += 1;
+                w.errors += u64::from(p.error);
+                w.output_tokens += p.output_tokens;
+                ttft.extend(p.ttft_ms);
+                itl.extend(p.itl_ms);
+                lat.extend(p.latency_ms);
+                lag.extend(p.send_lag_ms);
+            }
+        }
+        w.ttft = Stats::compute(&mut ttft);
+        w.itl = Stats::compute(&mut itl);
+        w.latency = Stats::compute(&mut lat);
+        w.send_lag = Stats::compute(&mut lag);
+        w
+    }
 }
 
 /// How many records and batches one plugin got and lost; serialised as its
@@ -100,8 +224,6 @@ struct State {
     /// The phase of the records in `batch`.
     phase: Option<PhaseKind>,
     batch: Vec<Value>,
-    /// Finished requests for rolling windows: when they reached the feed, their phase.
-    points: VecDeque<(Instant, PhaseKind, RecordPoint)>,
     /// Cleared by [`RecordFeed::close`]: nothing more is sent.
     subscribers: Vec<Subscriber>,
 }
@@ -110,10 +232,9 @@ struct Inner {
     state: Mutex<State>,
     /// Whether any plugin takes records (else only window points are kept).
     wants_records: bool,
-    /// Whether any plugin takes progress (else no points are kept).
-    wants_points: bool,
-    /// The longest window asked for: older points are let go.
-    keep: Duration,
+    /// Finished requests for rolling windows, when a plugin takes progress (kept for the
+    /// longest window asked for).
+    window: Option<RollingWindow>,
 }
 
 /// The records feed: cheap to clone; every clone is the same feed.
@@ -127,12 +248,10 @@ impl RecordFeed {
         let feed = Self {
             inner: Arc::new(Inner {
                 wants_records: !subscribers.is_empty(),
-                wants_points,
-                keep,
+                window: wants_points.then(|| RollingWindow::new(keep)),
                 state: Mutex::new(State {
                     phase: None,
                     batch: Vec::new(),
-                    points: VecDeque::new(),
                     subscribers,
                 }),
             }),
@@ -150,23 +269,13 @@ impl RecordFeed {
 
     /// One finished request: its JSONL line (when [`Self::wants_records`]) and its point.
     pub fn push(&self, phase: PhaseKind, record: Option<Value>, point: RecordPoint) {
-        let mut st = self.lock();
-        if self.inner.wants_points {
-            let now = Instant::now();
-            st.points.push_back((now, phase, point));
-            let keep = self.inner.keep;
-            while st.points.len() > MAX_POINTS
-                || st
-                    .points
-                    .front()
-                    .is_some_and(|(t, ..)| now.duration_since(*t) > keep)
-            {
-                st.points.pop_front();
-            }
+        if let Some(w) = &self.inner.window {
+            w.push(phase, point);
         }
         let Some(record) = record.filter(|_| self.inner.wants_records) else {
             return;
         };
+        let mut st = self.lock();
         if st.phase != Some(phase) {
             if let Some(batch) = take_batch(&mut st) {
                 dispatch(&st, batch);
@@ -198,45 +307,13 @@ impl RecordFeed {
 
     /// Rolling metrics of `phase` over the last `span` (or the phase so far, if shorter).
     pub fn window(&self, phase: PhaseKind, span: Duration, phase_sec: f64) -> ProgressWindow {
-        let now = Instant::now();
-        let (mut ttft, mut itl, mut lat) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut requests, mut errors, mut tokens) = (0u64, 0u64, 0u64);
-        {
-            let st = self.lock();
-            for (_, _, p) in st
-                .points
-                .iter()
-                .rev()
-                .take_while(|(t, ..)| now.duration_since(*t) <= span)
-                .filter(|(_, k, _)| *k == phase)
-            {
-                requests += 1;
-                errors += u64::from(p.error);
-                tokens += p.output_tokens;
-                ttft.extend(p.ttft_ms);
-                itl.extend(p.itl_ms);
-                lat.extend(p.latency_ms);
+        match &self.inner.window {
+            Some(w) => w.stats(phase, span, phase_sec).progress(),
+            None => WindowStats {
+                window_sec: span.as_secs_f64().min(phase_sec.max(0.0)),
+                ..WindowStats::default()
             }
-        }
-        let secs = span.as_secs_f64().min(phase_sec.max(0.0));
-        let per_sec = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
-        let mut metrics = std::collections::BTreeMap::new();
-        for (name, mut values) in [
-            ("time_to_first_token", ttft),
-            ("inter_token_latency", itl),
-            ("request_latency", lat),
-        ] {
-            if let Some(s) = Stats::compute(&mut values) {
-                metrics.insert(name.to_string(), window_stat(&s));
-            }
-        }
-        ProgressWindow {
-            window_sec: secs,
-            requests,
-            errors,
-            request_throughput: per_sec(requests),
-            output_token_throughput: per_sec(tokens),
-            metrics,
+            .progress(),
         }
     }
 }
@@ -399,6 +476,7 @@ mod tests {
             itl_ms: None,
             latency_ms: Some(ttft * 2.0),
             output_tokens: 10,
+            send_lag_ms: None,
         }
     }
 
@@ -487,6 +565,37 @@ mod tests {
         );
         assert_eq!(w.metrics["request_latency"].max, 8.0);
         assert!(!w.metrics.contains_key("inter_token_latency"));
+    }
+
+    /// The dashboard's view of the same window: send lag too, which the plugins' `progress`
+    /// window leaves out.
+    #[test]
+    fn the_rolling_window_keeps_send_lag_for_the_dashboard() {
+        let w = RollingWindow::new(Duration::from_secs(60));
+        for lag in [0.5, 1.5, 2.5] {
+            w.push(
+                PhaseKind::Profiling,
+                RecordPoint {
+                    send_lag_ms: Some(lag),
+                    ..point(1.0)
+                },
+            );
+        }
+        w.push(PhaseKind::Profiling, point(1.0));
+        let s = w.stats(PhaseKind::Profiling, Duration::from_secs(10), 30.0);
+        assert_eq!((s.requests, s.output_tokens, s.window_sec), (4, 40, 10.0));
+        let lag = s.send_lag.as_ref().unwrap();
+        assert_eq!((lag.count, lag.p50, lag.max), (3, 1.5, 2.5));
+        assert_eq!(s.request_throughput(), 0.4);
+        let p = s.progress();
+        assert_eq!(p.metrics.len(), 2, "TTFT and latency only: {:?}", p.metrics);
+        assert_eq!(
+            w.stats(PhaseKind::Warmup, Duration::from_secs(10), 30.0),
+            WindowStats {
+                window_sec: 10.0,
+                ..WindowStats::default()
+            }
+        );
     }
 
     #[tokio::test]

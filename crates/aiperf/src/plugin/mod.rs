@@ -16,7 +16,7 @@ pub mod report;
 mod spec;
 pub mod webhook;
 
-pub use feed::{ProgressGuard, RecordFeed, RecordPoint, StatsFn};
+pub use feed::{ProgressGuard, RecordFeed, RecordPoint, RollingWindow, StatsFn, WindowStats};
 pub use spec::{ConfigOrigin, DisabledReason, PluginEntry, PluginsSection};
 
 use std::collections::{BTreeMap, HashSet};

@@ -172,6 +172,15 @@ impl HealthMonitor {
         }
     }
 
+    /// A live view of the samples, for the dashboard: [`HealthProbe::now`] judges the last
+    /// few seconds while the run goes on.
+    pub fn probe(&self) -> HealthProbe {
+        HealthProbe {
+            lags_ms: self.lags_ms.clone(),
+            last: (Instant::now(), cpu_ticks()),
+        }
+    }
+
     /// Stops sampling and judges the run. `send_lag_p99_ms`: from the profiling summary.
     pub fn finish(self, send_lag_p99_ms: Option<f64>, client_resource_errors: u64) -> ClientHealth {
         self.task.abort();
@@ -179,18 +188,9 @@ impl HealthMonitor {
         let mut lags_ms =
             std::mem::take(&mut *self.lags_ms.lock().unwrap_or_else(|e| e.into_inner()));
         lags_ms.sort_by(f64::total_cmp);
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1) as f64;
-        // SAFETY: sysconf with a valid name has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        let (process_cpu_percent, machine_cpu_busy_percent) = match (self.cpu0, cpu_ticks()) {
-            (Some(a), Some(b)) if b.2 > a.2 => (
-                Some((b.0 - a.0) as f64 / hz / wall_secs * 100.0),
-                Some((b.1 - a.1) as f64 / (b.2 - a.2) as f64 * 100.0),
-            ),
-            _ => (None, None),
-        };
+        let cores = cores();
+        let (process_cpu_percent, machine_cpu_busy_percent) =
+            cpu_percents(self.cpu0, cpu_ticks(), wall_secs);
         judge(Measurements {
             lags_ms,
             send_lag_p99_ms,
@@ -200,6 +200,69 @@ impl HealthMonitor {
             wall_secs,
             client_resource_errors,
         })
+    }
+}
+
+/// How many of the latest runtime-lag samples a live verdict looks at (5 s of them).
+const LIVE_SAMPLES: usize = 250;
+
+/// The client's health so far, judged again on each call over the last few seconds: the
+/// latest runtime-lag samples, the CPU used since the previous call, the send-lag p99 and
+/// the client-side errors the caller gives (from its rolling window). Reads the monitor's
+/// samples under their lock (taken every 20 ms by the sampler, never by a request).
+pub struct HealthProbe {
+    lags_ms: Arc<Mutex<Vec<f64>>>,
+    last: (Instant, Option<(u64, u64, u64)>),
+}
+
+impl HealthProbe {
+    pub fn now(
+        &mut self,
+        send_lag_p99_ms: Option<f64>,
+        client_resource_errors: u64,
+    ) -> ClientHealth {
+        let mut lags_ms: Vec<f64> = {
+            let all = self.lags_ms.lock().unwrap_or_else(|e| e.into_inner());
+            all[all.len().saturating_sub(LIVE_SAMPLES)..].to_vec()
+        };
+        lags_ms.sort_by(f64::total_cmp);
+        let (t0, cpu0) = self.last;
+        let (t1, cpu1) = (Instant::now(), cpu_ticks());
+        self.last = (t1, cpu1);
+        let wall_secs = t1.duration_since(t0).as_secs_f64();
+        let (process_cpu_percent, machine_cpu_busy_percent) = cpu_percents(cpu0, cpu1, wall_secs);
+        judge(Measurements {
+            lags_ms,
+            send_lag_p99_ms,
+            process_cpu_percent,
+            machine_cpu_busy_percent,
+            cores: cores(),
+            wall_secs,
+            client_resource_errors,
+        })
+    }
+}
+
+fn cores() -> f64 {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64
+}
+
+/// This process's CPU (% of one core) and the machine's busy share between two readings.
+fn cpu_percents(
+    a: Option<(u64, u64, u64)>,
+    b: Option<(u64, u64, u64)>,
+    wall_secs: f64,
+) -> (Option<f64>, Option<f64>) {
+    // SAFETY: sysconf with a valid name has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    match (a, b) {
+        (Some(a), Some(b)) if b.2 > a.2 && wall_secs > 0.0 => (
+            Some(b.0.saturating_sub(a.0) as f64 / hz / wall_secs * 100.0),
+            Some(b.1.saturating_sub(a.1) as f64 / (b.2 - a.2) as f64 * 100.0),
+        ),
+        _ => (None, None),
     }
 }
 

@@ -28,7 +28,7 @@ fn unsupported_aiperf_options_are_refused_with_the_reason() {
             "issue 14",
         ),
         (vec!["--url", FAST_MOCK, "--zmq-host", "x"], "one process"),
-        (vec!["--url", FAST_MOCK, "--ui", "dashboard"], "issue 16"),
+        (vec!["--url", FAST_MOCK, "--server-metrics"], "issue 15"),
     ] {
         let line = Run::profile(&args).run().assert_usage_error();
         let flag = args[2].split('=').next().unwrap();

@@ -14,6 +14,7 @@ mod artifacts;
 mod compat;
 mod config;
 mod counting;
+mod dashboard;
 mod exporters;
 mod failures;
 mod faults;
