@@ -300,7 +300,8 @@ pub async fn run_in_sweep(
     // The server's metrics and GPU telemetry over each time slice's window.
     let slice_sections: Vec<Map<String, Value>> = timeslices
         .iter()
-        .map(|t| collector.sections(t.start_ns, t.end_ns))
+        .enumerate()
+        .map(|(i, t)| collector.sections(t.start_ns, t.end_ns, i == 0))
         .collect();
     let scraped = collector.finish(window_start, window_end).await;
     let summary = Value::Object(phases.profiling.metrics_json());

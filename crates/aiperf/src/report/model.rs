@@ -244,7 +244,9 @@ pub fn downsample(points: &[(f64, f64)], bins: usize) -> Vec<(f64, f64)> {
             (a.0.min(p.0), a.1.max(p.0))
         });
     let width = ((hi - lo) / bins as f64).max(f64::MIN_POSITIVE);
-    let mut keep: Vec<Option<((f64, f64), (f64, f64))>> = vec![None; bins];
+    // Each bin's lowest and highest point.
+    type Extremes = ((f64, f64), (f64, f64));
+    let mut keep: Vec<Option<Extremes>> = vec![None; bins];
     for &p in points {
         let i = (((p.0 - lo) / width) as usize).min(bins - 1);
         let slot = &mut keep[i];
@@ -258,9 +260,11 @@ pub fn downsample(points: &[(f64, f64)], bins: usize) -> Vec<(f64, f64)> {
     }
     let mut out = Vec::with_capacity(bins * 2);
     for (mn, mx) in keep.into_iter().flatten() {
-        out.push(mn);
-        if mx != mn {
-            out.push(mx);
+        // The bin's two points in time order.
+        let (a, b) = if mn.0 <= mx.0 { (mn, mx) } else { (mx, mn) };
+        out.push(a);
+        if b != a {
+            out.push(b);
         }
     }
     out

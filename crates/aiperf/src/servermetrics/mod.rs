@@ -314,7 +314,20 @@ impl Collector {
     /// Every metric of the server (`server_metrics`: the whole window summary) and the
     /// per-GPU telemetry (`gpu_telemetry`) over a window in wall-clock ns, for the sections
     /// collected: a time slice's part of `profile_export_aiperf_timeslices.json`.
-    pub fn sections(&self, start_wall_ns: u64, end_wall_ns: u64) -> serde_json::Map<String, Json> {
+    /// `first`: the first slice (its counters from the sample before it, as a phase's);
+    /// a later slice starts at the sample its predecessor ended on, so the slices' counter
+    /// and histogram deltas add up to the run's.
+    pub fn sections(
+        &self,
+        start_wall_ns: u64,
+        end_wall_ns: u64,
+        first: bool,
+    ) -> serde_json::Map<String, Json> {
+        let at = if first {
+            window::StartAt::LastBefore
+        } else {
+            window::StartAt::FirstAfter
+        };
         let origin = self.clock.wall_ns(0);
         let (start, end) = (
             start_wall_ns.saturating_sub(origin),
@@ -322,10 +335,13 @@ impl Collector {
         );
         let mut out = serde_json::Map::new();
         if let Some(s) = &self.server {
-            out.insert("server_metrics".into(), to_json(&s.summarize(start, end)));
+            out.insert(
+                "server_metrics".into(),
+                to_json(&s.summarize_at(start, end, at)),
+            );
         }
         if let Some(g) = &self.gpu {
-            let gpus = gpus(&g.summarize(start, end));
+            let gpus = gpus(&g.summarize_at(start, end, at));
             if !gpus.is_empty() {
                 out.insert("gpu_telemetry".into(), to_json(&gpus));
             }

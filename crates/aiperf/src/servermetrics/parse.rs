@@ -255,14 +255,14 @@ fn family_of<'a>(name: &'a str, types: &HashMap<String, Kind>) -> (&'a str, Kind
     for (suffix, role) in SUFFIXES {
         if let Some(base) = name.strip_suffix(suffix) {
             if let Some(kind) = types.get(base) {
-                let fits = match (kind, role) {
-                    (Kind::Histogram, Role::Bucket | Role::Sum | Role::Count | Role::Created) => {
-                        true
-                    }
-                    (Kind::Summary, Role::Sum | Role::Count | Role::Created) => true,
-                    (Kind::Counter, Role::Plain | Role::Created) => true,
-                    _ => false,
-                };
+                let fits = matches!(
+                    (kind, role),
+                    (
+                        Kind::Histogram,
+                        Role::Bucket | Role::Sum | Role::Count | Role::Created
+                    ) | (Kind::Summary, Role::Sum | Role::Count | Role::Created)
+                        | (Kind::Counter, Role::Plain | Role::Created)
+                );
                 if fits {
                     return (base, *kind, *role);
                 }

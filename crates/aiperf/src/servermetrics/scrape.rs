@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::parse::{self, Exposition, Value};
 use super::store::{Failure, Store, WindowSummary};
-use super::window::format_le;
+use super::window::{format_le, StartAt};
 use crate::clock::Clock;
 
 /// The largest exposition read (a bigger one is cut and counted as a failure).
@@ -94,6 +94,12 @@ impl Scraper {
     /// The summary of `[start_ns, end_ns)` from what was scraped so far.
     pub fn summarize(&self, start_ns: u64, end_ns: u64) -> WindowSummary {
         self.lock().summarize(start_ns, end_ns)
+    }
+
+    /// The same, with the reference sample `at` the start (`StartAt::FirstAfter` for a
+    /// time slice after the first).
+    pub fn summarize_at(&self, start_ns: u64, end_ns: u64, at: StartAt) -> WindowSummary {
+        self.lock().summarize_at(start_ns, end_ns, at)
     }
 
     /// Whether endpoint `i` ever answered with samples.

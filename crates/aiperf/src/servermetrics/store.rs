@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use super::parse::{Exposition, Kind, Labels, Value};
-use super::window::{self, CounterStats, GaugeStats, HistPoint, HistogramStats};
+use super::window::{self, CounterStats, GaugeStats, HistPoint, HistogramStats, StartAt};
 
 /// Samples kept per series before it is thinned to every other one (the first and the last
 /// always stay): a day of 1 s scrapes fits in 17 halvings. A series of scalars then holds at
@@ -215,19 +215,27 @@ impl Store {
         }
     }
 
-    /// The summary of `[start_ns, end_ns)`.
+    /// The summary of `[start_ns, end_ns)`, its counters and histograms from the last
+    /// sample at or before the start (a phase's window).
     pub fn summarize(&self, start_ns: u64, end_ns: u64) -> WindowSummary {
+        self.summarize_at(start_ns, end_ns, StartAt::LastBefore)
+    }
+
+    /// The summary of `[start_ns, end_ns)` with the reference sample `at` its start.
+    pub fn summarize_at(&self, start_ns: u64, end_ns: u64, at: StartAt) -> WindowSummary {
         let mut metrics: BTreeMap<String, MetricSummary> = BTreeMap::new();
         let mut summaries = Vec::new();
         for ep in &self.endpoints {
             for ((name, labels), s) in &ep.series {
                 let stats = match &s.points {
                     Points::Scalar(p) => match s.kind {
-                        Kind::Counter => window::counter(p, start_ns, end_ns).map(Stats::Counter),
+                        Kind::Counter => {
+                            window::counter(p, start_ns, end_ns, at).map(Stats::Counter)
+                        }
                         _ => window::gauge(p, start_ns, end_ns).map(Stats::Gauge),
                     },
                     Points::Histogram { les, points } => {
-                        window::histogram(les, points, start_ns, end_ns).map(Stats::Histogram)
+                        window::histogram(les, points, start_ns, end_ns, at).map(Stats::Histogram)
                     }
                     Points::Summary => {
                         if !summaries.contains(name) {

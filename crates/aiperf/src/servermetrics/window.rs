@@ -76,21 +76,37 @@ pub fn format_le(le: f64) -> String {
     }
 }
 
-/// Indices of the reference sample and the end sample for a cumulative series.
-fn bounds<T>(points: &[(u64, T)], start: u64, end: u64) -> Option<(usize, usize)> {
+/// Where a window's reference sample is, relative to its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// The last sample at or before the start (a phase: the scrape just before it began).
+    LastBefore,
+    /// The first sample at or after the start: the end sample of the window before it, so
+    /// adjacent windows (time slices) share their boundary sample and their deltas add up
+    /// to the whole one's.
+    FirstAfter,
+}
+
+/// Indices of the reference sample and the end sample (the first at or after the end) for
+/// a cumulative series.
+fn bounds<T>(points: &[(u64, T)], start: u64, end: u64, at: StartAt) -> Option<(usize, usize)> {
     if points.is_empty() {
         return None;
     }
-    let first_after_start = points.partition_point(|p| p.0 <= start);
-    let from = first_after_start.saturating_sub(1);
+    let from = match at {
+        StartAt::LastBefore => points.partition_point(|p| p.0 <= start).saturating_sub(1),
+        StartAt::FirstAfter => points
+            .partition_point(|p| p.0 < start)
+            .min(points.len() - 1),
+    };
     let at_end = points.partition_point(|p| p.0 < end);
     let to = at_end.min(points.len() - 1);
     (to >= from).then_some((from, to))
 }
 
 /// A counter's delta and rate over `[start, end)`; `None` without samples.
-pub fn counter(points: &[(u64, f64)], start: u64, end: u64) -> Option<CounterStats> {
-    let (from, to) = bounds(points, start, end)?;
+pub fn counter(points: &[(u64, f64)], start: u64, end: u64, at: StartAt) -> Option<CounterStats> {
+    let (from, to) = bounds(points, start, end, at)?;
     let mut delta = 0.0;
     let mut resets = 0;
     let mut prev = points[from].1;
@@ -192,8 +208,9 @@ pub fn histogram(
     points: &[(u64, HistPoint)],
     start: u64,
     end: u64,
+    at: StartAt,
 ) -> Option<HistogramStats> {
-    let (from, to) = bounds(points, start, end)?;
+    let (from, to) = bounds(points, start, end, at)?;
     let (a, b) = (&points[from].1, &points[to].1);
     let reset = b.count < a.count;
     let base = |x: f64| if reset { 0.0 } else { x };
@@ -268,7 +285,7 @@ mod tests {
             (4 * S, 30.0),
             (5 * S, 31.0),
         ];
-        let c = counter(&pts, S + S / 2, 3 * S + S / 2).unwrap();
+        let c = counter(&pts, S + S / 2, 3 * S + S / 2, StartAt::LastBefore).unwrap();
         // Reference: the sample at 1 s (12); end: the sample at 4 s (30).
         assert_eq!(c.delta, 18.0);
         assert_eq!(c.rate, Some(6.0));
@@ -276,12 +293,12 @@ mod tests {
         assert_eq!(c.resets, 0);
         // A restart counts from zero.
         let pts = [(0, 100.0), (S, 110.0), (2 * S, 5.0), (3 * S, 9.0)];
-        let c = counter(&pts, 0, 3 * S).unwrap();
+        let c = counter(&pts, 0, 3 * S, StartAt::LastBefore).unwrap();
         assert_eq!(c.delta, 10.0 + 5.0 + 4.0);
         assert_eq!(c.resets, 1);
-        assert!(counter(&[], 0, S).is_none());
+        assert!(counter(&[], 0, S, StartAt::LastBefore).is_none());
         // One sample: no rate.
-        let c = counter(&[(S, 3.0)], 0, 2 * S).unwrap();
+        let c = counter(&[(S, 3.0)], 0, 2 * S, StartAt::LastBefore).unwrap();
         assert_eq!((c.delta, c.rate), (0.0, None));
     }
 
@@ -339,7 +356,7 @@ mod tests {
             (S, p([3.0, 6.0, 7.0], 4.0)),
             (2 * S, p([5.0, 12.0, 14.0], 10.0)),
         ];
-        let h = histogram(&les, &pts, 0, 2 * S).unwrap();
+        let h = histogram(&les, &pts, 0, 2 * S, StartAt::LastBefore).unwrap();
         assert_eq!(
             h.buckets,
             vec![(0.1, 4.0), (1.0, 10.0), (f64::INFINITY, 12.0)]
@@ -351,5 +368,32 @@ mod tests {
         let json = serde_json::to_value(&h).unwrap();
         assert_eq!(json["buckets"]["+Inf"], 12.0);
         assert_eq!(json["buckets"]["0.1"], 4.0);
+    }
+
+    #[test]
+    fn adjacent_windows_share_their_boundary_sample_and_add_up() {
+        // A counter scraped every 0.3 s, rising by 1 a scrape; windows of 1 s from 0 to 3 s.
+        let pts: Vec<(u64, f64)> = (0..=11).map(|i| (i * 3 * S / 10, i as f64)).collect();
+        let whole = counter(&pts, 0, 3 * S, StartAt::LastBefore).unwrap().delta;
+        let sliced: f64 = (0..3)
+            .map(|k| {
+                let at = if k == 0 {
+                    StartAt::LastBefore
+                } else {
+                    StartAt::FirstAfter
+                };
+                counter(&pts, k * S, (k + 1) * S, at).unwrap().delta
+            })
+            .sum();
+        assert_eq!(sliced, whole);
+        // The outward rule at both ends would count the samples around 1 s and 2 s twice.
+        let outward: f64 = (0..3)
+            .map(|k| {
+                counter(&pts, k * S, (k + 1) * S, StartAt::LastBefore)
+                    .unwrap()
+                    .delta
+            })
+            .sum();
+        assert!(outward > whole, "{outward} vs {whole}");
     }
 }

@@ -25,10 +25,13 @@ fn unsupported_aiperf_options_are_refused_with_the_reason() {
                 FAST_MOCK,
                 "--convergence-metric=time_to_first_token",
             ],
-            "issue 14",
+            "do not stop early on convergence",
         ),
         (vec!["--url", FAST_MOCK, "--zmq-host", "x"], "one process"),
-        (vec!["--url", FAST_MOCK, "--server-metrics"], "issue 15"),
+        (
+            vec!["--url", FAST_MOCK, "--stats-interval", "1"],
+            "issue 16",
+        ),
     ] {
         let line = Run::profile(&args).run().assert_usage_error();
         let flag = args[2].split('=').next().unwrap();

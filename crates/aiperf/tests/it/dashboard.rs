@@ -81,6 +81,14 @@ impl Pane {
             "-y",
             &h,
             "--",
+            // The program under a shell that outlives it, so the pane's terminal state
+            // after the program ends (alternate screen, cursor) is that of a live pane, as
+            // a user's shell would see it, and the exit status is printed.
+            // bash: on a Ctrl-C it waits to see whether the program died of it (it does not:
+            // it exits), then goes on.
+            "bash",
+            "-c",
+            "\"$0\" \"$@\"; echo \"aiperf exited: $?\"; exec sleep 600",
             program,
         ]
         .iter()
@@ -140,10 +148,17 @@ impl Pane {
         }
     }
 
-    /// Waits for the program to exit; its exit status.
+    /// Waits for the program to exit; its exit status (printed by the pane's shell).
     fn wait_exit(&self, limit: Duration) -> i32 {
         let until = Instant::now() + limit;
-        while self.show("#{pane_dead}") != "1" {
+        loop {
+            let text = self.history();
+            if let Some(code) = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("aiperf exited: "))
+            {
+                return code.trim().parse().expect("an exit status");
+            }
             assert!(
                 Instant::now() < until,
                 "still running {limit:?} after Ctrl-C; the pane shows:\n{}",
@@ -151,9 +166,6 @@ impl Pane {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        self.show("#{pane_dead_status}")
-            .parse()
-            .expect("an exit status")
     }
 }
 

@@ -365,6 +365,8 @@ fn multi_turn_run(strategy: &str) -> (Output, usize) {
         "3",
         "--connection-reuse-strategy",
         strategy,
+        // Connections are counted: no probe of the server's /metrics.
+        "--no-server-metrics",
     ])
     .run();
     run.ok();
