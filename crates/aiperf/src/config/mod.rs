@@ -211,7 +211,7 @@ mod tests {
         let e = load(&args(&["--config", f.path().to_str().unwrap()])).unwrap_err();
         let msg = e.to_string();
         assert!(
-            msg.contains(":3: `search_metric`") && msg.contains("issue 14"),
+            msg.contains(":3: `search_metric`") && msg.contains("no Bayesian recipes"),
             "{msg}"
         );
         let c = load(&args(&[
