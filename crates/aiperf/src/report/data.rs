@@ -42,6 +42,9 @@ pub struct RunData {
     pub dir: PathBuf,
     /// How the run is named in a comparison: its directory's name.
     pub label: String,
+    /// The summary's file name (`profile_export_aiperf.json`, or the prefixed one): the
+    /// run's other artifacts are named after it.
+    pub summary_file: String,
     pub summary: Value,
     /// Empty when the run wrote no records (`--export-level summary`).
     pub records: Vec<Rec>,
@@ -119,6 +122,7 @@ pub fn load_run(dir: &Path, json_name: &str, jsonl_name: &str) -> Result<RunData
     Ok(RunData {
         dir: dir.to_path_buf(),
         label,
+        summary_file: json_name.to_string(),
         summary,
         records,
         has_records,

@@ -4,6 +4,7 @@
 //! (PNG or SVG). The in-run report and `aiperf plot` go through the same functions: a run's
 //! report is built from its files, never from its memory.
 
+mod artifacts;
 pub mod chart;
 pub mod data;
 pub mod html;
@@ -365,12 +366,6 @@ fn no_records_note(run: &RunData) -> String {
     )
 }
 
-/// Sections built from other artifacts of the run directory. Server metrics, GPU
-/// telemetry and time slices add theirs here, each from its own files.
-fn artifact_sections(_run: &RunData) -> Vec<Section> {
-    Vec::new()
-}
-
 /// The report of one run.
 pub fn run_report(run: &RunData) -> Result<Built, String> {
     let m = RunModel::of(run);
@@ -418,12 +413,16 @@ pub fn run_report(run: &RunData) -> Result<Built, String> {
         sections.push(s);
         charts_all.extend(model::errors_chart(&[&m]));
     }
+    let added = artifacts::sections(run, &m)?;
+    sections.extend(added.sections);
+    charts_all.extend(added.charts);
     sections.extend(plugin_sections(run));
-    sections.extend(artifact_sections(run));
+    let mut one = run_data(run, &m);
+    one["artifacts"] = Value::Object(added.data);
     let data = json!({
         "kind": "run",
         "generator": format!("aiperf {}", env!("CARGO_PKG_VERSION")),
-        "runs": [run_data(run, &m)],
+        "runs": [one],
         "charts": charts_all.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
     });
     let model_name =
@@ -764,6 +763,7 @@ mod tests {
         let run = RunData {
             dir: "big".into(),
             label: "big".into(),
+            summary_file: "profile_export_aiperf.json".into(),
             summary: json!({"request_count": {"unit": "requests", "avg": n}}),
             records,
             has_records: true,
@@ -792,6 +792,7 @@ mod tests {
         let run = RunData {
             dir: "x".into(),
             label: "x".into(),
+            summary_file: "profile_export_aiperf.json".into(),
             summary: json!({
                 "request_throughput": {"unit": "requests/sec", "avg": 12.5},
                 "input_config": {"endpoint": {"model_names": ["m"]}, "loadgen": {"concurrency": 4}},

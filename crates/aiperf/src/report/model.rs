@@ -581,6 +581,7 @@ mod tests {
         let run = RunData {
             dir: ".".into(),
             label: "r".into(),
+            summary_file: "profile_export_aiperf.json".into(),
             summary: serde_json::json!({}),
             records: recs,
             has_records: true,

@@ -11,6 +11,7 @@
 pub mod parse;
 pub mod scrape;
 pub mod store;
+pub mod timeline;
 pub mod window;
 
 use std::collections::BTreeMap;
@@ -367,11 +368,15 @@ impl Collector {
             let (store, err) = s.stop().await;
             out.errors.extend(err);
             let w = store.summarize(start, end);
+            let clock = self.clock;
+            let wall = move |t: u64| clock.wall_ns(t);
+            let mut body = to_json(&w);
+            body["timeline"] = to_json(&timeline::server(&store, &wall));
             let mut files = write_artifacts(
                 &self.files.dir,
                 &self.files.server_stem,
                 formats,
-                &to_json(&w),
+                &body,
                 || server_csv(&w),
                 &mut out.errors,
             );
@@ -392,10 +397,13 @@ impl Collector {
             out.errors.extend(err);
             let w = store.summarize(start, end);
             let gpus = gpus(&w);
+            let clock = self.clock;
+            let wall = move |t: u64| clock.wall_ns(t);
             let body = json!({
                 "window": {"start_ns": w.start_ns, "end_ns": w.end_ns, "duration_sec": w.duration_sec},
                 "endpoints": w.endpoints,
                 "gpus": gpus,
+                "timeline": timeline::gpu(&store, &wall),
             });
             let collected = !gpus.is_empty();
             if collected {
@@ -410,6 +418,10 @@ impl Collector {
                 files.extend(jsonl_names(&self.files.gpu_stem));
                 out.console.push_str(&gpu_console(&gpus));
                 let mut section = body;
+                if let Some(o) = section.as_object_mut() {
+                    // The timeline stays in its file: the summary stays small.
+                    o.remove("timeline");
+                }
                 section["files"] = json!(files);
                 out.gpu_section = Some(section);
             } else if w.endpoints.iter().any(|e| e.failures() > 0) {

@@ -215,6 +215,32 @@ impl Store {
         }
     }
 
+    /// Every stored series whose metric name satisfies `want`, in endpoint order: what a
+    /// timeline draws.
+    pub fn series_where(&self, want: impl Fn(&str) -> bool) -> Vec<StoredSeries<'_>> {
+        let mut out = Vec::new();
+        for ep in &self.endpoints {
+            for ((name, labels), s) in &ep.series {
+                if !want(name) {
+                    continue;
+                }
+                let points = match &s.points {
+                    Points::Scalar(p) => SeriesPoints::Scalar(p),
+                    Points::Histogram { points, .. } => SeriesPoints::Histogram(points),
+                    Points::Summary => continue,
+                };
+                out.push(StoredSeries {
+                    endpoint_url: &ep.health.url,
+                    name,
+                    labels,
+                    kind: s.kind,
+                    points,
+                });
+            }
+        }
+        out
+    }
+
     /// The summary of `[start_ns, end_ns)`, its counters and histograms from the last
     /// sample at or before the start (a phase's window).
     pub fn summarize(&self, start_ns: u64, end_ns: u64) -> WindowSummary {
@@ -277,6 +303,22 @@ impl Store {
             notes,
         }
     }
+}
+
+/// One stored series, borrowed: its samples on the run's clock.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredSeries<'a> {
+    pub endpoint_url: &'a str,
+    pub name: &'a str,
+    pub labels: &'a Labels,
+    pub kind: Kind,
+    pub points: SeriesPoints<'a>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum SeriesPoints<'a> {
+    Scalar(&'a [(u64, f64)]),
+    Histogram(&'a [(u64, HistPoint)]),
 }
 
 /// Every metric over one window: `server_metrics_export.json`'s body, and what plugins get.

@@ -130,6 +130,107 @@ fn a_runs_report_holds_its_json_and_its_records() {
     }
 }
 
+/// The server's metrics over time (the mock's `/metrics`, scraped during the run) and the
+/// time slices are plotted: their charts are drawn from their files, and the server's token
+/// counter, integrated over the timeline, gives back every token the run received.
+#[test]
+fn server_metrics_and_time_slices_are_plotted_from_their_files() {
+    let _gate = support::shared();
+    let out = mock_run(&[
+        "--request-count",
+        "80",
+        "--warmup-request-count",
+        "4",
+        "--server-metrics-interval",
+        "0.1",
+        "--slice-duration",
+        "0.2",
+    ]);
+    let html = out.read("report.html");
+    let data = report_data(&html);
+    let run = &data["runs"][0];
+    assert_eq!(
+        run["artifacts"]["server_metrics"],
+        "server_metrics_export.json"
+    );
+    assert_eq!(
+        run["artifacts"]["timeslices"],
+        "profile_export_aiperf_timeslices.json"
+    );
+    let slices: Value = serde_json::from_str(&out.read("profile_export_aiperf_timeslices.json"))
+        .expect("timeslices JSON");
+    let n = slices["timeslices"].as_array().unwrap().len();
+    assert!(n >= 2, "{n} slices");
+    assert_eq!(run["artifacts"]["slices"], n);
+    let charts: Vec<&str> = data["charts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    for id in [
+        "server_requests",
+        "server_kv_cache",
+        "server_token_throughput",
+        "server_ttft",
+        "slices_latency",
+        "slices_throughput",
+    ] {
+        assert!(charts.contains(&id), "{id} in {charts:?}");
+        assert!(html.contains(&format!("id=\"chart-{id}\"")), "{id} drawn");
+    }
+    for title in ["Server metrics", "Time slices", "Running requests"] {
+        assert!(html.contains(title), "{title}");
+    }
+    // The file's timeline against the run: generation tokens per second between scrapes,
+    // times the scrapes' spacing (the running-requests gauge has every scrape's time),
+    // add up to the 84 × 6 tokens the mock generated.
+    let sm: Value = serde_json::from_str(&out.read("server_metrics_export.json")).unwrap();
+    let line = |name: &str| {
+        sm["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {}", sm["timeline"]))
+            .clone()
+    };
+    let times: Vec<u64> = line("vllm:num_requests_running")["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_u64().unwrap())
+        .collect();
+    let rates = line("vllm:generation_tokens")["points"].clone();
+    let rates = rates.as_array().unwrap();
+    assert_eq!(
+        rates.len(),
+        times.len() - 1,
+        "a rate between each two scrapes"
+    );
+    let tokens: f64 = rates
+        .iter()
+        .zip(times.windows(2))
+        .map(|(p, w)| {
+            assert_eq!(
+                p[0].as_u64().unwrap(),
+                w[1],
+                "a rate stands at its interval's end"
+            );
+            p[1].as_f64().unwrap() * (w[1] - w[0]) as f64 / 1e9
+        })
+        .sum();
+    assert!((tokens - 84.0 * 6.0).abs() < 1e-6, "{tokens} tokens");
+    // The running gauge never exceeds the concurrency (2).
+    let max_running = line("vllm:num_requests_running")["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!((1.0..=2.0).contains(&max_running), "{max_running}");
+}
+
 #[test]
 fn an_open_loop_run_shows_send_lag_and_auto_plot_writes_pngs() {
     let _gate = support::shared();
