@@ -109,7 +109,7 @@ pub mod sdk;
 
 pub use protocol::{
     decode_line, encode_line, Event, Hook, HostMessage, LoadContext, PhaseStats, PluginMessage,
-    PluginReport, ProgressWindow, RunContext, SweepParameters, SweepPoint, WindowStat,
+    PluginReport, ProgressWindow, RunContext, ShardPart, SweepParameters, SweepPoint, WindowStat,
     PROTOCOL_VERSION,
 };
 pub use sdk::*;

@@ -286,6 +286,22 @@ pub struct RunContext {
     /// and from hosts that predate sweeps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sweep: Option<SweepPoint>,
+    /// The part of a sharded run this process makes (`--shard I/N`), or, in `aiperf merge`,
+    /// the merged whole (`merged: true`); `None` (omitted) for a run that is not sharded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardPart>,
+}
+
+/// Which part of a run split across processes (docs/scale-out.md).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShardPart {
+    /// This shard's index, from 0 (0 when `merged`).
+    pub index: u64,
+    /// How many shards the run has.
+    pub count: u64,
+    /// `true` in `aiperf merge`: the hooks see the merged result of all `count` shards.
+    pub merged: bool,
 }
 
 /// One run of a sweep (`--concurrency 1,4`, `--isl-osl-pairs ...`) or of repeated runs
@@ -981,6 +997,7 @@ mod tests {
             warmup: None,
             input_config: json!({"endpoint": {"model_names": ["m"]}}),
             sweep: None,
+            shard: None,
         };
         // A single run's context has no `sweep` on the wire; a sweep run's round-trips.
         assert!(!encode_line(&ctx).contains("sweep"));

@@ -29,6 +29,7 @@ use crate::mock::{is_mock_url, InProcessMock, MockConfig};
 use crate::plugin::{HookRegistry, PluginsReport, RecordFeed, Redactor};
 use crate::readiness;
 use crate::servermetrics::{Collector, Files as ScrapeFiles};
+use crate::shard::Shard;
 use crate::timing::health::HealthMonitor;
 use crate::timing::{
     run_phase, ConcurrencyCap, PhaseLoad, PhaseSpec, PhaseTracker, RateSpec, RequestRateMode,
@@ -184,7 +185,12 @@ pub async fn run_in_sweep(
     redactor: &Redactor,
     sweep: Option<SweepRun>,
 ) -> Result<RunOutcome> {
-    let clock = Clock::new();
+    // A `--start-at` already past: the clock starts before it, so a late schedule's
+    // deadlines (and their send lag) are on it.
+    let clock = cfg
+        .scale
+        .start_at_ns
+        .map_or_else(Clock::new, Clock::covering);
     let Prepared {
         cfg,
         dataset,
@@ -195,7 +201,7 @@ pub async fn run_in_sweep(
     } = prepare(cfg, clock).await?;
     let specs = phase_specs(&cfg, profiling_count, trace);
     // Every usage error could have been found by now, and nothing was written or sent.
-    let mut run_ctx = run_context(&cfg, &specs, uuid::Uuid::new_v4().to_string());
+    let mut run_ctx = run_context(&cfg, &specs, run_id(&cfg));
     let (sweep_first, sweep_last) = match sweep {
         Some(s) => {
             run_ctx.sweep = Some(s.point);
@@ -460,6 +466,11 @@ pub fn run_context(
         warmup: load(PhaseKind::Warmup),
         input_config: serde_json::to_value(cfg).unwrap_or_default(),
         sweep: None,
+        shard: cfg.scale.shard.map(|s| aiperf_plugin::ShardPart {
+            index: u64::from(s.index),
+            count: u64::from(s.count),
+            merged: false,
+        }),
     }
 }
 
@@ -665,6 +676,9 @@ async fn start(
         next_request: AtomicU64::new(0),
         stop_sending,
         cancel_in_flight: CancellationToken::new(),
+        shard: cfg.scale.shard,
+        start_at_wall_ns: cfg.scale.start_at_ns,
+        start_at: std::sync::Mutex::new(None),
     });
     Ok((ctx, processor))
 }
@@ -870,7 +884,58 @@ pub fn phase_specs(
         cancellation: cfg.load.cancellation(),
         seed,
     });
+    if let Some(sh) = cfg.scale.shard {
+        for p in &mut phases {
+            split(p, sh);
+        }
+    }
     phases
+}
+
+/// A shard's part of a phase: its share of the request and conversation counts and of the
+/// closed-loop workers (or the open-loop cap). Which arrivals and entries it sends is
+/// decided as the phase runs (`timing`: dealt round-robin).
+fn split(p: &mut PhaseSpec, sh: Shard) {
+    let part = |n: usize| usize::try_from(sh.part(n as u64)).unwrap_or(n).max(1);
+    p.request_count = p.request_count.map(|c| sh.part(c));
+    p.session_count = p.session_count.map(|c| sh.part(c));
+    match &mut p.load {
+        PhaseLoad::ClosedLoop { concurrency, .. } => *concurrency = part(*concurrency),
+        PhaseLoad::Rate { cap, .. } | PhaseLoad::Trace { cap, .. } => {
+            if let Some(c) = cap {
+                c.limit = part(c.limit);
+            }
+        }
+    }
+}
+
+/// The run's id: `--run-id`; with `--shard` alone, one derived from the config (less the
+/// artifact directory and the command line, which differ between shards), the shard count
+/// and `--start-at`, so every shard of one run agrees without being told; else a new UUID.
+pub fn run_id(cfg: &BenchmarkConfig) -> String {
+    if let Some(id) = &cfg.scale.run_id {
+        return id.clone();
+    }
+    let Some(sh) = cfg.scale.shard else {
+        return uuid::Uuid::new_v4().to_string();
+    };
+    let mut v = serde_json::to_value(cfg).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("cli_command");
+        if let Some(out) = o.get_mut("output").and_then(Value::as_object_mut) {
+            out.remove("artifact_directory");
+            out.remove("ui");
+        }
+    }
+    let text = format!("{v}|{}|{:?}", sh.count, cfg.scale.start_at_ns);
+    // Two FNV-1a passes with different offsets: 128 bits, shown as a UUID.
+    let fnv = |basis: u64| {
+        text.bytes().fold(basis, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    let (a, b) = (fnv(0xcbf2_9ce4_8422_2325), fnv(0x6c62_272e_07bb_0142));
+    uuid::Uuid::from_u64_pair(a, b).to_string()
 }
 
 /// A trace or a rate (requests/s, arrival process, rate ramp) is open loop, capped by
@@ -913,6 +978,8 @@ struct PhaseResults {
     stats: BTreeMap<PhaseKind, PhaseStats>,
     /// The profiling phase's time slices (`--slice-duration`; empty without it).
     timeslices: Vec<TimeSlice>,
+    /// How `--start-at` was met.
+    start: Option<StartInfo>,
 }
 
 /// Runs the phases in order (the rest are skipped after a Ctrl-C), each followed by its
@@ -927,6 +994,7 @@ async fn run_phases(
     collector: &Collector,
 ) -> PhaseResults {
     let mut results = PhaseResults::default();
+    let mut start_at = ctx.start_at_wall_ns;
     for spec in specs {
         if ctx.stop_sending.is_cancelled() {
             break;
@@ -950,6 +1018,9 @@ async fn run_phases(
         // A scrape just before the phase: its window's reference sample.
         collector.mark().await;
         let watch = watch.as_ref().filter(|_| kind == PhaseKind::Profiling);
+        if let Some(at) = start_at.take() {
+            results.start = Some(wait_for_start(ctx, at, ctx.shard).await);
+        }
         let (tracker, observers) = run_phase(ctx, spec, hooks, |t| {
             if let Some(live) = &shown.live {
                 live.set_phase(PhaseInfo {
@@ -965,6 +1036,11 @@ async fn run_phases(
             Some((p, w, ticker))
         })
         .await;
+        // The agreed start is the first phase's only (a closed-loop phase leaves it).
+        ctx.start_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some((p, w, ticker)) = observers {
             drop(ticker);
             if let Some(p) = p {
@@ -1090,8 +1166,79 @@ fn report(
         client_health,
         server_metrics: None,
         gpu_telemetry: None,
+        shard: shard_section(&cfg.scale, &run_ctx.run_id, phases.start.as_ref()),
     }
 }
+
+/// The report's `shard` section: the shard, the run it belongs to, the agreed start and how
+/// late this process got there. `None` for a run without `--shard` or `--start-at`.
+fn shard_section(
+    scale: &crate::shard::ScaleSpec,
+    run_id: &str,
+    start: Option<&StartInfo>,
+) -> Option<Value> {
+    if scale.shard.is_none() && scale.start_at_ns.is_none() {
+        return None;
+    }
+    Some(serde_json::json!({
+        "index": scale.shard.map(|s| s.index),
+        "count": scale.shard.map(|s| s.count),
+        "run_id": run_id,
+        "start_at_ns": scale.start_at_ns,
+        "start_late_ms": start.map(|s| s.late_ms),
+    }))
+}
+
+/// How the run met `--start-at`.
+#[derive(Debug, Clone)]
+struct StartInfo {
+    /// How late the first phase started after the agreed time (0 when it waited for it).
+    late_ms: f64,
+}
+
+/// Waits for `--start-at` (Ctrl-C ends the wait): the first phase then starts at that wall
+/// time, and an open-loop schedule runs from it. A process that gets there late says by how
+/// much, and its schedule still starts at the agreed time (so its first sends are late).
+async fn wait_for_start(ctx: &RunContext, start_at_ns: u64, shard: Option<Shard>) -> StartInfo {
+    let now_ns = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    };
+    let now = now_ns();
+    let who = shard.map_or_else(|| "this run".to_string(), |s| format!("shard {s}"));
+    // The agreed time on the run's clock (which starts before it when it is past: see
+    // `Clock::covering`), so the records' scheduled times are the agreed time plus each
+    // offset, on every shard alike.
+    let anchor = tokio::time::Instant::from_std(
+        ctx.clock
+            .instant_at(start_at_ns.saturating_sub(ctx.clock.wall_ns(0))),
+    );
+    if start_at_ns > now {
+        tracing::info!(
+            "{who}: waiting {:.3} s for --start-at",
+            (start_at_ns - now) as f64 / 1e9
+        );
+        // Woken a little early: the scheduler hands out its first request ahead of it.
+        let wake = anchor.checked_sub(START_LEAD).unwrap_or(anchor);
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = ctx.stop_sending.cancelled() => {}
+        }
+    }
+    let late_ms = tokio::time::Instant::now()
+        .saturating_duration_since(anchor)
+        .as_secs_f64()
+        * 1e3;
+    if late_ms >= 1.0 {
+        eprintln!("{who} started {late_ms:.1} ms after --start-at; its first sends are that late");
+    }
+    *ctx.start_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(anchor);
+    StartInfo { late_ms }
+}
+
+/// How long before `--start-at` a waiting process wakes up (the scheduler's spawn lead).
+const START_LEAD: Duration = Duration::from_millis(5);
 
 /// Where the scrapers' artifacts go: `server_metrics_export.*` and `gpu_telemetry_export.*`
 /// (AIPerf's names), or `<prefix>_server_metrics.*` and `<prefix>_gpu_telemetry.*` with
@@ -1301,6 +1448,96 @@ mod tests {
                 seed: 9,
             }]
         );
+    }
+
+    /// A shard's phases: its part of every count and of the workers (or the cap); the
+    /// parts of all shards add up to the run's.
+    #[test]
+    fn a_shard_runs_its_part_of_every_count() {
+        let parts = |extra: &[&str]| -> Vec<Vec<PhaseSpec>> {
+            (0..3)
+                .map(|i| {
+                    let s = format!("{i}/3");
+                    let mut a = vec!["--shard", &s];
+                    a.extend_from_slice(extra);
+                    let c = cfg(&a);
+                    phase_specs(&c, c.load.request_count, None)
+                })
+                .collect()
+        };
+        let closed = parts(&[
+            "--concurrency",
+            "8",
+            "--request-count",
+            "100",
+            "--warmup-request-count",
+            "5",
+            "--conversation-num",
+            "40",
+        ]);
+        let get = |i: usize, p: usize| &closed[i][p];
+        let workers = |s: &PhaseSpec| match s.load {
+            PhaseLoad::ClosedLoop { concurrency, .. } => concurrency,
+            _ => panic!("closed loop"),
+        };
+        assert_eq!(
+            (0..3).map(|i| workers(get(i, 1))).collect::<Vec<_>>(),
+            [3, 3, 2]
+        );
+        assert_eq!(
+            (0..3).map(|i| get(i, 1).request_count).collect::<Vec<_>>(),
+            [Some(34), Some(33), Some(33)]
+        );
+        assert_eq!(
+            (0..3).map(|i| get(i, 1).session_count).collect::<Vec<_>>(),
+            [Some(14), Some(13), Some(13)]
+        );
+        assert_eq!(
+            (0..3).map(|i| get(i, 0).request_count).collect::<Vec<_>>(),
+            [Some(2), Some(2), Some(1)]
+        );
+        let open = parts(&[
+            "--request-rate",
+            "90",
+            "--concurrency",
+            "10",
+            "--request-count",
+            "9",
+        ]);
+        for (i, want) in [4usize, 3, 3].into_iter().enumerate() {
+            match &open[i][0].load {
+                PhaseLoad::Rate { rate, cap } => {
+                    // The same rate everywhere: each shard takes its arrivals of the one schedule.
+                    assert_eq!(rate.rate, 90.0);
+                    assert_eq!(cap.map(|c| c.limit), Some(want));
+                }
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(open[i][0].request_count, Some(3));
+        }
+    }
+
+    /// Shards started alike agree on the run id without being told; `--run-id` wins; a run
+    /// that is not sharded gets a new id each time.
+    #[test]
+    fn shards_of_one_run_share_its_id() {
+        let id = |a: &[&str]| run_id(&cfg(a));
+        let base = ["--concurrency", "4", "--start-at", "2030-01-01T00:00:00Z"];
+        let with = |s: &str, dir: &str| {
+            let mut a = base.to_vec();
+            a.extend(["--shard", s, "--artifact-dir", dir]);
+            id(&a)
+        };
+        assert_eq!(with("0/4", "/r/0"), with("3/4", "/r/3"));
+        assert_ne!(with("0/4", "/r/0"), with("0/2", "/r/0"), "another split");
+        let mut later = base.to_vec();
+        later[3] = "2030-01-01T00:00:01Z";
+        later.extend(["--shard", "0/4"]);
+        assert_ne!(id(&later), with("0/4", "/r/0"), "another start");
+        let mut named = base.to_vec();
+        named.extend(["--shard", "0/4", "--run-id", "bench-7"]);
+        assert_eq!(id(&named), "bench-7");
+        assert_ne!(id(&["--concurrency", "4"]), id(&["--concurrency", "4"]));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod config;
 pub mod dataset;
 pub mod endpoint;
 pub mod export;
+pub mod merge;
 pub mod metrics;
 pub mod mix;
 pub mod mock;
@@ -21,6 +22,7 @@ pub mod search;
 mod search_run;
 pub mod secret;
 pub mod servermetrics;
+pub mod shard;
 pub mod sweep;
 pub mod timing;
 pub mod tokenizer;
@@ -101,6 +103,138 @@ pub fn run_plot(a: &cli::PlotArgs) -> Result<u8> {
             .map_or_else(String::new, |p| p.display().to_string())
     );
     Ok(0)
+}
+
+/// `aiperf merge DIR... --output DIR`: a sharded run's shards merged into one run's
+/// artifacts; with `--config`, its plugins see the merged run once.
+pub async fn run_merge(a: cli::MergeArgs) -> Result<u8> {
+    let plugins = match &a.config {
+        Some(path) => Some(config::load_plugins_section(Some(path))?),
+        None => None,
+    };
+    let mut merged = merge::merge(&a.dirs, &a.output).map_err(merge_error)?;
+    let r = &merged.report;
+    let n = merged.shards.len();
+    let mut console = format!(
+        "Merged {n} shards of run {} ({} requests, {} errors)\n",
+        r.benchmark_id, r.profiling.success, r.profiling.error_count
+    );
+    console.push_str(&export::console::render(
+        "Profiling (merged)",
+        &r.profiling,
+        false,
+    ));
+    console.push_str(&format!(
+        "Client health: {}\n",
+        if r.client_health.ok() {
+            "ok on every shard".to_string()
+        } else {
+            format!(
+                "client may be the bottleneck ({})",
+                r.client_health.reasons.join("; ")
+            )
+        }
+    ));
+    if let Some(section) = plugins {
+        merged.report.plugins = merge_hooks(&section, &merged, &a.output).await;
+        console.push_str(&export::console::plugins_section(&merged.report.plugins));
+    }
+    print!("{console}");
+    merge::write(&a.output, &merged, &console).map_err(merge_error)?;
+    if !a.no_html {
+        match report::write_for_run(&a.output, export::JSON_FILE, export::JSONL_FILE, false) {
+            Ok(p) => println!("Report: {}", p.display()),
+            Err(e) => eprintln!("warning: no report.html: {e}"),
+        }
+    }
+    println!("Artifacts: {}", a.output.display());
+    Ok(0)
+}
+
+fn merge_error(e: merge::MergeError) -> Error {
+    match e {
+        merge::MergeError::Input(m) => config::ConfigError::Usage(m).into(),
+        merge::MergeError::Write(context, source) => Error::Io { context, source },
+    }
+}
+
+/// The plugins of `section` on the merged run: `benchmark_start`, each phase's
+/// `phase_complete` (warmup first), `benchmark_complete`; their report.
+async fn merge_hooks(
+    section: &plugin::PluginsSection,
+    m: &merge::Merged,
+    output: &std::path::Path,
+) -> plugin::PluginsReport {
+    use aiperf_plugin::Hook;
+    let r = &m.report;
+    let ic = &r.input_config;
+    let strings = |p: &str| -> Vec<String> {
+        ic.pointer(p)
+            .and_then(serde_json::Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let ctx = aiperf_plugin::RunContext {
+        run_id: r.benchmark_id.clone(),
+        aiperf_version: env!("CARGO_PKG_VERSION").to_string(),
+        models: strings("/endpoint/model_names"),
+        urls: r.urls.clone(),
+        endpoint_type: ic
+            .pointer("/endpoint/type")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        endpoint_path: ic
+            .pointer("/endpoint/custom_endpoint")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        streaming: ic
+            .pointer("/endpoint/streaming")
+            .and_then(serde_json::Value::as_bool)
+            == Some(true),
+        artifact_dir: std::path::absolute(output)
+            .unwrap_or_else(|_| output.to_path_buf())
+            .display()
+            .to_string(),
+        load: Default::default(),
+        warmup: None,
+        input_config: ic.clone(),
+        sweep: None,
+        shard: Some(aiperf_plugin::ShardPart {
+            index: 0,
+            count: m.shards.len() as u64,
+            merged: true,
+        }),
+    };
+    let redactor = plugin::Redactor::new(section, &[]);
+    let hooks = plugin::HookRegistry::load(section, &redactor, std::sync::Arc::new(ctx)).await;
+    hooks.emit(Hook::BenchmarkStart, None, None, None);
+    for (kind, summary) in [
+        (metrics::PhaseKind::Warmup, r.warmup.as_ref()),
+        (metrics::PhaseKind::Profiling, Some(&r.profiling)),
+    ] {
+        let (Some(s), Some(stats)) = (summary, r.phase_stats.get(&kind)) else {
+            continue;
+        };
+        hooks.emit(
+            Hook::PhaseComplete,
+            Some(kind),
+            Some(stats.clone()),
+            Some(serde_json::Value::Object(s.metrics_json())),
+        );
+    }
+    hooks.emit(
+        Hook::BenchmarkComplete,
+        None,
+        None,
+        Some(serde_json::Value::Object(r.profiling.metrics_json())),
+    );
+    hooks.finish().await
 }
 
 /// `aiperf mock-server`: serves until Ctrl-C.

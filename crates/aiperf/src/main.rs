@@ -150,6 +150,7 @@ fn main() -> ExitCode {
         Some(Command::Plugins(PluginsCommand::Check { name, config })) => {
             run_async(async move { aiperf::plugins_check(&name, config.as_deref()).await })
         }
+        Some(Command::Merge(m)) => run_async(aiperf::run_merge(m)),
         Some(Command::Plot(p)) => match aiperf::run_plot(&p) {
             Ok(code) => ExitCode::from(code),
             Err(e) => {

@@ -59,6 +59,29 @@ pub enum Command {
     /// directories (this tool's or Python AIPerf's). One run directory: its report; several:
     /// one report comparing them; a sweep's directory: the sweep's report.
     Plot(PlotArgs),
+    /// Merge the artifact directories of a sharded run's shards (`--shard I/N`) into one,
+    /// in the same layout: statistics computed exactly from every shard's per-request
+    /// records, counters summed, errors united, each shard's client-health verdict kept.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MergeArgs {
+    /// The shards' artifact directories (each holding profile_export_aiperf.json with its
+    /// shard section, and profile_export.jsonl): all N shards of one run, in any order.
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Where the merged artifacts go (created; not one of the shards).
+    #[arg(long, short = 'o', value_name = "DIR", required = true)]
+    pub output: PathBuf,
+    /// A config file whose `plugins:` section runs on the merged result: `benchmark_start`,
+    /// each phase's `phase_complete` and `benchmark_complete`, once (so a Pushgateway gets
+    /// one run, not N parts).
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Do not write report.html.
+    #[arg(long)]
+    pub no_html: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -132,6 +155,28 @@ pub struct ProfileArgs {
     pub search: SearchArgs,
     #[command(flatten, next_help_heading = "Multi-Run")]
     pub multi_run: MultiRunArgs,
+    #[command(flatten, next_help_heading = "Scale-out")]
+    pub scale: ScaleArgs,
+}
+
+/// One run split across processes or machines (docs/scale-out.md).
+#[derive(Debug, Clone, Args)]
+pub struct ScaleArgs {
+    /// Run shard I of N (I from 0): this process makes its exact part of the run (workers,
+    /// counts split; a rate's arrivals and a trace's entries dealt round-robin). Merge the
+    /// shards' artifact directories with `aiperf merge`.
+    #[arg(long, value_name = "I/N", value_parser = crate::shard::parse_shard)]
+    pub shard: Option<crate::shard::Shard>,
+    /// The id all shards of one run share (the report's benchmark_id; `aiperf merge` checks
+    /// it). Default: a new UUID per run; with --shard, derived from the config and
+    /// --start-at, so shards started alike agree.
+    #[arg(long, value_name = "ID", value_parser = crate::shard::parse_run_id)]
+    pub run_id: Option<String>,
+    /// Start the load at this wall-clock time (RFC 3339, e.g. 2026-12-02T10:00:00Z) after
+    /// preparing; a process that gets there late says by how much, and its open-loop sends
+    /// show it as send lag.
+    #[arg(long, value_name = "TIME", value_parser = crate::shard::parse_start_at)]
+    pub start_at: Option<u64>,
 }
 
 /// `--search-recipe`: what the search looks for.

@@ -76,6 +76,10 @@ pub struct BenchmarkConfig {
     /// run's config shows its own point.
     #[serde(skip)]
     pub sweep: crate::sweep::SweepSpec,
+    /// `--shard`, `--run-id`, `--start-at` (docs/scale-out.md). Not part of `input_config`:
+    /// every shard of a run has the same one; the report's `shard` section says which it was.
+    #[serde(skip)]
+    pub scale: crate::shard::ScaleSpec,
 }
 
 /// Loads only the `plugins:` section of a config file (for `aiperf plugins ...`).

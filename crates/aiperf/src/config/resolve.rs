@@ -48,6 +48,7 @@ pub(super) fn resolve(
         ));
     }
     let server_metrics = server_metrics(&a)?;
+    let scale = scale(&a, &load, &sweep, search.is_some())?;
     let output = output(a.output, &endpoint, &load, &sweep)?;
     plugins.no_plugins = a.plugins.no_plugins;
     plugins.strict = a.plugins.strict_plugins;
@@ -61,7 +62,68 @@ pub(super) fn resolve(
         cli_command,
         search,
         sweep,
+        scale,
     })
+}
+
+/// `--shard`, `--run-id`, `--start-at`. A shard needs something of every count to split:
+/// at least N closed-loop workers (or an open-loop cap of N), N requests, N conversations,
+/// N warmup requests, when those are given. Sweeps and searches are not sharded.
+fn scale(
+    a: &ProfileArgs,
+    load: &LoadSpec,
+    sweep: &crate::sweep::SweepSpec,
+    search: bool,
+) -> Result<crate::shard::ScaleSpec, ConfigError> {
+    let spec = crate::shard::ScaleSpec {
+        shard: a.scale.shard,
+        run_id: a.scale.run_id.clone(),
+        start_at_ns: a.scale.start_at,
+    };
+    let Some(sh) = spec.shard else {
+        return Ok(spec);
+    };
+    if sweep.is_multi() || search {
+        return Err(usage(
+            "--shard splits one run: sweeps (comma lists, --num-profile-runs) and --search-recipe are not sharded; run each point as its own sharded run",
+        ));
+    }
+    let n = u64::from(sh.count);
+    let too_few = |what: &str, v: u64| -> Result<(), ConfigError> {
+        if v < n {
+            Err(usage(format!(
+                "--shard {sh}: {what} {v} cannot be split over {n} shards (each needs at least 1)"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    // Closed loop (no rate, no trace) runs --concurrency workers, 1 by default; open loop
+    // splits its cap when there is one.
+    let open_loop = load.request_rate.is_some() || a.input.fixed_schedule;
+    if let Some(c) = load.concurrency {
+        too_few("--concurrency", c as u64)?;
+    } else if !open_loop && n > 1 {
+        return Err(usage(format!(
+            "--shard {sh}: a closed-loop run needs --concurrency of at least {n} to split (or --request-rate, or --fixed-schedule for a trace)"
+        )));
+    }
+    if let Some(c) = load.warmup_concurrency {
+        too_few("--warmup-concurrency", c as u64)?;
+    }
+    if let Some(r) = load.request_count {
+        too_few("--request-count", r)?;
+    }
+    if let Some(c) = load.conversation_num {
+        too_few("--conversation-num", c)?;
+    }
+    if load.warmup_request_count > 0 {
+        too_few("--warmup-request-count", load.warmup_request_count)?;
+    }
+    if let Some(c) = load.warmup_num_sessions {
+        too_few("--num-warmup-sessions", c)?;
+    }
+    Ok(spec)
 }
 
 /// `--server-metrics`, `--gpu-telemetry` and their companions: URLs normalised (a bad one is

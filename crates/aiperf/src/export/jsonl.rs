@@ -126,6 +126,13 @@ impl Serialize for SuccessMetrics<'_> {
     }
 }
 
+/// A successful request's `metrics` object as the JSONL has it (for tests that read records
+/// back).
+#[cfg(test)]
+pub(crate) fn success_metrics_json(m: &RequestMetrics) -> serde_json::Value {
+    serde_json::to_value(SuccessMetrics(m)).unwrap_or_default()
+}
+
 /// The metrics [`SuccessMetrics`] writes first, in the order the JSONL always had; the
 /// summary-only `send_lag` (in the metadata as `send_lag_ms`) and `credit_to_start_latency`
 /// are left out, as AIPerf leaves the latter out of its records.

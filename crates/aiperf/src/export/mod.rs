@@ -56,6 +56,9 @@ pub struct RunReport {
     pub server_metrics: Option<Value>,
     /// The `gpu_telemetry` section, when GPU telemetry was collected (or asked for).
     pub gpu_telemetry: Option<Value>,
+    /// The `shard` section: which part of a sharded run this is (`--shard`), or the shards
+    /// an `aiperf merge` merged.
+    pub shard: Option<Value>,
 }
 
 impl Serialize for RunReport {
@@ -90,6 +93,8 @@ struct ReportJson<'a> {
     server_metrics: Option<&'a Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     gpu_telemetry: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shard: Option<&'a Value>,
     plugins: &'a PluginsReport,
     input_config: &'a Value,
 }
@@ -156,6 +161,7 @@ impl<'a> From<&'a RunReport> for ReportJson<'a> {
             client_health: &r.client_health,
             server_metrics: r.server_metrics.as_ref(),
             gpu_telemetry: r.gpu_telemetry.as_ref(),
+            shard: r.shard.as_ref(),
             plugins: &r.plugins,
             input_config: &r.input_config,
         }
@@ -444,6 +450,7 @@ mod tests {
             client_health: fixed_health(),
             server_metrics: None,
             gpu_telemetry: None,
+            shard: None,
         }
     }
 

@@ -245,4 +245,10 @@ pub struct RunContext<S = Transport> {
     pub stop_sending: CancellationToken,
     /// Cancel requests still in flight.
     pub cancel_in_flight: CancellationToken,
+    /// `--shard`: which arrivals, trace entries and conversations are this process's.
+    pub shard: Option<crate::shard::Shard>,
+    /// `--start-at` (Unix ns): the first phase waits for it.
+    pub start_at_wall_ns: Option<u64>,
+    /// `--start-at` as an instant: the first open-loop phase's time zero (taken once).
+    pub start_at: std::sync::Mutex<Option<Instant>>,
 }

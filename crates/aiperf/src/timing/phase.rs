@@ -18,6 +18,7 @@ use crate::dataset::{Dataset, Turn};
 use crate::endpoint::{build_payload, Message};
 use crate::metrics::{PhaseKind, RequestIds, RequestRecord};
 use crate::plugin::HookRegistry;
+use crate::shard::Shard;
 
 /// What a phase has sent so far, counted under one lock so that the limits are exact
 /// whatever thread sends: requests (turns) against `--request-count`, conversations against
@@ -280,7 +281,9 @@ async fn execute<S: RequestSender>(
     let dataset = &ctx.dataset;
     let turns_of = |i: usize| dataset.entries.get(i).map_or(1, |e| e.turns.len() as u64);
     let Some((credit, entry_index)) = phase.start_conversation(|credit| {
-        let i = entry.unwrap_or_else(|| dataset.pick(credit));
+        // A shard's k-th conversation is the run's k·N + I: the entry the single run picks.
+        let run_credit = ctx.shard.map_or(credit, |s| s.global(credit));
+        let i = entry.unwrap_or_else(|| dataset.pick(run_credit));
         (i, turns_of(i))
     }) else {
         return Ran::NotStarted;
@@ -421,24 +424,48 @@ fn spawn_workers<S: RequestSender>(
 
 /// Open-loop send offsets from the phase's time zero: a rate's arrival process, or a trace.
 enum Offsets {
-    /// Boxed: the RNG state is large.
-    Rate(Box<Schedule>),
+    Rate {
+        /// Boxed: the RNG state is large.
+        schedule: Box<Schedule>,
+        /// With `--shard`: this shard's arrivals of the run's one schedule.
+        shard: Option<Shard>,
+        /// The run-wide number of the next arrival.
+        next: u64,
+    },
     Trace {
         trace: Arc<Trace>,
         next: usize,
+        /// With `--shard`: this shard's entries of the trace.
+        shard: Option<Shard>,
     },
 }
 
 impl Offsets {
-    /// The next (offset, dataset entry); no entry when the credit picks it.
+    /// The next (offset, dataset entry); no entry when the credit picks it. A shard draws
+    /// every arrival of the run's schedule (so the schedule is the same everywhere) and
+    /// keeps its own: arrivals I, I + N, I + 2N, … (the same for a trace's entries).
     fn next(&mut self) -> Option<(Duration, Option<usize>)> {
         match self {
-            Offsets::Rate(schedule) => Some((schedule.next_offset(), None)),
-            Offsets::Trace { trace, next } => {
-                let item = trace.get(*next).map(|(o, e)| (*o, Some(*e)));
+            Offsets::Rate {
+                schedule,
+                shard,
+                next,
+            } => loop {
+                let offset = schedule.next_offset();
+                let global = *next;
                 *next += 1;
-                item
-            }
+                if shard.is_none_or(|s| s.owns(global)) {
+                    return Some((offset, None));
+                }
+            },
+            Offsets::Trace { trace, next, shard } => loop {
+                let i = *next;
+                let item = trace.get(i).map(|(o, e)| (*o, Some(*e)));
+                *next += 1;
+                if item.is_none() || shard.is_none_or(|s| s.owns(i as u64)) {
+                    return item;
+                }
+            },
         }
     }
 }
@@ -484,8 +511,15 @@ async fn scheduler<S: RequestSender>(
     cap: Option<ConcurrencyCap>,
     requests: &mut JoinSet<()>,
 ) {
-    // Time zero lies one spawn lead ahead, so the first requests are not late by design.
-    let t0 = Instant::now() + SPAWN_LEAD;
+    // Time zero lies one spawn lead ahead, so the first requests are not late by design;
+    // with --start-at, the first phase's time zero is that time (a late start shows as
+    // send lag).
+    let t0 = ctx
+        .start_at
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .unwrap_or_else(|| Instant::now() + SPAWN_LEAD);
     let (cap, _grow_cap) = concurrency_cap(cap, t0, &phase.stop);
     let mut later_turns = phase
         .tick_requests
@@ -629,19 +663,18 @@ fn spawn_load<S: RequestSender>(ctx: &Arc<RunContext<S>>, phase: &Arc<PhaseRun>)
             Senders::Workers(spawn_workers(ctx, phase, *concurrency, *ramp))
         }
         PhaseLoad::Rate { rate: r, cap } => open_loop(
-            Offsets::Rate(Box::new(Schedule::new(
-                r.rate,
-                r.mode,
-                r.smoothness,
-                r.ramp,
-                r.seed,
-            ))),
+            Offsets::Rate {
+                schedule: Box::new(Schedule::new(r.rate, r.mode, r.smoothness, r.ramp, r.seed)),
+                shard: ctx.shard,
+                next: 0,
+            },
             *cap,
         ),
         PhaseLoad::Trace { trace, cap } => open_loop(
             Offsets::Trace {
                 trace: trace.clone(),
                 next: 0,
+                shard: ctx.shard,
             },
             *cap,
         ),
@@ -762,4 +795,74 @@ pub async fn run_phase<S: RequestSender, P>(
         hooks.emit(Hook::PhaseTimeout, Some(kind), stats, None);
     }
     (tracker, observer)
+}
+
+#[cfg(test)]
+mod shard_tests {
+    use super::*;
+    use crate::timing::RequestRateMode;
+
+    fn drain(mut o: Offsets, n: usize) -> Vec<(Duration, Option<usize>)> {
+        (0..n).map_while(|_| o.next()).collect()
+    }
+
+    /// The shards' arrivals of a rate are the one schedule's, dealt round-robin: together
+    /// they are every arrival of the schedule, each once, at its time.
+    #[test]
+    fn shards_deal_the_one_schedule_and_the_trace() {
+        let rate = || {
+            Box::new(Schedule::new(
+                200.0,
+                RequestRateMode::Poisson,
+                1.0,
+                None,
+                42,
+            ))
+        };
+        let whole = drain(
+            Offsets::Rate {
+                schedule: rate(),
+                shard: None,
+                next: 0,
+            },
+            100,
+        );
+        let mut union = Vec::new();
+        for index in 0..4 {
+            let shard = Some(Shard { index, count: 4 });
+            let part = drain(
+                Offsets::Rate {
+                    schedule: rate(),
+                    shard,
+                    next: 0,
+                },
+                25,
+            );
+            for (k, p) in part.iter().enumerate() {
+                assert_eq!(
+                    *p,
+                    whole[k * 4 + index as usize],
+                    "shard {index} arrival {k}"
+                );
+            }
+            union.extend(part);
+        }
+        union.sort();
+        assert_eq!(union, whole);
+        let trace: Arc<Trace> = Arc::new(
+            (0..10)
+                .map(|i| (Duration::from_millis(i * 7), i as usize))
+                .collect(),
+        );
+        let part = drain(
+            Offsets::Trace {
+                trace: trace.clone(),
+                next: 0,
+                shard: Some(Shard { index: 1, count: 3 }),
+            },
+            100,
+        );
+        let entries: Vec<usize> = part.iter().filter_map(|p| p.1).collect();
+        assert_eq!(entries, [1, 4, 7]);
+    }
 }

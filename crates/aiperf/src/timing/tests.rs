@@ -172,6 +172,9 @@ impl Fixture {
             next_request: AtomicU64::new(0),
             stop_sending: CancellationToken::new(),
             cancel_in_flight: CancellationToken::new(),
+            shard: None,
+            start_at_wall_ns: None,
+            start_at: std::sync::Mutex::new(None),
         });
         Self {
             ctx,

@@ -29,6 +29,7 @@ mod profile;
 mod prometheus_exporter;
 mod report;
 mod request_shape;
+mod scale_out;
 mod search;
 mod server_metrics;
 mod sweeps;

@@ -25,7 +25,7 @@ dict ``{"metrics": {...}, "notes": [...]}``) from a callback, or by calling
 
 __version__ = "0.1.0"
 
-from .context import LoadContext, RunContext, SweepParameters, SweepPoint
+from .context import LoadContext, RunContext, ShardPart, SweepParameters, SweepPoint
 from .enums import CreditPhase, HookName
 from .phase_hooks import (
     BENCHMARK_HOOKS,
@@ -45,6 +45,7 @@ __all__ = [
     "CreditPhase",
     "LoadContext",
     "SweepParameters",
+    "ShardPart",
     "SweepPoint",
     "RunContext",
     "HookName",

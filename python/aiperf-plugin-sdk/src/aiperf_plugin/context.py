@@ -79,6 +79,20 @@ class SweepPoint:
 
 
 @dataclass
+class ShardPart:
+    """The part of a run split across processes (``--shard I/N``): ``index`` of ``count``
+    from 0; in ``aiperf merge``, ``merged`` is true and the hooks see the whole run."""
+
+    index: int = 0
+    count: int = 1
+    merged: bool = False
+
+    @classmethod
+    def from_dict(cls, data: Optional[Mapping[str, Any]]) -> Optional["ShardPart"]:
+        return cls(**_known(cls, data)) if isinstance(data, Mapping) else None
+
+
+@dataclass
 class RunContext:
     """What aiperf tells a plugin about its run (``plugin.context``).
 
@@ -86,7 +100,8 @@ class RunContext:
     built-in mock's too); ``artifact_dir`` is absolute and exists from ``benchmark_start``
     on; ``input_config`` is the resolved config exactly as the report's ``input_config``
     (secrets redacted); ``sweep`` says where the run sits in a sweep or in repeated runs
-    (``None`` for a single run). Fields a newer aiperf adds are kept in ``extra``.
+    (``None`` for a single run); ``shard`` which part of a sharded run this is (``None`` when
+    the run is not sharded). Fields a newer aiperf adds are kept in ``extra``.
     """
 
     run_id: str = ""
@@ -101,6 +116,7 @@ class RunContext:
     warmup: Optional[LoadContext] = None
     input_config: Dict[str, Any] = field(default_factory=dict)
     sweep: Optional[SweepPoint] = None
+    shard: Optional[ShardPart] = None
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -114,6 +130,7 @@ class RunContext:
         warmup = data.get("warmup")
         fields["warmup"] = LoadContext.from_dict(warmup) if isinstance(warmup, Mapping) else None
         fields["sweep"] = SweepPoint.from_dict(data.get("sweep"))
+        fields["shard"] = ShardPart.from_dict(data.get("shard"))
         if not isinstance(fields.get("input_config"), dict):
             fields["input_config"] = {}
         extra = {k: v for k, v in data.items() if k not in {f.name for f in dataclasses.fields(cls)}}
@@ -130,4 +147,6 @@ class RunContext:
         extra = data.pop("extra")
         if data.get("sweep") is None:
             data.pop("sweep", None)
+        if data.get("shard") is None:
+            data.pop("shard", None)
         return {**extra, **data}

@@ -474,6 +474,17 @@ impl MockServer {
         panic!("could not start aiperf mock-server: {last_problem}");
     }
 
+    /// Stops the server with Ctrl-C (SIGINT) and waits for it: its `--log-arrivals` file is
+    /// flushed on the way out.
+    pub fn stop(self) {
+        self._process.signal(libc::SIGINT);
+        let out = self._process.wait_within(Duration::from_secs(30));
+        assert!(
+            out.is_some(),
+            "mock-server did not stop within 30 s of SIGINT"
+        );
+    }
+
     /// `127.0.0.1:PORT`
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
