@@ -245,6 +245,17 @@ class StreamingRegistryTest(unittest.TestCase):
         self.assertIsNone(ctx.sweep.parameters.isl)
         self.assertEqual(ctx.to_dict()["sweep"]["parameters"]["concurrency"], 8)
 
+    def test_shard_context_is_optional(self):
+        from aiperf_plugin import RunContext, ShardPart
+
+        self.assertIsNone(RunContext.from_dict({"run_id": "r"}).shard)
+        self.assertNotIn("shard", RunContext.from_dict({"run_id": "r"}).to_dict())
+        ctx = RunContext.from_dict({"shard": {"index": 2, "count": 4, "merged": False, "later": 1}})
+        self.assertEqual(ctx.shard, ShardPart(index=2, count=4, merged=False))
+        merged = RunContext.from_dict({"shard": {"index": 0, "count": 4, "merged": True}})
+        self.assertTrue(merged.shard.merged)
+        self.assertEqual(merged.to_dict()["shard"], {"index": 0, "count": 4, "merged": True})
+
 
 if __name__ == "__main__":
     unittest.main()
