@@ -10,6 +10,7 @@ pub mod config;
 pub mod dataset;
 pub mod endpoint;
 pub mod export;
+pub mod kube;
 pub mod metrics;
 pub mod mix;
 pub mod mock;
@@ -101,6 +102,11 @@ pub fn run_plot(a: &cli::PlotArgs) -> Result<u8> {
             .map_or_else(String::new, |p| p.display().to_string())
     );
     Ok(0)
+}
+
+/// `aiperf kube manifest`: the Kubernetes manifest of a sharded run (docs/scale-out.md).
+pub fn run_kube_manifest(a: &cli::KubeManifestArgs) -> Result<u8> {
+    kube::run(a)
 }
 
 /// `aiperf mock-server`: serves until Ctrl-C.
