@@ -914,3 +914,332 @@ fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     }
     written
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        a: KubeManifestArgs,
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-06-01T12:00:00.250Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn args(extra: &[&str]) -> Result<KubeManifestArgs, String> {
+        let mut all = vec!["kube", "--config", "b.yaml"];
+        all.extend_from_slice(extra);
+        Wrap::try_parse_from(all)
+            .map(|w| w.a)
+            .map_err(|e| e.to_string())
+    }
+
+    fn plan(extra: &[&str]) -> Result<Plan, String> {
+        Plan::from_args(&args(extra)?, now()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn shards_are_a_whole_number_from_1_to_1024() {
+        assert_eq!(plan(&["--shards", "1"]).unwrap().shards, 1);
+        assert_eq!(plan(&["--shards", "1024"]).unwrap().shards, 1024);
+        assert_eq!(plan(&["--shards", "1e2"]).unwrap().shards, 100);
+        for bad in ["0", "1025", "-1", "NaN", ".nan", "4.5", "four", "", "1e9"] {
+            let e = plan(&["--shards", bad]).unwrap_err();
+            assert!(e.contains("--shards"), "{bad}: {e}");
+        }
+        assert!(plan(&[]).unwrap_err().contains("--shards"), "required");
+    }
+
+    #[test]
+    fn defaults_name_image_run_id_and_start() {
+        let p = plan(&["--shards", "3"]).unwrap();
+        assert!(uuid::Uuid::parse_str(&p.run_id).is_ok(), "{}", p.run_id);
+        assert_eq!(p.name, format!("aiperf-{}", &p.run_id[..8]));
+        assert_eq!(p.image, format!("aiperf:{}", env!("CARGO_PKG_VERSION")));
+        // now + 120 s, rounded up to the second.
+        assert_eq!(p.start_text(), "2026-06-01T12:02:01Z");
+        assert_eq!((p.cpu.as_str(), p.memory.as_str()), ("2", "2Gi"));
+        assert_eq!(p.anti_affinity, AntiAffinity::Required);
+        assert_eq!(
+            p.results,
+            Results::New {
+                size: "10Gi".into(),
+                storage_class: None
+            }
+        );
+        let q = plan(&["--shards", "3", "--start-delay", "30"]).unwrap();
+        assert_eq!(q.start_text(), "2026-06-01T12:00:31Z");
+        assert_ne!(p.run_id, q.run_id, "a new id per manifest");
+        let e = plan(&["--shards", "3", "--start-delay", "0"]).unwrap_err();
+        assert!(e.contains("--start-delay"), "{e}");
+    }
+
+    #[test]
+    fn start_at_is_rfc3339_in_the_future() {
+        let p = plan(&["--shards", "2", "--start-at", "2026-06-01T14:00:00+02:00"]);
+        assert!(p.unwrap_err().contains("is in the past"));
+        let p = plan(&["--shards", "2", "--start-at", "2026-06-01T12:30:00.5+02:00"]);
+        assert!(p.unwrap_err().contains("in the past"));
+        let p = plan(&["--shards", "2", "--start-at", "2026-06-01T15:30:00.5+02:00"]).unwrap();
+        assert_eq!(p.start_text(), "2026-06-01T13:30:00.500Z");
+        for bad in ["tomorrow", "2026-06-01 15:30", "2026-13-01T00:00:00Z", ""] {
+            let e = plan(&["--shards", "2", "--start-at", bad]).unwrap_err();
+            assert!(e.contains("--start-at"), "{bad}: {e}");
+        }
+        let e = plan(&[
+            "--shards",
+            "2",
+            "--start-at",
+            "2027-01-01T00:00:00Z",
+            "--start-delay",
+            "5",
+        ])
+        .unwrap_err();
+        assert!(e.contains("cannot be used with"), "{e}");
+    }
+
+    #[test]
+    fn names_are_dns_labels_with_room_for_the_pod_index() {
+        let ok = plan(&["--shards", "2", "--name", "bench-1", "--namespace", "load"]).unwrap();
+        assert_eq!(
+            (ok.name.as_str(), ok.namespace.as_deref()),
+            ("bench-1", Some("load"))
+        );
+        for bad in ["Bench", "-a", "a-", "a_b", "a.b", ""] {
+            let e = plan(&["--shards", "2", &format!("--name={bad}")]).unwrap_err();
+            assert!(e.contains("invalid --name"), "{bad}: {e}");
+            let e = plan(&["--shards", "2", &format!("--namespace={bad}")]).unwrap_err();
+            assert!(e.contains("invalid --namespace"), "{bad}: {e}");
+        }
+        let long = "a".repeat(61);
+        assert!(plan(&["--shards", "10", "--name", &long]).is_ok());
+        let e = plan(&["--shards", "11", "--name", &long]).unwrap_err();
+        assert!(e.contains("too long for 11 shards"), "{e}");
+        // A run id that is not a label yields a usable default name.
+        let p = plan(&["--shards", "1", "--run-id", "My_Run.7-x"]).unwrap();
+        assert_eq!(
+            (p.run_id.as_str(), p.name.as_str()),
+            ("My_Run.7-x", "aiperf-my-run-7")
+        );
+        assert_eq!(default_name("--------"), "aiperf");
+    }
+
+    #[test]
+    fn run_ids_are_label_values() {
+        let long = "r".repeat(63);
+        assert!(plan(&["--shards", "1", "--run-id", &long]).is_ok());
+        for bad in ["", "-x", "x.", "a/b", "..", "a b", &"r".repeat(64)] {
+            let e = plan(&["--shards", "1", &format!("--run-id={bad}")]).unwrap_err();
+            assert!(e.contains("invalid --run-id"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn quantities_follow_the_kubernetes_grammar() {
+        let cases = [
+            ("2", 2.0),
+            ("500m", 0.5),
+            ("1.5", 1.5),
+            (".5", 0.5),
+            ("2.", 2.0),
+            ("2Gi", 2.0 * 1024f64.powi(3)),
+            ("512Mi", 512.0 * 1024f64.powi(2)),
+            ("1k", 1e3),
+            ("3M", 3e6),
+            ("1e3", 1e3),
+            ("1E-3", 1e-3),
+        ];
+        for (s, v) in cases {
+            assert_eq!(quantity(s), Ok(v), "{s}");
+        }
+        for bad in [
+            "", "0", "0Gi", "-1", "+1", "2gb", "2g", "Gi", ".", "1.2.3", "NaN", "inf", "1e", "1e+",
+            "1 Gi", "1e9999", "2GiB",
+        ] {
+            assert!(quantity(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn cpu_memory_and_sizes_are_checked() {
+        let p = plan(&["--shards", "1", "--cpu", "750m", "--memory", "1.5Gi"]).unwrap();
+        assert_eq!((p.cpu.as_str(), p.memory.as_str()), ("750m", "1.5Gi"));
+        let e = plan(&["--shards", "1", "--cpu", "0.0001"]).unwrap_err();
+        assert!(e.contains("less than 1m"), "{e}");
+        let e = plan(&["--shards", "1", "--cpu", "two"]).unwrap_err();
+        assert!(e.starts_with("invalid --cpu"), "{e}");
+        let e = plan(&["--shards", "1", "--memory", "512m"]).unwrap_err();
+        assert!(
+            e.contains("not a whole number of bytes") && e.contains("512Mi"),
+            "{e}"
+        );
+        let e = plan(&["--shards", "1", "--memory", "2GB"]).unwrap_err();
+        assert!(
+            e.starts_with("invalid --memory") && e.contains("unknown suffix"),
+            "{e}"
+        );
+        let e = plan(&["--shards", "1", "--results-size", "0"]).unwrap_err();
+        assert!(e.starts_with("invalid --results-size"), "{e}");
+    }
+
+    #[test]
+    fn results_claim_or_a_new_one() {
+        let p = plan(&["--shards", "2", "--results-claim", "shared.results"]).unwrap();
+        assert_eq!(p.results, Results::Claim("shared.results".into()));
+        assert_eq!(p.claim_name(), "shared.results");
+        let p = plan(&[
+            "--shards",
+            "2",
+            "--results-size",
+            "1Ti",
+            "--storage-class",
+            "nfs",
+        ]);
+        assert_eq!(
+            p.unwrap().results,
+            Results::New {
+                size: "1Ti".into(),
+                storage_class: Some("nfs".into())
+            }
+        );
+        let e = plan(&[
+            "--shards",
+            "2",
+            "--results-claim",
+            "x",
+            "--results-size",
+            "1Gi",
+        ]);
+        assert!(e.unwrap_err().contains("cannot be used with"));
+        let e = plan(&["--shards", "2", "--results-claim", "Bad_Claim"]).unwrap_err();
+        assert!(e.contains("invalid --results-claim"), "{e}");
+        let e = plan(&["--shards", "2", "--storage-class", "a..b"]).unwrap_err();
+        assert!(e.contains("invalid --storage-class"), "{e}");
+        let e = plan(&["--shards", "2", "--image", "my image"]).unwrap_err();
+        assert!(e.contains("invalid --image"), "{e}");
+        let e = plan(&["--shards", "2", "--anti-affinity", "sometimes"]).unwrap_err();
+        assert!(e.contains("--anti-affinity"), "{e}");
+    }
+
+    fn docs(yaml: &str) -> Vec<serde_yaml::Value> {
+        serde_yaml::Deserializer::from_str(yaml)
+            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+            .collect()
+    }
+    use serde::Deserialize;
+
+    #[test]
+    fn the_manifest_holds_the_config_verbatim_and_the_job_its_shards() {
+        let texts = [
+            "benchmark:\n  url: mock\n",
+            "# comment\nbenchmark:\r\n  url: mock   \n\tx: 'y'\n",
+            "---\nbenchmark:\n  url: \"mock\"\n...\n",
+            "  leading spaces\nunicode: é ✓\ntrailing newlines\n\n\n",
+            "no newline at the end",
+            "key: |\n  block\n---\nother: doc\n",
+        ];
+        for text in texts {
+            let p = plan(&["--shards", "4", "--run-id", "run-1", "--name", "b"]).unwrap();
+            let yaml = manifest(&p, text).unwrap();
+            let d = docs(&yaml);
+            assert_eq!(d.len(), 3, "{yaml}");
+            assert_eq!(d[0]["kind"], "ConfigMap");
+            assert_eq!(d[0]["data"][CONFIG_KEY].as_str(), Some(text), "{yaml}");
+            assert_eq!(d[1]["kind"], "PersistentVolumeClaim");
+            assert_eq!(d[2]["kind"], "Job");
+            for doc in &d {
+                assert_eq!(doc["metadata"]["labels"][RUN_ID_LABEL], "run-1");
+                assert_eq!(doc["metadata"]["labels"][NAME_LABEL], "aiperf");
+            }
+        }
+        let p = plan(&["--shards", "4", "--run-id", "run-1", "--name", "b"]).unwrap();
+        let job = &docs(&manifest(&p, "x: 1\n").unwrap())[2];
+        let spec = &job["spec"];
+        assert_eq!(spec["completionMode"], "Indexed");
+        assert_eq!(
+            (spec["completions"].as_u64(), spec["parallelism"].as_u64()),
+            (Some(4), Some(4))
+        );
+        assert_eq!(spec["backoffLimit"].as_u64(), Some(0));
+        let pod = &spec["template"]["spec"];
+        assert_eq!(pod["restartPolicy"], "Never");
+        let c = &pod["containers"][0];
+        let args: Vec<&str> = c["args"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "--config",
+                "/etc/aiperf/benchmark.yaml",
+                "--shard",
+                "$(JOB_COMPLETION_INDEX)/4",
+                "--run-id",
+                "run-1",
+                "--start-at=2026-06-01T12:02:01Z",
+                "--artifact-dir",
+                "/results/run-1/shard-$(JOB_COMPLETION_INDEX)",
+                "--ui",
+                "none"
+            ]
+        );
+        assert_eq!(c["env"][0]["name"], INDEX_ENV);
+        assert_eq!(
+            c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
+            "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+        );
+        assert_eq!(pod["volumes"][0]["configMap"]["name"], "b-config");
+        assert_eq!(
+            pod["volumes"][1]["persistentVolumeClaim"]["claimName"],
+            "b-results"
+        );
+    }
+
+    #[test]
+    fn anti_affinity_and_an_existing_claim() {
+        let base = ["--shards", "2", "--run-id", "r", "--results-claim", "c"];
+        let pod = |extra: &[&str]| {
+            let mut a = base.to_vec();
+            a.extend_from_slice(extra);
+            let d = docs(&manifest(&plan(&a).unwrap(), "x: 1\n").unwrap());
+            assert_eq!(d.len(), 2, "no claim of its own");
+            d[1]["spec"]["template"]["spec"].clone()
+        };
+        let required = pod(&[]);
+        let term = &required["affinity"]["podAntiAffinity"]
+            ["requiredDuringSchedulingIgnoredDuringExecution"][0];
+        assert_eq!(term["topologyKey"], "kubernetes.io/hostname");
+        assert_eq!(term["labelSelector"]["matchLabels"][RUN_ID_LABEL], "r");
+        let preferred = pod(&["--anti-affinity", "preferred"]);
+        let anti = &preferred["affinity"]["podAntiAffinity"];
+        assert!(anti
+            .get("requiredDuringSchedulingIgnoredDuringExecution")
+            .is_none());
+        let w = &anti["preferredDuringSchedulingIgnoredDuringExecution"][0];
+        assert_eq!(
+            w["podAffinityTerm"]["topologyKey"],
+            "kubernetes.io/hostname"
+        );
+        assert!(pod(&["--anti-affinity", "none"]).get("affinity").is_none());
+        assert_eq!(
+            required["volumes"][1]["persistentVolumeClaim"]["claimName"],
+            "c"
+        );
+    }
+
+    #[test]
+    fn env_references_are_found_in_values() {
+        let text = "benchmark:\n  api_key: ${KEY}\n  header: ['A:${H:-x}', plain]\n  \
+                    literal: $${NOT}\n# ${COMMENT}\n";
+        assert_eq!(env_references(text), ["H", "KEY"]);
+    }
+}
