@@ -14,10 +14,12 @@ RUN apk add --no-cache musl-dev ca-certificates
 WORKDIR /src
 COPY . .
 # The musl target of the build machine (x86_64 or aarch64) links statically by default.
+# Stripped: the release profile's debug info would make the binary 160 MB instead of 66 MB.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     target="$(uname -m)-unknown-linux-musl" \
-    && cargo build --release --locked --target "$target" -p aiperf --bin aiperf \
+    && CARGO_PROFILE_RELEASE_STRIP=symbols \
+       cargo build --release --locked --target "$target" -p aiperf --bin aiperf \
     && cp "target/$target/release/aiperf" /aiperf
 # The user's passwd entry and a home it can write (the Hugging Face tokenizer cache).
 RUN mkdir -p /rootfs/etc /rootfs/home/aiperf \
