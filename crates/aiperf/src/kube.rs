@@ -70,6 +70,8 @@ pub struct Plan {
     pub memory: String,
     pub anti_affinity: AntiAffinity,
     pub results: Results,
+    /// Secrets whose keys become environment variables of the container.
+    pub env_secrets: Vec<String>,
 }
 
 impl Plan {
@@ -144,7 +146,11 @@ impl Plan {
                 }
             }
         };
+        for secret in &a.env_from_secret {
+            check_subdomain("--env-from-secret", secret)?;
+        }
         Ok(Plan {
+            env_secrets: a.env_from_secret.clone(),
             shards: a.shards,
             run_id,
             name,
@@ -550,6 +556,8 @@ struct Container {
     image: String,
     args: Vec<String>,
     env: Vec<EnvVar>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    env_from: Vec<EnvFromSource>,
     resources: Resources,
     volume_mounts: Vec<VolumeMount>,
     security_context: ContainerSecurityContext,
@@ -560,6 +568,17 @@ struct Container {
 struct EnvVar {
     name: &'static str,
     value_from: EnvVarSource,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvFromSource {
+    secret_ref: SecretRef,
+}
+
+#[derive(Serialize)]
+struct SecretRef {
+    name: String,
 }
 
 #[derive(Serialize)]
@@ -714,6 +733,13 @@ pub fn manifest(plan: &Plan, config_text: &str) -> Result<String, String> {
                                 },
                             },
                         }],
+                        env_from: plan
+                            .env_secrets
+                            .iter()
+                            .map(|name| EnvFromSource {
+                                secret_ref: SecretRef { name: name.clone() },
+                            })
+                            .collect(),
                         resources: Resources {
                             requests: resources.clone(),
                             limits: resources,
@@ -770,7 +796,7 @@ pub fn manifest(plan: &Plan, config_text: &str) -> Result<String, String> {
 
 /// What the pods will not have that the config relies on: files named by path (only the
 /// config file is mounted) and environment variables (`${VAR}`), for warnings.
-fn pod_caveats(cfg: &crate::config::BenchmarkConfig, text: &str) -> Vec<String> {
+fn pod_caveats(cfg: &crate::config::BenchmarkConfig, text: &str, has_secrets: bool) -> Vec<String> {
     let mut out = Vec::new();
     let mut files: Vec<String> = Vec::new();
     if let Some(f) = &cfg.input.input_file {
@@ -795,11 +821,11 @@ fn pod_caveats(cfg: &crate::config::BenchmarkConfig, text: &str) -> Vec<String> 
         ));
     }
     let vars = env_references(text);
-    if !vars.is_empty() {
+    if !vars.is_empty() && !has_secrets {
         out.push(format!(
             "the config reads environment variables ({}), which the pods do not inherit from \
-             this shell: add them to the Job's container `env` (e.g. from a Secret), or a \
-             shard without a default fails",
+             this shell: give them with --env-from-secret SECRET (or add them to the Job's \
+             container `env`), or a shard without a default fails",
             vars.join(", ")
         ));
     }
@@ -873,7 +899,7 @@ pub fn run(a: &KubeManifestArgs) -> crate::Result<u8> {
             plan.shards
         );
     }
-    for caveat in pod_caveats(&cfg, &text) {
+    for caveat in pod_caveats(&cfg, &text, !plan.env_secrets.is_empty()) {
         eprintln!("warning: {caveat}");
     }
     let yaml = manifest(&plan, &text).map_err(crate::Error::Internal)?;
@@ -1123,6 +1149,8 @@ mod tests {
         assert!(e.contains("invalid --storage-class"), "{e}");
         let e = plan(&["--shards", "2", "--image", "my image"]).unwrap_err();
         assert!(e.contains("invalid --image"), "{e}");
+        let e = plan(&["--shards", "2", "--env-from-secret", "Not_A_Name"]).unwrap_err();
+        assert!(e.contains("invalid --env-from-secret"), "{e}");
         let e = plan(&["--shards", "2", "--anti-affinity", "sometimes"]).unwrap_err();
         assert!(e.contains("--anti-affinity"), "{e}");
     }
@@ -1197,6 +1225,20 @@ mod tests {
             c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
             "metadata.annotations['batch.kubernetes.io/job-completion-index']"
         );
+        assert!(c.get("envFrom").is_none(), "no secret, no envFrom");
+        let p = plan(&[
+            "--shards",
+            "1",
+            "--env-from-secret",
+            "openai",
+            "--env-from-secret",
+            "hf",
+        ])
+        .unwrap();
+        let job = &docs(&manifest(&p, "x: 1\n").unwrap())[2];
+        let from = &job["spec"]["template"]["spec"]["containers"][0]["envFrom"];
+        assert_eq!(from[0]["secretRef"]["name"], "openai");
+        assert_eq!(from[1]["secretRef"]["name"], "hf");
         assert_eq!(pod["volumes"][0]["configMap"]["name"], "b-config");
         assert_eq!(
             pod["volumes"][1]["persistentVolumeClaim"]["claimName"],

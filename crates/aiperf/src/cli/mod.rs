@@ -138,6 +138,10 @@ pub struct KubeManifestArgs {
     /// Storage class of that claim (one that offers ReadWriteMany; default: the cluster's).
     #[arg(long, value_name = "CLASS")]
     pub storage_class: Option<String>,
+    /// A Secret whose keys become the container's environment variables (for the config's
+    /// `${VAR}`s, such as an API key). Repeatable.
+    #[arg(long, value_name = "SECRET")]
+    pub env_from_secret: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]

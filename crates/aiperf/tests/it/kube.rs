@@ -114,6 +114,8 @@ fn manifests_pass_the_kubernetes_schema_and_hold_the_run() {
                 "shared-results",
                 "--run-id",
                 "nightly-42",
+                "--env-from-secret",
+                "openai-key",
             ],
         ),
         (
@@ -225,6 +227,8 @@ fn manifests_pass_the_kubernetes_schema_and_hold_the_run() {
         }
         if extra.contains(&"nightly-42") {
             assert_eq!(run_id, "nightly-42");
+            let from = &pod["containers"][0]["envFrom"][0]["secretRef"]["name"];
+            assert_eq!(from, "openai-key");
         }
         let container = &pod["containers"][0];
         assert_eq!(container["env"][0]["name"], "JOB_COMPLETION_INDEX");
@@ -397,6 +401,12 @@ fn output_is_deterministic_and_a_mock_config_is_a_dry_run() {
     let d = docs(&printed.stdout);
     assert_eq!(d[0]["data"]["benchmark.yaml"].as_str(), Some(text));
     assert_eq!(d[2]["metadata"]["name"], "aiperf-fixed");
+    // With a Secret for the variables, no warning about them.
+    let mut with_secret = common.to_vec();
+    with_secret.extend_from_slice(&["--env-from-secret", "api"]);
+    let out = manifest(&with_secret);
+    out.ok();
+    assert!(!out.stderr.contains("API_KEY"), "{}", out.show());
     // A real server's URL: no note about the mock.
     let real = support::write_file(tmp.path(), "real.yaml", CONFIG);
     let out = manifest(&["--shards", "2", "--config", real.to_str().unwrap()]);
