@@ -10,7 +10,8 @@
 # Packages are installed offline (--no-index --no-build-isolation) with the venv's own
 # setuptools. Only when that setuptools cannot build PEP 621 wheels by itself (setuptools
 # < 70.1 without the `wheel` package, e.g. the 65.5 that Python 3.11's venv ships) is a
-# newer setuptools fetched from the package index, once; the venv keeps it.
+# newer setuptools fetched from the package index, once; the venv keeps it. The same goes for
+# kubernetes-validate (pinned), which the Kubernetes manifest tests run.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -52,6 +53,15 @@ PY
 then
   echo "run-tests: bootstrapping setuptools>=70.1 into the venv (one-time, needs the package index)" >&2
   "$VPY" -m pip install --quiet "setuptools>=70.1"
+fi
+
+# The generated Kubernetes manifests (aiperf kube manifest) are checked offline against the
+# API's schema by kubernetes-validate (tests/it/kube.rs). It comes from the package index, once,
+# pinned; the venv keeps it.
+KUBE_VALIDATE="kubernetes-validate==1.34.1"
+if ! "$VPY" -m pip show --quiet kubernetes-validate >/dev/null 2>&1; then
+  echo "run-tests: installing $KUBE_VALIDATE into the venv (one-time, needs the package index)" >&2
+  "$VPY" -m pip install --quiet "$KUBE_VALIDATE"
 fi
 
 # Build from a scratch copy so that setuptools' build/ and *.egg-info never land in the repo.

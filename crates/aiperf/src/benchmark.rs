@@ -1019,7 +1019,7 @@ async fn run_phases(
         collector.mark().await;
         let watch = watch.as_ref().filter(|_| kind == PhaseKind::Profiling);
         if let Some(at) = start_at.take() {
-            results.start = Some(wait_for_start(ctx, at, ctx.shard).await);
+            results.start = Some(wait_for_start(ctx, at, ctx.shard, connections_for(&spec)).await);
         }
         let (tracker, observers) = run_phase(ctx, spec, hooks, |t| {
             if let Some(live) = &shown.live {
@@ -1199,7 +1199,25 @@ struct StartInfo {
 /// Waits for `--start-at` (Ctrl-C ends the wait): the first phase then starts at that wall
 /// time, and an open-loop schedule runs from it. A process that gets there late says by how
 /// much, and its schedule still starts at the agreed time (so its first sends are late).
-async fn wait_for_start(ctx: &RunContext, start_at_ns: u64, shard: Option<Shard>) -> StartInfo {
+/// Connections a phase will want at once: its workers, or its open-loop cap (16 without
+/// one), no more than its requests and at most 1,024.
+fn connections_for(spec: &PhaseSpec) -> usize {
+    let n = match &spec.load {
+        PhaseLoad::ClosedLoop { concurrency, .. } => *concurrency,
+        PhaseLoad::Rate { cap, .. } | PhaseLoad::Trace { cap, .. } => cap.map_or(16, |c| c.limit),
+    };
+    let n = spec
+        .request_count
+        .map_or(n, |r| n.min(usize::try_from(r).unwrap_or(usize::MAX)));
+    n.min(1024)
+}
+
+async fn wait_for_start(
+    ctx: &RunContext,
+    start_at_ns: u64,
+    shard: Option<Shard>,
+    connections: usize,
+) -> StartInfo {
     let now_ns = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -1221,6 +1239,14 @@ async fn wait_for_start(ctx: &RunContext, start_at_ns: u64, shard: Option<Shard>
         );
         // Woken a little early: the scheduler hands out its first request ahead of it.
         let wake = anchor.checked_sub(START_LEAD).unwrap_or(anchor);
+        // Meanwhile the first phase's connections are opened, so its first requests leave
+        // on time rather than each opening one (bounded by the wait).
+        let opened = tokio::select! {
+            n = ctx.transport.preconnect(connections) => Some(n),
+            _ = tokio::time::sleep_until(wake) => None,
+            _ = ctx.stop_sending.cancelled() => None,
+        };
+        tracing::info!("{who}: {opened:?} connections open ahead of --start-at");
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {}
             _ = ctx.stop_sending.cancelled() => {}
@@ -1237,8 +1263,9 @@ async fn wait_for_start(ctx: &RunContext, start_at_ns: u64, shard: Option<Shard>
     StartInfo { late_ms }
 }
 
-/// How long before `--start-at` a waiting process wakes up (the scheduler's spawn lead).
-const START_LEAD: Duration = Duration::from_millis(5);
+/// How long before `--start-at` a waiting process wakes up: the first phase is set up
+/// (hooks, trackers, the scheduler) before the agreed time, and its scheduler waits for it.
+const START_LEAD: Duration = Duration::from_millis(50);
 
 /// Where the scrapers' artifacts go: `server_metrics_export.*` and `gpu_telemetry_export.*`
 /// (AIPerf's names), or `<prefix>_server_metrics.*` and `<prefix>_gpu_telemetry.*` with

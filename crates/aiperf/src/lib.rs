@@ -10,6 +10,7 @@ pub mod config;
 pub mod dataset;
 pub mod endpoint;
 pub mod export;
+pub mod kube;
 pub mod merge;
 pub mod metrics;
 pub mod mix;
@@ -235,6 +236,11 @@ async fn merge_hooks(
         Some(serde_json::Value::Object(r.profiling.metrics_json())),
     );
     hooks.finish().await
+}
+
+/// `aiperf kube manifest`: the Kubernetes manifest of a sharded run (docs/scale-out.md).
+pub fn run_kube_manifest(a: &cli::KubeManifestArgs) -> Result<u8> {
+    kube::run(a)
 }
 
 /// `aiperf mock-server`: serves until Ctrl-C.

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use aiperf::cli::{Cli, Command, PluginsCommand};
+use aiperf::cli::{Cli, Command, KubeCommand, PluginsCommand};
 use aiperf::config::ConfigError;
 use clap::Parser;
 
@@ -152,6 +152,13 @@ fn main() -> ExitCode {
         }
         Some(Command::Merge(m)) => run_async(aiperf::run_merge(m)),
         Some(Command::Plot(p)) => match aiperf::run_plot(&p) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        },
+        Some(Command::Kube(KubeCommand::Manifest(m))) => match aiperf::run_kube_manifest(&m) {
             Ok(code) => ExitCode::from(code),
             Err(e) => {
                 eprintln!("error: {e}");

@@ -206,6 +206,15 @@ pub fn concurrency(s: &str) -> Result<usize, String> {
     narrow(whole(s, 1, MAX_CONCURRENCY as u64, "")?)
 }
 
+/// The most shards of one run (`aiperf kube manifest --shards`): each is a pod, and the
+/// merge reads every shard's records.
+pub const MAX_SHARDS: u64 = 1024;
+
+/// `--shards`: 1 to [`MAX_SHARDS`], a whole number.
+pub fn shard_count(s: &str) -> Result<u32, String> {
+    narrow(whole(s, 1, MAX_SHARDS, " shards")?)
+}
+
 /// Most runs of one point (`--num-profile-runs`).
 pub const MAX_PROFILE_RUNS: u64 = 1000;
 

@@ -63,6 +63,10 @@ pub enum Command {
     /// in the same layout: statistics computed exactly from every shard's per-request
     /// records, counters summed, errors united, each shard's client-health verdict kept.
     Merge(MergeArgs),
+    /// Run one benchmark sharded across a Kubernetes cluster: `manifest` prints the objects
+    /// to apply (docs/scale-out.md).
+    #[command(subcommand)]
+    Kube(KubeCommand),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -82,6 +86,85 @@ pub struct MergeArgs {
     /// Do not write report.html.
     #[arg(long)]
     pub no_html: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KubeCommand {
+    /// Print (or write) a multi-document YAML manifest: a ConfigMap holding the config file,
+    /// an Indexed Job of N shards (`aiperf --config ... --shard $(JOB_COMPLETION_INDEX)/N
+    /// --run-id ID --start-at T`), and the results volume they write to.
+    Manifest(KubeManifestArgs),
+}
+
+/// `--anti-affinity`: how strongly the shards avoid sharing a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AntiAffinity {
+    /// Never two shards on one node (a shard stays Pending while no free node is left).
+    Required,
+    /// The scheduler spreads shards across nodes when it can.
+    Preferred,
+    /// No rule: shards may share a node.
+    None,
+}
+
+/// `aiperf kube manifest`. The values are checked by `kube` (bad ones are usage errors).
+#[derive(Debug, Clone, Args)]
+pub struct KubeManifestArgs {
+    /// How many shards (pods) run the benchmark together: 1 to 1024.
+    #[arg(long, value_name = "N", value_parser = units::shard_count)]
+    pub shards: u32,
+    /// The benchmark's YAML config file (validated here; put in a ConfigMap verbatim).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Write the manifest to this file (atomically) instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Container image holding the aiperf binary as its entrypoint (default:
+    /// aiperf:<this version>).
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// Name of the Job (and prefix of the other objects): a DNS-1123 label (default:
+    /// aiperf-<first 8 characters of the run id>).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Namespace of every object (default: kubectl's current namespace).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// The id every shard of the run shares (default: a new UUID). Letters, digits, `-`, `_`,
+    /// `.`, at most 63 characters, starting and ending with a letter or digit.
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
+    /// When every shard starts its load, an RFC 3339 time in the future (default: now +
+    /// --start-delay).
+    #[arg(long, value_name = "TIME", conflicts_with = "start_delay")]
+    pub start_at: Option<String>,
+    /// Seconds from now to the shards' common start, when --start-at is not given: time to
+    /// schedule the pods and pull the image.
+    #[arg(long, value_name = "SECONDS", default_value = "120", value_parser = units::positive_seconds)]
+    pub start_delay: Duration,
+    /// CPU of each shard, request and limit (a Kubernetes quantity: 2, 1.5, 500m).
+    #[arg(long, value_name = "QUANTITY", default_value = "2")]
+    pub cpu: String,
+    /// Memory of each shard, request and limit (a Kubernetes quantity: 2Gi, 512Mi).
+    #[arg(long, value_name = "QUANTITY", default_value = "2Gi")]
+    pub memory: String,
+    /// Pod anti-affinity on kubernetes.io/hostname between the run's shards.
+    #[arg(long, value_enum, default_value = "required")]
+    pub anti_affinity: AntiAffinity,
+    /// An existing PersistentVolumeClaim for the results, mounted by every shard (it must
+    /// be writable from every node: ReadWriteMany). Without it, the manifest holds one.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["results_size", "storage_class"])]
+    pub results_claim: Option<String>,
+    /// Size of the ReadWriteMany PersistentVolumeClaim the manifest creates.
+    #[arg(long, value_name = "QUANTITY", default_value = "10Gi")]
+    pub results_size: String,
+    /// Storage class of that claim (one that offers ReadWriteMany; default: the cluster's).
+    #[arg(long, value_name = "CLASS")]
+    pub storage_class: Option<String>,
+    /// A Secret whose keys become the container's environment variables (for the config's
+    /// `${VAR}`s, such as an API key). Repeatable.
+    #[arg(long, value_name = "SECRET")]
+    pub env_from_secret: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -239,6 +239,23 @@ impl Endpoint {
         })
     }
 
+    /// Opens up to `n` connections into the idle pool ahead of the load (`pooled` only; the
+    /// other strategies open theirs per request or conversation). Connections that fail
+    /// are left out: the requests open their own then, and report the failure. Returns how
+    /// many are idle now.
+    pub async fn preconnect(&self, n: usize) -> usize {
+        if self.reuse != ConnectionReuseStrategy::Pooled {
+            return 0;
+        }
+        let opened = futures_util::future::join_all(
+            (0..n).map(|_| async { self.connect(&mut HttpTrace::default()).await.ok() }),
+        )
+        .await;
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.extend(opened.into_iter().flatten());
+        idle.len()
+    }
+
     /// An idle connection for this request: the pool's (`pooled`), the conversation's own
     /// (`sticky-user-sessions`), never one for `never`.
     fn checkout(&self, ids: &RequestIds) -> Option<Conn> {

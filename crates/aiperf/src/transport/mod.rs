@@ -221,6 +221,19 @@ impl Transport {
         self.urls.len()
     }
 
+    /// Opens `per_url` keep-alive connections to each `http://` URL ahead of the load (a
+    /// coordinated start: the first requests then leave on time instead of each opening a
+    /// connection); `https://` keeps hyper's own pool. Returns the connections now idle.
+    pub async fn preconnect(&self, per_url: usize) -> usize {
+        let mut idle = 0;
+        for r in &self.routes {
+            if let Route::Http(e) = r {
+                idle += e.preconnect(per_url).await;
+            }
+        }
+        idle
+    }
+
     /// Sends `body` and fills the record's timing, text and error fields.
     /// `cancel_after`: cancel the request this long after it was sent
     /// (`--request-cancellation-rate`).

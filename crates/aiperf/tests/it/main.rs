@@ -20,6 +20,7 @@ mod failures;
 mod faults;
 mod goodput;
 mod http_timing;
+mod kube;
 mod layers;
 mod load;
 mod mock_metrics;
