@@ -338,6 +338,15 @@ pub async fn run_in_sweep(
     if let Err(e) = export::write_reports(dir, names, &report) {
         failures.push(format!("cannot write the reports: {e}"));
     }
+    if cfg.scale.shard.is_some() {
+        // The mergeable summary: `aiperf merge` uses it when records are not kept.
+        if let Err(e) = export::write_hdr(dir, names, &report) {
+            failures.push(format!(
+                "cannot write {}: {e}",
+                export::hdr_file_name(&names.json)
+            ));
+        }
+    }
     if cfg.output.slice_duration.is_some() {
         let written = export::timeslices::write_timeslices(
             dir,

@@ -64,7 +64,10 @@ pub struct ShardDir {
     pub index: u32,
     pub count: u32,
     pub run_id: String,
-    records: PathBuf,
+    /// `profile_export.jsonl`, when the shard kept its records.
+    records: Option<PathBuf>,
+    /// The mergeable summary (`profile_export_aiperf_hdr.json`), when there is one.
+    hdr: Option<PathBuf>,
 }
 
 /// Reads a shard directory's summary and checks it is a shard.
@@ -97,13 +100,15 @@ fn read_shard(dir: &Path) -> Result<ShardDir, MergeError> {
         .and_then(|s| s["run_id"].as_str())
         .unwrap_or_default()
         .to_string();
-    let records = dir.join(export::JSONL_FILE);
-    if !records.is_file() {
+    let records = Some(dir.join(export::JSONL_FILE)).filter(|p| p.is_file());
+    let hdr = Some(dir.join(export::hdr_file_name(export::JSON_FILE))).filter(|p| p.is_file());
+    if records.is_none() && hdr.is_none() {
         return err(format!(
-            "{}: no {} (run with --export-level summary?): merging needs every shard's \
-             per-request records",
+            "{}: neither {} (run with --export-level summary?) nor {}: merging needs every \
+             shard's per-request records or its mergeable summary",
             dir.display(),
-            export::JSONL_FILE
+            export::JSONL_FILE,
+            export::hdr_file_name(export::JSON_FILE)
         ));
     }
     let (index, count) = (
@@ -117,6 +122,7 @@ fn read_shard(dir: &Path) -> Result<ShardDir, MergeError> {
         count,
         run_id,
         records,
+        hdr,
     })
 }
 
@@ -327,10 +333,13 @@ fn accumulate(
 ) -> Result<BTreeMap<PhaseKind, PhaseAccumulator>, MergeError> {
     let mut acc: BTreeMap<PhaseKind, PhaseAccumulator> = BTreeMap::new();
     for s in shards {
-        let f = std::fs::File::open(&s.records)
-            .map_err(|e| input(format!("cannot read {}: {e}", s.records.display())))?;
+        let Some(path) = &s.records else {
+            return err(format!("{}: no {}", s.dir.display(), export::JSONL_FILE));
+        };
+        let f = std::fs::File::open(path)
+            .map_err(|e| input(format!("cannot read {}: {e}", path.display())))?;
         for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
-            let where_ = || format!("{}:{}", s.records.display(), i + 1);
+            let where_ = || format!("{}:{}", path.display(), i + 1);
             let line = line.map_err(|e| input(format!("cannot read {}: {e}", where_())))?;
             if line.trim().is_empty() {
                 continue;
@@ -496,6 +505,151 @@ fn merged_health(shards: &[ShardDir]) -> ClientHealth {
     }
 }
 
+/// A shard's mergeable summary, read.
+fn read_hdr(s: &ShardDir) -> Result<Value, MergeError> {
+    let Some(path) = &s.hdr else {
+        return err(format!("{}: no mergeable summary", s.dir.display()));
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| input(format!("cannot read {}: {e}", path.display())))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| input(format!("{} is not valid JSON: {e}", path.display())))?;
+    if v.get("run_id").and_then(Value::as_str) != Some(s.run_id.as_str()) {
+        return err(format!(
+            "{}: its run id is not the shard's ({}): not this run's summary",
+            path.display(),
+            s.run_id
+        ));
+    }
+    Ok(v)
+}
+
+/// A phase merged from the shards' mergeable summaries (no records): per-request metrics
+/// from the added histograms (`metrics::hdr`'s error bound), counts summed from the shards'
+/// reports, throughputs over the merged phase window, errors united. `None` when no shard
+/// had the phase.
+fn hdr_phase(
+    shards: &[ShardDir],
+    hdrs: &[Value],
+    phase: &str,
+    prefix: &str,
+    window: Option<&aiperf_plugin::PhaseStats>,
+) -> Option<PhaseSummary> {
+    use crate::metrics::hdr::MetricHdr;
+    use crate::metrics::{MetricKind, MetricSummary, MetricValue, METRICS};
+    let mut by_tag: BTreeMap<String, MetricHdr> = BTreeMap::new();
+    let mut seen = false;
+    for doc in hdrs {
+        let Some(p) = doc.pointer(&format!("/phases/{phase}")) else {
+            continue;
+        };
+        seen = true;
+        let Ok(map) = serde_json::from_value::<BTreeMap<String, MetricHdr>>(p.clone()) else {
+            continue;
+        };
+        for (tag, h) in map {
+            match by_tag.get_mut(&tag) {
+                Some(m) => m.merge(&h),
+                None => {
+                    by_tag.insert(tag, h);
+                }
+            }
+        }
+    }
+    if !seen {
+        return None;
+    }
+    let mut metrics = Vec::new();
+    for info in METRICS.iter().filter(|m| m.kind != MetricKind::Aggregate) {
+        if let Some(stats) = by_tag.get(info.tag).and_then(MetricHdr::stats) {
+            metrics.push(MetricSummary {
+                info,
+                stats: MetricValue::Stats(stats),
+            });
+        }
+    }
+    let sum = |tag: &str| -> Option<f64> {
+        let vals: Vec<f64> = shards
+            .iter()
+            .filter_map(|s| s.summary.pointer(&format!("{prefix}/{tag}/avg"))?.as_f64())
+            .collect();
+        (!vals.is_empty()).then(|| vals.iter().sum())
+    };
+    let duration = window
+        .and_then(|w| Some(w.end_time_ns?.saturating_sub(w.start_time_ns) as f64 / 1e9))
+        .filter(|d| *d > 0.0);
+    let success = sum("request_count").unwrap_or(0.0);
+    let errors = sum("error_request_count").unwrap_or(0.0);
+    let completed = success + errors;
+    let osl = sum("total_output_tokens").unwrap_or(0.0);
+    let isl = sum("total_input_tokens").unwrap_or(0.0);
+    let good = sum("good_request_count");
+    let per_s = |v: f64| duration.map(|d| v / d);
+    for info in METRICS.iter().filter(|m| m.kind == MetricKind::Aggregate) {
+        let v = match info.tag {
+            "output_token_throughput" => per_s(osl),
+            "input_token_throughput" => per_s(isl),
+            "total_token_throughput" => per_s(isl + osl),
+            "request_throughput" => per_s(success),
+            "benchmark_duration" => duration,
+            "completed_request_count" => (completed > 0.0).then_some(completed),
+            "request_error_rate" => (completed > 0.0).then(|| 100.0 * errors / completed),
+            "goodput" => good.and_then(per_s),
+            "good_request_fraction" => {
+                good.map(|g| if completed > 0.0 { g / completed } else { 0.0 })
+            }
+            tag => sum(tag),
+        };
+        if let Some(v) = v {
+            metrics.push(MetricSummary {
+                info,
+                stats: MetricValue::Avg(v),
+            });
+        }
+    }
+    let mut error_counts: BTreeMap<ErrorDetails, u64> = BTreeMap::new();
+    let mut per_url: BTreeMap<usize, (u64, u64)> = BTreeMap::new();
+    for s in shards {
+        let base = if prefix.is_empty() {
+            Some(&s.summary)
+        } else {
+            s.summary.pointer(prefix)
+        };
+        for e in base
+            .and_then(|b| b.get("error_summary"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(d) = e.get("error_details").and_then(error_of) {
+                let n = e.get("count").and_then(Value::as_u64).unwrap_or(0);
+                *error_counts.entry(d).or_insert(0) += n;
+            }
+        }
+        if prefix.is_empty() {
+            let urls = s.summary.get("per_url").and_then(Value::as_array);
+            for (i, u) in urls.into_iter().flatten().enumerate() {
+                let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+                let e = per_url.entry(i).or_default();
+                e.0 += n("request_count");
+                e.1 += n("error_request_count");
+            }
+        }
+    }
+    let mut errors_list: Vec<(ErrorDetails, u64)> = error_counts.into_iter().collect();
+    errors_list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    Some(PhaseSummary {
+        metrics,
+        errors: errors_list,
+        success: success as u64,
+        error_count: errors as u64,
+        cancelled: window.map_or(0, |w| w.cancelled),
+        per_url,
+        count_mismatches: 0,
+        hdr: BTreeMap::new(),
+    })
+}
+
 /// The merged run, ready to write: its report and the shards it came from.
 pub struct Merged {
     pub report: RunReport,
@@ -529,19 +683,52 @@ pub fn merge(dirs: &[PathBuf], output: &Path) -> Result<Merged, MergeError> {
         );
     }
     let goodput = goodput_of(&input_config);
-    let names = ArtifactNames::new(None);
-    let jsonl_path = output.join(&names.jsonl);
-    let tmp = output.join(format!(".{}.tmp", names.jsonl));
-    let file = std::fs::File::create(&tmp)
-        .map_err(|e| MergeError::Write(format!("cannot write {}", tmp.display()), e))?;
-    let mut w = std::io::BufWriter::new(file);
-    let mut acc = accumulate(&shards, goodput, &mut w)?;
-    w.flush()
-        .and_then(|()| std::fs::rename(&tmp, &jsonl_path))
-        .map_err(|e| MergeError::Write(format!("cannot write {}", jsonl_path.display()), e))?;
-    let profiling =
-        phase_summary(acc.remove(&PhaseKind::Profiling), &shards, "").unwrap_or_default();
-    let warmup = phase_summary(acc.remove(&PhaseKind::Warmup), &shards, "/warmup");
+    let phase_stats = merged_phase_stats(&shards);
+    let exact = shards.iter().all(|s| s.records.is_some());
+    let (profiling, warmup) = if exact {
+        let names = ArtifactNames::new(None);
+        let jsonl_path = output.join(&names.jsonl);
+        let tmp = output.join(format!(".{}.tmp", names.jsonl));
+        let file = std::fs::File::create(&tmp)
+            .map_err(|e| MergeError::Write(format!("cannot write {}", tmp.display()), e))?;
+        let mut w = std::io::BufWriter::new(file);
+        let mut acc = accumulate(&shards, goodput, &mut w)?;
+        w.flush()
+            .and_then(|()| std::fs::rename(&tmp, &jsonl_path))
+            .map_err(|e| MergeError::Write(format!("cannot write {}", jsonl_path.display()), e))?;
+        (
+            phase_summary(acc.remove(&PhaseKind::Profiling), &shards, "").unwrap_or_default(),
+            phase_summary(acc.remove(&PhaseKind::Warmup), &shards, "/warmup"),
+        )
+    } else {
+        if let Some(s) = shards.iter().find(|s| s.hdr.is_none()) {
+            return err(format!(
+                "{}: no {} and no {}: with shards that kept no records, every shard needs its \
+                 mergeable summary",
+                s.dir.display(),
+                export::JSONL_FILE,
+                export::hdr_file_name(export::JSON_FILE)
+            ));
+        }
+        let hdrs = shards.iter().map(read_hdr).collect::<Result<Vec<_>, _>>()?;
+        (
+            hdr_phase(
+                &shards,
+                &hdrs,
+                "profiling",
+                "",
+                phase_stats.get(&PhaseKind::Profiling),
+            )
+            .unwrap_or_default(),
+            hdr_phase(
+                &shards,
+                &hdrs,
+                "warmup",
+                "/warmup",
+                phase_stats.get(&PhaseKind::Warmup),
+            ),
+        )
+    };
     let text = |s: &ShardDir, k: &str| s.summary.get(k).and_then(Value::as_str).map(String::from);
     let start_time = shards.iter().filter_map(|s| text(s, "start_time")).min();
     let end_time = shards.iter().filter_map(|s| text(s, "end_time")).max();
@@ -596,7 +783,7 @@ pub fn merge(dirs: &[PathBuf], output: &Path) -> Result<Merged, MergeError> {
         urls,
         warnings,
         plugins: PluginsReport::default(),
-        phase_stats: merged_phase_stats(&shards),
+        phase_stats,
         client_health,
         // Every shard scraped the same server: shard 0's view (the others' are in their
         // directories).
@@ -606,6 +793,7 @@ pub fn merge(dirs: &[PathBuf], output: &Path) -> Result<Merged, MergeError> {
             "merged": true,
             "count": shards[0].count,
             "run_id": shards[0].run_id,
+            "from": if exact { "records" } else { "hdr" },
             "shards": shard_list,
         })),
     };

@@ -255,6 +255,32 @@ pub fn write_reports(dir: &Path, names: &ArtifactNames, r: &RunReport) -> std::i
     write_atomic(dir, &names.csv, report_csv(&r.profiling).as_bytes())
 }
 
+/// The mergeable summary's file name, after the summary's: `profile_export_aiperf_hdr.json`.
+pub fn hdr_file_name(json_name: &str) -> String {
+    let stem = json_name.strip_suffix(".json").unwrap_or(json_name);
+    format!("{stem}_hdr.json")
+}
+
+/// Writes the shard's mergeable summary (`metrics::hdr`): per phase, per metric, an HDR
+/// histogram with the exact count, sum, sum of squares, min and max; with the run id and
+/// the shard, for `aiperf merge` when records are not kept.
+pub fn write_hdr(dir: &Path, names: &ArtifactNames, r: &RunReport) -> std::io::Result<String> {
+    let name = hdr_file_name(&names.json);
+    let mut phases = serde_json::Map::new();
+    phases.insert("profiling".into(), serde_json::to_value(&r.profiling.hdr)?);
+    if let Some(w) = &r.warmup {
+        phases.insert("warmup".into(), serde_json::to_value(&w.hdr)?);
+    }
+    let doc = serde_json::json!({
+        "run_id": r.benchmark_id,
+        "shard": r.shard,
+        "error_bound": "count, mean, min, max, std exact; percentiles: a value at the rank (nearest rank), within 0.1 %",
+        "phases": phases,
+    });
+    write_atomic(dir, &name, &serde_json::to_vec(&doc)?)?;
+    Ok(name)
+}
+
 /// Writes `profile_export_console.txt`: the console summary as printed.
 pub fn write_console_text(dir: &Path, names: &ArtifactNames, text: &str) -> std::io::Result<()> {
     write_atomic(dir, &names.console_txt, text.as_bytes())
@@ -333,6 +359,7 @@ mod tests {
             cancelled: 0,
             per_url: [(0usize, (2u64, 1u64)), (1, (1, 2))].into_iter().collect(),
             count_mismatches: 0,
+            hdr: Default::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Metric definitions (METRICS.md), per-request computation and per-phase aggregation.
 
 pub mod goodput;
+pub mod hdr;
 pub mod processor;
 pub mod record;
 pub mod slices;
@@ -860,10 +861,14 @@ impl PhaseAccumulator {
     /// Turns the collected values into the phase's summary.
     pub fn summarize(&mut self) -> PhaseSummary {
         let mut metrics = Vec::new();
+        let mut hdrs = BTreeMap::new();
         for info in METRICS {
             match info.kind {
                 PerRequest | PerRequestList => {
                     if let Some(vals) = self.values.get_mut(info.tag) {
+                        if let Some(h) = hdr::MetricHdr::of(vals) {
+                            hdrs.insert(info.tag, h);
+                        }
                         if let Some(stats) = Stats::compute(vals) {
                             metrics.push(MetricSummary {
                                 info,
@@ -961,6 +966,7 @@ impl PhaseAccumulator {
             cancelled: self.cancelled,
             per_url: self.per_url.clone(),
             count_mismatches: self.count_mismatches,
+            hdr: hdrs,
         }
     }
 }
@@ -988,6 +994,8 @@ pub struct PhaseSummary {
     pub per_url: BTreeMap<usize, (u64, u64)>,
     /// Requests whose client and server output token counts differ by more than 10 %.
     pub count_mismatches: u64,
+    /// Every per-request metric's mergeable summary (a shard's `_hdr.json`).
+    pub hdr: BTreeMap<&'static str, hdr::MetricHdr>,
 }
 
 impl PhaseSummary {

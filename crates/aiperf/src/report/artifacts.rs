@@ -146,6 +146,32 @@ fn origin(m: &RunModel, timeline: &[Value]) -> u64 {
         .unwrap_or(0)
 }
 
+/// The timeline charts of the run's JSON file `file` (its `timeline`): `Ok(None)` when the
+/// file is absent, `Err` (a note for the page) when it cannot be read.
+fn file_charts(
+    run: &RunData,
+    m: &RunModel,
+    file: &str,
+    specs: &[(&str, &str, &str)],
+    id_prefix: &str,
+) -> Result<Option<Vec<Chart>>, String> {
+    let Some(v) = read_json(&run.dir, file)? else {
+        return Ok(None);
+    };
+    let timeline = v
+        .get("timeline")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    Ok(Some(timeline_charts(
+        &timeline,
+        specs,
+        id_prefix,
+        origin(m, &timeline),
+        m.warmup_s,
+    )))
+}
+
 fn server_section(run: &RunData, m: &RunModel, added: &mut Added) -> Result<(), String> {
     let Some(sec) = run.summary.get("server_metrics") else {
         return Ok(());
@@ -212,20 +238,8 @@ fn server_section(run: &RunData, m: &RunModel, added: &mut Added) -> Result<(), 
         .map(String::from);
         body.push_str(&html::table(&head, &endpoints, "endpoints"));
     }
-    match read_json(&run.dir, &file) {
-        Ok(Some(v)) => {
-            let timeline = v
-                .get("timeline")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            let charts = timeline_charts(
-                &timeline,
-                SERVER_CHARTS,
-                "server_",
-                origin(m, &timeline),
-                m.warmup_s,
-            );
+    match file_charts(run, m, &file, SERVER_CHARTS, "server_") {
+        Ok(Some(charts)) => {
             if charts.is_empty() {
                 body.push_str(&note(&format!(
                     "{file} has no timeline of the known server metrics (running and waiting \
@@ -299,15 +313,8 @@ fn gpu_section(run: &RunData, m: &RunModel, added: &mut Added) -> Result<(), Str
         body.push_str(&html::table(&head, &rows, "gpus"));
     }
     let file = listed_json(&run.summary, "gpu_telemetry", "gpu_telemetry_export.json");
-    match read_json(&run.dir, &file) {
-        Ok(Some(v)) => {
-            let timeline = v
-                .get("timeline")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            let charts =
-                timeline_charts(&timeline, GPU_CHARTS, "", origin(m, &timeline), m.warmup_s);
+    match file_charts(run, m, &file, GPU_CHARTS, "") {
+        Ok(Some(charts)) => {
             body.push_str(&html::charts(&charts)?);
             added.charts.extend(charts);
             added.data.insert("gpu_telemetry".into(), file.into());

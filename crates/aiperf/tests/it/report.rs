@@ -18,6 +18,21 @@ fn report_data(html: &str) -> Value {
     serde_json::from_str(&html[start..end]).expect("the inline data is JSON")
 }
 
+/// The page's chart ids; each of `want` is among them and drawn on the page.
+fn assert_charts(data: &Value, html: &str, want: &[&str]) -> Vec<String> {
+    let charts: Vec<String> = data["charts"]
+        .as_array()
+        .expect("the chart list")
+        .iter()
+        .map(|c| c.as_str().expect("a chart id").to_string())
+        .collect();
+    for id in want {
+        assert!(charts.iter().any(|c| c == id), "{id} in {charts:?}");
+        assert!(html.contains(&format!("id=\"chart-{id}\"")), "{id} drawn");
+    }
+    charts
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0)
 }
@@ -104,25 +119,23 @@ fn a_runs_report_holds_its_json_and_its_records() {
         .map(|v| v.as_f64().unwrap() * t["interval_s"].as_f64().unwrap())
         .sum();
     assert!((done - 44.0).abs() < 1e-6, "every request once: {done}");
-    let charts: Vec<&str> = data["charts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap())
-        .collect();
-    for id in [
-        "time_to_first_token_histogram",
-        "time_to_first_token_cdf",
-        "inter_token_latency_cdf",
-        "request_latency_histogram",
-        "timeline_latency",
-        "timeline_throughput",
-        "timeline_in_flight",
-    ] {
-        assert!(charts.contains(&id), "{id} in {charts:?}");
-        assert!(html.contains(&format!("id=\"chart-{id}\"")), "{id} drawn");
-    }
-    assert!(!charts.contains(&"timeline_send_lag"), "closed loop");
+    let charts = assert_charts(
+        &data,
+        &html,
+        &[
+            "time_to_first_token_histogram",
+            "time_to_first_token_cdf",
+            "inter_token_latency_cdf",
+            "request_latency_histogram",
+            "timeline_latency",
+            "timeline_throughput",
+            "timeline_in_flight",
+        ],
+    );
+    assert!(
+        !charts.iter().any(|c| c == "timeline_send_lag"),
+        "closed loop"
+    );
     assert!(html.contains("client health"));
     // Self-contained: nothing is loaded from elsewhere.
     for needle in ["<script src", "<link", "@import", "url(http"] {
@@ -162,23 +175,18 @@ fn server_metrics_and_time_slices_are_plotted_from_their_files() {
     let n = slices["timeslices"].as_array().unwrap().len();
     assert!(n >= 2, "{n} slices");
     assert_eq!(run["artifacts"]["slices"], n);
-    let charts: Vec<&str> = data["charts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap())
-        .collect();
-    for id in [
-        "server_requests",
-        "server_kv_cache",
-        "server_token_throughput",
-        "server_ttft",
-        "slices_latency",
-        "slices_throughput",
-    ] {
-        assert!(charts.contains(&id), "{id} in {charts:?}");
-        assert!(html.contains(&format!("id=\"chart-{id}\"")), "{id} drawn");
-    }
+    assert_charts(
+        &data,
+        &html,
+        &[
+            "server_requests",
+            "server_kv_cache",
+            "server_token_throughput",
+            "server_ttft",
+            "slices_latency",
+            "slices_throughput",
+        ],
+    );
     for title in ["Server metrics", "Time slices", "Running requests"] {
         assert!(html.contains(title), "{title}");
     }

@@ -207,9 +207,15 @@ fn four_shards_are_the_single_run_and_merge_exactly() {
         percentile(&diffs, 50.0),
         diffs[199]
     );
-    // A loose bound (5 processes share 2 cores here; docs/scale-out.md has the measured
-    // figures): independent per-shard schedules would be off by tens of ms.
-    assert!(p99 < 10.0, "arrivals differ by {p99} ms at p99");
+    // At the wire the tail depends on the machine (5 processes share 2 cores here; the
+    // figures are in docs/scale-out.md), so only the bulk is checked: half the arrivals
+    // within 2 ms of the single run's. Independent per-shard schedules would put the
+    // median tens of ms off; the exact check of the schedule is above.
+    let p50 = percentile(&diffs, 50.0);
+    assert!(
+        p50 < 2.0,
+        "arrivals differ by {p50} ms at p50 (p99 {p99} ms)"
+    );
 
     // The merge: statistics of the concatenated records, exactly.
     let dirs: Vec<&Path> = shards.iter().rev().map(|s| s.dir.as_path()).collect();
@@ -356,6 +362,64 @@ fn closed_loop_shards_split_workers_and_entries_and_bad_sets_are_refused() {
         "{}",
         o.show()
     );
+
+    // Without records (--export-level summary), the shards' mergeable summaries merge:
+    // counts, min, max and mean exact, percentiles within the documented bound.
+    let (o, exact_dir) = merge(&d, &[]);
+    o.ok();
+    let bare = tempfile::tempdir().unwrap();
+    let bare_dirs: Vec<std::path::PathBuf> = d
+        .iter()
+        .enumerate()
+        .map(|(i, src)| {
+            let dst = bare.path().join(format!("s{i}"));
+            std::fs::create_dir_all(&dst).unwrap();
+            for f in [
+                "profile_export_aiperf.json",
+                "profile_export_aiperf_hdr.json",
+            ] {
+                std::fs::copy(src.join(f), dst.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+            }
+            dst
+        })
+        .collect();
+    let refs: Vec<&Path> = bare_dirs.iter().map(|p| p.as_path()).collect();
+    let (o, hdr_dir) = merge(&refs, &[]);
+    o.ok();
+    let (x, h) = (json(exact_dir.path()), json(hdr_dir.path()));
+    assert_eq!(h["shard"]["from"], "hdr");
+    assert_eq!(x["shard"]["from"], "records");
+    assert_eq!(h["request_count"]["avg"], 10.0);
+    let values: Vec<f64> = {
+        let mut v: Vec<f64> = records(exact_dir.path())
+            .iter()
+            .map(|r| r["metrics"]["request_latency"]["value"].as_f64().unwrap())
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let (hx, hh) = (&x["request_latency"], &h["request_latency"]);
+    assert_eq!(hh["count"], hx["count"]);
+    assert_eq!(hh["min"], hx["min"]);
+    assert_eq!(hh["max"], hx["max"]);
+    assert!(close(
+        hh["avg"].as_f64().unwrap(),
+        hx["avg"].as_f64().unwrap()
+    ));
+    for p in ["p50", "p90", "p99"] {
+        let got = hh[p].as_f64().unwrap();
+        let q: f64 = p[1..].parse().unwrap();
+        let rank = ((q / 100.0 * values.len() as f64).ceil() as usize).max(1) - 1;
+        let near = &values[rank.saturating_sub(1)..(rank + 2).min(values.len())];
+        assert!(
+            near.iter().any(|v| (got - v).abs() <= 1e-3 * v + 1e-3),
+            "{p}: {got} not within 0.1 % of a value near its rank: {near:?}"
+        );
+    }
+    assert!(!hdr_dir.path().join("profile_export.jsonl").exists());
+    let mixed = [d[0], bare_dirs[1].as_path(), d[2]];
+    let (o, _) = merge(&mixed, &[]);
+    o.ok();
 
     // The plugins run once, on the merged run.
     let cfg_dir = tempfile::tempdir().unwrap();
