@@ -1227,12 +1227,7 @@ async fn wait_for_start(
     shard: Option<Shard>,
     connections: usize,
 ) -> StartInfo {
-    let now_ns = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-    };
-    let now = now_ns();
+    let now = ctx.clock.wall_ns(ctx.clock.now_ns());
     let who = shard.map_or_else(|| "this run".to_string(), |s| format!("shard {s}"));
     // The agreed time on the run's clock (which starts before it when it is past: see
     // `Clock::covering`), so the records' scheduled times are the agreed time plus each

@@ -63,6 +63,13 @@ fn arrivals(path: &Path, origin_ns: u64) -> Vec<f64> {
     v
 }
 
+/// `aiperf mock-server` (5 ms to the first token, 1 ms between tokens) logging each
+/// request's arrival into `log`.
+fn arrival_mock(log: &Path) -> MockServer {
+    let log = log.to_str().expect("a UTF-8 path");
+    MockServer::start(&["--ttft-ms", "5", "--itl-ms", "1", "--log-arrivals", log])
+}
+
 fn merge(dirs: &[&Path], extra: &[&str]) -> (Output, tempfile::TempDir) {
     let out = tempfile::tempdir().unwrap();
     let mut args: Vec<String> = vec!["merge".into()];
@@ -102,14 +109,7 @@ fn four_shards_are_the_single_run_and_merge_exactly() {
     let _gate = support::exclusive();
     let logs = tempfile::tempdir().unwrap();
     let (single_log, shard_log) = (logs.path().join("single"), logs.path().join("shards"));
-    let mock = MockServer::start(&[
-        "--ttft-ms",
-        "5",
-        "--itl-ms",
-        "1",
-        "--log-arrivals",
-        single_log.to_str().unwrap(),
-    ]);
+    let mock = arrival_mock(&single_log);
     let (t1, t1_ns) = start_at(2.0);
     let mut args: Vec<String> = RATE_RUN.iter().map(|s| s.to_string()).collect();
     args.extend(["--url".into(), mock.url(), "--start-at".into(), t1]);
@@ -117,14 +117,7 @@ fn four_shards_are_the_single_run_and_merge_exactly() {
     single.ok();
     mock.stop();
 
-    let mock = MockServer::start(&[
-        "--ttft-ms",
-        "5",
-        "--itl-ms",
-        "1",
-        "--log-arrivals",
-        shard_log.to_str().unwrap(),
-    ]);
+    let mock = arrival_mock(&shard_log);
     let (t4, t4_ns) = start_at(4.0);
     let running: Vec<_> = (0..4)
         .map(|i| {
