@@ -657,6 +657,7 @@ async fn start(
         cfg.input.goodput.clone(),
         jsonl,
         slicing,
+        cfg.scale.shard.is_some(),
     )
     .context(|| "cannot start the record-processing threads".into())?;
     let transport = Transport::new(

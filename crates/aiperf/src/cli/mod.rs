@@ -961,7 +961,8 @@ pub struct MockServerArgs {
     /// `--fault-rate`).
     #[arg(long, value_name = "N", default_value = "0", value_parser = mock::count)]
     pub random_seed: u64,
-    /// Append each request's arrival time (Unix ns, one per line) to this file.
+    /// Append each request's arrival time (Unix ns, one per line; over HTTP/1.x the kernel's
+    /// receive stamp of its bytes) to this file.
     #[arg(long, value_name = "FILE")]
     pub log_arrivals: Option<PathBuf>,
     /// Share of requests (percent, a seeded draw per request) answered with

@@ -4,6 +4,7 @@
 //! the mock server can take time without reaching into `timing`.
 
 pub mod hires;
+pub mod kernel;
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 

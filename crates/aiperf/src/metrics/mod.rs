@@ -787,6 +787,8 @@ pub struct PhaseAccumulator {
     /// request had the values to compare).
     pub usage_discrepancies: Option<u64>,
     pub osl_mismatches: Option<u64>,
+    /// Build the mergeable histograms ([`PhaseSummary::hdr`]): only a shard writes them.
+    pub hdr: bool,
 }
 
 impl PhaseAccumulator {
@@ -866,8 +868,10 @@ impl PhaseAccumulator {
             match info.kind {
                 PerRequest | PerRequestList => {
                     if let Some(vals) = self.values.get_mut(info.tag) {
-                        if let Some(h) = hdr::MetricHdr::of(vals) {
-                            hdrs.insert(info.tag, h);
+                        if self.hdr {
+                            if let Some(h) = hdr::MetricHdr::of(vals) {
+                                hdrs.insert(info.tag, h);
+                            }
                         }
                         if let Some(stats) = Stats::compute(vals) {
                             metrics.push(MetricSummary {
@@ -994,7 +998,8 @@ pub struct PhaseSummary {
     pub per_url: BTreeMap<usize, (u64, u64)>,
     /// Requests whose client and server output token counts differ by more than 10 %.
     pub count_mismatches: u64,
-    /// Every per-request metric's mergeable summary (a shard's `_hdr.json`).
+    /// Every per-request metric's mergeable summary (a shard's `_hdr.json`); empty unless the
+    /// accumulator was asked for them ([`PhaseAccumulator::hdr`]).
     pub hdr: BTreeMap<&'static str, hdr::MetricHdr>,
 }
 
@@ -1138,6 +1143,25 @@ mod tests {
         assert_eq!((m.osl, m.isl), (7, 99));
         let m = compute(&rec, &tok, false);
         assert_eq!((m.osl, m.isl), (2, 10));
+    }
+
+    /// The mergeable histograms are built only when asked for (a shard's run).
+    #[test]
+    fn hdr_summaries_are_built_only_when_asked_for() {
+        let tok = Tokenizer::load("builtin").unwrap();
+        let r = record(vec![21_000_000, 26_000_000], "hello world");
+        let m = compute(&r, &tok, false);
+        let mut plain = PhaseAccumulator::default();
+        plain.add_success(&r, &m);
+        assert!(plain.summarize().hdr.is_empty());
+        let mut sharded = PhaseAccumulator {
+            hdr: true,
+            ..PhaseAccumulator::default()
+        };
+        sharded.add_success(&r, &m);
+        let s = sharded.summarize();
+        let ttft = s.hdr.get("time_to_first_token").expect("a TTFT histogram");
+        assert_eq!(ttft.count, 1);
     }
 
     #[test]

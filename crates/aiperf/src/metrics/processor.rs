@@ -156,17 +156,19 @@ impl RecordProcessor {
         goodput: Option<Goodput>,
         sink: impl RecordSink + 'static,
     ) -> std::io::Result<Self> {
-        Self::start_sliced(tokenizer, use_server_counts, goodput, sink, None)
+        Self::start_sliced(tokenizer, use_server_counts, goodput, sink, None, false)
     }
 
     /// [`RecordProcessor::start`], also splitting the profiling phase into time slices
-    /// (`--slice-duration`) when `slicing` is given.
+    /// (`--slice-duration`) when `slicing` is given, and with `hdr` building each phase's
+    /// mergeable histograms ([`PhaseSummary::hdr`], a shard's `_hdr.json`).
     pub fn start_sliced(
         tokenizer: Tokenizer,
         use_server_counts: bool,
         goodput: Option<Goodput>,
         sink: impl RecordSink + 'static,
         slicing: Option<Slicing>,
+        hdr: bool,
     ) -> std::io::Result<Self> {
         let goodput = goodput.map(Arc::new);
         let n = std::thread::available_parallelism()
@@ -201,7 +203,7 @@ impl RecordProcessor {
         let sink_failed = CancellationToken::new();
         let failed = sink_failed.clone();
         let aggregator = spawn("aiperf-aggregate", move || {
-            aggregate(done_rx, n, sink, failed, goodput, slicing)
+            aggregate(done_rx, n, sink, failed, goodput, slicing, hdr)
         })?;
         Ok(Self {
             tx: Some(RecordSender {
@@ -285,11 +287,15 @@ fn aggregate(
     failed: CancellationToken,
     goodput: Option<Arc<Goodput>>,
     slicing: Option<Slicing>,
+    hdr: bool,
 ) -> std::io::Result<()> {
     let mut phases: BTreeMap<PhaseKind, PhaseAccumulator> = BTreeMap::new();
     // The profiling phase's slices; `None` (nothing done per record) without slicing.
     let mut slicer = slicing.map(|s| Slicer::new(s, goodput.clone()));
-    let new_phase = || PhaseAccumulator::new(goodput.clone());
+    let new_phase = || PhaseAccumulator {
+        hdr,
+        ..PhaseAccumulator::new(goodput.clone())
+    };
     let mut io_result = Ok(());
     // token -> (markers seen, the request once it arrived)
     let mut pending: HashMap<u64, (usize, Option<SummaryRequest>)> = HashMap::new();
@@ -492,6 +498,7 @@ mod tests {
             None,
             VecSink::default(),
             Some(slicing),
+            false,
         )
         .expect("threads start");
         let tx = p.sender();

@@ -8,14 +8,17 @@
 //! a reset was asked for, so the close sends RST instead of FIN.
 
 use std::io::IoSlice;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+
+use crate::clock::kernel;
 
 /// What the handlers of one connection share with its task.
 #[derive(Default)]
@@ -24,6 +27,8 @@ pub struct ConnCtl {
     reset: AtomicBool,
     /// Requests seen on this connection so far.
     requests: AtomicU64,
+    /// The kernel's receive stamp (Unix ns) of the last read, 0 before any or without stamps.
+    rx_stamp: AtomicU64,
 }
 
 impl ConnCtl {
@@ -46,20 +51,33 @@ impl ConnCtl {
         self.kill.cancelled().await
     }
 
+    /// The kernel's receive stamp (Unix ns) of the last bytes read on this connection: for
+    /// HTTP/1.1 (one request at a time), the arrival of the request being handled.
+    pub fn rx_stamp(&self) -> Option<u64> {
+        Some(self.rx_stamp.load(Ordering::Acquire)).filter(|&s| s > 0)
+    }
+
     fn wants_reset(&self) -> bool {
         self.reset.load(Ordering::Acquire)
     }
 }
 
 /// The accepted TCP stream as hyper sees it; resets on drop if its connection asked for it.
+/// Its reads take the kernel's receive stamps ([`kernel`]) into [`ConnCtl::rx_stamp`].
 pub struct Socket {
     stream: TcpStream,
     ctl: Arc<ConnCtl>,
+    stamped: bool,
 }
 
 impl Socket {
     pub fn new(stream: TcpStream, ctl: Arc<ConnCtl>) -> Self {
-        Self { stream, ctl }
+        let stamped = kernel::enable_rx(stream.as_raw_fd());
+        Self {
+            stream,
+            ctl,
+            stamped,
+        }
     }
 }
 
@@ -80,7 +98,33 @@ impl AsyncRead for Socket {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        if !self.stamped {
+            return Pin::new(&mut self.stream).poll_read(cx, buf);
+        }
+        let fd = self.stream.as_raw_fd();
+        loop {
+            ready!(self.stream.poll_read_ready(cx))?;
+            // SAFETY: `recv` only writes into the unfilled part, and exactly `n` bytes of it
+            // are marked initialised below.
+            let unfilled = unsafe { buf.unfilled_mut() };
+            match self
+                .stream
+                .try_io(Interest::READABLE, || kernel::recv(fd, unfilled))
+            {
+                Ok((n, stamp)) => {
+                    // SAFETY: the kernel wrote `n` bytes into `unfilled`.
+                    unsafe { buf.assume_init(n) };
+                    buf.advance(n);
+                    if let Some(s) = stamp {
+                        self.ctl.rx_stamp.store(s, Ordering::Release);
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                // Readiness was stale: `try_io` cleared it, and polling it again waits.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
     }
 }
 

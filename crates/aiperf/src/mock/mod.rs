@@ -43,7 +43,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::hires;
+use crate::clock::{hires, kernel};
 use answer::{full, json_error, Api, Body, InFlight};
 pub use config::{
     count, error_status, every, fault, is_mock_url, kv_tokens, percent, seqs, tokens, Fault,
@@ -109,14 +109,10 @@ impl State {
         })
     }
 
-    /// Counts a POST to an API path; with `--log-arrivals`, writes its time (unix ns).
-    fn log_arrival(&self) {
+    /// Counts a POST to an API path; with `--log-arrivals`, writes its arrival (unix ns).
+    fn log_arrival(&self, unix_ns: u64) {
         self.received.fetch_add(1, Ordering::Relaxed);
         if let Some(log) = &self.arrivals {
-            let unix_ns = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
             if let Ok(mut w) = log.lock() {
                 let _ = writeln!(w, "{unix_ns}");
             }
@@ -177,6 +173,23 @@ struct GenRequest {
     stream_options: Option<StreamOptions>,
 }
 
+/// When the request being handled arrived, as an instant and in Unix ns: the kernel's
+/// receive stamp of its bytes on an HTTP/1.x connection (where the last read is this
+/// request's), else now. Token deadlines count from it, so the mock's own read lag is not in
+/// the TTFT it serves, and `--log-arrivals` logs the wire's time.
+fn arrival_of(conn: &ConnCtl, version: hyper::Version) -> (Instant, u64) {
+    let (now, now_unix) = (Instant::now(), kernel::realtime_ns());
+    let http1 = matches!(version, hyper::Version::HTTP_10 | hyper::Version::HTTP_11);
+    match conn.rx_stamp().filter(|_| http1) {
+        // A lag past a second is no read lag but a wall-clock step: not trusted.
+        Some(stamp) if now_unix.saturating_sub(stamp) < 1_000_000_000 => {
+            let lag = Duration::from_nanos(now_unix.saturating_sub(stamp));
+            (now.checked_sub(lag).unwrap_or(now), stamp.min(now_unix))
+        }
+        _ => (now, now_unix),
+    }
+}
+
 /// Answers one request, in stages: route it, read it, draw its error or fault, answer it
 /// (embeddings, whole or streamed).
 async fn handle(
@@ -184,13 +197,13 @@ async fn handle(
     conn: Arc<ConnCtl>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let arrival = Instant::now();
+    let (arrival, arrival_unix_ns) = arrival_of(&conn, req.version());
     let reused = conn.next_request_is_reused();
     let api = match route(&state, req.method(), req.uri().path()) {
         Continue(api) => api,
         Break(answer) => return Ok(answer),
     };
-    state.log_arrival();
+    state.log_arrival(arrival_unix_ns);
     let (gen, body) = match read_request(req).await {
         Continue(read) => read,
         Break(answer) => return Ok(answer),

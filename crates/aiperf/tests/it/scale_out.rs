@@ -188,26 +188,41 @@ fn four_shards_are_the_single_run_and_merge_exactly() {
         "a real schedule: {single_sched:?}"
     );
 
-    // At the server: the arrival times, against each run's agreed start.
+    // At the server (the mock logs the kernel's receive stamp of each request): the shards'
+    // arrivals against the single schedule, and against the single process's arrivals.
     let a1 = arrivals(&single_log, t1_ns);
     let a4 = arrivals(&shard_log, t4_ns);
     assert_eq!((a1.len(), a4.len()), (200, 200));
-    let mut diffs: Vec<f64> = a1.iter().zip(&a4).map(|(a, b)| (a - b).abs()).collect();
-    diffs.sort_by(f64::total_cmp);
-    let p99 = percentile(&diffs, 99.0);
-    eprintln!(
-        "arrival times, 4 shards vs 1 process: |diff| p50 {:.3} ms, p99 {p99:.3} ms, max {:.3} ms",
-        percentile(&diffs, 50.0),
-        diffs[199]
+    let sorted_abs = |a: &[f64], b: &[f64]| {
+        let mut d: Vec<f64> = a.iter().zip(b).map(|(x, y)| (x - y).abs()).collect();
+        d.sort_by(f64::total_cmp);
+        d
+    };
+    let vs_schedule = sorted_abs(&a4, &single_sched);
+    let vs_single = sorted_abs(&a4, &a1);
+    let (p50, p99) = (
+        percentile(&vs_schedule, 50.0),
+        percentile(&vs_schedule, 99.0),
     );
-    // At the wire the tail depends on the machine (5 processes share 2 cores here; the
-    // figures are in docs/scale-out.md), so only the bulk is checked: half the arrivals
-    // within 2 ms of the single run's. Independent per-shard schedules would put the
-    // median tens of ms off; the exact check of the schedule is above.
-    let p50 = percentile(&diffs, 50.0);
+    let verdicts: Vec<String> = shards
+        .iter()
+        .map(|s| s.json()["client_health"]["verdict"].to_string())
+        .collect();
+    let report = format!(
+        "shards' arrivals - the single schedule: p50 {p50:.3} ms, p99 {p99:.3} ms, max {:.3} ms; \
+         vs the single process's arrivals: p50 {:.3} ms, p99 {:.3} ms; shard verdicts {verdicts:?}",
+        vs_schedule[199],
+        percentile(&vs_single, 50.0),
+        percentile(&vs_single, 99.0),
+    );
+    eprintln!("{report}");
+    // Within 1 ms at p99, or a shard's own verdict says it could not keep time (a machine
+    // too busy to pace: 5 processes share 2 cores here). Independent per-shard schedules
+    // would put even the median tens of ms off.
+    assert!(p50 < 2.0, "{report}");
     assert!(
-        p50 < 2.0,
-        "arrivals differ by {p50} ms at p50 (p99 {p99} ms)"
+        p99 <= 1.0 || verdicts.iter().any(|v| v != "\"ok\""),
+        "{report}"
     );
 
     // The merge: statistics of the concatenated records, exactly.

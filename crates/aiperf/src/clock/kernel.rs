@@ -1,0 +1,174 @@
+//! Kernel receive timestamps: when the kernel took a segment off the wire, not when a task got
+//! round to reading it.
+//!
+//! A socket with [`enable_rx`] has the kernel stamp every segment it receives (software
+//! timestamps, `SO_TIMESTAMPNS`); [`recv`] reads like `recv(2)` and returns the stamp of the
+//! data read (for TCP, of the last segment the read took) as Unix nanoseconds on
+//! `CLOCK_REALTIME`. [`lag_ns`] turns a stamp into how long ago it was, which is what callers
+//! want: the time between the kernel receiving data and the reader seeing it (the read lag),
+//! and, subtracted from a monotonic reading taken at the same moment, the arrival on the
+//! monotonic clock. Taking the difference at once keeps a wall-clock step out of it.
+//!
+//! Elsewhere than Linux there are no stamps: [`enable_rx`] says so and [`recv`] is a plain
+//! read.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::RawFd;
+
+/// Asks the kernel to stamp what `fd` receives. `false` when it cannot (not Linux, or the
+/// option was refused); reads then carry no stamp.
+pub fn enable_rx(fd: RawFd) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let on: libc::c_int = 1;
+        // SAFETY: a valid option pointer and length for an int option; a bad fd is an error.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        rc == 0
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = fd;
+        false
+    }
+}
+
+/// Reads what `fd` has into `buf` without blocking (`WouldBlock` when there is nothing):
+/// the bytes read, and the kernel's receive stamp of them (Unix ns) when there is one.
+pub fn recv(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<(usize, Option<u64>)> {
+    #[cfg(target_os = "linux")]
+    {
+        // Room for one control message holding a timespec (16 + 16 bytes), 8-byte aligned.
+        let mut control = [0u64; 8];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: zeroed msghdr is valid (null name, no iov yet); fields set below.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: `msg` points at `iov` (into `buf`, which the kernel only writes) and at
+        // `control`, both live for the call.
+        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut stamp = None;
+        if msg.msg_flags & libc::MSG_CTRUNC == 0 {
+            // SAFETY: walking the control messages the kernel wrote into `control`, with the
+            // length it set; CMSG_DATA of an SCM_TIMESTAMPNS message holds a timespec.
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(&msg);
+                while !c.is_null() {
+                    if (*c).cmsg_level == libc::SOL_SOCKET
+                        && (*c).cmsg_type == libc::SCM_TIMESTAMPNS
+                    {
+                        let ts =
+                            std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
+                        if ts.tv_sec > 0 && ts.tv_nsec >= 0 {
+                            stamp = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+                        }
+                    }
+                    c = libc::CMSG_NXTHDR(&msg, c);
+                }
+            }
+        }
+        Ok((n as usize, stamp))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        // SAFETY: `buf` is writable for its length; recv writes at most that many bytes.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((n as usize, None))
+    }
+}
+
+/// The wall clock now (Unix ns, `CLOCK_REALTIME`, the kernel stamps' clock).
+pub fn realtime_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// How long ago (ns) the kernel stamped `stamp_ns`: 0 for a stamp from the future (a clock
+/// step between the two readings).
+pub fn lag_ns(stamp_ns: u64) -> u64 {
+    realtime_ns().saturating_sub(stamp_ns)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_read_carries_the_time_the_kernel_received_the_data() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        assert!(enable_rx(server.as_raw_fd()));
+        let before = realtime_ns();
+        client.write_all(b"hello").unwrap();
+        // The data sits in the socket while this thread sleeps: the stamp is its arrival, not
+        // the read below.
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let after_sleep = realtime_ns();
+        let mut buf = [MaybeUninit::<u8>::uninit(); 64];
+        let (n, stamp) = recv(server.as_raw_fd(), &mut buf).unwrap();
+        assert_eq!(n, 5);
+        // SAFETY: recv initialised the first n bytes.
+        let got: Vec<u8> = buf[..n]
+            .iter()
+            .map(|b| unsafe { b.assume_init() })
+            .collect();
+        assert_eq!(got, b"hello");
+        let stamp = stamp.expect("a kernel stamp");
+        assert!(
+            stamp >= before,
+            "stamp {stamp} before the write at {before}"
+        );
+        assert!(
+            stamp + 20_000_000 <= after_sleep,
+            "stamp {stamp} is not the arrival (read at {after_sleep})"
+        );
+        assert!(lag_ns(stamp) >= 20_000_000);
+    }
+
+    #[test]
+    fn an_unstamped_socket_reads_without_a_stamp_and_an_empty_one_would_block() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let mut buf = [MaybeUninit::<u8>::uninit(); 8];
+        let e = recv(server.as_raw_fd(), &mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        client.write_all(b"x").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(recv(server.as_raw_fd(), &mut buf).unwrap(), (1, None));
+        assert_eq!(
+            recv(-1, &mut buf).unwrap_err().raw_os_error(),
+            Some(libc::EBADF)
+        );
+    }
+
+    #[test]
+    fn a_stamp_from_the_future_is_no_lag() {
+        assert_eq!(lag_ns(realtime_ns() + 1_000_000_000), 0);
+    }
+}
