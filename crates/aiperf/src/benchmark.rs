@@ -672,6 +672,7 @@ async fn start(
         &crate::transport::Connections {
             session_header: cfg.endpoint.session_header.clone(),
             reuse: cfg.endpoint.connection_reuse_strategy,
+            kernel_timestamps: cfg.endpoint.kernel_timestamps,
         },
     )
     .map_err(|e| ConfigError::Usage(e.to_string()))?;
@@ -1143,9 +1144,13 @@ fn report(
     let profiling = phases.profiling;
     let was_cancelled = ending.was_cancelled;
     let mut warnings = warnings(cfg, &profiling, ending);
-    let send_lag_p99 = match profiling.get("send_lag") {
+    let p99 = |tag| match profiling.get(tag) {
         Some(MetricValue::Stats(s)) => Some(s.p99),
         _ => None,
+    };
+    let lags = crate::timing::health::RequestLags {
+        send_p99_ms: p99("send_lag"),
+        read_p99_ms: p99("read_lag"),
     };
     let client_errors = profiling
         .errors
@@ -1153,7 +1158,7 @@ fn report(
         .filter(|(e, _)| e.is_client_side())
         .map(|(_, n)| n)
         .sum();
-    let client_health = health.finish(send_lag_p99, client_errors);
+    let client_health = health.finish(lags, client_errors);
     if !client_health.ok() {
         warnings.push(format!(
             "these numbers may describe the client rather than the server: {}",

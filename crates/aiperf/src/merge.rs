@@ -195,13 +195,14 @@ pub fn check_set(dirs: &[PathBuf]) -> Result<Vec<ShardDir>, MergeError> {
     Ok(shards)
 }
 
-/// A record's metric values back into the metrics a run computed for it. `start_ns` is
-/// the record's wall-clock start; the end is recovered from the request latency (which a
-/// run computes from the same two nanosecond times, so the round trip is exact).
+/// A record's metric values (and the lags its metadata holds) back into the metrics a run
+/// computed for it. `start_ns` is the record's wall-clock start; the end is recovered from
+/// the request latency (which a run computes from the same two nanosecond times, so the
+/// round trip is exact).
 pub fn metrics_of(
     m: &Map<String, Value>,
+    md: &Map<String, Value>,
     start_ns: u64,
-    send_lag_ms: Option<f64>,
 ) -> RequestMetrics {
     let v = |t: &str| m.get(t).and_then(|e| e.get("value"));
     let f = |t: &str| v(t).and_then(Value::as_f64);
@@ -239,7 +240,8 @@ pub fn metrics_of(
         reasoning_tokens: u("reasoning_token_count").unwrap_or(0),
         isl: u("input_sequence_length").unwrap_or(0),
         end_ns: start_ns.saturating_add((latency_ms * 1e6).round().max(0.0) as u64),
-        send_lag_ms,
+        send_lag_ms: md.get("send_lag_ms").and_then(Value::as_f64),
+        read_lag_ms: md.get("read_lag_ms").and_then(Value::as_f64),
         // Not in the records: the shards' counts are summed instead.
         count_mismatch: false,
         good: u("good_request_count").map(|g| g == 1),
@@ -332,6 +334,7 @@ fn accumulate(
     jsonl_out: &mut impl Write,
 ) -> Result<BTreeMap<PhaseKind, PhaseAccumulator>, MergeError> {
     let mut acc: BTreeMap<PhaseKind, PhaseAccumulator> = BTreeMap::new();
+    let empty_map = Map::new();
     for s in shards {
         let Some(path) = &s.records else {
             return err(format!("{}: no {}", s.dir.display(), export::JSONL_FILE));
@@ -350,6 +353,7 @@ fn accumulate(
                 .get("metadata")
                 .filter(|m| m.is_object())
                 .ok_or_else(|| input(format!("{}: a record without metadata", where_())))?;
+            let md_map = md.as_object().unwrap_or(&empty_map);
             let phase = match md.get("benchmark_phase").and_then(Value::as_str) {
                 Some("warmup") => PhaseKind::Warmup,
                 _ => PhaseKind::Profiling,
@@ -364,13 +368,11 @@ fn accumulate(
                 }
                 None => {
                     let rec = record_of(phase, md, None);
-                    let empty = Map::new();
                     let m = v
                         .get("metrics")
                         .and_then(Value::as_object)
-                        .unwrap_or(&empty);
-                    let send_lag = md.get("send_lag_ms").and_then(Value::as_f64);
-                    a.add_success(&rec, &metrics_of(m, rec.start_ns, send_lag));
+                        .unwrap_or(&empty_map);
+                    a.add_success(&rec, &metrics_of(m, md_map, rec.start_ns));
                 }
             }
             jsonl_out
@@ -498,6 +500,7 @@ fn merged_health(shards: &[ShardDir]) -> ClientHealth {
                 .sum::<u64>() as usize,
         },
         send_lag_p99_ms: max("send_lag_p99_ms"),
+        read_lag_p99_ms: max("read_lag_p99_ms"),
         process_cpu_percent: max("process_cpu_percent"),
         process_cpu_percent_of_machine: max("process_cpu_percent_of_machine"),
         machine_cpu_busy_percent: max("machine_cpu_busy_percent"),
@@ -876,6 +879,7 @@ mod tests {
             isl: 128,
             end_ns: 1_000_000_000 + 95_000_123,
             send_lag_ms: Some(0.25),
+            read_lag_ms: Some(0.125),
             count_mismatch: false,
             good: Some(true),
             decode_ms: Some(74.9),
@@ -910,7 +914,12 @@ mod tests {
             }),
         };
         let line = crate::export::jsonl::success_metrics_json(&m);
-        let back = metrics_of(line.as_object().unwrap(), 1_000_000_000, Some(0.25));
+        let md = serde_json::json!({"send_lag_ms": 0.25, "read_lag_ms": 0.125});
+        let back = metrics_of(
+            line.as_object().unwrap(),
+            md.as_object().unwrap(),
+            1_000_000_000,
+        );
         assert_eq!(back, m);
     }
 }

@@ -473,6 +473,11 @@ pub struct EndpointArgs {
     /// The header carrying the conversation's id, in place of `X-Correlation-ID`.
     #[arg(long, value_name = "NAME")]
     pub session_header: Option<String>,
+    /// Time responses when this client reads them, not by the kernel's receive stamps
+    /// (http:// on Linux uses the stamps: the client's own scheduling delay then stays out
+    /// of TTFT and ITL).
+    #[arg(long)]
+    pub no_kernel_timestamps: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -16,6 +16,29 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 
+/// Turns the kernel's receive stamping on for the whole process, now. Linux switches it on
+/// system-wide lazily, after the first socket asks (deferred work), so the first segments a
+/// fresh socket receives may come unstamped; a socket held open for the process's life
+/// (asked once, here) keeps it on. Call early: when the transport or the mock is set up.
+pub fn keep_enabled() {
+    #[cfg(target_os = "linux")]
+    {
+        static HOLD: std::sync::OnceLock<Option<std::os::fd::OwnedFd>> = std::sync::OnceLock::new();
+        HOLD.get_or_init(|| {
+            use std::os::fd::{FromRawFd, OwnedFd};
+            // SAFETY: socket(2) with constant arguments; a returned fd >= 0 is ours to own.
+            let fd =
+                unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+            if fd < 0 {
+                return None;
+            }
+            // SAFETY: `fd` was just opened and is owned by nothing else.
+            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            enable_rx(fd).then_some(owned)
+        });
+    }
+}
+
 /// Asks the kernel to stamp what `fd` receives. `false` when it cannot (not Linux, or the
 /// option was refused); reads then carry no stamp.
 pub fn enable_rx(fd: RawFd) -> bool {
@@ -122,7 +145,10 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
+        keep_enabled();
         assert!(enable_rx(server.as_raw_fd()));
+        // Let the kernel's deferred switch-on run (see `keep_enabled`).
+        std::thread::sleep(std::time::Duration::from_millis(20));
         let before = realtime_ns();
         client.write_all(b"hello").unwrap();
         // The data sits in the socket while this thread sleeps: the stamp is its arrival, not

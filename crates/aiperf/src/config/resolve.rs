@@ -574,6 +574,7 @@ fn endpoint(a: EndpointArgs, input: &InputArgs, seed: u64) -> Result<EndpointSpe
         transport: a.transport.unwrap_or_default(),
         connection_reuse_strategy: a.connection_reuse_strategy,
         session_header,
+        kernel_timestamps: !a.no_kernel_timestamps,
     })
 }
 

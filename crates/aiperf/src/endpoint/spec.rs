@@ -172,6 +172,9 @@ pub struct EndpointSpec {
     /// The header carrying the conversation's id (`--session-header`, else
     /// `X-Correlation-ID`).
     pub session_header: String,
+    /// Time `http://` responses by the kernel's receive stamps (off with
+    /// `--no-kernel-timestamps`).
+    pub kernel_timestamps: bool,
 }
 
 impl EndpointSpec {

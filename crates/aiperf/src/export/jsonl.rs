@@ -35,6 +35,13 @@ struct Metadata<'a> {
     send_lag_ms: Option<f64>,
     was_cancelled: bool,
     cancellation_time_ns: Option<u64>,
+    /// Whose clock timed the response: `kernel` (every read carried the kernel's receive
+    /// stamp) or `client` (reads timed when they returned: https, `--no-kernel-timestamps`,
+    /// not Linux, or a response never read).
+    response_clock: &'static str,
+    /// The longest time the response's bytes waited in the socket before the client read
+    /// them (stamped reads only).
+    read_lag_ms: Option<f64>,
 }
 
 /// A UUID as sent in the request's header (`8-4-4-4-12` lower-case hex), written without an
@@ -148,6 +155,7 @@ const WRITTEN_ABOVE: &[&str] = &[
     "output_token_throughput_per_user",
     "send_lag",
     "credit_to_start_latency",
+    "read_lag",
 ];
 
 /// A failed request's `metrics`.
@@ -303,6 +311,12 @@ fn metadata<'a>(
             .map(|s| (rec.start_ns as f64 - s as f64) / 1e6),
         was_cancelled: rec.cancelled,
         cancellation_time_ns: rec.cancelled.then(|| wall(rec.end_ns)),
+        response_clock: if rec.http.kernel_timed() {
+            "kernel"
+        } else {
+            "client"
+        },
+        read_lag_ms: crate::metrics::read_lag_ms(&rec.http),
     }
 }
 
@@ -435,9 +449,21 @@ mod tests {
                 "scheduled_ns",
                 "send_lag_ms",
                 "was_cancelled",
-                "cancellation_time_ns"
+                "cancellation_time_ns",
+                "response_clock",
+                "read_lag_ms"
             ]
         );
+        // The record's reads carried no kernel stamps.
+        assert_eq!(md["response_clock"], "client");
+        assert!(md["read_lag_ms"].is_null());
+        let mut stamped = rec.clone();
+        (stamped.http.chunks_received, stamped.http.kernel_reads) = (3, 3);
+        stamped.http.read_lag_max_ns = 1_500_000;
+        let lines = written(&["c0"], |w| w.write_success(&stamped, &m).unwrap());
+        let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(v["metadata"]["response_clock"], "kernel");
+        assert_eq!(v["metadata"]["read_lag_ms"], 1.5);
         assert_eq!(md["session_num"], 7);
         assert_eq!(md["x_request_id"], "6ba7b810-9dad-41d1-80b4-00c04fd430c8");
         assert_eq!(

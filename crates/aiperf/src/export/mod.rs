@@ -446,6 +446,7 @@ mod tests {
                 samples: 2,
             },
             send_lag_p99_ms: Some(2.0),
+            read_lag_p99_ms: Some(0.5),
             process_cpu_percent: Some(50.0),
             process_cpu_percent_of_machine: Some(25.0),
             machine_cpu_busy_percent: None,

@@ -414,6 +414,7 @@ pub const METRICS: &[MetricInfo] = &[
         false,
     ),
     m("send_lag", "Send Lag", "ms", PerRequest, false),
+    m("read_lag", "Read Lag", "ms", PerRequest, false),
     m(
         "credit_to_start_latency",
         "Credit-to-Start Latency",
@@ -514,6 +515,9 @@ pub struct RequestMetrics {
     pub end_ns: u64,
     /// Actual minus scheduled send time (rate and trace modes).
     pub send_lag_ms: Option<f64>,
+    /// The longest time the response's bytes waited in the socket before the client read
+    /// them (kernel-stamped reads only): the client's read lag, a health signal.
+    pub read_lag_ms: Option<f64>,
     /// The client's and the server's output token counts differ by more than 10 %.
     pub count_mismatch: bool,
     /// With `--goodput`: whether the request met every objective (set by the aggregator; the
@@ -635,6 +639,7 @@ impl RequestMetrics {
         }
         opt("send_lag", self.send_lag_ms.map(Float));
         opt("credit_to_start_latency", self.send_lag_ms.map(Float));
+        opt("read_lag", self.read_lag_ms.map(Float));
     }
 
     /// One per-request metric's value, if this request has one.
@@ -647,6 +652,12 @@ impl RequestMetrics {
         });
         found
     }
+}
+
+/// A response's read lag (ms): the longest wait of its bytes in the socket, when its reads
+/// carried kernel stamps.
+pub fn read_lag_ms(h: &HttpTrace) -> Option<f64> {
+    (h.kernel_reads > 0).then(|| h.read_lag_max_ns as f64 / NS_PER_MS)
 }
 
 /// Computes a successful request's metrics. OSL is the tokenizer's count of all output text
@@ -740,6 +751,7 @@ pub fn compute(
         send_lag_ms: rec
             .scheduled_ns
             .map(|s| (rec.start_ns as f64 - s as f64) / NS_PER_MS),
+        read_lag_ms: read_lag_ms(&rec.http),
         count_mismatch: rec
             .usage
             .and_then(|u| u.completion_tokens)
@@ -1392,8 +1404,13 @@ mod tests {
             bytes_received: 5120,
             chunks_received: 17,
             measured: true,
+            kernel_reads: 17,
+            read_lag_max_ns: 250_000,
         };
-        let h = compute(&rec, &tok, false).http.expect("measured");
+        assert!(rec.http.kernel_timed());
+        let m = compute(&rec, &tok, false);
+        assert_eq!(m.read_lag_ms, Some(0.25));
+        let h = m.http.expect("measured");
         let near = |a: f64, b: f64| (a - b).abs() < 1e-9;
         assert!(near(h.blocked_ms, 0.1) && near(h.dns_ms, 0.2) && near(h.connecting_ms, 0.7));
         assert!(near(h.sending_ms, 0.5) && near(h.waiting_ms, 1.5) && near(h.receiving_ms, 33.0));

@@ -160,6 +160,19 @@ pub struct HttpTrace {
     /// Every field above was measured (the lean HTTP/1.1 client); hyper (`https://`) does
     /// not expose its phases, so its records leave this `false`.
     pub measured: bool,
+    /// Reads that carried the kernel's receive stamp (of `chunks_received`): when every read
+    /// did, the response's times (first byte, each token, the end) are the kernel's.
+    pub kernel_reads: u32,
+    /// The longest time a read's bytes waited in the socket before this client read them
+    /// (the read lag; stamped reads only).
+    pub read_lag_max_ns: u64,
+}
+
+impl HttpTrace {
+    /// Every read of the response carried the kernel's receive stamp.
+    pub fn kernel_timed(&self) -> bool {
+        self.chunks_received > 0 && self.kernel_reads == self.chunks_received
+    }
 }
 
 /// The raw facts of one request. All `*_ns` fields are monotonic nanoseconds since the run's

@@ -531,6 +531,7 @@ pub async fn serve(
 }
 
 async fn serve_state(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {
+    kernel::keep_enabled();
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.cancelled() => break,

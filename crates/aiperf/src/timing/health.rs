@@ -66,6 +66,9 @@ pub struct ClientHealth {
     pub reasons: Vec<String>,
     pub runtime_lag_ms: RuntimeLag,
     pub send_lag_p99_ms: Option<f64>,
+    /// How long responses' bytes waited in the socket before the client read them, p99 of
+    /// the requests' longest waits (`None` without kernel receive stamps).
+    pub read_lag_p99_ms: Option<f64>,
     /// This process's CPU time over the run, in % of one core (`None` off Linux).
     pub process_cpu_percent: Option<f64>,
     pub process_cpu_percent_of_machine: Option<f64>,
@@ -85,7 +88,7 @@ pub struct Measurements {
     /// Runtime lag samples in ms, sorted.
     pub lags_ms: Vec<f64>,
     /// From the profiling summary.
-    pub send_lag_p99_ms: Option<f64>,
+    pub lags: RequestLags,
     pub process_cpu_percent: Option<f64>,
     pub machine_cpu_busy_percent: Option<f64>,
     pub cores: f64,
@@ -95,7 +98,16 @@ pub struct Measurements {
     pub client_resource_errors: u64,
 }
 
-/// A send lag or runtime lag p99 above this (ms) means the client may be the bottleneck.
+/// The requests' own lags, p99 over the profiling phase (from its summary).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RequestLags {
+    /// Actual minus scheduled send time.
+    pub send_p99_ms: Option<f64>,
+    /// Kernel receive to client read (`None` when the responses carried no kernel stamps).
+    pub read_p99_ms: Option<f64>,
+}
+
+/// A send, read or runtime lag p99 above this (ms) means the client may be the bottleneck.
 const LAG_LIMIT_MS: f64 = 1.0;
 
 /// The verdict: `ok` unless requests left late or the runtime was slow to run woken tasks.
@@ -111,11 +123,25 @@ pub fn judge(m: Measurements) -> ClientHealth {
         samples: lags.len(),
     };
     let mut reasons = Vec::new();
-    if let Some(p99) = m.send_lag_p99_ms.filter(|v| *v > LAG_LIMIT_MS) {
+    if let Some(p99) = m.lags.send_p99_ms.filter(|v| *v > LAG_LIMIT_MS) {
         reasons.push(format!("requests left late (send lag p99 {p99:.2} ms)"));
     }
+    // With kernel receive stamps a late read no longer moves a token's time; it still holds
+    // up what the client does next (a closed-loop worker's next request, its own sends).
+    let kernel_timed = m.lags.read_p99_ms.is_some();
+    if let Some(p99) = m.lags.read_p99_ms.filter(|v| *v > LAG_LIMIT_MS) {
+        reasons.push(format!(
+            "the client read responses late (read lag p99 {p99:.2} ms: bytes waited that long \
+             in the socket); token times are the kernel's receive stamps, so TTFT and ITL are \
+             not skewed, but a slow reader delays what follows"
+        ));
+    }
     if let Some(p99) = runtime_lag_ms.p99.filter(|v| *v > LAG_LIMIT_MS) {
-        reasons.push(format!("the async runtime was slow to run woken tasks (lag p99 {p99:.2} ms), so timestamps may be late"));
+        reasons.push(if kernel_timed {
+            format!("the async runtime was slow to run woken tasks (lag p99 {p99:.2} ms), so requests may leave late")
+        } else {
+            format!("the async runtime was slow to run woken tasks (lag p99 {p99:.2} ms), so timestamps may be late")
+        });
     }
     if m.client_resource_errors > 0 {
         reasons.push(format!(
@@ -136,7 +162,8 @@ pub fn judge(m: Measurements) -> ClientHealth {
         verdict,
         reasons,
         runtime_lag_ms,
-        send_lag_p99_ms: m.send_lag_p99_ms,
+        send_lag_p99_ms: m.lags.send_p99_ms,
+        read_lag_p99_ms: m.lags.read_p99_ms,
         process_cpu_percent: m.process_cpu_percent,
         process_cpu_percent_of_machine: m.process_cpu_percent.map(|p| p / m.cores),
         machine_cpu_busy_percent: busy,
@@ -181,8 +208,8 @@ impl HealthMonitor {
         }
     }
 
-    /// Stops sampling and judges the run. `send_lag_p99_ms`: from the profiling summary.
-    pub fn finish(self, send_lag_p99_ms: Option<f64>, client_resource_errors: u64) -> ClientHealth {
+    /// Stops sampling and judges the run. `lags`: from the profiling summary.
+    pub fn finish(self, lags: RequestLags, client_resource_errors: u64) -> ClientHealth {
         self.task.abort();
         let wall_secs = self.started.elapsed().as_secs_f64();
         let mut lags_ms =
@@ -193,7 +220,7 @@ impl HealthMonitor {
             cpu_percents(self.cpu0, cpu_ticks(), wall_secs);
         judge(Measurements {
             lags_ms,
-            send_lag_p99_ms,
+            lags,
             process_cpu_percent,
             machine_cpu_busy_percent,
             cores,
@@ -233,7 +260,10 @@ impl HealthProbe {
         let (process_cpu_percent, machine_cpu_busy_percent) = cpu_percents(cpu0, cpu1, wall_secs);
         judge(Measurements {
             lags_ms,
-            send_lag_p99_ms,
+            lags: RequestLags {
+                send_p99_ms: send_lag_p99_ms,
+                read_p99_ms: None,
+            },
             process_cpu_percent,
             machine_cpu_busy_percent,
             cores: cores(),
@@ -273,7 +303,10 @@ mod tests {
     fn measured(lags_ms: Vec<f64>, send_lag_p99_ms: Option<f64>) -> Measurements {
         Measurements {
             lags_ms,
-            send_lag_p99_ms,
+            lags: RequestLags {
+                send_p99_ms: send_lag_p99_ms,
+                read_p99_ms: None,
+            },
             process_cpu_percent: Some(40.0),
             machine_cpu_busy_percent: Some(95.0),
             cores: 4.0,
@@ -339,6 +372,33 @@ mod tests {
         assert!(h.reasons[0].contains("lag p99 3.47 ms"), "{:?}", h.reasons);
     }
 
+    /// With kernel receive stamps a late reader is named, and the runtime's lag no longer
+    /// said to move the timestamps.
+    #[test]
+    fn read_lag_names_the_late_reader_and_kernel_stamps_keep_the_times() {
+        let mut m = measured(vec![0.5, 3.5], Some(0.2));
+        m.lags.read_p99_ms = Some(4.25);
+        m.machine_cpu_busy_percent = Some(50.0);
+        let h = judge(m);
+        assert_eq!(h.verdict, Verdict::ClientMayBeTheBottleneck);
+        assert_eq!(h.read_lag_p99_ms, Some(4.25));
+        assert_eq!(h.reasons.len(), 2, "{:?}", h.reasons);
+        assert!(
+            h.reasons[0].starts_with("the client read responses late (read lag p99 4.25 ms"),
+            "{:?}",
+            h.reasons
+        );
+        assert!(
+            h.reasons[1].ends_with("so requests may leave late"),
+            "{:?}",
+            h.reasons
+        );
+        // A read lag under the limit is no reason.
+        let mut m = measured(vec![0.1], Some(0.2));
+        m.lags.read_p99_ms = Some(0.9);
+        assert!(judge(m).ok());
+    }
+
     #[test]
     fn a_short_run_does_not_blame_the_machine() {
         let mut m = measured(vec![5.0], Some(5.0));
@@ -371,6 +431,7 @@ mod tests {
                 "reasons",
                 "runtime_lag_ms",
                 "send_lag_p99_ms",
+                "read_lag_p99_ms",
                 "process_cpu_percent",
                 "process_cpu_percent_of_machine",
                 "machine_cpu_busy_percent",

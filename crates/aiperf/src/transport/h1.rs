@@ -19,6 +19,13 @@
 //! before any byte of a response is [`H1Error::ClosedBeforeResponse`], never a resend: the
 //! server may have received it (a POST can cost a whole generation).
 //!
+//! Times: on Linux every connection asks the kernel to stamp what it receives
+//! ([`kernel`]), and each read takes the stamp of its bytes ([`Rx`]): the first byte's and
+//! every token's time is when the kernel received it, not when this task got to read it, so
+//! the client's own scheduling delay stays out of TTFT and ITL. The delay itself (the read
+//! lag) is kept as a health signal. Without stamps (`Options::kernel_rx` off, or refused),
+//! a read is timed when it returns.
+//!
 //! Limits: a response head of at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`] headers, chunk
 //! trailers of at most [`MAX_TRAILERS`] bytes; the caller caps bodies
 //! ([`Exchange::read_to_end`]).
@@ -26,15 +33,16 @@
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::mem::MaybeUninit;
+use std::os::fd::AsRawFd;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use hyper::header::HeaderMap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
-use crate::clock::Clock;
+use crate::clock::{kernel, Clock};
 use crate::endpoint::ConnectionReuseStrategy;
 use crate::metrics::{HttpTrace, RequestIds};
 
@@ -104,6 +112,8 @@ pub struct Endpoint {
     connect_timeout: Duration,
     clock: Clock,
     reuse: ConnectionReuseStrategy,
+    /// Ask the kernel to stamp each connection's reads.
+    kernel_rx: bool,
     /// Idle keep-alive connections (`pooled`).
     idle: Mutex<Vec<Conn>>,
     /// Each conversation's idle connection between its turns (`sticky-user-sessions`).
@@ -118,22 +128,35 @@ pub struct Options {
     pub reuse: ConnectionReuseStrategy,
     pub connect_timeout: Duration,
     pub clock: Clock,
+    /// Time reads by the kernel's receive stamps (where the kernel gives them).
+    pub kernel_rx: bool,
 }
 
 impl Options {
-    /// Pooled connections, `X-Correlation-ID`, a fresh clock.
+    /// Pooled connections, `X-Correlation-ID`, a fresh clock, kernel receive stamps.
     pub fn pooled(connect_timeout: Duration) -> Self {
         Self {
             session_header: crate::endpoint::DEFAULT_SESSION_HEADER.to_string(),
             reuse: ConnectionReuseStrategy::Pooled,
             connect_timeout,
             clock: Clock::new(),
+            kernel_rx: true,
         }
     }
 }
 
+/// When a read's bytes arrived, by the kernel's stamp: on the endpoint's clock, and how long
+/// they waited in the socket before the read (the read lag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rx {
+    pub at_ns: u64,
+    pub lag_ns: u64,
+}
+
 struct Conn {
     stream: TcpStream,
+    /// The kernel stamps this connection's reads.
+    stamped: bool,
     /// Bytes read and not yet consumed.
     buf: BytesMut,
     /// The request being written (reused).
@@ -184,6 +207,9 @@ impl Endpoint {
             (!headers.contains_key("x-request-id")).then_some(&b"X-Request-ID"[..]);
         let session_header = (!headers.contains_key(opts.session_header.as_str()))
             .then(|| opts.session_header.as_bytes().to_vec());
+        if opts.kernel_rx {
+            kernel::keep_enabled();
+        }
         Self {
             addr,
             head,
@@ -192,6 +218,7 @@ impl Endpoint {
             connect_timeout: opts.connect_timeout,
             clock: opts.clock,
             reuse: opts.reuse,
+            kernel_rx: opts.kernel_rx,
             idle: Mutex::new(Vec::new()),
             sticky: Mutex::new(HashMap::new()),
         }
@@ -232,8 +259,10 @@ impl Endpoint {
                 addr: self.addr.clone(),
                 source,
             })?;
+        let stamped = self.kernel_rx && kernel::enable_rx(stream.as_raw_fd());
         Ok(Conn {
             stream,
+            stamped,
             buf: BytesMut::with_capacity(READ_SIZE),
             out: Vec::new(),
         })
@@ -397,6 +426,8 @@ impl Endpoint {
         trace.sent_ns = self.clock.now_ns();
         trace.bytes_sent = written as u64;
         (trace.bytes_received, trace.chunks_received) = (0, 0);
+        (trace.kernel_reads, trace.read_lag_max_ns) = (0, 0);
+        let mut last_rx = None;
         conn.buf.clear();
         loop {
             let head = match parse_head(&conn.buf) {
@@ -409,14 +440,21 @@ impl Endpoint {
                         ))));
                     }
                     let nothing_yet = conn.buf.is_empty();
-                    let read = read_more(&mut conn).await;
-                    if let Ok(n @ 1..) = read {
+                    let read = read_more(&mut conn, &self.clock).await;
+                    if let Ok((n @ 1.., rx)) = read {
                         if trace.chunks_received == 0 {
-                            trace.first_byte_ns = self.clock.now_ns();
+                            trace.first_byte_ns =
+                                rx.map_or_else(|| self.clock.now_ns(), |r| r.at_ns);
                         }
                         trace.bytes_received += n as u64;
                         trace.chunks_received += 1;
+                        if let Some(r) = rx {
+                            trace.kernel_reads += 1;
+                            trace.read_lag_max_ns = trace.read_lag_max_ns.max(r.lag_ns);
+                            last_rx = Some(r);
+                        }
                     }
+                    let read = read.map(|(n, _)| n);
                     match read {
                         Ok(0) if nothing_yet => {
                             return Err(Attempt::Sent(H1Error::ClosedBeforeResponse(
@@ -463,6 +501,9 @@ impl Endpoint {
                 },
                 bytes_received: trace.bytes_received,
                 reads: trace.chunks_received,
+                kernel_reads: trace.kernel_reads,
+                read_lag_max_ns: trace.read_lag_max_ns,
+                last_rx,
             });
         }
     }
@@ -474,14 +515,46 @@ fn is_reset(e: &std::io::Error) -> bool {
     matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe)
 }
 
-async fn read_more(conn: &mut Conn) -> Result<usize, H1Error> {
+/// One read into the connection's buffer: the bytes read (0 at the end of the stream) and,
+/// on a stamped connection, when the kernel received them.
+async fn read_more(conn: &mut Conn, clock: &Clock) -> Result<(usize, Option<Rx>), H1Error> {
     if conn.buf.capacity() - conn.buf.len() < READ_SIZE / 4 {
         conn.buf.reserve(READ_SIZE);
     }
-    conn.stream
-        .read_buf(&mut conn.buf)
-        .await
-        .map_err(H1Error::Io)
+    if !conn.stamped {
+        let n = conn
+            .stream
+            .read_buf(&mut conn.buf)
+            .await
+            .map_err(H1Error::Io)?;
+        return Ok((n, None));
+    }
+    let fd = conn.stream.as_raw_fd();
+    loop {
+        conn.stream.readable().await.map_err(H1Error::Io)?;
+        let spare = conn.buf.spare_capacity_mut();
+        match conn
+            .stream
+            .try_io(Interest::READABLE, || kernel::recv(fd, spare))
+        {
+            Ok((n, stamp)) => {
+                // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
+                unsafe { conn.buf.set_len(conn.buf.len() + n) };
+                let rx = stamp.map(|s| {
+                    let now = clock.now_ns();
+                    let lag_ns = kernel::lag_ns(s).min(now);
+                    Rx {
+                        at_ns: now - lag_ns,
+                        lag_ns,
+                    }
+                });
+                return Ok((n, rx));
+            }
+            // Readiness was stale: `try_io` cleared it; wait for the next.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(H1Error::Io(e)),
+        }
+    }
 }
 
 struct Head {
@@ -602,6 +675,10 @@ pub struct Exchange<'e> {
     /// returned data.
     bytes_received: u64,
     reads: u32,
+    /// Reads with a kernel stamp, the longest read lag, and the last stamped read.
+    kernel_reads: u32,
+    read_lag_max_ns: u64,
+    last_rx: Option<Rx>,
 }
 
 /// Which conversation an exchange belongs to (where a sticky connection goes back).
@@ -615,6 +692,18 @@ impl Exchange<'_> {
     /// Bytes read from the socket so far (head and body), and the reads that returned data.
     pub fn received(&self) -> (u64, u32) {
         (self.bytes_received, self.reads)
+    }
+
+    /// When the bytes of the last read arrived by the kernel's stamp (`None` when the read
+    /// carried none): the time of whatever [`Exchange::read_some`] returned, which came in
+    /// that read or an earlier one.
+    pub fn last_rx(&self) -> Option<Rx> {
+        self.last_rx
+    }
+
+    /// Reads that carried a kernel stamp, and the longest read lag among them (ns).
+    pub fn stamped(&self) -> (u32, u64) {
+        (self.kernel_reads, self.read_lag_max_ns)
     }
 
     /// Appends the body bytes that can be had with at most one read of the socket to `out`.
@@ -635,9 +724,14 @@ impl Exchange<'_> {
             if out.len() > start {
                 return Ok(false);
             }
-            let n = read_more(conn).await?;
+            let (n, rx) = read_more(conn, &self.endpoint.clock).await?;
             self.bytes_received += n as u64;
             self.reads += u32::from(n > 0);
+            if let Some(r) = rx.filter(|_| n > 0) {
+                self.kernel_reads += 1;
+                self.read_lag_max_ns = self.read_lag_max_ns.max(r.lag_ns);
+                self.last_rx = Some(r);
+            }
             if n == 0 {
                 if matches!(self.framing, Framing::Close) {
                     self.finished = true;
@@ -968,6 +1062,67 @@ mod tests {
         assert_eq!(all, b"data: one\n\ndata: two\n\ntail");
         drop(x);
         assert_eq!(idle(&e), 1);
+    }
+
+    /// A client that reads late (its thread blocked here) still gets each read's bytes timed
+    /// when the kernel received them, and learns how long they waited (the read lag);
+    /// without kernel stamps the reads carry none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_carry_the_kernels_receive_time_not_the_late_read() {
+        let script = || {
+            vec![Reply::Send(vec![
+                sse_head(),
+                sse_chunk("one"),
+                [chunk("two"), last_chunk()].concat(),
+            ])]
+        };
+        let server = TestServer::start(script()).await;
+        let e = endpoint(&server, &HeaderMap::new());
+        let mut trace = HttpTrace::default();
+        let mut x = e
+            .send_traced(b"{}", &RequestIds::default(), &mut trace)
+            .await
+            .unwrap();
+        let head = x.last_rx().expect("the head's read is stamped");
+        // Everything arrives while this thread sleeps (the server runs on the other worker).
+        std::thread::sleep(Duration::from_millis(60));
+        let before_reading = e.clock.now_ns();
+        let mut body = Vec::new();
+        // The rest came while this thread slept: one read may take it all.
+        let mut end = x.read_some(&mut body).await.unwrap();
+        let rx = x.last_rx().expect("a stamped read");
+        assert!(
+            rx.at_ns + 40_000_000 <= before_reading,
+            "the bytes' time {} is the arrival, not the read at {before_reading}",
+            rx.at_ns
+        );
+        assert!(rx.lag_ns >= 40_000_000, "read lag {} ns", rx.lag_ns);
+        assert!(rx.at_ns >= head.at_ns && head.at_ns >= trace.sent_ns);
+        assert_eq!(trace.first_byte_ns, head.at_ns);
+        while !end {
+            end = x.read_some(&mut body).await.unwrap();
+        }
+        let (stamped, max_lag) = x.stamped();
+        assert_eq!(stamped, x.received().1, "every read stamped");
+        assert!(max_lag >= 40_000_000);
+        assert_eq!(body, b"data: one\n\ntwo");
+        drop(x);
+
+        let server = TestServer::start(script()).await;
+        let opts = Options {
+            kernel_rx: false,
+            ..Options::pooled(Duration::from_secs(5))
+        };
+        let e = endpoint_with(&server, &HeaderMap::new(), opts);
+        let mut trace = HttpTrace::default();
+        let mut x = e
+            .send_traced(b"{}", &RequestIds::default(), &mut trace)
+            .await
+            .unwrap();
+        let mut body = Vec::new();
+        while !x.read_some(&mut body).await.unwrap() {}
+        assert_eq!((x.last_rx(), x.stamped()), (None, (0, 0)));
+        assert_eq!(trace.kernel_reads, 0);
     }
 
     #[tokio::test]

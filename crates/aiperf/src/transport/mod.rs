@@ -92,6 +92,8 @@ pub struct Connections {
     /// The header carrying the conversation's id (`X-Correlation-ID` by default).
     pub session_header: String,
     pub reuse: ConnectionReuseStrategy,
+    /// `http://` responses timed by the kernel's receive stamps (see `h1`).
+    pub kernel_timestamps: bool,
 }
 
 impl Default for Connections {
@@ -99,6 +101,7 @@ impl Default for Connections {
         Self {
             session_header: crate::endpoint::DEFAULT_SESSION_HEADER.to_string(),
             reuse: ConnectionReuseStrategy::Pooled,
+            kernel_timestamps: true,
         }
     }
 }
@@ -190,6 +193,7 @@ impl Transport {
                         reuse: connections.reuse,
                         connect_timeout,
                         clock,
+                        kernel_rx: connections.kernel_timestamps,
                     },
                 ))),
             })
@@ -323,6 +327,7 @@ impl Transport {
         let h = &mut rec.http;
         h.bytes_received = bytes;
         h.chunks_received = reads;
+        (h.kernel_reads, h.read_lag_max_ns) = x.stamped();
         h.last_byte_ns = if reads <= 1 {
             h.first_byte_ns
         } else {
@@ -345,7 +350,8 @@ impl Transport {
                 return;
             }
         };
-        rec.ack_ns = Some(self.clock.now_ns());
+        // When the read that completed the head arrived.
+        rec.ack_ns = Some(arrival(&x, &self.clock, rec.start_ns));
         let status = StatusCode::from_u16(x.status).unwrap_or(StatusCode::BAD_GATEWAY);
         let mut buf = Vec::new();
         if !status.is_success() {
@@ -359,7 +365,7 @@ impl Transport {
         if !(rec.streaming && x.event_stream) {
             match x.read_to_end(&mut buf, self.limits.body).await {
                 Ok(true) => {
-                    self.take_body(&buf, rec);
+                    self.take_body(&buf, arrival(&x, &self.clock, rec.start_ns), rec);
                     Self::finish_trace(rec, &x, rec.end_ns);
                 }
                 Ok(false) => self.body_too_large(rec),
@@ -381,8 +387,9 @@ impl Transport {
                     return;
                 }
             };
-            // Stamp before any parsing: this is when the bytes came off the socket.
-            let t = self.clock.now_ns();
+            // The kernel's receive stamp of the read that brought these bytes, else now
+            // (before any parsing): when they came off the wire.
+            let t = arrival(&x, &self.clock, rec.start_ns);
             if stream.take(&self.parser, &buf, t, rec) == Flow::Failed {
                 return;
             }
@@ -430,7 +437,7 @@ impl Transport {
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if !(rec.streaming && is_sse) {
             match collect_capped(&mut body, self.limits.body).await {
-                Ok((buf, true)) => self.take_body(&buf, rec),
+                Ok((buf, true)) => self.take_body(&buf, self.clock.now_ns(), rec),
                 Ok((_, false)) => self.body_too_large(rec),
                 Err(e) => {
                     rec.end_ns = self.clock.now_ns();
@@ -479,8 +486,8 @@ impl Transport {
     }
 
     /// A whole (non-streamed) body, read at `now`.
-    fn take_body(&self, body: &[u8], rec: &mut RequestRecord) {
-        let t = self.clock.now_ns();
+    /// The whole body, read at `t`.
+    fn take_body(&self, body: &[u8], t: u64, rec: &mut RequestRecord) {
         rec.end_ns = t;
         match self
             .parser
@@ -675,6 +682,14 @@ impl StreamReader {
             rec.error = Some(empty_response(parser));
         }
     }
+}
+
+/// When the bytes an exchange just returned arrived: the kernel's receive stamp of the read
+/// that brought them, else now; never before the request started (`start_ns`).
+fn arrival(x: &h1::Exchange<'_>, clock: &Clock, start_ns: u64) -> u64 {
+    x.last_rx()
+        .map_or_else(|| clock.now_ns(), |r| r.at_ns)
+        .max(start_ns)
 }
 
 /// A non-2xx response: the server's error message when the body carries one.

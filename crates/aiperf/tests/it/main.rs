@@ -20,6 +20,7 @@ mod failures;
 mod faults;
 mod goodput;
 mod http_timing;
+mod kernel_time;
 mod kube;
 mod layers;
 mod load;

@@ -1,0 +1,190 @@
+//! Kernel receive timestamps (`http://` on Linux): records say whose clock timed them, and a
+//! client starved of CPU still reports the server's TTFT while its verdict names its read lag.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::support::{self, MockServer, Run};
+
+const STREAM: &[&str] = &[
+    "-m",
+    "m",
+    "--streaming",
+    "--osl",
+    "8",
+    "--isl",
+    "16",
+    "--no-server-metrics",
+    "--no-gpu-telemetry",
+];
+
+/// Every record of a run says `kernel` and carries its read lag; `--no-kernel-timestamps`
+/// makes every one `client`, with no read lag anywhere.
+#[test]
+fn records_say_whose_clock_timed_them() {
+    let _gate = support::shared();
+    for (flag, clock) in [(None, "kernel"), (Some("--no-kernel-timestamps"), "client")] {
+        let mut args: Vec<&str> = STREAM.to_vec();
+        args.extend([
+            "--url",
+            "mock?ttft_ms=5&itl_ms=1",
+            "--concurrency",
+            "2",
+            "--request-count",
+            "20",
+        ]);
+        args.extend(flag);
+        let out = Run::profile(&args).run();
+        out.ok();
+        let recs = out.jsonl();
+        assert_eq!(recs.len(), 20, "{}", out.show());
+        for r in &recs {
+            let md = &r["metadata"];
+            assert_eq!(md["response_clock"], clock, "{r}");
+            let lag = &md["read_lag_ms"];
+            if clock == "kernel" {
+                assert!(lag.as_f64().is_some_and(|v| v >= 0.0), "{r}");
+            } else {
+                assert!(lag.is_null(), "{r}");
+            }
+            assert!(r["metrics"].get("read_lag").is_none(), "{r}");
+        }
+        let health = &out.json()["client_health"];
+        assert_eq!(
+            health["read_lag_p99_ms"].is_null(),
+            clock == "client",
+            "{health}"
+        );
+    }
+}
+
+/// Restricts the calling thread (and the processes it starts from now on) to `cpu`.
+fn pin_this_thread(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity get valid pointers
+    // (pid 0: the calling thread).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
+            0,
+            "cannot pin to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// The machine's CPUs this process may use.
+fn usable_cpus() -> Vec<usize> {
+    // SAFETY: as above; sched_getaffinity fills `set`.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+/// The issue's slowed client: `aiperf` pinned to one CPU with a busy thread, at nice 10 (so
+/// the busy thread gets most of that CPU and the client's reads wait milliseconds); the
+/// mock on the other CPU answers every request 20 ms after the kernel received it (its
+/// deadlines count from the kernel's receive stamp). The client's TTFT must still be the
+/// server's within 0.5 ms (p50 and p90), and its verdict must name the read lag.
+#[test]
+fn a_starved_client_still_reports_the_servers_ttft_and_names_its_read_lag() {
+    let _gate = support::exclusive();
+    let cpus = usable_cpus();
+    if cpus.len() < 2 {
+        eprintln!("skipped: needs 2 CPUs, this process may use {cpus:?}");
+        return;
+    }
+    let (client_cpu, server_cpu) = (cpus[0], cpus[1]);
+    let mock = std::thread::spawn(move || {
+        pin_this_thread(server_cpu);
+        MockServer::start(&["--ttft-ms", "20", "--itl-ms", "5"])
+    })
+    .join()
+    .expect("the mock started");
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            pin_this_thread(client_cpu);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        })
+    };
+    let run = |extra: &[&str]| {
+        let mut args: Vec<String> = STREAM.iter().map(|s| s.to_string()).collect();
+        args.extend(
+            ["--concurrency", "4", "--request-count", "100", "--url"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        args.push(mock.url());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let running = std::thread::spawn(move || {
+            pin_this_thread(client_cpu);
+            // SAFETY: setpriority on the calling thread (Linux: per-thread nice, inherited
+            // by the child started next).
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+            Run::profile(&args).spawn()
+        })
+        .join()
+        .expect("the client started");
+        running
+            .wait_within(std::time::Duration::from_secs(120))
+            .expect("the starved client finished")
+    };
+    let kernel = run(&[]);
+    let user = run(&["--no-kernel-timestamps"]);
+    stop.store(true, Ordering::Relaxed);
+    busy.join().unwrap();
+    kernel.ok();
+    user.ok();
+
+    let j = kernel.json();
+    let ttft = |j: &serde_json::Value, s: &str| j["time_to_first_token"][s].as_f64().unwrap();
+    let health = &j["client_health"];
+    let figures = format!(
+        "kernel stamps: TTFT p50 {:.3} p90 {:.3} p99 {:.3} ms, read lag p99 {}; client \
+         clock: TTFT p50 {:.3} p90 {:.3} p99 {:.3} ms; health {health}",
+        ttft(&j, "p50"),
+        ttft(&j, "p90"),
+        ttft(&j, "p99"),
+        health["read_lag_p99_ms"],
+        ttft(&user.json(), "p50"),
+        ttft(&user.json(), "p90"),
+        ttft(&user.json(), "p99"),
+    );
+    eprintln!("{figures}");
+    assert!(
+        kernel
+            .jsonl()
+            .iter()
+            .all(|r| r["metadata"]["response_clock"] == "kernel"),
+        "{figures}"
+    );
+    for s in ["p50", "p90"] {
+        assert!((ttft(&j, s) - 20.0).abs() < 0.5, "TTFT {s}: {figures}");
+    }
+    let read_lag = health["read_lag_p99_ms"].as_f64().expect("a read lag");
+    assert!(read_lag > 1.0, "the client was not slowed: {figures}");
+    assert_eq!(
+        health["verdict"], "client_may_be_the_bottleneck",
+        "{figures}"
+    );
+    assert!(
+        health["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap_or("").contains("read lag p99")),
+        "{figures}"
+    );
+}
