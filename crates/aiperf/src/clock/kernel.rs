@@ -9,8 +9,12 @@
 //! and, subtracted from a monotonic reading taken at the same moment, the arrival on the
 //! monotonic clock. Taking the difference at once keeps a wall-clock step out of it.
 //!
-//! Elsewhere than Linux there are no stamps: [`enable_rx`] says so and [`recv`] is a plain
-//! read.
+//! Sends too: a socket with [`enable_tx`] has the kernel stamp the moment each write's last
+//! byte left for the device (software transmit stamps, `SO_TIMESTAMPING`), queued on the
+//! socket's error queue, which [`take_tx`] drains.
+//!
+//! Elsewhere than Linux there are no stamps: [`enable_rx`] and [`enable_tx`] say so and
+//! [`recv`] is a plain read.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -69,8 +73,9 @@ pub fn enable_rx(fd: RawFd) -> bool {
 pub fn recv(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<(usize, Option<u64>)> {
     #[cfg(target_os = "linux")]
     {
-        // Room for one control message holding a timespec (16 + 16 bytes), 8-byte aligned.
-        let mut control = [0u64; 8];
+        // Room for an SCM_TIMESTAMPNS message (16 + 16 bytes) and, on a socket that also has
+        // transmit stamps on, the SCM_TIMESTAMPING one the kernel adds (16 + 48), 8-aligned.
+        let mut control = [0u64; 16];
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
@@ -117,6 +122,90 @@ pub fn recv(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<(usize, Option
             return Err(io::Error::last_os_error());
         }
         Ok((n as usize, None))
+    }
+}
+
+/// Asks the kernel to stamp each write's departure on `fd` (software transmit stamps, to the
+/// error queue, without the payload). `false` when it cannot.
+pub fn enable_tx(fd: RawFd) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let flags: libc::c_uint = libc::SOF_TIMESTAMPING_TX_SOFTWARE
+            | libc::SOF_TIMESTAMPING_SOFTWARE
+            | libc::SOF_TIMESTAMPING_OPT_TSONLY;
+        // SAFETY: a valid option pointer and length for an unsigned int option.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPING,
+                (&flags as *const libc::c_uint).cast(),
+                std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+            )
+        };
+        rc == 0
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = fd;
+        false
+    }
+}
+
+/// Drains `fd`'s error queue of transmit stamps without blocking: the latest one (Unix ns),
+/// if any was queued.
+pub fn take_tx(fd: RawFd) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut latest = None;
+        // Bounded: a queue holds a stamp per write, and a request is one or two writes.
+        for _ in 0..64 {
+            // An error-queue message holds the stamps in every form the socket asked for
+            // (SCM_TIMESTAMPNS 32 bytes, SCM_TIMESTAMPING 64) and the IP_RECVERR one (48).
+            let mut control = [0u64; 32];
+            let mut byte = [0u8; 1];
+            let mut iov = libc::iovec {
+                iov_base: byte.as_mut_ptr().cast(),
+                iov_len: byte.len(),
+            };
+            // SAFETY: as in `recv`: a zeroed msghdr pointing at live buffers.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = std::mem::size_of_val(&control) as _;
+            // SAFETY: as in `recv`.
+            let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
+            if n < 0 {
+                break; // EAGAIN: drained (or no queue at all)
+            }
+            if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+                continue;
+            }
+            // SAFETY: walking the control messages the kernel wrote, as in `recv`; an
+            // SCM_TIMESTAMPING message holds three timespecs, the first the software stamp.
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(&msg);
+                while !c.is_null() {
+                    if (*c).cmsg_level == libc::SOL_SOCKET
+                        && (*c).cmsg_type == libc::SCM_TIMESTAMPING
+                    {
+                        let ts =
+                            std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
+                        if ts.tv_sec > 0 && ts.tv_nsec >= 0 {
+                            latest = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+                        }
+                    }
+                    c = libc::CMSG_NXTHDR(&msg, c);
+                }
+            }
+        }
+        latest
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = fd;
+        None
     }
 }
 
@@ -191,6 +280,35 @@ mod tests {
             recv(-1, &mut buf).unwrap_err().raw_os_error(),
             Some(libc::EBADF)
         );
+    }
+
+    /// A write's departure is stamped between the moments before and after it, and the
+    /// receiving side's reads keep their own stamps when both kinds are on.
+    #[test]
+    fn a_write_is_stamped_when_it_left() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        keep_enabled();
+        assert!(enable_tx(client.as_raw_fd()));
+        assert!(enable_rx(client.as_raw_fd()));
+        assert_eq!(take_tx(client.as_raw_fd()), None, "nothing sent yet");
+        let before = realtime_ns();
+        client.write_all(b"request").unwrap();
+        let after = realtime_ns();
+        // Let the stamp reach the queue (loopback stamps it within the write).
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let tx = take_tx(client.as_raw_fd()).expect("a transmit stamp");
+        assert!(before <= tx && tx <= after, "{before} <= {tx} <= {after}");
+        assert_eq!(take_tx(client.as_raw_fd()), None, "drained");
+        // An answer read on the same socket still carries its receive stamp.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        (&server).write_all(b"answer").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let mut buf = [MaybeUninit::<u8>::uninit(); 64];
+        let (n, stamp) = recv(client.as_raw_fd(), &mut buf).unwrap();
+        assert_eq!(n, 6);
+        assert!(stamp.expect("a receive stamp") > tx);
     }
 
     #[test]

@@ -35,6 +35,9 @@ struct Metadata<'a> {
     send_lag_ms: Option<f64>,
     was_cancelled: bool,
     cancellation_time_ns: Option<u64>,
+    /// Whose clock timed the request's start on a reused connection: `kernel` (its transmit
+    /// stamp) or `client`.
+    request_clock: &'static str,
     /// Whose clock timed the response: `kernel` (every read carried the kernel's receive
     /// stamp) or `client` (reads timed when they returned: https, `--no-kernel-timestamps`,
     /// not Linux, or a response never read).
@@ -311,6 +314,11 @@ fn metadata<'a>(
             .map(|s| (rec.start_ns as f64 - s as f64) / 1e6),
         was_cancelled: rec.cancelled,
         cancellation_time_ns: rec.cancelled.then(|| wall(rec.end_ns)),
+        request_clock: if rec.http.reused && rec.http.kernel_sent_ns == Some(rec.start_ns) {
+            "kernel"
+        } else {
+            "client"
+        },
         response_clock: if rec.http.kernel_timed() {
             "kernel"
         } else {
@@ -450,6 +458,7 @@ mod tests {
                 "send_lag_ms",
                 "was_cancelled",
                 "cancellation_time_ns",
+                "request_clock",
                 "response_clock",
                 "read_lag_ms"
             ]

@@ -1406,6 +1406,7 @@ mod tests {
             measured: true,
             kernel_reads: 17,
             read_lag_max_ns: 250_000,
+            kernel_sent_ns: Some(2_500_000),
         };
         assert!(rec.http.kernel_timed());
         let m = compute(&rec, &tok, false);

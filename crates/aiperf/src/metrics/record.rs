@@ -166,6 +166,8 @@ pub struct HttpTrace {
     /// The longest time a read's bytes waited in the socket before this client read them
     /// (the read lag; stamped reads only).
     pub read_lag_max_ns: u64,
+    /// The kernel's transmit stamp of the request's last byte (the socket had them on).
+    pub kernel_sent_ns: Option<u64>,
 }
 
 impl HttpTrace {

@@ -155,8 +155,9 @@ pub struct Rx {
 
 struct Conn {
     stream: TcpStream,
-    /// The kernel stamps this connection's reads.
+    /// The kernel stamps this connection's reads, and its writes.
     stamped: bool,
+    tx_stamped: bool,
     /// Bytes read and not yet consumed.
     buf: BytesMut,
     /// The request being written (reused).
@@ -260,9 +261,11 @@ impl Endpoint {
                 source,
             })?;
         let stamped = self.kernel_rx && kernel::enable_rx(stream.as_raw_fd());
+        let tx_stamped = stamped && kernel::enable_tx(stream.as_raw_fd());
         Ok(Conn {
             stream,
             stamped,
+            tx_stamped,
             buf: BytesMut::with_capacity(READ_SIZE),
             out: Vec::new(),
         })
@@ -406,6 +409,11 @@ impl Endpoint {
         // Writing into a Vec cannot fail.
         let _ = write!(conn.out, "content-length: {}\r\n\r\n", body.len());
         conn.out.extend_from_slice(body);
+        // Stamps of earlier requests' writes, if any were left, are not this one's.
+        trace.kernel_sent_ns = None;
+        if conn.tx_stamped {
+            kernel::take_tx(conn.stream.as_raw_fd());
+        }
         // Written piece by piece to count the socket writes (usually one).
         let mut written = 0;
         trace.chunks_sent = 0;
@@ -424,6 +432,7 @@ impl Endpoint {
             }
         }
         trace.sent_ns = self.clock.now_ns();
+        self.take_sent_stamp(&conn, trace);
         trace.bytes_sent = written as u64;
         (trace.bytes_received, trace.chunks_received) = (0, 0);
         (trace.kernel_reads, trace.read_lag_max_ns) = (0, 0);
@@ -473,6 +482,10 @@ impl Endpoint {
                 }
                 Err(e) => return Err(Attempt::Sent(e)),
             };
+            if trace.kernel_sent_ns.is_none() {
+                // Not queued by the end of the write (a device that stamps later): by now.
+                self.take_sent_stamp(&conn, trace);
+            }
             conn.buf.advance(head.len);
             if (100..200).contains(&head.status) {
                 continue; // interim response
@@ -505,6 +518,21 @@ impl Endpoint {
                 read_lag_max_ns: trace.read_lag_max_ns,
                 last_rx,
             });
+        }
+    }
+}
+
+impl Endpoint {
+    /// The kernel's transmit stamp of the request just written, on this endpoint's clock,
+    /// into `trace.kernel_sent_ns` (when the connection has transmit stamps and one is
+    /// queued).
+    fn take_sent_stamp(&self, conn: &Conn, trace: &mut HttpTrace) {
+        if !conn.tx_stamped {
+            return;
+        }
+        if let Some(s) = kernel::take_tx(conn.stream.as_raw_fd()) {
+            let now = self.clock.now_ns();
+            trace.kernel_sent_ns = Some(now - kernel::lag_ns(s).min(now));
         }
     }
 }
@@ -1099,6 +1127,10 @@ mod tests {
         assert!(rx.lag_ns >= 40_000_000, "read lag {} ns", rx.lag_ns);
         assert!(rx.at_ns >= head.at_ns && head.at_ns >= trace.sent_ns);
         assert_eq!(trace.first_byte_ns, head.at_ns);
+        // The request's departure, by the kernel's transmit stamp: after the connect, before
+        // the answer's arrival.
+        let tx = trace.kernel_sent_ns.expect("a transmit stamp");
+        assert!(trace.connected_ns <= tx && tx <= head.at_ns, "{trace:?}");
         while !end {
             end = x.read_some(&mut body).await.unwrap();
         }
@@ -1122,7 +1154,7 @@ mod tests {
         let mut body = Vec::new();
         while !x.read_some(&mut body).await.unwrap() {}
         assert_eq!((x.last_rx(), x.stamped()), (None, (0, 0)));
-        assert_eq!(trace.kernel_reads, 0);
+        assert_eq!((trace.kernel_reads, trace.kernel_sent_ns), (0, None));
     }
 
     #[tokio::test]

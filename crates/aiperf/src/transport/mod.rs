@@ -320,6 +320,22 @@ impl Transport {
         }
     }
 
+    /// With the kernel's transmit stamp, the request left when the kernel says: on a reused
+    /// connection nothing but this client's own work (and any descheduling) lies between the
+    /// request's start and its departure, so the stamp is its start (and every phase before
+    /// it); on a new connection the start stays (the connect is part of its TTFT, as in
+    /// AIPerf), and the stamp is when it was sent.
+    fn sent_by_the_kernel(rec: &mut RequestRecord) {
+        let h = &mut rec.http;
+        let Some(tx) = h.kernel_sent_ns else { return };
+        if h.reused && tx >= rec.start_ns {
+            rec.start_ns = tx;
+            (h.conn_ns, h.dns_ns, h.connected_ns, h.sent_ns) = (tx, tx, tx, tx);
+        } else if tx >= h.connected_ns {
+            h.sent_ns = tx;
+        }
+    }
+
     /// The whole response was read at `last_read_ns` by the exchange `x`: the trace is
     /// complete. A response read in one piece took no time to receive (AIPerf's rule).
     fn finish_trace(rec: &mut RequestRecord, x: &h1::Exchange<'_>, last_read_ns: u64) {
@@ -350,6 +366,7 @@ impl Transport {
                 return;
             }
         };
+        Self::sent_by_the_kernel(rec);
         // When the read that completed the head arrived.
         rec.ack_ns = Some(arrival(&x, &self.clock, rec.start_ns));
         let status = StatusCode::from_u16(x.status).unwrap_or(StatusCode::BAD_GATEWAY);

@@ -48,6 +48,10 @@ fn records_say_whose_clock_timed_them() {
                 assert!(lag.is_null(), "{r}");
             }
             assert!(r["metrics"].get("read_lag").is_none(), "{r}");
+            // A request on a reused connection starts when the kernel sent it.
+            let reused = r["metrics"]["http_req_connection_reused"]["value"] == 1;
+            let request_clock = if reused { clock } else { "client" };
+            assert_eq!(md["request_clock"], request_clock, "{r}");
         }
         let health = &out.json()["client_health"];
         assert_eq!(
