@@ -473,6 +473,11 @@ pub struct EndpointArgs {
     /// The header carrying the conversation's id, in place of `X-Correlation-ID`.
     #[arg(long, value_name = "NAME")]
     pub session_header: Option<String>,
+    /// Source addresses for the client's http:// connections, spread round-robin: a range
+    /// `127.0.0.2-127.0.0.9` (within one /24, or the last 16 bits of IPv6) or a comma list
+    /// (past one address's ephemeral ports; loopback targets get a spread automatically).
+    #[arg(long, value_name = "LIST", value_parser = crate::transport::source::LocalAddresses::parse)]
+    pub local_addresses: Option<crate::transport::source::LocalAddresses>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -172,6 +172,10 @@ pub struct EndpointSpec {
     /// The header carrying the conversation's id (`--session-header`, else
     /// `X-Correlation-ID`).
     pub session_header: String,
+    /// `--local-addresses`: the source addresses of the client's connections (empty: the
+    /// kernel picks, or the automatic spread for loopback targets).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub local_addresses: Vec<std::net::IpAddr>,
 }
 
 impl EndpointSpec {

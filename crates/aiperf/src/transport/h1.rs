@@ -26,7 +26,7 @@
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::mem::MaybeUninit;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -34,6 +34,7 @@ use hyper::header::HeaderMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::source::{self, Sources};
 use crate::clock::Clock;
 use crate::endpoint::ConnectionReuseStrategy;
 use crate::metrics::{HttpTrace, RequestIds};
@@ -104,6 +105,9 @@ pub struct Endpoint {
     connect_timeout: Duration,
     clock: Clock,
     reuse: ConnectionReuseStrategy,
+    /// The source addresses new connections leave from (`--local-addresses`, or the
+    /// automatic spread for loopback targets); `None`: the kernel picks.
+    sources: Option<Arc<Sources>>,
     /// Idle keep-alive connections (`pooled`).
     idle: Mutex<Vec<Conn>>,
     /// Each conversation's idle connection between its turns (`sticky-user-sessions`).
@@ -118,6 +122,8 @@ pub struct Options {
     pub reuse: ConnectionReuseStrategy,
     pub connect_timeout: Duration,
     pub clock: Clock,
+    /// Source addresses for new connections (shared by the run's endpoints, round-robin).
+    pub sources: Option<Arc<Sources>>,
 }
 
 impl Options {
@@ -128,6 +134,7 @@ impl Options {
             reuse: ConnectionReuseStrategy::Pooled,
             connect_timeout,
             clock: Clock::new(),
+            sources: None,
         }
     }
 }
@@ -192,21 +199,25 @@ impl Endpoint {
             connect_timeout: opts.connect_timeout,
             clock: opts.clock,
             reuse: opts.reuse,
+            sources: opts.sources,
             idle: Mutex::new(Vec::new()),
             sticky: Mutex::new(HashMap::new()),
         }
     }
 
     /// A new connection: the name resolved (`trace.dns_ns`), then each address tried in
-    /// turn until one accepts (`trace.connected_ns`), all within the connect timeout.
+    /// turn until one accepts (`trace.connected_ns`), all within the connect timeout. With
+    /// source addresses, the next one in turn is bound first and only the server's
+    /// addresses of its family are tried.
     async fn connect(&self, trace: &mut HttpTrace) -> Result<Conn, H1Error> {
         let clock = self.clock;
+        let source = self.sources.as_deref().map(Sources::pick);
         let connecting = async {
             let addrs = tokio::net::lookup_host(&self.addr).await?;
             trace.dns_ns = clock.now_ns();
             let mut last = None;
-            for a in addrs {
-                match TcpStream::connect(a).await {
+            for a in addrs.filter(|a| source.is_none_or(|s| s.is_ipv4() == a.is_ipv4())) {
+                match source::connect(a, source).await {
                     Ok(s) => return Ok(s),
                     Err(e) => last = Some(e),
                 }
@@ -214,7 +225,13 @@ impl Endpoint {
             Err(last.unwrap_or_else(|| {
                 std::io::Error::new(
                     std::io::ErrorKind::NotFound,
-                    "the name resolved to no address",
+                    match source {
+                        None => "the name resolved to no address".to_string(),
+                        Some(s) => format!(
+                            "the name resolved to no address of the family of the source \
+                             address {s} (--local-addresses)"
+                        ),
+                    },
                 )
             }))
         };
