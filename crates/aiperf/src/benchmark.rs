@@ -673,7 +673,9 @@ async fn start(
             session_header: cfg.endpoint.session_header.clone(),
             reuse: cfg.endpoint.connection_reuse_strategy,
             local_addresses: cfg.endpoint.local_addresses.clone(),
-            need: connection_need(&cfg.load),
+            need: cfg.scale.shard.map_or(connection_need(&cfg.load), |s| {
+                usize::try_from(s.part(connection_need(&cfg.load) as u64)).unwrap_or(usize::MAX)
+            }),
         },
     )
     .map_err(|e| ConfigError::Usage(e.to_string()))?;

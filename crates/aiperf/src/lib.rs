@@ -73,6 +73,11 @@ fn fd_need(cfg: &config::BenchmarkConfig) -> Option<u64> {
     // A sweep's largest concurrency.
     let swept = cfg.sweep.concurrency.iter().max().copied();
     let concurrency = load.concurrency.max(load.warmup_concurrency).max(swept)? as u64;
+    // A shard runs its part of the concurrency.
+    let concurrency = cfg
+        .scale
+        .shard
+        .map_or(concurrency, |s| s.part(concurrency).max(1));
     Some(concurrency * fds_per_stream(cfg) + FD_MARGIN)
 }
 
@@ -323,5 +328,22 @@ mod tests {
         let rate = cfg(&["-m", "m", "--url", "http://h:1", "--request-rate", "5"]);
         assert_eq!(fd_shortage(&rate, Some(16)), None);
         assert_eq!(fd_shortage(&remote, None), None);
+        // A shard holds its part: 1000 / 4 = 250 streams.
+        let shard = cfg(&[
+            "-m",
+            "m",
+            "--url",
+            "http://h:1",
+            "--concurrency",
+            "1000",
+            "--shard",
+            "1/4",
+        ]);
+        assert_eq!(fd_shortage(&shard, Some(400)), None);
+        let w = fd_shortage(&shard, Some(300)).expect("a warning");
+        assert!(
+            w.contains("--concurrency 250 needs about 314 open files"),
+            "{w}"
+        );
     }
 }

@@ -157,6 +157,17 @@ fn sources_for(
             }
         }
         sources.check().map_err(TransportError::Client)?;
+        let holds = c.local_addresses.len() * source::usable_ports(source::port_range());
+        if c.need > holds {
+            eprintln!(
+                "warning: --local-addresses gives {} address(es), planned for about {holds} \
+                 connections to one server address (half of each one's ephemeral ports); the \
+                 run can need {}: connecting slows past them, and fails (EADDRNOTAVAIL) past all \
+                 the ports",
+                c.local_addresses.len(),
+                c.need
+            );
+        }
         return Ok(Some(Arc::new(sources)));
     }
     let range = source::port_range();
@@ -177,9 +188,9 @@ fn sources_for(
     match sources.check() {
         Ok(()) => {
             eprintln!(
-                "aiperf: up to {} connections to a loopback server, more than one source \
-                 address has ephemeral ports for ({} usable of {}-{}): spreading them over \
-                 127.0.0.1-{} (--local-addresses to choose)",
+                "aiperf: up to {} connections to a loopback server, more than half the \
+                 ephemeral ports of one source address ({} of {}-{}; connecting slows past \
+                 them): spreading them over 127.0.0.1-{} (--local-addresses to choose)",
                 c.need,
                 source::usable_ports(range),
                 range.0,

@@ -23,9 +23,14 @@ pub const MAX_ADDRESSES: usize = 1024;
 /// (Linux's default).
 pub const DEFAULT_PORT_RANGE: (u16, u16) = (32768, 60999);
 
-/// Ports of the range kept free per source address when the automatic spread sizes itself
-/// (for connections in `TIME_WAIT`, other programs, the readiness probe): one in eight.
-const PORT_HEADROOM_DIV: usize = 8;
+/// The share of the range the automatic spread plans to use per source address: half.
+/// Linux's `connect` looks for a free port of one parity first (since 4.6), scanning the
+/// range from a random point, so past about half of it every connect scans far, under a
+/// lock: measured (`scripts/many-streams`, docs/performance.md), 19,900 connections from one
+/// address cost the client 9.4 s of CPU and a TTFT 7 s late, against 2.0 s and 6 ms over
+/// eight addresses (14,000 from one address: 1.4 s). Connections in `TIME_WAIT` and other
+/// programs take ports too.
+const PORT_SHARE_DIV: usize = 2;
 
 /// The most addresses the automatic spread uses: `127.0.0.1..=127.0.0.254`.
 const MAX_AUTO: usize = 254;
@@ -140,15 +145,15 @@ fn parse_port_range(s: &str) -> Option<(u16, u16)> {
     (lo <= hi).then_some((lo, hi))
 }
 
-/// How many connections one source address holds to one server address: the range's ports
-/// less the headroom.
+/// How many connections one source address is planned to hold to one server address: half
+/// the range's ports (at least one).
 pub fn usable_ports(range: (u16, u16)) -> usize {
     let ports = usize::from(range.1) - usize::from(range.0) + 1;
-    ports - ports / PORT_HEADROOM_DIV
+    (ports / PORT_SHARE_DIV).max(1)
 }
 
 /// The automatic spread: for a target in 127.0.0.0/8 whose run can need more connections
-/// than one source address holds (`need` > [`usable_ports`]), the addresses
+/// than one source address is planned to hold (`need` > [`usable_ports`]), the addresses
 /// `127.0.0.1..=127.0.0.N` with N just enough for the need (at most 254); otherwise `None`
 /// (one source address, chosen by the kernel, as without this module).
 pub fn auto_spread(target: IpAddr, need: usize, range: (u16, u16)) -> Option<Vec<IpAddr>> {
@@ -412,9 +417,10 @@ mod tests {
 
     #[test]
     fn the_spread_starts_past_one_address_ports() {
-        let range = (32768, 60999); // 28,232 ports, 24,703 usable
+        let range = (32768, 60999); // 28,232 ports, 14,116 planned per address
         let per = usable_ports(range);
-        assert_eq!(per, 28232 - 28232 / 8);
+        assert_eq!(per, 14116);
+        assert_eq!(usable_ports((5000, 5000)), 1);
         let lo = v4("127.0.0.1");
         assert_eq!(auto_spread(lo, per, range), None);
         assert_eq!(auto_spread(lo, 64, range), None);
@@ -422,8 +428,10 @@ mod tests {
         assert_eq!(two, vec![v4("127.0.0.1"), v4("127.0.0.2")]);
         let spread = auto_spread(v4("127.1.2.3"), 100_000, range).unwrap();
         assert_eq!(spread.len(), 100_000usize.div_ceil(per));
-        assert_eq!(spread.len(), 5);
-        assert_eq!(spread[4], v4("127.0.0.5"));
+        assert_eq!(spread.len(), 8);
+        assert_eq!(spread[7], v4("127.0.0.8"));
+        // 19,900 (the measured case): two addresses.
+        assert_eq!(auto_spread(lo, 19_900, range).unwrap().len(), 2);
         // Every address holds its share.
         assert!(spread.len() * per >= 100_000);
         // Not loopback, or not IPv4: never.
@@ -431,6 +439,7 @@ mod tests {
         assert_eq!(auto_spread(v4("::1"), 100_000, range), None);
         // A narrow range: sooner, and never past 127.0.0.254.
         assert_eq!(auto_spread(lo, 100, (60000, 60099)).unwrap().len(), 2);
+        assert_eq!(auto_spread(lo, 50, (60000, 60099)), None);
         let all = auto_spread(lo, 10_000_000, (60000, 60009)).unwrap();
         assert_eq!(all.len(), 254);
         assert_eq!(all[253], v4("127.0.0.254"));
