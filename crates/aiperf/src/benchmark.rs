@@ -673,6 +673,10 @@ async fn start(
             session_header: cfg.endpoint.session_header.clone(),
             reuse: cfg.endpoint.connection_reuse_strategy,
             kernel_timestamps: cfg.endpoint.kernel_timestamps,
+            local_addresses: cfg.endpoint.local_addresses.clone(),
+            need: cfg.scale.shard.map_or(connection_need(&cfg.load), |s| {
+                usize::try_from(s.part(connection_need(&cfg.load) as u64)).unwrap_or(usize::MAX)
+            }),
         },
     )
     .map_err(|e| ConfigError::Usage(e.to_string()))?;
@@ -692,6 +696,18 @@ async fn start(
         start_at: std::sync::Mutex::new(None),
     });
     Ok((ctx, processor))
+}
+
+/// How many connections the run can hold at once: its largest concurrency (warmup's
+/// included), no more than its requests when it is closed-loop and counted; 0 without a
+/// concurrency (an uncapped rate: unknown).
+fn connection_need(load: &crate::timing::LoadSpec) -> usize {
+    let c = load.concurrency.unwrap_or(0);
+    let c = match load.request_count {
+        Some(n) if load.request_rate.is_none() => c.min(usize::try_from(n).unwrap_or(usize::MAX)),
+        _ => c,
+    };
+    c.max(load.warmup_concurrency.unwrap_or(0))
 }
 
 /// Loads the tokenizer on a blocking thread while the in-process mock (`--url mock`)

@@ -38,7 +38,9 @@ pub use inspect::{plugins_check, plugins_list};
 
 /// `aiperf profile`: runs the benchmark (which starts the plugins) and returns the exit code.
 pub async fn run_profile(cfg: config::BenchmarkConfig) -> Result<u8> {
-    if let Some(warning) = fd_shortage(&cfg, mock::raise_fd_limit()) {
+    // Raised to the hard limit, or past it to what the run needs where that is allowed.
+    let limit = transport::source::raise_fd_limit(fd_need(&cfg).unwrap_or(0));
+    if let Some(warning) = fd_shortage(&cfg, limit) {
         eprintln!("warning: {warning}");
     }
     let mut secrets: Vec<String> = cfg.endpoint.api_key.iter().cloned().collect();
@@ -63,25 +65,45 @@ pub async fn run_profile(cfg: config::BenchmarkConfig) -> Result<u8> {
 /// File descriptors the run needs beyond one per connection (files, the runtime, plugins).
 const FD_MARGIN: u64 = 64;
 
-/// A warning when the open-file limit cannot hold the run's connections: each request in
-/// flight holds a socket (two with the in-process mock, which serves from this process), so
-/// past the limit requests fail as the client's `ClientResourceError`, not the server's.
-fn fd_shortage(cfg: &config::BenchmarkConfig, limit: Option<u64>) -> Option<String> {
-    let limit = limit?;
+/// Open files the run needs: a socket per request in flight at its largest concurrency
+/// (two with the in-process mock, which serves from this process), plus [`FD_MARGIN`];
+/// `None` without a concurrency (an uncapped rate: no guess).
+fn fd_need(cfg: &config::BenchmarkConfig) -> Option<u64> {
     let load = &cfg.load;
     // A sweep's largest concurrency.
     let swept = cfg.sweep.concurrency.iter().max().copied();
     let concurrency = load.concurrency.max(load.warmup_concurrency).max(swept)? as u64;
-    let per_request = if mock::is_mock_url(&cfg.endpoint.urls[0]) {
+    // A shard runs its part of the concurrency.
+    let concurrency = cfg
+        .scale
+        .shard
+        .map_or(concurrency, |s| s.part(concurrency).max(1));
+    Some(concurrency * fds_per_stream(cfg) + FD_MARGIN)
+}
+
+fn fds_per_stream(cfg: &config::BenchmarkConfig) -> u64 {
+    if mock::is_mock_url(&cfg.endpoint.urls[0]) {
         2
     } else {
         1
-    };
-    let needed = concurrency * per_request + FD_MARGIN;
+    }
+}
+
+/// A warning when the open-file limit cannot hold the run's connections, said before the
+/// run starts: past the limit requests fail as the client's `ClientResourceError`, not the
+/// server's. It says how many streams the limit holds and how to raise it.
+fn fd_shortage(cfg: &config::BenchmarkConfig, limit: Option<u64>) -> Option<String> {
+    let limit = limit?;
+    let needed = fd_need(cfg)?;
+    let concurrency = (needed - FD_MARGIN) / fds_per_stream(cfg);
+    let streams = limit.saturating_sub(FD_MARGIN) / fds_per_stream(cfg);
     (needed > limit).then(|| {
         format!(
-            "--concurrency {concurrency} needs about {needed} open files, but the limit is {limit}: \
-             requests past it will fail on the client (raise it with `ulimit -n {needed}`)"
+            "--concurrency {concurrency} needs about {needed} open files, but the limit is {limit} \
+             (raised as far as allowed): about {streams} streams can be held at once and requests \
+             past them will fail on the client; raise it with `ulimit -n {needed}` (past the hard \
+             limit: `ulimit -Hn {needed}` as root, `LimitNOFILE=` for a service, or \
+             /etc/security/limits.conf)"
         )
     })
 }
@@ -243,9 +265,14 @@ pub fn run_kube_manifest(a: &cli::KubeManifestArgs) -> Result<u8> {
     kube::run(a)
 }
 
+/// The open-file limit `aiperf mock-server` asks for (granted past the hard limit only to
+/// root, and never past `fs.nr_open`).
+const MOCK_FD_WANT: u64 = 1 << 20;
+
 /// `aiperf mock-server`: serves until Ctrl-C.
 pub async fn run_mock_server(a: cli::MockServerArgs) -> Result<u8> {
-    let _ = mock::raise_fd_limit();
+    // Every client connection is a socket here too: as many as the machine allows.
+    let _ = transport::source::raise_fd_limit(MOCK_FD_WANT);
     let addr: std::net::SocketAddr = format!("{}:{}", a.host, a.port)
         .parse()
         .map_err(|e| config::ConfigError::Usage(format!("invalid --host/--port: {e}")))?;
@@ -285,10 +312,13 @@ mod tests {
             "{w}"
         );
         assert!(w.contains("ulimit -n 1064"), "{w}");
+        assert!(w.contains("about 192 streams can be held"), "{w}");
         assert_eq!(fd_shortage(&remote, Some(4096)), None);
         // The in-process mock holds the other end of every connection.
         let mock = cfg(&["--url", "mock", "--concurrency", "1000"]);
-        assert!(fd_shortage(&mock, Some(2000)).is_some());
+        let w = fd_shortage(&mock, Some(2000)).expect("a warning");
+        assert!(w.contains("about 2064 open files"), "{w}");
+        assert!(w.contains("about 968 streams can be held"), "{w}");
         // No cap on connections (a rate without --concurrency), or no limit known: no guess.
         let sweep = cfg(&["-m", "m", "--url", "http://h:1", "--concurrency", "1,1000"]);
         assert!(
@@ -298,5 +328,22 @@ mod tests {
         let rate = cfg(&["-m", "m", "--url", "http://h:1", "--request-rate", "5"]);
         assert_eq!(fd_shortage(&rate, Some(16)), None);
         assert_eq!(fd_shortage(&remote, None), None);
+        // A shard holds its part: 1000 / 4 = 250 streams.
+        let shard = cfg(&[
+            "-m",
+            "m",
+            "--url",
+            "http://h:1",
+            "--concurrency",
+            "1000",
+            "--shard",
+            "1/4",
+        ]);
+        assert_eq!(fd_shortage(&shard, Some(400)), None);
+        let w = fd_shortage(&shard, Some(300)).expect("a warning");
+        assert!(
+            w.contains("--concurrency 250 needs about 314 open files"),
+            "{w}"
+        );
     }
 }

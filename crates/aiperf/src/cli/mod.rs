@@ -478,6 +478,11 @@ pub struct EndpointArgs {
     /// of TTFT and ITL).
     #[arg(long)]
     pub no_kernel_timestamps: bool,
+    /// Source addresses for the client's http:// connections, spread round-robin: a range
+    /// `127.0.0.2-127.0.0.9` (within one /24, or the last 16 bits of IPv6) or a comma list
+    /// (past one address's ephemeral ports; loopback targets get a spread automatically).
+    #[arg(long, value_name = "LIST", value_parser = crate::transport::source::LocalAddresses::parse)]
+    pub local_addresses: Option<crate::transport::source::LocalAddresses>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -551,6 +551,8 @@ fn endpoint(a: EndpointArgs, input: &InputArgs, seed: u64) -> Result<EndpointSpe
             )))
         }
     };
+    let local_addresses = a.local_addresses.map(|l| l.0).unwrap_or_default();
+    local_addresses_fit(&local_addresses, &urls)?;
     Ok(EndpointSpec {
         models,
         model_selection_strategy: model_selection(a.model_selection_strategy)?,
@@ -575,7 +577,44 @@ fn endpoint(a: EndpointArgs, input: &InputArgs, seed: u64) -> Result<EndpointSpe
         connection_reuse_strategy: a.connection_reuse_strategy,
         session_header,
         kernel_timestamps: !a.no_kernel_timestamps,
+        local_addresses,
     })
+}
+
+/// `--local-addresses` applies to `http://` URLs (the lean client), and its family must be
+/// that of every URL given as an address (`mock` is 127.0.0.1).
+fn local_addresses_fit(addrs: &[std::net::IpAddr], urls: &[String]) -> Result<(), ConfigError> {
+    let Some(first) = addrs.first() else {
+        return Ok(());
+    };
+    for u in urls {
+        if u.starts_with("https://") {
+            return Err(usage(format!(
+                "--local-addresses works with http:// URLs only, not {u} (https:// goes \
+                 through a client that picks its source address itself)"
+            )));
+        }
+        let target = if crate::mock::is_mock_url(u) {
+            Some(std::net::IpAddr::from([127, 0, 0, 1]))
+        } else {
+            u.parse::<hyper::Uri>().ok().and_then(|uri| {
+                let h = uri.host()?;
+                let bare = h
+                    .strip_prefix('[')
+                    .and_then(|t| t.strip_suffix(']'))
+                    .unwrap_or(h);
+                bare.parse::<std::net::IpAddr>().ok()
+            })
+        };
+        if let Some(t) = target.filter(|t| t.is_ipv4() != first.is_ipv4()) {
+            return Err(usage(format!(
+                "--local-addresses {first} is an {} address, but the target {t} is {}",
+                if first.is_ipv4() { "IPv4" } else { "IPv6" },
+                if t.is_ipv4() { "IPv4" } else { "IPv6" },
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `--tokenizer` and its options. Without `--tokenizer`, AIPerf uses each model's own

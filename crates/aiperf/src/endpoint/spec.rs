@@ -175,6 +175,10 @@ pub struct EndpointSpec {
     /// Time `http://` responses by the kernel's receive stamps (off with
     /// `--no-kernel-timestamps`).
     pub kernel_timestamps: bool,
+    /// `--local-addresses`: the source addresses of the client's connections (empty: the
+    /// kernel picks, or the automatic spread for loopback targets).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub local_addresses: Vec<std::net::IpAddr>,
 }
 
 impl EndpointSpec {

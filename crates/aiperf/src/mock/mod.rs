@@ -480,34 +480,6 @@ fn answer_stream(
     stream.response()
 }
 
-/// Raises the open-file limit to its maximum: thousands of sockets need it.
-/// Returns the soft limit afterwards (`None` where it cannot be read).
-pub fn raise_fd_limit() -> Option<u64> {
-    #[cfg(unix)]
-    // SAFETY: getrlimit/setrlimit on RLIMIT_NOFILE with a valid struct.
-    unsafe {
-        let mut rl = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
-            return None;
-        }
-        if rl.rlim_cur < rl.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: rl.rlim_max,
-                ..rl
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                return Some(raised.rlim_cur);
-            }
-        }
-        Some(rl.rlim_cur)
-    }
-    #[cfg(not(unix))]
-    None
-}
-
 /// Binds a listener with a deep accept backlog (bursts of thousands of connections).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {

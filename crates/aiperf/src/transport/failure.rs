@@ -46,8 +46,9 @@ pub fn client_resource(e: &io::Error) -> Option<&'static str> {
             }
             libc::EADDRNOTAVAIL => {
                 "client limit: no local address/port free for a new connection \
-                 (EADDRNOTAVAIL, usually the ephemeral ports are used up): lower \
-                 --concurrency, or widen net.ipv4.ip_local_port_range"
+                 (EADDRNOTAVAIL, usually the ephemeral ports are used up): add source \
+                 addresses with --local-addresses, lower --concurrency, or widen \
+                 net.ipv4.ip_local_port_range"
             }
             _ => return None,
         };
@@ -186,7 +187,7 @@ mod tests {
             (libc::ENFILE, "fs.file-max"),
             (libc::ENOBUFS, "socket buffer"),
             (libc::ENOMEM, "socket buffer"),
-            (libc::EADDRNOTAVAIL, "ephemeral ports"),
+            (libc::EADDRNOTAVAIL, "--local-addresses"),
         ] {
             let io = io::Error::from_raw_os_error(errno);
             let msg = client_resource(&io).unwrap_or_else(|| panic!("errno {errno}"));

@@ -14,11 +14,14 @@
 
 mod failure;
 pub mod h1;
+pub mod source;
 pub mod sse;
 #[cfg(test)]
 mod test_server;
 pub mod tls;
 
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -94,6 +97,13 @@ pub struct Connections {
     pub reuse: ConnectionReuseStrategy,
     /// `http://` responses timed by the kernel's receive stamps (see `h1`).
     pub kernel_timestamps: bool,
+    /// `--local-addresses`: the source addresses of new connections (empty: the kernel
+    /// picks, or the automatic spread for loopback targets).
+    pub local_addresses: Vec<IpAddr>,
+    /// How many connections the run can hold at once (its largest concurrency; 0 when
+    /// unknown): past one source address's ports, a loopback target gets the automatic
+    /// spread ([`source::auto_spread`]).
+    pub need: usize,
 }
 
 impl Default for Connections {
@@ -102,6 +112,99 @@ impl Default for Connections {
             session_header: crate::endpoint::DEFAULT_SESSION_HEADER.to_string(),
             reuse: ConnectionReuseStrategy::Pooled,
             kernel_timestamps: true,
+            local_addresses: Vec::new(),
+            need: 0,
+        }
+    }
+}
+
+/// The source addresses of the run's `http://` connections: `--local-addresses` (checked:
+/// one family with every URL given as an address, http:// only, each bindable here), or the
+/// automatic spread when every URL is a plain-http loopback address and the run needs more
+/// connections than one address has ports (said once on stderr), or `None`.
+fn sources_for(
+    urls: &[Uri],
+    c: &Connections,
+) -> Result<Option<Arc<source::Sources>>, TransportError> {
+    let host_ip = |u: &Uri| {
+        let h = u.host()?;
+        let bare = h
+            .strip_prefix('[')
+            .and_then(|t| t.strip_suffix(']'))
+            .unwrap_or(h);
+        match bare.parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) if bare.eq_ignore_ascii_case("localhost") => Some(IpAddr::from([127, 0, 0, 1])),
+            Err(_) => None,
+        }
+    };
+    if !c.local_addresses.is_empty() {
+        if let Some(u) = urls.iter().find(|u| u.scheme_str() != Some("http")) {
+            return Err(TransportError::Client(format!(
+                "--local-addresses works with http:// URLs only, not {u}"
+            )));
+        }
+        let sources = source::Sources::new(c.local_addresses.clone());
+        for u in urls {
+            // A name (not `localhost`) may resolve to either family: checked at connect.
+            let literal = u
+                .host()
+                .is_some_and(|h| !h.eq_ignore_ascii_case("localhost"));
+            if let Some(ip) = host_ip(u).filter(|_| literal) {
+                if ip.is_ipv4() != sources.is_ipv4() {
+                    return Err(TransportError::Client(format!(
+                        "--local-addresses {} is not of the family of the target {ip}",
+                        c.local_addresses[0]
+                    )));
+                }
+            }
+        }
+        sources.check().map_err(TransportError::Client)?;
+        let holds = c.local_addresses.len() * source::usable_ports(source::port_range());
+        if c.need > holds {
+            eprintln!(
+                "warning: --local-addresses gives {} address(es), planned for about {holds} \
+                 connections to one server address (half of each one's ephemeral ports); the \
+                 run can need {}: connecting slows past them, and fails (EADDRNOTAVAIL) past all \
+                 the ports",
+                c.local_addresses.len(),
+                c.need
+            );
+        }
+        return Ok(Some(Arc::new(sources)));
+    }
+    let range = source::port_range();
+    let spread = urls
+        .iter()
+        .map(|u| {
+            (u.scheme_str() == Some("http"))
+                .then(|| host_ip(u))
+                .flatten()
+                .and_then(|ip| source::auto_spread(ip, c.need, range))
+        })
+        .collect::<Option<Vec<_>>>()
+        .and_then(|v| v.into_iter().max_by_key(Vec::len));
+    let Some(addrs) = spread else {
+        return Ok(None);
+    };
+    let sources = source::Sources::new(addrs);
+    match sources.check() {
+        Ok(()) => {
+            eprintln!(
+                "aiperf: up to {} connections to a loopback server, more than half the \
+                 ephemeral ports of one source address ({} of {}-{}; connecting slows past \
+                 them): spreading them over 127.0.0.1-{} (--local-addresses to choose)",
+                c.need,
+                source::usable_ports(range),
+                range.0,
+                range.1,
+                sources.addresses()[sources.addresses().len() - 1],
+            );
+            Ok(Some(Arc::new(sources)))
+        }
+        Err(e) => {
+            eprintln!("warning: cannot spread connections over loopback addresses: {e}");
+            Ok(None)
         }
     }
 }
@@ -181,6 +284,7 @@ impl Transport {
         } else {
             None
         };
+        let sources = sources_for(&urls, connections)?;
         let routes = urls
             .iter()
             .map(|u| match (&https, u.scheme_str() == Some("http")) {
@@ -194,6 +298,7 @@ impl Transport {
                         connect_timeout,
                         clock,
                         kernel_rx: connections.kernel_timestamps,
+                        sources: sources.clone(),
                     },
                 ))),
             })

@@ -33,7 +33,9 @@ mod report;
 mod request_shape;
 mod scale_out;
 mod search;
+
 mod server_metrics;
+mod streams;
 mod sweeps;
 mod timeslices;
 mod tokenizer;

@@ -21,6 +21,8 @@ pub struct Request {
     /// Header names lower-cased, in arrival order (repeated names kept).
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The client's address of the connection it came on.
+    pub peer: Option<SocketAddr>,
 }
 
 impl Request {
@@ -230,11 +232,13 @@ impl Conn {
         }
         let body = self.buf[body_start..body_start + len].to_vec();
         self.buf.drain(..body_start + len);
+        let peer = self.stream.as_ref().and_then(|s| s.peer_addr().ok());
         let req = Request {
             method,
             path,
             headers,
             body,
+            peer,
         };
         if !self.shared.metrics && req.method == "GET" && req.path.starts_with("/metrics") {
             self.write("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
