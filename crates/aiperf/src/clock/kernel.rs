@@ -73,46 +73,7 @@ pub fn enable_rx(fd: RawFd) -> bool {
 pub fn recv(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<(usize, Option<u64>)> {
     #[cfg(target_os = "linux")]
     {
-        // Room for an SCM_TIMESTAMPNS message (16 + 16 bytes) and, on a socket that also has
-        // transmit stamps on, the SCM_TIMESTAMPING one the kernel adds (16 + 48), 8-aligned.
-        let mut control = [0u64; 16];
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        // SAFETY: zeroed msghdr is valid (null name, no iov yet); fields set below.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control) as _;
-        // SAFETY: `msg` points at `iov` (into `buf`, which the kernel only writes) and at
-        // `control`, both live for the call.
-        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut stamp = None;
-        if msg.msg_flags & libc::MSG_CTRUNC == 0 {
-            // SAFETY: walking the control messages the kernel wrote into `control`, with the
-            // length it set; CMSG_DATA of an SCM_TIMESTAMPNS message holds a timespec.
-            unsafe {
-                let mut c = libc::CMSG_FIRSTHDR(&msg);
-                while !c.is_null() {
-                    if (*c).cmsg_level == libc::SOL_SOCKET
-                        && (*c).cmsg_type == libc::SCM_TIMESTAMPNS
-                    {
-                        let ts =
-                            std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
-                        if ts.tv_sec > 0 && ts.tv_nsec >= 0 {
-                            stamp = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
-                        }
-                    }
-                    c = libc::CMSG_NXTHDR(&msg, c);
-                }
-            }
-        }
-        Ok((n as usize, stamp))
+        recvmsg_stamped(fd, buf, 0)
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -158,46 +119,13 @@ pub fn take_tx(fd: RawFd) -> Option<u64> {
     #[cfg(target_os = "linux")]
     {
         let mut latest = None;
+        let mut byte = [MaybeUninit::<u8>::uninit(); 1];
         // Bounded: a queue holds a stamp per write, and a request is one or two writes.
         for _ in 0..64 {
-            // An error-queue message holds the stamps in every form the socket asked for
-            // (SCM_TIMESTAMPNS 32 bytes, SCM_TIMESTAMPING 64) and the IP_RECVERR one (48).
-            let mut control = [0u64; 32];
-            let mut byte = [0u8; 1];
-            let mut iov = libc::iovec {
-                iov_base: byte.as_mut_ptr().cast(),
-                iov_len: byte.len(),
-            };
-            // SAFETY: as in `recv`: a zeroed msghdr pointing at live buffers.
-            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = control.as_mut_ptr().cast();
-            msg.msg_controllen = std::mem::size_of_val(&control) as _;
-            // SAFETY: as in `recv`.
-            let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
-            if n < 0 {
-                break; // EAGAIN: drained (or no queue at all)
-            }
-            if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-                continue;
-            }
-            // SAFETY: walking the control messages the kernel wrote, as in `recv`; an
-            // SCM_TIMESTAMPING message holds three timespecs, the first the software stamp.
-            unsafe {
-                let mut c = libc::CMSG_FIRSTHDR(&msg);
-                while !c.is_null() {
-                    if (*c).cmsg_level == libc::SOL_SOCKET
-                        && (*c).cmsg_type == libc::SCM_TIMESTAMPING
-                    {
-                        let ts =
-                            std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
-                        if ts.tv_sec > 0 && ts.tv_nsec >= 0 {
-                            latest = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
-                        }
-                    }
-                    c = libc::CMSG_NXTHDR(&msg, c);
-                }
+            match recvmsg_stamped(fd, &mut byte, libc::MSG_ERRQUEUE) {
+                Ok((_, Some(s))) => latest = Some(s),
+                Ok((_, None)) => {}
+                Err(_) => break, // EAGAIN: drained (or no queue at all)
             }
         }
         latest
@@ -207,6 +135,63 @@ pub fn take_tx(fd: RawFd) -> Option<u64> {
         let _ = fd;
         None
     }
+}
+
+/// One non-blocking `recvmsg` into `buf` with `flags`: the bytes read and the kernel's stamp
+/// among its control messages (`SCM_TIMESTAMPNS`, else the software one of
+/// `SCM_TIMESTAMPING`), if any came whole.
+#[cfg(target_os = "linux")]
+fn recvmsg_stamped(
+    fd: RawFd,
+    buf: &mut [MaybeUninit<u8>],
+    flags: libc::c_int,
+) -> io::Result<(usize, Option<u64>)> {
+    // Room for the stamps in every form a socket may ask for (SCM_TIMESTAMPNS 16 + 16 bytes,
+    // SCM_TIMESTAMPING 16 + 48) and an error-queue message's IP_RECVERR (16 + 32), 8-aligned.
+    let mut control = [0u64; 32];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: a zeroed msghdr is valid (null name, no iov yet); its fields are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: `msg` points at `iov` (into `buf`, which the kernel only writes) and at
+    // `control`, both live for the call.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, flags | libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let (mut ns, mut software) = (None, None);
+    if msg.msg_flags & libc::MSG_CTRUNC == 0 {
+        // SAFETY: walking the control messages the kernel wrote into `control`, with the
+        // length it set; an SCM_TIMESTAMPNS message holds a timespec, an SCM_TIMESTAMPING
+        // one three (the first the software stamp).
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET {
+                    let slot = match (*c).cmsg_type {
+                        libc::SCM_TIMESTAMPNS => Some(&mut ns),
+                        libc::SCM_TIMESTAMPING => Some(&mut software),
+                        _ => None,
+                    };
+                    if let Some(slot) = slot {
+                        let ts =
+                            std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
+                        if ts.tv_sec > 0 && ts.tv_nsec >= 0 {
+                            *slot = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+                        }
+                    }
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+    }
+    Ok((n as usize, ns.or(software)))
 }
 
 /// The wall clock now (Unix ns, `CLOCK_REALTIME`, the kernel stamps' clock).
