@@ -48,18 +48,7 @@ pub fn keep_enabled() {
 pub fn enable_rx(fd: RawFd) -> bool {
     #[cfg(target_os = "linux")]
     {
-        let on: libc::c_int = 1;
-        // SAFETY: a valid option pointer and length for an int option; a bad fd is an error.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_TIMESTAMPNS,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        rc == 0
+        set_socket_option(fd, libc::SO_TIMESTAMPNS, 1)
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -91,20 +80,10 @@ pub fn recv(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<(usize, Option
 pub fn enable_tx(fd: RawFd) -> bool {
     #[cfg(target_os = "linux")]
     {
-        let flags: libc::c_uint = libc::SOF_TIMESTAMPING_TX_SOFTWARE
+        let flags = libc::SOF_TIMESTAMPING_TX_SOFTWARE
             | libc::SOF_TIMESTAMPING_SOFTWARE
             | libc::SOF_TIMESTAMPING_OPT_TSONLY;
-        // SAFETY: a valid option pointer and length for an unsigned int option.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_TIMESTAMPING,
-                (&flags as *const libc::c_uint).cast(),
-                std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
-            )
-        };
-        rc == 0
+        set_socket_option(fd, libc::SO_TIMESTAMPING, flags as libc::c_int)
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -135,6 +114,22 @@ pub fn take_tx(fd: RawFd) -> Option<u64> {
         let _ = fd;
         None
     }
+}
+
+/// Sets the `SOL_SOCKET` option `name` of `fd` to the int `value`; `false` when refused.
+#[cfg(target_os = "linux")]
+fn set_socket_option(fd: RawFd, name: libc::c_int, value: libc::c_int) -> bool {
+    // SAFETY: a valid pointer to an int and its length; a bad fd or option is an error.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    rc == 0
 }
 
 /// One non-blocking `recvmsg` into `buf` with `flags`: the bytes read and the kernel's stamp

@@ -597,14 +597,9 @@ fn local_addresses_fit(addrs: &[std::net::IpAddr], urls: &[String]) -> Result<()
         let target = if crate::mock::is_mock_url(u) {
             Some(std::net::IpAddr::from([127, 0, 0, 1]))
         } else {
-            u.parse::<hyper::Uri>().ok().and_then(|uri| {
-                let h = uri.host()?;
-                let bare = h
-                    .strip_prefix('[')
-                    .and_then(|t| t.strip_suffix(']'))
-                    .unwrap_or(h);
-                bare.parse::<std::net::IpAddr>().ok()
-            })
+            u.parse::<hyper::Uri>()
+                .ok()
+                .and_then(|uri| crate::transport::source::literal_ip(uri.host()?))
         };
         if let Some(t) = target.filter(|t| t.is_ipv4() != first.is_ipv4()) {
             return Err(usage(format!(

@@ -165,6 +165,8 @@ struct Conn {
     /// The kernel stamps this connection's reads, and its writes.
     stamped: bool,
     tx_stamped: bool,
+    /// A write's transmit stamp was not taken yet (it may still come to the error queue).
+    tx_unread: bool,
     /// Bytes read and not yet consumed.
     buf: BytesMut,
     /// The request being written (reused).
@@ -283,6 +285,7 @@ impl Endpoint {
             stream,
             stamped,
             tx_stamped,
+            tx_unread: false,
             buf: BytesMut::with_capacity(READ_SIZE),
             out: Vec::new(),
         })
@@ -426,9 +429,9 @@ impl Endpoint {
         // Writing into a Vec cannot fail.
         let _ = write!(conn.out, "content-length: {}\r\n\r\n", body.len());
         conn.out.extend_from_slice(body);
-        // Stamps of earlier requests' writes, if any were left, are not this one's.
+        // A stamp of an earlier request's write, if one came late, is not this one's.
         trace.kernel_sent_ns = None;
-        if conn.tx_stamped {
+        if conn.tx_unread {
             kernel::take_tx(conn.stream.as_raw_fd());
         }
         // Written piece by piece to count the socket writes (usually one).
@@ -449,7 +452,8 @@ impl Endpoint {
             }
         }
         trace.sent_ns = self.clock.now_ns();
-        self.take_sent_stamp(&conn, trace);
+        conn.tx_unread = conn.tx_stamped;
+        self.take_sent_stamp(&mut conn, trace);
         trace.bytes_sent = written as u64;
         (trace.bytes_received, trace.chunks_received) = (0, 0);
         (trace.kernel_reads, trace.read_lag_max_ns) = (0, 0);
@@ -501,7 +505,7 @@ impl Endpoint {
             };
             if trace.kernel_sent_ns.is_none() {
                 // Not queued by the end of the write (a device that stamps later): by now.
-                self.take_sent_stamp(&conn, trace);
+                self.take_sent_stamp(&mut conn, trace);
             }
             conn.buf.advance(head.len);
             if (100..200).contains(&head.status) {
@@ -543,13 +547,14 @@ impl Endpoint {
     /// The kernel's transmit stamp of the request just written, on this endpoint's clock,
     /// into `trace.kernel_sent_ns` (when the connection has transmit stamps and one is
     /// queued).
-    fn take_sent_stamp(&self, conn: &Conn, trace: &mut HttpTrace) {
-        if !conn.tx_stamped {
+    fn take_sent_stamp(&self, conn: &mut Conn, trace: &mut HttpTrace) {
+        if !conn.tx_unread {
             return;
         }
         if let Some(s) = kernel::take_tx(conn.stream.as_raw_fd()) {
             let now = self.clock.now_ns();
             trace.kernel_sent_ns = Some(now - kernel::lag_ns(s).min(now));
+            conn.tx_unread = false;
         }
     }
 }

@@ -118,8 +118,9 @@ impl Default for Connections {
     }
 }
 
-/// The source addresses of the run's `http://` connections: `--local-addresses` (checked:
-/// one family with every URL given as an address, http:// only, each bindable here), or the
+/// The source addresses of the run's `http://` connections: `--local-addresses` (each
+/// checked bindable here; that they suit the URLs, http:// only and one family, the config
+/// checked: `config::resolve`'s `local_addresses_fit`), or the
 /// automatic spread when every URL is a plain-http loopback address and the run needs more
 /// connections than one address has ports (said once on stderr), or `None`.
 fn sources_for(
@@ -128,37 +129,12 @@ fn sources_for(
 ) -> Result<Option<Arc<source::Sources>>, TransportError> {
     let host_ip = |u: &Uri| {
         let h = u.host()?;
-        let bare = h
-            .strip_prefix('[')
-            .and_then(|t| t.strip_suffix(']'))
-            .unwrap_or(h);
-        match bare.parse::<IpAddr>() {
-            Ok(ip) => Some(ip),
-            Err(_) if bare.eq_ignore_ascii_case("localhost") => Some(IpAddr::from([127, 0, 0, 1])),
-            Err(_) => None,
-        }
+        source::literal_ip(h).or_else(|| {
+            h.eq_ignore_ascii_case("localhost")
+                .then(|| IpAddr::from([127, 0, 0, 1]))
+        })
     };
-    if !c.local_addresses.is_empty() {
-        if let Some(u) = urls.iter().find(|u| u.scheme_str() != Some("http")) {
-            return Err(TransportError::Client(format!(
-                "--local-addresses works with http:// URLs only, not {u}"
-            )));
-        }
-        let sources = source::Sources::new(c.local_addresses.clone());
-        for u in urls {
-            // A name (not `localhost`) may resolve to either family: checked at connect.
-            let literal = u
-                .host()
-                .is_some_and(|h| !h.eq_ignore_ascii_case("localhost"));
-            if let Some(ip) = host_ip(u).filter(|_| literal) {
-                if ip.is_ipv4() != sources.is_ipv4() {
-                    return Err(TransportError::Client(format!(
-                        "--local-addresses {} is not of the family of the target {ip}",
-                        c.local_addresses[0]
-                    )));
-                }
-            }
-        }
+    if let Some(sources) = source::Sources::new(c.local_addresses.clone()) {
         sources.check().map_err(TransportError::Client)?;
         let holds = c.local_addresses.len() * source::usable_ports(source::port_range());
         if c.need > holds {
@@ -184,10 +160,9 @@ fn sources_for(
         })
         .collect::<Option<Vec<_>>>()
         .and_then(|v| v.into_iter().max_by_key(Vec::len));
-    let Some(addrs) = spread else {
+    let Some(sources) = spread.and_then(source::Sources::new) else {
         return Ok(None);
     };
-    let sources = source::Sources::new(addrs);
     match sources.check() {
         Ok(()) => {
             eprintln!(
@@ -198,7 +173,10 @@ fn sources_for(
                 source::usable_ports(range),
                 range.0,
                 range.1,
-                sources.addresses()[sources.addresses().len() - 1],
+                sources
+                    .addresses()
+                    .last()
+                    .map_or(String::new(), |a| a.to_string()),
             );
             Ok(Some(Arc::new(sources)))
         }

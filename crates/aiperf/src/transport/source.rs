@@ -130,6 +130,15 @@ fn range(a: IpAddr, b: IpAddr, item: &str) -> Result<Vec<IpAddr>, String> {
     }
 }
 
+/// A URL host that is an IP address (`127.0.0.1`, `[::1]`), else `None` (a name).
+pub fn literal_ip(host: &str) -> Option<IpAddr> {
+    host.strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(host)
+        .parse()
+        .ok()
+}
+
 /// The ephemeral port range (`net.ipv4.ip_local_port_range`, which IPv6 shares), or
 /// [`DEFAULT_PORT_RANGE`] where it cannot be read.
 pub fn port_range() -> (u16, u16) {
@@ -180,21 +189,16 @@ pub struct Sources {
 }
 
 impl Sources {
-    /// `addrs` must not be empty.
-    pub fn new(addrs: Vec<IpAddr>) -> Self {
-        assert!(!addrs.is_empty(), "Sources::new needs an address");
-        Self {
+    /// `None` for no address.
+    pub fn new(addrs: Vec<IpAddr>) -> Option<Self> {
+        (!addrs.is_empty()).then(|| Self {
             addrs,
             next: AtomicUsize::new(0),
-        }
+        })
     }
 
     pub fn addresses(&self) -> &[IpAddr] {
         &self.addrs
-    }
-
-    pub fn is_ipv4(&self) -> bool {
-        self.addrs[0].is_ipv4()
     }
 
     /// The next connection's source address.
@@ -447,7 +451,7 @@ mod tests {
 
     #[test]
     fn sources_go_round_robin() {
-        let s = Sources::new(vec![v4("127.0.0.2"), v4("127.0.0.3")]);
+        let s = Sources::new(vec![v4("127.0.0.2"), v4("127.0.0.3")]).unwrap();
         let picked: Vec<IpAddr> = (0..4).map(|_| s.pick()).collect();
         assert_eq!(
             picked,
@@ -464,7 +468,7 @@ mod tests {
     async fn connections_leave_from_their_source_address() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let s = Sources::new(vec![v4("127.0.0.2"), v4("127.0.0.3")]);
+        let s = Sources::new(vec![v4("127.0.0.2"), v4("127.0.0.3")]).unwrap();
         s.check().unwrap();
         let mut clients = Vec::new();
         let mut peers = Vec::new();
@@ -490,7 +494,7 @@ mod tests {
     #[tokio::test]
     async fn an_address_not_of_this_machine_is_named() {
         // TEST-NET-3: never assigned to a machine.
-        let s = Sources::new(vec![v4("127.0.0.2"), v4("203.0.113.7")]);
+        let s = Sources::new(vec![v4("127.0.0.2"), v4("203.0.113.7")]).unwrap();
         let err = s.check().unwrap_err();
         assert!(err.contains("203.0.113.7"), "{err}");
         assert!(err.contains("not an address of this machine"), "{err}");
