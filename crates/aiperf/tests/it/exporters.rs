@@ -280,7 +280,8 @@ fn webhook_failures_are_counted_and_the_run_goes_on() {
     let failing = receiver(|_| 500, "text/plain", "boom");
     let rejecting = receiver(|_| 403, "text/plain", "forbidden");
     let stalling = support::stalling_server();
-    let down = format!("http://127.0.0.1:{}", support::free_port());
+    let closed = support::closed_port();
+    let down = closed.url("");
     let secret = tag("hook");
     let cases = [
         (

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::support::{
-    self, config_error, free_port, stalling_server, MockServer, Output, Run, ScriptedServer,
+    self, closed_port, config_error, stalling_server, MockServer, Output, Run, ScriptedServer,
 };
 
 /// Asserts every request failed with one error kind, and the run ended as it should.
@@ -60,8 +60,8 @@ fn https_to_a_plain_http_server_fails_cleanly_in_the_tls_handshake() {
 #[test]
 fn refused_connection() {
     let _gate = support::shared();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let closed = closed_port();
+    let url = closed.url("");
     let run = Run::profile(&["--url", &url, "-m", "m", "--request-count", "3"]).run();
     assert_all_failed(&run, 3, "ConnectionError");
     let errors = run.errors();
@@ -329,8 +329,8 @@ fn no_subcommand_is_a_usage_error() {
 #[test]
 fn jsonl_error_records_carry_the_error_details() {
     let _gate = support::shared();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let closed = closed_port();
+    let url = closed.url("");
     let run = Run::profile(&["--url", &url, "-m", "m", "--request-count", "2"]).run();
     run.expect_code(1);
     for r in run.jsonl() {

@@ -1668,9 +1668,10 @@ fn prometheus_deletes_on_finish_and_survives_a_dead_pushgateway() {
         gw.groups()
     );
 
+    let closed = support::closed_port();
     let dead = format!(
-        "  prometheus:\n    endpoint: http://127.0.0.1:{}\n    push_timeout_seconds: 2\n",
-        free_port()
+        "  prometheus:\n    endpoint: {}\n    push_timeout_seconds: 2\n",
+        closed.url("")
     );
     let out = s.profile(&dead, &[]);
     out.expect_code(0);

@@ -436,7 +436,8 @@ fn a_model_without_a_tokenizer_falls_back_to_builtin_with_one_warning() {
     let _gate = support::shared();
     let hub = hub();
     let home = tempfile::tempdir().unwrap();
-    let closed = format!("http://127.0.0.1:{}", support::free_port());
+    let closed_port = support::closed_port();
+    let closed = closed_port.url("");
     for (model, endpoint, why) in [
         ("acme/missing", hub.url(), "HTTP 404"),
         ("acme/tiny", closed.clone(), "offline?"),
@@ -589,10 +590,10 @@ fn a_server_that_never_gets_ready_ends_the_run_with_exit_1() {
         "nothing but the log written: {names:?}"
     );
     // Nothing listening at all: the same, with the connection error.
-    let port = support::free_port();
+    let closed = support::closed_port();
     let run = Run::profile(&[
         "--url",
-        &format!("127.0.0.1:{port}"),
+        &format!("127.0.0.1:{}", closed.port),
         "-m",
         "m",
         "--wait-for-model-timeout",

@@ -252,7 +252,8 @@ fn serve(conn: &mut support::Conn, body: impl Fn() -> String) -> std::io::Result
 #[test]
 fn failing_scrapes_are_counted_and_never_disturb_the_load() {
     let _g = support::shared();
-    let refused = format!("http://127.0.0.1:{}/metrics", free_port());
+    let closed = support::closed_port();
+    let refused = closed.url("/metrics");
     let stall = ScriptedServer::start(|c| {
         c.stall();
         Ok(())
@@ -453,7 +454,8 @@ fn gpu_telemetry_per_gpu_from_a_dcgm_exporter() {
 #[test]
 fn an_unreachable_gpu_exporter_is_one_line_and_the_run_goes_on() {
     let _g = support::shared();
-    let url = format!("http://127.0.0.1:{}/metrics", free_port());
+    let closed = support::closed_port();
+    let url = closed.url("/metrics");
     let mut args = base_args(&["--gpu-telemetry", &url]);
     args.retain(|a| *a != "--no-gpu-telemetry");
     let out = Run::profile(&args).run();

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use crate::support::{
-    self, chat_completion, config_error, free_port, write_file, Run, ScriptedServer, CHAT_REPLY,
+    self, chat_completion, config_error, write_file, Run, ScriptedServer, CHAT_REPLY,
 };
 
 /// A server answering every request of every connection.
@@ -165,7 +165,8 @@ fn an_address_that_is_not_local_fails_before_any_request() {
     let _gate = support::shared();
     // TEST-NET-3 is never a local address; nothing listens on the port either, so a hang
     // or a connection error per request would show.
-    let url = format!("http://127.0.0.1:{}", free_port());
+    let closed = support::closed_port();
+    let url = closed.url("");
     let out = Run::profile(&[
         "--url",
         &url,

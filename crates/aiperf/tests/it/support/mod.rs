@@ -100,6 +100,38 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+/// A port on 127.0.0.1 that refuses every connection for as long as this value lives: the
+/// socket is bound but never listens, so the kernel answers a SYN with a reset and no other
+/// test or process can take the port meanwhile (a port released by `free_port` can be).
+pub struct ClosedPort {
+    _socket: socket2::Socket,
+    pub port: u16,
+}
+
+impl ClosedPort {
+    /// `http://127.0.0.1:PORT` followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+pub fn closed_port() -> ClosedPort {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&any.into()).expect("bind 127.0.0.1:0");
+    let port = socket
+        .local_addr()
+        .expect("local addr")
+        .as_socket()
+        .expect("an inet address")
+        .port();
+    ClosedPort {
+        _socket: socket,
+        port,
+    }
+}
+
 /// Max number of requests in flight at once, from the JSONL start/end timestamps.
 pub fn max_overlap(records: &[Value]) -> usize {
     let mut events: Vec<(u64, i32)> = Vec::new();
