@@ -38,6 +38,7 @@ use crate::timing::{
 use crate::tokenizer::{self, Tokenizer, TokenizerSpec};
 use crate::transport::Transport;
 use crate::ui::{Dashboard, Live, PhaseInfo};
+use tokio_util::task::AbortOnDropHandle;
 
 /// How a run ended, for the exit code.
 #[derive(Debug)]
@@ -232,6 +233,24 @@ pub async fn run_in_sweep(
             });
         }
     }
+    // The server-metrics and GPU endpoints are probed while the run starts (both only
+    // read the network; dropped unfinished if starting fails), unless the run first waits
+    // for the server to be ready: then after, as a server still starting may not answer.
+    let find = {
+        let (spec, urls) = (cfg.server_metrics.clone(), cfg.endpoint.urls.clone());
+        async move { Collector::find(&spec, &urls).await }
+    };
+    let finding: std::pin::Pin<Box<dyn std::future::Future<Output = Result<_>> + Send>> =
+        if cfg.endpoint.wait_for_model.timeout.is_zero() {
+            let probing = AbortOnDropHandle::new(tokio::spawn(find));
+            Box::pin(async move {
+                probing
+                    .await
+                    .map_err(|e| Error::Internal(format!("the server-metrics probe failed: {e}")))
+            })
+        } else {
+            Box::pin(async move { Ok(find.await) })
+        };
     let ui = effective_ui(cfg.output.ui);
     let live = (ui == UiType::Dashboard).then(|| Arc::new(Live::default()));
     let (ctx, mut processor) = start(
@@ -246,13 +265,13 @@ pub async fn run_in_sweep(
     stop_on_sink_failure(&processor, &ctx.stop_sending);
     // Server metrics and GPU telemetry: the scrapers' own threads, started before the
     // first phase so its window opens on a sample.
+    let found = finding.await?;
     let collector = Collector::start(
+        found,
         &cfg.server_metrics,
-        &cfg.endpoint.urls,
         clock,
         scrape_files(&cfg.output.artifact_directory, &cfg.output.names),
-    )
-    .await;
+    );
     let health = HealthMonitor::start();
     let dashboard = live.as_ref().and_then(|l| {
         Dashboard::start(
@@ -746,7 +765,7 @@ async fn tokenizer_and_mock(
         .map_err(|e| Error::Internal(format!("the tokenizer task failed: {e}")))??;
     cfg.input.tokenizer = used;
     tracing::debug!(
-        "tokenizer {} loaded at {:.1} ms",
+        "tokenizer {} ready at {:.1} ms",
         tokenizer.name(),
         clock.now_ns() as f64 / 1e6
     );

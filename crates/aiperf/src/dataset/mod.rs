@@ -27,7 +27,7 @@ pub use spec::{
     ConversationSpec, CustomDatasetType, InputSpec, Lengths, PromptSpec, SamplingStrategy,
 };
 
-const CORPUS: &str = include_str!("corpus.txt");
+pub(crate) const CORPUS: &str = include_str!("corpus.txt");
 
 /// One turn of a conversation.
 #[derive(Debug, Clone)]

@@ -199,6 +199,14 @@ pub struct Collector {
     files: Files,
 }
 
+/// The endpoints to scrape, found by [`Collector::find`]: `None` where that collection is
+/// off.
+#[derive(Debug, Default)]
+pub struct Found {
+    server: Option<Vec<String>>,
+    gpu: Option<Vec<String>>,
+}
+
 /// What the collection leaves for the report and the console.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -213,17 +221,15 @@ pub struct Outcome {
 }
 
 impl Collector {
-    /// Finds the endpoints (`endpoint_urls`: the run's, the mock's real address in place of
-    /// `mock`) and starts the scrapers; the first scrape of each endpoint is the baseline.
-    pub async fn start(
-        spec: &ServerMetricsSpec,
-        endpoint_urls: &[String],
-        clock: Clock,
-        files: Files,
-    ) -> Collector {
+    /// Finds the endpoints to scrape (`endpoint_urls`: the run's, the mock's real address in
+    /// place of `mock`): the server's and the DCGM exporters' probed at once. It only reads
+    /// the network, so it can run while the rest of the run is prepared.
+    pub async fn find(spec: &ServerMetricsSpec, endpoint_urls: &[String]) -> Found {
         let timeout = spec.timeout();
-        let mut server = None;
-        if spec.enabled {
+        let server = async {
+            if !spec.enabled {
+                return None;
+            }
             let (urls, missed) =
                 probe_endpoints(default_server_urls(endpoint_urls), &spec.urls, timeout).await;
             for (u, why) in &missed {
@@ -233,17 +239,12 @@ impl Collector {
                     tracing::debug!("server metrics: {u} skipped ({why})");
                 }
             }
-            server = start_scraper(
-                urls,
-                spec,
-                clock,
-                &files.dir,
-                &files.server_stem,
-                "server-metrics",
-            );
-        }
-        let mut gpu = None;
-        if spec.gpu_telemetry {
+            Some(urls)
+        };
+        let gpu = async {
+            if !spec.gpu_telemetry {
+                return None;
+            }
             let defaults: Vec<String> = DEFAULT_GPU_URLS.iter().map(|s| s.to_string()).collect();
             let (urls, missed) = probe_endpoints(defaults, &spec.gpu_urls, timeout).await;
             let answered = urls
@@ -263,15 +264,35 @@ impl Collector {
                     eprintln!("{line}");
                 }
             }
-            gpu = start_scraper(
+            Some(urls)
+        };
+        let (server, gpu) = tokio::join!(server, gpu);
+        Found { server, gpu }
+    }
+
+    /// Starts the scrapers of what [`find`](Self::find) found; the first scrape of each
+    /// endpoint is the baseline.
+    pub fn start(found: Found, spec: &ServerMetricsSpec, clock: Clock, files: Files) -> Collector {
+        let server = found.server.and_then(|urls| {
+            start_scraper(
+                urls,
+                spec,
+                clock,
+                &files.dir,
+                &files.server_stem,
+                "server-metrics",
+            )
+        });
+        let gpu = found.gpu.and_then(|urls| {
+            start_scraper(
                 urls,
                 spec,
                 clock,
                 &files.dir,
                 &files.gpu_stem,
                 "gpu-telemetry",
-            );
-        }
+            )
+        });
         Collector {
             server,
             gpu,

@@ -11,14 +11,19 @@
 //!
 //! Loading parses a large vocabulary, so it is done once and the result is shared (cloning
 //! is cheap); callers that need it early (dataset generation) wait for it, the hot path never
-//! touches it.
+//! touches it. The default `builtin` loads on its own thread, and until it is loaded the
+//! synthetic corpus's text is counted from a table generated from it ([`early`]), so a run's
+//! first requests need not wait the 40 ms the load takes.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use serde::Serialize;
 
+mod early;
 pub mod hub;
+#[rustfmt::skip]
+mod o200k_corpus;
 
 /// The built-in tokenizer: the default, and the fallback when a model's own cannot be had.
 pub const BUILTIN: &str = "builtin";
@@ -117,7 +122,7 @@ pub struct Tokenizer {
 #[derive(Clone)]
 enum Inner {
     /// An embedded tiktoken encoding (built once per process, then shared).
-    Tiktoken(&'static bpe_openai::Tokenizer),
+    Tiktoken(Builtin),
     /// A Hugging Face `tokenizer.json`, with truncation and padding turned off.
     HuggingFace(Arc<tokenizers::Tokenizer>),
 }
@@ -140,10 +145,23 @@ impl Tokenizer {
     pub fn load(spec: &str) -> Result<Self, TokenizerError> {
         match spec {
             "builtin" | "builtin:o200k_base" | "o200k_base" => {
-                return Ok(Self::tiktoken("o200k_base", bpe_openai::o200k_base()))
+                early::start_loading_o200k();
+                return Ok(Self::tiktoken(
+                    "o200k_base",
+                    Builtin {
+                        load: bpe_openai::o200k_base,
+                        early: Early::WhileLoading,
+                    },
+                ));
             }
             "builtin:cl100k_base" | "cl100k_base" => {
-                return Ok(Self::tiktoken("cl100k_base", bpe_openai::cl100k_base()))
+                return Ok(Self::tiktoken(
+                    "cl100k_base",
+                    Builtin {
+                        load: bpe_openai::cl100k_base,
+                        early: Early::Never,
+                    },
+                ));
             }
             _ => {}
         }
@@ -194,10 +212,10 @@ impl Tokenizer {
         }
     }
 
-    fn tiktoken(name: &str, bpe: &'static bpe_openai::Tokenizer) -> Self {
+    fn tiktoken(name: &str, builtin: Builtin) -> Self {
         Self {
             name: name.to_string(),
-            inner: Inner::Tiktoken(bpe),
+            inner: Inner::Tiktoken(builtin),
         }
     }
 
@@ -256,7 +274,12 @@ impl Tokenizer {
     /// The token ids of `text`, without special tokens (no BOS/EOS or chat template).
     pub fn encode(&self, text: &str) -> Vec<u32> {
         match &self.inner {
-            Inner::Tiktoken(bpe) => bpe.encode(text),
+            Inner::Tiktoken(b) => match b.early() {
+                Some(table) => table
+                    .encode(text)
+                    .unwrap_or_else(|| (b.load)().encode(text)),
+                None => (b.load)().encode(text),
+            },
             Inner::HuggingFace(t) => t
                 .encode_fast(text, false)
                 .map(|e| e.get_ids().to_vec())
@@ -270,7 +293,10 @@ impl Tokenizer {
             return 0;
         }
         match &self.inner {
-            Inner::Tiktoken(bpe) => bpe.count(text),
+            Inner::Tiktoken(b) => match b.early() {
+                Some(table) => table.count(text).unwrap_or_else(|| (b.load)().count(text)),
+                None => (b.load)().count(text),
+            },
             Inner::HuggingFace(t) => t.encode_fast(text, false).map(|e| e.len()).unwrap_or(0),
         }
     }
@@ -279,11 +305,50 @@ impl Tokenizer {
     /// never an error.
     pub fn decode(&self, tokens: &[u32]) -> String {
         match &self.inner {
-            Inner::Tiktoken(bpe) => match String::from_utf8(bpe.bpe.decode_tokens(tokens)) {
-                Ok(s) => s,
-                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-            },
+            Inner::Tiktoken(b) => {
+                let bytes = match b.early() {
+                    Some(table) => table
+                        .decode(tokens)
+                        .unwrap_or_else(|| (b.load)().bpe.decode_tokens(tokens)),
+                    None => (b.load)().bpe.decode_tokens(tokens),
+                };
+                match String::from_utf8(bytes) {
+                    Ok(s) => s,
+                    Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                }
+            }
             Inner::HuggingFace(t) => t.decode(tokens, false).unwrap_or_default(),
+        }
+    }
+}
+
+/// An embedded tiktoken encoding: `load` gives it (loading it on first use, once per
+/// process; a caller that comes while another thread loads it waits). o200k_base, whose
+/// loading starts on its own thread, answers from [`early::Table`] until it is loaded.
+#[derive(Clone, Copy)]
+struct Builtin {
+    load: fn() -> &'static bpe_openai::Tokenizer,
+    early: Early,
+}
+
+/// When [`early::Table`] answers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Early {
+    Never,
+    WhileLoading,
+    /// Always, the encoding never (tests: whatever the table misses panics).
+    #[cfg(test)]
+    Only,
+}
+
+impl Builtin {
+    /// The early table, while the encoding is still loading.
+    fn early(&self) -> Option<&'static early::Table> {
+        match self.early {
+            Early::Never => None,
+            Early::WhileLoading => early::o200k_if_loaded().is_none().then(early::Table::get),
+            #[cfg(test)]
+            Early::Only => Some(early::Table::get()),
         }
     }
 }
