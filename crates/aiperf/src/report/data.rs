@@ -57,7 +57,7 @@ struct Line {
     metadata: Meta,
     /// Null for a failed request in AIPerf's records.
     #[serde(default)]
-    metrics: Option<serde_json::Map<String, Value>>,
+    metrics: Option<Metrics>,
     #[serde(default)]
     error: Option<ErrorLine>,
 }
@@ -80,9 +80,21 @@ struct ErrorLine {
     code: Option<Value>,
 }
 
+/// The metrics the plots use; the others are skipped unparsed (a run's records file is read
+/// back whole after the run, so this is per-request cost).
+#[derive(Deserialize, Default)]
+struct Metrics {
+    #[serde(default)]
+    time_to_first_token: Option<Value>,
+    #[serde(default)]
+    inter_token_latency: Option<Value>,
+    #[serde(default)]
+    request_latency: Option<Value>,
+}
+
 /// A metric's value in a record: `{"value": v, "unit": u}` (a number; lists are skipped).
-fn metric(m: &serde_json::Map<String, Value>, tag: &str) -> Option<f64> {
-    m.get(tag)?.get("value")?.as_f64().filter(|v| v.is_finite())
+fn metric(m: &Option<Value>) -> Option<f64> {
+    m.as_ref()?.get("value")?.as_f64().filter(|v| v.is_finite())
 }
 
 /// Reads `dir/json_name` (required) and `dir/jsonl_name` (optional).
@@ -130,10 +142,17 @@ pub fn load_run(dir: &Path, json_name: &str, jsonl_name: &str) -> Result<RunData
 }
 
 /// Every line of a records file; a line that is not a record is an error naming it.
-pub fn read_records(r: impl BufRead, path: &Path) -> Result<Vec<Rec>, LoadError> {
+pub fn read_records(mut r: impl BufRead, path: &Path) -> Result<Vec<Rec>, LoadError> {
     let mut out = Vec::new();
-    for (i, line) in r.lines().enumerate() {
-        let line = line.map_err(|e| LoadError(format!("cannot read {}: {e}", path.display())))?;
+    let mut line = String::new();
+    for i in 0usize.. {
+        line.clear();
+        let n = r
+            .read_line(&mut line)
+            .map_err(|e| LoadError(format!("cannot read {}: {e}", path.display())))?;
+        if n == 0 {
+            break;
+        }
         if line.trim().is_empty() {
             continue;
         }
@@ -155,9 +174,9 @@ pub fn read_records(r: impl BufRead, path: &Path) -> Result<Vec<Rec>, LoadError>
             start_ns: l.metadata.request_start_ns,
             end_ns: l.metadata.request_end_ns.max(l.metadata.request_start_ns),
             warmup: l.metadata.benchmark_phase.as_deref() == Some("warmup"),
-            ttft_ms: metric(&m, "time_to_first_token"),
-            itl_ms: metric(&m, "inter_token_latency"),
-            latency_ms: metric(&m, "request_latency"),
+            ttft_ms: metric(&m.time_to_first_token),
+            itl_ms: metric(&m.inter_token_latency),
+            latency_ms: metric(&m.request_latency),
             send_lag_ms: l.metadata.send_lag_ms.filter(|v| v.is_finite()),
             error,
         });
@@ -176,9 +195,15 @@ mod tests {
             "\n\n",
             r#"{"metadata":{"request_start_ns":40,"request_end_ns":35,"benchmark_phase":"profiling"},"metrics":{},"error":{"code":500,"type":"InternalServerError","message":"x"}}"#,
             "\n",
+            // Values that are no number are skipped; the last line needs no newline.
+            r#"{"metadata":{"request_start_ns":1,"request_end_ns":2},"metrics":{"time_to_first_token":7,"inter_token_latency":{"value":[1,2]},"request_latency":{"value":3.0,"unit":"ms"}}}"#,
         );
         let recs = read_records(text.as_bytes(), Path::new("f.jsonl")).unwrap();
-        assert_eq!(recs.len(), 2);
+        assert_eq!(recs.len(), 3);
+        assert_eq!(
+            (recs[2].ttft_ms, recs[2].itl_ms, recs[2].latency_ms),
+            (None, None, Some(3.0))
+        );
         assert!(recs[0].warmup && !recs[1].warmup);
         assert_eq!(recs[0].ttft_ms, Some(1.5));
         assert_eq!(recs[0].latency_ms, Some(20.0));

@@ -160,6 +160,23 @@ pub struct Rx {
     pub lag_ns: u64,
 }
 
+impl Rx {
+    /// This read's arrival, never before the previous read's. A stamp is put on the
+    /// endpoint's clock by reading the wall clock and the monotonic clock one after the
+    /// other, so two segments the kernel received within a few tens of nanoseconds can map
+    /// out of order by that much (which made a response read in two such pieces end before
+    /// its first token: a negative ITL of -1e-7 ms).
+    fn not_before(self, previous: Option<Rx>) -> Rx {
+        match previous {
+            Some(p) if p.at_ns > self.at_ns => Rx {
+                at_ns: p.at_ns,
+                ..self
+            },
+            _ => self,
+        }
+    }
+}
+
 struct Conn {
     stream: TcpStream,
     /// The kernel stamps this connection's reads, and its writes.
@@ -780,7 +797,7 @@ impl Exchange<'_> {
             if let Some(r) = rx.filter(|_| n > 0) {
                 self.kernel_reads += 1;
                 self.read_lag_max_ns = self.read_lag_max_ns.max(r.lag_ns);
-                self.last_rx = Some(r);
+                self.last_rx = Some(r.not_before(self.last_rx));
             }
             if n == 0 {
                 if matches!(self.framing, Framing::Close) {
@@ -914,6 +931,15 @@ mod tests {
             done = decode(&mut f, &mut buf, &mut out).unwrap();
         }
         (out, done)
+    }
+
+    #[test]
+    fn a_read_never_arrives_before_the_one_before_it() {
+        let rx = |at_ns, lag_ns| Rx { at_ns, lag_ns };
+        // Mapped 3 ns early: it arrives with the previous read, keeping its own lag.
+        assert_eq!(rx(997, 40).not_before(Some(rx(1000, 10))), rx(1000, 40));
+        assert_eq!(rx(1005, 40).not_before(Some(rx(1000, 10))), rx(1005, 40));
+        assert_eq!(rx(5, 0).not_before(None), rx(5, 0));
     }
 
     #[test]
