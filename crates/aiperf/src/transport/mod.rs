@@ -130,10 +130,10 @@ impl Default for Connections {
     }
 }
 
-/// The source addresses of the run's `http://` connections: `--local-addresses` (each
-/// checked bindable here; that they suit the URLs, http:// only and one family, the config
-/// checked: `config::resolve`'s `local_addresses_fit`), or the
-/// automatic spread when every URL is a plain-http loopback address and the run needs more
+/// The source addresses of the run's connections: `--local-addresses` (each checked
+/// bindable here; that they suit the URLs, one family, the config checked:
+/// `config::resolve`'s `local_addresses_fit`), or the
+/// automatic spread when every URL is a loopback address and the run needs more
 /// connections than one address has ports (said once on stderr), or `None`.
 fn sources_for(
     urls: &[Uri],
@@ -165,7 +165,7 @@ fn sources_for(
     let spread = urls
         .iter()
         .map(|u| {
-            (u.scheme_str() == Some("http"))
+            matches!(u.scheme_str(), Some("http" | "https"))
                 .then(|| host_ip(u))
                 .flatten()
                 .and_then(|ip| source::auto_spread(ip, c.need, range))
