@@ -269,6 +269,10 @@ struct TlsConn {
     /// The session failed after giving plaintext in the same read: that plaintext is read
     /// first, then this is the next read's error.
     failed: Option<rustls::Error>,
+    /// The bytes still to come of a record begun in an earlier read.
+    partial: usize,
+    /// The server closed the session (`close_notify`): reads end here.
+    closed: bool,
 }
 
 impl TlsConn {
@@ -281,15 +285,23 @@ impl TlsConn {
             // One record at a time (by its header's length), its plaintext taken before the
             // next: a bad record fails alone, after everything before it was delivered, and
             // rustls's buffers never fill up.
-            let record = match data {
-                [_, _, _, hi, lo, ..] => 5 + usize::from(u16::from_be_bytes([*hi, *lo])),
-                _ => data.len(),
+            let record = match (self.partial, data) {
+                (0, [_, _, _, hi, lo, ..]) => 5 + usize::from(u16::from_be_bytes([*hi, *lo])),
+                (0, _) => data.len(),
+                (left, _) => left,
             };
             let (mut one, rest) = data.split_at(record.min(data.len()));
+            self.partial = record - one.len();
             data = rest;
             while !one.is_empty() {
-                if let Err(e) = self.session.read_tls(&mut one) {
-                    return Err(rustls::Error::General(e.to_string()));
+                match self.session.read_tls(&mut one) {
+                    Ok(1..) => {}
+                    Ok(0) => {
+                        return Err(rustls::Error::General(
+                            "the TLS session took no more bytes".into(),
+                        ))
+                    }
+                    Err(e) => return Err(rustls::Error::General(e.to_string())),
                 }
             }
             let state = self.session.process_new_packets()?;
@@ -305,6 +317,7 @@ impl TlsConn {
             }
             if state.peer_has_closed() {
                 open = false;
+                self.closed = true;
             }
         }
         self.wire.clear();
@@ -482,6 +495,8 @@ impl Endpoint {
                 session,
                 wire: BytesMut::new(),
                 failed: None,
+                partial: 0,
+                closed: false,
             }));
             tokio::time::timeout(self.connect_timeout, self.handshake(&mut conn))
                 .await
@@ -853,6 +868,9 @@ async fn read_more(conn: &mut Conn, clock: &Clock) -> Result<(usize, Option<Rx>)
     if let Some(e) = tls.failed.take() {
         return Err(H1Error::Tls(tls_reason(&e, false)));
     }
+    if tls.closed {
+        return Ok((0, None));
+    }
     loop {
         tls.wire.clear();
         let (n, rx) = socket_read(&conn.stream, conn.stamped, clock, &mut tls.wire).await?;
@@ -1217,6 +1235,115 @@ mod tests {
     use crate::transport::test_server::{
         chunk, last_chunk, response, sse_chunk, sse_head, Reply, TestServer,
     };
+
+    /// A client session (no verification) and a server session, handshake done in memory.
+    fn tls_pair() -> (TlsConn, rustls::ServerConnection) {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .unwrap();
+        let mut server = rustls::ServerConnection::new(Arc::new(server)).unwrap();
+        let client = crate::transport::tls::client_config(&crate::transport::TlsOptions {
+            ca_files: Vec::new(),
+            insecure: true,
+        })
+        .unwrap();
+        let target = TlsTarget::new(&"https://localhost/".parse().unwrap(), client).unwrap();
+        let session = rustls::ClientConnection::new(target.config, target.name).unwrap();
+        let mut c = TlsConn {
+            session,
+            wire: BytesMut::new(),
+            failed: None,
+            partial: 0,
+            closed: false,
+        };
+        let mut plain = BytesMut::new();
+        while c.session.is_handshaking() || server.wants_write() {
+            c.seal(&[]).unwrap();
+            let mut from_client = &c.wire[..];
+            while !from_client.is_empty() {
+                server.read_tls(&mut from_client).unwrap();
+            }
+            server.process_new_packets().unwrap();
+            c.wire.clear();
+            while server.wants_write() {
+                server.write_tls(&mut (&mut c.wire).writer()).unwrap();
+            }
+            c.open(&mut plain).unwrap();
+        }
+        assert!(plain.is_empty());
+        (c, server)
+    }
+
+    /// What the server seals of `pieces`, one TLS record per piece.
+    fn sealed(server: &mut rustls::ServerConnection, pieces: &[&[u8]]) -> Vec<u8> {
+        let mut wire = Vec::new();
+        for p in pieces {
+            std::io::Write::write_all(&mut server.writer(), p).unwrap();
+            while server.wants_write() {
+                server.write_tls(&mut wire).unwrap();
+            }
+        }
+        wire
+    }
+
+    /// TLS records cut anywhere across socket reads give the same plaintext, none lost or
+    /// doubled; a read that completes no record gives none.
+    #[test]
+    fn tls_records_split_across_reads_give_their_plaintext_once() {
+        let pieces: [&[u8]; 3] = [
+            b"HTTP/1.1 200 OK\r\n\r\n",
+            b"data: one\n\n",
+            b"data: two\n\n",
+        ];
+        let want: Vec<u8> = pieces.concat();
+        let (_, mut server) = tls_pair();
+        let wire = sealed(&mut server, &pieces);
+        for cut in [1, 3, 5, 7, 40, wire.len() / 2, wire.len() - 1] {
+            let (mut c, mut server) = tls_pair();
+            let wire = sealed(&mut server, &pieces);
+            let mut plain = BytesMut::new();
+            for part in [&wire[..cut], &wire[cut..]] {
+                c.wire.extend_from_slice(part);
+                assert!(c.open(&mut plain).unwrap());
+            }
+            assert_eq!(&plain[..], &want[..], "cut at {cut}");
+            assert_eq!(c.partial, 0);
+        }
+        assert!(wire.len() > want.len(), "sealed: {} bytes", wire.len());
+    }
+
+    /// A valid record and garbage in one read: the record's plaintext comes out, then the
+    /// error; `close_notify` ends the session.
+    #[test]
+    fn a_bad_record_fails_after_the_good_ones_and_close_notify_closes() {
+        let (mut c, mut server) = tls_pair();
+        let mut wire = sealed(&mut server, &[b"first"]);
+        wire.extend_from_slice(b"GARBAGE, NOT A RECORD");
+        c.wire.extend_from_slice(&wire);
+        let mut plain = BytesMut::new();
+        let err = c.open(&mut plain).unwrap_err();
+        assert_eq!(&plain[..], b"first");
+        assert!(
+            tls_reason(&err, false).starts_with("the server sent bytes that are not a TLS record"),
+            "{err:?}"
+        );
+
+        let (mut c, mut server) = tls_pair();
+        let mut wire = sealed(&mut server, &[b"last"]);
+        server.send_close_notify();
+        server.write_tls(&mut wire).unwrap();
+        c.wire.extend_from_slice(&wire);
+        let mut plain = BytesMut::new();
+        assert!(!c.open(&mut plain).unwrap(), "closed");
+        assert_eq!(&plain[..], b"last");
+        assert!(c.closed);
+    }
 
     fn run(framing: Framing, pieces: &[&[u8]]) -> (Vec<u8>, bool) {
         let mut f = framing;
