@@ -47,7 +47,7 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BytesMut};
 use hyper::header::HeaderMap;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncWriteExt, Interest};
@@ -261,11 +261,13 @@ struct Conn {
     tls: Option<Box<TlsConn>>,
 }
 
-/// The TLS side of a connection: the session, and its ciphertext buffer (what the last
-/// socket read brought, or what the next write sends).
+/// The TLS side of a connection: the session and its ciphertext, read and to be written.
 struct TlsConn {
     session: rustls::ClientConnection,
+    /// Ciphertext read and not yet handed to the session (a record header cut short).
     wire: BytesMut,
+    /// Ciphertext to write: the sealed request, or the handshake's next flight.
+    sealed: Vec<u8>,
     /// The session failed after giving plaintext in the same read: that plaintext is read
     /// first, then this is the next read's error.
     failed: Option<rustls::Error>,
@@ -277,18 +279,21 @@ struct TlsConn {
 
 impl TlsConn {
     /// Hands the ciphertext in `wire` to rustls and appends the plaintext it yields to
-    /// `out`. `Ok(false)` once the server closed the session (`close_notify`).
+    /// `out`. `Ok(false)` once the server closed the session (`close_notify`). A record
+    /// header cut short stays in `wire` for the next read to complete.
     fn open(&mut self, out: &mut BytesMut) -> Result<bool, rustls::Error> {
         let mut data = &self.wire[..];
         let mut open = true;
         while !data.is_empty() {
+            if self.partial == 0 && data.len() < 5 {
+                break;
+            }
             // One record at a time (by its header's length), its plaintext taken before the
             // next: a bad record fails alone, after everything before it was delivered, and
             // rustls's buffers never fill up.
             let record = match (self.partial, data) {
                 (0, [_, _, _, hi, lo, ..]) => 5 + usize::from(u16::from_be_bytes([*hi, *lo])),
-                (0, _) => data.len(),
-                (left, _) => left,
+                (left, _) => left.max(1),
             };
             let (mut one, rest) = data.split_at(record.min(data.len()));
             self.partial = record - one.len();
@@ -320,19 +325,19 @@ impl TlsConn {
                 self.closed = true;
             }
         }
-        self.wire.clear();
+        let consumed = self.wire.len() - data.len();
+        self.wire.advance(consumed);
         Ok(open)
     }
 
-    /// Seals `plain` (and whatever else the session has to send) into `wire`.
+    /// Seals `plain` (and whatever else the session has to send) into `sealed`.
     fn seal(&mut self, plain: &[u8]) -> std::io::Result<()> {
         if !plain.is_empty() {
             std::io::Write::write_all(&mut self.session.writer(), plain)?;
         }
-        self.wire.clear();
-        let mut w = (&mut self.wire).writer();
+        self.sealed.clear();
         while self.session.wants_write() {
-            self.session.write_tls(&mut w)?;
+            self.session.write_tls(&mut self.sealed)?;
         }
         Ok(())
     }
@@ -355,14 +360,13 @@ impl Conn {
             };
         };
         loop {
-            tls.wire.clear();
             tls.wire.reserve(READ_SIZE);
             match sock.recv(tls.wire.spare_capacity_mut()) {
                 Err(e) => return e.kind() == std::io::ErrorKind::WouldBlock,
                 Ok(0) => return false,
                 Ok(n) => {
-                    // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
-                    unsafe { tls.wire.set_len(n) };
+                    // SAFETY: the kernel initialised the next `n` bytes of the spare capacity.
+                    unsafe { tls.wire.set_len(tls.wire.len() + n) };
                     let before = self.buf.len();
                     match tls.open(&mut self.buf) {
                         Ok(true) if self.buf.len() == before => continue,
@@ -494,6 +498,7 @@ impl Endpoint {
             conn.tls = Some(Box::new(TlsConn {
                 session,
                 wire: BytesMut::new(),
+                sealed: Vec::new(),
                 failed: None,
                 partial: 0,
                 closed: false,
@@ -523,14 +528,13 @@ impl Endpoint {
             if tls.session.wants_write() {
                 tls.seal(&[]).map_err(|e| failed(e.to_string()))?;
                 stream
-                    .write_all(&tls.wire)
+                    .write_all(&tls.sealed)
                     .await
                     .map_err(|e| failed(format!("cannot write to the server: {e}")))?;
             }
             if !tls.session.is_handshaking() {
                 return Ok(());
             }
-            tls.wire.clear();
             let (n, _) = socket_read(stream, false, &self.clock, &mut tls.wire)
                 .await
                 .map_err(|e| failed(e.to_string()))?;
@@ -720,7 +724,7 @@ impl Endpoint {
                 if let Err(e) = t.seal(out) {
                     return Err(Attempt::Unsent(H1Error::Io(e)));
                 }
-                &t.wire
+                &t.sealed
             }
         };
         let mut written = 0;
@@ -872,7 +876,6 @@ async fn read_more(conn: &mut Conn, clock: &Clock) -> Result<(usize, Option<Rx>)
         return Ok((0, None));
     }
     loop {
-        tls.wire.clear();
         let (n, rx) = socket_read(&conn.stream, conn.stamped, clock, &mut tls.wire).await?;
         if n == 0 {
             // A close without `close_notify` ends the stream too: the HTTP framing tells
@@ -1235,6 +1238,7 @@ mod tests {
     use crate::transport::test_server::{
         chunk, last_chunk, response, sse_chunk, sse_head, Reply, TestServer,
     };
+    use bytes::BufMut;
 
     /// A client session (no verification) and a server session, handshake done in memory.
     fn tls_pair() -> (TlsConn, rustls::ServerConnection) {
@@ -1258,19 +1262,23 @@ mod tests {
         let mut c = TlsConn {
             session,
             wire: BytesMut::new(),
+            sealed: Vec::new(),
             failed: None,
             partial: 0,
             closed: false,
         };
         let mut plain = BytesMut::new();
-        while c.session.is_handshaking() || server.wants_write() {
+        while c.session.is_handshaking()
+            || c.session.wants_write()
+            || server.is_handshaking()
+            || server.wants_write()
+        {
             c.seal(&[]).unwrap();
-            let mut from_client = &c.wire[..];
+            let mut from_client = &c.sealed[..];
             while !from_client.is_empty() {
                 server.read_tls(&mut from_client).unwrap();
             }
             server.process_new_packets().unwrap();
-            c.wire.clear();
             while server.wants_write() {
                 server.write_tls(&mut (&mut c.wire).writer()).unwrap();
             }
