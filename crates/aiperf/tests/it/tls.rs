@@ -281,3 +281,54 @@ fn garbage_or_a_reset_in_the_middle_of_a_tls_stream_cuts_that_request_only() {
     assert!(message.contains("reset"), "{message}");
     assert_eq!(run.stat("request_count", "avg"), 5.0);
 }
+
+/// `--connection-reuse-strategy never` over https: every request does its own handshake;
+/// `--no-kernel-timestamps`: the client's clock; a prompt of many TLS records (a 20,000-token
+/// request is sealed into several 16 KiB records and written at once) goes out whole.
+#[test]
+fn a_handshake_per_request_the_client_clock_and_large_prompts_over_https() {
+    let _gate = support::shared();
+    let mock = MockServer::start(&["--tls-self-signed", "--ttft-ms", "2", "--itl-ms", "1"]);
+    let run = Run::profile(&[
+        "--url",
+        &mock.url(),
+        "-m",
+        "m",
+        "--streaming",
+        "--osl",
+        "4",
+        "--isl",
+        "20000",
+        "--concurrency",
+        "2",
+        "--request-count",
+        "4",
+        "--ssl-insecure",
+        "--connection-reuse-strategy",
+        "never",
+        "--no-kernel-timestamps",
+        "--no-server-metrics",
+        "--no-gpu-telemetry",
+    ])
+    .run();
+    run.ok();
+    assert!(run.errors().is_empty(), "{:?}", run.errors());
+    let records = run.jsonl();
+    assert_eq!(records.len(), 4, "{}", run.show());
+    for r in &records {
+        let md = &r["metadata"];
+        assert_eq!(metric(r, "output_sequence_length"), 4, "{r}");
+        assert_eq!(metric(r, "http_req_connection_reused"), 0, "{r}");
+        assert!(
+            md["tls_handshake_ms"].as_f64().is_some_and(|h| h > 0.0),
+            "{r}"
+        );
+        assert_eq!(md["response_clock"], "client", "{r}");
+        assert!(md["read_lag_ms"].is_null(), "{r}");
+        let sent_kb = metric(r, "http_req_data_sent").as_f64().unwrap();
+        assert!(
+            sent_kb > 64.0,
+            "a prompt of several TLS records: {sent_kb} KB"
+        );
+    }
+}
