@@ -332,3 +332,45 @@ fn a_handshake_per_request_the_client_clock_and_large_prompts_over_https() {
         );
     }
 }
+
+/// The mock over TLS still logs each request's arrival (`--log-arrivals`, the kernel's stamp
+/// of the ciphertext read that completed it): one Unix-ns line per request, each inside the
+/// run's own wall-clock span.
+#[test]
+fn the_mock_over_tls_logs_every_arrival() {
+    let _gate = support::shared();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let log = tmp.path().join("arrivals.txt");
+    let log_s = log.display().to_string();
+    let mock = MockServer::start(&[
+        "--tls-self-signed",
+        "--ttft-ms",
+        "2",
+        "--log-arrivals",
+        &log_s,
+    ]);
+    let run = stream_run(&mock.url(), "6", "2");
+    run.ok();
+    mock.stop();
+    let text = std::fs::read_to_string(&log).expect("arrival log");
+    let arrivals: Vec<u64> = text.lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert_eq!(arrivals.len(), 6, "{text}");
+    let records = run.jsonl();
+    let first = records
+        .iter()
+        .map(|r| r["metadata"]["request_start_ns"].as_u64().unwrap())
+        .min()
+        .unwrap();
+    let last = records
+        .iter()
+        .map(|r| r["metadata"]["request_end_ns"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    // A second of slack either side: the two processes' wall clocks, not a latency bound.
+    for a in &arrivals {
+        assert!(
+            first - 1_000_000_000 <= *a && *a <= last + 1_000_000_000,
+            "{a} outside {first}..{last}"
+        );
+    }
+}
