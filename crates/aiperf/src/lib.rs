@@ -277,18 +277,20 @@ pub async fn run_mock_server(a: cli::MockServerArgs) -> Result<u8> {
         .parse()
         .map_err(|e| config::ConfigError::Usage(format!("invalid --host/--port: {e}")))?;
     let cfg = a.to_mock_config().map_err(config::ConfigError::Usage)?;
+    let tls = a.tls_config().map_err(config::ConfigError::Usage)?;
     let listener = mock::bind(addr).context(|| format!("cannot listen on {addr}"))?;
     let local = listener
         .local_addr()
         .context(|| format!("cannot listen on {addr}"))?;
-    eprintln!("aiperf mock server listening on http://{local}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    eprintln!("aiperf mock server listening on {scheme}://{local}");
     let shutdown = tokio_util::sync::CancellationToken::new();
     let s = shutdown.clone();
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
         s.cancel();
     });
-    mock::serve(listener, cfg, shutdown)
+    mock::serve(listener, cfg, tls, shutdown)
         .await
         .context(|| "the mock server failed".into())?;
     Ok(0)

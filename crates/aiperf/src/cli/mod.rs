@@ -1007,9 +1007,40 @@ pub struct MockServerArgs {
     /// endless_stream (a keep-alive comment).
     #[arg(long, value_name = "MS", default_value = "100", value_parser = units::millis, help_heading = "Faults")]
     pub fault_ms: Duration,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key", help_heading = "TLS")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert", help_heading = "TLS")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a self-signed certificate for localhost and 127.0.0.1, made at start
+    /// (clients need --ssl-insecure).
+    #[arg(long, conflicts_with = "tls_cert", help_heading = "TLS")]
+    pub tls_self_signed: bool,
+    /// The protocols offered by ALPN, in order of preference: h2, http/1.1. `h2` alone makes
+    /// an HTTP/2-only server.
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "h2,http/1.1",
+        help_heading = "TLS"
+    )]
+    pub tls_alpn: String,
 }
 
 impl MockServerArgs {
+    /// The TLS configuration of `--tls-*`, `None` for plain HTTP.
+    pub fn tls_config(&self) -> Result<Option<rustls::ServerConfig>, String> {
+        use mock::tls::Certificate;
+        let alpn = mock::tls::alpn(&self.tls_alpn)?;
+        let cert = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Certificate::Files { cert, key },
+            _ if self.tls_self_signed => Certificate::SelfSigned,
+            _ => return Ok(None),
+        };
+        mock::tls::server_config(cert, alpn).map(Some)
+    }
+
     /// The config of `aiperf mock-server`'s flags, validated like a URL's.
     pub fn to_mock_config(&self) -> Result<MockConfig, String> {
         let a = self;

@@ -10,8 +10,8 @@ use super::{usage, BenchmarkConfig, ConfigError};
 use crate::cli::{EndpointArgs, InputArgs, OutputArgs, ProfileArgs, SearchRecipe};
 use crate::dataset::{ConversationSpec, InputSpec, Lengths, PromptSpec};
 use crate::endpoint::{
-    ConnectionReuseStrategy, EndpointSpec, EndpointType, ModelSelectionStrategy, WaitForModel,
-    WaitMode, DEFAULT_SESSION_HEADER,
+    EndpointSpec, EndpointType, ModelSelectionStrategy, WaitForModel, WaitMode,
+    DEFAULT_SESSION_HEADER,
 };
 use crate::export::{ArtifactNames, ExportLevel, OutputSpec, UiType};
 use crate::mock::{is_mock_url, MockConfig};
@@ -532,14 +532,6 @@ fn endpoint(a: EndpointArgs, input: &InputArgs, seed: u64) -> Result<EndpointSpe
         .iter()
         .map(|h| parse_header(h))
         .collect::<Result<Vec<_>, _>>()?;
-    if a.connection_reuse_strategy == ConnectionReuseStrategy::StickyUserSessions
-        && urls.iter().any(|u| u.starts_with("https://"))
-    {
-        return Err(usage(
-            "--connection-reuse-strategy sticky-user-sessions works with http:// URLs only \
-             (https:// goes through a client that pools its connections itself)",
-        ));
-    }
     let session_header = match a.session_header {
         None => DEFAULT_SESSION_HEADER.to_string(),
         Some(h) if hyper::header::HeaderName::from_bytes(h.trim().as_bytes()).is_ok() => {
@@ -581,19 +573,13 @@ fn endpoint(a: EndpointArgs, input: &InputArgs, seed: u64) -> Result<EndpointSpe
     })
 }
 
-/// `--local-addresses` applies to `http://` URLs (the lean client), and its family must be
-/// that of every URL given as an address (`mock` is 127.0.0.1).
+/// `--local-addresses`: its family must be that of every URL given as an address (`mock`
+/// is 127.0.0.1).
 fn local_addresses_fit(addrs: &[std::net::IpAddr], urls: &[String]) -> Result<(), ConfigError> {
     let Some(first) = addrs.first() else {
         return Ok(());
     };
     for u in urls {
-        if u.starts_with("https://") {
-            return Err(usage(format!(
-                "--local-addresses works with http:// URLs only, not {u} (https:// goes \
-                 through a client that picks its source address itself)"
-            )));
-        }
         let target = if crate::mock::is_mock_url(u) {
             Some(std::net::IpAddr::from([127, 0, 0, 1]))
         } else {

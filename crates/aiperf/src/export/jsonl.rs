@@ -45,6 +45,9 @@ struct Metadata<'a> {
     /// The longest time the response's bytes waited in the socket before the client read
     /// them (stamped reads only).
     read_lag_ms: Option<f64>,
+    /// The TLS handshake of the request's new `https://` connection (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_handshake_ms: Option<f64>,
 }
 
 /// A UUID as sent in the request's header (`8-4-4-4-12` lower-case hex), written without an
@@ -325,6 +328,7 @@ fn metadata<'a>(
             "client"
         },
         read_lag_ms: crate::metrics::read_lag_ms(&rec.http),
+        tls_handshake_ms: rec.http.tls_handshake_ns().map(|ns| ns as f64 / 1e6),
     }
 }
 

@@ -1407,6 +1407,7 @@ mod tests {
             kernel_reads: 17,
             read_lag_max_ns: 250_000,
             kernel_sent_ns: Some(2_500_000),
+            tcp_connected_ns: None,
         };
         assert!(rec.http.kernel_timed());
         let m = compute(&rec, &tok, false);

@@ -168,6 +168,17 @@ pub struct HttpTrace {
     pub read_lag_max_ns: u64,
     /// The kernel's transmit stamp of the request's last byte (the socket had them on).
     pub kernel_sent_ns: Option<u64>,
+    /// A new `https://` connection: when TCP was connected and the TLS handshake began
+    /// (it ended at `connected_ns`, so `http_req_connecting` holds both, as AIPerf's does).
+    pub tcp_connected_ns: Option<u64>,
+}
+
+impl HttpTrace {
+    /// How long the TLS handshake of the request's new connection took (ns).
+    pub fn tls_handshake_ns(&self) -> Option<u64> {
+        self.tcp_connected_ns
+            .map(|t| self.connected_ns.saturating_sub(t))
+    }
 }
 
 impl HttpTrace {

@@ -23,6 +23,7 @@ mod config;
 mod conn;
 mod metrics;
 mod prefix;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -493,16 +494,24 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Serves until `shutdown` is cancelled.
+/// Serves until `shutdown` is cancelled; HTTPS with `tls` ([`tls::server_config`]).
 pub async fn serve(
     listener: TcpListener,
     cfg: MockConfig,
+    tls: Option<rustls::ServerConfig>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    serve_state(listener, Arc::new(State::new(cfg)?), shutdown).await;
+    let tls = tls.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)));
+    serve_state(listener, Arc::new(State::new(cfg)?), tls, shutdown).await;
     Ok(())
 }
 
-async fn serve_state(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {
+async fn serve_state(
+    listener: TcpListener,
+    state: Arc<State>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: CancellationToken,
+) {
     kernel::keep_enabled();
     loop {
         let (stream, _) = tokio::select! {
@@ -517,24 +526,56 @@ async fn serve_state(listener: TcpListener, state: Arc<State>, shutdown: Cancell
             },
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(stream, state.clone(), shutdown.clone()));
+        tokio::spawn(serve_connection(
+            stream,
+            state.clone(),
+            tls.clone(),
+            shutdown.clone(),
+        ));
     }
     state.flush_arrivals();
 }
 
 /// Serves one connection until it ends, the server stops, or a handler kills it (a fault).
+/// Over TLS, the handshake comes first (a client that fails it, or says nothing for
+/// [`TLS_HANDSHAKE_TIMEOUT`], is dropped).
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     state: Arc<State>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
     let ctl = Arc::new(ConnCtl::default());
+    let socket = Socket::new(stream, ctl.clone());
+    match tls {
+        None => serve_io(socket, ctl, state, shutdown).await,
+        Some(acceptor) => {
+            let accepted = tokio::select! {
+                r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)) => r,
+                _ = shutdown.cancelled() => return,
+            };
+            match accepted {
+                Ok(Ok(io)) => serve_io(io, ctl, state, shutdown).await,
+                Ok(Err(e)) => tracing::debug!("mock server: TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!("mock server: TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+/// How long the mock waits for a client's TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn serve_io<I>(io: I, ctl: Arc<ConnCtl>, state: Arc<State>, shutdown: CancellationToken)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let svc = {
         let ctl = ctl.clone();
         hyper::service::service_fn(move |req| handle(state.clone(), ctl.clone(), req))
     };
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection(TokioIo::new(Socket::new(stream, ctl.clone())), svc);
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
     // Leaving the select drops `conn`, and with it the socket (RST if the kill asked so).
     tokio::select! {
         _ = conn => {}
@@ -556,7 +597,7 @@ impl InProcessMock {
         let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(serve_state(listener, state, shutdown.clone()));
+        let task = tokio::spawn(serve_state(listener, state, None, shutdown.clone()));
         Ok(Self {
             addr,
             shutdown,

@@ -115,7 +115,14 @@ pub fn h1_send(e: &H1Error) -> ErrorDetails {
         H1Error::TooLarge(m) => ErrorDetails::new(None, kind::RESPONSE_TOO_LARGE, m.as_str()),
         H1Error::Io(io) => resource_error(io)
             .unwrap_or_else(|| ErrorDetails::new(None, kind::REQUEST_ERROR, error_chain(e))),
-        H1Error::Closed | H1Error::Invalid(_) => {
+        H1Error::Handshake {
+            certificate: Some(c),
+            ..
+        } => ErrorDetails::new(None, kind::CERTIFICATE_ERROR, tls::certificate_message(c)),
+        H1Error::Handshake { .. } | H1Error::Http2Only(_) => {
+            ErrorDetails::new(None, kind::CONNECTION_ERROR, error_chain(e))
+        }
+        H1Error::Closed | H1Error::Invalid(_) | H1Error::Tls(_) => {
             ErrorDetails::new(None, kind::REQUEST_ERROR, error_chain(e))
         }
     }

@@ -1,11 +1,21 @@
-//! A lean HTTP/1.1 client for `http://` URLs: a pool of keep-alive connections per URL, and
-//! each exchange driven by the requesting task itself.
+//! A lean HTTP/1.1 client for `http://` and `https://` URLs: a pool of keep-alive
+//! connections per URL, and each exchange driven by the requesting task itself.
 //!
 //! hyper's pooled client gives every connection its own task and a channel between that task
 //! and the caller, so each streamed token costs two task wake-ups, and each connection holds
 //! about 25 KB (the channel's first block, an 8 KiB write buffer, read buffers). Here the task
 //! that sent the request reads the socket itself: one wake-up per read, one 4 KiB buffer per
-//! connection. `https://` URLs (TLS, HTTP/2 by ALPN) still go through hyper.
+//! connection.
+//!
+//! TLS (`https://`): rustls without an I/O layer of its own. The client reads the ciphertext
+//! from the socket itself, with the same stamped read as plain HTTP, hands it to the
+//! `rustls::ClientConnection` and takes the plaintext out: a response byte's time is the
+//! kernel's stamp of the socket read that completed its TLS record. Writes are sealed into a
+//! buffer and written to the socket in one piece, so the transmit stamp still times the
+//! request. The handshake is part of the connect (`HttpTrace::tcp_connected_ns` to
+//! `connected_ns`). ALPN offers `http/1.1` only: a server that accepts nothing else refuses
+//! the handshake with `no_application_protocol` ([`H1Error::Http2Only`]), and the transport
+//! sends that URL's requests through hyper (HTTP/2) instead.
 //!
 //! What it speaks: `POST` with a `Content-Length` body; responses with `Content-Length`,
 //! `Transfer-Encoding: chunked`, or delimited by the connection closing; interim 1xx responses
@@ -39,7 +49,8 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use hyper::header::HeaderMap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 use super::source::{self, Sources};
@@ -86,11 +97,57 @@ pub enum H1Error {
     /// Past one of the size limits.
     #[error("{0}")]
     TooLarge(String),
+    /// The TLS handshake failed (no request was sent). `certificate`: the server's
+    /// certificate was refused.
+    #[error("TLS handshake with {addr} failed: {reason}")]
+    Handshake {
+        addr: String,
+        reason: String,
+        certificate: Option<rustls::CertificateError>,
+    },
+    /// The server refused the handshake because it speaks no protocol the client offered
+    /// (ALPN `http/1.1`): it wants HTTP/2. No request was sent.
+    #[error("TLS handshake with {0} failed: the server accepts HTTP/2 only (ALPN)")]
+    Http2Only(String),
+    /// A TLS failure after the handshake: an alert, a record that is not TLS or does not
+    /// decrypt.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl H1Error {
     pub fn is_connect(&self) -> bool {
-        matches!(self, H1Error::Connect { .. } | H1Error::ConnectTimeout(_))
+        matches!(
+            self,
+            H1Error::Connect { .. }
+                | H1Error::ConnectTimeout(_)
+                | H1Error::Handshake { .. }
+                | H1Error::Http2Only(_)
+        )
+    }
+}
+
+/// What a rustls error means, in words for the record (`handshake`: before any request).
+fn tls_reason(e: &rustls::Error, handshake: bool) -> String {
+    use rustls::Error as E;
+    match e {
+        E::AlertReceived(a) => format!("the server sent the TLS alert {a:?}"),
+        E::InvalidMessage(_)
+        | E::InappropriateMessage { .. }
+        | E::InappropriateHandshakeMessage { .. }
+            if handshake =>
+        {
+            format!(
+                "the server did not answer in TLS ({e}): is it a plain-HTTP server (use \
+                 http://)?"
+            )
+        }
+        E::InvalidMessage(_) | E::InappropriateMessage { .. } => {
+            format!("the server sent bytes that are not a TLS record ({e})")
+        }
+        E::DecryptError => "a TLS record from the server failed to decrypt".to_string(),
+        E::InvalidCertificate(c) => super::tls::certificate_message(c),
+        _ => e.to_string(),
     }
 }
 
@@ -118,6 +175,8 @@ pub struct Endpoint {
     /// The source addresses new connections leave from (`--local-addresses`, or the
     /// automatic spread for loopback targets); `None`: the kernel picks.
     sources: Option<Arc<Sources>>,
+    /// `https://`: the TLS configuration and the server's name.
+    tls: Option<TlsTarget>,
     /// Idle keep-alive connections (`pooled`).
     idle: Mutex<Vec<Conn>>,
     /// Each conversation's idle connection between its turns (`sticky-user-sessions`).
@@ -136,6 +195,32 @@ pub struct Options {
     pub kernel_rx: bool,
     /// Source addresses for new connections (shared by the run's endpoints, round-robin).
     pub sources: Option<Arc<Sources>>,
+    /// TLS for an `https://` URL ([`TlsTarget::new`]); `None`: plain HTTP.
+    pub tls: Option<TlsTarget>,
+}
+
+/// Where TLS connections of one `https://` URL go: the client configuration (its ALPN set
+/// to `http/1.1`) and the name the server's certificate must carry.
+#[derive(Debug, Clone)]
+pub struct TlsTarget {
+    config: Arc<rustls::ClientConfig>,
+    name: ServerName<'static>,
+}
+
+impl TlsTarget {
+    /// For `uri`'s host; `config` is the run's (trust), its ALPN replaced by `http/1.1`.
+    pub fn new(uri: &hyper::Uri, mut config: rustls::ClientConfig) -> Result<Self, String> {
+        let host = uri.host().unwrap_or("localhost");
+        // An IPv6 literal keeps its brackets in the URI.
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let name = ServerName::try_from(bare.to_string())
+            .map_err(|e| format!("{host}: not a name TLS can check ({e})"))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            config: Arc::new(config),
+            name,
+        })
+    }
 }
 
 impl Options {
@@ -148,6 +233,7 @@ impl Options {
             clock: Clock::new(),
             kernel_rx: true,
             sources: None,
+            tls: None,
         }
     }
 }
@@ -184,22 +270,127 @@ struct Conn {
     tx_stamped: bool,
     /// A write's transmit stamp was not taken yet (it may still come to the error queue).
     tx_unread: bool,
-    /// Bytes read and not yet consumed.
+    /// Bytes read (plaintext) and not yet consumed.
     buf: BytesMut,
     /// The request being written (reused).
     out: Vec<u8>,
+    /// `https://`: the TLS session.
+    tls: Option<Box<TlsConn>>,
+}
+
+/// The TLS side of a connection: the session and its ciphertext, read and to be written.
+struct TlsConn {
+    session: rustls::ClientConnection,
+    /// Ciphertext read and not yet handed to the session (a record header cut short).
+    wire: BytesMut,
+    /// Ciphertext to write: the sealed request, or the handshake's next flight.
+    sealed: Vec<u8>,
+    /// The session failed after giving plaintext in the same read: that plaintext is read
+    /// first, then this is the next read's error.
+    failed: Option<rustls::Error>,
+    /// The bytes still to come of a record begun in an earlier read.
+    partial: usize,
+    /// The server closed the session (`close_notify`): reads end here.
+    closed: bool,
+}
+
+impl TlsConn {
+    /// Hands the ciphertext in `wire` to rustls and appends the plaintext it yields to
+    /// `out`. `Ok(false)` once the server closed the session (`close_notify`). A record
+    /// header cut short stays in `wire` for the next read to complete.
+    fn open(&mut self, out: &mut BytesMut) -> Result<bool, rustls::Error> {
+        let mut data = &self.wire[..];
+        let mut open = true;
+        while !data.is_empty() {
+            if self.partial == 0 && data.len() < 5 {
+                break;
+            }
+            // One record at a time (by its header's length), its plaintext taken before the
+            // next: a bad record fails alone, after everything before it was delivered, and
+            // rustls's buffers never fill up.
+            let record = match (self.partial, data) {
+                (0, [_, _, _, hi, lo, ..]) => 5 + usize::from(u16::from_be_bytes([*hi, *lo])),
+                (left, _) => left.max(1),
+            };
+            let (mut one, rest) = data.split_at(record.min(data.len()));
+            self.partial = record - one.len();
+            data = rest;
+            while !one.is_empty() {
+                match self.session.read_tls(&mut one) {
+                    Ok(1..) => {}
+                    Ok(0) => {
+                        return Err(rustls::Error::General(
+                            "the TLS session took no more bytes".into(),
+                        ))
+                    }
+                    Err(e) => return Err(rustls::Error::General(e.to_string())),
+                }
+            }
+            let state = self.session.process_new_packets()?;
+            let n = state.plaintext_bytes_to_read();
+            if n > 0 {
+                let start = out.len();
+                out.resize(start + n, 0);
+                if let Err(e) =
+                    std::io::Read::read_exact(&mut self.session.reader(), &mut out[start..])
+                {
+                    return Err(rustls::Error::General(e.to_string()));
+                }
+            }
+            if state.peer_has_closed() {
+                open = false;
+                self.closed = true;
+            }
+        }
+        let consumed = self.wire.len() - data.len();
+        self.wire.advance(consumed);
+        Ok(open)
+    }
+
+    /// Seals `plain` (and whatever else the session has to send) into `sealed`.
+    fn seal(&mut self, plain: &[u8]) -> std::io::Result<()> {
+        if !plain.is_empty() {
+            std::io::Write::write_all(&mut self.session.writer(), plain)?;
+        }
+        self.sealed.clear();
+        while self.session.wants_write() {
+            self.session.write_tls(&mut self.sealed)?;
+        }
+        Ok(())
+    }
 }
 
 impl Conn {
     /// An idle connection can carry a request: still open, and nothing unread on it (no
     /// FIN, no RST, no stray bytes such as the excess of a short `Content-Length`). One
-    /// non-blocking `recv(MSG_PEEK)`; the socket is non-blocking, so it never waits.
-    fn is_reusable(&self) -> bool {
-        let mut byte = [MaybeUninit::<u8>::uninit(); 1];
-        match socket2::SockRef::from(&self.stream).peek(&mut byte) {
-            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
-            // 0: the server closed it; more: bytes nobody asked for.
-            Ok(_) => false,
+    /// non-blocking `recv(MSG_PEEK)`; the socket is non-blocking, so it never waits. Over
+    /// TLS what arrived is read instead: session tickets (TLS 1.3 sends them after the
+    /// handshake) keep it reusable; plaintext, `close_notify`, an alert or garbage do not.
+    fn is_reusable(&mut self) -> bool {
+        let sock = socket2::SockRef::from(&self.stream);
+        let Some(tls) = self.tls.as_deref_mut() else {
+            let mut byte = [MaybeUninit::<u8>::uninit(); 1];
+            return match sock.peek(&mut byte) {
+                Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                // 0: the server closed it; more: bytes nobody asked for.
+                Ok(_) => false,
+            };
+        };
+        loop {
+            tls.wire.reserve(READ_SIZE);
+            match sock.recv(tls.wire.spare_capacity_mut()) {
+                Err(e) => return e.kind() == std::io::ErrorKind::WouldBlock,
+                Ok(0) => return false,
+                Ok(n) => {
+                    // SAFETY: the kernel initialised the next `n` bytes of the spare capacity.
+                    unsafe { tls.wire.set_len(tls.wire.len() + n) };
+                    let before = self.buf.len();
+                    match tls.open(&mut self.buf) {
+                        Ok(true) if self.buf.len() == before => continue,
+                        _ => return false,
+                    }
+                }
+            }
         }
     }
 }
@@ -215,10 +406,11 @@ impl Endpoint {
     /// `uri` must be an `http://` URI with a host.
     pub fn new(uri: &hyper::Uri, headers: &HeaderMap, opts: Options) -> Self {
         // `host()` keeps an IPv6 address's brackets, so this is a valid socket address.
+        let default_port = if opts.tls.is_some() { 443 } else { 80 };
         let addr = format!(
             "{}:{}",
             uri.host().unwrap_or("localhost"),
-            uri.port_u16().unwrap_or(80)
+            uri.port_u16().unwrap_or(default_port)
         );
         let authority = uri.authority().map_or(addr.as_str(), |a| a.as_str());
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -247,6 +439,7 @@ impl Endpoint {
             reuse: opts.reuse,
             kernel_rx: opts.kernel_rx,
             sources: opts.sources,
+            tls: opts.tls,
             idle: Mutex::new(Vec::new()),
             sticky: Mutex::new(HashMap::new()),
         }
@@ -298,14 +491,97 @@ impl Endpoint {
             })?;
         let stamped = self.kernel_rx && kernel::enable_rx(stream.as_raw_fd());
         let tx_stamped = stamped && kernel::enable_tx(stream.as_raw_fd());
-        Ok(Conn {
+        let mut conn = Conn {
             stream,
             stamped,
             tx_stamped,
             tx_unread: false,
             buf: BytesMut::with_capacity(READ_SIZE),
             out: Vec::new(),
-        })
+            tls: None,
+        };
+        if let Some(target) = &self.tls {
+            trace.tcp_connected_ns = Some(trace.connected_ns);
+            let handshake_error = |reason: String| H1Error::Handshake {
+                addr: self.addr.clone(),
+                reason,
+                certificate: None,
+            };
+            let mut session =
+                rustls::ClientConnection::new(target.config.clone(), target.name.clone())
+                    .map_err(|e| handshake_error(e.to_string()))?;
+            // Requests are sealed whole, whatever their size.
+            session.set_buffer_limit(None);
+            conn.tls = Some(Box::new(TlsConn {
+                session,
+                wire: BytesMut::new(),
+                sealed: Vec::new(),
+                failed: None,
+                partial: 0,
+                closed: false,
+            }));
+            tokio::time::timeout(self.connect_timeout, self.handshake(&mut conn))
+                .await
+                .map_err(|_| handshake_error("no answer within the connect timeout".into()))??;
+            trace.connected_ns = self.clock.now_ns();
+        }
+        Ok(conn)
+    }
+
+    /// The TLS handshake of a new connection, until the client may send.
+    async fn handshake(&self, conn: &mut Conn) -> Result<(), H1Error> {
+        let failed = |reason: String| H1Error::Handshake {
+            addr: self.addr.clone(),
+            reason,
+            certificate: None,
+        };
+        let Conn {
+            stream, tls, buf, ..
+        } = conn;
+        let Some(tls) = tls.as_deref_mut() else {
+            return Ok(());
+        };
+        loop {
+            if tls.session.wants_write() {
+                tls.seal(&[]).map_err(|e| failed(e.to_string()))?;
+                stream
+                    .write_all(&tls.sealed)
+                    .await
+                    .map_err(|e| failed(format!("cannot write to the server: {e}")))?;
+            }
+            if !tls.session.is_handshaking() {
+                return Ok(());
+            }
+            let (n, _) = socket_read(stream, false, &self.clock, &mut tls.wire)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            if n == 0 {
+                return Err(failed(
+                    "the server closed the connection during the handshake".into(),
+                ));
+            }
+            match tls.open(buf) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(failed(
+                        "the server closed the session during the handshake".into(),
+                    ))
+                }
+                Err(rustls::Error::AlertReceived(
+                    rustls::AlertDescription::NoApplicationProtocol,
+                )) => return Err(H1Error::Http2Only(self.addr.clone())),
+                Err(e) => {
+                    return Err(H1Error::Handshake {
+                        addr: self.addr.clone(),
+                        reason: tls_reason(&e, true),
+                        certificate: match e {
+                            rustls::Error::InvalidCertificate(c) => Some(c),
+                            _ => None,
+                        },
+                    })
+                }
+            }
+        }
     }
 
     /// Opens up to `n` connections into the idle pool ahead of the load (`pooled` only; the
@@ -391,13 +667,14 @@ impl Endpoint {
         ids: &RequestIds,
         trace: &mut HttpTrace,
     ) -> Result<Exchange<'_>, H1Error> {
-        while let Some(conn) = self.checkout(ids) {
+        while let Some(mut conn) = self.checkout(ids) {
             if !conn.is_reusable() {
                 continue; // closed, reset or dirty: dropped
             }
             let now = self.clock.now_ns();
             (trace.conn_ns, trace.dns_ns, trace.connected_ns) = (now, now, now);
             trace.reused = true;
+            trace.tcp_connected_ns = None;
             match self.try_send(conn, body, ids, trace).await {
                 Ok(x) => return Ok(x),
                 // The write failed: nothing complete reached the server.
@@ -407,6 +684,7 @@ impl Endpoint {
         }
         trace.conn_ns = self.clock.now_ns();
         trace.reused = false;
+        trace.tcp_connected_ns = None;
         let conn = self.connect(trace).await?;
         self.try_send(conn, body, ids, trace)
             .await
@@ -451,11 +729,25 @@ impl Endpoint {
         if conn.tx_unread {
             kernel::take_tx(conn.stream.as_raw_fd());
         }
-        // Written piece by piece to count the socket writes (usually one).
+        // Over TLS the request is sealed whole first; then written piece by piece to count
+        // the socket writes (usually one).
+        let Conn {
+            stream, out, tls, ..
+        } = &mut conn;
+        let wire: &[u8] = match tls.as_deref_mut() {
+            None => out,
+            Some(t) => {
+                // Sealing only fails past a buffer limit, and there is none.
+                if let Err(e) = t.seal(out) {
+                    return Err(Attempt::Unsent(H1Error::Io(e)));
+                }
+                &t.sealed
+            }
+        };
         let mut written = 0;
         trace.chunks_sent = 0;
-        while written < conn.out.len() {
-            match conn.stream.write(&conn.out[written..]).await {
+        while written < wire.len() {
+            match stream.write(&wire[written..]).await {
                 Ok(0) => {
                     return Err(Attempt::Unsent(H1Error::Io(
                         std::io::ErrorKind::WriteZero.into(),
@@ -471,7 +763,8 @@ impl Endpoint {
         trace.sent_ns = self.clock.now_ns();
         conn.tx_unread = conn.tx_stamped;
         self.take_sent_stamp(&mut conn, trace);
-        trace.bytes_sent = written as u64;
+        // The HTTP bytes (without the TLS framing), as over plain HTTP.
+        trace.bytes_sent = conn.out.len() as u64;
         (trace.bytes_received, trace.chunks_received) = (0, 0);
         (trace.kernel_reads, trace.read_lag_max_ns) = (0, 0);
         let mut last_rx = None;
@@ -583,30 +876,71 @@ fn is_reset(e: &std::io::Error) -> bool {
 }
 
 /// One read into the connection's buffer: the bytes read (0 at the end of the stream) and,
-/// on a stamped connection, when the kernel received them.
+/// on a stamped connection, when the kernel received them. Over TLS, socket reads go on
+/// until one completes a record with plaintext in it (or the session ends): the bytes are
+/// that plaintext, and their time is the stamp of that last read.
 async fn read_more(conn: &mut Conn, clock: &Clock) -> Result<(usize, Option<Rx>), H1Error> {
     if conn.buf.capacity() - conn.buf.len() < READ_SIZE / 4 {
         conn.buf.reserve(READ_SIZE);
     }
-    if !conn.stamped {
-        let n = conn
-            .stream
-            .read_buf(&mut conn.buf)
-            .await
-            .map_err(H1Error::Io)?;
-        return Ok((n, None));
+    let Some(tls) = conn.tls.as_deref_mut() else {
+        return socket_read(&conn.stream, conn.stamped, clock, &mut conn.buf).await;
+    };
+    if let Some(e) = tls.failed.take() {
+        return Err(H1Error::Tls(tls_reason(&e, false)));
     }
-    let fd = conn.stream.as_raw_fd();
+    if tls.closed {
+        return Ok((0, None));
+    }
     loop {
-        conn.stream.readable().await.map_err(H1Error::Io)?;
-        let spare = conn.buf.spare_capacity_mut();
-        match conn
-            .stream
-            .try_io(Interest::READABLE, || kernel::recv(fd, spare))
-        {
+        let (n, rx) = socket_read(&conn.stream, conn.stamped, clock, &mut tls.wire).await?;
+        if n == 0 {
+            // A close without `close_notify` ends the stream too: the HTTP framing tells
+            // whether the response was complete.
+            return Ok((0, rx));
+        }
+        let before = conn.buf.len();
+        let open = match tls.open(&mut conn.buf) {
+            Ok(open) => open,
+            Err(e) if conn.buf.len() > before => {
+                tls.failed = Some(e);
+                true
+            }
+            Err(e) => return Err(H1Error::Tls(tls_reason(&e, false))),
+        };
+        let got = conn.buf.len() - before;
+        if got > 0 || !open {
+            return Ok((got, rx));
+        }
+    }
+}
+
+/// One read of the socket into `buf` (at least a quarter of [`READ_SIZE`] free): the bytes
+/// read, and with `stamped` the kernel's receive stamp of them.
+async fn socket_read(
+    stream: &TcpStream,
+    stamped: bool,
+    clock: &Clock,
+    buf: &mut BytesMut,
+) -> Result<(usize, Option<Rx>), H1Error> {
+    if buf.capacity() - buf.len() < READ_SIZE / 4 {
+        buf.reserve(READ_SIZE);
+    }
+    let fd = stream.as_raw_fd();
+    loop {
+        stream.readable().await.map_err(H1Error::Io)?;
+        if !stamped {
+            match stream.try_read_buf(buf) {
+                Ok(n) => return Ok((n, None)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(H1Error::Io(e)),
+            }
+        }
+        let spare = buf.spare_capacity_mut();
+        match stream.try_io(Interest::READABLE, || kernel::recv(fd, spare)) {
             Ok((n, stamp)) => {
                 // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
-                unsafe { conn.buf.set_len(conn.buf.len() + n) };
+                unsafe { buf.set_len(buf.len() + n) };
                 let rx = stamp.map(|s| {
                     let now = clock.now_ns();
                     let lag_ns = kernel::lag_ns(s).min(now);
@@ -827,7 +1161,8 @@ impl Exchange<'_> {
 
     fn release(&mut self) {
         if let Some(conn) = self.conn.take() {
-            if self.keep_alive && conn.buf.is_empty() {
+            let tls_ok = conn.tls.as_ref().is_none_or(|t| t.failed.is_none());
+            if self.keep_alive && conn.buf.is_empty() && tls_ok {
                 self.endpoint.checkin(conn, self.session);
             }
         }
@@ -920,6 +1255,120 @@ mod tests {
     use crate::transport::test_server::{
         chunk, last_chunk, response, sse_chunk, sse_head, Reply, TestServer,
     };
+    use bytes::BufMut;
+
+    /// A client session (no verification) and a server session, handshake done in memory.
+    fn tls_pair() -> (TlsConn, rustls::ServerConnection) {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .unwrap();
+        let mut server = rustls::ServerConnection::new(Arc::new(server)).unwrap();
+        let client = crate::transport::tls::client_config(&crate::transport::TlsOptions {
+            ca_files: Vec::new(),
+            insecure: true,
+        })
+        .unwrap();
+        let target = TlsTarget::new(&"https://localhost/".parse().unwrap(), client).unwrap();
+        let session = rustls::ClientConnection::new(target.config, target.name).unwrap();
+        let mut c = TlsConn {
+            session,
+            wire: BytesMut::new(),
+            sealed: Vec::new(),
+            failed: None,
+            partial: 0,
+            closed: false,
+        };
+        let mut plain = BytesMut::new();
+        while c.session.is_handshaking()
+            || c.session.wants_write()
+            || server.is_handshaking()
+            || server.wants_write()
+        {
+            c.seal(&[]).unwrap();
+            let mut from_client = &c.sealed[..];
+            while !from_client.is_empty() {
+                server.read_tls(&mut from_client).unwrap();
+            }
+            server.process_new_packets().unwrap();
+            while server.wants_write() {
+                server.write_tls(&mut (&mut c.wire).writer()).unwrap();
+            }
+            c.open(&mut plain).unwrap();
+        }
+        assert!(plain.is_empty());
+        (c, server)
+    }
+
+    /// What the server seals of `pieces`, one TLS record per piece.
+    fn sealed(server: &mut rustls::ServerConnection, pieces: &[&[u8]]) -> Vec<u8> {
+        let mut wire = Vec::new();
+        for p in pieces {
+            std::io::Write::write_all(&mut server.writer(), p).unwrap();
+            while server.wants_write() {
+                server.write_tls(&mut wire).unwrap();
+            }
+        }
+        wire
+    }
+
+    /// TLS records cut anywhere across socket reads give the same plaintext, none lost or
+    /// doubled; a read that completes no record gives none.
+    #[test]
+    fn tls_records_split_across_reads_give_their_plaintext_once() {
+        let pieces: [&[u8]; 3] = [
+            b"HTTP/1.1 200 OK\r\n\r\n",
+            b"data: one\n\n",
+            b"data: two\n\n",
+        ];
+        let want: Vec<u8> = pieces.concat();
+        let (_, mut server) = tls_pair();
+        let wire = sealed(&mut server, &pieces);
+        for cut in [1, 3, 5, 7, 40, wire.len() / 2, wire.len() - 1] {
+            let (mut c, mut server) = tls_pair();
+            let wire = sealed(&mut server, &pieces);
+            let mut plain = BytesMut::new();
+            for part in [&wire[..cut], &wire[cut..]] {
+                c.wire.extend_from_slice(part);
+                assert!(c.open(&mut plain).unwrap());
+            }
+            assert_eq!(&plain[..], &want[..], "cut at {cut}");
+            assert_eq!(c.partial, 0);
+        }
+        assert!(wire.len() > want.len(), "sealed: {} bytes", wire.len());
+    }
+
+    /// A valid record and garbage in one read: the record's plaintext comes out, then the
+    /// error; `close_notify` ends the session.
+    #[test]
+    fn a_bad_record_fails_after_the_good_ones_and_close_notify_closes() {
+        let (mut c, mut server) = tls_pair();
+        let mut wire = sealed(&mut server, &[b"first"]);
+        wire.extend_from_slice(b"GARBAGE, NOT A RECORD");
+        c.wire.extend_from_slice(&wire);
+        let mut plain = BytesMut::new();
+        let err = c.open(&mut plain).unwrap_err();
+        assert_eq!(&plain[..], b"first");
+        assert!(
+            tls_reason(&err, false).starts_with("the server sent bytes that are not a TLS record"),
+            "{err:?}"
+        );
+
+        let (mut c, mut server) = tls_pair();
+        let mut wire = sealed(&mut server, &[b"last"]);
+        server.send_close_notify();
+        server.write_tls(&mut wire).unwrap();
+        c.wire.extend_from_slice(&wire);
+        let mut plain = BytesMut::new();
+        assert!(!c.open(&mut plain).unwrap(), "closed");
+        assert_eq!(&plain[..], b"last");
+        assert!(c.closed);
+    }
 
     fn run(framing: Framing, pieces: &[&[u8]]) -> (Vec<u8>, bool) {
         let mut f = framing;

@@ -1,8 +1,11 @@
 //! HTTP transport: pooled keep-alive connections, one request in, one record out.
 //!
-//! `http://` URLs go through the lean HTTP/1.1 client in [`h1`], read by the requesting task
-//! itself; `https://` URLs through hyper's pooled client (rustls, HTTP/2 by ALPN; trust in
-//! [`tls`]).
+//! `http://` and `https://` URLs go through the lean HTTP/1.1 client in [`h1`], read by the
+//! requesting task itself (TLS by rustls under it; trust in [`tls`]). The lean client offers
+//! ALPN `http/1.1` only, as AIPerf (aiohttp) speaks HTTP/1.1 only. An `https://` server that
+//! accepts HTTP/2 only refuses that handshake (`no_application_protocol`); from then on the
+//! URL's requests go through hyper's pooled client, which negotiates HTTP/2 (said once on
+//! stderr; its records carry no HTTP phases, which hyper does not expose).
 //!
 //! The start time is taken just before the request is handed to the connection, and each
 //! chunk's time as soon as its bytes come off the socket, before any parsing.
@@ -21,6 +24,7 @@ mod test_server;
 pub mod tls;
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,12 +84,20 @@ pub enum TransportError {
 
 type HyperClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// How requests to one URL are sent.
-enum Route {
-    /// `http://`: the lean client, read by the requesting task.
-    Http(Box<h1::Endpoint>),
-    /// `https://`: hyper's pooled client (shared by every https URL).
-    Https(Box<HyperClient>),
+/// How requests to one URL are sent: the lean client, read by the requesting task, unless
+/// the URL's server turned out to speak HTTP/2 only.
+struct Route {
+    lean: h1::Endpoint,
+    /// The server refused HTTP/1.1 (ALPN): requests go through hyper.
+    via_hyper: AtomicBool,
+}
+
+/// What the lean client's exchange left to do.
+#[derive(PartialEq)]
+enum Lean {
+    Done,
+    /// The server accepts HTTP/2 only: nothing was sent, hyper sends the request.
+    Http2Only,
 }
 
 /// How requests identify themselves and share connections (`--session-header`,
@@ -95,7 +107,7 @@ pub struct Connections {
     /// The header carrying the conversation's id (`X-Correlation-ID` by default).
     pub session_header: String,
     pub reuse: ConnectionReuseStrategy,
-    /// `http://` responses timed by the kernel's receive stamps (see `h1`).
+    /// Responses timed by the kernel's receive stamps (see `h1`).
     pub kernel_timestamps: bool,
     /// `--local-addresses`: the source addresses of new connections (empty: the kernel
     /// picks, or the automatic spread for loopback targets).
@@ -118,10 +130,10 @@ impl Default for Connections {
     }
 }
 
-/// The source addresses of the run's `http://` connections: `--local-addresses` (each
-/// checked bindable here; that they suit the URLs, http:// only and one family, the config
-/// checked: `config::resolve`'s `local_addresses_fit`), or the
-/// automatic spread when every URL is a plain-http loopback address and the run needs more
+/// The source addresses of the run's connections: `--local-addresses` (each checked
+/// bindable here; that they suit the URLs, one family, the config checked:
+/// `config::resolve`'s `local_addresses_fit`), or the
+/// automatic spread when every URL is a loopback address and the run needs more
 /// connections than one address has ports (said once on stderr), or `None`.
 fn sources_for(
     urls: &[Uri],
@@ -153,7 +165,7 @@ fn sources_for(
     let spread = urls
         .iter()
         .map(|u| {
-            (u.scheme_str() == Some("http"))
+            matches!(u.scheme_str(), Some("http" | "https"))
                 .then(|| host_ip(u))
                 .flatten()
                 .and_then(|ip| source::auto_spread(ip, c.need, range))
@@ -192,6 +204,8 @@ pub struct Transport {
     urls: Vec<Uri>,
     /// Per URL.
     routes: Vec<Route>,
+    /// For `https://` servers that accept HTTP/2 only (built when some URL is https).
+    hyper: Option<HyperClient>,
     headers: HeaderMap,
     /// For `https://` requests: the conversation header's name (unless `-H` sets it), and
     /// whether `X-Request-ID` is generated (unless `-H` sets it).
@@ -246,28 +260,30 @@ impl Transport {
         let session_header = HeaderName::from_bytes(connections.session_header.as_bytes())
             .map_err(|e| TransportError::Header(format!("{}: {e}", connections.session_header)))?;
         let https_urls = urls.iter().any(|u| u.scheme_str() != Some("http"));
-        if https_urls && connections.reuse == ConnectionReuseStrategy::StickyUserSessions {
-            return Err(TransportError::Client(
-                "--connection-reuse-strategy sticky-user-sessions is not supported for https:// \
-                 URLs (their HTTP/2-capable client pools connections itself)"
-                    .into(),
-            ));
-        }
         if tls.insecure {
             eprintln!("{}", tls::INSECURE_WARNING);
         }
         // Trust is only read (system store, CA files) when some URL needs it.
-        let https = if https_urls {
-            Some(hyper_client(tls, connect_timeout)?)
+        let tls_config = if https_urls {
+            Some(tls::client_config(tls).map_err(TransportError::Client)?)
         } else {
             None
         };
+        let hyper = tls_config
+            .as_ref()
+            .map(|c| hyper_client(c.clone(), connect_timeout));
         let sources = sources_for(&urls, connections)?;
         let routes = urls
             .iter()
-            .map(|u| match (&https, u.scheme_str() == Some("http")) {
-                (Some(client), false) => Route::Https(Box::new(client.clone())),
-                _ => Route::Http(Box::new(h1::Endpoint::new(
+            .map(|u| {
+                let tls = match (&tls_config, u.scheme_str() == Some("http")) {
+                    (Some(c), false) => Some(
+                        h1::TlsTarget::new(u, c.clone())
+                            .map_err(|e| TransportError::Client(format!("invalid URL {u}: {e}")))?,
+                    ),
+                    _ => None,
+                };
+                let lean = h1::Endpoint::new(
                     u,
                     &map,
                     h1::Options {
@@ -277,10 +293,15 @@ impl Transport {
                         clock,
                         kernel_rx: connections.kernel_timestamps,
                         sources: sources.clone(),
+                        tls,
                     },
-                ))),
+                );
+                Ok(Route {
+                    lean,
+                    via_hyper: AtomicBool::new(false),
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, TransportError>>()?;
         if connections.reuse == ConnectionReuseStrategy::Never {
             // hyper closes a connection after a request that says so.
             map.insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
@@ -288,6 +309,7 @@ impl Transport {
         Ok(Self {
             urls,
             routes,
+            hyper,
             request_id_header: !map.contains_key("x-request-id"),
             session_header: (!map.contains_key(&session_header)).then_some(session_header),
             headers: map,
@@ -308,15 +330,13 @@ impl Transport {
         self.urls.len()
     }
 
-    /// Opens `per_url` keep-alive connections to each `http://` URL ahead of the load (a
-    /// coordinated start: the first requests then leave on time instead of each opening a
-    /// connection); `https://` keeps hyper's own pool. Returns the connections now idle.
+    /// Opens `per_url` keep-alive connections (TLS handshakes included) to each URL ahead of
+    /// the load (a coordinated start: the first requests then leave on time instead of each
+    /// opening a connection). Returns the connections now idle.
     pub async fn preconnect(&self, per_url: usize) -> usize {
         let mut idle = 0;
         for r in &self.routes {
-            if let Route::Http(e) = r {
-                idle += e.preconnect(per_url).await;
-            }
+            idle += r.lean.preconnect(per_url).await;
         }
         idle
     }
@@ -370,9 +390,26 @@ impl Transport {
     }
 
     async fn exchange(&self, body: Bytes, rec: &mut RequestRecord) {
-        match &self.routes[rec.url_index] {
-            Route::Http(endpoint) => self.exchange_h1(endpoint, &body, rec).await,
-            Route::Https(client) => {
+        let route = &self.routes[rec.url_index];
+        if !route.via_hyper.load(Ordering::Relaxed) {
+            if self.exchange_h1(&route.lean, &body, rec).await == Lean::Done {
+                return;
+            }
+            if !route.via_hyper.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "aiperf: {} accepts HTTP/2 only: its requests go through the HTTP/2 client \
+                     (pooled connections; no HTTP phases, client-side times, no \
+                     --local-addresses or sticky sessions)",
+                    self.urls[rec.url_index]
+                );
+            }
+            // Nothing was sent: the trace of the refused handshake is not this request's.
+            rec.http = Default::default();
+            rec.error = None;
+        }
+        match &self.hyper {
+            None => {}
+            Some(client) => {
                 let mut req = hyper::Request::new(Full::new(body));
                 *req.method_mut() = Method::POST;
                 *req.uri_mut() = self.urls[rec.url_index].clone();
@@ -394,13 +431,19 @@ impl Transport {
         }
     }
 
-    /// `http://`: the lean client, read by this task.
-    async fn exchange_h1(&self, endpoint: &h1::Endpoint, body: &[u8], rec: &mut RequestRecord) {
-        self.exchange_h1_inner(endpoint, body, rec).await;
+    /// The lean client, read by this task.
+    async fn exchange_h1(
+        &self,
+        endpoint: &h1::Endpoint,
+        body: &[u8],
+        rec: &mut RequestRecord,
+    ) -> Lean {
+        let lean = self.exchange_h1_inner(endpoint, body, rec).await;
         if rec.error.is_some() {
             // A failed turn ends its conversation: a connection kept for it is closed.
             endpoint.end_session(&rec.ids.correlation);
         }
+        lean
     }
 
     /// With the kernel's transmit stamp, the request left when the kernel says: on a reused
@@ -440,13 +483,14 @@ impl Transport {
         endpoint: &h1::Endpoint,
         body: &[u8],
         rec: &mut RequestRecord,
-    ) {
+    ) -> Lean {
         let mut x = match endpoint.send_traced(body, &rec.ids, &mut rec.http).await {
             Ok(x) => x,
+            Err(h1::H1Error::Http2Only(_)) if self.hyper.is_some() => return Lean::Http2Only,
             Err(e) => {
                 rec.end_ns = self.clock.now_ns();
                 rec.error = Some(failure::h1_send(&e));
-                return;
+                return Lean::Done;
             }
         };
         Self::sent_by_the_kernel(rec);
@@ -460,7 +504,7 @@ impl Transport {
             buf.truncate(self.limits.error_body);
             rec.end_ns = self.clock.now_ns();
             rec.error = Some(http_error(status, &buf));
-            return;
+            return Lean::Done;
         }
         if !(rec.streaming && x.event_stream) {
             match x.read_to_end(&mut buf, self.limits.body).await {
@@ -474,7 +518,7 @@ impl Transport {
                     rec.error = Some(failure::h1_body(&e, false));
                 }
             }
-            return;
+            return Lean::Done;
         }
         let mut stream = StreamReader::new(self.limits.event);
         let last = loop {
@@ -484,14 +528,14 @@ impl Transport {
                 Err(e) => {
                     rec.end_ns = self.clock.now_ns();
                     rec.error = Some(failure::h1_body(&e, true));
-                    return;
+                    return Lean::Done;
                 }
             };
             // The kernel's receive stamp of the read that brought these bytes, else now
             // (before any parsing): when they came off the wire.
             let t = arrival(&x, &self.clock, rec.start_ns);
             if stream.take(&self.parser, &buf, t, rec) == Flow::Failed {
-                return;
+                return Lean::Done;
             }
             if end {
                 break t;
@@ -499,6 +543,7 @@ impl Transport {
         };
         Self::finish_trace(rec, &x, last);
         stream.finish(&self.parser, self.clock.now_ns(), rec);
+        Lean::Done
     }
 
     /// `https://`: hyper's pooled client (TLS, HTTP/2 by ALPN).
@@ -613,23 +658,20 @@ impl Transport {
     }
 }
 
-/// The hyper client for `https://` URLs, trusting what `tls` says.
-fn hyper_client(
-    tls: &TlsOptions,
-    connect_timeout: Duration,
-) -> Result<HyperClient, TransportError> {
+/// The hyper client for `https://` servers that accept HTTP/2 only, trusting what `config`
+/// does (hyper-rustls sets its ALPN: `h2`, `http/1.1`).
+fn hyper_client(config: rustls::ClientConfig, connect_timeout: Duration) -> HyperClient {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
-    let config = tls::client_config(tls).map_err(TransportError::Client)?;
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_or_http()
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
+    Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(usize::MAX)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_timer(TokioTimer::new())
@@ -641,7 +683,7 @@ fn hyper_client(
         // connection found closed at once): it provably did not reach the server. A request
         // that was written is never resent; its failure is the record's error.
         .retry_canceled_requests(true)
-        .build(connector))
+        .build(connector)
 }
 
 /// Reads `body` to its end, or stops once more than `limit` bytes came: `(bytes, complete)`.
@@ -1510,11 +1552,20 @@ mod tests {
         }
     }
 
+    /// Every https URL gets the lean client, whatever the reuse strategy (sticky sessions
+    /// included), and the HTTP/2 client in reserve.
     #[tokio::test]
-    async fn https_refuses_sticky_sessions() {
-        let new = |reuse| {
-            Transport::new(
-                &["https://127.0.0.1:1".to_string()],
+    async fn https_urls_take_every_reuse_strategy() {
+        for reuse in [
+            ConnectionReuseStrategy::Pooled,
+            ConnectionReuseStrategy::Never,
+            ConnectionReuseStrategy::StickyUserSessions,
+        ] {
+            let t = Transport::new(
+                &[
+                    "https://127.0.0.1:1".to_string(),
+                    "http://127.0.0.1:1".to_string(),
+                ],
                 PATH,
                 None,
                 &[],
@@ -1527,11 +1578,12 @@ mod tests {
                     ..Connections::default()
                 },
             )
-            .err()
-            .map(|e| e.to_string())
-        };
-        assert_eq!(new(ConnectionReuseStrategy::Never), None);
-        let err = new(ConnectionReuseStrategy::StickyUserSessions).unwrap();
-        assert!(err.contains("not supported for https://"), "{err}");
+            .unwrap();
+            assert!(t.hyper.is_some());
+            assert!(t
+                .routes
+                .iter()
+                .all(|r| !r.via_hyper.load(Ordering::Relaxed)));
+        }
     }
 }

@@ -414,13 +414,4 @@ fn bad_reuse_strategies_and_session_headers_are_usage_errors() {
     assert!(err.contains("sometimes"), "{err}");
     let err = config_error(&["--url", "mock", "--session-header", "bad header"]);
     assert!(err.contains("--session-header"), "{err}");
-    let err = config_error(&[
-        "--url",
-        "https://127.0.0.1:1",
-        "-m",
-        "m",
-        "--connection-reuse-strategy",
-        "sticky-user-sessions",
-    ]);
-    assert!(err.contains("http:// URLs only"), "{err}");
 }

@@ -38,6 +38,7 @@ mod server_metrics;
 mod streams;
 mod sweeps;
 mod timeslices;
+mod tls;
 mod tokenizer;
 mod transport;
 mod workloads;

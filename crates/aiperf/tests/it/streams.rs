@@ -143,16 +143,6 @@ fn bad_local_addresses_are_usage_errors_naming_the_value() {
         "127.0.0.2",
     ]);
     assert!(msg.contains("127.0.0.2") && msg.contains("::1"), "{msg}");
-    // https:// goes through hyper, which is not given source addresses.
-    let msg = config_error(&[
-        "--url",
-        "https://127.0.0.1:9",
-        "-m",
-        "m",
-        "--local-addresses",
-        "127.0.0.2",
-    ]);
-    assert!(msg.contains("http:// URLs only"), "{msg}");
     // End to end: exit 2, one line.
     let line = Run::profile(&["--url", url, "-m", "m", "--local-addresses", "127.0.0.300"])
         .run()

@@ -195,6 +195,8 @@ struct TlsServer {
     answered: Arc<AtomicUsize>,
     /// Each request's head, lower-cased.
     heads: Arc<Mutex<Vec<String>>>,
+    /// The connection (numbered from 0 in accept order) of each request in `heads`.
+    conns: Arc<Mutex<Vec<usize>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -219,17 +221,18 @@ impl TlsServer {
         let addr = listener.local_addr().expect("addr");
         let answered = Arc::new(AtomicUsize::new(0));
         let heads = Arc::new(Mutex::new(Vec::new()));
+        let conns = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (a, s, h) = (answered.clone(), stop.clone(), heads.clone());
+        let (a, s, h, c) = (answered.clone(), stop.clone(), heads.clone(), conns.clone());
         std::thread::spawn(move || {
-            for stream in listener.incoming() {
+            for (i, stream) in listener.incoming().enumerate() {
                 if s.load(Ordering::Acquire) {
                     return;
                 }
                 let Ok(stream) = stream else { continue };
-                let (config, a, h) = (config.clone(), a.clone(), h.clone());
+                let (config, a, h, c) = (config.clone(), a.clone(), h.clone(), c.clone());
                 std::thread::spawn(move || {
-                    let _ = serve_tls(stream, config, &a, &h);
+                    let _ = serve_tls(stream, config, &a, &h, &c, i);
                 });
             }
         });
@@ -238,6 +241,7 @@ impl TlsServer {
             cert_pem,
             answered,
             heads,
+            conns,
             stop,
         }
     }
@@ -260,6 +264,8 @@ fn serve_tls(
     config: Arc<rustls::ServerConfig>,
     answered: &AtomicUsize,
     heads: &Mutex<Vec<String>>,
+    conns: &Mutex<Vec<usize>>,
+    conn_index: usize,
 ) -> std::io::Result<()> {
     tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
     let conn = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
@@ -278,7 +284,12 @@ fn serve_tls(
             buf.extend_from_slice(&chunk[..n]);
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-        heads.lock().expect("heads").push(head.clone());
+        {
+            // Together: a request's head and its connection share an index.
+            let mut heads = heads.lock().expect("heads");
+            heads.push(head.clone());
+            conns.lock().expect("conns").push(conn_index);
+        }
         let len: usize = head
             .lines()
             .find_map(|l| l.strip_prefix("content-length:"))
@@ -422,10 +433,11 @@ fn a_missing_or_invalid_ca_file_is_a_usage_error() {
     assert!(line.contains("--ssl-ca-file"), "{line}");
 }
 
-/// Over `https://` (hyper) the requests carry the same ids; the HTTP phases, which hyper does
-/// not expose, are left out rather than approximated.
+/// Over `https://` (the lean client, TLS under it) the requests carry the same ids and the
+/// same HTTP phases as over plain HTTP; the handshake is in `http_req_connecting` and in the
+/// metadata's `tls_handshake_ms` of the request that opened the connection.
 #[test]
-fn https_requests_carry_the_ids_and_no_http_phases() {
+fn https_requests_carry_the_ids_and_the_http_phases() {
     let _gate = support::shared();
     let server = TlsServer::start();
     let run = tls_run(
@@ -458,10 +470,77 @@ fn https_requests_carry_the_ids_and_no_http_phases() {
         );
         let metrics = r["metrics"].as_object().unwrap();
         assert!(metrics.contains_key("request_latency"), "{r}");
-        assert!(
-            !metrics.keys().any(|k| k.starts_with("http_req_")),
-            "no HTTP phases over https: {r}"
+        let reused = metrics["http_req_connection_reused"]["value"] == 1;
+        let handshake = &md["tls_handshake_ms"];
+        assert_eq!(handshake.is_null(), reused, "{r}");
+        if !reused {
+            let h = handshake.as_f64().unwrap();
+            let connecting = metrics["http_req_connecting"]["value"].as_f64().unwrap();
+            assert!(h > 0.0 && h <= connecting, "{r}");
+        }
+        assert_eq!(md["response_clock"], "kernel", "{r}");
+    }
+    assert!(run.json()["http_req_duration"]["avg"].as_f64().unwrap() > 0.0);
+    // One connection, kept alive (concurrency 1).
+    let conns = server.conns.lock().unwrap().clone();
+    assert!(conns.len() == 2 && conns[0] == conns[1], "{conns:?}");
+}
+
+/// `sticky-user-sessions` over https: each conversation keeps its own TLS connection for all
+/// its turns, as over plain HTTP (hyper's pool could not promise that).
+#[test]
+fn sticky_sessions_over_https_keep_a_conversation_on_one_connection() {
+    let _gate = support::shared();
+    let server = TlsServer::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut text = String::new();
+    for s in ["a", "b", "c"] {
+        text.push_str(&format!(
+            "{{\"turns\": [{{\"text\": \"{s} one\"}}, {{\"text\": \"{s} two\"}}, \
+             {{\"text\": \"{s} three\"}}]}}\n"
+        ));
+    }
+    let file = write_file(tmp.path(), "sessions.jsonl", &text);
+    let run = Run::profile(&[
+        "--url",
+        &server.url(),
+        "-m",
+        "m",
+        "--ssl-insecure",
+        "--input-file",
+        file.to_str().unwrap(),
+        "--custom-dataset-type",
+        "multi_turn",
+        "--concurrency",
+        "3",
+        "--conversation-num",
+        "3",
+        "--connection-reuse-strategy",
+        "sticky-user-sessions",
+        "--no-server-metrics",
+    ])
+    .run();
+    run.ok();
+    assert!(run.errors().is_empty(), "{:?}", run.errors());
+    let heads = server.heads.lock().unwrap().clone();
+    let conns = server.conns.lock().unwrap().clone();
+    assert_eq!(heads.len(), 9);
+    let mut conn_of = std::collections::HashMap::new();
+    for (head, conn) in heads.iter().zip(&conns) {
+        let id = head
+            .lines()
+            .find_map(|l| l.strip_prefix("x-correlation-id:"))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no conversation id: {head}"));
+        let first = *conn_of.entry(id.clone()).or_insert(*conn);
+        assert_eq!(
+            first, *conn,
+            "conversation {id} moved to another connection"
         );
     }
-    assert!(run.json().get("http_req_duration").is_none());
+    assert_eq!(conn_of.len(), 3, "three conversations");
+    let mut used: Vec<usize> = conns.clone();
+    used.sort_unstable();
+    used.dedup();
+    assert_eq!(used.len(), 3, "one connection per conversation: {conns:?}");
 }

@@ -439,11 +439,15 @@ fn error_entries(summary: &Value) -> Vec<(Option<u64>, String, String, u64)> {
 pub struct MockServer {
     _process: Running,
     pub port: u16,
+    /// Started with `--tls-*`: it serves HTTPS.
+    tls: bool,
 }
 
 impl MockServer {
-    /// Starts `aiperf mock-server --port <free port> EXTRA...` and waits for `GET /health`.
+    /// Starts `aiperf mock-server --port <free port> EXTRA...` and waits for `GET /health`
+    /// (over HTTPS, `--tls-*`: for the port to accept connections).
     pub fn start(extra: &[&str]) -> Self {
+        let tls = extra.iter().any(|a| a.starts_with("--tls-"));
         let mut last_problem = String::new();
         // A free port can be taken by someone else before the server binds it: retry.
         for _ in 0..5 {
@@ -459,10 +463,16 @@ impl MockServer {
                     last_problem = format!("mock-server exited early with {st}");
                     break;
                 }
-                if http_get_status(addr, "/health") == Some(200) {
+                let ready = if tls {
+                    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+                } else {
+                    http_get_status(addr, "/health") == Some(200)
+                };
+                if ready {
                     return Self {
                         _process: process,
                         port,
+                        tls,
                     };
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -490,9 +500,10 @@ impl MockServer {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (`https://` with `--tls-*`)
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 }
 
