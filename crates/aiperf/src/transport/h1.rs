@@ -791,7 +791,7 @@ impl Endpoint {
                         if let Some(r) = rx {
                             trace.kernel_reads += 1;
                             trace.read_lag_max_ns = trace.read_lag_max_ns.max(r.lag_ns);
-                            last_rx = Some(r);
+                            last_rx = Some(r.not_before(last_rx));
                         }
                     }
                     let read = read.map(|(n, _)| n);
