@@ -284,6 +284,7 @@ mod tests {
             if let Some(t) = table.encode(&text) {
                 assert_eq!(t, real.encode(text.as_str()), "{text:?}");
                 assert_eq!(table.count(&text), Some(t.len()), "{text:?}");
+                assert_eq!(t.len(), real.count(text.as_str()), "{text:?}");
                 assert_eq!(table.decode(&t).unwrap(), real.bpe.decode_tokens(&t));
                 answered += 1;
             } else {

@@ -295,6 +295,18 @@ struct TlsConn {
 }
 
 impl TlsConn {
+    /// A session not yet shaken hands, nothing read or to write.
+    fn new(session: rustls::ClientConnection) -> Self {
+        Self {
+            session,
+            wire: BytesMut::new(),
+            sealed: Vec::new(),
+            failed: None,
+            partial: 0,
+            closed: false,
+        }
+    }
+
     /// Hands the ciphertext in `wire` to rustls and appends the plaintext it yields to
     /// `out`. `Ok(false)` once the server closed the session (`close_notify`). A record
     /// header cut short stays in `wire` for the next read to complete.
@@ -512,14 +524,7 @@ impl Endpoint {
                     .map_err(|e| handshake_error(e.to_string()))?;
             // Requests are sealed whole, whatever their size.
             session.set_buffer_limit(None);
-            conn.tls = Some(Box::new(TlsConn {
-                session,
-                wire: BytesMut::new(),
-                sealed: Vec::new(),
-                failed: None,
-                partial: 0,
-                closed: false,
-            }));
+            conn.tls = Some(Box::new(TlsConn::new(session)));
             tokio::time::timeout(self.connect_timeout, self.handshake(&mut conn))
                 .await
                 .map_err(|_| handshake_error("no answer within the connect timeout".into()))??;
@@ -1276,14 +1281,7 @@ mod tests {
         .unwrap();
         let target = TlsTarget::new(&"https://localhost/".parse().unwrap(), client).unwrap();
         let session = rustls::ClientConnection::new(target.config, target.name).unwrap();
-        let mut c = TlsConn {
-            session,
-            wire: BytesMut::new(),
-            sealed: Vec::new(),
-            failed: None,
-            partial: 0,
-            closed: false,
-        };
+        let mut c = TlsConn::new(session);
         let mut plain = BytesMut::new();
         while c.session.is_handshaking()
             || c.session.wants_write()
