@@ -236,21 +236,13 @@ pub async fn run_in_sweep(
     // The server-metrics and GPU endpoints are probed while the run starts (both only
     // read the network; dropped unfinished if starting fails), unless the run first waits
     // for the server to be ready: then after, as a server still starting may not answer.
-    let find = {
+    let probe = || {
         let (spec, urls) = (cfg.server_metrics.clone(), cfg.endpoint.urls.clone());
-        async move { Collector::find(&spec, &urls).await }
+        AbortOnDropHandle::new(tokio::spawn(
+            async move { Collector::find(&spec, &urls).await },
+        ))
     };
-    let finding: std::pin::Pin<Box<dyn std::future::Future<Output = Result<_>> + Send>> =
-        if cfg.endpoint.wait_for_model.timeout.is_zero() {
-            let probing = AbortOnDropHandle::new(tokio::spawn(find));
-            Box::pin(async move {
-                probing
-                    .await
-                    .map_err(|e| Error::Internal(format!("the server-metrics probe failed: {e}")))
-            })
-        } else {
-            Box::pin(async move { Ok(find.await) })
-        };
+    let probing = cfg.endpoint.wait_for_model.timeout.is_zero().then(probe);
     let ui = effective_ui(cfg.output.ui);
     let live = (ui == UiType::Dashboard).then(|| Arc::new(Live::default()));
     let (ctx, mut processor) = start(
@@ -265,7 +257,10 @@ pub async fn run_in_sweep(
     stop_on_sink_failure(&processor, &ctx.stop_sending);
     // Server metrics and GPU telemetry: the scrapers' own threads, started before the
     // first phase so its window opens on a sample.
-    let found = finding.await?;
+    let found = probing
+        .unwrap_or_else(probe)
+        .await
+        .map_err(|e| Error::Internal(format!("the server-metrics probe failed: {e}")))?;
     let collector = Collector::start(
         found,
         &cfg.server_metrics,

@@ -11,7 +11,7 @@ use crate::metrics::processor::RecordSink;
 use crate::metrics::{metric_info, ErrorDetails, PhaseKind, RequestMetrics, RequestRecord};
 
 /// One line: `{"metadata": {...}, "metrics": {...}, "error": null | {...}}`, compact, as
-/// serde_json writes a struct of those three fields (see [`write_line`]).
+/// serde_json writes a struct of those three fields.
 fn write_line(
     out: &mut Vec<u8>,
     metadata: &Metadata<'_>,
@@ -98,8 +98,9 @@ struct Entry<T> {
 
 /// A successful request's `metrics`, `{"tag":{"value":v,"unit":"ms"},...}`, appended to `out`
 /// byte by byte: tags and units are plain names that JSON never escapes (a test checks every
-/// one), so only the values go through serde_json. (Through serde's map serializer, each
-/// tag and unit was scanned for characters to escape: a tenth of the aggregator's time.)
+/// one), so only the values go through serde_json. (Through serde's map serializer each tag
+/// and unit went through its escape scan, `format_escaped_str_contents`: 13 % of the
+/// aggregator thread's samples in a c=64 profile, the metadata's strings included.)
 fn write_success_metrics(out: &mut Vec<u8>, m: &RequestMetrics) -> serde_json::Result<()> {
     struct Obj<'a> {
         out: &'a mut Vec<u8>,

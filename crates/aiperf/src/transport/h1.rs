@@ -885,9 +885,6 @@ fn is_reset(e: &std::io::Error) -> bool {
 /// until one completes a record with plaintext in it (or the session ends): the bytes are
 /// that plaintext, and their time is the stamp of that last read.
 async fn read_more(conn: &mut Conn, clock: &Clock) -> Result<(usize, Option<Rx>), H1Error> {
-    if conn.buf.capacity() - conn.buf.len() < READ_SIZE / 4 {
-        conn.buf.reserve(READ_SIZE);
-    }
     let Some(tls) = conn.tls.as_deref_mut() else {
         return socket_read(&conn.stream, conn.stamped, clock, &mut conn.buf).await;
     };
