@@ -165,7 +165,13 @@ pub async fn run_merge(a: cli::MergeArgs) -> Result<u8> {
     print!("{console}");
     merge::write(&a.output, &merged, &console).map_err(merge_error)?;
     if !a.no_html {
-        match report::write_for_run(&a.output, export::JSON_FILE, export::JSONL_FILE, false) {
+        match report::write_for_run(
+            &a.output,
+            export::JSON_FILE,
+            export::JSONL_FILE,
+            false,
+            None,
+        ) {
             Ok(p) => println!("Report: {}", p.display()),
             Err(e) => eprintln!("warning: no report.html: {e}"),
         }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::clock::Clock;
 use crate::metrics::processor::RecordSink;
 use crate::metrics::{metric_info, ErrorDetails, PhaseKind, RequestMetrics, RequestRecord};
+use crate::report::data::{KeptRecords, Rec};
 
 /// One line: `{"metadata": {...}, "metrics": {...}, "error": null | {...}}`, compact, as
 /// serde_json writes a struct of those three fields.
@@ -209,6 +210,8 @@ pub struct JsonlWriter {
     committed: (u64, u64),
     /// Set after a write error: nothing more is written.
     failed: bool,
+    /// The records kept for the run's report (see [`JsonlWriter::keep_for_report`]).
+    kept: Option<(Vec<Rec>, KeptRecords)>,
 }
 
 impl JsonlWriter {
@@ -225,7 +228,18 @@ impl JsonlWriter {
             handed: (0, 0),
             committed: (0, 0),
             failed: false,
+            kept: None,
         })
+    }
+
+    /// From now on, each record written is also kept as the report draws it; when the last
+    /// line is on disk ([`RecordSink::finish`]) they are handed over to the returned handle,
+    /// so the run's `report.html` is drawn without reading the file back. After a write
+    /// error nothing is handed over.
+    pub fn keep_for_report(&mut self) -> KeptRecords {
+        let handle = KeptRecords::default();
+        self.kept = Some((Vec::new(), handle.clone()));
+        handle
     }
 
     /// A writer that discards everything (tests, dry runs).
@@ -238,6 +252,7 @@ impl JsonlWriter {
             handed: (0, 0),
             committed: (0, 0),
             failed: false,
+            kept: None,
         }
     }
 
@@ -260,6 +275,7 @@ impl JsonlWriter {
     /// more is written. The error says how much of the run the file holds.
     fn fail(&mut self, e: std::io::Error) -> std::io::Error {
         self.failed = true;
+        self.kept = None;
         if let Some(out) = self.out.take() {
             // `into_parts` hands back the file without flushing what is left.
             let (file, _unwritten) = out.into_parts();
@@ -289,6 +305,10 @@ impl JsonlWriter {
         let metadata = metadata(&self.clock, &self.conversation_ids, rec);
         write_line(&mut self.line, &metadata, rec, outcome)?;
         self.line.push(b'\n');
+        let for_report = self
+            .kept
+            .is_some()
+            .then(|| report_record(&metadata, outcome));
         let room = self
             .out
             .as_ref()
@@ -308,7 +328,31 @@ impl JsonlWriter {
             // A line longer than the buffer went straight to the file.
             self.committed = self.handed;
         }
+        if let (Some((kept, _)), Some(r)) = (&mut self.kept, for_report) {
+            kept.push(r);
+        }
         Ok(())
+    }
+}
+
+/// A record as the report reads it back from its line ([`crate::report::data::read_records`]):
+/// the same values, from the same metadata, without the round trip through JSON. A value
+/// JSON writes as `null` (not finite) is `None` there too.
+fn report_record(md: &Metadata<'_>, outcome: Result<&RequestMetrics, &ErrorDetails>) -> Rec {
+    let finite = |v: f64| v.is_finite();
+    let (m, error) = match outcome {
+        Ok(m) => (Some(m), None),
+        Err(e) => (None, Some(e.kind.clone())),
+    };
+    Rec {
+        start_ns: md.request_start_ns,
+        end_ns: md.request_end_ns.max(md.request_start_ns),
+        warmup: md.benchmark_phase == PhaseKind::Warmup,
+        ttft_ms: m.and_then(|m| m.ttft_ms).filter(|v| finite(*v)),
+        itl_ms: m.and_then(|m| m.itl_ms).filter(|v| finite(*v)),
+        latency_ms: m.map(|m| m.latency_ms).filter(|v| finite(*v)),
+        send_lag_ms: md.send_lag_ms.filter(|v| finite(*v)),
+        error,
     }
 }
 
@@ -393,6 +437,17 @@ impl RecordSink for JsonlWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.flush_out()
+    }
+
+    /// The last flush; then, with every line on disk, the kept records are handed over.
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.flush_out()?;
+        if let Some((kept, handle)) = self.kept.take() {
+            if !self.failed {
+                handle.put(kept);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -633,5 +688,91 @@ mod tests {
         assert!(metrics.get("credit_to_start_latency").is_none());
         assert!(metrics.get("usage_completion_tokens").is_none());
         assert_eq!(v["metadata"]["send_lag_ms"], 0.5);
+    }
+
+    /// Floats across the range a metric takes, with long decimal expansions (a fixed
+    /// generator, so the run is repeatable).
+    fn awkward_floats(n: usize) -> Vec<f64> {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut out = vec![0.1 + 0.2, 1.0 / 3.0, 1e-7, 123_456.789_012_345, 0.0];
+        while out.len() < n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // A mantissa of 52 random bits, scaled to 1e-6 .. 1e6.
+            let unit = (x >> 12) as f64 / (1u64 << 52) as f64;
+            out.push(10f64.powf(unit * 12.0 - 6.0));
+        }
+        out
+    }
+
+    #[test]
+    fn kept_records_are_what_the_report_reads_back_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.jsonl");
+        let mut w =
+            JsonlWriter::create(&path, Clock::new(), vec!["c0".to_string()].into()).unwrap();
+        let kept = w.keep_for_report();
+        let floats = awkward_floats(300);
+        for (i, v) in floats.iter().enumerate() {
+            let mut rec = record(false, i % 3 == 0);
+            rec.phase = if i < 20 {
+                PhaseKind::Warmup
+            } else {
+                PhaseKind::Profiling
+            };
+            rec.start_ns = 1_000 + i as u64 * 7_919;
+            rec.scheduled_ns = rec.scheduled_ns.map(|_| rec.start_ns / 2 + i as u64);
+            // An end before the start (clocks read apart) is clamped, as when read back.
+            rec.end_ns = if i == 5 { 10 } else { rec.start_ns + 1_000_003 };
+            if i % 7 == 0 {
+                let err = ErrorDetails::new(Some(500), "InternalServerError", "boom");
+                w.write_error(&rec, &err).unwrap();
+                continue;
+            }
+            let m = RequestMetrics {
+                ttft_ms: (i % 5 != 0).then_some(*v),
+                // Not finite: written as null, so no value either way.
+                itl_ms: Some(if i % 11 == 0 { f64::NAN } else { v / 3.0 }),
+                latency_ms: if i % 13 == 0 { f64::INFINITY } else { v * 7.0 },
+                osl: 3,
+                isl: 12,
+                ..Default::default()
+            };
+            w.write_success(&rec, &m).unwrap();
+        }
+        w.finish().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let back = crate::report::data::read_records(text.as_bytes(), &path).unwrap();
+        let kept = kept.take().expect("handed over after the last line");
+        assert_eq!(kept.len(), 300);
+        assert_eq!(kept, back);
+        assert!(kept.iter().any(|r| r.warmup) && kept.iter().any(|r| r.error.is_some()));
+        assert!(kept
+            .iter()
+            .any(|r| r.send_lag_ms.is_some() && r.ttft_ms.is_some()));
+        assert!(kept.iter().any(|r| r.latency_ms.is_none()));
+    }
+
+    #[test]
+    fn after_a_write_error_no_records_are_kept() {
+        if !Path::new("/dev/full").exists() {
+            eprintln!("no /dev/full here: skipped");
+            return;
+        }
+        let mut w =
+            JsonlWriter::create(Path::new("/dev/full"), Clock::new(), Vec::new().into()).unwrap();
+        let kept = w.keep_for_report();
+        let m = RequestMetrics {
+            latency_ms: 1.0,
+            ..Default::default()
+        };
+        // The buffer takes the lines; the flush at the end finds the device full.
+        for _ in 0..10 {
+            w.write_success(&record(false, false), &m).unwrap();
+        }
+        let e = w.finish().unwrap_err();
+        assert!(e.to_string().contains("holds the first 0 records"), "{e}");
+        assert_eq!(kept.take(), None);
     }
 }

@@ -97,8 +97,40 @@ fn metric(m: &Option<Value>) -> Option<f64> {
     m.as_ref()?.get("value")?.as_f64().filter(|v| v.is_finite())
 }
 
+/// The records a run's JSONL writer kept for the run's own report: the values its lines
+/// carry, as [`read_records`] would read them back (floats included: serde_json parses with
+/// `float_roundtrip`, so a value read back is the value written). The writer hands them
+/// over when it has written every line; after a write error it hands over nothing and the
+/// report reads what the file holds, as `aiperf plot` would.
+#[derive(Debug, Clone, Default)]
+pub struct KeptRecords(std::sync::Arc<std::sync::Mutex<Option<Vec<Rec>>>>);
+
+impl KeptRecords {
+    pub fn put(&self, records: Vec<Rec>) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(records);
+        }
+    }
+
+    /// The records, once: `None` if the writer never handed them over.
+    pub fn take(&self) -> Option<Vec<Rec>> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
+    }
+}
+
 /// Reads `dir/json_name` (required) and `dir/jsonl_name` (optional).
 pub fn load_run(dir: &Path, json_name: &str, jsonl_name: &str) -> Result<RunData, LoadError> {
+    load_run_with(dir, json_name, jsonl_name, None)
+}
+
+/// [`load_run`], with the records already in hand (`kept`, the run's own: then the records
+/// file is not read back).
+pub fn load_run_with(
+    dir: &Path,
+    json_name: &str,
+    jsonl_name: &str,
+    kept: Option<Vec<Rec>>,
+) -> Result<RunData, LoadError> {
     let json_path = dir.join(json_name);
     let text = std::fs::read_to_string(&json_path).map_err(|e| {
         LoadError(format!(
@@ -115,15 +147,18 @@ pub fn load_run(dir: &Path, json_name: &str, jsonl_name: &str) -> Result<RunData
         )));
     }
     let jsonl_path = dir.join(jsonl_name);
-    let (records, has_records) = match std::fs::File::open(&jsonl_path) {
-        Ok(f) => (read_records(std::io::BufReader::new(f), &jsonl_path)?, true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), false),
-        Err(e) => {
-            return Err(LoadError(format!(
-                "cannot read {}: {e}",
-                jsonl_path.display()
-            )))
-        }
+    let (records, has_records) = match kept {
+        Some(records) => (records, true),
+        None => match std::fs::File::open(&jsonl_path) {
+            Ok(f) => (read_records(std::io::BufReader::new(f), &jsonl_path)?, true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), false),
+            Err(e) => {
+                return Err(LoadError(format!(
+                    "cannot read {}: {e}",
+                    jsonl_path.display()
+                )))
+            }
+        },
     };
     let label = dir
         .canonicalize()

@@ -609,15 +609,17 @@ pub fn export_charts(charts: &[Chart], dir: &Path, format: Format) -> Result<Vec
     Ok(out)
 }
 
-/// After a run: `report.html` in its artifact directory, from the files just written, and
-/// with `pngs` (`--auto-plot`) each chart as a PNG under `plots/`.
+/// After a run: `report.html` in its artifact directory, from the files just written (the
+/// records from `kept` when the run kept them as it wrote them, the same values), and with
+/// `pngs` (`--auto-plot`) each chart as a PNG under `plots/`.
 pub fn write_for_run(
     dir: &Path,
     json_name: &str,
     jsonl_name: &str,
     pngs: bool,
+    kept: Option<Vec<data::Rec>>,
 ) -> Result<PathBuf, String> {
-    let run = data::load_run(dir, json_name, jsonl_name).map_err(|e| e.0)?;
+    let run = data::load_run_with(dir, json_name, jsonl_name, kept).map_err(|e| e.0)?;
     let built = run_report(&run)?;
     let path = write_atomic(dir, REPORT_FILE, &built.html)?;
     if pngs {

@@ -141,6 +141,19 @@ fn a_runs_report_holds_its_json_and_its_records() {
     for needle in ["<script src", "<link", "@import", "url(http"] {
         assert!(!html.contains(needle), "{needle}");
     }
+    // The run drew its report from the records it kept as it wrote them; `aiperf plot`
+    // reads them back from the file. The same report either way.
+    let tmp = tempfile::tempdir().unwrap();
+    Run::new(&[
+        "plot",
+        out.dir.to_str().unwrap(),
+        "-o",
+        tmp.path().to_str().unwrap(),
+    ])
+    .run()
+    .ok();
+    let again = report_data(&std::fs::read_to_string(tmp.path().join("report.html")).unwrap());
+    assert_eq!(again["runs"][0], *run);
 }
 
 /// The server's metrics over time (the mock's `/metrics`, scraped during the run) and the
