@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::clock::Clock;
 use crate::metrics::processor::RecordSink;
-use crate::metrics::{metric_info, ErrorDetails, PhaseKind, RequestMetrics, RequestRecord};
+use crate::metrics::{metric_info, ErrorDetails, PhaseKind, RequestMetrics, RequestRecord, Slots};
 use crate::report::data::{KeptRecords, Rec};
 
 /// One line: `{"metadata": {...}, "metrics": {...}, "error": null | {...}}`, compact, as
@@ -103,26 +103,23 @@ struct Entry<T> {
 /// and unit went through its escape scan, `format_escaped_str_contents`: 13 % of the
 /// aggregator thread's samples in a c=64 profile, the metadata's strings included.)
 fn write_success_metrics(out: &mut Vec<u8>, m: &RequestMetrics) -> serde_json::Result<()> {
-    struct Obj<'a> {
-        out: &'a mut Vec<u8>,
-        first: bool,
+    thread_local! {
+        // Each tag's unit and place, looked up once per thread.
+        static TAGS: std::cell::RefCell<Slots<Option<Tag>>> = Default::default();
     }
-    impl Obj<'_> {
-        fn put<T: Serialize>(&mut self, tag: &'static str, value: T) -> serde_json::Result<()> {
-            let unit = metric_info(tag).map(|m| m.unit).unwrap_or("");
-            self.out.push(if self.first { b'{' } else { b',' });
-            self.first = false;
-            self.out.push(b'"');
-            self.out.extend_from_slice(tag.as_bytes());
-            self.out.extend_from_slice(b"\":{\"value\":");
-            serde_json::to_writer(&mut *self.out, &value)?;
-            self.out.extend_from_slice(b",\"unit\":\"");
-            self.out.extend_from_slice(unit.as_bytes());
-            self.out.extend_from_slice(b"\"}");
-            Ok(())
-        }
-    }
-    let mut map = Obj { out, first: true };
+    TAGS.with_borrow_mut(|tags| write_success_metrics_with(out, m, tags))
+}
+
+fn write_success_metrics_with(
+    out: &mut Vec<u8>,
+    m: &RequestMetrics,
+    tags: &mut Slots<Option<Tag>>,
+) -> serde_json::Result<()> {
+    let mut map = Obj {
+        out,
+        first: true,
+        tags,
+    };
     map.put("input_sequence_length", m.isl)?;
     if let Some(v) = m.ttft_ms {
         map.put("time_to_first_token", v)?;
@@ -150,8 +147,9 @@ fn write_success_metrics(out: &mut Vec<u8>, m: &RequestMetrics) -> serde_json::R
     // Then every other metric the request has, in the table's order.
     let mut result = Ok(());
     m.for_each(|tag, v| {
-        if result.is_ok() && !WRITTEN_ABOVE.contains(&tag) {
-            result = map.put(tag, v);
+        let t = map.tag(tag);
+        if result.is_ok() && !t.above {
+            result = map.put_unit(tag, t.unit, v);
         }
     });
     result?;
@@ -191,6 +189,53 @@ const WRITTEN_ABOVE: &[&str] = &[
     "credit_to_start_latency",
     "read_lag",
 ];
+
+/// A `metrics` object being written, key by key.
+struct Obj<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+    tags: &'a mut Slots<Option<Tag>>,
+}
+
+/// What the writer needs of a tag: its unit, and whether it is one of [`WRITTEN_ABOVE`].
+#[derive(Clone, Copy)]
+struct Tag {
+    unit: &'static str,
+    above: bool,
+}
+
+impl Obj<'_> {
+    /// The tag's unit and place, from the metrics table the first time a thread meets it.
+    fn tag(&mut self, tag: &'static str) -> Tag {
+        *self.tags.entry(tag).get_or_insert_with(|| Tag {
+            unit: metric_info(tag).map(|m| m.unit).unwrap_or(""),
+            above: WRITTEN_ABOVE.contains(&tag),
+        })
+    }
+
+    fn put<T: Serialize>(&mut self, tag: &'static str, value: T) -> serde_json::Result<()> {
+        let unit = self.tag(tag).unit;
+        self.put_unit(tag, unit, value)
+    }
+
+    fn put_unit<T: Serialize>(
+        &mut self,
+        tag: &'static str,
+        unit: &'static str,
+        value: T,
+    ) -> serde_json::Result<()> {
+        self.out.push(if self.first { b'{' } else { b',' });
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(tag.as_bytes());
+        self.out.extend_from_slice(b"\":{\"value\":");
+        serde_json::to_writer(&mut *self.out, &value)?;
+        self.out.extend_from_slice(b",\"unit\":\"");
+        self.out.extend_from_slice(unit.as_bytes());
+        self.out.extend_from_slice(b"\"}");
+        Ok(())
+    }
+}
 
 /// A failed request's `metrics`.
 #[derive(Serialize)]

@@ -775,10 +775,49 @@ pub fn compute(
     }
 }
 
+/// Values keyed by metric tag, for a caller that asks for the same tags in the same order
+/// record after record ([`RequestMetrics::for_each`]'s order): each lookup first tries the
+/// slot after the last one found, comparing the tags' addresses (the same literal), so the
+/// usual lookup is one pointer comparison. A tag out of turn is found by a scan, and a new
+/// one appended. (A `BTreeMap` keyed by name compared strings some six times per metric,
+/// 40-odd metrics per record: about 2 % of a c=64 run's CPU.)
+#[derive(Debug, Default)]
+pub struct Slots<V> {
+    slots: Vec<(&'static str, V)>,
+    next: usize,
+}
+
+impl<V: Default> Slots<V> {
+    /// The value for `tag`, created empty on first use.
+    #[inline]
+    pub fn entry(&mut self, tag: &'static str) -> &mut V {
+        let same = |t: &str| std::ptr::eq(t, tag) || t == tag;
+        let i = match self.slots.get(self.next) {
+            Some((t, _)) if std::ptr::eq(*t, tag) => self.next,
+            _ => match self.slots.iter().position(|(t, _)| same(t)) {
+                Some(i) => i,
+                None => {
+                    self.slots.push((tag, V::default()));
+                    self.slots.len() - 1
+                }
+            },
+        };
+        self.next = i + 1;
+        &mut self.slots[i].1
+    }
+
+    pub fn get_mut(&mut self, tag: &str) -> Option<&mut V> {
+        self.slots
+            .iter_mut()
+            .find(|(t, _)| *t == tag)
+            .map(|(_, v)| v)
+    }
+}
+
 /// Collects one phase's values as compact numbers.
 #[derive(Debug, Default)]
 pub struct PhaseAccumulator {
-    values: BTreeMap<&'static str, Vec<f64>>,
+    values: Slots<Vec<f64>>,
     pub success: u64,
     pub errors: u64,
     pub cancelled: u64,
@@ -846,11 +885,10 @@ impl PhaseAccumulator {
             }
         }
         let values = &mut self.values;
-        m.for_each(|tag, v| values.entry(tag).or_default().push(v.as_f64()));
+        m.for_each(|tag, v| values.entry(tag).push(v.as_f64()));
         if !m.icl_ms.is_empty() {
             self.values
                 .entry("inter_chunk_latency")
-                .or_default()
                 .extend_from_slice(&m.icl_ms);
         }
     }
@@ -858,11 +896,8 @@ impl PhaseAccumulator {
     pub fn add_error(&mut self, rec: &RequestRecord, err: &ErrorDetails) {
         if let Some(s) = rec.scheduled_ns.filter(|_| rec.start_ns > 0) {
             let lag = (rec.start_ns as f64 - s as f64) / NS_PER_MS;
-            self.values.entry("send_lag").or_default().push(lag);
-            self.values
-                .entry("credit_to_start_latency")
-                .or_default()
-                .push(lag);
+            self.values.entry("send_lag").push(lag);
+            self.values.entry("credit_to_start_latency").push(lag);
         }
         if rec.cancelled {
             self.cancelled += 1;
@@ -1086,6 +1121,28 @@ impl serde::Serialize for ErrorSummaryJson<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_find_each_tag_in_or_out_of_turn() {
+        let mut s: Slots<Vec<u32>> = Slots::default();
+        // A tag with the same text from elsewhere (another address) is the same tag.
+        let owned = String::from("b");
+        let b_elsewhere: &'static str = Box::leak(owned.into_boxed_str());
+        for round in 0..3u32 {
+            s.entry("a").push(round);
+            s.entry("b").push(round);
+            if round == 1 {
+                s.entry(b_elsewhere).push(100);
+                s.entry("a").push(200); // out of turn
+            }
+            s.entry("c").push(round);
+        }
+        assert_eq!(s.get_mut("a").unwrap(), &vec![0, 1, 200, 2]);
+        assert_eq!(s.get_mut("b").unwrap(), &vec![0, 1, 100, 2]);
+        assert_eq!(s.get_mut("c").unwrap(), &vec![0, 1, 2]);
+        assert!(s.get_mut("d").is_none());
+        assert_eq!(s.slots.len(), 3);
+    }
     use serde_json::json;
 
     fn record(content_ns: Vec<u64>, text: &str) -> RequestRecord {

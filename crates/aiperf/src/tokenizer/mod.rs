@@ -294,8 +294,8 @@ impl Tokenizer {
         }
         match &self.inner {
             Inner::Tiktoken(b) => match b.early() {
-                Some(table) => table.count(text).unwrap_or_else(|| (b.load)().count(text)),
-                None => (b.load)().count(text),
+                Some(table) => table.count(text).unwrap_or_else(|| b.count(text)),
+                None => b.count(text),
             },
             Inner::HuggingFace(t) => t.encode_fast(text, false).map(|e| e.len()).unwrap_or(0),
         }
@@ -342,6 +342,16 @@ enum Early {
 }
 
 impl Builtin {
+    /// `text`'s token count from the encoding (loaded first if need be).
+    fn count(&self, text: &str) -> usize {
+        let enc = (self.load)();
+        match self.early {
+            Early::Never => enc.count(text),
+            // o200k: split on this thread's own splitter.
+            _ => early::count_o200k(enc, text),
+        }
+    }
+
     /// The early table, while the encoding is still loading.
     fn early(&self) -> Option<&'static early::Table> {
         match self.early {
