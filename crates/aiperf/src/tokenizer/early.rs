@@ -55,16 +55,40 @@ pub(super) fn o200k_splitter() -> bpe_openai::Tokenizer {
         .expect("o200k's pretokenization pattern compiles")
 }
 
-/// How many tokens `text` is in the loaded o200k encoding `enc`: its pieces cut by this
-/// thread's own splitter (the same pattern as `enc`'s), each counted by `enc`. The same as
-/// `enc.count(text)`; but a regex's match cache is owned by the first thread to use it and
-/// every other thread takes it from a shared pool under a lock, and output tokens are
-/// counted on several threads (the pool took 1.4 % of a c=64 run's CPU).
+/// How many tokens `text` is in the loaded o200k encoding `enc` (the same as
+/// `enc.count(text)`): its pieces cut by this thread's own splitter (the same pattern as
+/// `enc`'s), each counted by `enc` once per thread and then remembered.
+///
+/// Why: a regex's match cache is owned by the first thread to use it, and every other thread
+/// takes one from a shared pool under a lock (output tokens are counted on several threads:
+/// the pool was 1.4 % of a c=64 run's CPU); and counting a piece allocates and zeroes an
+/// encoder's buffers (2.8 %), where generated text repeats its pieces all the time.
 pub(super) fn count_o200k(enc: &bpe_openai::Tokenizer, text: &str) -> usize {
+    type Counts = HashMap<Box<str>, u32, foldhash::fast::RandomState>;
+    /// Pieces remembered per thread, and the longest remembered: common words and
+    /// punctuation, not every odd run of digits or whitespace.
+    const MAX_PIECES: usize = 1 << 16;
+    const MAX_PIECE_LEN: usize = 32;
     thread_local! {
         static SPLITTER: bpe_openai::Tokenizer = o200k_splitter();
+        static COUNTS: std::cell::RefCell<Counts> = Default::default();
     }
-    SPLITTER.with(|s| s.split(text).map(|p| enc.bpe.count(p.as_bytes())).sum())
+    SPLITTER.with(|s| {
+        COUNTS.with_borrow_mut(|known| {
+            s.split(text)
+                .map(|piece| {
+                    if let Some(&n) = known.get(piece) {
+                        return n as usize;
+                    }
+                    let n = enc.bpe.count(piece.as_bytes());
+                    if piece.len() <= MAX_PIECE_LEN && known.len() < MAX_PIECES {
+                        known.insert(piece.into(), n as u32);
+                    }
+                    n
+                })
+                .sum()
+        })
+    })
 }
 
 /// The table: each known piece's tokens, each of their tokens' bytes.
@@ -282,11 +306,11 @@ mod tests {
             let a: Vec<&str> = ours.split(&text).collect();
             let b: Vec<&str> = real.split(&text).collect();
             assert_eq!(a, b, "{text:?}");
-            assert_eq!(
-                count_o200k(real, &text),
-                real.count(text.as_str()),
-                "{text:?}"
-            );
+            // Twice: counted, then remembered.
+            for _ in 0..2 {
+                let n = count_o200k(real, &text);
+                assert_eq!(n, real.count(text.as_str()), "{text:?}");
+            }
         }
         // On other threads too (each has its own splitter).
         std::thread::scope(|s| {

@@ -1171,6 +1171,21 @@ impl Exchange<'_> {
     }
 }
 
+/// Where the first `\r\n` in `buf` starts. (As `memmem::find(buf, b"\r\n")`, without
+/// building a substring searcher for every chunk line: a stream has one per token.)
+#[inline]
+fn find_crlf(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(b'\n', &buf[from..]) {
+        let at = from + i;
+        if at > 0 && buf[at - 1] == b'\r' {
+            return Some(at - 1);
+        }
+        from = at + 1;
+    }
+    None
+}
+
 /// Moves decoded body bytes from `buf` to `out`; `Ok(true)` when the body is complete.
 fn decode(framing: &mut Framing, buf: &mut BytesMut, out: &mut Vec<u8>) -> Result<bool, H1Error> {
     match framing {
@@ -1189,7 +1204,7 @@ fn decode(framing: &mut Framing, buf: &mut BytesMut, out: &mut Vec<u8>) -> Resul
         Framing::Chunked(state) => loop {
             match *state {
                 ChunkState::Size => {
-                    let Some(eol) = memchr::memmem::find(buf, b"\r\n") else {
+                    let Some(eol) = find_crlf(buf) else {
                         if buf.len() > MAX_CHUNK_LINE {
                             return Err(H1Error::Invalid("chunk size line too long".into()));
                         }
@@ -1230,7 +1245,7 @@ fn decode(framing: &mut Framing, buf: &mut BytesMut, out: &mut Vec<u8>) -> Resul
                     *state = ChunkState::Size;
                 }
                 ChunkState::Trailers(seen) => {
-                    let line = memchr::memmem::find(buf, b"\r\n").map(|eol| eol + 2);
+                    let line = find_crlf(buf).map(|eol| eol + 2);
                     if seen + line.unwrap_or(buf.len()) > MAX_TRAILERS {
                         return Err(H1Error::TooLarge(format!(
                             "chunked body trailers larger than {} KiB",
@@ -1254,6 +1269,25 @@ fn decode(framing: &mut Framing, buf: &mut BytesMut, out: &mut Vec<u8>) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn find_crlf_finds_what_a_substring_search_finds() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"\r",
+            b"\n",
+            b"\r\n",
+            b"a\r\n",
+            b"\n\r\n",
+            b"5;x\nq\r\nrest\r\n",
+            b"ab\rc\nd\r\r\n",
+            b"no end\r",
+            b"\n\n\n",
+        ];
+        for c in cases {
+            assert_eq!(find_crlf(c), memchr::memmem::find(c, b"\r\n"), "{c:?}");
+        }
+    }
     use crate::transport::test_server::{
         chunk, last_chunk, response, sse_chunk, sse_head, Reply, TestServer,
     };
