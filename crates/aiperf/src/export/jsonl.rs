@@ -9,7 +9,6 @@ use serde::Serialize;
 use crate::clock::Clock;
 use crate::metrics::processor::RecordSink;
 use crate::metrics::{metric_info, ErrorDetails, PhaseKind, RequestMetrics, RequestRecord, Slots};
-use crate::report::data::{KeptRecords, Rec};
 
 /// One line: `{"metadata": {...}, "metrics": {...}, "error": null | {...}}`, compact, as
 /// serde_json writes a struct of those three fields.
@@ -298,6 +297,41 @@ struct ErrorMetrics {
     error_isl: Entry<u32>,
 }
 
+/// One request, as much of it as the report draws.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rec {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub warmup: bool,
+    pub ttft_ms: Option<f64>,
+    pub itl_ms: Option<f64>,
+    pub latency_ms: Option<f64>,
+    pub send_lag_ms: Option<f64>,
+    /// The error's `type`, for a failed request.
+    pub error: Option<String>,
+}
+
+/// The records a run's JSONL writer kept for the run's own report: the values its lines
+/// carry, as `report::data::read_records` would read them back (floats included: serde_json parses with
+/// `float_roundtrip`, so a value read back is the value written). The writer hands them
+/// over when it has written every line; after a write error it hands over nothing and the
+/// report reads what the file holds, as `aiperf plot` would.
+#[derive(Debug, Clone, Default)]
+pub struct KeptRecords(std::sync::Arc<std::sync::Mutex<Option<Vec<Rec>>>>);
+
+impl KeptRecords {
+    pub fn put(&self, records: Vec<Rec>) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(records);
+        }
+    }
+
+    /// The records, once: `None` if the writer never handed them over.
+    pub fn take(&self) -> Option<Vec<Rec>> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
+    }
+}
+
 pub struct JsonlWriter {
     out: Option<BufWriter<File>>,
     clock: Clock,
@@ -435,7 +469,7 @@ impl JsonlWriter {
     }
 }
 
-/// A record as the report reads it back from its line ([`crate::report::data::read_records`]):
+/// A record as the report reads it back from its line (`report::data::read_records`):
 /// the same values, from the same metadata, without the round trip through JSON. A value
 /// JSON writes as `null` (not finite) is `None` there too.
 fn report_record(md: &Metadata<'_>, outcome: Result<&RequestMetrics, &ErrorDetails>) -> Rec {

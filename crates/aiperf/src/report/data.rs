@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
+/// Defined with the JSONL writer, which keeps them for the run's report.
+pub use crate::export::jsonl::{KeptRecords, Rec};
+
 /// Why a run's artifacts could not be read: the message names the file (and line).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadError(pub String);
@@ -21,20 +24,6 @@ impl std::fmt::Display for LoadError {
 /// The default file names (AIPerf's): what `aiperf plot` looks for.
 pub const SUMMARY_FILE: &str = crate::export::JSON_FILE;
 pub const RECORDS_FILE: &str = crate::export::JSONL_FILE;
-
-/// One request, as much of it as the report draws.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rec {
-    pub start_ns: u64,
-    pub end_ns: u64,
-    pub warmup: bool,
-    pub ttft_ms: Option<f64>,
-    pub itl_ms: Option<f64>,
-    pub latency_ms: Option<f64>,
-    pub send_lag_ms: Option<f64>,
-    /// The error's `type`, for a failed request.
-    pub error: Option<String>,
-}
 
 /// One run: where it came from, its summary, its records.
 #[derive(Debug, Clone)]
@@ -95,27 +84,6 @@ struct Metrics {
 /// A metric's value in a record: `{"value": v, "unit": u}` (a number; lists are skipped).
 fn metric(m: &Option<Value>) -> Option<f64> {
     m.as_ref()?.get("value")?.as_f64().filter(|v| v.is_finite())
-}
-
-/// The records a run's JSONL writer kept for the run's own report: the values its lines
-/// carry, as [`read_records`] would read them back (floats included: serde_json parses with
-/// `float_roundtrip`, so a value read back is the value written). The writer hands them
-/// over when it has written every line; after a write error it hands over nothing and the
-/// report reads what the file holds, as `aiperf plot` would.
-#[derive(Debug, Clone, Default)]
-pub struct KeptRecords(std::sync::Arc<std::sync::Mutex<Option<Vec<Rec>>>>);
-
-impl KeptRecords {
-    pub fn put(&self, records: Vec<Rec>) {
-        if let Ok(mut slot) = self.0.lock() {
-            *slot = Some(records);
-        }
-    }
-
-    /// The records, once: `None` if the writer never handed them over.
-    pub fn take(&self) -> Option<Vec<Rec>> {
-        self.0.lock().ok().and_then(|mut slot| slot.take())
-    }
 }
 
 /// Reads `dir/json_name` (required) and `dir/jsonl_name` (optional).

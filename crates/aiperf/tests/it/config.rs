@@ -339,8 +339,11 @@ plugins:
     // --no-plugins: nothing is started, so nothing fails.
     let run = run_config(true, yaml, &["--no-plugins", "--strict-plugins"], &[], &[]);
     run.ok();
+    // (Only the plugins' warnings: on a loaded machine the client-health verdict may warn.)
     assert!(
-        !run.stderr.contains("warning"),
+        !run.stderr
+            .lines()
+            .any(|l| l.contains("plugin") || l.contains("aiperf_it_missing_plugin")),
         "no plugin warnings with --no-plugins: {}",
         run.stderr
     );
