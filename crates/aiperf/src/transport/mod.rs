@@ -522,8 +522,7 @@ impl Transport {
         }
         let mut stream = StreamReader::new(self.limits.event);
         let last = loop {
-            buf.clear();
-            let end = match x.read_some(&mut buf).await {
+            let end = match x.read_some(stream.input()).await {
                 Ok(end) => end,
                 Err(e) => {
                     rec.end_ns = self.clock.now_ns();
@@ -534,7 +533,7 @@ impl Transport {
             // The kernel's receive stamp of the read that brought these bytes, else now
             // (before any parsing): when they came off the wire.
             let t = arrival(&x, &self.clock, rec.start_ns);
-            if stream.take(&self.parser, &buf, t, rec) == Flow::Failed {
+            if stream.take_input(&self.parser, t, rec) == Flow::Failed {
                 return Lean::Done;
             }
             if end {
@@ -758,6 +757,25 @@ impl StreamReader {
             return Flow::Continue;
         }
         self.framer.push(bytes);
+        self.events(parser, t, rec)
+    }
+
+    /// Where the next bytes read go: appended here, then [`Self::take_input`] (the lean
+    /// client's body goes straight into the framer, not through a buffer of its own).
+    fn input(&mut self) -> &mut Vec<u8> {
+        self.framer.input(self.done)
+    }
+
+    /// The bytes appended to [`Self::input`], read at `t`; as [`Self::take`].
+    fn take_input(&mut self, parser: &ResponseParser, t: u64, rec: &mut RequestRecord) -> Flow {
+        if self.done {
+            return Flow::Continue;
+        }
+        self.events(parser, t, rec)
+    }
+
+    /// The events now complete, read at `t`.
+    fn events(&mut self, parser: &ResponseParser, t: u64, rec: &mut RequestRecord) -> Flow {
         loop {
             let data = match self.framer.next_event() {
                 Ok(Some((data, _event))) => data,

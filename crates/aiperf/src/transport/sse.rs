@@ -35,6 +35,10 @@ pub struct SseFramer {
     /// The last line ended with `\r`: a `\n` right after it belongs to that line end.
     after_cr: bool,
     data: Vec<u8>,
+    /// The event's data while it is one line: where that line's value lies in `buf`, not
+    /// yet copied to `data` (most events are one line; copied only when a second line comes
+    /// or `buf` is compacted).
+    data_at: Option<(usize, usize)>,
     has_data: bool,
     event_name: Vec<u8>,
     /// The last call returned an event whose name must not leak into the next one.
@@ -66,6 +70,7 @@ impl SseFramer {
             scan: 0,
             after_cr: false,
             data: Vec::new(),
+            data_at: None,
             has_data: false,
             event_name: Vec::new(),
             returned: false,
@@ -78,13 +83,29 @@ impl SseFramer {
 
     /// Feeds bytes read from the socket.
     pub fn push(&mut self, bytes: &[u8]) {
+        self.compact();
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The buffer to append the next bytes read to (instead of [`Self::push`]: no copy).
+    /// With `discard`, what it holds is dropped first (a reader that wants no more events).
+    pub fn input(&mut self, discard: bool) -> &mut Vec<u8> {
+        if discard {
+            (self.pos, self.scan) = (self.buf.len(), self.buf.len());
+            self.data_at = None;
+        }
+        self.compact();
+        &mut self.buf
+    }
+
+    /// Drops the bytes already consumed: only the line being received remains.
+    fn compact(&mut self) {
         if self.pos > 0 {
-            // Only the line being received remains after `pos`; keep just that.
+            self.own_data();
             self.buf.drain(..self.pos);
             self.scan -= self.pos;
             self.pos = 0;
         }
-        self.buf.extend_from_slice(bytes);
     }
 
     /// Returns the next complete event's data (lines joined with `\n`), if one is buffered.
@@ -135,7 +156,11 @@ impl SseFramer {
                 if self.has_data {
                     self.has_data = false;
                     self.returned = true;
-                    return Ok(Some((&self.data, &self.event_name)));
+                    let data = match self.data_at.take() {
+                        Some((s, e)) => &self.buf[s..e],
+                        None => &self.data,
+                    };
+                    return Ok(Some((data, &self.event_name)));
                 }
                 self.event_name.clear();
                 continue;
@@ -150,30 +175,32 @@ impl SseFramer {
     #[inline]
     fn field_line(&mut self, start: usize, end: usize) -> Result<(), EventTooLarge> {
         let line = &self.buf[start..end];
-        let (field, value) = match memchr::memchr(b':', line) {
+        // The value as a range of `buf`.
+        let (field, (vs, ve)) = match memchr::memchr(b':', line) {
             Some(c) => {
-                let v = &line[c + 1..];
-                (&line[..c], v.strip_prefix(b" ").unwrap_or(v))
+                let space = usize::from(line.get(c + 1) == Some(&b' '));
+                (&line[..c], (start + c + 1 + space, end))
             }
-            None => (line, &b""[..]),
+            None => (line, (end, end)),
         };
         match field {
             b"data" => {
                 if !self.has_data {
-                    self.data.clear();
                     self.has_data = true;
+                    self.data_at = Some((vs, ve));
                 } else {
+                    self.own_data();
                     self.data.push(b'\n');
+                    self.data.extend_from_slice(&self.buf[vs..ve]);
                 }
-                self.data.extend_from_slice(value);
-                if self.data.len() > self.max_event {
+                if self.data_len() > self.max_event {
                     self.failed = true;
                     return Err(self.too_large());
                 }
             }
             b"event" => {
                 self.event_name.clear();
-                self.event_name.extend_from_slice(value);
+                self.event_name.extend_from_slice(&self.buf[vs..ve]);
             }
             // `id:`, `retry:`, `:` comments and unknown fields are ignored.
             _ => {}
@@ -189,12 +216,30 @@ impl SseFramer {
 
     /// Bytes the current event holds: its data so far and the line being received.
     fn pending_size(&self) -> usize {
-        let data = if self.has_data { self.data.len() } else { 0 };
+        let data = if self.has_data { self.data_len() } else { 0 };
         data + (self.buf.len() - self.pos)
+    }
+
+    /// The length of the current event's data (while `has_data`).
+    fn data_len(&self) -> usize {
+        match self.data_at {
+            Some((s, e)) => e - s,
+            None => self.data.len(),
+        }
+    }
+
+    /// Copies a one-line event's data out of `buf` into `data` (before `buf` changes, or a
+    /// second line is added).
+    fn own_data(&mut self) {
+        if let Some((s, e)) = self.data_at.take() {
+            self.data.clear();
+            self.data.extend_from_slice(&self.buf[s..e]);
+        }
     }
 
     /// Data of an event left unterminated when the stream ended, if any.
     pub fn finish(&mut self) -> Option<&[u8]> {
+        self.own_data();
         let rest = &self.buf[self.pos..];
         if let Some(v) = rest.strip_prefix(b"data:") {
             let v = v.strip_prefix(b" ").unwrap_or(v);
@@ -254,8 +299,13 @@ mod tests {
     fn frame(pieces: &[&[u8]], max_event: usize) -> (Owned, bool) {
         let mut f = SseFramer::with_max_event(max_event);
         let mut events = Vec::new();
-        for p in pieces {
-            f.push(p);
+        // Fed both ways by turns: `push`, and appended to `input` (the lean client's way).
+        for (i, p) in pieces.iter().enumerate() {
+            if i % 2 == 0 {
+                f.push(p);
+            } else {
+                f.input(false).extend_from_slice(p);
+            }
             match drain(&mut f) {
                 Ok(e) => events.extend(e),
                 Err(_) => return (events, true),
@@ -464,6 +514,19 @@ mod tests {
             1 => prop::collection::vec(any::<u8>(), 0..4),
         ];
         prop::collection::vec(token, 0..40).prop_map(|t| t.concat())
+    }
+
+    #[test]
+    fn input_discards_what_a_finished_reader_does_not_want() {
+        let mut f = SseFramer::new();
+        f.input(false).extend_from_slice(b"data: a\n\ndata: b");
+        assert_eq!(collect(&mut f), vec!["a"]);
+        // The rest of the stream is not wanted: dropped, and nothing comes of it.
+        f.input(true).extend_from_slice(b"\n\n");
+        assert_eq!(collect(&mut f), Vec::<String>::new());
+        assert!(!f.has_partial());
+        f.input(false).extend_from_slice(b"data: c\n\n");
+        assert_eq!(collect(&mut f), vec!["c"]);
     }
 
     proptest! {
