@@ -75,34 +75,61 @@ pub fn recv(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<(usize, Option
     }
 }
 
+/// How a socket's writes are stamped ([`enable_tx`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxStamps {
+    Off,
+    /// Each stamp carries the byte offset of its write's last byte (`SOF_TIMESTAMPING_OPT_ID`,
+    /// counted from 0 at the first byte written after this was set): [`take_tx`] finds a
+    /// write's own stamp by it, and stops there.
+    Keyed,
+    /// Stamps without an offset (a kernel that refused `OPT_ID`): the latest is taken.
+    Unkeyed,
+}
+
 /// Asks the kernel to stamp each write's departure on `fd` (software transmit stamps, to the
-/// error queue, without the payload). `false` when it cannot.
-pub fn enable_tx(fd: RawFd) -> bool {
+/// error queue, without the payload). Call on a connected socket, before anything is written.
+pub fn enable_tx(fd: RawFd) -> TxStamps {
     #[cfg(target_os = "linux")]
     {
         let flags = libc::SOF_TIMESTAMPING_TX_SOFTWARE
             | libc::SOF_TIMESTAMPING_SOFTWARE
             | libc::SOF_TIMESTAMPING_OPT_TSONLY;
-        set_socket_option(fd, libc::SO_TIMESTAMPING, flags as libc::c_int)
+        let keyed = flags | libc::SOF_TIMESTAMPING_OPT_ID;
+        if set_socket_option(fd, libc::SO_TIMESTAMPING, keyed as libc::c_int) {
+            TxStamps::Keyed
+        } else if set_socket_option(fd, libc::SO_TIMESTAMPING, flags as libc::c_int) {
+            TxStamps::Unkeyed
+        } else {
+            TxStamps::Off
+        }
     }
     #[cfg(not(target_os = "linux"))]
     {
         let _ = fd;
-        false
+        TxStamps::Off
     }
 }
 
-/// Drains `fd`'s error queue of transmit stamps without blocking: the latest one (Unix ns),
-/// if any was queued.
-pub fn take_tx(fd: RawFd) -> Option<u64> {
+/// Reads `fd`'s error queue of transmit stamps without blocking (Unix ns). With `key` (a
+/// [`TxStamps::Keyed`] socket: the offset of the wanted write's last byte), the stamp of that
+/// write, reading no further than it; stamps of earlier writes are dropped on the way, and
+/// `None` if it is not queued yet. Without, the queue is drained and its latest stamp
+/// returned.
+pub fn take_tx(fd: RawFd, key: Option<u32>) -> Option<u64> {
     #[cfg(target_os = "linux")]
     {
         let mut latest = None;
         let mut byte = [MaybeUninit::<u8>::uninit(); 1];
         // Bounded: a queue holds a stamp per write, and a request is one or two writes.
         for _ in 0..64 {
-            match recvmsg_stamped(fd, &mut byte, libc::MSG_ERRQUEUE) {
-                Ok((_, Some(s))) => latest = Some(s),
+            let mut got_key = None;
+            match recvmsg_full(fd, &mut byte, libc::MSG_ERRQUEUE, &mut got_key) {
+                Ok((_, Some(s))) => match key {
+                    Some(k) if got_key == Some(k) => return Some(s),
+                    Some(_) => {}
+                    None => latest = Some(s),
+                },
                 Ok((_, None)) => {}
                 Err(_) => break, // EAGAIN: drained (or no queue at all)
             }
@@ -111,7 +138,7 @@ pub fn take_tx(fd: RawFd) -> Option<u64> {
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = fd;
+        let _ = (fd, key);
         None
     }
 }
@@ -141,6 +168,22 @@ fn recvmsg_stamped(
     buf: &mut [MaybeUninit<u8>],
     flags: libc::c_int,
 ) -> io::Result<(usize, Option<u64>)> {
+    recvmsg_full(fd, buf, flags, &mut None)
+}
+
+/// `linux/errqueue.h`: a stamp taken when the data left for the device.
+#[cfg(target_os = "linux")]
+const SCM_TSTAMP_SND: u32 = 0;
+
+/// [`recvmsg_stamped`], and for an error-queue transmit stamp of a keyed socket its key (the
+/// `ee_data` of the `IP_RECVERR` / `IPV6_RECVERR` message) into `key`.
+#[cfg(target_os = "linux")]
+fn recvmsg_full(
+    fd: RawFd,
+    buf: &mut [MaybeUninit<u8>],
+    flags: libc::c_int,
+    key: &mut Option<u32>,
+) -> io::Result<(usize, Option<u64>)> {
     // Room for the stamps in every form a socket may ask for (SCM_TIMESTAMPNS 16 + 16 bytes,
     // SCM_TIMESTAMPING 16 + 48) and an error-queue message's IP_RECVERR (16 + 32), 8-aligned.
     let mut control = [0u64; 32];
@@ -168,6 +211,18 @@ fn recvmsg_stamped(
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(&msg);
             while !c.is_null() {
+                let recverr = ((*c).cmsg_level == libc::SOL_IP
+                    && (*c).cmsg_type == libc::IP_RECVERR)
+                    || ((*c).cmsg_level == libc::SOL_IPV6 && (*c).cmsg_type == libc::IPV6_RECVERR);
+                if recverr {
+                    let e = std::ptr::read_unaligned(
+                        libc::CMSG_DATA(c).cast::<libc::sock_extended_err>(),
+                    );
+                    if e.ee_origin == libc::SO_EE_ORIGIN_TIMESTAMPING && e.ee_info == SCM_TSTAMP_SND
+                    {
+                        *key = Some(e.ee_data);
+                    }
+                }
                 if (*c).cmsg_level == libc::SOL_SOCKET {
                     let slot = match (*c).cmsg_type {
                         libc::SCM_TIMESTAMPNS => Some(&mut ns),
@@ -270,17 +325,17 @@ mod tests {
         let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         keep_enabled();
-        assert!(enable_tx(client.as_raw_fd()));
+        assert_eq!(enable_tx(client.as_raw_fd()), TxStamps::Keyed);
         assert!(enable_rx(client.as_raw_fd()));
-        assert_eq!(take_tx(client.as_raw_fd()), None, "nothing sent yet");
+        assert_eq!(take_tx(client.as_raw_fd(), None), None, "nothing sent yet");
         let before = realtime_ns();
         client.write_all(b"request").unwrap();
         let after = realtime_ns();
         // Let the stamp reach the queue (loopback stamps it within the write).
         std::thread::sleep(std::time::Duration::from_millis(5));
-        let tx = take_tx(client.as_raw_fd()).expect("a transmit stamp");
+        let tx = take_tx(client.as_raw_fd(), None).expect("a transmit stamp");
         assert!(before <= tx && tx <= after, "{before} <= {tx} <= {after}");
-        assert_eq!(take_tx(client.as_raw_fd()), None, "drained");
+        assert_eq!(take_tx(client.as_raw_fd(), None), None, "drained");
         // An answer read on the same socket still carries its receive stamp.
         std::thread::sleep(std::time::Duration::from_millis(20));
         (&server).write_all(b"answer").unwrap();
@@ -289,6 +344,40 @@ mod tests {
         let (n, stamp) = recv(client.as_raw_fd(), &mut buf).unwrap();
         assert_eq!(n, 6);
         assert!(stamp.expect("a receive stamp") > tx);
+    }
+
+    /// A keyed socket's stamps are found by their write's last byte: earlier writes'
+    /// stamps are passed over, a write not yet stamped is not confused with them.
+    #[test]
+    fn a_writes_own_stamp_is_found_by_its_offset() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_server, _) = listener.accept().unwrap();
+        let fd = client.as_raw_fd();
+        assert_eq!(enable_tx(fd), TxStamps::Keyed);
+        let mut sent = 0u64;
+        let mut times = Vec::new();
+        for (i, len) in [7usize, 300, 1].into_iter().enumerate() {
+            std::thread::sleep(std::time::Duration::from_millis(3));
+            let before = realtime_ns();
+            client.write_all(&vec![b'x'; len]).unwrap();
+            times.push((before, realtime_ns()));
+            sent += len as u64;
+            if i == 0 {
+                // The first write's stamp, found at once by its offset.
+                let s = take_tx(fd, Some(sent as u32 - 1)).expect("its stamp");
+                assert!(times[0].0 <= s && s <= times[0].1);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        // The third write's stamp: the second's is passed over on the way.
+        let s = take_tx(fd, Some(sent as u32 - 1)).expect("its stamp");
+        assert!(times[2].0 <= s && s <= times[2].1, "{times:?} {s}");
+        // A write that was never made has no stamp, and the queue is empty.
+        assert_eq!(take_tx(fd, Some(sent as u32 + 99)), None);
+        assert_eq!(take_tx(fd, None), None);
     }
 
     #[test]

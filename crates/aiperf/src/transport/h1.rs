@@ -268,6 +268,11 @@ struct Conn {
     /// The kernel stamps this connection's reads, and its writes.
     stamped: bool,
     tx_stamped: bool,
+    /// The transmit stamps carry their write's offset ([`kernel::TxStamps::Keyed`]).
+    tx_keyed: bool,
+    /// Bytes written to the socket since its transmit stamps were turned on (TLS records
+    /// and the handshake included): the next write's last byte is at this offset.
+    tx_bytes: u64,
     /// A write's transmit stamp was not taken yet (it may still come to the error queue).
     tx_unread: bool,
     /// Bytes read (plaintext) and not yet consumed.
@@ -502,11 +507,17 @@ impl Endpoint {
                 source,
             })?;
         let stamped = self.kernel_rx && kernel::enable_rx(stream.as_raw_fd());
-        let tx_stamped = stamped && kernel::enable_tx(stream.as_raw_fd());
+        let tx = if stamped {
+            kernel::enable_tx(stream.as_raw_fd())
+        } else {
+            kernel::TxStamps::Off
+        };
         let mut conn = Conn {
             stream,
             stamped,
-            tx_stamped,
+            tx_stamped: tx != kernel::TxStamps::Off,
+            tx_keyed: tx == kernel::TxStamps::Keyed,
+            tx_bytes: 0,
             tx_unread: false,
             buf: BytesMut::with_capacity(READ_SIZE),
             out: Vec::new(),
@@ -541,7 +552,11 @@ impl Endpoint {
             certificate: None,
         };
         let Conn {
-            stream, tls, buf, ..
+            stream,
+            tls,
+            buf,
+            tx_bytes,
+            ..
         } = conn;
         let Some(tls) = tls.as_deref_mut() else {
             return Ok(());
@@ -553,6 +568,7 @@ impl Endpoint {
                     .write_all(&tls.sealed)
                     .await
                     .map_err(|e| failed(format!("cannot write to the server: {e}")))?;
+                *tx_bytes += tls.sealed.len() as u64;
             }
             if !tls.session.is_handshaking() {
                 return Ok(());
@@ -731,13 +747,18 @@ impl Endpoint {
         conn.out.extend_from_slice(body);
         // A stamp of an earlier request's write, if one came late, is not this one's.
         trace.kernel_sent_ns = None;
-        if conn.tx_unread {
-            kernel::take_tx(conn.stream.as_raw_fd());
+        if conn.tx_unread && !conn.tx_keyed {
+            // (Keyed stamps need no clearing: a write's own is found by its offset.)
+            kernel::take_tx(conn.stream.as_raw_fd(), None);
         }
         // Over TLS the request is sealed whole first; then written piece by piece to count
         // the socket writes (usually one).
         let Conn {
-            stream, out, tls, ..
+            stream,
+            out,
+            tls,
+            tx_bytes,
+            ..
         } = &mut conn;
         let wire: &[u8] = match tls.as_deref_mut() {
             None => out,
@@ -760,6 +781,7 @@ impl Endpoint {
                 }
                 Ok(n) => {
                     written += n;
+                    *tx_bytes += n as u64;
                     trace.chunks_sent += 1;
                 }
                 Err(e) => return Err(Attempt::Unsent(H1Error::Io(e))),
@@ -866,7 +888,9 @@ impl Endpoint {
         if !conn.tx_unread {
             return;
         }
-        if let Some(s) = kernel::take_tx(conn.stream.as_raw_fd()) {
+        // The offset of the request's last byte (wrapping, as the kernel's 32-bit key does).
+        let key = conn.tx_keyed.then(|| conn.tx_bytes.wrapping_sub(1) as u32);
+        if let Some(s) = kernel::take_tx(conn.stream.as_raw_fd(), key) {
             let now = self.clock.now_ns();
             trace.kernel_sent_ns = Some(now - kernel::lag_ns(s).min(now));
             conn.tx_unread = false;
