@@ -70,6 +70,20 @@ fn png_content(path: &Path) -> (u32, u32, usize) {
     (info.width, info.height, differ)
 }
 
+/// The data of the report `aiperf plot` draws from `dir`.
+fn plotted(dir: &Path) -> Value {
+    let tmp = tempfile::tempdir().unwrap();
+    Run::new(&[
+        "plot",
+        dir.to_str().unwrap(),
+        "-o",
+        tmp.path().to_str().unwrap(),
+    ])
+    .run()
+    .ok();
+    report_data(&std::fs::read_to_string(tmp.path().join("report.html")).unwrap())
+}
+
 fn mock_run(extra: &[&str]) -> Output {
     let mut args = vec![
         "--url",
@@ -143,16 +157,7 @@ fn a_runs_report_holds_its_json_and_its_records() {
     }
     // The run drew its report from the records it kept as it wrote them; `aiperf plot`
     // reads them back from the file. The same report either way.
-    let tmp = tempfile::tempdir().unwrap();
-    Run::new(&[
-        "plot",
-        out.dir.to_str().unwrap(),
-        "-o",
-        tmp.path().to_str().unwrap(),
-    ])
-    .run()
-    .ok();
-    let again = report_data(&std::fs::read_to_string(tmp.path().join("report.html")).unwrap());
+    let again = plotted(&out.dir);
     assert_eq!(again["runs"][0], *run);
 }
 
@@ -472,16 +477,7 @@ fn a_sweep_has_a_report_linking_each_points_report() {
         .iter()
         .any(|c| c == "sweep_throughput_vs_latency"));
     // `aiperf plot` on the sweep's directory rebuilds the same kind of report.
-    let tmp = tempfile::tempdir().unwrap();
-    Run::new(&[
-        "plot",
-        out.dir.to_str().unwrap(),
-        "-o",
-        tmp.path().to_str().unwrap(),
-    ])
-    .run()
-    .ok();
-    let again = report_data(&std::fs::read_to_string(tmp.path().join("report.html")).unwrap());
+    let again = plotted(&out.dir);
     assert_eq!(again["points"].as_array().unwrap().len(), 3);
 }
 
