@@ -214,7 +214,10 @@ fn recvmsg_full(
                 let recverr = ((*c).cmsg_level == libc::SOL_IP
                     && (*c).cmsg_type == libc::IP_RECVERR)
                     || ((*c).cmsg_level == libc::SOL_IPV6 && (*c).cmsg_type == libc::IPV6_RECVERR);
-                if recverr {
+                let whole = (*c).cmsg_len as usize
+                    >= libc::CMSG_LEN(std::mem::size_of::<libc::sock_extended_err>() as u32)
+                        as usize;
+                if recverr && whole {
                     let e = std::ptr::read_unaligned(
                         libc::CMSG_DATA(c).cast::<libc::sock_extended_err>(),
                     );
