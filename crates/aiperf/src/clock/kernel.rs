@@ -207,7 +207,8 @@ fn recvmsg_full(
     if msg.msg_flags & libc::MSG_CTRUNC == 0 {
         // SAFETY: walking the control messages the kernel wrote into `control`, with the
         // length it set; an SCM_TIMESTAMPNS message holds a timespec, an SCM_TIMESTAMPING
-        // one three (the first the software stamp).
+        // one three (the first the software stamp), an IP(V6)_RECVERR one a
+        // sock_extended_err (read only when its length says it is all there).
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(&msg);
             while !c.is_null() {
