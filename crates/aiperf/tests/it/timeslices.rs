@@ -23,7 +23,9 @@ fn stat(slice: &Value, tag: &str, stat: &str) -> f64 {
 /// 0.5 s slices (aligned on the wall clock): the slices before the step are near the base,
 /// the ones after it at base + step or more (the mock is never early), and the one in
 /// between holds both. The step lands in the 4th slice (the 5th when the first request
-/// started within a millisecond of a slice's end).
+/// started within a millisecond of a slice's end; the 3rd's end when it started within a
+/// few milliseconds of a slice's start: then no request starting in the 4th slice arrived
+/// before the step, and the 3rd holds only requests from before it).
 #[test]
 fn a_latency_step_shows_in_the_right_slice() {
     let _gate = support::shared();
@@ -75,14 +77,16 @@ fn a_latency_step_shows_in_the_right_slice() {
         .rposition(|s| stat(s, "time_to_first_token", "min") < high)
         .expect("some requests before the step");
     assert!(
-        (3..=4).contains(&boundary),
-        "the step should be in slice 3 (or 4): {boundary}"
+        (2..=4).contains(&boundary),
+        "the step should be in slice 3 (or at the end of 2, or in 4): {boundary}"
     );
     let b = with_ttft[boundary];
-    assert!(
-        stat(b, "time_to_first_token", "max") >= high,
-        "the boundary slice holds requests after the step too: {b}"
-    );
+    if boundary >= 3 {
+        assert!(
+            stat(b, "time_to_first_token", "max") >= high,
+            "the boundary slice holds requests after the step too: {b}"
+        );
+    }
     for s in &with_ttft[..boundary] {
         let p50 = stat(s, "time_to_first_token", "p50");
         assert!(
