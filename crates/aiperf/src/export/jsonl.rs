@@ -312,15 +312,15 @@ pub struct Rec {
 }
 
 /// The records a run's JSONL writer kept for the run's own report: the values its lines
-/// carry, as `report::data::read_records` would read them back (floats included: serde_json parses with
-/// `float_roundtrip`, so a value read back is the value written). The writer hands them
-/// over when it has written every line; after a write error it hands over nothing and the
-/// report reads what the file holds, as `aiperf plot` would.
+/// carry, as `report::data::read_records` would read them back (floats included: serde_json
+/// parses with `float_roundtrip`, so a value read back is the value written). The writer
+/// hands them over when it has written every line; after a write error it hands over
+/// nothing and the report reads what the file holds, as `aiperf plot` would.
 #[derive(Debug, Clone, Default)]
 pub struct KeptRecords(std::sync::Arc<std::sync::Mutex<Option<Vec<Rec>>>>);
 
 impl KeptRecords {
-    pub fn put(&self, records: Vec<Rec>) {
+    fn put(&self, records: Vec<Rec>) {
         if let Ok(mut slot) = self.0.lock() {
             *slot = Some(records);
         }

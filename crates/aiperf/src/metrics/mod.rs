@@ -1122,6 +1122,8 @@ impl serde::Serialize for ErrorSummaryJson<'_> {
 mod tests {
     use super::*;
 
+    use serde_json::json;
+
     #[test]
     fn slots_find_each_tag_in_or_out_of_turn() {
         let mut s: Slots<Vec<u32>> = Slots::default();
@@ -1143,7 +1145,6 @@ mod tests {
         assert!(s.get_mut("d").is_none());
         assert_eq!(s.slots.len(), 3);
     }
-    use serde_json::json;
 
     fn record(content_ns: Vec<u64>, text: &str) -> RequestRecord {
         RequestRecord {

@@ -265,11 +265,9 @@ impl Rx {
 
 struct Conn {
     stream: TcpStream,
-    /// The kernel stamps this connection's reads, and its writes.
+    /// The kernel stamps this connection's reads, and how it stamps its writes.
     stamped: bool,
-    tx_stamped: bool,
-    /// The transmit stamps carry their write's offset ([`kernel::TxStamps::Keyed`]).
-    tx_keyed: bool,
+    tx: kernel::TxStamps,
     /// Bytes written to the socket since its transmit stamps were turned on (TLS records
     /// and the handshake included): the next write's last byte is at this offset.
     tx_bytes: u64,
@@ -515,8 +513,7 @@ impl Endpoint {
         let mut conn = Conn {
             stream,
             stamped,
-            tx_stamped: tx != kernel::TxStamps::Off,
-            tx_keyed: tx == kernel::TxStamps::Keyed,
+            tx,
             tx_bytes: 0,
             tx_unread: false,
             buf: BytesMut::with_capacity(READ_SIZE),
@@ -747,7 +744,7 @@ impl Endpoint {
         conn.out.extend_from_slice(body);
         // A stamp of an earlier request's write, if one came late, is not this one's.
         trace.kernel_sent_ns = None;
-        if conn.tx_unread && !conn.tx_keyed {
+        if conn.tx_unread && conn.tx == kernel::TxStamps::Unkeyed {
             // (Keyed stamps need no clearing: a write's own is found by its offset.)
             kernel::take_tx(conn.stream.as_raw_fd(), None);
         }
@@ -788,7 +785,7 @@ impl Endpoint {
             }
         }
         trace.sent_ns = self.clock.now_ns();
-        conn.tx_unread = conn.tx_stamped;
+        conn.tx_unread = conn.tx != kernel::TxStamps::Off;
         self.take_sent_stamp(&mut conn, trace);
         // The HTTP bytes (without the TLS framing), as over plain HTTP.
         trace.bytes_sent = conn.out.len() as u64;
@@ -889,7 +886,8 @@ impl Endpoint {
             return;
         }
         // The offset of the request's last byte (wrapping, as the kernel's 32-bit key does).
-        let key = conn.tx_keyed.then(|| conn.tx_bytes.wrapping_sub(1) as u32);
+        let key =
+            (conn.tx == kernel::TxStamps::Keyed).then(|| conn.tx_bytes.wrapping_sub(1) as u32);
         if let Some(s) = kernel::take_tx(conn.stream.as_raw_fd(), key) {
             let now = self.clock.now_ns();
             trace.kernel_sent_ns = Some(now - kernel::lag_ns(s).min(now));
@@ -1294,6 +1292,11 @@ fn decode(framing: &mut Framing, buf: &mut BytesMut, out: &mut Vec<u8>) -> Resul
 mod tests {
     use super::*;
 
+    use crate::transport::test_server::{
+        chunk, last_chunk, response, sse_chunk, sse_head, Reply, TestServer,
+    };
+    use bytes::BufMut;
+
     #[test]
     fn find_crlf_finds_what_a_substring_search_finds() {
         let cases: &[&[u8]] = &[
@@ -1312,10 +1315,6 @@ mod tests {
             assert_eq!(find_crlf(c), memchr::memmem::find(c, b"\r\n"), "{c:?}");
         }
     }
-    use crate::transport::test_server::{
-        chunk, last_chunk, response, sse_chunk, sse_head, Reply, TestServer,
-    };
-    use bytes::BufMut;
 
     /// A client session (no verification) and a server session, handshake done in memory.
     fn tls_pair() -> (TlsConn, rustls::ServerConnection) {
