@@ -14,6 +14,8 @@ use crate::mix::mix;
 mod skim;
 mod spec;
 
+pub use skim::Shape as ChunkShape;
+
 pub use spec::{
     ConnectionReuseStrategy, EndpointSpec, EndpointType, ModelSelectionStrategy, TlsOptions,
     TransportKind, UrlStrategy, WaitForModel, WaitMode, DEFAULT_SESSION_HEADER,
@@ -245,32 +247,54 @@ impl ResponseParser {
             ResponseParser::OpenAi | ResponseParser::Embeddings => {
                 parse_response(bytes, out, reasoning)
             }
-            ResponseParser::Pointer(ptr) => {
-                let v: Value =
-                    serde_json::from_slice(bytes).map_err(|e| invalid_json(bytes, &e))?;
-                let mut p = Parsed::default();
-                if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
-                    p.error = Some(
-                        err.get("message")
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                            .unwrap_or_else(|| err.to_string()),
-                    );
-                    return Ok(p);
-                }
-                if let Some(text) = v
-                    .pointer(ptr)
-                    .and_then(Value::as_str)
-                    .filter(|t| !t.is_empty())
-                {
-                    out.push_str(text);
-                    p.has_content = true;
-                    p.has_output = true;
-                }
-                Ok(p)
-            }
+            ResponseParser::Pointer(ptr) => parse_pointer(ptr, bytes, out),
         }
     }
+
+    /// [`Self::parse`] for one event of a stream: `shape` is the stream's own, learned from
+    /// its earlier chunks (see [`ChunkShape`]); the answer is the same.
+    pub fn parse_in(
+        &self,
+        shape: &mut ChunkShape,
+        bytes: &[u8],
+        out: &mut String,
+        reasoning: &mut String,
+    ) -> Result<Parsed, String> {
+        match self {
+            ResponseParser::OpenAi | ResponseParser::Embeddings => {
+                if let Some(p) = skim::skim_in(shape, bytes, out, reasoning) {
+                    return Ok(p);
+                }
+                parse_serde(bytes, out, reasoning)
+            }
+            ResponseParser::Pointer(ptr) => parse_pointer(ptr, bytes, out),
+        }
+    }
+}
+
+/// `--endpoint-type template`: the text at the JSON pointer `ptr`.
+fn parse_pointer(ptr: &str, bytes: &[u8], out: &mut String) -> Result<Parsed, String> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| invalid_json(bytes, &e))?;
+    let mut p = Parsed::default();
+    if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+        p.error = Some(
+            err.get("message")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| err.to_string()),
+        );
+        return Ok(p);
+    }
+    if let Some(text) = v
+        .pointer(ptr)
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+    {
+        out.push_str(text);
+        p.has_content = true;
+        p.has_output = true;
+    }
+    Ok(p)
 }
 
 fn invalid_json(bytes: &[u8], e: &serde_json::Error) -> String {

@@ -25,11 +25,80 @@ const MAX_SKIP_DEPTH: u32 = 64;
 /// Reads the common chunk shapes; `None` means "use the serde path" and leaves `out` and
 /// `reasoning` untouched.
 pub(super) fn skim(bytes: &[u8], out: &mut String, reasoning: &mut String) -> Option<Parsed> {
+    read(bytes).map(|acc| acc.apply(out, reasoning))
+}
+
+/// [`skim`] for the next chunk of a stream whose earlier chunks taught `shape`: a chunk that
+/// is the shape's bytes around a plain string is read from that alone; any other is skimmed
+/// whole, and when it yields one string it becomes the shape.
+pub(super) fn skim_in(
+    shape: &mut Shape,
+    bytes: &[u8],
+    out: &mut String,
+    reasoning: &mut String,
+) -> Option<Parsed> {
+    if let Some(p) = shape.reuse(bytes, out, reasoning) {
+        return Some(p);
+    }
+    let acc = read(bytes)?;
+    if let [(s, is_reasoning)] = acc.items[..acc.len] {
+        shape.learn(bytes, s, is_reasoning);
+    }
+    Some(acc.apply(out, reasoning))
+}
+
+/// A stream's chunks differ, chunk to chunk, only in their text: vLLM, SGLang, TensorRT-LLM
+/// and OpenAI repeat the id, the model, the `created` time and every other field. This is
+/// the last chunk [`skim_in`] read whole that yielded exactly one string, with that string
+/// cut out. A chunk made of the same bytes around another string that needs no escapes (no
+/// `"`, `\` or control character) is the same JSON structure with only that string changed,
+/// so the skim would find the same fields, the same string in the same place, and nothing
+/// else: the answer is the string itself, without walking the chunk (about three quarters
+/// of the skim's time went on the fields around the text).
+#[derive(Debug, Default, Clone)]
+pub struct Shape {
+    /// The chunk without its string: the bytes before it (up to and including the opening
+    /// quote), then the bytes after it (from the closing quote).
+    around: Vec<u8>,
+    /// Where the string was: the length of the bytes before it.
+    at: usize,
+    reasoning: bool,
+}
+
+impl Shape {
+    fn learn(&mut self, bytes: &[u8], s: &str, reasoning: bool) {
+        // `s` borrows from `bytes` (the skim never copies what it extracts).
+        let at = s.as_ptr() as usize - bytes.as_ptr() as usize;
+        self.around.clear();
+        self.around.extend_from_slice(&bytes[..at]);
+        self.around.extend_from_slice(&bytes[at + s.len()..]);
+        self.at = at;
+        self.reasoning = reasoning;
+    }
+
+    #[inline]
+    fn reuse(&self, bytes: &[u8], out: &mut String, reasoning: &mut String) -> Option<Parsed> {
+        // An empty string is not content (the skim's answer differs): the whole walk decides.
+        if self.around.is_empty() || bytes.len() <= self.around.len() {
+            return None;
+        }
+        let (before, after) = self.around.split_at(self.at);
+        let text = bytes.strip_prefix(before)?.strip_suffix(after)?;
+        if find_special(text, 0) != text.len() {
+            return None;
+        }
+        let text = std::str::from_utf8(text).ok()?;
+        let mut acc = Pieces::default();
+        acc.push(text, self.reasoning)?;
+        Some(acc.apply(out, reasoning))
+    }
+}
+
+/// The strings the skim extracts from `bytes`, or `None` for the serde path.
+#[inline]
+fn read(bytes: &[u8]) -> Option<Pieces<'_>> {
     let mut cur = Cur { b: bytes, i: 0 };
-    let mut acc = Pieces {
-        items: [("", false); MAX_PIECES],
-        len: 0,
-    };
+    let mut acc = Pieces::default();
     if cur.next_tok()? != b'{' {
         return None;
     }
@@ -60,18 +129,7 @@ pub(super) fn skim(bytes: &[u8], out: &mut String, reasoning: &mut String) -> Op
     if cur.i != bytes.len() {
         return None; // serde: trailing characters
     }
-
-    let mut p = Parsed::default();
-    for &(s, is_reasoning) in &acc.items[..acc.len] {
-        if is_reasoning {
-            reasoning.push_str(s);
-        } else {
-            out.push_str(s);
-            p.has_output = true;
-        }
-        p.has_content = true;
-    }
-    Some(p)
+    Some(acc)
 }
 
 /// Borrowed non-empty strings in the order the serde path appends them; `true` = reasoning.
@@ -80,7 +138,31 @@ struct Pieces<'a> {
     len: usize,
 }
 
+impl Default for Pieces<'_> {
+    fn default() -> Self {
+        Self {
+            items: [("", false); MAX_PIECES],
+            len: 0,
+        }
+    }
+}
+
 impl<'a> Pieces<'a> {
+    /// Appends the strings where the serde path does.
+    fn apply(&self, out: &mut String, reasoning: &mut String) -> Parsed {
+        let mut p = Parsed::default();
+        for &(s, is_reasoning) in &self.items[..self.len] {
+            if is_reasoning {
+                reasoning.push_str(s);
+            } else {
+                out.push_str(s);
+                p.has_output = true;
+            }
+            p.has_content = true;
+        }
+        p
+    }
+
     #[inline]
     fn push(&mut self, s: &'a str, is_reasoning: bool) -> Option<()> {
         if !s.is_empty() {
@@ -490,6 +572,72 @@ mod tests {
         fast
     }
 
+    /// [`check`] for [`skim_in`] with `shape` (a copy: the caller's stays as it was), and
+    /// whether the chunk was read from the shape alone.
+    fn check_in(shape: &Shape, bytes: &[u8]) -> (Option<Parsed>, bool) {
+        let reused = shape
+            .reuse(bytes, &mut String::new(), &mut String::new())
+            .is_some();
+        let (mut o1, mut r1) = (PRE.to_string(), PRE.to_string());
+        let fast = skim_in(&mut shape.clone(), bytes, &mut o1, &mut r1);
+        let (mut o2, mut r2) = (PRE.to_string(), PRE.to_string());
+        let slow = parse_serde(bytes, &mut o2, &mut r2);
+        let shown = String::from_utf8_lossy(bytes);
+        match &fast {
+            Some(p) => {
+                assert_eq!(slow.as_ref(), Ok(p), "result differs for {shown}");
+                assert_eq!(o1, o2, "out differs for {shown}");
+                assert_eq!(r1, r2, "reasoning differs for {shown}");
+            }
+            None => {
+                assert!(!reused);
+                assert_eq!(o1, PRE, "out touched on bail for {shown}");
+                assert_eq!(r1, PRE, "reasoning touched on bail for {shown}");
+            }
+        }
+        (fast, reused)
+    }
+
+    /// The shape [`skim_in`] learns from `bytes` (empty when it learns none).
+    fn learn(bytes: &[u8]) -> Shape {
+        let mut shape = Shape::default();
+        skim_in(&mut shape, bytes, &mut String::new(), &mut String::new());
+        shape
+    }
+
+    #[test]
+    fn a_streams_chunks_are_read_from_its_shape_and_agree_with_serde() {
+        let first = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1736412345,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}"#;
+        let token = |t: &str| VLLM_CHAT.replace(" world", t);
+        // The role chunk yields no string: nothing is learned from it.
+        assert!(learn(first.as_bytes()).around.is_empty());
+        let shape = learn(VLLM_CHAT.as_bytes());
+        assert_eq!(&shape.around[shape.at - 12..shape.at], br#"{"content":""#);
+        for t in [" Hello", "x", "こんにちは 🙂", &"long ".repeat(100)] {
+            let (p, reused) = check_in(&shape, token(t).as_bytes());
+            assert!(reused && p.is_some_and(|p| p.has_output), "{t}");
+        }
+        // Not the shape, or not a plain string in it: read whole (and still equal to serde).
+        for t in ["", r#"a\"b"#, "tab\there", r"a\u00e9"] {
+            assert!(!check_in(&shape, token(t).as_bytes()).1, "{t}");
+        }
+        let last = VLLM_CHAT.replace(r#""finish_reason":null"#, r#""finish_reason":"stop""#);
+        let (p, reused) = check_in(&shape, last.as_bytes());
+        assert!(!reused && p.is_some());
+        let usage = VLLM_CHAT.replace("}]}", r#"}],"usage":{"prompt_tokens":2}}"#);
+        assert_eq!(check_in(&shape, usage.as_bytes()), (None, false));
+        // Invalid UTF-8 where the text goes: serde's error, not text.
+        let mut bad = token("ab").into_bytes();
+        let at = bad.windows(2).position(|w| w == b"ab").unwrap();
+        bad[at] = 0xff;
+        assert_eq!(check_in(&shape, &bad), (None, false));
+        // Reasoning is learned as reasoning.
+        let think = r#"{"choices":[{"delta":{"reasoning_content":"hm"}}]}"#;
+        let shape = learn(think.as_bytes());
+        let (p, reused) = check_in(&shape, think.replace("hm", "so").as_bytes());
+        assert!(reused && p.is_some_and(|p| p.has_content && !p.has_output));
+    }
+
     const VLLM_CHAT: &str = r#"{"id":"chatcmpl-0c8f8b3f2a9e4a7b9f4d3c2b1a0e9d8c","object":"chat.completion.chunk","created":1736412345,"model":"meta-llama/Llama-3.1-8B-Instruct","choices":[{"index":0,"delta":{"content":" world"},"logprobs":null,"finish_reason":null}]}"#;
 
     /// Several choices; content and reasoning in one delta (serde's order, not key order).
@@ -894,6 +1042,33 @@ mod tests {
             }
         }
 
+        /// A shape learned from any chunk: the same bytes around any other string, damaged
+        /// or not, and any other chunk, read through it equal serde.
+        #[test]
+        fn skim_in_agrees_with_serde(
+            c in chunk(),
+            other in chunk(),
+            text in prop_oneof![
+                3 => "[^\"\\\\\\u{0}-\\u{1f}]{0,12}",
+                1 => any::<String>(),
+            ],
+            ms in prop::collection::vec(mutation(), 0..2),
+        ) {
+            let bytes = serde_json::to_vec(&c).unwrap();
+            let shape = learn(&bytes);
+            let mut same = shape.around.clone();
+            same.splice(shape.at..shape.at, text.bytes());
+            for m in &ms {
+                same = mutate(same, m);
+            }
+            let (_, reused) = check_in(&shape, &same);
+            let plain = !text.is_empty() && !text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+            if ms.is_empty() && plain && !shape.around.is_empty() {
+                prop_assert!(reused, "{}", String::from_utf8_lossy(&same));
+            }
+            check_in(&shape, &serde_json::to_vec(&other).unwrap());
+        }
+
         /// Simple chat deltas with plain text always take the fast path.
         #[test]
         fn plain_deltas_take_the_fast_path(
@@ -1006,6 +1181,12 @@ mod tests {
         let slow = time("serde", bytes, serde);
         time("parse_response", bytes, both);
         println!("  serde / skim = {:.1}x", slow / fast);
+        thread_local! {
+            static SHAPE: std::cell::RefCell<Shape> = Default::default();
+        }
+        let shaped: Parse = |b, o, r| SHAPE.with_borrow_mut(|s| skim_in(s, b, o, r).is_some());
+        let in_shape = time("skim_in (shape)", bytes, shaped);
+        println!("  skim / skim_in = {:.1}x", fast / in_shape);
 
         // The worst case for the fast path: it walks the whole chunk, then falls back.
         println!("vLLM chunk with continuous usage stats (falls back at the end):");

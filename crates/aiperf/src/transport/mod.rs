@@ -39,7 +39,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::endpoint::{parse_response, ConnectionReuseStrategy, ResponseParser};
+use crate::endpoint::{parse_response, ChunkShape, ConnectionReuseStrategy, ResponseParser};
 use crate::metrics::record::kind;
 use crate::metrics::{ErrorDetails, RequestRecord};
 pub use failure::client_resource;
@@ -734,6 +734,8 @@ enum Flow {
 struct StreamReader {
     framer: SseFramer,
     done: bool,
+    /// What the stream's chunks look like around their text.
+    shape: ChunkShape,
 }
 
 impl StreamReader {
@@ -741,6 +743,7 @@ impl StreamReader {
         Self {
             framer: SseFramer::with_max_event(max_event),
             done: false,
+            shape: ChunkShape::default(),
         }
     }
 
@@ -794,7 +797,8 @@ impl StreamReader {
                 self.done = true;
                 break;
             }
-            match parser.parse(data, &mut rec.output_text, &mut rec.reasoning_text) {
+            let (text, reasoning) = (&mut rec.output_text, &mut rec.reasoning_text);
+            match parser.parse_in(&mut self.shape, data, text, reasoning) {
                 Ok(p) => {
                     if let Some(err) = p.error {
                         rec.end_ns = t;
