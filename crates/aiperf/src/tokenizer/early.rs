@@ -73,21 +73,22 @@ pub(super) fn count_o200k(enc: &bpe_openai::Tokenizer, text: &str) -> usize {
         static SPLITTER: bpe_openai::Tokenizer = o200k_splitter();
         static COUNTS: std::cell::RefCell<Counts> = Default::default();
     }
-    SPLITTER.with(|s| {
-        COUNTS.with_borrow_mut(|known| {
-            s.split(text)
-                .map(|piece| {
-                    if let Some(&n) = known.get(piece) {
-                        return n as usize;
-                    }
-                    let n = enc.bpe.count(piece.as_bytes());
-                    if piece.len() <= MAX_PIECE_LEN && known.len() < MAX_PIECES {
-                        known.insert(piece.into(), n as u32);
-                    }
-                    n
-                })
-                .sum()
-        })
+    COUNTS.with_borrow_mut(|known| {
+        let count = |piece: &str| {
+            if let Some(&n) = known.get(piece) {
+                return n as usize;
+            }
+            let n = enc.bpe.count(piece.as_bytes());
+            if piece.len() <= MAX_PIECE_LEN && known.len() < MAX_PIECES {
+                known.insert(piece.into(), n as u32);
+            }
+            n
+        };
+        // ASCII text (nearly all generated text) is cut by hand, the rest by the regex.
+        match super::ascii_split::pieces(text) {
+            Some(pieces) => pieces.map(count).sum(),
+            None => SPLITTER.with(|s| s.split(text).map(count).sum()),
+        }
     })
 }
 

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+mod ascii_split;
 mod early;
 pub mod hub;
 #[rustfmt::skip]
