@@ -1669,8 +1669,8 @@ mod tests {
     }
 
     /// A read that drains the socket clears its readiness, so the next read waits for the
-    /// next bytes instead of first finding the socket empty (a system call per read, a fifth
-    /// of a streamed request's). Every piece still arrives, stamped or not.
+    /// next bytes instead of first finding the socket empty (a wasted system call per read).
+    /// Every piece still arrives, stamped or not.
     #[tokio::test]
     async fn a_read_that_drains_the_socket_waits_for_the_next_bytes() {
         let pieces: Vec<String> = (0..20).map(|i| format!("piece {i}")).collect();
