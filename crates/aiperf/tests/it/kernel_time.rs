@@ -108,7 +108,10 @@ fn a_starved_client_still_reports_the_servers_ttft_and_names_its_read_lag() {
     let (client_cpu, server_cpu) = (cpus[0], cpus[1]);
     let mock = std::thread::spawn(move || {
         pin_this_thread(server_cpu);
-        MockServer::start(&["--ttft-ms", "20", "--itl-ms", "5"])
+        // Tokens 40 ms apart, longer than the read lag here (p99 9–19 ms): a read that
+        // comes after the second token arrived takes both, and the kernel gives a TCP read
+        // one stamp, its last segment's, so the first token would carry the second's time.
+        MockServer::start(&["--ttft-ms", "20", "--itl-ms", "40"])
     })
     .join()
     .expect("the mock started");
