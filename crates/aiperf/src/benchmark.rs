@@ -1184,13 +1184,14 @@ fn report(
     let profiling = phases.profiling;
     let was_cancelled = ending.was_cancelled;
     let mut warnings = warnings(cfg, &profiling, ending);
-    let p99 = |tag| match profiling.get(tag) {
-        Some(MetricValue::Stats(s)) => Some(s.p99),
+    let stats = |tag| match profiling.get(tag) {
+        Some(MetricValue::Stats(s)) => Some(s),
         _ => None,
     };
     let lags = crate::timing::health::RequestLags {
-        send_p99_ms: p99("send_lag"),
-        read_p99_ms: p99("read_lag"),
+        send_p99_ms: stats("send_lag").map(|s| s.p99),
+        read_p99_ms: stats("read_lag").map(|s| s.p99),
+        itl_p50_ms: stats("inter_token_latency").map(|s| s.p50),
     };
     let client_errors = profiling
         .errors

@@ -105,6 +105,9 @@ pub struct RequestLags {
     pub send_p99_ms: Option<f64>,
     /// Kernel receive to client read (`None` when the responses carried no kernel stamps).
     pub read_p99_ms: Option<f64>,
+    /// The streams' inter-token latency, p50 (`None` without streamed tokens): how far
+    /// apart tokens came, to compare the read lag with.
+    pub itl_p50_ms: Option<f64>,
 }
 
 /// A send, read or runtime lag p99 above this (ms) means the client may be the bottleneck.
@@ -126,15 +129,32 @@ pub fn judge(m: Measurements) -> ClientHealth {
     if let Some(p99) = m.lags.send_p99_ms.filter(|v| *v > LAG_LIMIT_MS) {
         reasons.push(format!("requests left late (send lag p99 {p99:.2} ms)"));
     }
-    // With kernel receive stamps a late read no longer moves a token's time; it still holds
+    // With kernel receive stamps a late read no longer moves a token's time, as long as the
+    // token was read before the next one arrived: the kernel merges segments that wait in a
+    // socket together and keeps one stamp for them, the last one's. A late read still holds
     // up what the client does next (a closed-loop worker's next request, its own sends).
     let kernel_timed = m.lags.read_p99_ms.is_some();
     if let Some(p99) = m.lags.read_p99_ms.filter(|v| *v > LAG_LIMIT_MS) {
-        reasons.push(format!(
-            "the client read responses late (read lag p99 {p99:.2} ms: bytes waited that long \
-             in the socket); token times are the kernel's receive stamps, so TTFT and ITL are \
-             not skewed, but a slow reader delays what follows"
-        ));
+        reasons.push(match m.lags.itl_p50_ms {
+            Some(itl) if p99 >= itl => format!(
+                "the client read responses late (read lag p99 {p99:.2} ms: bytes waited that \
+                 long in the socket), longer than the time between tokens (ITL p50 {itl:.2} ms): \
+                 the kernel gives bytes that wait in the socket together one receive stamp, the \
+                 last one's, so a token read together with the next takes the next one's time, \
+                 and TTFT and ITL may be skewed by up to the read lag"
+            ),
+            Some(itl) => format!(
+                "the client read responses late (read lag p99 {p99:.2} ms: bytes waited that \
+                 long in the socket); token times are the kernel's receive stamps and tokens \
+                 came further apart than that (ITL p50 {itl:.2} ms), so TTFT and ITL are not \
+                 skewed, but a slow reader delays what follows"
+            ),
+            None => format!(
+                "the client read responses late (read lag p99 {p99:.2} ms: bytes waited that \
+                 long in the socket); token times are the kernel's receive stamps, so TTFT and \
+                 ITL are not skewed, but a slow reader delays what follows"
+            ),
+        });
     }
     if let Some(p99) = runtime_lag_ms.p99.filter(|v| *v > LAG_LIMIT_MS) {
         reasons.push(if kernel_timed {
@@ -263,6 +283,7 @@ impl HealthProbe {
             lags: RequestLags {
                 send_p99_ms: send_lag_p99_ms,
                 read_p99_ms: None,
+                itl_p50_ms: None,
             },
             process_cpu_percent,
             machine_cpu_busy_percent,
@@ -306,6 +327,7 @@ mod tests {
             lags: RequestLags {
                 send_p99_ms: send_lag_p99_ms,
                 read_p99_ms: None,
+                itl_p50_ms: None,
             },
             process_cpu_percent: Some(40.0),
             machine_cpu_busy_percent: Some(95.0),
@@ -397,6 +419,40 @@ mod tests {
         let mut m = measured(vec![0.1], Some(0.2));
         m.lags.read_p99_ms = Some(0.9);
         assert!(judge(m).ok());
+    }
+
+    /// Tokens further apart than the read lag were each read before the next arrived: their
+    /// stamps are their own. Closer together, a late read took two at once, and the kernel
+    /// stamps them both with the later one's arrival: the verdict says TTFT and ITL may be
+    /// skewed.
+    #[test]
+    fn a_read_lag_longer_than_the_time_between_tokens_may_skew_them() {
+        let reason = |itl: Option<f64>| {
+            let mut m = measured(vec![0.1], Some(0.2));
+            m.lags.read_p99_ms = Some(4.25);
+            m.lags.itl_p50_ms = itl;
+            m.machine_cpu_busy_percent = Some(50.0);
+            let h = judge(m);
+            assert_eq!(h.verdict, Verdict::ClientMayBeTheBottleneck);
+            assert_eq!(h.reasons.len(), 1, "{:?}", h.reasons);
+            h.reasons[0].clone()
+        };
+        for itl in [Some(40.0), Some(4.26), None] {
+            let r = reason(itl);
+            assert!(r.contains("TTFT and ITL are not skewed"), "{itl:?}: {r}");
+            assert!(!r.contains("may be skewed"), "{itl:?}: {r}");
+        }
+        for itl in [Some(4.25), Some(0.5)] {
+            let r = reason(itl);
+            assert!(
+                r.contains(&format!("ITL p50 {:.2} ms", itl.unwrap())),
+                "{itl:?}: {r}"
+            );
+            assert!(
+                r.ends_with("TTFT and ITL may be skewed by up to the read lag"),
+                "{itl:?}: {r}"
+            );
+        }
     }
 
     #[test]

@@ -92,11 +92,47 @@ fn usable_cpus() -> Vec<usize> {
     }
 }
 
+/// A thread spinning on one CPU until dropped, so that a test that fails half-way does not
+/// leave it starving the tests after it.
+struct Busy {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Busy {
+    fn start(cpu: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            pin_this_thread(cpu);
+            let mut n = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The slowed client: `aiperf` pinned to one CPU with a busy thread, at nice 10 (so
 /// the busy thread gets most of that CPU and the client's reads wait milliseconds); the
 /// mock on the other CPU answers every request 20 ms after the kernel received it (its
 /// deadlines count from the kernel's receive stamp). The client's TTFT must still be the
-/// server's within 0.5 ms (p50 and p90), and its verdict must name the read lag.
+/// server's within 0.5 ms (p50 and p90), and its verdict must name the read lag. Against a
+/// second mock whose tokens come closer together than the read lag, the verdict must say
+/// that TTFT and ITL may be skewed.
 #[test]
 fn a_starved_client_still_reports_the_servers_ttft_and_names_its_read_lag() {
     let _gate = support::exclusive();
@@ -106,27 +142,22 @@ fn a_starved_client_still_reports_the_servers_ttft_and_names_its_read_lag() {
         return;
     }
     let (client_cpu, server_cpu) = (cpus[0], cpus[1]);
-    let mock = std::thread::spawn(move || {
-        pin_this_thread(server_cpu);
-        // Tokens 40 ms apart, longer than the read lag here (p99 9–19 ms): a read that
-        // comes after the second token arrived takes both, and the kernel gives a TCP read
-        // one stamp, its last segment's, so the first token would carry the second's time.
-        MockServer::start(&["--ttft-ms", "20", "--itl-ms", "40"])
-    })
-    .join()
-    .expect("the mock started");
-    let stop = Arc::new(AtomicBool::new(false));
-    let busy = {
-        let stop = stop.clone();
+    let mock = |itl: &'static str| {
         std::thread::spawn(move || {
-            pin_this_thread(client_cpu);
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                n = std::hint::black_box(n.wrapping_add(1));
-            }
+            pin_this_thread(server_cpu);
+            MockServer::start(&["--ttft-ms", "20", "--itl-ms", itl])
         })
+        .join()
+        .expect("the mock started")
     };
-    let run = |extra: &[&str]| {
+    // Tokens 40 ms apart, longer than the read lag here (p99 8–19 ms). Segments that wait in
+    // a TCP socket together are merged by the kernel, which keeps the last one's stamp, so
+    // a read that came after the second token arrived would give the first the second's
+    // time (with tokens 5 ms apart, TTFT p90 came out at 25–30 ms).
+    let spaced = mock("40");
+    let close = mock("2");
+    let busy = Busy::start(client_cpu);
+    let run = |mock: &MockServer, extra: &[&str]| {
         let mut args: Vec<String> = STREAM.iter().map(|s| s.to_string()).collect();
         args.extend(
             ["--concurrency", "4", "--request-count", "100", "--url"]
@@ -148,10 +179,10 @@ fn a_starved_client_still_reports_the_servers_ttft_and_names_its_read_lag() {
             .wait_within(std::time::Duration::from_secs(120))
             .expect("the starved client finished")
     };
-    let kernel = run(&[]);
-    let user = run(&["--no-kernel-timestamps"]);
-    stop.store(true, Ordering::Relaxed);
-    busy.join().unwrap();
+    let kernel = run(&spaced, &[]);
+    let user = run(&spaced, &["--no-kernel-timestamps"]);
+    let merged = run(&close, &[]);
+    drop(busy);
     kernel.ok();
     user.ok();
 
@@ -187,11 +218,21 @@ fn a_starved_client_still_reports_the_servers_ttft_and_names_its_read_lag() {
         "{figures}"
     );
     assert!(
-        health["reasons"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r.as_str().unwrap_or("").contains("read lag p99")),
+        health["reasons"].as_array().unwrap().iter().any(|r| r
+            .as_str()
+            .unwrap_or("")
+            .contains("read lag p99")
+            && r.as_str()
+                .unwrap_or("")
+                .contains("TTFT and ITL are not skewed")),
         "{figures}"
+    );
+    merged.ok();
+    let health = &merged.json()["client_health"];
+    let reasons = health["reasons"].to_string();
+    assert!(
+        reasons.contains("longer than the time between tokens")
+            && reasons.contains("TTFT and ITL may be skewed by up to the read lag"),
+        "tokens 2 ms apart: {health}"
     );
 }
