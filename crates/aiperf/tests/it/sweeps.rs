@@ -276,18 +276,19 @@ fn repeated_runs_aggregate_mean_std_and_confidence_interval_of_every_statistic()
         );
         assert_eq!(c["n"], 3);
     }
-    // The mock's TTFT is 20 ms: every run's median is a little above, and the interval
-    // reaches the 20–25 ms band.
+    // The mock's TTFT is 20 ms: every run's median is above it, and the interval reaches the
+    // band above it. (This test shares the cores with other tests, so the band is wide: it
+    // checks the aggregation, and the accuracy tests check the timing, alone on the cores.)
     for r in &runs {
         let p50 = r["time_to_first_token"]["p50"].as_f64().unwrap();
-        assert!((20.0..25.0).contains(&p50), "TTFT p50 {p50}");
+        assert!((20.0..40.0).contains(&p50), "TTFT p50 {p50}");
     }
     let ttft = &agg["metrics"]["time_to_first_token"]["p50"];
     let (lo, hi) = (
         ttft["ci_low"].as_f64().unwrap(),
         ttft["ci_high"].as_f64().unwrap(),
     );
-    assert!(lo < 25.0 && hi > 20.0 && lo <= hi, "{ttft}");
+    assert!(lo < 40.0 && hi > 20.0 && lo <= hi, "{ttft}");
     let csv = std::fs::read_to_string(
         out.dir
             .join("aggregate/profile_export_aiperf_aggregate.csv"),
