@@ -243,7 +243,7 @@ pub(super) fn generate_source(corpus: &str) -> String {
 mod tests {
     use super::*;
     use crate::dataset::{PromptGenerator, UsedBlocks, CORPUS};
-    use crate::tokenizer::{Builtin, Early, Inner, Tokenizer};
+    use crate::tokenizer::{Builtin, Early, Inner, Split, Tokenizer};
 
     const TABLE_FILE: &str = "src/tokenizer/o200k_corpus.rs";
 
@@ -359,6 +359,7 @@ mod tests {
             Builtin {
                 load: || panic!("the early table missed a piece"),
                 early: Early::Only,
+                split: Split::O200k,
             },
         );
         let real = Tokenizer {
@@ -366,6 +367,7 @@ mod tests {
             inner: Inner::Tiktoken(Builtin {
                 load: bpe_openai::o200k_base,
                 early: Early::Never,
+                split: Split::Encoding,
             }),
         };
         let (a, b) = (PromptGenerator::new(only), PromptGenerator::new(real));

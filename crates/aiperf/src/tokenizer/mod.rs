@@ -152,6 +152,7 @@ impl Tokenizer {
                     Builtin {
                         load: bpe_openai::o200k_base,
                         early: Early::WhileLoading,
+                        split: Split::O200k,
                     },
                 ));
             }
@@ -161,6 +162,7 @@ impl Tokenizer {
                     Builtin {
                         load: bpe_openai::cl100k_base,
                         early: Early::Never,
+                        split: Split::Encoding,
                     },
                 ));
             }
@@ -330,6 +332,17 @@ impl Tokenizer {
 struct Builtin {
     load: fn() -> &'static bpe_openai::Tokenizer,
     early: Early,
+    split: Split,
+}
+
+/// How [`Builtin::count`] cuts text into the pieces it counts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Split {
+    /// The encoding's own pre-tokenizer regex.
+    Encoding,
+    /// o200k_base's pieces, cut on the calling thread ([`early::count_o200k`]: the ASCII
+    /// split, a per-thread memo of piece counts).
+    O200k,
 }
 
 /// When [`early::Table`] answers.
@@ -346,10 +359,9 @@ impl Builtin {
     /// `text`'s token count from the encoding (loaded first if need be).
     fn count(&self, text: &str) -> usize {
         let enc = (self.load)();
-        match self.early {
-            Early::Never => enc.count(text),
-            // o200k: split on this thread's own splitter.
-            _ => early::count_o200k(enc, text),
+        match self.split {
+            Split::Encoding => enc.count(text),
+            Split::O200k => early::count_o200k(enc, text),
         }
     }
 
