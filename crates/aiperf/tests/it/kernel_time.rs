@@ -210,10 +210,21 @@ impl Capture {
     }
 }
 
+impl Drop for Capture {
+    /// A test that fails half-way leaves no tcpdump behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Each request's TTFT at the wire, in ms, by its `X-Request-ID`: from the packet carrying
 /// the request to `port` to the first packet back on the same connection with a token's
 /// content in it.
 fn wire_ttft(pcap: &[u8], port: u16) -> HashMap<String, f64> {
+    assert!(pcap.len() >= 24, "a capture file without its header");
     let field = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
     // Nanosecond stamps (tcpdump --time-stamp-precision=nano) or microsecond ones.
     let scale = if field(pcap, 0) == 0xA1B2_3C4D {
@@ -232,10 +243,12 @@ fn wire_ttft(pcap: &[u8], port: u16) -> HashMap<String, f64> {
             continue;
         }
         let ip = &data[14..];
-        let tcp = &ip[usize::from(ip[0] & 15) * 4..];
-        if tcp.len() < 20 {
+        let Some(tcp) = ip
+            .get(usize::from(ip[0] & 15) * 4..)
+            .filter(|t| t.len() >= 20)
+        else {
             continue;
-        }
+        };
         let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
         let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
         let payload = &tcp[(usize::from(tcp[12] >> 4) * 4).min(tcp.len())..];
