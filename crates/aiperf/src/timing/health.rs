@@ -135,24 +135,25 @@ pub fn judge(m: Measurements) -> ClientHealth {
     // up what the client does next (a closed-loop worker's next request, its own sends).
     let kernel_timed = m.lags.read_p99_ms.is_some();
     if let Some(p99) = m.lags.read_p99_ms.filter(|v| *v > LAG_LIMIT_MS) {
+        let late = format!(
+            "the client read responses late (read lag p99 {p99:.2} ms: bytes waited that long \
+             in the socket)"
+        );
         reasons.push(match m.lags.itl_p50_ms {
             Some(itl) if p99 >= itl => format!(
-                "the client read responses late (read lag p99 {p99:.2} ms: bytes waited that \
-                 long in the socket), longer than the time between tokens (ITL p50 {itl:.2} ms): \
-                 the kernel gives bytes that wait in the socket together one receive stamp, the \
-                 last one's, so a token read together with the next takes the next one's time, \
-                 and TTFT and ITL may be skewed by up to the read lag"
+                "{late}, longer than the time between tokens (ITL p50 {itl:.2} ms): the kernel \
+                 gives bytes that wait in the socket together one receive stamp, the last \
+                 one's, so a token read together with the next takes the next one's time, and \
+                 TTFT and ITL may be skewed by up to the read lag"
             ),
             Some(itl) => format!(
-                "the client read responses late (read lag p99 {p99:.2} ms: bytes waited that \
-                 long in the socket); token times are the kernel's receive stamps and tokens \
-                 came further apart than that (ITL p50 {itl:.2} ms), so TTFT and ITL are not \
-                 skewed, but a slow reader delays what follows"
+                "{late}; token times are the kernel's receive stamps and tokens came further \
+                 apart than that (ITL p50 {itl:.2} ms), so TTFT and ITL are not skewed, but a \
+                 slow reader delays what follows"
             ),
             None => format!(
-                "the client read responses late (read lag p99 {p99:.2} ms: bytes waited that \
-                 long in the socket); token times are the kernel's receive stamps, so TTFT and \
-                 ITL are not skewed, but a slow reader delays what follows"
+                "{late}; token times are the kernel's receive stamps, so TTFT and ITL are not \
+                 skewed, but a slow reader delays what follows"
             ),
         });
     }
