@@ -1192,6 +1192,8 @@ fn report(
         send_p99_ms: stats("send_lag").map(|s| s.p99),
         read_p99_ms: stats("read_lag").map(|s| s.p99),
         itl_p50_ms: stats("inter_token_latency").map(|s| s.p50),
+        read_avg_ms: stats("read_lag").map(|s| s.avg),
+        latency_avg_ms: stats("request_latency").map(|s| s.avg),
     };
     let client_errors = profiling
         .errors
@@ -1450,6 +1452,9 @@ fn console_text(cfg: &BenchmarkConfig, report: &RunReport, ending: &Ending) -> S
             fig(h.process_cpu_percent),
             fig(h.machine_cpu_busy_percent),
         );
+    }
+    for n in &h.notes {
+        let _ = writeln!(text, "Client health note: {n}");
     }
     for w in &report.warnings {
         let _ = writeln!(text, "warning: {w}");

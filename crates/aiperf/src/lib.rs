@@ -158,6 +158,9 @@ pub async fn run_merge(a: cli::MergeArgs) -> Result<u8> {
             )
         }
     ));
+    for n in &r.client_health.notes {
+        console.push_str(&format!("Client health note: {n}\n"));
+    }
     if let Some(section) = plugins {
         merged.report.plugins = merge_hooks(&section, &merged, &a.output).await;
         console.push_str(&export::console::plugins_section(&merged.report.plugins));

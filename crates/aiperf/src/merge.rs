@@ -465,12 +465,21 @@ fn merged_health(shards: &[ShardDir]) -> ClientHealth {
             .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
     };
     let mut reasons = Vec::new();
+    let mut notes = Vec::new();
     for s in shards {
+        let said = |p: &str| -> Vec<String> {
+            h(s, p)
+                .and_then(|r| serde_json::from_value::<Vec<String>>(r).ok())
+                .unwrap_or_default()
+        };
+        notes.extend(
+            said("notes")
+                .into_iter()
+                .map(|n| format!("shard {}/{}: {n}", s.index, s.count)),
+        );
         let verdict = h(s, "verdict");
         if verdict.as_ref().and_then(Value::as_str) != Some("ok") {
-            let why: Vec<String> = h(s, "reasons")
-                .and_then(|r| serde_json::from_value::<Vec<String>>(r).ok())
-                .unwrap_or_default();
+            let why = said("reasons");
             reasons.push(format!(
                 "shard {}/{}: {}",
                 s.index,
@@ -490,6 +499,7 @@ fn merged_health(shards: &[ShardDir]) -> ClientHealth {
             Verdict::ClientMayBeTheBottleneck
         },
         reasons,
+        notes,
         runtime_lag_ms: RuntimeLag {
             p50: max("runtime_lag_ms/p50"),
             p99: max("runtime_lag_ms/p99"),
@@ -921,5 +931,36 @@ mod tests {
             1_000_000_000,
         );
         assert_eq!(back, m);
+    }
+
+    /// The merged verdict is ok only when every shard's is; reasons and notes keep the shard
+    /// that said them, and the figures are the worst shard's.
+    #[test]
+    fn merged_health_keeps_each_shards_reasons_and_notes() {
+        let shard = |index: u32, health: Value| ShardDir {
+            dir: PathBuf::new(),
+            summary: json!({ "client_health": health }),
+            index,
+            count: 2,
+            run_id: "run1".into(),
+            records: None,
+            hdr: None,
+        };
+        let noted = json!({"verdict": "ok", "reasons": [], "notes": ["late reads cost little"],
+                           "read_lag_p99_ms": 1.4, "cores": 2.0});
+        let bad = json!({"verdict": "client_may_be_the_bottleneck",
+                         "reasons": ["requests left late"], "notes": [],
+                         "read_lag_p99_ms": 0.3, "cores": 2.0});
+        let h = merged_health(&[shard(0, noted.clone()), shard(1, bad)]);
+        assert_eq!(h.verdict, Verdict::ClientMayBeTheBottleneck);
+        assert_eq!(h.reasons, ["shard 1/2: requests left late"]);
+        assert_eq!(h.notes, ["shard 0/2: late reads cost little"]);
+        assert_eq!(h.read_lag_p99_ms, Some(1.4));
+        assert_eq!(h.cores, 4.0);
+        // A shard from before notes existed has none.
+        let old = json!({"verdict": "ok", "reasons": []});
+        let h = merged_health(&[shard(0, noted), shard(1, old)]);
+        assert!(h.ok());
+        assert_eq!(h.notes, ["shard 0/2: late reads cost little"]);
     }
 }

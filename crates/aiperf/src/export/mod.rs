@@ -439,6 +439,7 @@ mod tests {
         ClientHealth {
             verdict: Verdict::ClientMayBeTheBottleneck,
             reasons: vec!["requests left late (send lag p99 2.00 ms)".into()],
+            notes: vec![],
             runtime_lag_ms: RuntimeLag {
                 p50: Some(1.0),
                 p99: Some(1.735),

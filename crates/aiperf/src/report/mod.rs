@@ -164,14 +164,19 @@ fn context_section(run: &RunData) -> Section {
         } else {
             "verdict-bad"
         };
-        let reasons: Vec<String> = s
-            .pointer("/client_health/reasons")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|r| r.as_str()).map(esc).collect())
-            .unwrap_or_default();
+        let said = |key: &str| -> Vec<String> {
+            s.pointer(&format!("/client_health/{key}"))
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|r| r.as_str()).map(esc).collect())
+                .unwrap_or_default()
+        };
+        let (reasons, notes) = (said("reasons"), said("notes"));
         let mut cell = format!("<span class=\"{class}\">{}</span>", esc(v));
         if !reasons.is_empty() {
             cell.push_str(&format!(": {}", reasons.join("; ")));
+        }
+        for n in notes {
+            cell.push_str(&format!("<br>note: {n}"));
         }
         rows.push(("client health".into(), cell));
     }
@@ -798,7 +803,8 @@ mod tests {
             summary: json!({
                 "request_throughput": {"unit": "requests/sec", "avg": 12.5},
                 "input_config": {"endpoint": {"model_names": ["m"]}, "loadgen": {"concurrency": 4}},
-                "error_summary": [{"error_details": {"type": "Boom", "code": 500, "message": "<x>"}, "count": 2}]
+                "error_summary": [{"error_details": {"type": "Boom", "code": 500, "message": "<x>"}, "count": 2}],
+                "client_health": {"verdict": "ok", "reasons": [], "notes": ["late reads cost <1 %"]}
             }),
             records: Vec::new(),
             has_records: false,
@@ -807,6 +813,11 @@ mod tests {
         assert!(b.html.contains("12.50") && b.html.contains("concurrency 4"));
         assert!(b.html.contains("no per-request records"));
         assert!(b.html.contains("&lt;x&gt;"), "messages are escaped");
+        assert!(
+            b.html
+                .contains("<span class=\"verdict-ok\">ok</span><br>note: late reads cost &lt;1 %"),
+            "the health note, escaped"
+        );
         let d = html::extract_data(&b.html).unwrap();
         assert_eq!(d["runs"][0]["errors_by_type"]["Boom"], 2);
         assert_eq!(d["charts"], json!(["errors_by_type"]));
