@@ -763,6 +763,9 @@ pub fn highlights(w: &WindowSummary) -> Vec<Highlight> {
     if hist.len() == 1 {
         let mut h = empty("Server TTFT", names(&f), "ms");
         h.total = Some(hist[0].count);
+        // The mean is exact (the window's sum over its count); the percentiles are
+        // interpolated within a bucket, which for vLLM's TTFT buckets spans 20–40 ms.
+        h.avg = hist[0].avg.map(|v| v * 1e3);
         h.p50 = hist[0].p50.map(|v| v * 1e3);
         h.p99 = hist[0].p99.map(|v| v * 1e3);
         out.push(h);
@@ -805,25 +808,28 @@ fn server_console(w: &WindowSummary, hl: &[Highlight]) -> String {
     );
     for h in hl {
         let mut parts = Vec::new();
-        let unit = if h.unit == "%" {
-            " %".to_string()
-        } else {
-            String::new()
+        let unit = match h.unit {
+            "%" => " %",
+            "ms" => " ms",
+            _ => "",
         };
+        if let Some(v) = h.total {
+            parts.push(format!("total {}", fmt(v)));
+        }
         if let Some(v) = h.avg {
             parts.push(format!("avg {}{unit}", fmt(v)));
         }
         if let Some(v) = h.max {
             parts.push(format!("max {}{unit}", fmt(v)));
         }
-        if let Some(v) = h.total {
-            parts.push(format!("total {}", fmt(v)));
-        }
         if let Some(v) = h.p50 {
             parts.push(format!("p50 {} ms", fmt(v)));
         }
         if let Some(v) = h.p99 {
             parts.push(format!("p99 {} ms", fmt(v)));
+        }
+        if h.p50.is_some() || h.p99.is_some() {
+            parts.push("(percentiles interpolated within histogram buckets)".into());
         }
         let _ = writeln!(t, "  {:<24} {}", h.label, parts.join("  "));
     }
@@ -1004,6 +1010,37 @@ mod tests {
         let console = server_console(&w, &h);
         assert!(console.contains("Running requests"), "{console}");
         assert!(console.contains("avg 37.50 %"), "{console}");
+    }
+
+    /// The server's TTFT from its histogram: the mean exact (sum over count), the
+    /// percentiles interpolated within a bucket, and the console says which is which.
+    #[test]
+    fn server_ttft_has_its_exact_mean_and_bucket_percentiles() {
+        let t = |n: u32, sum: f64| {
+            format!(
+                "# TYPE vllm:time_to_first_token_seconds histogram\n\
+                 vllm:time_to_first_token_seconds_bucket{{le=\"0.02\"}} 0\n\
+                 vllm:time_to_first_token_seconds_bucket{{le=\"0.04\"}} {n}\n\
+                 vllm:time_to_first_token_seconds_bucket{{le=\"+Inf\"}} {n}\n\
+                 vllm:time_to_first_token_seconds_sum {sum}\n\
+                 vllm:time_to_first_token_seconds_count {n}\n"
+            )
+        };
+        // 200 requests of 20.1 ms each, all in the 20–40 ms bucket.
+        let w = window_of(&[&t(0, 0.0), &t(100, 2.01), &t(200, 4.02)]);
+        let h = highlights(&w);
+        let ttft = h.iter().find(|x| x.label == "Server TTFT").unwrap();
+        assert_eq!(ttft.total, Some(200.0));
+        assert!((ttft.avg.unwrap() - 20.1).abs() < 1e-9, "{ttft:?}");
+        assert!((ttft.p50.unwrap() - 30.0).abs() < 1e-9, "{ttft:?}");
+        let console = server_console(&w, &h);
+        assert!(
+            console.contains(
+                "total 200  avg 20.10 ms  p50 30 ms  p99 39.80 ms  (percentiles interpolated \
+                 within histogram buckets)"
+            ),
+            "{console}"
+        );
     }
 
     #[test]
