@@ -117,7 +117,10 @@ fn main() -> ExitCode {
             env!("CARGO_PKG_VERSION"),
             cfg.cli_command
         );
-        return run_async(async move { aiperf::run_profile(cfg).await });
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = cfg.scale.worker_threads(cores);
+        tracing::info!("async runtime: {threads} worker thread(s) on {cores} core(s)");
+        return run_async_on(Some(threads), async move { aiperf::run_profile(cfg).await });
     }
     let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
@@ -180,10 +183,19 @@ fn usage_error(e: &ConfigError) -> ExitCode {
 }
 
 fn run_async(fut: impl std::future::Future<Output = aiperf::Result<u8>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    run_async_on(None, fut)
+}
+
+/// Runs `fut` on a multi-thread runtime with `threads` workers (`None`: one per core).
+fn run_async_on(
+    threads: Option<usize>,
+    fut: impl std::future::Future<Output = aiperf::Result<u8>>,
+) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(n);
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -515,6 +515,10 @@ fn merged_health(shards: &[ShardDir]) -> ClientHealth {
         process_cpu_percent_of_machine: max("process_cpu_percent_of_machine"),
         machine_cpu_busy_percent: max("machine_cpu_busy_percent"),
         cores: shards.iter().filter_map(|s| h(s, "cores")?.as_f64()).sum(),
+        worker_threads: shards
+            .iter()
+            .map(|s| h(s, "worker_threads")?.as_u64().map(|n| n as usize))
+            .sum(),
     }
 }
 
@@ -947,20 +951,22 @@ mod tests {
             hdr: None,
         };
         let noted = json!({"verdict": "ok", "reasons": [], "notes": ["late reads cost little"],
-                           "read_lag_p99_ms": 1.4, "cores": 2.0});
+                           "read_lag_p99_ms": 1.4, "cores": 2.0, "worker_threads": 2});
         let bad = json!({"verdict": "client_may_be_the_bottleneck",
                          "reasons": ["requests left late"], "notes": [],
-                         "read_lag_p99_ms": 0.3, "cores": 2.0});
+                         "read_lag_p99_ms": 0.3, "cores": 2.0, "worker_threads": 1});
         let h = merged_health(&[shard(0, noted.clone()), shard(1, bad)]);
         assert_eq!(h.verdict, Verdict::ClientMayBeTheBottleneck);
         assert_eq!(h.reasons, ["shard 1/2: requests left late"]);
         assert_eq!(h.notes, ["shard 0/2: late reads cost little"]);
         assert_eq!(h.read_lag_p99_ms, Some(1.4));
         assert_eq!(h.cores, 4.0);
+        assert_eq!(h.worker_threads, Some(3));
         // A shard from before notes existed has none.
         let old = json!({"verdict": "ok", "reasons": []});
         let h = merged_health(&[shard(0, noted), shard(1, old)]);
         assert!(h.ok());
         assert_eq!(h.notes, ["shard 0/2: late reads cost little"]);
+        assert_eq!(h.worker_threads, None, "one shard did not say");
     }
 }

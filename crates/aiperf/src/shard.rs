@@ -101,11 +101,41 @@ pub struct ScaleSpec {
     pub run_id: Option<String>,
     /// Unix ns at which the load starts (each shard waits for it).
     pub start_at_ns: Option<u64>,
+    /// `--workers-max`: the most runtime worker threads (`None`: one per core).
+    pub workers_max: Option<usize>,
+}
+
+impl ScaleSpec {
+    /// The runtime's worker threads on a machine with `cores` cores: `--workers-max`, at
+    /// most one per core.
+    pub fn worker_threads(&self, cores: usize) -> usize {
+        let cores = cores.max(1);
+        self.workers_max.map_or(cores, |n| n.clamp(1, cores))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn worker_threads_are_capped_by_the_cores() {
+        let spec = |workers_max| ScaleSpec {
+            shard: None,
+            run_id: None,
+            start_at_ns: None,
+            workers_max,
+        };
+        assert_eq!(spec(None).worker_threads(8), 8);
+        assert_eq!(spec(Some(3)).worker_threads(8), 3);
+        assert_eq!(spec(Some(4096)).worker_threads(8), 8);
+        assert_eq!(spec(Some(0)).worker_threads(8), 1, "never none");
+        assert_eq!(
+            spec(None).worker_threads(0),
+            1,
+            "a machine that says 0 cores gets one"
+        );
+    }
 
     #[test]
     fn parts_add_up_and_the_remainder_goes_first() {

@@ -215,6 +215,14 @@ pub fn shard_count(s: &str) -> Result<u32, String> {
     narrow(whole(s, 1, MAX_SHARDS, " shards")?)
 }
 
+/// The most worker threads of the runtime (`--workers-max`); the cores cap it further.
+pub const MAX_WORKERS: u64 = 4096;
+
+/// `--workers-max`: 1 to [`MAX_WORKERS`], a whole number.
+pub fn workers(s: &str) -> Result<usize, String> {
+    narrow(whole(s, 1, MAX_WORKERS, " threads")?)
+}
+
 /// Most runs of one point (`--num-profile-runs`).
 pub const MAX_PROFILE_RUNS: u64 = 1000;
 

@@ -50,7 +50,7 @@ const DIST: &str = "ISL/OSL come from --isl/--osl with a normal --isl-stddev/--o
 const CORPUS: &str =
     "synthetic prompts are cut from the built-in corpus; other corpora are not supported";
 const SERVICES: &str =
-    "one process, no worker services or message bus: the tool sizes its threads to the machine";
+    "one process, no worker services or message bus: the tool sizes its threads to the machine (--workers-max caps them)";
 const NETLAT: &str = "network latency probing is not supported: run against the server's own host to leave the network out";
 const ACCURACY: &str = "accuracy benchmarks are not supported: this tool measures performance";
 const VARIANT: &str = "named sweep variants are not supported: give the lists on the command line or in the config file (docs/sweeps.md)";
@@ -290,7 +290,7 @@ pub const OPTIONS: &[AiperfOption] = &[
     // UI
     o("UI", &["--ui-type", "--ui"], S),
     // Workers
-    o("Workers", &["--workers-max", "--max-workers"], N(SERVICES)),
+    o("Workers", &["--workers-max", "--max-workers"], S),
     // ZMQ Communication
     o("ZMQ Communication", &["--zmq-host"], N(SERVICES)),
     o("ZMQ Communication", &["--zmq-ipc-path"], N(SERVICES)),

@@ -260,6 +260,11 @@ pub struct ScaleArgs {
     /// show it as send lag.
     #[arg(long, value_name = "TIME", value_parser = crate::shard::parse_start_at)]
     pub start_at: Option<u64>,
+    /// The most worker threads of the async runtime that sends the requests and reads the
+    /// responses (AIPerf's worker count). Default: one per core, which is also the cap. On a
+    /// small machine shared with the server, fewer leave it more of the cores.
+    #[arg(long, value_name = "N", visible_alias = "max-workers", value_parser = units::workers)]
+    pub workers_max: Option<usize>,
 }
 
 /// `--search-recipe`: what the search looks for.

@@ -79,6 +79,7 @@ fn scale(
         shard: a.scale.shard,
         run_id: a.scale.run_id.clone(),
         start_at_ns: a.scale.start_at,
+        workers_max: a.scale.workers_max,
     };
     let Some(sh) = spec.shard else {
         return Ok(spec);

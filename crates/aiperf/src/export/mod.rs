@@ -452,6 +452,7 @@ mod tests {
             process_cpu_percent_of_machine: Some(25.0),
             machine_cpu_busy_percent: None,
             cores: 2.0,
+            worker_threads: Some(2),
         }
     }
 

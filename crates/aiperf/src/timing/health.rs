@@ -78,6 +78,9 @@ pub struct ClientHealth {
     pub process_cpu_percent_of_machine: Option<f64>,
     pub machine_cpu_busy_percent: Option<f64>,
     pub cores: f64,
+    /// Worker threads of the async runtime that ran the load (`--workers-max`), as the
+    /// runtime counts them; `None` outside one.
+    pub worker_threads: Option<usize>,
 }
 
 impl ClientHealth {
@@ -96,6 +99,7 @@ pub struct Measurements {
     pub process_cpu_percent: Option<f64>,
     pub machine_cpu_busy_percent: Option<f64>,
     pub cores: f64,
+    pub worker_threads: Option<usize>,
     /// How long the monitor ran, in seconds.
     pub wall_secs: f64,
     /// Requests that failed on the client's own limits (file descriptors, ports, buffers).
@@ -227,6 +231,7 @@ pub fn judge(m: Measurements) -> ClientHealth {
         process_cpu_percent_of_machine: m.process_cpu_percent.map(|p| p / m.cores),
         machine_cpu_busy_percent: busy,
         cores: m.cores,
+        worker_threads: m.worker_threads,
     }
 }
 
@@ -283,6 +288,7 @@ impl HealthMonitor {
             process_cpu_percent,
             machine_cpu_busy_percent,
             cores,
+            worker_threads: worker_threads(),
             wall_secs,
             client_resource_errors,
         })
@@ -329,10 +335,17 @@ impl HealthProbe {
             process_cpu_percent,
             machine_cpu_busy_percent,
             cores: cores(),
+            worker_threads: worker_threads(),
             wall_secs,
             client_resource_errors,
         })
     }
+}
+
+fn worker_threads() -> Option<usize> {
+    tokio::runtime::Handle::try_current()
+        .ok()
+        .map(|h| h.metrics().num_workers())
 }
 
 fn cores() -> f64 {
@@ -375,6 +388,7 @@ mod tests {
             process_cpu_percent: Some(40.0),
             machine_cpu_busy_percent: Some(95.0),
             cores: 4.0,
+            worker_threads: Some(4),
             wall_secs: 10.0,
             client_resource_errors: 0,
         }
@@ -601,7 +615,8 @@ mod tests {
                 "process_cpu_percent",
                 "process_cpu_percent_of_machine",
                 "machine_cpu_busy_percent",
-                "cores"
+                "cores",
+                "worker_threads"
             ]
         );
         assert_eq!(v["verdict"], "client_may_be_the_bottleneck");

@@ -460,6 +460,7 @@ const NUMERIC_FLAGS: &[(&str, &[&str], &str, &[&str])] = &[
     ("request-count", &["0", "1000000001"], "1000000000", &[]),
     ("warmup-request-count", &["1000000001"], "1000000000", &[]),
     ("concurrency", &["0", "1000001"], "1000000", &[]),
+    ("workers-max", &["0", "4097", "1.5"], "4096", &[]),
     ("warmup-concurrency", &["0", "1000001"], "1000000", &[]),
     // Rates and factors.
     (

@@ -900,3 +900,48 @@ fn request_rate_paces_the_requests() {
         );
     }
 }
+
+/// `--workers-max` (and AIPerf's alias `--max-workers`, and `workers_max:` in a config file)
+/// caps the runtime's worker threads, at most one per core; without it there is one per
+/// core. `client_health.worker_threads` is the runtime's own count.
+#[test]
+fn workers_max_caps_the_runtimes_worker_threads() {
+    let _gate = support::shared();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let workers = |extra: &[&str]| -> u64 {
+        let mut args = vec![
+            "-m",
+            "m",
+            "--url",
+            "mock?ttft_ms=1&itl_ms=1",
+            "--streaming",
+            "--osl",
+            "4",
+            "--request-count",
+            "8",
+            "--concurrency",
+            "2",
+        ];
+        args.extend(extra);
+        let out = Run::profile(&args).run();
+        out.ok();
+        let j = out.json();
+        j["client_health"]["worker_threads"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no worker_threads: {}", j["client_health"]))
+    };
+    assert_eq!(workers(&["--workers-max", "1"]), 1);
+    assert_eq!(
+        workers(&["--max-workers", "4096"]),
+        cores,
+        "capped at the cores"
+    );
+    assert_eq!(workers(&[]), cores, "one per core by default");
+    let tmp = tempfile::tempdir().unwrap();
+    let file = support::write_file(
+        tmp.path(),
+        "bench.yaml",
+        "benchmark:\n  url: \"mock?ttft_ms=1&itl_ms=1\"\n  model: m\n  request_count: 4\n  workers_max: 1\n",
+    );
+    assert_eq!(workers(&["--config", file.to_str().unwrap()]), 1);
+}
