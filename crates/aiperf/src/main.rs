@@ -117,10 +117,12 @@ fn main() -> ExitCode {
             env!("CARGO_PKG_VERSION"),
             cfg.cli_command
         );
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = cfg.scale.worker_threads(cores);
-        tracing::info!("async runtime: {threads} worker thread(s) on {cores} core(s)");
-        return run_async_on(Some(threads), async move { aiperf::run_profile(cfg).await });
+        // Without --workers-max, tokio's own default: one per core (or TOKIO_WORKER_THREADS).
+        let threads = cfg.scale.workers_max.map(|_| {
+            cfg.scale
+                .worker_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        });
+        return run_async_on(threads, async move { aiperf::run_profile(cfg).await });
     }
     let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,

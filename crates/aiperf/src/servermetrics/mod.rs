@@ -764,7 +764,7 @@ pub fn highlights(w: &WindowSummary) -> Vec<Highlight> {
         let mut h = empty("Server TTFT", names(&f), "ms");
         h.total = Some(hist[0].count);
         // The mean is exact (the window's sum over its count); the percentiles are
-        // interpolated within a bucket, which for vLLM's TTFT buckets spans 20–40 ms.
+        // interpolated within a bucket (vLLM's TTFT buckets have one from 20 to 40 ms).
         h.avg = hist[0].avg.map(|v| v * 1e3);
         h.p50 = hist[0].p50.map(|v| v * 1e3);
         h.p99 = hist[0].p99.map(|v| v * 1e3);
