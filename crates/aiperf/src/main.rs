@@ -117,11 +117,8 @@ fn main() -> ExitCode {
             env!("CARGO_PKG_VERSION"),
             cfg.cli_command
         );
-        // Without --workers-max, tokio's own default: one per core (or TOKIO_WORKER_THREADS).
-        let threads = cfg.scale.workers_max.map(|_| {
-            cfg.scale
-                .worker_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
-        });
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = cfg.scale.worker_threads(cores);
         return run_async_on(threads, async move { aiperf::run_profile(cfg).await });
     }
     let cli = match Cli::try_parse_from(&args) {
@@ -188,7 +185,7 @@ fn run_async(fut: impl std::future::Future<Output = aiperf::Result<u8>>) -> Exit
     run_async_on(None, fut)
 }
 
-/// Runs `fut` on a multi-thread runtime with `threads` workers (`None`: one per core).
+/// Runs `fut` on a multi-thread runtime with `threads` workers (`None`: tokio's default).
 fn run_async_on(
     threads: Option<usize>,
     fut: impl std::future::Future<Output = aiperf::Result<u8>>,

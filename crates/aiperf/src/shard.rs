@@ -101,16 +101,16 @@ pub struct ScaleSpec {
     pub run_id: Option<String>,
     /// Unix ns at which the load starts (each shard waits for it).
     pub start_at_ns: Option<u64>,
-    /// `--workers-max`: the most runtime worker threads (`None`: one per core).
+    /// `--workers-max`: the most runtime worker threads (`None`: tokio's default).
     pub workers_max: Option<usize>,
 }
 
 impl ScaleSpec {
     /// The runtime's worker threads on a machine with `cores` cores: `--workers-max`, at
-    /// most one per core.
-    pub fn worker_threads(&self, cores: usize) -> usize {
-        let cores = cores.max(1);
-        self.workers_max.map_or(cores, |n| n.clamp(1, cores))
+    /// most one per core; `None` without the flag (tokio's default: one per core, or
+    /// `TOKIO_WORKER_THREADS`).
+    pub fn worker_threads(&self, cores: usize) -> Option<usize> {
+        self.workers_max.map(|n| n.clamp(1, cores.max(1)))
     }
 }
 
@@ -126,13 +126,13 @@ mod tests {
             start_at_ns: None,
             workers_max,
         };
-        assert_eq!(spec(None).worker_threads(8), 8);
-        assert_eq!(spec(Some(3)).worker_threads(8), 3);
-        assert_eq!(spec(Some(4096)).worker_threads(8), 8);
-        assert_eq!(spec(Some(0)).worker_threads(8), 1, "never none");
+        assert_eq!(spec(None).worker_threads(8), None, "tokio's default");
+        assert_eq!(spec(Some(3)).worker_threads(8), Some(3));
+        assert_eq!(spec(Some(4096)).worker_threads(8), Some(8));
+        assert_eq!(spec(Some(0)).worker_threads(8), Some(1), "never none");
         assert_eq!(
-            spec(None).worker_threads(0),
-            1,
+            spec(Some(2)).worker_threads(0),
+            Some(1),
             "a machine that says 0 cores gets one"
         );
     }

@@ -261,8 +261,9 @@ pub struct ScaleArgs {
     #[arg(long, value_name = "TIME", value_parser = crate::shard::parse_start_at)]
     pub start_at: Option<u64>,
     /// The most worker threads of the async runtime that sends the requests and reads the
-    /// responses (AIPerf's worker count). Default: one per core, which is also the cap. On a
-    /// small machine shared with the server, fewer leave it more of the cores.
+    /// responses (AIPerf's worker count), at most one per core. Default: one per core
+    /// (tokio's, which TOKIO_WORKER_THREADS overrides). On a small machine shared with the
+    /// server, fewer leave it more of the cores.
     #[arg(long, value_name = "N", visible_alias = "max-workers", value_parser = units::workers)]
     pub workers_max: Option<usize>,
 }
